@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that building kbuild and running its tests need.
+# Idempotent: packages already present are left alone, and apt's lists are only
+# refreshed when something is missing.
+set -euo pipefail
+
+build_packages=(
+  meson ninja-build pkg-config g++ clang libclang-rt-14-dev
+  libsdbus-c++-dev libsdbus-c++-bin libsystemd-dev libseccomp-dev libarchive-dev
+  libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libsqlite3-dev libcli11-dev
+  libgtest-dev libgmock-dev
+)
+
+missing=()
+for pkg in "${build_packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup-deps: missing packages ${missing[*]}; run this script as root" >&2
+    exit 1
+  fi
+  echo "setup-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs what the tests need, builds
+# kbuild, runs every test, fuzzes the Dockerfile frontend for a bounded time, and prints one
+# summary line ("tests: N passed, N failed, N skipped"). Exits non-zero on any failure.
+#
+#   KBUILD_BUILD_DIR      build directory (default: build)
+#   KBUILD_FUZZ_SECONDS   how long the fuzzer runs (default: 60; 0 skips the fuzzing step)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$PWD
+build_dir=${KBUILD_BUILD_DIR:-build}
+fuzz_seconds=${KBUILD_FUZZ_SECONDS:-60}
+
+bash scripts/setup-deps.sh
+
+if [[ -f "$build_dir/build.ninja" ]]; then
+  meson setup --reconfigure "$build_dir" >/dev/null
+else
+  meson setup "$build_dir" >/dev/null
+fi
+ninja -C "$build_dir"
+
+status=0
+# Old results must not be counted again.
+find "$build_dir" -name '*.xml' -path '*tests*' -delete 2>/dev/null || true
+meson test -C "$build_dir" --print-errorlogs --num-processes "$(nproc)" || status=1
+
+if [[ "$fuzz_seconds" != 0 ]]; then
+  bash scripts/fuzz.sh "$fuzz_seconds" || status=1
+fi
+
+python3 - "$root/$build_dir" <<'PY' || status=1
+import pathlib, sys, xml.etree.ElementTree as ET
+passed = failed = skipped = 0
+for report in pathlib.Path(sys.argv[1]).rglob("*.xml"):
+    try:
+        root = ET.parse(report).getroot()
+    except ET.ParseError:
+        continue
+    if root.tag != "testsuites":
+        continue
+    for case in root.iter("testcase"):
+        if case.find("failure") is not None:
+            failed += 1
+        elif case.get("result") == "skipped" or case.find("skipped") is not None:
+            skipped += 1
+        else:
+            passed += 1
+print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
+sys.exit(1 if failed or passed == 0 else 0)
+PY
+exit $status
