@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/debug_dockerfile.h"
+#include "cli/error_excerpt.h"
 #include "common/error.h"
 #include "common/version.h"
 
@@ -37,17 +38,28 @@ std::string read_dockerfile(const DebugDockerfileFlags& flags, std::istream& in)
   return text.str();
 }
 
-int run_debug_dockerfile(const DebugDockerfileFlags& flags, std::istream& in, std::ostream& out) {
+std::string dockerfile_display_name(const DebugDockerfileFlags& flags) {
+  if (flags.file.empty() || flags.file == "-") return "Dockerfile";
+  size_t slash = flags.file.rfind('/');
+  return slash == std::string::npos ? flags.file : flags.file.substr(slash + 1);
+}
+
+int run_debug_dockerfile(const DebugDockerfileFlags& flags, std::istream& in, std::ostream& out, std::ostream& err) {
   DebugDockerfileRequest request;
   request.dockerfile_text = read_dockerfile(flags, in);
-  request.target = flags.target;
-  request.platform = flags.platform;
-  request.build_args = parse_build_args(flags.build_args, [](const std::string& name) -> std::optional<std::string> {
-    const char* value = std::getenv(name.c_str());
-    if (!value) return std::nullopt;
-    return std::string(value);
-  });
-  out << describe_dockerfile(request).dump(2) << "\n";
+  try {
+    request.target = flags.target;
+    request.platform = flags.platform;
+    request.build_args = parse_build_args(flags.build_args, [](const std::string& name) -> std::optional<std::string> {
+      const char* value = std::getenv(name.c_str());
+      if (!value) return std::nullopt;
+      return std::string(value);
+    });
+    out << describe_dockerfile(request).dump(2) << "\n";
+  } catch (const Error& e) {
+    if (e.where()) err << dockerfile_excerpt(dockerfile_display_name(flags), request.dockerfile_text, *e.where());
+    throw;
+  }
   return 0;
 }
 
@@ -74,7 +86,7 @@ int run_kbuildctl(int argc, const char* const* argv, std::istream& in, std::ostr
     return app.exit(e, out, err);
   }
   try {
-    if (dockerfile->parsed()) return run_debug_dockerfile(flags, in, out);
+    if (dockerfile->parsed()) return run_debug_dockerfile(flags, in, out, err);
   } catch (const Error& e) {
     err << "ERROR: " << e.what() << "\n";
     return 1;

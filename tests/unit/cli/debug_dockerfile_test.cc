@@ -58,7 +58,15 @@ TEST(DebugDockerfile, CommandReadsStdinAndPrintsJson) {
 TEST(DebugDockerfile, CommandReportsParseErrorsWithTheLine) {
   std::string out, err;
   EXPECT_EQ(run({"debug", "dockerfile", "-f", "-"}, "FROM a\n\nRNU x\n", out, err), 1);
-  EXPECT_EQ(err, "ERROR: dockerfile parse error on line 3: unknown instruction: RNU (did you mean RUN?)\n");
+  EXPECT_EQ(err,
+            "Dockerfile:3\n"
+            "--------------------\n"
+            "   1 |     FROM a\n"
+            "   2 |     \n"
+            "   3 | >>> RNU x\n"
+            "   4 |     \n"
+            "--------------------\n"
+            "ERROR: dockerfile parse error on line 3: unknown instruction: RNU (did you mean RUN?)\n");
   EXPECT_EQ(out, "");
 }
 
