@@ -1,0 +1,103 @@
+#include "engine/sandbox/mount.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <linux/mount.h>
+
+#include "common/syscall.h"
+#include "common/unique_fd.h"
+
+namespace kbuild::sandbox {
+namespace {
+
+int fsopen(const char* fs, unsigned flags) { return static_cast<int>(::syscall(SYS_fsopen, fs, flags)); }
+int fsconfig(int fd, unsigned cmd, const char* key, const void* value, int aux) {
+  return static_cast<int>(::syscall(SYS_fsconfig, fd, cmd, key, value, aux));
+}
+int fsmount(int fd, unsigned flags, unsigned attrs) { return static_cast<int>(::syscall(SYS_fsmount, fd, flags, attrs)); }
+int move_mount(int from_dfd, const char* from, int to_dfd, const char* to, unsigned flags) {
+  return static_cast<int>(::syscall(SYS_move_mount, from_dfd, from, to_dfd, to, flags));
+}
+
+// The new mount API takes lower layers one at a time ("lowerdir+", Linux 6.8), so the
+// number of layers is not bounded by the one-page option string of mount(2).
+bool overlay_with_fsconfig(const std::vector<std::string>& lowers, const std::string& upper, const std::string& work,
+                           const std::string& target) {
+  UniqueFd fs(fsopen("overlay", FSOPEN_CLOEXEC));
+  if (!fs) return false;
+  for (const std::string& lower : lowers) {
+    if (fsconfig(fs.get(), FSCONFIG_SET_STRING, "lowerdir+", lower.c_str(), 0) != 0) return false;
+  }
+  if (!upper.empty()) {
+    check(fsconfig(fs.get(), FSCONFIG_SET_STRING, "upperdir", upper.c_str(), 0), "overlay upperdir", upper);
+    check(fsconfig(fs.get(), FSCONFIG_SET_STRING, "workdir", work.c_str(), 0), "overlay workdir", work);
+  }
+  // index=off and xino=off keep layers portable between mounts, as containerd mounts them.
+  fsconfig(fs.get(), FSCONFIG_SET_STRING, "index", "off", 0);
+  check(fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0), "mounting overlay at", target);
+  UniqueFd mnt(check(fsmount(fs.get(), FSMOUNT_CLOEXEC, upper.empty() ? MOUNT_ATTR_RDONLY : 0), "fsmount", target));
+  check(move_mount(mnt.get(), "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH), "move_mount", target);
+  return true;
+}
+
+void overlay_with_mount(const std::vector<std::string>& lowers, const std::string& upper, const std::string& work,
+                        const std::string& target) {
+  std::string options = "lowerdir=";
+  for (size_t i = 0; i < lowers.size(); ++i) options += (i ? ":" : "") + lowers[i];
+  if (!upper.empty()) options += ",upperdir=" + upper + ",workdir=" + work;
+  options += ",index=off";
+  check(::mount("overlay", target.c_str(), "overlay", upper.empty() ? MS_RDONLY : 0, options.c_str()),
+        "mounting overlay at", target);
+}
+
+}  // namespace
+
+Mount::~Mount() {
+  if (target_.empty()) return;
+  ::umount2(target_.c_str(), MNT_DETACH);
+}
+
+Mount& Mount::operator=(Mount&& other) noexcept {
+  if (this != &other) {
+    if (!target_.empty()) ::umount2(target_.c_str(), MNT_DETACH);
+    target_ = std::move(other.target_);
+    other.target_.clear();
+  }
+  return *this;
+}
+
+Mount Mount::overlay(const std::vector<std::string>& lowers, const std::string& upper, const std::string& work,
+                     const std::string& target) {
+  if (lowers.empty()) throw Error(ErrorKind::internal, "overlay at " + target + " needs a lower layer");
+  if (upper.empty() && lowers.size() == 1) return bind(lowers.front(), target, true);
+  if (!overlay_with_fsconfig(lowers, upper, work, target)) overlay_with_mount(lowers, upper, work, target);
+  return Mount(target);
+}
+
+Mount Mount::bind(const std::string& source, const std::string& target, bool read_only) {
+  check(::mount(source.c_str(), target.c_str(), nullptr, MS_BIND | MS_REC, nullptr), "bind-mounting " + source + " at",
+        target);
+  Mount mount(target);
+  if (read_only) {
+    check(::mount(nullptr, target.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, nullptr),
+          "remounting read-only", target);
+  }
+  return mount;
+}
+
+void Mount::unmount() {
+  if (target_.empty()) return;
+  check(::umount2(target_.c_str(), 0), "unmounting", target_);
+  target_.clear();
+}
+
+void enter_private_mount_namespace() {
+  check(::unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)");
+  check(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), "making / private");
+}
+
+}  // namespace kbuild::sandbox

@@ -1,0 +1,39 @@
+// Mounts owned by objects: an overlayfs view of snapshot layers, unmounted (lazily, so a busy
+// mount cannot leak) when the object goes away.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace kbuild::sandbox {
+
+class Mount {
+ public:
+  Mount() = default;
+  ~Mount();
+  Mount(Mount&& other) noexcept : target_(std::move(other.target_)) { other.target_.clear(); }
+  Mount& operator=(Mount&& other) noexcept;
+  Mount(const Mount&) = delete;
+  Mount& operator=(const Mount&) = delete;
+
+  // An overlay at `target`: `lowers` top first; writable when `upper` and `work` are given,
+  // read-only otherwise (which needs at least two lowers; one lower is bind-mounted read-only).
+  static Mount overlay(const std::vector<std::string>& lowers, const std::string& upper, const std::string& work,
+                       const std::string& target);
+  // A bind mount of `source` at `target`, read-only if asked.
+  static Mount bind(const std::string& source, const std::string& target, bool read_only);
+
+  const std::string& target() const { return target_; }
+  // Unmounts now; throws if the kernel refuses.
+  void unmount();
+
+ private:
+  explicit Mount(std::string target) : target_(std::move(target)) {}
+  std::string target_;
+};
+
+// Moves the calling process into a mount namespace of its own whose mounts do not propagate
+// back to the host, so every mount the daemon makes disappears with it. Call before any thread.
+void enter_private_mount_namespace();
+
+}  // namespace kbuild::sandbox
