@@ -1,0 +1,249 @@
+#include "engine/store/snapshot_store.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <unordered_set>
+#include <utility>
+
+#include "common/error.h"
+#include "common/syscall.h"
+#include "common/temp_dir.h"
+#include "engine/store/fs.h"
+#include "engine/store/random_id.h"
+
+namespace kbuild::store {
+namespace {
+
+constexpr std::string_view kTempPrefix = "tmp-";
+// Deeper than overlayfs can stack (500 lowers): a longer chain means a loop in the records.
+constexpr size_t kMaxChain = 4096;
+
+void check_id(std::string_view id) {
+  if (!SnapshotStore::is_valid_id(id)) {
+    throw Error(ErrorKind::internal, "invalid snapshot id \"" + std::string(id) + "\"");
+  }
+}
+
+std::string filesystem_name(const std::string& path) {
+  struct statfs st {};
+  if (::statfs(path.c_str(), &st) != 0) return "an unknown file system";
+  switch (static_cast<unsigned long>(st.f_type)) {
+    case EXT4_SUPER_MAGIC: return "ext4";
+    case XFS_SUPER_MAGIC: return "xfs";
+    case BTRFS_SUPER_MAGIC: return "btrfs";
+    case TMPFS_MAGIC: return "tmpfs";
+    case OVERLAYFS_SUPER_MAGIC: return "overlayfs";
+    case NFS_SUPER_MAGIC: return "nfs";
+    default: {
+      char hex[32];
+      std::snprintf(hex, sizeof hex, "0x%lx", static_cast<unsigned long>(st.f_type));
+      return std::string("file system type ") + hex;
+    }
+  }
+}
+
+}  // namespace
+
+// ---- Prepared ----
+
+SnapshotStore::Prepared::Prepared(Prepared&& other) noexcept
+    : store_(std::exchange(other.store_, nullptr)),
+      id_(std::move(other.id_)),
+      parent_(std::move(other.parent_)),
+      kind_(std::move(other.kind_)),
+      path_(std::move(other.path_)) {}
+
+SnapshotStore::Prepared::~Prepared() {
+  if (!store_) return;
+  try {
+    remove_tree(path_);
+  } catch (...) {
+    // Left for the next sweep(), which no longer sees it as live.
+  }
+  store_->forget_prepared(id_);
+}
+
+// ---- SnapshotStore ----
+
+SnapshotStore::SnapshotStore(std::string root, MetadataStore& metadata)
+    : root_(std::move(root)), snapshots_path_(root_ + "/snapshots"), metadata_(metadata) {
+  fs::make_dirs(snapshots_path_, 0700);
+  snapshots_dir_ = fs::open_dir(snapshots_path_);
+}
+
+bool SnapshotStore::is_valid_id(std::string_view id) { return is_hex_id(id, 16); }
+
+std::string SnapshotStore::path(std::string_view id) const {
+  check_id(id);
+  return snapshots_path_ + "/" + std::string(id);
+}
+
+SnapshotStore::Prepared SnapshotStore::prepare(std::optional<std::string> parent, std::string kind) {
+  if (parent) {
+    check_id(*parent);
+    if (!metadata_.get_snapshot(*parent)) {
+      throw Error(ErrorKind::not_found, "snapshot " + *parent + " not found");
+    }
+  }
+  std::string id;
+  std::string temp;
+  {
+    std::lock_guard lock(mutex_);
+    while (true) {
+      id = random_hex(16);
+      temp = snapshots_path_ + "/" + std::string(kTempPrefix) + id;
+      if (::mkdir(temp.c_str(), 0700) == 0) break;
+      if (errno != EEXIST) throw_errno("mkdir", temp);
+    }
+    prepared_.insert(id);
+  }
+  // From here on the Prepared owns the directory and removes it if anything below fails.
+  Prepared prepared(this, id, std::move(parent), std::move(kind), temp);
+  // The upper dir's attributes become those of the mounted root: a rootfs's "/" is 0755.
+  check(::mkdir(prepared.diff_path().c_str(), 0755), "mkdir", prepared.diff_path());
+  check(::chmod(prepared.diff_path().c_str(), 0755), "chmod", prepared.diff_path());  // despite umask
+  check(::mkdir(prepared.work_path().c_str(), 0700), "mkdir", prepared.work_path());
+  return prepared;
+}
+
+void SnapshotStore::forget_prepared(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  prepared_.erase(id);
+}
+
+SnapshotRecord SnapshotStore::commit(Prepared snapshot, std::optional<Digest> diff_id) {
+  if (snapshot.store_ != this) throw Error(ErrorKind::internal, "snapshot store: commit of a foreign snapshot");
+  SnapshotRecord record{snapshot.id_, snapshot.parent_, snapshot.kind_, std::move(diff_id), 0, Clock::now()};
+  {
+    UniqueFd diff = fs::open_dir(snapshot.diff_path());
+    record.size = fs::disk_usage(diff.get(), snapshot.diff_path());
+    // One syncfs instead of an fsync per file: the layer's files are on disk before its name is.
+    check(::syncfs(diff.get()), "syncfs", snapshot.diff_path());
+  }
+  std::string temp_name = std::string(kTempPrefix) + snapshot.id_;
+  std::lock_guard lock(mutex_);
+  check(::renameat(snapshots_dir_.get(), temp_name.c_str(), snapshots_dir_.get(), snapshot.id_.c_str()),
+        "rename", snapshot.path_);
+  fs::sync(snapshots_dir_.get(), snapshots_path_);
+  try {
+    metadata_.add_snapshot(record);
+  } catch (...) {
+    // Back to its temp name, where the Prepared's destructor removes it.
+    ::renameat(snapshots_dir_.get(), snapshot.id_.c_str(), snapshots_dir_.get(), temp_name.c_str());
+    throw;
+  }
+  prepared_.erase(snapshot.id_);
+  snapshot.store_ = nullptr;
+  return record;
+}
+
+void SnapshotStore::remove(std::string_view id) {
+  check_id(id);
+  std::string name(id);
+  std::string temp_name = std::string(kTempPrefix) + name;
+  std::lock_guard lock(mutex_);
+  // Record first: a crash after it leaves an unrecorded directory, which sweep() removes.
+  metadata_.remove_snapshot(id);
+  if (::renameat(snapshots_dir_.get(), name.c_str(), snapshots_dir_.get(), temp_name.c_str()) != 0) {
+    if (errno == ENOENT) return;
+    throw_errno("rename", snapshots_path_ + "/" + name);
+  }
+  remove_tree(snapshots_path_ + "/" + temp_name);
+}
+
+std::vector<std::string> SnapshotStore::lower_chain(std::string_view id) {
+  std::vector<std::string> chain;
+  std::optional<std::string> current{std::string(id)};
+  while (current) {
+    if (chain.size() >= kMaxChain) {
+      throw Error(ErrorKind::internal, "snapshot " + std::string(id) + ": parent chain longer than " +
+                                           std::to_string(kMaxChain) + " (a loop?)");
+    }
+    auto record = metadata_.get_snapshot(*current);
+    if (!record) throw Error(ErrorKind::not_found, "snapshot " + *current + " not found");
+    chain.push_back(diff_path(record->id));
+    current = record->parent;
+  }
+  return chain;
+}
+
+void SnapshotStore::sweep() {
+  std::lock_guard lock(mutex_);
+  std::unordered_set<std::string> recorded;
+  for (auto& record : metadata_.list_snapshots()) recorded.insert(std::move(record.id));
+  for (const auto& name : fs::entries(snapshots_dir_.get(), snapshots_path_)) {
+    std::string_view view = name;
+    bool leftover = false;
+    if (view.starts_with(kTempPrefix)) {
+      // Live Prepared snapshots keep theirs. A probe's "tmp-probe-*" is a crash's leftover
+      // here: a running probe holds the lock.
+      leftover = !prepared_.contains(std::string(view.substr(kTempPrefix.size())));
+    } else if (is_valid_id(name)) {
+      leftover = !recorded.contains(name);  // renamed into place, then a crash before recording
+    }
+    if (leftover) remove_tree(snapshots_path_ + "/" + name);
+  }
+}
+
+bool SnapshotStore::overlay_supported() {
+  std::call_once(probe_once_, [this] { probe_ = probe_overlay(); });
+  return probe_.supported;
+}
+
+std::string SnapshotStore::overlay_unsupported_reason() {
+  overlay_supported();
+  return probe_.reason;
+}
+
+SnapshotStore::Probe SnapshotStore::probe_overlay() {
+  std::lock_guard lock(mutex_);  // keeps sweep() off the probe's temp dir
+  std::string where = "overlayfs on " + filesystem_name(snapshots_path_) + " at " + snapshots_path_;
+  try {
+    TempDir dir(snapshots_path_, "tmp-probe-");
+    std::string lower = dir.path() + "/lower";
+    std::string upper = dir.path() + "/upper";
+    std::string work = dir.path() + "/work";
+    std::string merged = dir.path() + "/merged";
+    for (const auto& path : {lower, upper, work, merged}) check(::mkdir(path.c_str(), 0700), "mkdir", path);
+    UniqueFd file(check(::open((lower + "/gone").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600), "create", lower));
+    file.reset();
+
+    std::string options = "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work;
+    if (::mount("overlay", merged.c_str(), "overlay", 0, options.c_str()) != 0) {
+      return {false, where + " cannot be mounted: " + std::strerror(errno)};
+    }
+    struct Unmount {
+      std::string path;
+      ~Unmount() {
+        if (::umount2(path.c_str(), 0) != 0) ::umount2(path.c_str(), MNT_DETACH);
+      }
+    } unmount{merged};
+
+    // Deleting a lower file must leave a whiteout (a 0:0 character device) in the upper dir,
+    // which is what a layer diff records.
+    if (::unlink((merged + "/gone").c_str()) != 0) {
+      return {false, where + " cannot delete a lower file: " + std::strerror(errno)};
+    }
+    struct stat st {};
+    if (::lstat((upper + "/gone").c_str(), &st) != 0 || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(0, 0)) {
+      return {false, where + " does not record deletions as whiteouts"};
+    }
+    if (::mkdir((merged + "/made").c_str(), 0755) != 0 || ::lstat((upper + "/made").c_str(), &st) != 0) {
+      return {false, where + " does not write to its upper dir"};
+    }
+    return {true, ""};
+  } catch (const Error& error) {
+    return {false, where + ": " + error.what()};
+  }
+}
+
+}  // namespace kbuild::store

@@ -1,0 +1,43 @@
+// The daemon's on-disk state under one root (default /var/lib/kbuild): blobs, metadata and
+// snapshots, opened together under an exclusive lock so that two daemons never share a root.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/unique_fd.h"
+#include "engine/store/content_store.h"
+#include "engine/store/metadata.h"
+#include "engine/store/snapshot_store.h"
+
+namespace kbuild::store {
+
+class Store {
+ public:
+  static constexpr const char* kDefaultRoot = "/var/lib/kbuild";
+
+  // Creates <root> (0700) if needed, locks <root>/lock (throws "store <root> is in use by
+  // another kbuildd (pid N)" if it is held, by this process too), opens the parts and sweeps
+  // what a crash left behind (temp blobs, unfinished or unrecorded snapshots).
+  static std::unique_ptr<Store> open(const std::string& root);
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  ~Store();
+
+  const std::string& root() const { return root_; }
+  ContentStore& content() { return *content_; }
+  MetadataStore& metadata() { return *metadata_; }
+  SnapshotStore& snapshots() { return *snapshots_; }
+
+ private:
+  Store(std::string root, UniqueFd lock);
+
+  // Declared first so that it is released last: another daemon may take over only a closed store.
+  UniqueFd lock_;
+  std::string root_;
+  std::unique_ptr<MetadataStore> metadata_;
+  std::unique_ptr<ContentStore> content_;
+  std::unique_ptr<SnapshotStore> snapshots_;
+};
+
+}  // namespace kbuild::store

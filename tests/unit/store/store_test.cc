@@ -1,0 +1,145 @@
+#include "engine/store/store.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "common/error.h"
+#include "common/temp_dir.h"
+
+namespace kbuild::store {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+template <typename Action>
+std::string error_of(Action action) {
+  try {
+    action();
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return "<no error>";
+}
+
+size_t entries_in(const std::string& dir) {
+  size_t count = 0;
+  for ([[maybe_unused]] const auto& entry : stdfs::directory_iterator(dir)) ++count;
+  return count;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  TempDir parent_{"/tmp", "kbuild-store-test-"};
+  std::string root_ = parent_.path() + "/var/lib/kbuild";
+};
+
+TEST_F(StoreTest, OpenCreatesAPrivateRootWithItsParts) {
+  auto store = Store::open(root_);
+  EXPECT_EQ(store->root(), root_);
+  struct stat st {};
+  ASSERT_EQ(::stat(root_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  EXPECT_TRUE(stdfs::is_directory(root_ + "/blobs/sha256"));
+  EXPECT_TRUE(stdfs::is_directory(root_ + "/blobs/tmp"));
+  EXPECT_TRUE(stdfs::is_directory(root_ + "/snapshots"));
+  EXPECT_TRUE(stdfs::is_regular_file(root_ + "/metadata.db"));
+  EXPECT_TRUE(stdfs::is_regular_file(root_ + "/lock"));
+
+  Digest digest = store->content().put("config");
+  auto prepared = store->snapshots().prepare();
+  std::string id = store->snapshots().commit(std::move(prepared)).id;
+  store->metadata().put_cache("key", CacheResult{id, "{}"});
+  EXPECT_TRUE(store->content().has(digest));
+  EXPECT_EQ(store->metadata().get_cache("key")->snapshot_id, id);
+}
+
+TEST_F(StoreTest, SecondOpenOfTheSameRootFailsEvenInOneProcess) {
+  auto first = Store::open(root_);
+  EXPECT_EQ(error_of([&] { Store::open(root_); }),
+            "store " + root_ + " is in use by another kbuildd (pid " + std::to_string(::getpid()) + ")");
+  // A trailing slash names the same root.
+  EXPECT_NE(error_of([&] { Store::open(root_ + "/"); }), "<no error>");
+  // The failed opens did not disturb the first.
+  EXPECT_NO_THROW(first->content().put("still works"));
+}
+
+TEST_F(StoreTest, ClosingReleasesTheLock) {
+  Store::open(root_).reset();
+  EXPECT_NO_THROW(Store::open(root_));
+}
+
+TEST_F(StoreTest, AnotherProcessHoldingTheRootIsNamedByPid) {
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto store = Store::open(root_);
+    char byte = 1;
+    if (::write(ready[1], &byte, 1) != 1) _exit(1);
+    ::pause();
+    _exit(0);
+  }
+  char byte = 0;
+  ASSERT_EQ(::read(ready[0], &byte, 1), 1);
+  EXPECT_EQ(error_of([&] { Store::open(root_); }),
+            "store " + root_ + " is in use by another kbuildd (pid " + std::to_string(child) + ")");
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  // The holder died without cleaning up: the lock went with it.
+  EXPECT_NO_THROW(Store::open(root_));
+}
+
+TEST_F(StoreTest, OpenAfterACrashSweepsLeftoversAndKeepsCommittedState) {
+  Digest committed;
+  std::string snapshot_id;
+  {
+    auto store = Store::open(root_);
+    committed = store->content().put("committed blob");
+    auto prepared = store->snapshots().prepare();
+    snapshot_id = store->snapshots().commit(std::move(prepared)).id;
+    store->metadata().set_image_name("docker.io/library/x:latest", ImageRecord{committed, committed, Clock::now()});
+  }
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // A daemon killed in the middle of a blob write and of a step.
+    auto store = Store::open(root_);
+    auto writer = store->content().writer();
+    writer.write(std::string(100000, 'p'));
+    auto prepared = store->snapshots().prepare(snapshot_id);
+    std::ofstream(prepared.diff_path() + "/half-written") << "x";
+    ::kill(::getpid(), SIGKILL);
+    _exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(entries_in(root_ + "/blobs/tmp"), 1u);
+  EXPECT_EQ(entries_in(root_ + "/snapshots"), 2u);
+
+  auto store = Store::open(root_);
+  EXPECT_EQ(entries_in(root_ + "/blobs/tmp"), 0u);
+  EXPECT_EQ(entries_in(root_ + "/snapshots"), 1u);
+  EXPECT_EQ(store->content().list(), std::vector<Digest>{committed});
+  EXPECT_EQ(store->content().read_small(committed, 100), "committed blob");
+  EXPECT_TRUE(store->metadata().image_by_name("docker.io/library/x:latest"));
+  EXPECT_EQ(store->snapshots().lower_chain(snapshot_id).size(), 1u);
+}
+
+TEST_F(StoreTest, RootMustBeAnAbsolutePath) {
+  EXPECT_EQ(error_of([] { Store::open("var/lib/kbuild"); }),
+            "store root must be an absolute path, not \"var/lib/kbuild\"");
+}
+
+}  // namespace
+}  // namespace kbuild::store
