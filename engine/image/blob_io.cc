@@ -1,0 +1,43 @@
+#include "engine/image/blob_io.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "common/syscall.h"
+
+namespace kbuild::image {
+
+void FdSink::write(const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::write(fd_, p, size);
+    if (n < 0 && errno == EINTR) continue;
+    check(n, "write", name_);
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+size_t read_some(int fd, void* data, size_t size, std::string_view name) {
+  for (;;) {
+    ssize_t n = ::read(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    return static_cast<size_t>(check(n, "read", name));
+  }
+}
+
+std::string read_small(int fd, size_t limit, std::string_view name) {
+  std::string out;
+  char buffer[65536];
+  for (;;) {
+    size_t n = read_some(fd, buffer, sizeof buffer, name);
+    if (n == 0) return out;
+    if (out.size() + n > limit) {
+      throw Error(ErrorKind::user, std::string(name) + ": larger than " + std::to_string(limit) + " bytes");
+    }
+    out.append(buffer, n);
+  }
+}
+
+}  // namespace kbuild::image

@@ -1,0 +1,43 @@
+// Layer tars from overlayfs upper directories ("diffs"), written byte for byte as containerd's
+// WriteDiff writes them for BuildKit (Go's archive/tar, hdr.Format = PAX): USTAR headers unless a
+// field needs a PAX record, entries in filepath.Walk order, numeric owners without names, mtimes
+// truncated to seconds (clamped to SOURCE_DATE_EPOCH when given), only security.capability among
+// xattrs, hardlinks within the layer, whiteouts as empty ".wh." files with the zero time.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "engine/image/blob_io.h"
+#include "engine/store/digest.h"
+
+namespace kbuild::image {
+
+enum class Compression { none, gzip, zstd };
+
+struct LayerOptions {
+  Compression compression = Compression::gzip;  // zstd is read, not written
+  // gzip level as Go's compress/gzip takes it; -1 is its default (zlib level 6), which BuildKit uses.
+  int gzip_level = -1;
+  // SOURCE_DATE_EPOCH: mtimes later than this are clamped to it (BuildKit's rewrite-timestamp).
+  std::optional<int64_t> source_date_epoch;
+};
+
+struct LayerDigests {
+  store::Digest diff_id;     // sha256 of the uncompressed tar
+  uint64_t tar_size = 0;     // bytes of the uncompressed tar
+  store::Digest blob_digest; // sha256 of the bytes written to the sink (== diff_id uncompressed)
+  uint64_t blob_size = 0;
+};
+
+// The media type of a layer blob: OCI (application/vnd.oci.image.layer.v1.tar+gzip) or Docker
+// (application/vnd.docker.image.rootfs.diff.tar.gzip).
+std::string layer_media_type(Compression compression, bool oci);
+
+// Writes the layer of `dir_fd`, a directory in overlayfs upper form: a character device 0/0 is
+// a whiteout and becomes an empty ".wh.<name>" file; a directory with trusted.overlay.opaque
+// (or user.overlay.opaque) "y" is followed by a ".wh..wh..opq" entry. Hashes, compresses and
+// writes to `out` in one pass. Sockets are left out, as containerd leaves them out.
+LayerDigests write_layer(int dir_fd, ByteSink& out, const LayerOptions& options = {});
+
+}  // namespace kbuild::image
