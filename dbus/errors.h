@@ -1,0 +1,24 @@
+// How kbuild::Error crosses D-Bus: its kind becomes the error name org.kbuild.Error.<Kind>, its
+// text the error message, and the client turns both back into a kbuild::Error.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/error.h"
+
+namespace kbuild::dbus {
+
+// "org.kbuild.Error.User", ".NotFound", ".Permission", ".Canceled" or ".Internal".
+const char* dbus_error_name(ErrorKind kind);
+
+// The kind an error name stands for: one of ours, or a few standard ones (AccessDenied is
+// permission, ...); nullopt for the rest.
+std::optional<ErrorKind> error_kind_for_dbus_name(std::string_view name);
+
+// `text` with every byte that is not part of valid UTF-8 replaced by U+FFFD and NULs dropped:
+// D-Bus refuses other strings, and an error message may quote a file name.
+std::string valid_utf8(std::string_view text);
+
+}  // namespace kbuild::dbus
