@@ -7,7 +7,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/build_command.h"
 #include "cli/debug_dockerfile.h"
+#include "cli/image_commands.h"
 #include "cli/error_excerpt.h"
 #include "common/error.h"
 #include "common/version.h"
@@ -70,6 +72,28 @@ int run_kbuildctl(int argc, const char* const* argv, std::istream& in, std::ostr
   app.set_version_flag("--version", std::string("kbuildctl version ") + kVersion);
   app.require_subcommand(1);
 
+  std::string host;
+  app.add_option("-H,--host", host, "Daemon socket to connect to (unix:///run/kbuild/kbuild.sock; env KBUILD_HOST)");
+
+  BuildFlags build_flags;
+  CLI::App* build = app.add_subcommand("build", "Build an image from a Dockerfile");
+  build->add_option("PATH", build_flags.context, "Build context directory")->required();
+  build->add_option("-f,--file", build_flags.file, "Name of the Dockerfile (default: PATH/Dockerfile)");
+  build->add_option("-t,--tag", build_flags.tags, "Name and optionally a tag (format: name:tag)")->allow_extra_args(false);
+  build->add_option("--build-arg", build_flags.build_args, "Set build-time variables")->allow_extra_args(false);
+  build->add_option("--label", build_flags.labels, "Set metadata for an image")->allow_extra_args(false);
+  build->add_option("--target", build_flags.target, "Set the target build stage to build");
+  build->add_flag("--no-cache", build_flags.no_cache, "Do not use cache when building the image");
+  build->add_option("--no-cache-filter", build_flags.no_cache_filter, "Do not cache specified stages")->allow_extra_args(false);
+  build->add_option("--progress", build_flags.progress, "Set type of progress output (auto, plain, tty, rawjson, quiet)");
+  build->add_option("-o,--output", build_flags.outputs, "Output destination (format: type=local,dest=path)")->allow_extra_args(false);
+  build->add_option("--iidfile", build_flags.iidfile, "Write the image ID to a file");
+  build->add_option("--metadata-file", build_flags.metadata_file, "Write build result metadata to a file");
+  build->add_flag("-q,--quiet", build_flags.quiet, "Suppress the build output and print image ID on success");
+  build->add_option("--platform", build_flags.platform, "Set target platform for build");
+
+  ImageCommands image_commands = add_image_commands(app);
+
   CLI::App* debug = app.add_subcommand("debug", "Inspect what a build would do, without building");
   debug->require_subcommand(1);
   DebugDockerfileFlags flags;
@@ -85,8 +109,14 @@ int run_kbuildctl(int argc, const char* const* argv, std::istream& in, std::ostr
   } catch (const CLI::ParseError& e) {
     return app.exit(e, out, err);
   }
+  if (host.empty()) {
+    if (const char* env_host = std::getenv("KBUILD_HOST")) host = env_host;
+  }
+  std::string socket = socket_path_from_host(host);
   try {
     if (dockerfile->parsed()) return run_debug_dockerfile(flags, in, out, err);
+    if (build->parsed()) return run_build(build_flags, socket, out, err);
+    return run_image_commands(image_commands, socket, out, err);
   } catch (const Error& e) {
     err << "ERROR: " << e.what() << "\n";
     return 1;

@@ -117,7 +117,7 @@ auto call_daemon(const char* method, Call call) -> decltype(call()) {
   try {
     return call();
   } catch (const sdbus::Error& e) {
-    if (std::optional<ErrorKind> kind = error_kind_for_dbus_name(e.getName())) throw Error(*kind, e.getMessage());
+    if (std::optional<ErrorKind> kind = error_kind_for_dbus_name(e.getName())) throw error_from_dbus(*kind, e.getMessage());
     int error = errno_of(e);
     if (error == ECONNRESET || error == ENOTCONN || error == EPIPE)
       throw Error(ErrorKind::internal, std::string("kbuildd closed the connection during ") + method);

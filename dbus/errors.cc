@@ -1,5 +1,7 @@
 #include "dbus/errors.h"
 
+#include <cstdio>
+
 #include <array>
 #include <utility>
 
@@ -49,6 +51,26 @@ const char* dbus_error_name(ErrorKind kind) {
   for (const auto& [k, name] : kErrorNames)
     if (k == kind) return name;
   return "org.kbuild.Error.Internal";
+}
+
+std::string dbus_error_message(const Error& error) {
+  std::string message = error.what();
+  if (error.where()) {
+    message += "\n(Dockerfile lines " + std::to_string(error.where()->start_line) + "-" +
+               std::to_string(error.where()->end_line) + ")";
+  }
+  return message;
+}
+
+Error error_from_dbus(ErrorKind kind, const std::string& message) {
+  size_t nl = message.rfind("\n(Dockerfile lines ");
+  int start = 0, end = 0;
+  char close = 0;
+  if (nl != std::string::npos &&
+      std::sscanf(message.c_str() + nl, "\n(Dockerfile lines %d-%d%c", &start, &end, &close) == 3 && close == ')') {
+    return Error(kind, message.substr(0, nl), SourceRange{start, end});
+  }
+  return Error(kind, message);
 }
 
 std::optional<ErrorKind> error_kind_for_dbus_name(std::string_view name) {

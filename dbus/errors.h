@@ -10,6 +10,11 @@
 
 namespace kbuild::dbus {
 
+// The message an Error crosses with: its text and, when it is about Dockerfile lines, a last
+// line "(Dockerfile lines S-E)" that error_from_dbus turns back into its location.
+std::string dbus_error_message(const Error& error);
+Error error_from_dbus(ErrorKind kind, const std::string& message);
+
 // "org.kbuild.Error.User", ".NotFound", ".Permission", ".Canceled" or ".Internal".
 const char* dbus_error_name(ErrorKind kind);
 

@@ -69,7 +69,7 @@ Outcome run_job(const Job& job, const CallContext& context) noexcept {
   try {
     return Outcome{job(context), {}, {}};
   } catch (const Error& e) {
-    return Outcome{nullptr, dbus_error_name(e.kind()), e.what()};
+    return Outcome{nullptr, dbus_error_name(e.kind()), dbus_error_message(e)};
   } catch (const std::exception& e) {
     return Outcome{nullptr, dbus_error_name(ErrorKind::internal), e.what()};
   } catch (...) {

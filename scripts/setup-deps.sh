@@ -8,7 +8,10 @@ build_packages=(
   meson ninja-build pkg-config g++ clang libclang-rt-14-dev
   libsdbus-c++-dev libsdbus-c++-bin libsystemd-dev libseccomp-dev libarchive-dev
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libsqlite3-dev libcli11-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev zlib1g-dev
+  # what the tests use: image checkers, BuildKit itself (Debian's docker.io), a Go toolchain
+  # for byte-for-byte checks against Go's archive/tar, busybox for base images
+  skopeo umoci docker.io golang-go busybox-static
 )
 
 missing=()

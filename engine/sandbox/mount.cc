@@ -3,10 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
-#include <sys/syscall.h>
 #include <unistd.h>
-
-#include <linux/mount.h>
 
 #include "common/syscall.h"
 #include "common/unique_fd.h"
@@ -14,33 +11,27 @@
 namespace kbuild::sandbox {
 namespace {
 
-int fsopen(const char* fs, unsigned flags) { return static_cast<int>(::syscall(SYS_fsopen, fs, flags)); }
-int fsconfig(int fd, unsigned cmd, const char* key, const void* value, int aux) {
-  return static_cast<int>(::syscall(SYS_fsconfig, fd, cmd, key, value, aux));
-}
-int fsmount(int fd, unsigned flags, unsigned attrs) { return static_cast<int>(::syscall(SYS_fsmount, fd, flags, attrs)); }
-int move_mount(int from_dfd, const char* from, int to_dfd, const char* to, unsigned flags) {
-  return static_cast<int>(::syscall(SYS_move_mount, from_dfd, from, to_dfd, to, flags));
-}
-
 // The new mount API takes lower layers one at a time ("lowerdir+", Linux 6.8), so the
 // number of layers is not bounded by the one-page option string of mount(2).
 bool overlay_with_fsconfig(const std::vector<std::string>& lowers, const std::string& upper, const std::string& work,
                            const std::string& target) {
-  UniqueFd fs(fsopen("overlay", FSOPEN_CLOEXEC));
+  UniqueFd fs(::fsopen("overlay", FSOPEN_CLOEXEC));
   if (!fs) return false;
   for (const std::string& lower : lowers) {
-    if (fsconfig(fs.get(), FSCONFIG_SET_STRING, "lowerdir+", lower.c_str(), 0) != 0) return false;
+    if (::fsconfig(fs.get(), FSCONFIG_SET_STRING, "lowerdir+", lower.c_str(), 0) != 0) return false;
   }
   if (!upper.empty()) {
-    check(fsconfig(fs.get(), FSCONFIG_SET_STRING, "upperdir", upper.c_str(), 0), "overlay upperdir", upper);
-    check(fsconfig(fs.get(), FSCONFIG_SET_STRING, "workdir", work.c_str(), 0), "overlay workdir", work);
+    check(::fsconfig(fs.get(), FSCONFIG_SET_STRING, "upperdir", upper.c_str(), 0), "overlay upperdir", upper);
+    check(::fsconfig(fs.get(), FSCONFIG_SET_STRING, "workdir", work.c_str(), 0), "overlay workdir", work);
   }
-  // index=off and xino=off keep layers portable between mounts, as containerd mounts them.
-  fsconfig(fs.get(), FSCONFIG_SET_STRING, "index", "off", 0);
-  check(fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0), "mounting overlay at", target);
-  UniqueFd mnt(check(fsmount(fs.get(), FSMOUNT_CLOEXEC, upper.empty() ? MOUNT_ATTR_RDONLY : 0), "fsmount", target));
-  check(move_mount(mnt.get(), "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH), "move_mount", target);
+  // Layers must hold their own content to be exported: no index, no metadata-only copies,
+  // no redirected directories.
+  for (const char* option : {"index", "metacopy", "redirect_dir"}) {
+    ::fsconfig(fs.get(), FSCONFIG_SET_STRING, option, "off", 0);
+  }
+  check(::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0), "mounting overlay at", target);
+  UniqueFd mnt(check(::fsmount(fs.get(), FSMOUNT_CLOEXEC, upper.empty() ? MOUNT_ATTR_RDONLY : 0), "fsmount", target));
+  check(::move_mount(mnt.get(), "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH), "move_mount", target);
   return true;
 }
 
@@ -49,7 +40,7 @@ void overlay_with_mount(const std::vector<std::string>& lowers, const std::strin
   std::string options = "lowerdir=";
   for (size_t i = 0; i < lowers.size(); ++i) options += (i ? ":" : "") + lowers[i];
   if (!upper.empty()) options += ",upperdir=" + upper + ",workdir=" + work;
-  options += ",index=off";
+  options += ",index=off,metacopy=off,redirect_dir=off";
   check(::mount("overlay", target.c_str(), "overlay", upper.empty() ? MS_RDONLY : 0, options.c_str()),
         "mounting overlay at", target);
 }

@@ -1,0 +1,248 @@
+#include "cli/build_command.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/debug_dockerfile.h"
+#include "cli/error_excerpt.h"
+#include "cli/progress/renderer.h"
+#include "cli/progress/summary.h"
+#include "common/syscall.h"
+#include "common/unique_fd.h"
+#include "dbus/builder_client.h"
+#include "engine/dockerfile/dockerignore.h"
+#include "engine/image/layer_extract.h"
+
+namespace kbuild::cli {
+namespace {
+
+std::string read_file(const std::string& path, const std::string& what) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) {
+    throw Error(ErrorKind::not_found, "failed to read " + what + ": open " + path + ": no such file or directory");
+  }
+  std::ostringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+bool exists(std::string_view path) {
+  struct stat st;
+  return ::stat(std::string(path).c_str(), &st) == 0;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+std::optional<std::string> env(const char* name) {
+  const char* value = std::getenv(name);
+  if (!value) return std::nullopt;
+  return std::string(value);
+}
+
+std::map<std::string, std::string> parse_labels(const std::vector<std::string>& values) {
+  std::map<std::string, std::string> labels;
+  for (const auto& value : values) {
+    size_t eq = value.find('=');
+    labels[value.substr(0, eq)] = eq == std::string::npos ? "" : value.substr(eq + 1);
+  }
+  return labels;
+}
+
+// Where a stream output goes on the client: a file written as the user, stdout, or a directory
+// the tar stream is unpacked into.
+struct OutputSink {
+  UniqueFd daemon_end;  // passed to the daemon
+  std::thread unpacker;
+  std::shared_ptr<std::optional<Error>> unpack_error = std::make_shared<std::optional<Error>>();
+};
+
+OutputSink open_output(const OutputFlag& output) {
+  OutputSink sink;
+  auto dest = output.attributes.find("dest");
+  if (output.type == "local") {
+    if (dest == output.attributes.end()) throw Error(ErrorKind::user, "dest is required for local output");
+    std::string dir = dest->second;
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("mkdir", dir);
+    int fds[2];
+    check(::pipe2(fds, O_CLOEXEC), "pipe2");
+    UniqueFd read_end(fds[0]);
+    sink.daemon_end.reset(fds[1]);
+    UniqueFd root(check(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", dir));
+    sink.unpacker = std::thread([error = sink.unpack_error, read = std::move(read_end), root = std::move(root)]() mutable {
+      try {
+        image::ExtractOptions options;
+        options.whiteouts = image::WhiteoutMode::apply;
+        options.devices = image::DeviceNodes::skip;
+        options.set_owners = ::geteuid() == 0;
+        options.layer_name = "local output";
+        image::extract_layer(read.get(), root.get(), options);
+      } catch (const Error& e) {
+        *error = e;
+      }
+    });
+    return sink;
+  }
+  if (dest == output.attributes.end() || dest->second == "-") {
+    if (::isatty(STDOUT_FILENO)) {
+      throw Error(ErrorKind::user, "dest file is required for " + output.type + " exporter when stdout is a terminal");
+    }
+    sink.daemon_end.reset(check(::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3), "dup stdout"));
+    return sink;
+  }
+  sink.daemon_end.reset(
+      check(::open(dest->second.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), "open", dest->second));
+  return sink;
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  if (!file) throw Error(ErrorKind::user, "failed to write " + path);
+  file << text;
+}
+
+}  // namespace
+
+OutputFlag parse_output_flag(const std::string& value) {
+  OutputFlag output;
+  if (value == "-") return OutputFlag{"tar", {{"dest", "-"}}};
+  if (value.find('=') == std::string::npos) return OutputFlag{"local", {{"dest", value}}};
+  std::stringstream fields(value);
+  for (std::string field; std::getline(fields, field, ',');) {
+    size_t eq = field.find('=');
+    if (eq == std::string::npos) throw Error(ErrorKind::user, "invalid value " + field + " in --output " + value);
+    std::string key = field.substr(0, eq), v = field.substr(eq + 1);
+    if (key == "type") {
+      output.type = v;
+    } else {
+      output.attributes[key] = v;
+    }
+  }
+  if (output.type.empty()) {
+    if (output.attributes.count("dest")) {
+      output.type = "local";
+    } else {
+      throw Error(ErrorKind::user, "type is required for output");
+    }
+  }
+  static const std::vector<std::string> types = {"local", "tar", "oci", "docker", "image", "registry"};
+  if (std::find(types.begin(), types.end(), output.type) == types.end()) {
+    throw Error(ErrorKind::user, "unsupported output type " + output.type);
+  }
+  if (output.type == "registry") throw Error(ErrorKind::user, "the registry output is not supported yet");
+  return output;
+}
+
+int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& out, std::ostream& err) {
+  progress::DisplayChoice display = progress::choose_display_mode(flags.progress, flags.quiet, ::isatty(STDERR_FILENO),
+                                                                  env("BUILDKIT_PROGRESS"));
+  std::string dockerfile_path = flags.file.empty() ? flags.context + "/Dockerfile" : flags.file;
+  std::string dockerfile = read_file(dockerfile_path, "dockerfile");
+  std::string dockerfile_name = dockerfile_path.substr(dockerfile_path.rfind('/') + 1);
+  std::string ignore_path = dockerfile::dockerignore_path_for(dockerfile_path, exists);
+  if (ignore_path == ".dockerignore") ignore_path = flags.context + "/.dockerignore";
+  std::vector<std::string> ignore_lines = exists(ignore_path) ? split_lines(read_file(ignore_path, "dockerignore"))
+                                                              : std::vector<std::string>{};
+  UniqueFd context(check(::open(flags.context.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open context", flags.context));
+
+  std::vector<OutputFlag> outputs;
+  for (const auto& value : flags.outputs) outputs.push_back(parse_output_flag(value));
+  if (outputs.size() > 1) throw Error(ErrorKind::user, "multiple outputs are not supported yet");
+  std::optional<OutputSink> sink;
+  for (const auto& output : outputs) {
+    if (output.type != "image") sink = open_output(output);
+  }
+  UniqueFd output_fd = sink ? std::move(sink->daemon_end)
+                            : UniqueFd(check(::open("/dev/null", O_WRONLY | O_CLOEXEC), "open", "/dev/null"));
+
+  dbus::Options options;
+  options["dockerfile"] = dbus::Value(dbus::Bytes(dockerfile.begin(), dockerfile.end()));
+  options["dockerfile-name"] = dbus::Value(dockerfile_name);
+  options["dockerignore"] = dbus::Value(ignore_lines);
+  options["context-type"] = dbus::Value(std::string("dir"));
+  options["target"] = dbus::Value(flags.target);
+  options["build-args"] = dbus::Value(dbus::StringMap(parse_build_args(flags.build_args, [](const std::string& n) {
+    return env(n.c_str());
+  })));
+  options["labels"] = dbus::Value(dbus::StringMap(parse_labels(flags.labels)));
+  options["tags"] = dbus::Value(flags.tags);
+  options["no-cache"] = dbus::Value(flags.no_cache);
+  options["no-cache-filter"] = dbus::Value(flags.no_cache_filter);
+  options["platform"] = dbus::Value(flags.platform);
+  std::vector<dbus::StringMap> output_maps;
+  for (const auto& o : outputs) {
+    dbus::StringMap m = o.attributes;
+    m["type"] = o.type;
+    m.erase("dest");
+    output_maps.push_back(m);
+  }
+  options["outputs"] = dbus::Value(output_maps);
+  if (auto epoch = env("SOURCE_DATE_EPOCH")) options["source-date-epoch"] = dbus::Value(*epoch);
+  if (auto buildkit = env("DOCKER_BUILDKIT")) options["buildkit"] = dbus::Value(*buildkit != "0" && *buildkit != "false");
+
+  int fds[2];
+  check(::pipe2(fds, O_CLOEXEC), "pipe2");
+  UniqueFd progress_read(fds[0]), progress_write(fds[1]);
+  std::unique_ptr<progress::Renderer> renderer =
+      progress::make_renderer(display.mode, err, progress::display_options_from_env([](const char* n) { return env(n); }),
+                              progress::system_clock(), [] { return progress::terminal_size_of(STDERR_FILENO); });
+  std::thread display_thread([&] {
+    progress::ProgressReader reader(std::move(progress_read));
+    try {
+      progress::run_display(reader, *renderer);
+    } catch (const Error&) {
+      // A garbled stream ends the display; the build's own result still decides the exit.
+    }
+  });
+
+  std::optional<Error> failure;
+  dbus::Options result;
+  try {
+    dbus::BuilderClient client(socket);
+    result = client.build(options, context.get(), progress_write.get(), output_fd.get());
+  } catch (const Error& e) {
+    failure = e;
+  }
+  progress_write.reset();
+  output_fd.reset();
+  display_thread.join();
+  if (sink && sink->unpacker.joinable()) sink->unpacker.join();
+  if (!failure && sink && *sink->unpack_error) failure = **sink->unpack_error;
+  renderer->finish();
+  if (display.print_warnings) err << progress::warnings_summary(renderer->warnings());
+
+  if (failure) {
+    if (failure->where()) err << dockerfile_excerpt(dockerfile_name, dockerfile, *failure->where());
+    err << progress::build_error_line(failure->what());
+    return 1;
+  }
+  auto text = [&](const char* key) {
+    auto it = result.find(key);
+    const std::string* s = it == result.end() ? nullptr : it->second.get_if<std::string>();
+    return s ? *s : std::string();
+  };
+  if (!flags.iidfile.empty()) write_text_file(flags.iidfile, text("image-id"));
+  if (!flags.metadata_file.empty()) {
+    nlohmann::json metadata = {{"containerimage.config.digest", text("containerimage.config.digest")},
+                               {"containerimage.digest", text("containerimage.digest")}};
+    if (!text("image.name").empty()) metadata["image.name"] = text("image.name");
+    write_text_file(flags.metadata_file, metadata.dump(2) + "\n");
+  }
+  if (display.print_image_id) out << text("image-id") << "\n";
+  return 0;
+}
+
+}  // namespace kbuild::cli

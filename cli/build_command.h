@@ -1,0 +1,40 @@
+// `kbuildctl build`: docker build's flags, the context and Dockerfile opened as the user,
+// progress rendered BuildKit's way, outputs written as the user.
+#pragma once
+
+#include <iosfwd>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kbuild::cli {
+
+struct BuildFlags {
+  std::string context = ".";
+  std::string file;
+  std::vector<std::string> tags;
+  std::vector<std::string> build_args;
+  std::vector<std::string> labels;
+  std::string target;
+  bool no_cache = false;
+  std::vector<std::string> no_cache_filter;
+  std::string progress = "auto";
+  std::vector<std::string> outputs;
+  std::string iidfile;
+  std::string metadata_file;
+  bool quiet = false;
+  std::string platform;
+};
+
+// One --output: "type=local,dest=dir", or a bare path (type local), or "-" (tar to stdout).
+struct OutputFlag {
+  std::string type;
+  std::map<std::string, std::string> attributes;
+};
+OutputFlag parse_output_flag(const std::string& value);
+
+// Runs a build against the daemon at `socket`; returns the exit code.
+int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& out, std::ostream& err);
+
+}  // namespace kbuild::cli

@@ -1,0 +1,156 @@
+#include "cli/image_commands.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <iomanip>
+#include <ostream>
+
+#include <CLI/CLI.hpp>
+
+#include "common/error.h"
+#include "common/syscall.h"
+#include "common/unique_fd.h"
+#include "dbus/builder_client.h"
+#include "dbus/listener.h"
+#include "engine/image/image_archive.h"
+
+namespace kbuild::cli {
+namespace {
+
+template <typename T>
+T value_or(const dbus::Options& options, const std::string& key, T fallback) {
+  auto it = options.find(key);
+  if (it == options.end()) return fallback;
+  const T* value = it->second.get_if<T>();
+  return value ? *value : fallback;
+}
+
+std::string human_size(uint64_t bytes) {
+  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
+  double size = static_cast<double>(bytes);
+  int unit = 0;
+  while (size >= 1000 && unit < 4) {
+    size /= 1000;
+    ++unit;
+  }
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.3g%s", size, units[unit]);
+  return buffer;
+}
+
+int list_images(dbus::BuilderClient& client, bool quiet, std::ostream& out) {
+  std::vector<dbus::Options> images = client.list_images();
+  if (!quiet) out << std::left << std::setw(40) << "REPOSITORY" << std::setw(12) << "TAG" << std::setw(16) << "IMAGE ID"
+                  << std::setw(16) << "CREATED" << "SIZE\n";
+  for (const auto& image : images) {
+    std::string id = value_or<std::string>(image, "id", "");
+    std::string short_id = id.size() > 19 ? id.substr(7, 12) : id;
+    if (quiet) {
+      out << short_id << "\n";
+      continue;
+    }
+    std::time_t created = static_cast<std::time_t>(value_or<int64_t>(image, "created", 0));
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", std::gmtime(&created));
+    for (const std::string& name : value_or<std::vector<std::string>>(image, "names", {})) {
+      std::string familiar = image::familiar_reference(name);
+      size_t colon = familiar.rfind(':');
+      out << std::left << std::setw(40) << familiar.substr(0, colon) << std::setw(12) << familiar.substr(colon + 1)
+          << std::setw(16) << short_id << std::setw(16) << when << human_size(value_or<uint64_t>(image, "size", 0))
+          << "\n";
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string socket_path_from_host(const std::string& host) {
+  if (host.empty()) return dbus::kDefaultSocketPath;
+  if (host.starts_with("unix://")) return host.substr(7);
+  if (host.find("://") != std::string::npos) throw Error(ErrorKind::user, "unsupported host " + host + ": use unix://PATH");
+  return host;
+}
+
+ImageCommands add_image_commands(CLI::App& app) {
+  static ImageCommands c;
+  c.images = app.add_subcommand("images", "List images");
+  c.images->add_flag("-q,--quiet", c.quiet, "Only show image IDs");
+  c.rmi = app.add_subcommand("rmi", "Remove one or more images");
+  c.rmi->add_option("IMAGE", c.references)->required();
+  c.rmi->add_flag("-f,--force", c.force, "Force removal of the image");
+  c.tag = app.add_subcommand("tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE");
+  c.tag->add_option("NAMES", c.references)->required()->expected(2);
+  c.save = app.add_subcommand("save", "Save one or more images to a tar archive");
+  c.save->add_option("IMAGE", c.references)->required();
+  c.save->add_option("-o,--output", c.file, "Write to a file, instead of STDOUT");
+  c.load = app.add_subcommand("load", "Load an image from a tar archive or STDIN");
+  c.load->add_option("-i,--input", c.file, "Read from tar archive file, instead of STDIN");
+  c.load->add_flag("-q,--quiet", c.quiet, "Suppress the load output");
+  c.info = app.add_subcommand("info", "Display information about the build service");
+  return c;
+}
+
+int run_image_commands(const ImageCommands& c, const std::string& socket, std::ostream& out, std::ostream& err) {
+  dbus::BuilderClient client(socket);
+  if (c.images->parsed()) return list_images(client, c.quiet, out);
+  if (c.rmi->parsed()) {
+    int status = 0;
+    for (const auto& reference : c.references) {
+      try {
+        for (const auto& line : client.remove_image(reference, c.force)) out << line << "\n";
+      } catch (const Error& e) {
+        err << "Error response from daemon: " << e.what() << "\n";
+        status = 1;
+      }
+    }
+    return status;
+  }
+  if (c.tag->parsed()) {
+    client.tag_image(c.references[0], c.references[1]);
+    return 0;
+  }
+  if (c.save->parsed()) {
+    UniqueFd output;
+    if (c.file.empty()) {
+      if (::isatty(STDOUT_FILENO)) {
+        throw Error(ErrorKind::user, "cowardly refusing to save to a terminal. Use the -o flag or redirect");
+      }
+      output.reset(check(::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3), "dup stdout"));
+    } else {
+      output.reset(check(::open(c.file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), "open", c.file));
+    }
+    client.save_images(c.references, output.get());
+    return 0;
+  }
+  if (c.load->parsed()) {
+    UniqueFd input(c.file.empty() ? check(::fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3), "dup stdin")
+                                  : check(::open(c.file.c_str(), O_RDONLY | O_CLOEXEC), "open", c.file));
+    for (const auto& line : client.load_images(input.get())) {
+      if (!c.quiet) out << line << "\n";
+    }
+    return 0;
+  }
+  if (c.info->parsed()) {
+    for (const auto& [key, value] : client.info()) {
+      out << key << ": ";
+      std::visit(
+          [&](const auto& v) {
+            using T = std::decay_t<decltype(v)>;
+            if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, int64_t> || std::is_same_v<T, uint64_t>) {
+              out << v;
+            } else if constexpr (std::is_same_v<T, bool>) {
+              out << (v ? "true" : "false");
+            }
+          },
+          value.variant());
+      out << "\n";
+    }
+    return 0;
+  }
+  return 0;
+}
+
+}  // namespace kbuild::cli

@@ -1,0 +1,36 @@
+// kbuildctl's image management: images, rmi, tag, save, load, info, as the docker commands
+// of the same names print them.
+#pragma once
+
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace kbuild::cli {
+
+struct ImageCommands {
+  CLI::App* images = nullptr;
+  CLI::App* rmi = nullptr;
+  CLI::App* tag = nullptr;
+  CLI::App* save = nullptr;
+  CLI::App* load = nullptr;
+  CLI::App* info = nullptr;
+  std::vector<std::string> references;
+  bool force = false;
+  bool quiet = false;
+  std::string file;  // save -o / load -i
+};
+
+ImageCommands add_image_commands(CLI::App& app);
+
+// Runs whichever of the commands was parsed; returns the exit code.
+int run_image_commands(const ImageCommands& commands, const std::string& socket, std::ostream& out, std::ostream& err);
+
+// "unix:///run/x.sock" or a plain path to the socket's path; empty means the default.
+std::string socket_path_from_host(const std::string& host);
+
+}  // namespace kbuild::cli

@@ -1,0 +1,255 @@
+// A line-by-line port of Go's path/filepath match.go (Match, scanChunk, matchChunk, getEsc) for
+// Unix, so corner cases ("[]a]", "\\*", invalid UTF-8) behave as BuildKit's do.
+#include "engine/fileops/go_match.h"
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/fileops/root_path.h"
+
+namespace kbuild::fileops {
+namespace {
+
+constexpr char32_t kRuneError = 0xFFFD;
+
+struct Rune {
+  char32_t value;
+  std::size_t width;
+};
+
+// utf8.DecodeRuneInString: an invalid sequence is U+FFFD of width 1, the empty string width 0.
+Rune decode_rune(std::string_view s) {
+  if (s.empty()) return {kRuneError, 0};
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char b0 = byte(0);
+  if (b0 < 0x80) return {b0, 1};
+  const auto cont = [&](std::size_t i, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
+    return i < s.size() && byte(i) >= lo && byte(i) <= hi;
+  };
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    if (cont(1)) return {(char32_t(b0 & 0x1F) << 6) | (byte(1) & 0x3F), 2};
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    const unsigned char lo = b0 == 0xE0 ? 0xA0 : 0x80;
+    const unsigned char hi = b0 == 0xED ? 0x9F : 0xBF;
+    if (cont(1, lo, hi) && cont(2)) {
+      return {(char32_t(b0 & 0x0F) << 12) | (char32_t(byte(1) & 0x3F) << 6) | (byte(2) & 0x3F), 3};
+    }
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    const unsigned char lo = b0 == 0xF0 ? 0x90 : 0x80;
+    const unsigned char hi = b0 == 0xF4 ? 0x8F : 0xBF;
+    if (cont(1, lo, hi) && cont(2) && cont(3)) {
+      return {(char32_t(b0 & 0x07) << 18) | (char32_t(byte(1) & 0x3F) << 12) |
+                  (char32_t(byte(2) & 0x3F) << 6) | (byte(3) & 0x3F),
+              4};
+    }
+  }
+  return {kRuneError, 1};
+}
+
+struct Chunk {
+  bool star = false;
+  std::string_view chunk;
+  std::string_view rest;
+};
+
+Chunk scan_chunk(std::string_view pattern) {
+  Chunk out;
+  while (!pattern.empty() && pattern[0] == '*') {
+    pattern.remove_prefix(1);
+    out.star = true;
+  }
+  bool in_range = false;
+  std::size_t i = 0;
+  for (; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\') {
+      if (i + 1 < pattern.size()) ++i;  // a trailing '\\' is reported by match_chunk
+    } else if (c == '[') {
+      in_range = true;
+    } else if (c == ']') {
+      in_range = false;
+    } else if (c == '*' && !in_range) {
+      break;
+    }
+  }
+  out.chunk = pattern.substr(0, i);
+  out.rest = pattern.substr(i);
+  return out;
+}
+
+// getEsc: one possibly escaped rune of a character class; false for ErrBadPattern.
+bool get_esc(std::string_view& chunk, char32_t& r) {
+  if (chunk.empty() || chunk[0] == '-' || chunk[0] == ']') return false;
+  if (chunk[0] == '\\') {
+    chunk.remove_prefix(1);
+    if (chunk.empty()) return false;
+  }
+  const Rune rune = decode_rune(chunk);
+  r = rune.value;
+  chunk.remove_prefix(rune.width);
+  if (rune.value == kRuneError && rune.width == 1) return false;
+  return !chunk.empty();
+}
+
+enum class ChunkResult { match, no_match, bad_pattern };
+
+// matchChunk: on a match, `s` is left at what the chunk did not consume.
+ChunkResult match_chunk(std::string_view chunk, std::string_view& s) {
+  // After the match fails, the loop goes on through the chunk only to check its syntax.
+  bool failed = false;
+  while (!chunk.empty()) {
+    if (!failed && s.empty()) failed = true;
+    switch (chunk[0]) {
+      case '[': {
+        char32_t r = 0;
+        if (!failed) {
+          const Rune rune = decode_rune(s);
+          r = rune.value;
+          s.remove_prefix(rune.width);
+        }
+        chunk.remove_prefix(1);
+        bool negated = false;
+        if (!chunk.empty() && chunk[0] == '^') {
+          negated = true;
+          chunk.remove_prefix(1);
+        }
+        bool matched = false;
+        for (int ranges = 0;; ++ranges) {
+          if (!chunk.empty() && chunk[0] == ']' && ranges > 0) {
+            chunk.remove_prefix(1);
+            break;
+          }
+          char32_t lo = 0;
+          if (!get_esc(chunk, lo)) return ChunkResult::bad_pattern;
+          char32_t hi = lo;
+          if (chunk[0] == '-') {
+            chunk.remove_prefix(1);
+            if (!get_esc(chunk, hi)) return ChunkResult::bad_pattern;
+          }
+          if (lo <= r && r <= hi) matched = true;
+        }
+        if (matched == negated) failed = true;
+        break;
+      }
+      case '?':
+        if (!failed) {
+          if (s[0] == '/') failed = true;
+          s.remove_prefix(decode_rune(s).width);
+        }
+        chunk.remove_prefix(1);
+        break;
+      case '\\':
+        chunk.remove_prefix(1);
+        if (chunk.empty()) return ChunkResult::bad_pattern;
+        [[fallthrough]];
+      default:
+        if (!failed) {
+          if (chunk[0] != s[0]) failed = true;
+          s.remove_prefix(1);
+        }
+        chunk.remove_prefix(1);
+        break;
+    }
+  }
+  return failed ? ChunkResult::no_match : ChunkResult::match;
+}
+
+bool match(std::string_view pattern, std::string_view name, bool& bad) {
+  while (!pattern.empty()) {
+    const Chunk chunk = scan_chunk(pattern);
+    pattern = chunk.rest;
+    if (chunk.star && chunk.chunk.empty()) {
+      // A trailing '*' matches the rest of the name unless it has a '/'.
+      return name.find('/') == std::string_view::npos;
+    }
+    std::string_view t = name;
+    const ChunkResult here = match_chunk(chunk.chunk, t);
+    // The last chunk must consume the whole name, or the star may still match more.
+    if (here == ChunkResult::match && (t.empty() || !pattern.empty())) {
+      name = t;
+      continue;
+    }
+    if (here == ChunkResult::bad_pattern) {
+      bad = true;
+      return false;
+    }
+    bool advanced = false;
+    if (chunk.star) {
+      // Look for a match skipping i+1 bytes; a star cannot skip a '/'.
+      for (std::size_t i = 0; i < name.size() && name[i] != '/'; ++i) {
+        std::string_view rest = name.substr(i + 1);
+        const ChunkResult skipped = match_chunk(chunk.chunk, rest);
+        if (skipped == ChunkResult::match) {
+          if (pattern.empty() && !rest.empty()) continue;
+          name = rest;
+          advanced = true;
+          break;
+        }
+        if (skipped == ChunkResult::bad_pattern) {
+          bad = true;
+          return false;
+        }
+      }
+    }
+    if (advanced) continue;
+    // Before failing, check that the rest of the pattern is well formed.
+    while (!pattern.empty()) {
+      const Chunk next = scan_chunk(pattern);
+      pattern = next.rest;
+      std::string_view empty;
+      if (match_chunk(next.chunk, empty) == ChunkResult::bad_pattern) {
+        bad = true;
+        return false;
+      }
+    }
+    return false;
+  }
+  return name.empty();
+}
+
+}  // namespace
+
+bool go_match(std::string_view pattern, std::string_view name, bool* bad_pattern) {
+  bool bad = false;
+  const bool result = match(pattern, name, bad);
+  if (bad_pattern) *bad_pattern = bad;
+  return result && !bad;
+}
+
+bool contains_wildcards(std::string_view path) {
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    const char c = path[i];
+    if (c == '\\') {
+      ++i;
+    } else if (c == '*' || c == '?' || c == '[') {
+      return true;
+    }
+  }
+  return false;
+}
+
+WildcardSplit split_wildcards(std::string_view path) {
+  const std::string cleaned = path.empty() ? std::string() : clean_path(path);
+  std::vector<std::string_view> parts;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t slash = cleaned.find('/', start);
+    parts.push_back(std::string_view(cleaned).substr(start, slash == std::string::npos ? std::string::npos : slash - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  std::string prefix, pattern;
+  bool found = false;
+  for (std::string_view part : parts) {
+    if (!found && contains_wildcards(part)) found = true;
+    if (part.empty()) part = "/";
+    std::string& target = found ? pattern : prefix;
+    if (!target.empty()) target += '/';
+    target += part;
+  }
+  // filepath.Join of the pieces: cleaned, "" stays "".
+  return {prefix.empty() ? std::string() : clean_path(prefix),
+          pattern.empty() ? std::string() : clean_path(pattern)};
+}
+
+}  // namespace kbuild::fileops

@@ -1,0 +1,538 @@
+#include "engine/solver/builder.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <future>
+
+#include <nlohmann/json.hpp>
+
+#include "common/syscall.h"
+#include "common/temp_dir.h"
+#include "common/unique_fd.h"
+#include "engine/image/image_archive.h"
+#include "engine/image/blob_io.h"
+#include "engine/image/layer_tar.h"
+#include "engine/image/oci.h"
+#include "engine/sandbox/mount.h"
+#include "engine/solver/context.h"
+#include "engine/solver/step_executor.h"
+
+namespace kbuild::solver {
+namespace {
+
+using nlohmann::json;
+
+constexpr int64_t kLogLimit = 2 << 20;
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string vertex_id(std::string_view seed) { return store::Digest::of(seed).str(); }
+
+// Blobs are read from and written to the content store through the image module's interfaces.
+class StoreBlobSource : public image::BlobSource {
+ public:
+  explicit StoreBlobSource(store::ContentStore& content) : content_(content) {}
+  UniqueFd open(const store::Digest& digest) override { return content_.open(digest); }
+
+ private:
+  store::ContentStore& content_;
+};
+
+class StoreBlobWriter : public image::BlobWriter {
+ public:
+  explicit StoreBlobWriter(store::ContentStore::Writer writer) : writer_(std::move(writer)) {}
+  void write(const void* data, size_t size) override { writer_.write(data, size); }
+  store::Digest commit(std::optional<store::Digest> expected) override { return writer_.commit(expected); }
+
+ private:
+  store::ContentStore::Writer writer_;
+};
+
+class StoreBlobSink : public image::BlobSink {
+ public:
+  explicit StoreBlobSink(store::ContentStore& content) : content_(content) {}
+  std::unique_ptr<image::BlobWriter> writer() override { return std::make_unique<StoreBlobWriter>(content_.writer()); }
+
+ private:
+  store::ContentStore& content_;
+};
+
+image::Descriptor descriptor(std::string media_type, const store::Digest& digest, int64_t size) {
+  image::Descriptor d;
+  d.media_type = std::move(media_type);
+  d.digest = digest;
+  d.size = size;
+  return d;
+}
+
+image::ContainerConfig to_container_config(const graph::ImageConfig& c) {
+  image::ContainerConfig out;
+  out.user = c.user;
+  out.exposed_ports = c.exposed_ports;
+  out.env = c.env;
+  if (c.entrypoint) out.entrypoint = *c.entrypoint;
+  if (c.cmd) out.cmd = *c.cmd;
+  out.volumes = c.volumes;
+  out.working_dir = c.working_dir;
+  out.labels = c.labels;
+  out.stop_signal = c.stop_signal;
+  out.args_escaped = c.args_escaped;
+  if (c.healthcheck) {
+    out.healthcheck = image::HealthConfig{c.healthcheck->test,          c.healthcheck->interval_ns,
+                                          c.healthcheck->timeout_ns,    c.healthcheck->start_period_ns,
+                                          c.healthcheck->start_interval_ns, c.healthcheck->retries};
+  }
+  out.on_build = c.onbuild;
+  out.shell = c.shell;
+  return out;
+}
+
+graph::ImageConfig from_image_config(const image::ImageConfig& config) {
+  graph::ImageConfig out;
+  const image::ContainerConfig& c = config.config;
+  out.author = config.author;
+  out.os = config.os;
+  out.architecture = config.architecture;
+  out.variant = config.variant;
+  out.env = c.env;
+  out.user = c.user;
+  out.working_dir = c.working_dir;
+  if (!c.entrypoint.empty()) out.entrypoint = c.entrypoint;
+  if (!c.cmd.empty()) out.cmd = c.cmd;
+  out.shell = c.shell;
+  out.labels = c.labels;
+  out.exposed_ports = c.exposed_ports;
+  out.volumes = c.volumes;
+  if (c.healthcheck) {
+    const auto& h = *c.healthcheck;
+    out.healthcheck = graph::Healthcheck{h.test, h.interval, h.timeout, h.start_period, h.start_interval,
+                                         static_cast<int>(h.retries)};
+  }
+  out.onbuild = c.on_build;
+  out.stop_signal = c.stop_signal;
+  out.args_escaped = c.args_escaped;
+  for (const auto& h : config.history) out.history.push_back({h.created_by, h.comment, h.empty_layer});
+  return out;
+}
+
+}  // namespace
+
+void CancelToken::check() const {
+  if (canceled_) throw Error(ErrorKind::canceled, "build canceled");
+}
+
+struct Builder::InFlight {
+  std::shared_future<std::string> snapshot;  // the snapshot id the step produced
+};
+
+// One build: its plan, the snapshots its stages reached, its progress.
+class Builder::Run {
+ public:
+  Run(Builder& builder, const BuildRequest& request, Progress& progress, const CancelToken& cancel)
+      : builder_(builder), store_(builder.store_), request_(request), progress_(progress), cancel_(cancel) {}
+
+  BuildResult run() {
+    load_definition();
+    plan();
+    prepare_context();
+    for (const graph::StagePlan& stage : plan_.stages) build_stage(stage);
+    return export_target();
+  }
+
+ private:
+  struct StageResult {
+    std::optional<std::string> top;  // snapshot id of the stage's last layer; nullopt for scratch
+    std::string key;                 // cache key of the stage's filesystem
+    std::vector<store::Digest> base_layers;  // diff_ids of a base image's layers
+  };
+
+  // "[internal] load build definition from Dockerfile"
+  void load_definition() {
+    std::string id = vertex_id("dockerfile:" + request_.dockerfile);
+    progress_.started(id, "[internal] load build definition from " + request_.dockerfile_name);
+    progress_.status(id, "transferring dockerfile:", static_cast<int64_t>(request_.dockerfile.size()), 0, true);
+    progress_.completed(id, "", false, "");
+    std::string ignore_id = vertex_id("dockerignore");
+    progress_.started(ignore_id, "[internal] load .dockerignore");
+    int64_t size = 0;
+    for (const auto& line : request_.dockerignore) size += static_cast<int64_t>(line.size()) + 1;
+    progress_.status(ignore_id, "transferring context:", size, 0, true);
+    progress_.completed(ignore_id, "", false, "");
+  }
+
+  void plan() {
+    graph::PlanOptions options;
+    options.resolve.target = request_.target;
+    options.resolve.build_args = request_.build_args;
+    if (!request_.platform.empty()) options.resolve.target_platform = dockerfile::Platform::parse(request_.platform);
+    options.source_date_epoch = request_.source_date_epoch;
+    options.image_config = [this](const std::string& reference, const dockerfile::Platform&) {
+      return base_image_config(reference);
+    };
+    plan_ = graph::plan_build(request_.dockerfile, options);
+  }
+
+  std::optional<graph::ImageConfig> base_image_config(const std::string& reference) {
+    std::string name = image::normalize_reference(reference);
+    std::string id = vertex_id("metadata:" + name);
+    progress_.started(id, "[internal] load metadata for " + name);
+    auto record = store_.metadata().image_by_name(name);
+    if (!record) {
+      std::string error = name + ": not found in the local store (pulling from registries is not supported yet; "
+                                 "build it or load it with kbuildctl load first)";
+      progress_.completed(id, "", false, error);
+      throw Error(ErrorKind::not_found, error);
+    }
+    base_images_[reference] = *record;
+    progress_.completed(id, "", false, "");
+    return from_image_config(image::parse_config(store_.content().read_small(record->config)));
+  }
+
+  void prepare_context() {
+    bool needs_context = false;
+    for (const auto& stage : plan_.stages) {
+      for (const auto& step : stage.steps) {
+        if (step.kind == graph::StepKind::copy && step.source.kind == graph::CopySource::Kind::context) needs_context = true;
+      }
+    }
+    if (!needs_context) return;
+    std::string id = vertex_id("context");
+    progress_.started(id, "[internal] load build context");
+    try {
+      context_ = materialize_context(store_, request_, [&](int64_t bytes, bool done) {
+        progress_.status(id, "transferring context:", bytes, 0, done);
+      });
+    } catch (const Error& e) {
+      progress_.completed(id, "", false, e.what());
+      throw;
+    }
+    progress_.completed(id, "", false, "");
+  }
+
+  const StageResult& stage_result(size_t index) const { return stages_.at(index); }
+
+  StageResult base_of(const graph::StagePlan& stage) {
+    if (stage.base_stage) return stage_result(*stage.base_stage);
+    if (stage.base_image == "scratch") return StageResult{std::nullopt, "scratch", {}};
+    const store::ImageRecord& record = base_images_.at(stage.base_image);
+    std::string id = vertex_id("from:" + record.config.str());
+    progress_.started(id, stage.from_vertex_name);
+    StageResult result;
+    result.key = "image:" + record.config.str();
+    auto chain = store_.metadata().get_cache("image-chain:" + record.config.str());
+    if (!chain) {
+      std::string error = "image " + stage.base_image + " has no unpacked layers in the store";
+      progress_.completed(id, "", false, error);
+      throw Error(ErrorKind::internal, error);
+    }
+    if (!chain->snapshot_id.empty()) result.top = chain->snapshot_id;
+    image::ImageConfig config = image::parse_config(store_.content().read_small(record.config));
+    result.base_layers = config.rootfs.diff_ids;
+    progress_.completed(id, "", true, "");
+    return result;
+  }
+
+  void build_stage(const graph::StagePlan& stage) {
+    cancel_.check();
+    StageResult state = base_of(stage);
+    for (const graph::Step& step : stage.steps) {
+      cancel_.check();
+      std::string source_key;
+      std::optional<std::string> source_top;
+      if (step.kind == graph::StepKind::copy) {
+        switch (step.source.kind) {
+          case graph::CopySource::Kind::context:
+            source_key = context_selection_key(*context_, step);
+            break;
+          case graph::CopySource::Kind::stage:
+            source_key = stage_result(step.source.stage).key;
+            source_top = stage_result(step.source.stage).top;
+            break;
+          case graph::CopySource::Kind::image:
+            throw Error(ErrorKind::user, "COPY --from=" + step.source.image +
+                                             ": copying from an image that is not a stage is not supported yet",
+                        step.instruction.lines);
+        }
+      }
+      std::string key = step_cache_key(state.key, step, source_key);
+      std::string id = vertex_id(key);
+      progress_.started(id, step.name);
+      bool no_cache = request_.no_cache ||
+                      std::find(request_.no_cache_filter.begin(), request_.no_cache_filter.end(), stage.name) !=
+                          request_.no_cache_filter.end();
+      std::optional<store::CacheResult> cached;
+      if (!no_cache) cached = store_.metadata().get_cache(key);
+      if (cached && store_.metadata().get_snapshot(cached->snapshot_id)) {
+        progress_.completed(id, "", true, "");
+        state.top = cached->snapshot_id;
+        state.key = key;
+        continue;
+      }
+      try {
+        StepContext context{store_, step, state.top, source_top, context_ ? context_->path : std::string(),
+                            cancel_, [&](int stream, std::string_view data) { progress_.log(id, stream, data); }};
+        std::string snapshot = execute_step(context);
+        store_.metadata().put_cache(key, store::CacheResult{snapshot, ""});
+        state.top = snapshot;
+        state.key = key;
+      } catch (const Error& e) {
+        progress_.completed(id, "", false, e.what());
+        throw e.at(step.instruction.lines);
+      }
+      progress_.completed(id, "", false, "");
+    }
+    stages_[stage.index] = std::move(state);
+  }
+
+  static std::string step_cache_key(const std::string& parent, const graph::Step& step, const std::string& source) {
+    json def = {{"v", 1}, {"parent", parent}, {"source", source}, {"workdir", step.workdir}, {"user", step.user}};
+    def["kind"] = static_cast<int>(step.kind);
+    def["step"] = describe_step(step);
+    return store::Digest::of(def.dump()).str();
+  }
+
+  // The snapshot ids of a chain, bottom first.
+  std::vector<store::SnapshotRecord> chain_of(const std::optional<std::string>& top) {
+    std::vector<store::SnapshotRecord> chain;
+    std::optional<std::string> id = top;
+    while (id) {
+      auto record = store_.metadata().get_snapshot(*id);
+      if (!record) throw Error(ErrorKind::internal, "snapshot " + *id + " is missing from the store");
+      chain.push_back(*record);
+      id = record->parent;
+    }
+    std::reverse(chain.begin(), chain.end());
+    return chain;
+  }
+
+  struct LayerInfo {
+    store::Digest diff_id;
+    image::Descriptor blob;
+    bool empty = false;
+  };
+
+  LayerInfo layer_of(const store::SnapshotRecord& snapshot) {
+    LayerInfo info;
+    UniqueFd dir(check(::open(store_.snapshots().diff_path(snapshot.id).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC),
+                       "open", store_.snapshots().diff_path(snapshot.id)));
+    info.empty = directory_is_empty(dir.get());
+    const std::string media_type = image::layer_media_type(image::Compression::gzip, true);
+    if (snapshot.diff_id) {
+      if (auto blob = store_.metadata().get_layer_blob(*snapshot.diff_id, media_type)) {
+        info.diff_id = *snapshot.diff_id;
+        info.blob = descriptor(media_type, blob->blob, static_cast<int64_t>(store_.content().size(blob->blob)));
+        return info;
+      }
+    }
+    auto writer = store_.content().writer();
+    struct ToWriter : image::ByteSink {
+      store::ContentStore::Writer& w;
+      explicit ToWriter(store::ContentStore::Writer& writer) : w(writer) {}
+      void write(const void* data, size_t size) override { w.write(data, size); }
+    } sink(writer);
+    image::LayerOptions options;
+    options.source_date_epoch = request_.source_date_epoch;
+    image::LayerDigests digests = image::write_layer(dir.get(), sink, options);
+    store::Digest blob = writer.commit(digests.blob_digest);
+    store_.metadata().set_snapshot_diff_id(snapshot.id, digests.diff_id);
+    store_.metadata().put_layer_blob(digests.diff_id, store::LayerBlob{blob, media_type});
+    info.diff_id = digests.diff_id;
+    info.blob = descriptor(media_type, blob, static_cast<int64_t>(digests.blob_size));
+    return info;
+  }
+
+  static bool directory_is_empty(int dir_fd) {
+    UniqueFd copy(check(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), "openat"));
+    DIR* d = ::fdopendir(copy.release());
+    if (!d) throw_errno("fdopendir");
+    bool empty = true;
+    while (dirent* e = ::readdir(d)) {
+      std::string_view name = e->d_name;
+      if (name != "." && name != "..") {
+        empty = false;
+        break;
+      }
+    }
+    ::closedir(d);
+    return empty;
+  }
+
+  BuildResult export_target() {
+    const graph::StagePlan& target = plan_.stage(plan_.target);
+    const StageResult& result = stage_result(plan_.target);
+    std::string id = vertex_id("export:" + result.key);
+    progress_.started(id, "exporting to image");
+    try {
+      BuildResult out = write_image(target, result, id);
+      progress_.completed(id, "", false, "");
+      return out;
+    } catch (const Error& e) {
+      progress_.completed(id, "", false, e.what());
+      throw;
+    }
+  }
+
+  BuildResult write_image(const graph::StagePlan& target, const StageResult& result, const std::string& vertex) {
+    int64_t created = request_.source_date_epoch.value_or(now_ns() / 1000000000);
+    std::string created_text = image::format_time(created);
+    graph::ImageConfig plan_config = target.config;
+    for (const auto& [key, value] : request_.labels) plan_config.labels[key] = value;
+
+    image::ImageConfig config;
+    config.created = created_text;
+    config.author = plan_config.author;
+    config.architecture = plan_config.architecture;
+    config.os = plan_config.os;
+    config.variant = plan_config.variant;
+    config.config = to_container_config(plan_config);
+    config.rootfs.diff_ids = result.base_layers;
+
+    image::Manifest manifest;
+    manifest.media_type = "application/vnd.oci.image.manifest.v1+json";
+    if (!result.base_layers.empty()) add_base_blobs(manifest, result);
+
+    progress_.status(vertex, "exporting layers", 0, 0, false);
+    std::vector<store::SnapshotRecord> chain = chain_of(result.top);
+    size_t base_layer_snapshots = base_snapshot_count(target);
+    std::vector<bool> step_layer_empty;
+    for (size_t i = 0; i < chain.size(); ++i) {
+      if (i < base_layer_snapshots) continue;  // the base image's layers, already listed
+      LayerInfo layer = layer_of(chain[i]);
+      step_layer_empty.push_back(layer.empty);
+      if (layer.empty) continue;
+      config.rootfs.diff_ids.push_back(layer.diff_id);
+      manifest.layers.push_back(layer.blob);
+    }
+    progress_.status(vertex, "exporting layers", 0, 0, true);
+
+    // History: entries after the base image's that made a layer correspond to the steps in
+    // order; a step whose diff came out empty made no layer after all.
+    size_t non_empty_seen = 0, step = 0;
+    size_t base_entries = result.base_layers.size();
+    for (const graph::HistoryEntry& h : plan_config.history) {
+      image::HistoryEntry entry{created_text, h.created_by, "", h.comment, h.empty_layer};
+      if (!h.empty_layer) {
+        if (non_empty_seen++ >= base_entries && step < step_layer_empty.size()) {
+          entry.empty_layer = step_layer_empty[step++];
+        }
+      }
+      config.history.push_back(entry);
+    }
+
+    std::string config_bytes = image::serialize_config(config);
+    store::Digest config_digest = store_.content().put(config_bytes);
+    progress_.status(vertex, "writing image " + config_digest.str(), 0, 0, true);
+    manifest.config = descriptor("application/vnd.oci.image.config.v1+json", config_digest,
+                                        static_cast<int64_t>(config_bytes.size()));
+    std::string manifest_bytes = image::serialize_manifest(manifest);
+    store::Digest manifest_digest = store_.content().put(manifest_bytes);
+
+    store_.metadata().put_cache("image-chain:" + config_digest.str(), store::CacheResult{result.top.value_or(""), ""});
+
+    BuildResult out{config_digest, manifest_digest, {}};
+    store::ImageRecord record{manifest_digest, config_digest, std::chrono::system_clock::now()};
+    for (const std::string& tag : request_.tags) {
+      std::string name = image::normalize_reference(tag);
+      store_.metadata().set_image_name(name, record);
+      progress_.status(vertex, "naming to " + name, 0, 0, true);
+      out.names.push_back(name);
+    }
+    write_outputs(manifest_digest, static_cast<int64_t>(manifest_bytes.size()), out, result);
+    return out;
+  }
+
+  size_t base_snapshot_count(const graph::StagePlan& target) const {
+    // Layers of the base image sit at the bottom of the chain, one snapshot each.
+    const graph::StagePlan* stage = &target;
+    while (stage->base_stage) stage = &plan_.stage(*stage->base_stage);
+    return stage->base_image == "scratch" ? 0 : stage_base_layers(*stage);
+  }
+
+  size_t stage_base_layers(const graph::StagePlan& stage) const {
+    auto it = base_images_.find(stage.base_image);
+    if (it == base_images_.end()) return 0;
+    image::ImageConfig config = image::parse_config(store_.content().read_small(it->second.config));
+    return config.rootfs.diff_ids.size();
+  }
+
+  void add_base_blobs(image::Manifest& manifest, const StageResult& result) {
+    for (const store::Digest& diff_id : result.base_layers) {
+      auto blob = store_.metadata().get_layer_blob(diff_id);
+      if (!blob) throw Error(ErrorKind::internal, "layer " + diff_id.str() + " of the base image has no blob");
+      manifest.layers.push_back(
+          descriptor(blob->media_type, blob->blob, static_cast<int64_t>(store_.content().size(blob->blob))));
+    }
+  }
+
+  void write_outputs(const store::Digest& manifest_digest, int64_t manifest_size, const BuildResult& result,
+                     const StageResult& stage) {
+    for (const Output& output : request_.outputs) {
+      if (output.type == "image" || output.type == "moby") continue;
+      if (request_.output_fd < 0) throw Error(ErrorKind::user, "output type " + output.type + " needs a destination");
+      image::FdSink sink(request_.output_fd, "output");
+      if (output.type == "oci" || output.type == "docker") {
+        StoreBlobSource blobs(store_.content());
+        image::ArchiveImage archive_image{
+            descriptor("application/vnd.oci.image.manifest.v1+json", manifest_digest, manifest_size),
+            result.names};
+        if (auto name = output.attributes.find("name"); name != output.attributes.end()) {
+          archive_image.names.push_back(image::normalize_reference(name->second));
+        }
+        image::ArchiveWriteOptions options;
+        options.format = output.type == "oci" ? image::ArchiveFormat::oci : image::ArchiveFormat::docker;
+        image::write_image_archive({archive_image}, blobs, sink, options);
+      } else if (output.type == "tar" || output.type == "local") {
+        write_rootfs_tar(stage, sink);
+      } else {
+        throw Error(ErrorKind::user, "unsupported output type " + output.type);
+      }
+    }
+  }
+
+  void write_rootfs_tar(const StageResult& stage, image::ByteSink& sink) {
+    TempDir view(store_.root() + "/mounts", "view-");
+    std::vector<std::string> lowers;
+    if (stage.top) lowers = store_.snapshots().lower_chain(*stage.top);
+    std::optional<sandbox::Mount> mount;
+    if (!lowers.empty()) mount = sandbox::Mount::overlay(lowers, "", "", view.path());
+    UniqueFd dir(check(::open(view.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", view.path()));
+    image::LayerOptions options;
+    options.compression = image::Compression::none;
+    options.source_date_epoch = request_.source_date_epoch;
+    image::write_layer(dir.get(), sink, options);
+  }
+
+  Builder& builder_;
+  store::Store& store_;
+  const BuildRequest& request_;
+  Progress& progress_;
+  const CancelToken& cancel_;
+  graph::BuildPlan plan_;
+  std::optional<MaterializedContext> context_;
+  std::map<std::string, store::ImageRecord> base_images_;
+  std::map<size_t, StageResult> stages_;
+};
+
+Builder::Builder(store::Store& store) : store_(store) { make_dirs(store.root() + "/mounts"); }
+
+Builder::~Builder() = default;
+
+BuildResult Builder::build(const BuildRequest& request, Progress& progress, const CancelToken& cancel) {
+  Run run(*this, request, progress, cancel);
+  return run.run();
+}
+
+std::optional<graph::ImageConfig> Builder::stored_image_config(const std::string& reference) {
+  auto record = store_.metadata().image_by_name(image::normalize_reference(reference));
+  if (!record) return std::nullopt;
+  return from_image_config(image::parse_config(store_.content().read_small(record->config)));
+}
+
+}  // namespace kbuild::solver

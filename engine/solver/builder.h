@@ -1,0 +1,91 @@
+// Runs a build: Dockerfile → plan → steps executed on overlay snapshots with a content-addressed
+// cache → an image in the store and the requested outputs. One Builder serves every build of
+// a daemon; identical steps requested by concurrent builds run once.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/graph/build_plan.h"
+#include "engine/solver/progress.h"
+#include "engine/store/store.h"
+
+namespace kbuild::solver {
+
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+};
+
+struct Output {
+  std::string type;  // image (the default with -t), oci, docker, tar, local
+  std::map<std::string, std::string> attributes;
+};
+
+struct BuildRequest {
+  std::string dockerfile;
+  std::string dockerfile_name = "Dockerfile";
+  std::vector<std::string> dockerignore;  // lines of the .dockerignore that applies
+  bool context_is_tar = false;
+  int context_fd = -1;  // borrowed: a directory, or a tar stream
+  Caller caller;
+  std::string target;
+  std::map<std::string, std::string> build_args;
+  std::map<std::string, std::string> labels;
+  std::vector<std::string> tags;
+  bool no_cache = false;
+  std::vector<std::string> no_cache_filter;
+  std::string platform;
+  std::vector<Output> outputs;
+  int output_fd = -1;  // borrowed: where a stream output goes
+  std::optional<int64_t> source_date_epoch;
+};
+
+struct BuildResult {
+  store::Digest config_digest;
+  store::Digest manifest_digest;
+  std::vector<std::string> names;
+};
+
+// Set by the caller to stop a build; checked between and inside steps.
+class CancelToken {
+ public:
+  void cancel() { canceled_ = true; }
+  bool canceled() const { return canceled_; }
+  // Throws kbuild::Error (canceled) when canceled.
+  void check() const;
+
+ private:
+  std::atomic<bool> canceled_{false};
+};
+
+class Builder {
+ public:
+  explicit Builder(store::Store& store);
+  ~Builder();
+  Builder(const Builder&) = delete;
+  Builder& operator=(const Builder&) = delete;
+
+  BuildResult build(const BuildRequest& request, Progress& progress, const CancelToken& cancel);
+
+  // The config of a stored image, for FROM; nullopt when the store has no such image.
+  std::optional<graph::ImageConfig> stored_image_config(const std::string& reference);
+
+ private:
+  class Run;
+  store::Store& store_;
+  struct InFlight;
+  std::mutex in_flight_mutex_;
+  std::map<std::string, std::shared_ptr<InFlight>> in_flight_;  // cache key → the build running it
+};
+
+}  // namespace kbuild::solver

@@ -1,0 +1,99 @@
+#include "engine/solver/context.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "common/syscall.h"
+#include "common/temp_dir.h"
+#include "common/unique_fd.h"
+#include "engine/context/context_digest.h"
+#include "engine/context/context_reader.h"
+#include "engine/context/tar_context.h"
+#include "engine/dockerfile/dockerignore.h"
+#include "engine/fileops/fileops.h"
+#include "engine/solver/step_executor.h"
+
+namespace kbuild::solver {
+namespace {
+
+// Content hashes of context files, remembered in the store's metadata across builds.
+class StoreHashCache : public context::HashCache {
+ public:
+  explicit StoreHashCache(store::MetadataStore& metadata) : metadata_(metadata) {}
+
+  std::optional<store::Digest> get(const context::StatKey& key) override { return metadata_.get_file_hash(to_file_key(key)); }
+
+  void put(const std::vector<std::pair<context::StatKey, store::Digest>>& entries) override {
+    std::vector<store::FileHash> hashes;
+    hashes.reserve(entries.size());
+    for (const auto& [key, digest] : entries) hashes.push_back(store::FileHash{to_file_key(key), digest});
+    metadata_.put_file_hashes(hashes);
+  }
+
+ private:
+  static store::FileKey to_file_key(const context::StatKey& key) {
+    return store::FileKey{key.dev, key.ino, static_cast<uint64_t>(key.size), key.mtime_ns, key.ctime_ns, key.scope};
+  }
+  store::MetadataStore& metadata_;
+};
+
+std::string join_lines(const std::vector<std::string>& lines) {
+  std::string text;
+  for (const auto& line : lines) text += line + "\n";
+  return text;
+}
+
+}  // namespace
+
+struct MaterializedContext::State {
+  TempDir dir;
+  context::Manifest manifest;
+  explicit State(const std::string& parent) : dir(parent, "context-") {}
+};
+
+MaterializedContext materialize_context(store::Store& store, const BuildRequest& request,
+                                        const std::function<void(int64_t bytes, bool done)>& on_transfer) {
+  make_dirs(store.root() + "/contexts");
+  auto state = std::make_shared<MaterializedContext::State>(store.root() + "/contexts");
+  UniqueFd dest(check(::open(state->dir.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", state->dir.path()));
+  int64_t bytes = 0;
+  if (request.context_is_tar) {
+    context::TarContextRequest tar;
+    tar.tar_fd = request.context_fd;
+    tar.dest_fd = dest.get();
+    tar.dockerfile_path = request.dockerfile_name;
+    context::TarContextResult result = context::read_tar_context(tar);
+    state->manifest = std::move(result.manifest);
+  } else {
+    std::vector<dockerfile::IgnorePattern> patterns = dockerfile::parse_dockerignore(join_lines(request.dockerignore));
+    dockerfile::IgnoreMatcher ignore(patterns);
+    StoreHashCache hashes(store.metadata());
+    context::ContextReadRequest read;
+    read.context_fd = request.context_fd;
+    read.caller = context::Credentials{request.caller.uid, request.caller.gid, request.caller.groups};
+    read.ignore = &ignore;
+    read.dest_fd = dest.get();
+    read.hash_cache = &hashes;
+    context::ContextReadResult result = context::read_context(read);
+    bytes = static_cast<int64_t>(result.stats.bytes_received + result.stats.bytes_copied);
+    state->manifest = std::move(result.manifest);
+  }
+  on_transfer(bytes, true);
+  MaterializedContext out;
+  out.path = state->dir.path();
+  out.state = std::move(state);
+  return out;
+}
+
+std::string context_selection_key(const MaterializedContext& context, const graph::Step& step) {
+  const auto& copy = std::get<dockerfile::CopyInstruction>(step.instruction.body);
+  context::Selection selection;
+  for (const std::string& source : copy.sources) {
+    std::string pattern = fileops::clean_path("/" + source);
+    selection.include_patterns.push_back(pattern == "/" ? "." : pattern.substr(1));
+  }
+  selection.exclude_patterns = copy.excludes;
+  return context::selection_digest(context.state->manifest, selection).str();
+}
+
+}  // namespace kbuild::solver

@@ -1,0 +1,30 @@
+// The build context inside the daemon: materialized once per build from the caller's
+// directory fd (read with the caller's credentials) or tar stream, with content digests that
+// make COPY's cache keys independent of mtimes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "engine/graph/build_plan.h"
+#include "engine/solver/builder.h"
+#include "engine/store/store.h"
+
+namespace kbuild::solver {
+
+struct MaterializedContext {
+  std::string path;  // a directory under the store root, removed with the object
+  struct State;
+  std::shared_ptr<State> state;
+};
+
+// Reads the context the request carries. `on_transfer` reports bytes moved so far.
+MaterializedContext materialize_context(store::Store& store, const BuildRequest& request,
+                                        const std::function<void(int64_t bytes, bool done)>& on_transfer);
+
+// The part of a COPY's cache key that comes from the context: a digest of the files its
+// sources select (paths, types, modes, link targets and contents; not mtimes).
+std::string context_selection_key(const MaterializedContext& context, const graph::Step& step);
+
+}  // namespace kbuild::solver

@@ -1,0 +1,31 @@
+// What the solver reports while it works: vertices starting, finishing or cached, statuses
+// with counters, and log output. The service turns these into BuildKit's progress stream.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace kbuild::solver {
+
+class Progress {
+ public:
+  virtual ~Progress() = default;
+  // `vertex` is a stable id (a digest string); `name` what users see ("[2/3] COPY a /a").
+  virtual void started(const std::string& vertex, const std::string& name) = 0;
+  virtual void completed(const std::string& vertex, const std::string& name, bool cached, const std::string& error) = 0;
+  // A sub-status of a vertex, e.g. "transferring context:" with bytes; done closes it.
+  virtual void status(const std::string& vertex, const std::string& id, int64_t current, int64_t total, bool done) = 0;
+  virtual void log(const std::string& vertex, int stream, std::string_view data) = 0;
+};
+
+// Discards everything (tests, quiet internal work).
+class NullProgress : public Progress {
+ public:
+  void started(const std::string&, const std::string&) override {}
+  void completed(const std::string&, const std::string&, bool, const std::string&) override {}
+  void status(const std::string&, const std::string&, int64_t, int64_t, bool) override {}
+  void log(const std::string&, int, std::string_view) override {}
+};
+
+}  // namespace kbuild::solver

@@ -1,0 +1,194 @@
+#include "engine/solver/step_executor.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/syscall.h"
+#include "common/temp_dir.h"
+#include "common/unique_fd.h"
+#include "engine/fileops/chmod.h"
+#include "engine/fileops/chown.h"
+#include "engine/fileops/fileops.h"
+#include "engine/fileops/root_path.h"
+#include "engine/sandbox/mount.h"
+
+namespace kbuild::solver {
+namespace {
+
+using nlohmann::json;
+namespace df = kbuild::dockerfile;
+
+UniqueFd open_directory(const std::string& path) {
+  return UniqueFd(check(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path));
+}
+
+// Overlayfs needs a lower layer: a layer without a parent sits on this empty directory.
+std::string empty_lower(store::Store& store) {
+  std::string path = store.root() + "/empty";
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("mkdir", path);
+  return path;
+}
+
+std::vector<std::string> lowers_for(store::Store& store, const std::optional<std::string>& top) {
+  if (!top) return {empty_lower(store)};
+  return store.snapshots().lower_chain(*top);
+}
+
+// A read-only view of a snapshot chain (the source stage of COPY --from).
+struct ChainView {
+  TempDir dir;
+  std::optional<sandbox::Mount> mount;
+  ChainView(store::Store& store, const std::optional<std::string>& top)
+      : dir(store.root() + "/mounts", "from-") {
+    mount = sandbox::Mount::overlay(lowers_for(store, top), "", "", dir.path());
+  }
+};
+
+void make_workdir(int root_fd, const graph::Step& step) {
+  std::optional<fileops::Owner> owner;
+  if (!step.user.empty()) owner = fileops::resolve_chown(step.user, root_fd);
+  fileops::RootedPath path = fileops::resolve_in_root(root_fd, step.workdir);
+  fileops::make_dirs(root_fd, path, path.parts.size(), 0755, owner);
+}
+
+// Heredoc sources become files in a scratch directory that the copy reads like a context.
+TempDir write_inline_sources(store::Store& store, const df::CopyInstruction& copy) {
+  TempDir dir(store.root() + "/mounts", "heredoc-");
+  for (const auto& source : copy.inline_sources) {
+    if (source.path.find('/') != std::string::npos || source.path == "." || source.path == "..") {
+      throw Error(ErrorKind::user, "invalid heredoc name " + source.path);
+    }
+    std::string path = dir.path() + "/" + source.path;
+    UniqueFd fd(check(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644), "create", path));
+    size_t done = 0;
+    while (done < source.data.size()) {
+      ssize_t n = ::write(fd.get(), source.data.data() + done, source.data.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw_errno("write", path);
+      done += static_cast<size_t>(n);
+    }
+  }
+  return dir;
+}
+
+fileops::CopyRequest copy_request(const graph::Step& step, const df::CopyInstruction& copy, int dest_root_fd) {
+  fileops::CopyRequest request;
+  request.sources = copy.sources;
+  request.dest = copy.dest;
+  request.workdir = step.workdir;
+  if (!copy.chown.empty()) request.owner = fileops::resolve_chown(copy.chown, dest_root_fd);
+  if (!copy.chmod.empty()) request.chmod = fileops::Chmod::parse(copy.chmod);
+  request.parents = copy.parents;
+  request.excludes = copy.excludes;
+  request.unpack = copy.is_add && copy.unpack.value_or(true);
+  request.instruction = copy.is_add ? "ADD" : "COPY";
+  request.source_owner_is_root = step.source.kind == graph::CopySource::Kind::context;
+  return request;
+}
+
+void run_copy(StepContext& context, int dest_root_fd) {
+  const auto& copy = std::get<df::CopyInstruction>(context.step.instruction.body);
+  if (!copy.checksum.empty()) throw Error(ErrorKind::user, "ADD --checksum needs a URL source, which is not supported yet");
+  fileops::CopyRequest request = copy_request(context.step, copy, dest_root_fd);
+  if (!copy.sources.empty()) {
+    std::optional<ChainView> view;
+    UniqueFd source;
+    if (context.step.source.kind == graph::CopySource::Kind::stage) {
+      view.emplace(context.store, context.source);
+      source = open_directory(view->dir.path());
+    } else {
+      source = open_directory(context.context_dir);
+    }
+    try {
+      fileops::copy_files(source.get(), dest_root_fd, request);
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::not_found && context.step.source.kind == graph::CopySource::Kind::context) {
+        throw Error(ErrorKind::not_found, std::string("failed to compute cache key: failed to calculate checksum of ref: ") +
+                                              e.what());
+      }
+      throw;
+    }
+  }
+  if (!copy.inline_sources.empty()) {
+    TempDir inline_dir = write_inline_sources(context.store, copy);
+    fileops::CopyRequest inline_request = request;
+    inline_request.sources.clear();
+    for (const auto& s : copy.inline_sources) inline_request.sources.push_back(s.path);
+    inline_request.source_owner_is_root = true;
+    inline_request.unpack = false;
+    UniqueFd source = open_directory(inline_dir.path());
+    fileops::copy_files(source.get(), dest_root_fd, inline_request);
+  }
+}
+
+json command_json(const df::CommandLine& line) {
+  json files = json::array();
+  for (const auto& f : line.files) files.push_back({f.name, f.data, f.chomp});
+  return {{"args", line.args}, {"shell", line.prepend_shell}, {"files", files}};
+}
+
+}  // namespace
+
+std::string execute_step(StepContext& context) {
+  const graph::Step& step = context.step;
+  if (step.kind == graph::StepKind::run) {
+    throw Error(ErrorKind::user, "RUN steps are not supported by this version of kbuild yet");
+  }
+  store::SnapshotStore& snapshots = context.store.snapshots();
+  store::SnapshotStore::Prepared prepared = snapshots.prepare(context.parent, "layer");
+  {
+    TempDir target(context.store.root() + "/mounts", "step-");
+    sandbox::Mount mount = sandbox::Mount::overlay(lowers_for(context.store, context.parent), prepared.diff_path(),
+                                                   prepared.work_path(), target.path());
+    {
+      UniqueFd root = open_directory(target.path());
+      context.cancel.check();
+      if (step.kind == graph::StepKind::workdir) {
+        make_workdir(root.get(), step);
+      } else {
+        run_copy(context, root.get());
+      }
+    }
+    mount.unmount();
+  }
+  return snapshots.commit(std::move(prepared)).id;
+}
+
+json describe_step(const graph::Step& step) {
+  json out = {{"workdir", step.workdir}, {"user", step.user}};
+  std::visit(
+      [&](const auto& body) {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, df::CopyInstruction>) {
+          json inline_sources = json::array();
+          for (const auto& s : body.inline_sources) inline_sources.push_back({s.path, s.data});
+          out["copy"] = {{"add", body.is_add},         {"sources", body.sources},   {"inline", inline_sources},
+                         {"dest", body.dest},          {"chown", body.chown},       {"chmod", body.chmod},
+                         {"link", body.link},          {"parents", body.parents},   {"exclude", body.excludes},
+                         {"checksum", body.checksum},  {"unpack", body.unpack ? json(*body.unpack) : json(nullptr)}};
+        } else if constexpr (std::is_same_v<T, df::RunInstruction>) {
+          out["run"] = {{"command", command_json(body.command)}, {"mounts", body.mount_specs},
+                        {"network", body.network},               {"security", body.security},
+                        {"env", step.env},                        {"shell", step.shell}};
+        } else if constexpr (std::is_same_v<T, df::WorkdirInstruction>) {
+          out["mkdir"] = step.workdir;
+        }
+      },
+      step.instruction.body);
+  return out;
+}
+
+void make_dirs(const std::string& path) {
+  std::string partial;
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t slash = path.find('/', start);
+    partial = path.substr(0, slash);
+    if (!partial.empty() && ::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("mkdir", partial);
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+}
+
+}  // namespace kbuild::solver

@@ -1,0 +1,39 @@
+// Executing one step on snapshots: the layer a COPY, ADD or WORKDIR makes is the upper dir of
+// an overlay over its parent's layers; the build context is materialized once per build.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/graph/build_plan.h"
+#include "engine/solver/builder.h"
+#include "engine/store/store.h"
+
+namespace kbuild::solver {
+
+struct MaterializedContext;
+
+struct StepContext {
+  store::Store& store;
+  const graph::Step& step;
+  std::optional<std::string> parent;         // snapshot the step starts from
+  std::optional<std::string> source;         // COPY --from: the source stage's snapshot
+  std::string context_dir;                   // the materialized build context
+  const CancelToken& cancel;
+  std::function<void(int stream, std::string_view data)> log;
+};
+
+// Runs the step and commits its layer; returns the new snapshot's id.
+std::string execute_step(StepContext& context);
+
+// The canonical definition of a step for its cache key: every field that changes its result.
+nlohmann::json describe_step(const graph::Step& step);
+
+// Creates `path` (recursively) under a directory.
+void make_dirs(const std::string& path);
+
+}  // namespace kbuild::solver

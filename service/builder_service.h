@@ -1,0 +1,38 @@
+// kbuildd's implementation of org.kbuild.Builder1: builds through the solver, image
+// management on the store.
+#pragma once
+
+#include "dbus/builder_api.h"
+#include "engine/solver/builder.h"
+#include "engine/store/store.h"
+#include "service/daemon_config.h"
+
+namespace kbuild::service {
+
+class BuilderService : public dbus::BuilderApi {
+ public:
+  BuilderService(store::Store& store, DaemonConfig config);
+
+  dbus::Options build(const dbus::CallContext& call, const dbus::Options& options, UniqueFd context,
+                      UniqueFd progress, UniqueFd output) override;
+  std::vector<dbus::Options> list_images(const dbus::CallContext& call) override;
+  std::vector<std::string> remove_image(const dbus::CallContext& call, const std::string& reference,
+                                        bool force) override;
+  void tag_image(const dbus::CallContext& call, const std::string& source, const std::string& target) override;
+  void save_images(const dbus::CallContext& call, const std::vector<std::string>& references,
+                   UniqueFd output) override;
+  std::vector<std::string> load_images(const dbus::CallContext& call, UniqueFd input) override;
+  dbus::Options disk_usage(const dbus::CallContext& call) override;
+  dbus::Options info(const dbus::CallContext& call) override;
+
+ private:
+  // An image named by reference or by id ("sha256:..." or a unique prefix of its hex).
+  store::ImageRecord find_image(const std::string& reference);
+  void unpack_layers(const store::Digest& manifest_digest);
+
+  store::Store& store_;
+  DaemonConfig config_;
+  solver::Builder builder_;
+};
+
+}  // namespace kbuild::service

@@ -1,0 +1,69 @@
+#include "service/daemon.h"
+
+#include <signal.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+
+#include <cstdio>
+
+#include "dbus/listener.h"
+#include "dbus/server.h"
+#include "engine/sandbox/mount.h"
+#include "engine/store/store.h"
+#include "service/builder_service.h"
+#include "service/daemon_config.h"
+
+namespace kbuild::service {
+namespace {
+
+dbus::Listener open_listener(const DaemonOptions& options) {
+  if (!options.listen.empty()) {
+    dbus::Listener::BindOptions bind;
+    bind.group = options.group;
+    return dbus::Listener::bind(options.listen, bind);
+  }
+  if (auto listener = dbus::Listener::from_systemd()) return std::move(*listener);
+  throw Error(ErrorKind::user, "no listening socket: start kbuildd through kbuild.socket or pass --listen PATH");
+}
+
+int on_signal(sd_event_source*, const signalfd_siginfo* info, void* userdata) {
+  auto* server = static_cast<dbus::Server*>(userdata);
+  if (info->ssi_signo == SIGHUP) return 0;  // configuration is read per start; reload is a no-op for now
+  sd_notify(0, "STOPPING=1");
+  server->stop();
+  return 0;
+}
+
+}  // namespace
+
+int run_daemon(const DaemonOptions& options) {
+  // Mounts of layers stay in the daemon's own namespace and vanish with it.
+  sandbox::enter_private_mount_namespace();
+  DaemonConfig config = load_daemon_config(options.config_path);
+  std::unique_ptr<store::Store> store = store::Store::open(options.root);
+  dbus::Listener listener = open_listener(options);
+  bool socket_activated = options.listen.empty();
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, s);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  BuilderService service(*store, config);
+  dbus::ServerOptions server_options;
+  server_options.group = options.group;
+  server_options.idle_timeout =
+      std::chrono::seconds(options.idle_timeout_seconds.value_or(socket_activated ? 300 : 0));
+  dbus::Server server(std::move(listener), service, server_options);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) {
+    sd_event_add_signal(server.event(), nullptr, s, on_signal, &server);
+  }
+  sd_event_set_watchdog(server.event(), 1);
+  sd_notifyf(0, "READY=1\nSTATUS=serving builds from %s", store->root().c_str());
+  dbus::Server::Exit exit = server.run();
+  sd_notify(0, exit == dbus::Server::Exit::idle ? "STOPPING=1\nSTATUS=idle, exiting" : "STOPPING=1");
+  return 0;
+}
+
+}  // namespace kbuild::service

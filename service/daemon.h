@@ -1,0 +1,21 @@
+// kbuildd's lifecycle: private mount namespace, configuration, store, listening socket, the
+// D-Bus server, sd_notify READY/STATUS/WATCHDOG/STOPPING, SIGTERM/SIGINT/SIGHUP and idle exit.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace kbuild::service {
+
+struct DaemonOptions {
+  std::string listen;  // empty: take the socket from systemd
+  std::string root = "/var/lib/kbuild";
+  std::string config_path = "/etc/docker/daemon.json";
+  std::string group = "kbuild";
+  std::optional<int> idle_timeout_seconds;
+};
+
+// Runs until stopped or idle; returns the exit code.
+int run_daemon(const DaemonOptions& options);
+
+}  // namespace kbuild::service

@@ -1,0 +1,56 @@
+#include "service/solve_progress.h"
+
+namespace kbuild::service {
+
+void SolveProgress::started(const std::string& vertex, const std::string& name) {
+  std::lock_guard lock(mutex_);
+  progress::Vertex& v = vertices_[vertex];
+  v.digest = vertex;
+  v.name = name;
+  v.started = progress::Timestamp::now();
+  progress::SolveStatus status;
+  status.vertexes.push_back(v);
+  writer_.write(status);
+}
+
+void SolveProgress::completed(const std::string& vertex, const std::string& name, bool cached,
+                              const std::string& error) {
+  std::lock_guard lock(mutex_);
+  progress::Vertex& v = vertices_[vertex];
+  v.digest = vertex;
+  if (!name.empty()) v.name = name;
+  progress::Timestamp now = progress::Timestamp::now();
+  if (!v.started) v.started = now;
+  v.completed = now;
+  v.cached = cached;
+  v.error = error;
+  progress::SolveStatus status;
+  status.vertexes.push_back(v);
+  writer_.write(status);
+}
+
+void SolveProgress::status(const std::string& vertex, const std::string& id, int64_t current, int64_t total,
+                           bool done) {
+  std::lock_guard lock(mutex_);
+  progress::VertexStatus& s = statuses_[{vertex, id}];
+  progress::Timestamp now = progress::Timestamp::now();
+  s.id = id;
+  s.vertex = vertex;
+  s.current = current;
+  s.total = total;
+  s.timestamp = now;
+  if (!s.started) s.started = now;
+  if (done) s.completed = now;
+  progress::SolveStatus status;
+  status.statuses.push_back(s);
+  writer_.write(status);
+}
+
+void SolveProgress::log(const std::string& vertex, int stream, std::string_view data) {
+  std::lock_guard lock(mutex_);
+  progress::SolveStatus status;
+  status.logs.push_back(progress::VertexLog{vertex, stream, std::string(data), progress::Timestamp::now()});
+  writer_.write(status);
+}
+
+}  // namespace kbuild::service

@@ -1,0 +1,28 @@
+// The solver's progress, written to the client's pipe as BuildKit SolveStatus JSON lines.
+#pragma once
+
+#include <map>
+#include <mutex>
+
+#include "cli/progress/events.h"
+#include "engine/solver/progress.h"
+
+namespace kbuild::service {
+
+class SolveProgress : public solver::Progress {
+ public:
+  explicit SolveProgress(UniqueFd pipe) : writer_(std::move(pipe)) {}
+
+  void started(const std::string& vertex, const std::string& name) override;
+  void completed(const std::string& vertex, const std::string& name, bool cached, const std::string& error) override;
+  void status(const std::string& vertex, const std::string& id, int64_t current, int64_t total, bool done) override;
+  void log(const std::string& vertex, int stream, std::string_view data) override;
+
+ private:
+  std::mutex mutex_;
+  progress::ProgressWriter writer_;
+  std::map<std::string, progress::Vertex> vertices_;
+  std::map<std::pair<std::string, std::string>, progress::VertexStatus> statuses_;
+};
+
+}  // namespace kbuild::service
