@@ -1,0 +1,151 @@
+#include "engine/context/path_filter.h"
+
+#include "common/error.h"
+
+namespace kbuild::context {
+namespace {
+
+std::string_view trim_space(std::string_view s) {
+  constexpr std::string_view kSpace = " \t\n\v\f\r";
+  const auto first = s.find_first_not_of(kSpace);
+  if (first == std::string_view::npos) return {};
+  return s.substr(first, s.find_last_not_of(kSpace) - first + 1);
+}
+
+// fsutil's patternWithoutTrailingGlob.
+std::string_view without_trailing_glob(std::string_view p) {
+  if (p.ends_with("/**")) p.remove_suffix(3);
+  if (p.ends_with("/*")) p.remove_suffix(2);
+  return p;
+}
+
+// patternmatcher.New: trimmed, cleaned, "!" marks an exclusion.
+std::vector<dockerfile::IgnorePattern> include_patterns_of(const std::vector<std::string>& patterns) {
+  std::vector<dockerfile::IgnorePattern> out;
+  for (const std::string& raw : patterns) {
+    const std::string_view trimmed = trim_space(raw);
+    if (trimmed.empty()) continue;
+    std::string p = go_clean(trimmed);
+    dockerfile::IgnorePattern pattern;
+    if (p[0] == '!') {
+      if (p.size() == 1) throw Error(ErrorKind::user, "invalid includepatterns: illegal exclusion pattern: \"!\"");
+      pattern.exclusion = true;
+      p.erase(0, 1);
+    }
+    pattern.pattern = std::move(p);
+    out.push_back(std::move(pattern));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string go_clean(std::string_view path) {
+  if (path.empty()) return ".";
+  const bool rooted = path[0] == '/';
+  const std::size_t n = path.size();
+  std::string out;
+  std::size_t r = 0;
+  std::size_t dotdot = 0;
+  if (rooted) {
+    out.push_back('/');
+    r = dotdot = 1;
+  }
+  while (r < n) {
+    if (path[r] == '/') {
+      ++r;
+    } else if (path[r] == '.' && (r + 1 == n || path[r + 1] == '/')) {
+      ++r;
+    } else if (path[r] == '.' && path[r + 1] == '.' && (r + 2 == n || path[r + 2] == '/')) {
+      r += 2;
+      if (out.size() > dotdot) {
+        out.pop_back();
+        while (out.size() > dotdot && out.back() != '/') out.pop_back();
+        if (out.size() > dotdot && out.back() == '/') out.pop_back();
+        // Go's lazybuf backs up to the slash and drops it unless it is the root's.
+        if (rooted && out.empty()) out.push_back('/');
+      } else if (!rooted) {
+        if (!out.empty()) out.push_back('/');
+        out += "..";
+        dotdot = out.size();
+      }
+    } else {
+      if ((rooted && out.size() != 1) || (!rooted && !out.empty())) out.push_back('/');
+      for (; r < n && path[r] != '/'; ++r) out.push_back(path[r]);
+    }
+  }
+  if (out.empty()) return ".";
+  return out;
+}
+
+PathFilter::PathFilter(const std::vector<std::string>& include_patterns, const dockerfile::IgnoreMatcher* ignore) {
+  std::vector<dockerfile::IgnorePattern> includes = include_patterns_of(include_patterns);
+  if (!includes.empty()) {
+    for (const dockerfile::IgnorePattern& p : includes) {
+      if (p.exclusion) continue;
+      const std::string_view plain = without_trailing_glob(p.pattern);
+      if (plain.find_first_of("*[]?^\\") != std::string_view::npos) only_prefix_includes_ = false;
+      include_prefixes_.push_back(std::string(plain) + "/");
+    }
+    include_.emplace(std::move(includes));
+  }
+  if (ignore && !ignore->patterns().empty()) ignore_.emplace(*ignore);
+}
+
+PathFilter::Decision PathFilter::decide(std::string_view path, bool is_dir) const {
+  bool skip = false;
+  if (include_ && !include_->ignored(path)) {
+    if (is_dir && only_prefix_includes_) {
+      // fsutil: nothing below can match when no include pattern is under this directory.
+      const std::string dir_slash = std::string(path) + "/";
+      bool below = false;
+      for (const std::string& prefix : include_prefixes_) {
+        if (prefix.starts_with(dir_slash)) {
+          below = true;
+          break;
+        }
+      }
+      if (!below) return Decision::skip_subtree;
+    }
+    skip = true;
+  }
+  if (ignore_ && ignore_->ignored(path)) {
+    if (is_dir && !ignore_->may_reinclude_below(path)) return Decision::skip_subtree;
+    skip = true;
+  }
+  return skip ? Decision::skip : Decision::keep;
+}
+
+std::vector<bool> select_entries(std::span<const Entry> entries, const PathFilter& filter, bool with_parents) {
+  std::vector<bool> kept(entries.size(), false);
+  std::string skipped;  // "dir/" of a subtree left out, while walking inside it
+  std::vector<std::size_t> dirs;  // the directories above the current entry, outermost first
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const Entry& e = entries[i];
+    if (!skipped.empty()) {
+      if (e.path.starts_with(skipped)) continue;
+      skipped.clear();
+    }
+    while (!dirs.empty()) {
+      const std::string& dir = entries[dirs.back()].path;
+      if (e.path.size() > dir.size() && e.path.starts_with(dir) && e.path[dir.size()] == '/') break;
+      dirs.pop_back();
+    }
+    const bool is_dir = e.type == EntryType::directory;
+    const PathFilter::Decision decision = filter.decide(e.path, is_dir);
+    if (decision == PathFilter::Decision::skip_subtree) {
+      if (is_dir) skipped = e.path + "/";
+      continue;
+    }
+    if (decision == PathFilter::Decision::keep) {
+      kept[i] = true;
+      if (with_parents) {
+        for (auto it = dirs.rbegin(); it != dirs.rend() && !kept[*it]; ++it) kept[*it] = true;
+      }
+    }
+    if (is_dir) dirs.push_back(i);
+  }
+  return kept;
+}
+
+}  // namespace kbuild::context

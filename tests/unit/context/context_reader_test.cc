@@ -1,0 +1,468 @@
+#include "engine/context/context_reader.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/error.h"
+#include "common/temp_dir.h"
+#include "engine/context/context_digest.h"
+#include "tests/unit/context/context_test_util.h"
+
+namespace kbuild::context {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::exists;
+using testing::lstat_of;
+using testing::make_dir;
+using testing::open_dir;
+using testing::read_file;
+using testing::read_link;
+using testing::write_file;
+
+constexpr uid_t kNobody = 65534;
+
+Credentials nobody() { return Credentials{kNobody, kNobody, {kNobody}}; }
+
+dockerfile::IgnoreMatcher ignore_rules(std::string_view text) {
+  return dockerfile::IgnoreMatcher(dockerfile::parse_dockerignore(text));
+}
+
+std::vector<std::string> paths_of(const Manifest& m) {
+  std::vector<std::string> out;
+  for (const Entry& e : m.entries()) out.push_back(e.path);
+  return out;
+}
+
+std::string error_of(const std::function<void()>& fn, ErrorKind* kind = nullptr) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    if (kind) *kind = e.kind();
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// Runs as root: the reader drops to the caller's credentials, which needs the privilege to.
+class ContextRead : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch credentials";
+    ::signal(SIGPIPE, SIG_IGN);
+    check(::chmod(work_.path().c_str(), 0755), "chmod", work_.path());
+    ctx_ = work_.path() + "/ctx";
+    make_dir(ctx_, 0755);
+    store_ = work_.path() + "/store";
+    make_dir(store_, 0700);
+  }
+
+  std::string new_dest() {
+    std::string path = store_ + "/dest" + std::to_string(dests_++);
+    make_dir(path, 0700);
+    return path;
+  }
+
+  ContextReadResult read(ContextReadRequest request, const std::string& dest) {
+    UniqueFd ctx = open_dir(ctx_);
+    UniqueFd out = open_dir(dest);
+    request.context_fd = ctx.get();
+    request.dest_fd = out.get();
+    return read_context(request);
+  }
+
+  ContextReadResult read_as_nobody(const std::string& dest) {
+    ContextReadRequest request;
+    request.caller = nobody();
+    return read(request, dest);
+  }
+
+  std::string c(const std::string& rel) const { return ctx_ + "/" + rel; }
+
+  TempDir work_;
+  std::string ctx_;
+  std::string store_;
+  int dests_ = 0;
+};
+
+TEST_F(ContextRead, CopiesFilesDirectoriesAndSymlinksWithTheirMetadata) {
+  make_dir(c("src"), 0750);
+  write_file(c("src/main.c"), "int main() {}\n", 0644);
+  write_file(c("tool"), "#!/bin/sh\n", 04755);
+  check(::chown(c("tool").c_str(), 1234, 5678), "chown", "tool");
+  check(::chmod(c("tool").c_str(), 04755), "chmod", "tool");
+  check(::chmod(c("src").c_str(), 0755), "chmod", "src");
+  check(::symlink("main.c", c("src/link").c_str()), "symlink", "link");
+  check(::lchown(c("src/link").c_str(), 42, 43), "lchown", "link");
+  check(::mkfifo(c("pipe").c_str(), 0640), "mkfifo", "pipe");
+  // Device nodes are not materialized in the daemon's store.
+  check(::mknod(c("null").c_str(), S_IFCHR | 0666, makedev(1, 3)), "mknod", "null");
+  const struct timespec times[2] = {{1600000000, 123456789}, {1600000000, 123456789}};
+  check(::utimensat(AT_FDCWD, c("src/main.c").c_str(), times, 0), "utimensat", "main.c");
+  check(::utimensat(AT_FDCWD, c("src/link").c_str(), times, AT_SYMLINK_NOFOLLOW), "utimensat", "link");
+  check(::utimensat(AT_FDCWD, c("src").c_str(), times, 0), "utimensat", "src");
+
+  const std::string dest = new_dest();
+  const ContextReadResult result = read_as_nobody(dest);
+
+  EXPECT_EQ(paths_of(result.manifest), (std::vector<std::string>{"pipe", "src", "src/link", "src/main.c", "tool"}));
+  EXPECT_EQ(read_file(dest + "/src/main.c"), "int main() {}\n");
+  const struct stat tool = lstat_of(dest + "/tool");
+  EXPECT_EQ(tool.st_mode & 07777, 04755u);
+  EXPECT_EQ(tool.st_uid, 1234u);
+  EXPECT_EQ(tool.st_gid, 5678u);
+  const struct stat main_c = lstat_of(dest + "/src/main.c");
+  EXPECT_EQ(main_c.st_mtim.tv_sec, 1600000000);
+  EXPECT_EQ(main_c.st_mtim.tv_nsec, 123456789);
+  EXPECT_EQ(main_c.st_mode & 07777, 0644u);
+  const struct stat src = lstat_of(dest + "/src");
+  EXPECT_TRUE(S_ISDIR(src.st_mode));
+  EXPECT_EQ(src.st_mtim.tv_sec, 1600000000);
+  EXPECT_EQ(src.st_mode & 07777, 0755u);
+  const struct stat link = lstat_of(dest + "/src/link");
+  EXPECT_TRUE(S_ISLNK(link.st_mode));
+  EXPECT_EQ(link.st_uid, 42u);
+  EXPECT_EQ(link.st_mtim.tv_nsec, 123456789);
+  EXPECT_EQ(read_link(dest + "/src/link"), "main.c");
+  EXPECT_TRUE(S_ISFIFO(lstat_of(dest + "/pipe").st_mode));
+  EXPECT_FALSE(exists(dest + "/null"));
+
+  const Entry* e = result.manifest.find("src/main.c");
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->digest, store::Digest::of("int main() {}\n"));
+  EXPECT_EQ(e->size, 14);
+  EXPECT_EQ(e->mtime_ns, 1600000000123456789);
+}
+
+TEST_F(ContextRead, NeverFollowsASymlinkOutOfTheContext) {
+  check(::symlink("/etc/passwd", c("passwd").c_str()), "symlink", "passwd");
+  check(::symlink("/etc", c("etc-dir").c_str()), "symlink", "etc-dir");
+  check(::symlink("../../../../../../etc/shadow", c("up").c_str()), "symlink", "up");
+  const std::string dest = new_dest();
+
+  ContextReadRequest request;
+  request.caller = nobody();
+  // BuildKit's FollowPaths resolve symlinks into include patterns, but only inside the context.
+  request.follow_paths = {"etc-dir/passwd", "passwd", "up"};
+  const ContextReadResult result = read(request, dest);
+
+  EXPECT_EQ(paths_of(result.manifest), (std::vector<std::string>{"etc-dir", "passwd", "up"}));
+  EXPECT_TRUE(S_ISLNK(lstat_of(dest + "/passwd").st_mode));
+  EXPECT_EQ(read_link(dest + "/passwd"), "/etc/passwd");
+  EXPECT_EQ(read_link(dest + "/etc-dir"), "/etc");
+  EXPECT_EQ(read_link(dest + "/up"), "../../../../../../etc/shadow");
+  EXPECT_FALSE(exists(dest + "/etc"));
+}
+
+TEST_F(ContextRead, FollowPathsTakeTheTargetOfALinkInsideTheContext) {
+  make_dir(c("real"));
+  write_file(c("real/a.txt"), "a");
+  write_file(c("other.txt"), "o");
+  check(::symlink("real", c("alias").c_str()), "symlink", "alias");
+  const std::string dest = new_dest();
+  ContextReadRequest request;
+  request.caller = nobody();
+  request.follow_paths = {"alias"};
+  const ContextReadResult result = read(request, dest);
+  EXPECT_EQ(paths_of(result.manifest), (std::vector<std::string>{"alias", "real", "real/a.txt"}));
+}
+
+TEST_F(ContextRead, AppliesDockerignoreWithReincludesInsideIgnoredDirectories) {
+  make_dir(c("build"));
+  make_dir(c("build/keep"));
+  write_file(c("build/out.o"), "o");
+  write_file(c("build/keep/me.txt"), "me");
+  write_file(c("build/readme.md"), "r");
+  write_file(c("app.log"), "log");
+  write_file(c("main.go"), "go");
+  make_dir(c("node_modules"));
+  write_file(c("node_modules/x.js"), "x");
+  const auto ignore = ignore_rules("build\n!build/keep/me.txt\n!build/*.md\n*.log\nnode_modules\n");
+
+  const std::string dest = new_dest();
+  ContextReadRequest request;
+  request.caller = nobody();
+  request.ignore = &ignore;
+  const ContextReadResult result = read(request, dest);
+
+  EXPECT_EQ(paths_of(result.manifest),
+            (std::vector<std::string>{"build", "build/keep", "build/keep/me.txt", "build/readme.md", "main.go"}));
+  EXPECT_EQ(read_file(dest + "/build/keep/me.txt"), "me");
+  EXPECT_FALSE(exists(dest + "/build/out.o"));
+  EXPECT_FALSE(exists(dest + "/node_modules"));
+}
+
+TEST_F(ContextRead, IncludePatternsSendOnlyWhatTheBuildNeeds) {
+  make_dir(c("src"));
+  make_dir(c("docs"));
+  write_file(c("src/a.c"), "a");
+  write_file(c("src/b.h"), "b");
+  write_file(c("docs/index.md"), "d");
+  write_file(c("go.mod"), "m");
+  const std::string dest = new_dest();
+  ContextReadRequest request;
+  request.caller = nobody();
+  request.include_patterns = {"src/*.c", "go.mod"};
+  const ContextReadResult result = read(request, dest);
+  EXPECT_EQ(paths_of(result.manifest), (std::vector<std::string>{"go.mod", "src", "src/a.c"}));
+}
+
+TEST_F(ContextRead, UnreadableFileFailsWithAPermissionErrorNamingIt) {
+  write_file(c("public.txt"), "hello");
+  write_file(c("secret.txt"), "root only", 0600);
+  const std::string dest = new_dest();
+  ErrorKind kind = ErrorKind::internal;
+  const std::string message = error_of([&] { read_as_nobody(dest); }, &kind);
+  EXPECT_EQ(message, "failed to read context: open secret.txt: permission denied");
+  EXPECT_EQ(kind, ErrorKind::permission);
+
+  // Ignored, it is neither read nor a reason to fail.
+  const auto ignore = ignore_rules("secret.txt\n");
+  ContextReadRequest request;
+  request.caller = nobody();
+  request.ignore = &ignore;
+  EXPECT_EQ(paths_of(read(request, new_dest()).manifest), (std::vector<std::string>{"public.txt"}));
+  // Root as the caller reads what root may read.
+  request.ignore = nullptr;
+  request.caller = Credentials{0, 0, {}};
+  EXPECT_EQ(paths_of(read(request, new_dest()).manifest), (std::vector<std::string>{"public.txt", "secret.txt"}));
+}
+
+TEST_F(ContextRead, UnreadableFileFailsEvenWhenItsHashIsCached) {
+  write_file(c("secret.txt"), "root only", 0644);
+  std::this_thread::sleep_for(60ms);
+  MemoryHashCache cache;
+  ContextReadRequest request;
+  request.caller = nobody();
+  request.hash_cache = &cache;
+  read(request, new_dest());
+  ASSERT_EQ(cache.size(), 1u);
+  // The key changes with chmod, but the check must not depend on that.
+  check(::chmod(c("secret.txt").c_str(), 0600), "chmod", "secret.txt");
+  EXPECT_EQ(error_of([&] { read(request, new_dest()); }), "failed to read context: open secret.txt: permission denied");
+}
+
+TEST_F(ContextRead, UnreadableDirectoryFailsUnlessIgnored) {
+  make_dir(c("private"), 0700);
+  write_file(c("private/key"), "k", 0600);
+  write_file(c("ok.txt"), "ok");
+  EXPECT_EQ(error_of([&] { read_as_nobody(new_dest()); }), "failed to read context: open private: permission denied");
+
+  const auto ignore = ignore_rules("private\n");
+  ContextReadRequest request;
+  request.caller = nobody();
+  request.ignore = &ignore;
+  const ContextReadResult result = read(request, new_dest());
+  EXPECT_EQ(paths_of(result.manifest), (std::vector<std::string>{"ok.txt"}));
+  // Walked into for a possible re-include, its permission error is not one (fsutil).
+  const auto reinclude = ignore_rules("private\n!private/*.pub\n");
+  request.ignore = &reinclude;
+  EXPECT_EQ(paths_of(read(request, new_dest()).manifest), (std::vector<std::string>{"ok.txt"}));
+}
+
+TEST_F(ContextRead, ReaderRunsAsTheCallerWithNoCapabilitiesAndOnlyItsOwnFds) {
+  write_file(c("a"), "a");
+  // fds the daemon has open without O_CLOEXEC must not reach the reader.
+  UniqueFd leaked(::open("/etc/hostname", O_RDONLY));
+  UniqueFd leaked_dir(::open("/", O_RDONLY | O_DIRECTORY));
+  ASSERT_TRUE(leaked && leaked_dir);
+
+  ContextReadRequest request;
+  request.caller = Credentials{kNobody, kNobody, {kNobody, 100}};
+  request.reader_check = [] {
+    std::string report = "fds=";
+    DIR* dir = ::opendir("/proc/self/fd");
+    std::vector<int> fds;
+    while (struct dirent* d = ::readdir(dir)) {
+      if (d->d_name[0] == '.') continue;
+      const int fd = std::atoi(d->d_name);
+      if (fd != ::dirfd(dir)) fds.push_back(fd);
+    }
+    ::closedir(dir);
+    std::sort(fds.begin(), fds.end());
+    for (int fd : fds) report += std::to_string(fd) + ",";
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);) {
+      for (const char* key : {"Uid:", "Gid:", "Groups:", "CapEff:", "CapPrm:", "CapAmb:", "NoNewPrivs:"}) {
+        if (line.starts_with(key)) report += " " + line;
+      }
+    }
+    report += " dumpable=" + std::to_string(::prctl(PR_GET_DUMPABLE));
+    std::replace(report.begin(), report.end(), '\t', ' ');
+    throw Error(ErrorKind::user, report);
+  };
+  const std::string message = error_of([&] { read(request, new_dest()); });
+  EXPECT_EQ(message,
+            "failed to read context: fds=0,1,2,3,4,5, Uid: 65534 65534 65534 65534 Gid: 65534 65534 65534 65534 "
+            "Groups: 100 65534  CapPrm: 0000000000000000 CapEff: 0000000000000000 CapAmb: 0000000000000000 "
+            "NoNewPrivs: 1 dumpable=0");
+}
+
+TEST_F(ContextRead, HashCacheSparesTheContentOfUnchangedFiles) {
+  make_dir(c("d"));
+  for (int i = 0; i < 20; ++i) write_file(c("d/f" + std::to_string(i)), std::string(1000 + i, 'x'));
+  write_file(c("big"), std::string(300 * 1024, 'b'));
+  std::this_thread::sleep_for(60ms);  // older than the timestamp granularity: trusted (racy git)
+  MemoryHashCache cache;
+  ContextReadRequest request;
+  request.caller = nobody();
+  request.hash_cache = &cache;
+
+  const std::string first_dest = new_dest();
+  const ContextReadResult first = read(request, first_dest);
+  EXPECT_EQ(first.stats.files_received, 21u);
+  EXPECT_EQ(first.stats.bytes_received, 300u * 1024 + 20 * 1000 + 190);
+  EXPECT_EQ(cache.size(), 21u);
+
+  // Nothing changed: the previous tree is the context, and not one byte is read.
+  UniqueFd first_fd = open_dir(first_dest);
+  request.previous = PreviousContext{first_fd.get(), &first.manifest};
+  const std::string unchanged_dest = new_dest();
+  const ContextReadResult second = read(request, unchanged_dest);
+  EXPECT_TRUE(second.unchanged);
+  EXPECT_EQ(second.stats.bytes_received, 0u);
+  EXPECT_EQ(second.manifest, first.manifest);
+
+  // One file changed: only it is read; the others are linked from the previous tree.
+  write_file(c("d/f3"), "changed");
+  const std::string third_dest = new_dest();
+  const ContextReadResult third = read(request, third_dest);
+  EXPECT_FALSE(third.unchanged);
+  EXPECT_EQ(third.stats.files_received, 1u);
+  EXPECT_EQ(third.stats.bytes_received, 7u);
+  EXPECT_EQ(third.stats.files_linked, 20u);
+  EXPECT_EQ(read_file(third_dest + "/d/f3"), "changed");
+  EXPECT_EQ(read_file(third_dest + "/big"), std::string(300 * 1024, 'b'));
+  EXPECT_EQ(lstat_of(third_dest + "/big").st_ino, lstat_of(first_dest + "/big").st_ino);
+  // The changed file is too recent to be trusted: it is read again next time, and so is
+  // nothing else.
+  UniqueFd third_fd = open_dir(third_dest);
+  request.previous = PreviousContext{third_fd.get(), &third.manifest};
+  const ContextReadResult fourth = read(request, new_dest());
+  EXPECT_EQ(fourth.stats.files_received, 1u);
+  EXPECT_EQ(fourth.stats.bytes_received, 7u);
+
+  // Without a previous tree the cached digests have no content to go with: all is read.
+  request.previous.reset();
+  const ContextReadResult fresh = read(request, new_dest());
+  EXPECT_EQ(fresh.stats.files_received, 21u);
+  EXPECT_EQ(fresh.stats.hash_cache_hits, 20u);
+}
+
+TEST_F(ContextRead, CachedDigestCopiesContentFromAnyPathOfThePreviousTree) {
+  write_file(c("a.txt"), "same bytes");
+  std::this_thread::sleep_for(60ms);
+  MemoryHashCache cache;
+  ContextReadRequest request;
+  request.caller = nobody();
+  request.hash_cache = &cache;
+  read(request, new_dest());
+
+  // A previous tree from another client directory that holds the same bytes elsewhere.
+  Entry other;
+  other.path = "elsewhere/b.txt";
+  other.type = EntryType::regular;
+  other.mode = 0600;
+  other.size = 10;
+  other.digest = store::Digest::of("same bytes");
+  Entry dir;
+  dir.path = "elsewhere";
+  dir.type = EntryType::directory;
+  const std::string previous_dir = new_dest();
+  make_dir(previous_dir + "/elsewhere");
+  write_file(previous_dir + "/elsewhere/b.txt", "same bytes", 0600);
+  const Manifest previous({dir, other});
+  UniqueFd previous_fd = open_dir(previous_dir);
+  request.previous = PreviousContext{previous_fd.get(), &previous};
+
+  const std::string dest = new_dest();
+  const ContextReadResult result = read(request, dest);
+  EXPECT_EQ(result.stats.bytes_received, 0u);
+  EXPECT_EQ(result.stats.files_copied, 1u);
+  EXPECT_EQ(read_file(dest + "/a.txt"), "same bytes");
+  EXPECT_EQ(lstat_of(dest + "/a.txt").st_mode & 07777, 0644u);
+}
+
+TEST_F(ContextRead, HardLinksStayHardLinksAndAreReadOnce) {
+  write_file(c("one"), "shared");
+  check(::link(c("one").c_str(), c("two").c_str()), "link", "two");
+  const std::string dest = new_dest();
+  const ContextReadResult result = read_as_nobody(dest);
+  EXPECT_EQ(result.stats.files_received, 1u);
+  EXPECT_EQ(lstat_of(dest + "/one").st_ino, lstat_of(dest + "/two").st_ino);
+  EXPECT_EQ(result.manifest.find("two")->hardlink_to, "one");
+  EXPECT_EQ(result.manifest.find("two")->digest, store::Digest::of("shared"));
+}
+
+TEST_F(ContextRead, ContextDigestIgnoresMtimeButNotContentOrMode) {
+  make_dir(c("src"));
+  write_file(c("src/a"), "alpha");
+  write_file(c("src/b"), "beta");
+  write_file(c("other"), "o");
+  const Selection src{{"src"}, {}};
+  const auto digest = [&] { return selection_digest(read_as_nobody(new_dest()).manifest, src); };
+  const store::Digest before = digest();
+
+  const struct timespec later[2] = {{1700000000, 0}, {1700000000, 0}};
+  check(::utimensat(AT_FDCWD, c("src/a").c_str(), later, 0), "utimensat", "a");
+  check(::utimensat(AT_FDCWD, c("src").c_str(), later, 0), "utimensat", "src");
+  write_file(c("other"), "changed outside the selection");
+  EXPECT_EQ(digest(), before);
+
+  write_file(c("src/a"), "ALPHA");
+  const store::Digest content_changed = digest();
+  EXPECT_NE(content_changed, before);
+
+  check(::chmod(c("src/b").c_str(), 0755), "chmod", "b");
+  EXPECT_NE(digest(), content_changed);
+}
+
+TEST_F(ContextRead, CancelStopsAWaitingRead) {
+  write_file(c("a"), "a");
+  UniqueFd cancel(::eventfd(0, EFD_CLOEXEC));
+  ContextReadRequest request;
+  request.caller = nobody();
+  request.cancel_fd = cancel.get();
+  request.reader_check = [] { ::sleep(30); };
+  std::thread canceler([&] {
+    std::this_thread::sleep_for(100ms);
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(cancel.get(), &one, sizeof(one));
+  });
+  const auto start = std::chrono::steady_clock::now();
+  ErrorKind kind = ErrorKind::internal;
+  error_of([&] { read(request, new_dest()); }, &kind);
+  canceler.join();
+  EXPECT_EQ(kind, ErrorKind::canceled);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
+TEST_F(ContextRead, ClientFdOpenedWithOPathWorks) {
+  write_file(c("a"), "a");
+  UniqueFd ctx(::open(ctx_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  const std::string dest = new_dest();
+  UniqueFd out = open_dir(dest);
+  ContextReadRequest request;
+  request.caller = nobody();
+  request.context_fd = ctx.get();
+  request.dest_fd = out.get();
+  EXPECT_EQ(paths_of(read_context(request).manifest), (std::vector<std::string>{"a"}));
+}
+
+}  // namespace
+}  // namespace kbuild::context
