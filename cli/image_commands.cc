@@ -43,7 +43,7 @@ std::string human_size(uint64_t bytes) {
 int list_images(dbus::BuilderClient& client, bool quiet, std::ostream& out) {
   std::vector<dbus::Options> images = client.list_images();
   if (!quiet) out << std::left << std::setw(40) << "REPOSITORY" << std::setw(12) << "TAG" << std::setw(16) << "IMAGE ID"
-                  << std::setw(16) << "CREATED" << "SIZE\n";
+                  << std::setw(20) << "CREATED" << "SIZE\n";
   for (const auto& image : images) {
     std::string id = value_or<std::string>(image, "id", "");
     std::string short_id = id.size() > 19 ? id.substr(7, 12) : id;
@@ -58,7 +58,7 @@ int list_images(dbus::BuilderClient& client, bool quiet, std::ostream& out) {
       std::string familiar = image::familiar_reference(name);
       size_t colon = familiar.rfind(':');
       out << std::left << std::setw(40) << familiar.substr(0, colon) << std::setw(12) << familiar.substr(colon + 1)
-          << std::setw(16) << short_id << std::setw(16) << when << human_size(value_or<uint64_t>(image, "size", 0))
+          << std::setw(16) << short_id << std::setw(20) << when << human_size(value_or<uint64_t>(image, "size", 0))
           << "\n";
     }
   }
@@ -74,8 +74,7 @@ std::string socket_path_from_host(const std::string& host) {
   return host;
 }
 
-ImageCommands add_image_commands(CLI::App& app) {
-  static ImageCommands c;
+void add_image_commands(CLI::App& app, ImageCommands& c) {
   c.images = app.add_subcommand("images", "List images");
   c.images->add_flag("-q,--quiet", c.quiet, "Only show image IDs");
   c.rmi = app.add_subcommand("rmi", "Remove one or more images");
@@ -90,7 +89,6 @@ ImageCommands add_image_commands(CLI::App& app) {
   c.load->add_option("-i,--input", c.file, "Read from tar archive file, instead of STDIN");
   c.load->add_flag("-q,--quiet", c.quiet, "Suppress the load output");
   c.info = app.add_subcommand("info", "Display information about the build service");
-  return c;
 }
 
 int run_image_commands(const ImageCommands& c, const std::string& socket, std::ostream& out, std::ostream& err) {

@@ -25,7 +25,8 @@ struct ImageCommands {
   std::string file;  // save -o / load -i
 };
 
-ImageCommands add_image_commands(CLI::App& app);
+// Declares the commands on `app`, binding their flags to `commands`, which must outlive parsing.
+void add_image_commands(CLI::App& app, ImageCommands& commands);
 
 // Runs whichever of the commands was parsed; returns the exit code.
 int run_image_commands(const ImageCommands& commands, const std::string& socket, std::ostream& out, std::ostream& err);

@@ -92,7 +92,8 @@ int run_kbuildctl(int argc, const char* const* argv, std::istream& in, std::ostr
   build->add_flag("-q,--quiet", build_flags.quiet, "Suppress the build output and print image ID on success");
   build->add_option("--platform", build_flags.platform, "Set target platform for build");
 
-  ImageCommands image_commands = add_image_commands(app);
+  ImageCommands image_commands;
+  add_image_commands(app, image_commands);
 
   CLI::App* debug = app.add_subcommand("debug", "Inspect what a build would do, without building");
   debug->require_subcommand(1);

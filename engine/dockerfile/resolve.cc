@@ -155,13 +155,12 @@ void mark_reachable(std::vector<ResolvedStage>& stages, size_t target) {
   mark_reachable_from(stages, target);
 }
 
-// A parent stage's ONBUILD triggers run first in a stage built FROM it.
-void insert_onbuild_triggers(ResolvedStage& stage, const ResolvedStage& base, const StageLinker& linker) {
+// A base's ONBUILD triggers run first in a stage built FROM it.
+void insert_onbuild_triggers(ResolvedStage& stage, const std::vector<std::string>& expressions,
+                             const StageLinker& linker) {
   std::vector<Instruction> triggers;
-  for (const Instruction& parent : base.commands) {
-    auto* onbuild = std::get_if<OnbuildInstruction>(&parent.body);
-    if (!onbuild) continue;
-    ParsedDockerfile parsed = parse_dockerfile(onbuild->expression);
+  for (const std::string& expression : expressions) {
+    ParsedDockerfile parsed = parse_dockerfile(expression);
     if (parsed.nodes.size() != 1) throw located("onbuild trigger should be a single expression", stage.lines);
     Node node = parsed.nodes.front();
     node.lines = stage.lines;
@@ -363,7 +362,16 @@ ResolvedDockerfile resolve_dockerfile(const ParsedDockerfile& parsed, const Dock
 
   mark_reachable(result.stages, result.target);
   for (ResolvedStage& stage : result.stages) {
-    if (stage.reachable && stage.base_stage) insert_onbuild_triggers(stage, result.stages[*stage.base_stage], linker);
+    if (!stage.reachable) continue;
+    std::vector<std::string> triggers;
+    if (stage.base_stage) {
+      for (const Instruction& parent : result.stages[*stage.base_stage].commands) {
+        if (auto* onbuild = std::get_if<OnbuildInstruction>(&parent.body)) triggers.push_back(onbuild->expression);
+      }
+    } else if (lower(stage.base_name) != "scratch" && options.image_onbuild) {
+      triggers = options.image_onbuild(stage.base_name, stage.platform);
+    }
+    if (!triggers.empty()) insert_onbuild_triggers(stage, triggers, linker);
   }
   check_no_cycles(result.stages);
   mark_reachable(result.stages, result.target);  // triggers may have added dependencies

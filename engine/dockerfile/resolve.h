@@ -29,6 +29,8 @@ struct ResolveOptions {
   std::optional<Platform> target_platform;  // --platform; empty = the build platform
   // The Env of a base image's config, as "K=V" strings; unset means "not known yet" (empty).
   std::function<std::vector<std::string>(const std::string& image, const Platform& platform)> image_env;
+  // The ONBUILD triggers of a base image's config, run first in a stage built FROM it.
+  std::function<std::vector<std::string>(const std::string& image, const Platform& platform)> image_onbuild;
 };
 
 struct ResolvedStage {

@@ -175,8 +175,11 @@ class StageConverter {
       state_env = done_state_env_[&base - done_.data()];
       return;
     }
-    if (!is_scratch(stage.base_name) && options_.image_config) {
+    if (is_scratch(stage.base_name)) {
+      plan.config.working_dir = "/";  // BuildKit's empty image config
+    } else if (options_.image_config) {
       if (auto config = options_.image_config(stage.base_name, stage.platform)) plan.config = *config;
+      plan.config.onbuild.clear();  // the image's triggers ran first in this stage; they do not carry on
     }
     plan.config.os = stage.platform.os;
     plan.config.architecture = stage.platform.architecture;
@@ -393,6 +396,12 @@ BuildPlan plan_build(std::string_view dockerfile_text, const PlanOptions& option
     resolve.image_env = [&](const std::string& image, const df::Platform& platform) {
       auto config = options.image_config(image, platform);
       return config ? config->env : std::vector<std::string>{};
+    };
+  }
+  if (options.image_config && !resolve.image_onbuild) {
+    resolve.image_onbuild = [&](const std::string& image, const df::Platform& platform) {
+      auto config = options.image_config(image, platform);
+      return config ? config->onbuild : std::vector<std::string>{};
     };
   }
   df::ResolvedDockerfile resolved = df::resolve_dockerfile(parsed, dockerfile, resolve);

@@ -218,6 +218,22 @@ class Builder::Run {
 
   const StageResult& stage_result(size_t index) const { return stages_.at(index); }
 
+  // An image in the local store as a source of files (COPY --from=image).
+  StageResult image_source(const std::string& reference) {
+    std::string name = image::normalize_reference(reference);
+    auto record = store_.metadata().image_by_name(name);
+    if (!record) {
+      throw Error(ErrorKind::not_found, name + ": not found in the local store (pulling from registries is not "
+                                               "supported yet; build it or load it with kbuildctl load first)");
+    }
+    auto chain = store_.metadata().get_cache("image-chain:" + record->config.str());
+    if (!chain) throw Error(ErrorKind::internal, "image " + name + " has no unpacked layers in the store");
+    StageResult result;
+    result.key = "image:" + record->config.str();
+    if (!chain->snapshot_id.empty()) result.top = chain->snapshot_id;
+    return result;
+  }
+
   StageResult base_of(const graph::StagePlan& stage) {
     if (stage.base_stage) return stage_result(*stage.base_stage);
     if (stage.base_image == "scratch") return StageResult{std::nullopt, "scratch", {}};
@@ -255,10 +271,12 @@ class Builder::Run {
             source_key = stage_result(step.source.stage).key;
             source_top = stage_result(step.source.stage).top;
             break;
-          case graph::CopySource::Kind::image:
-            throw Error(ErrorKind::user, "COPY --from=" + step.source.image +
-                                             ": copying from an image that is not a stage is not supported yet",
-                        step.instruction.lines);
+          case graph::CopySource::Kind::image: {
+            StageResult image = image_source(step.source.image);
+            source_key = image.key;
+            source_top = image.top;
+            break;
+          }
         }
       }
       std::string key = step_cache_key(state.key, step, source_key);
@@ -380,8 +398,16 @@ class Builder::Run {
   }
 
   BuildResult write_image(const graph::StagePlan& target, const StageResult& result, const std::string& vertex) {
-    int64_t created = request_.source_date_epoch.value_or(now_ns() / 1000000000);
-    std::string created_text = image::format_time(created);
+    std::vector<store::SnapshotRecord> chain = chain_of(result.top);
+    // The image's time is when its newest layer was made, so that a rebuild that hits the
+    // cache everywhere gives the same image ID, as BuildKit's does.
+    int64_t created_ns = now_ns();
+    if (!chain.empty()) {
+      created_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(chain.back().created.time_since_epoch()).count();
+    }
+    std::string created_text = request_.source_date_epoch
+                                   ? image::format_time(*request_.source_date_epoch)
+                                   : image::format_time(created_ns / 1000000000, static_cast<int32_t>(created_ns % 1000000000));
     graph::ImageConfig plan_config = target.config;
     for (const auto& [key, value] : request_.labels) plan_config.labels[key] = value;
 
@@ -399,31 +425,18 @@ class Builder::Run {
     if (!result.base_layers.empty()) add_base_blobs(manifest, result);
 
     progress_.status(vertex, "exporting layers", 0, 0, false);
-    std::vector<store::SnapshotRecord> chain = chain_of(result.top);
     size_t base_layer_snapshots = base_snapshot_count(target);
-    std::vector<bool> step_layer_empty;
     for (size_t i = 0; i < chain.size(); ++i) {
       if (i < base_layer_snapshots) continue;  // the base image's layers, already listed
       LayerInfo layer = layer_of(chain[i]);
-      step_layer_empty.push_back(layer.empty);
-      if (layer.empty) continue;
+      // BuildKit keeps a layer whose diff is empty (a WORKDIR that existed): so do we.
       config.rootfs.diff_ids.push_back(layer.diff_id);
       manifest.layers.push_back(layer.blob);
     }
     progress_.status(vertex, "exporting layers", 0, 0, true);
 
-    // History: entries after the base image's that made a layer correspond to the steps in
-    // order; a step whose diff came out empty made no layer after all.
-    size_t non_empty_seen = 0, step = 0;
-    size_t base_entries = result.base_layers.size();
     for (const graph::HistoryEntry& h : plan_config.history) {
-      image::HistoryEntry entry{created_text, h.created_by, "", h.comment, h.empty_layer};
-      if (!h.empty_layer) {
-        if (non_empty_seen++ >= base_entries && step < step_layer_empty.size()) {
-          entry.empty_layer = step_layer_empty[step++];
-        }
-      }
-      config.history.push_back(entry);
+      config.history.push_back(image::HistoryEntry{created_text, h.created_by, "", h.comment, h.empty_layer});
     }
 
     std::string config_bytes = image::serialize_config(config);

@@ -90,7 +90,11 @@ std::string context_selection_key(const MaterializedContext& context, const grap
   context::Selection selection;
   for (const std::string& source : copy.sources) {
     std::string pattern = fileops::clean_path("/" + source);
-    selection.include_patterns.push_back(pattern == "/" ? "." : pattern.substr(1));
+    if (pattern == "/") {  // the whole context: no include pattern selects everything
+      selection.include_patterns.clear();
+      break;
+    }
+    selection.include_patterns.push_back(pattern.substr(1));
   }
   selection.exclude_patterns = copy.excludes;
   return context::selection_digest(context.state->manifest, selection).str();

@@ -94,7 +94,7 @@ void run_copy(StepContext& context, int dest_root_fd) {
   if (!copy.sources.empty()) {
     std::optional<ChainView> view;
     UniqueFd source;
-    if (context.step.source.kind == graph::CopySource::Kind::stage) {
+    if (context.step.source.kind != graph::CopySource::Kind::context) {
       view.emplace(context.store, context.source);
       source = open_directory(view->dir.path());
     } else {

@@ -1,0 +1,439 @@
+#!/usr/bin/env python3
+"""Differential test: kbuild must build the same images as BuildKit (Docker 20.10's).
+
+    python3 tests/integration/differential/run.py [--case NAME]... [--keep] [--dump]
+
+Needs root (it starts a private dockerd and kbuildd on unix sockets in a temp dir, and stops
+them and removes everything on any exit, Ctrl-C included). Each case in cases/<name>/ is a
+Dockerfile plus its context; it may also have:
+
+  args        extra build flags for both builders, shell-quoted, '#' comments
+              (e.g. `--build-arg X=1 --target t`); `-f FILE` replaces `-f Dockerfile`
+  prepare.py  run in a copy of the context before the builds (python3, cwd = the copy, with
+              this directory on PYTHONPATH for `import casegen`) to make what git cannot
+              hold or should not: empty dirs, special modes, hardlinks, archives, big files
+  pre/<tag>/  images built first, in name order, by each builder and tagged <tag>, for the
+              case's Dockerfile to use in FROM (ONBUILD); they are compared too
+
+Every case is built FROM scratch or FROM kbuild-diff-base, built from base/ by dockerd first
+and handed to kbuild with `kbuildctl load` (so no case needs a network).
+
+For each image the harness compares BuildKit's with kbuild's: the flattened filesystem of the
+docker-archive (whiteouts applied) path by path, the image config fields a Dockerfile decides,
+and the number of layers; then that kbuild's rootfs tar export holds the same tree, and that
+docker loads kbuild's archive. With --self-check it also checks itself: BuildKit's own rootfs
+export must equal its flattened archive. Until kbuild's binaries offer the interface used here
+(see daemons.kbuild_unavailable), only the BuildKit side runs and kbuild is reported skipped.
+
+fake_kbuild/ holds stand-ins that make "kbuild" a second dockerd: with them every case must
+pass, which shows the comparison reports no difference between two BuildKit builds.
+"""
+
+import argparse
+import concurrent.futures
+import io
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+
+import image_tree  # noqa: E402
+from daemons import (BuildFailed, Dockerd, HarnessError, Kbuildd, Workspace,  # noqa: E402
+                     kbuild_unavailable)
+
+REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+CASES_DIR = os.path.join(HERE, "cases")
+BASE_DIR = os.path.join(HERE, "base")
+BASE_TAG = "kbuild-diff-base"
+BASE_CASE = "base-image"  # the base itself, built by both builders, is a case too
+
+# Context mtimes are set to fixed, distinct values in 2020 (see fix_mtimes), far before any
+# build, so that a builder's build-time stamps are told apart from preserved mtimes.
+CONTEXT_EPOCH = 1577836800  # 2020-01-01T00:00:00Z
+MAX_DIFF_LINES = 40
+
+
+class Case:
+    def __init__(self, name, source):
+        self.name, self.source = name, source
+        self.args = read_args(os.path.join(source, "args"))
+        pre = os.path.join(source, "pre")
+        self.pre = [(tag, os.path.join(pre, tag)) for tag in
+                    (sorted(os.listdir(pre)) if os.path.isdir(pre) else [])]
+
+
+def read_args(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as args:
+        return shlex.split(args.read(), comments=True)
+
+
+def dockerfile_flags(args):
+    names_a_file = any(a in ("-f", "--file") or a.startswith("--file=") for a in args)
+    return args if names_a_file else ["-f", "Dockerfile"] + args
+
+
+def fix_mtimes(root):
+    """Gives every path of a context a fixed mtime derived from its name: the same on every
+    run, distinct between files, and in 2020."""
+    for directory, dirs, files in os.walk(root, topdown=False):
+        for name in dirs + files + ([""] if directory == root else []):
+            path = os.path.join(directory, name) if name else directory
+            rel = os.path.relpath(path, root).encode()
+            stamp = CONTEXT_EPOCH + zlib.crc32(rel) % (365 * 86400)
+            os.utime(path, (stamp, stamp), follow_symlinks=False)
+
+
+def prepare_context(source, destination):
+    """Copies a case's directory (without pre/, args, prepare.py) to `destination` and runs its
+    prepare.py there."""
+    shutil.copytree(source, destination, symlinks=True,
+                    ignore=lambda d, names: ["pre"] if d == source else [])
+    script = os.path.join(destination, "prepare.py")
+    if os.path.exists(script):
+        env = dict(os.environ, PYTHONPATH=HERE, PYTHONDONTWRITEBYTECODE="1")
+        result = subprocess.run([sys.executable, "prepare.py"], cwd=destination, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            raise HarnessError(f"{source}/prepare.py failed:\n"
+                               + result.stdout.decode(errors="replace"))
+        os.unlink(script)
+    args = os.path.join(destination, "args")
+    if os.path.exists(args):
+        os.unlink(args)
+    fix_mtimes(destination)
+    return destination
+
+
+def write_layerless_archive(inspected, tag, archive):
+    """Docker 20.10 cannot `docker save` an image without layers ("empty export - not
+    implemented"), e.g. FROM scratch with only metadata. Such an image's archive is written
+    from its `docker image inspect` (which holds every compared field) with no layers."""
+    config = {"architecture": inspected.get("Architecture"), "os": inspected.get("Os"),
+              "author": inspected.get("Author"), "config": inspected.get("Config"),
+              "rootfs": {"type": "layers", "diff_ids": []}}
+    if inspected.get("Variant"):
+        config["variant"] = inspected["Variant"]
+    manifest = [{"Config": "config.json", "RepoTags": [tag + ":latest"], "Layers": []}]
+    with tarfile.open(archive, "w") as tar:
+        for name, value in (("config.json", config), ("manifest.json", manifest)):
+            data = json.dumps(value).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+class BuildKitBuilder:
+    """The reference: `docker build` with BuildKit on the private dockerd."""
+
+    name = "buildkit"
+
+    def __init__(self, dockerd, rootfs_export):
+        self.dockerd = dockerd
+        self.rootfs_export = rootfs_export
+
+    def build(self, tag, context, args, out):
+        flags = dockerfile_flags(args)
+        self.dockerd.client(["build", "--network", "host", "-t", tag] + flags + ["."], cwd=context)
+        archive, rootfs = os.path.join(out, "image.tar"), None
+        saved = self.dockerd.client(["save", tag, "-o", archive], check=False)
+        if saved.returncode != 0:
+            if b"empty export" not in saved.stdout:
+                raise BuildFailed(f"docker save {tag}", saved)
+            inspected = json.loads(self.dockerd.client(["image", "inspect", tag]).stdout)[0]
+            write_layerless_archive(inspected, tag, archive)
+        if self.rootfs_export:
+            # The same build again (from cache) for BuildKit's own rootfs export.
+            rootfs = os.path.join(out, "rootfs.tar")
+            self.dockerd.client(["build", "--network", "host", "-o", f"type=tar,dest={rootfs}"]
+                                + flags + ["."], cwd=context)
+        return archive, rootfs
+
+    def provide(self, tag, archive):
+        pass  # `docker build -t` already made it an image dockerd resolves in FROM
+
+
+class KbuildBuilder:
+    """kbuild: `kbuildctl build` exporting a docker-archive, then (cached) a rootfs tar."""
+
+    name = "kbuild"
+
+    def __init__(self, kbuildd):
+        self.kbuildd = kbuildd
+
+    def build(self, tag, context, args, out):
+        archive, rootfs = os.path.join(out, "image.tar"), os.path.join(out, "rootfs.tar")
+        flags = ["build", "-t", tag] + dockerfile_flags(args)
+        self.kbuildd.client(flags + ["--output", f"type=docker,dest={archive}", "."], cwd=context)
+        self.kbuildd.client(flags + ["--output", f"type=tar,dest={rootfs}", "."], cwd=context)
+        return archive, rootfs
+
+    def provide(self, tag, archive):
+        self.kbuildd.client(["load", "-i", archive])
+
+
+class Report:
+    """What one case found: problems (any makes it fail) and, with --dump, notes."""
+
+    def __init__(self):
+        self.problems = []
+        self.notes = []
+
+    def add(self, title, lines):
+        if not lines:
+            return
+        self.problems.append(f"{title}:")
+        shown = lines[:MAX_DIFF_LINES]
+        self.problems += ["  " + line for line in shown]
+        if len(lines) > len(shown):
+            self.problems.append(f"  ... and {len(lines) - len(shown)} more")
+
+
+def compare_images(report, label, bk, kb_archive, kb_rootfs, mtimes):
+    """Adds to `report` every difference between BuildKit's image `bk` (read) and kbuild's
+    outputs of the same image."""
+    try:
+        kb = image_tree.read_docker_archive(kb_archive)
+    except (image_tree.ArchiveError, tarfile.TarError, KeyError, ValueError, OSError,
+            EOFError) as error:
+        report.add(f"{label}: kbuild's docker-archive", [str(error)])
+        return
+    report.add(f"{label}: kbuild's docker-archive is inconsistent", kb.problems)
+    if bk.layer_count != kb.layer_count:
+        report.add(f"{label}: layers", [f"buildkit has {bk.layer_count}, kbuild {kb.layer_count}"])
+    report.add(f"{label}: image config",
+               image_tree.diff_configs(bk.config, kb.config, "buildkit", "kbuild"))
+    tree_diff = image_tree.diff_trees(bk.tree, kb.tree, "buildkit", "kbuild", mtimes)
+    report.add(f"{label}: filesystem (docker-archive, flattened)", tree_diff)
+    try:
+        kb_root = image_tree.read_rootfs_tar(kb_rootfs)
+    except (image_tree.ArchiveError, tarfile.TarError, OSError, EOFError) as error:
+        report.add(f"{label}: kbuild's rootfs tar (--output type=tar)", [str(error)])
+        return
+    # Against BuildKit's flattened archive: the same tree as its own rootfs export (which
+    # --self-check verifies), without a second build.
+    root_diff = image_tree.diff_trees(bk.tree, kb_root, "buildkit", "kbuild", mtimes)
+    if root_diff and root_diff == tree_diff:
+        root_diff = [f"the same {len(root_diff)} differences as the docker-archive's"]
+    report.add(f"{label}: filesystem (kbuild's rootfs tar export)", root_diff)
+
+
+class Session:
+    def __init__(self, options, workspace):
+        self.options, self.workspace = options, workspace
+        # Every mtime from here on is a build-time stamp (contexts are set to 2020).
+        self.mtimes = image_tree.MtimePolicy(time.time() - 2)
+        self.dockerd = Dockerd(workspace)
+        self.buildkit = BuildKitBuilder(self.dockerd, rootfs_export=options.self_check)
+        self.kbuildd = None
+        self.kbuild = None
+        self.skip_reason = None
+
+    def start(self):
+        self.dockerd.start()
+        build_dir = self.options.build_dir
+        # Absolute: the clients run in each case's context directory.
+        kbuildd = os.path.abspath(self.options.kbuildd
+                                  or os.path.join(build_dir, "service", "kbuildd"))
+        kbuildctl = os.path.abspath(self.options.kbuildctl
+                                    or os.path.join(build_dir, "cli", "kbuildctl"))
+        self.skip_reason = ("--buildkit-only was given" if self.options.buildkit_only
+                            else kbuild_unavailable(kbuildd, kbuildctl))
+        if self.skip_reason is None:
+            self.kbuildd = Kbuildd(self.workspace, kbuildd, kbuildctl)
+            self.kbuildd.start()
+            self.kbuild = KbuildBuilder(self.kbuildd)
+
+    def stop(self):
+        for daemon in (self.kbuildd, self.dockerd):
+            if daemon is not None:
+                daemon.stop()
+
+    def build_base(self):
+        """kbuild-diff-base, built by dockerd and loaded into kbuild from docker's archive."""
+        context = prepare_context(BASE_DIR, os.path.join(self.workspace.sub("base"), "context"))
+        archive = os.path.join(self.workspace.sub("base"), "base.tar")
+        try:
+            self.dockerd.client(["build", "--network", "host", "-t", BASE_TAG, "."], cwd=context)
+            self.dockerd.client(["save", BASE_TAG, "-o", archive])
+            if self.kbuild is not None:
+                self.kbuild.provide(BASE_TAG, archive)
+        except (BuildFailed, subprocess.TimeoutExpired) as error:
+            raise HarnessError(f"making {BASE_TAG} for every case: {error}") from error
+
+    def run_case(self, case):
+        """Builds one case with each builder and compares; returns its Report."""
+        report = Report()
+        try:
+            self._run_case(case, report)
+        except (image_tree.ArchiveError, tarfile.TarError, OSError, ValueError, KeyError,
+                EOFError, HarnessError, BuildFailed, subprocess.TimeoutExpired) as error:
+            report.add("harness error", [f"{type(error).__name__}: {error}"])
+        return report
+
+    def _run_case(self, case, report):
+        root = self.workspace.sub("cases", case.name)
+        contexts = [(tag, prepare_context(src, os.path.join(root, "pre", tag)),
+                     read_args(os.path.join(src, "args"))) for tag, src in case.pre]
+        contexts.append((None, prepare_context(case.source, os.path.join(root, "context")),
+                         case.args))
+        outputs = {}  # (builder name, tag) -> (archive, rootfs)
+        for builder in [self.buildkit] + ([self.kbuild] if self.kbuild else []):
+            for tag, context, args in contexts:
+                image = tag or f"kbdiff/{builder.name}-{case.name}"
+                out = self.workspace.sub("out", case.name, builder.name, tag or "main")
+                try:
+                    outputs[builder.name, tag] = builder.build(image, context, args, out)
+                    if tag is not None:
+                        builder.provide(tag, outputs[builder.name, tag][0])
+                except (BuildFailed, subprocess.TimeoutExpired) as error:
+                    report.add(f"{builder.name} build of {tag or case.name}",
+                               str(error).splitlines())
+                    break
+        for tag, _, _ in contexts:
+            label = f"pre-image {tag}" if tag else "image"
+            if ("buildkit", tag) not in outputs:
+                return
+            bk_archive, bk_rootfs = outputs["buildkit", tag]
+            bk = image_tree.read_docker_archive(bk_archive)
+            if bk_rootfs:
+                # The harness's own check: a difference here is a flattening bug (or a BuildKit
+                # quirk to document), not kbuild's.
+                report.add(f"{label}: harness self-check (BuildKit's archive vs its rootfs tar)",
+                           image_tree.diff_trees(bk.tree, image_tree.read_rootfs_tar(bk_rootfs),
+                                                 "archive", "rootfs tar", self.mtimes))
+            if self.options.dump:
+                report.notes += self.describe(case, label, bk)
+            if ("kbuild", tag) in outputs:
+                compare_images(report, label, bk, *outputs["kbuild", tag], self.mtimes)
+        if ("kbuild", None) in outputs:
+            loaded = self.dockerd.client(["load", "-i", outputs["kbuild", None][0]], check=False)
+            if loaded.returncode != 0:
+                report.add("docker load of kbuild's archive",
+                           loaded.stdout.decode(errors="replace").splitlines())
+
+    def describe(self, case, label, image):
+        lines = [f"--- {case.name} {label} (buildkit): {image.layer_count} layers"]
+        lines += [f"    {name} = {value}" for name, value in image_tree.config_values(image.config)
+                  if value is not None]
+        lines += ["    " + line for line in image_tree.describe_tree(image.tree, self.mtimes)]
+        return lines
+
+
+def select_cases(names):
+    available = {BASE_CASE: Case(BASE_CASE, BASE_DIR)}
+    for name in sorted(os.listdir(CASES_DIR)):
+        if os.path.isfile(os.path.join(CASES_DIR, name, "Dockerfile")):
+            available[name] = Case(name, os.path.join(CASES_DIR, name))
+    tags = [tag for case in available.values() for tag, _ in case.pre]
+    duplicates = sorted({tag for tag in tags if tags.count(tag) > 1} | ({BASE_TAG} & set(tags)))
+    if duplicates:
+        # Both daemons live for the whole run, so an image tag names one image for all cases.
+        raise HarnessError(f"pre-image tags used twice: {', '.join(duplicates)}")
+    if not names:
+        return list(available.values())
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise HarnessError(f"no such case: {', '.join(unknown)} (see {CASES_DIR})")
+    return [available[n] for n in names]
+
+
+def parse_options():
+    parser = argparse.ArgumentParser(description="Build each case with BuildKit (dockerd) and "
+                                     "kbuild, and compare the images.")
+    parser.add_argument("--case", action="append", default=[], metavar="NAME",
+                        help="run only this case (repeatable)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temp dir (contexts, archives, daemon logs)")
+    parser.add_argument("--dump", action="store_true",
+                        help="print BuildKit's flattened tree and config of each image")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="cases built at the same time (default: 2)")
+    parser.add_argument("--self-check", action="store_true",
+                        help="also export BuildKit's rootfs tar and check that the harness "
+                        "flattens BuildKit's archive to the same tree")
+    parser.add_argument("--buildkit-only", action="store_true",
+                        help="check only that BuildKit builds every case")
+    parser.add_argument("--require-kbuild", action="store_true",
+                        help="fail instead of skipping when kbuild is not usable")
+    parser.add_argument("--build-dir", default=os.path.join(
+        REPO, os.environ.get("KBUILD_BUILD_DIR", "build")),
+        help="kbuild's build directory (default: build/ or $KBUILD_BUILD_DIR)")
+    parser.add_argument("--kbuildd", help="kbuildd binary (default: BUILD_DIR/service/kbuildd)")
+    parser.add_argument("--kbuildctl", help="kbuildctl binary (default: BUILD_DIR/cli/kbuildctl)")
+    return parser.parse_args()
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main():
+    options = parse_options()
+    sys.stdout.reconfigure(errors="backslashreplace")  # file names in reports, any locale
+    if os.geteuid() != 0:
+        print("differential: needs root (it runs dockerd and kbuildd)", file=sys.stderr)
+        return 2
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
+    started = time.monotonic()
+    workspace = Workspace(options.keep)
+    session = Session(options, workspace)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, options.jobs))
+    counts = {"PASS": 0, "FAIL": 0, "ok": 0}
+    try:
+        cases = select_cases(options.case)
+        session.start()
+        if session.skip_reason:
+            print(f"kbuild: SKIPPED ({session.skip_reason}); building with BuildKit only")
+            if options.require_kbuild:
+                return 2
+        session.build_base()
+
+        def timed(case):
+            return time.monotonic(), session.run_case(case), time.monotonic()
+
+        for case, (begun, report, ended) in zip(cases, pool.map(timed, cases)):
+            outcome = ("FAIL" if report.problems else "PASS" if session.kbuild else "ok")
+            counts[outcome] += 1
+            note = "BuildKit only, " if outcome == "ok" else ""
+            print(f"{outcome:4} {case.name} ({note}{ended - begun:.1f}s)")
+            for line in report.notes + report.problems:
+                print("    " + line)
+            sys.stdout.flush()
+    except HarnessError as error:
+        print(f"differential: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("differential: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        # No second Ctrl-C may leave a daemon or a mount behind. Cases not started are dropped;
+        # running ones end quickly once their daemon is gone.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        pool.shutdown(wait=False, cancel_futures=True)
+        session.stop()
+        pool.shutdown(wait=True)
+        workspace.close()
+    summary = f"differential: {counts['PASS']} passed, {counts['FAIL']} failed"
+    if counts["ok"]:
+        summary += f", {counts['ok']} skipped (kbuild: {session.skip_reason})"
+    print(f"({time.monotonic() - started:.0f}s)")
+    print(summary)
+    return 1 if counts["FAIL"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

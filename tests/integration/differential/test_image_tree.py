@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Unit tests of the harness's image reader on synthetic archives (no daemon, no root):
+whiteouts and opaque directories, which the no-RUN corpus never produces, hardlinks, and the
+comparison rules.
+
+    python3 tests/integration/differential/test_image_tree.py
+"""
+
+import hashlib
+import io
+import json
+import os
+import sys
+import tarfile
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+
+import image_tree  # noqa: E402
+
+OLD = 1500000000  # an mtime from a context
+FLOOR = 1700000000  # "the harness started here": later mtimes are build-time stamps
+
+
+def layer(*members):
+    """A layer tar as bytes; members are (name, kind, extra) with kind file/dir/symlink/link."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, extra in members:
+            info = tarfile.TarInfo(name)
+            info.mtime = extra.get("mtime", OLD)
+            info.mode = extra.get("mode", 0o755 if kind == "dir" else 0o644)
+            info.uid = info.gid = extra.get("owner", 0)
+            data = None
+            if kind == "file":
+                data = extra.get("content", b"x")
+                info.size = len(data)
+            else:
+                info.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
+                             "link": tarfile.LNKTYPE}[kind]
+                info.linkname = extra.get("target", "")
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
+
+
+def flatten(*layers):
+    tree = {}
+    for data in layers:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            image_tree.apply_layer(tree, tar)
+    return tree
+
+
+def docker_archive(path, layers, diff_ids=None, config=None):
+    config = dict(config or {})
+    config["rootfs"] = {"type": "layers", "diff_ids": diff_ids if diff_ids is not None else
+                        ["sha256:" + hashlib.sha256(data).hexdigest() for data in layers]}
+    files = {"config.json": json.dumps(config).encode()}
+    names = []
+    for index, data in enumerate(layers):
+        names.append(f"l{index}/layer.tar")
+        files[names[-1]] = data
+    files["manifest.json"] = json.dumps(
+        [{"Config": "config.json", "RepoTags": ["t:latest"], "Layers": names}]).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+class Flattening(unittest.TestCase):
+    def test_whiteout_removes_a_file_and_a_directory_with_its_children(self):
+        tree = flatten(
+            layer(("a", "dir", {}), ("a/f", "file", {}), ("d", "dir", {}), ("d/x", "file", {})),
+            layer(("a/.wh.f", "file", {}), (".wh.d", "file", {})))
+        self.assertEqual(sorted(tree), ["/a"])
+
+    def test_opaque_directory_hides_only_lower_layers(self):
+        tree = flatten(
+            layer(("d", "dir", {}), ("d/old", "file", {}), ("d/sub", "dir", {}),
+                  ("d/sub/deep", "file", {})),
+            layer(("d", "dir", {}), ("d/new", "file", {}), ("d/.wh..wh..opq", "file", {})))
+        self.assertEqual(sorted(tree), ["/d", "/d/new"])
+
+    def test_hardlink_is_a_file_equal_to_its_target(self):
+        tree = flatten(layer(("f", "file", {"content": b"data", "mode": 0o600}),
+                             ("g", "link", {"target": "f"})))
+        self.assertEqual(tree["/g"], tree["/f"])
+        self.assertEqual(tree["/g"].digest, hashlib.sha256(b"data").hexdigest())
+
+    def test_file_replacing_a_directory_drops_its_children(self):
+        tree = flatten(layer(("p", "dir", {}), ("p/c", "file", {})),
+                       layer(("p", "symlink", {"target": "elsewhere"})))
+        self.assertEqual(sorted(tree), ["/p"])
+        self.assertEqual(tree["/p"].target, "elsewhere")
+
+    def test_directory_over_directory_keeps_children_and_takes_new_metadata(self):
+        tree = flatten(layer(("p", "dir", {}), ("p/c", "file", {})),
+                       layer(("p", "dir", {"mode": 0o700, "owner": 7})))
+        self.assertEqual(sorted(tree), ["/p", "/p/c"])
+        self.assertEqual((tree["/p"].mode, tree["/p"].uid), (0o700, 7))
+
+    def test_names_are_normalized(self):
+        tree = flatten(layer(("./a/", "dir", {}), ("./a//b", "file", {})))
+        self.assertEqual(sorted(tree), ["/a", "/a/b"])
+
+    def test_rootfs_tar_keeps_whiteout_names_as_files(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "rootfs.tar")
+            with open(path, "wb") as out:
+                out.write(layer(("a", "dir", {}), ("a/.wh.f", "file", {})))
+            self.assertEqual(sorted(image_tree.read_rootfs_tar(path)), ["/a", "/a/.wh.f"])
+
+
+class DockerArchive(unittest.TestCase):
+    def test_reads_layers_in_manifest_order(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "image.tar")
+            docker_archive(path, [layer(("f", "file", {"content": b"1"})),
+                                  layer(("f", "file", {"content": b"2"}))],
+                           config={"config": {"Env": ["A=1"]}})
+            image = image_tree.read_docker_archive(path)
+        self.assertEqual(image.layer_count, 2)
+        self.assertEqual(image.problems, [])
+        self.assertEqual(image.tree["/f"].digest, hashlib.sha256(b"2").hexdigest())
+        self.assertEqual(image.config["config"]["Env"], ["A=1"])
+
+    def test_reports_a_layer_whose_digest_is_not_its_diff_id(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "image.tar")
+            docker_archive(path, [layer(("f", "file", {}))], diff_ids=["sha256:" + "0" * 64])
+            image = image_tree.read_docker_archive(path)
+        self.assertEqual(len(image.problems), 1)
+        self.assertIn("diff_ids", image.problems[0])
+
+    def test_image_without_layers(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "image.tar")
+            docker_archive(path, [])
+            image = image_tree.read_docker_archive(path)
+        self.assertEqual((image.layer_count, image.tree, image.problems), (0, {}, []))
+
+
+class Comparison(unittest.TestCase):
+    policy = image_tree.MtimePolicy(FLOOR)
+
+    def diff(self, left, right):
+        return image_tree.diff_trees(flatten(left), flatten(right), "buildkit", "kbuild",
+                                     self.policy)
+
+    def test_equal_trees_have_no_difference(self):
+        data = layer(("d", "dir", {"mtime": FLOOR + 5}), ("d/f", "file", {}))
+        self.assertEqual(self.diff(data, data), [])
+
+    def test_reports_owner_mode_content_and_missing_paths(self):
+        lines = self.diff(layer(("f", "file", {"content": b"a"}), ("only", "file", {})),
+                          layer(("f", "file", {"content": b"b", "mode": 0o600, "owner": 5}),
+                                ("extra", "dir", {})))
+        self.assertEqual(len(lines), 3)
+        self.assertIn("/extra: only in kbuild", lines[0])
+        self.assertIn("mode 0644 != 0600", lines[1])
+        self.assertIn("owner 0:0 != 5:5", lines[1])
+        self.assertIn("content", lines[1])
+        self.assertIn("/only: only in buildkit", lines[2])
+
+    def test_build_time_directory_mtimes_are_not_compared(self):
+        self.assertEqual(self.diff(layer(("d", "dir", {"mtime": FLOOR + 5})),
+                                   layer(("d", "dir", {"mtime": OLD}))), [])
+
+    def test_preserved_directory_mtimes_are_compared(self):
+        lines = self.diff(layer(("d", "dir", {"mtime": OLD})),
+                          layer(("d", "dir", {"mtime": FLOOR + 5})))
+        self.assertIn(f"mtime {OLD} != build time", lines[0])
+
+    def test_file_mtimes_are_compared_and_build_stamps_match_each_other(self):
+        self.assertEqual(self.diff(layer(("f", "file", {"mtime": FLOOR + 1})),
+                                   layer(("f", "file", {"mtime": FLOOR + 9}))), [])
+        lines = self.diff(layer(("f", "file", {"mtime": OLD})),
+                          layer(("f", "file", {"mtime": OLD + 1})))
+        self.assertEqual(len(lines), 1)
+
+    def test_config_fields_compare_as_go_omitempty_decodes_them(self):
+        left = {"config": {"Cmd": None, "Env": ["A=1"], "ArgsEscaped": False, "Volumes": {}},
+                "os": "linux"}
+        right = {"config": {"Env": ["A=1"], "OnBuild": []}, "os": "linux"}
+        self.assertEqual(image_tree.diff_configs(left, right, "buildkit", "kbuild"), [])
+        right["config"]["User"] = "app"
+        self.assertEqual(image_tree.diff_configs(left, right, "buildkit", "kbuild"),
+                         ['config.User: buildkit null != kbuild "app"'])
+
+
+if __name__ == "__main__":
+    unittest.main()

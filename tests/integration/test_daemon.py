@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""End-to-end tests of kbuildd and kbuildctl: a real daemon on a private socket and store,
+real builds, and the images checked with skopeo and umoci. Run as root:
+
+    python3 tests/integration/test_daemon.py [--build-dir build] [-k PATTERN]
+"""
+import argparse
+import grp
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import unittest
+
+BUILD_DIR = "build"
+MEMBER = "kbuild-test-member"
+OUTSIDER = "kbuild-test-outsider"
+GROUP = "kbuild-test"
+
+
+def run(cmd, check=True, user=None, **kwargs):
+    if user:
+        pw = pwd.getpwnam(user)
+        groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem] + [pw.pw_gid]
+
+        def demote():
+            os.setgroups(groups)
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+        kwargs["preexec_fn"] = demote
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
+
+
+class Daemon:
+    """kbuildd on a socket and store of its own, stopped with SIGTERM."""
+
+    def __init__(self, workdir, group):
+        self.socket = os.path.join(workdir, "kbuild.sock")
+        self.root = os.path.join(workdir, "root")
+        self.log = open(os.path.join(workdir, "kbuildd.log"), "w")
+        self.process = subprocess.Popen(
+            [os.path.join(BUILD_DIR, "service/kbuildd"), "--listen", self.socket, "--root", self.root,
+             "--config", os.path.join(workdir, "daemon.json"), "--group", group],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(100):
+            if os.path.exists(self.socket):
+                return
+            time.sleep(0.05)
+        raise AssertionError("kbuildd did not create its socket")
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def kbuildctl(daemon, *args, user=None, check=True, **kwargs):
+    return run([os.path.abspath(os.path.join(BUILD_DIR, "cli/kbuildctl")), "--host", "unix://" + daemon.socket]
+               + list(args), check=check, user=user, **kwargs)
+
+
+def write(path, text, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+class DaemonTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="kbuild-it-")
+        os.chmod(cls.workdir, 0o755)
+        cls.daemon = Daemon(cls.workdir, GROUP)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.stop()
+        shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def context(self, name, files):
+        path = os.path.join(self.workdir, "contexts", name)
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path)
+        os.chmod(path, 0o755)
+        for rel, text in files.items():
+            write(os.path.join(path, rel), text)
+        return path
+
+    def build(self, ctx, *args, **kwargs):
+        return kbuildctl(self.daemon, "build", "--progress", "plain", *args, ".", cwd=ctx, **kwargs)
+
+    # -- building -------------------------------------------------------------------------------
+
+    def test_second_identical_build_reports_every_step_cached(self):
+        ctx = self.context("cache", {"Dockerfile": "FROM scratch\nCOPY a /a\nWORKDIR /w\nENV X=1\n", "a": "one\n"})
+        first = self.build(ctx, "-t", "it-cache")
+        self.assertIn("[1/2] COPY a /a", first.stderr)
+        second = self.build(ctx, "-t", "it-cache")
+        self.assertEqual(second.stderr.count("CACHED"), 2, second.stderr)
+        id1 = kbuildctl(self.daemon, "build", "-q", ".", cwd=ctx).stdout.strip()
+        id2 = kbuildctl(self.daemon, "build", "-q", ".", cwd=ctx).stdout.strip()
+        self.assertTrue(id1.startswith("sha256:"), id1)
+        self.assertEqual(id1, id2)
+        write(os.path.join(ctx, "a"), "two\n")
+        third = self.build(ctx, "-t", "it-cache")
+        self.assertNotIn("#4 CACHED", third.stderr.split("COPY a /a")[1].split("\n\n")[0])
+
+    def test_mtime_change_alone_keeps_the_cache(self):
+        ctx = self.context("mtime", {"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "same\n"})
+        self.build(ctx)
+        os.utime(os.path.join(ctx, "a"), (1, 1))
+        self.assertIn("CACHED", self.build(ctx).stderr)
+
+    def test_oci_and_docker_outputs_are_valid_images(self):
+        ctx = self.context("outputs", {
+            "Dockerfile": "FROM scratch\nCOPY hello.txt /srv/\nLABEL a=b\nCMD [\"/srv/hello.txt\"]\n",
+            "hello.txt": "hello\n"})
+        oci = os.path.join(self.workdir, "out.oci.tar")
+        docker = os.path.join(self.workdir, "out.docker.tar")
+        self.build(ctx, "-t", "it-oci:v1", "-o", f"type=oci,dest={oci}")
+        self.build(ctx, "-t", "it-outputs:v1", "-o", f"type=docker,dest={docker}")
+        inspect = json.loads(run(["skopeo", "inspect", "oci-archive:" + oci]).stdout)
+        self.assertEqual(inspect["Labels"], {"a": "b"})
+        self.assertEqual(len(inspect["Layers"]), 1)
+        docker_inspect = json.loads(run(["skopeo", "inspect", "docker-archive:" + docker]).stdout)
+        self.assertEqual(docker_inspect["Labels"], {"a": "b"})
+        layout = os.path.join(self.workdir, "layout")
+        shutil.rmtree(layout, ignore_errors=True)
+        os.makedirs(layout)
+        with tarfile.open(oci) as t:
+            t.extractall(layout)
+        with open(os.path.join(layout, "index.json")) as f:
+            ref = json.load(f)["manifests"][0].get("annotations", {}).get("org.opencontainers.image.ref.name")
+        bundle = os.path.join(self.workdir, "bundle")
+        shutil.rmtree(bundle, ignore_errors=True)
+        self.assertEqual(ref, "v1")
+        run(["umoci", "unpack", "--image", layout + ":" + ref, bundle])
+        with open(os.path.join(bundle, "rootfs/srv/hello.txt")) as f:
+            self.assertEqual(f.read(), "hello\n")
+        st = os.stat(os.path.join(bundle, "rootfs/srv/hello.txt"))
+        self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o777), (0, 0, 0o644))
+
+    def test_local_output_and_iidfile_and_metadata_file(self):
+        ctx = self.context("local", {"Dockerfile": "FROM scratch\nCOPY d /d\n", "d/f": "x\n"})
+        dest = os.path.join(self.workdir, "local-out")
+        iid = os.path.join(self.workdir, "iid")
+        meta = os.path.join(self.workdir, "meta.json")
+        self.build(ctx, "-t", "it-local", "-o", f"type=local,dest={dest}", "--iidfile", iid, "--metadata-file", meta)
+        with open(os.path.join(dest, "d/f")) as f:
+            self.assertEqual(f.read(), "x\n")
+        with open(iid) as f:
+            image_id = f.read()
+        with open(meta) as f:
+            metadata = json.load(f)
+        self.assertEqual(metadata["containerimage.config.digest"], image_id)
+        self.assertTrue(metadata["containerimage.digest"].startswith("sha256:"))
+        self.assertEqual(metadata["image.name"], "docker.io/library/it-local:latest")
+
+    def test_tagged_image_serves_as_a_base_and_survives_save_and_load(self):
+        base = self.context("base", {"Dockerfile": "FROM scratch\nCOPY etc /etc\nENV BASE=1\n",
+                                     "etc/passwd": "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+                                     "etc/group": "root:x:0:\napp:x:1000:\n"})
+        self.build(base, "-t", "it-base")
+        child = self.context("child", {"Dockerfile": "FROM it-base\nCOPY --chown=app f /f\nRUN_NOT=1\n".replace("RUN_NOT=1\n", "ENV C=$BASE\n"),
+                                       "f": "f\n"})
+        tar_out = os.path.join(self.workdir, "child.tar")
+        self.build(child, "-t", "it-child", "-o", f"type=tar,dest={tar_out}")
+        with tarfile.open(tar_out) as t:
+            f = t.getmember("f")
+            self.assertEqual((f.uid, f.gid), (1000, 1000))
+            self.assertIn("etc/passwd", t.getnames())
+        saved = os.path.join(self.workdir, "saved.tar")
+        kbuildctl(self.daemon, "save", "-o", saved, "it-child")
+        removed = kbuildctl(self.daemon, "rmi", "it-child").stdout
+        self.assertIn("Untagged: it-child:latest", removed)
+        loaded = kbuildctl(self.daemon, "load", "-i", saved).stdout
+        self.assertIn("Loaded image: it-child:latest", loaded)
+        kbuildctl(self.daemon, "tag", "it-child", "it-child:again")
+        self.assertIn("it-child", kbuildctl(self.daemon, "images").stdout)
+
+    # -- who may build --------------------------------------------------------------------------
+
+    def test_outsider_is_refused_and_member_may_build(self):
+        ctx = self.context("access", {"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "a\n"})
+        refused = kbuildctl(self.daemon, "build", ".", cwd=ctx, user=OUTSIDER, check=False)
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("only root and members of group kbuild may use kbuildd", refused.stderr)
+        allowed = kbuildctl(self.daemon, "build", "--progress", "plain", ".", cwd=ctx, user=MEMBER)
+        self.assertIn("exporting to image", allowed.stderr)
+
+    def test_context_files_the_caller_cannot_read_fail_the_build(self):
+        ctx = self.context("unreadable", {"Dockerfile": "FROM scratch\nCOPY . /c\n", "secret.txt": "s\n"})
+        os.chmod(os.path.join(ctx, "secret.txt"), 0o600)
+        result = kbuildctl(self.daemon, "build", "--progress", "plain", ".", cwd=ctx, user=MEMBER, check=False)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("permission denied", result.stderr.lower())
+        self.assertIn("secret.txt", result.stderr)
+
+    # -- symlinks in the context ----------------------------------------------------------------
+
+    def test_symlink_source_resolves_inside_the_context(self):
+        ctx = self.context("symlink", {"Dockerfile": "FROM scratch\nCOPY link /copied\nCOPY dir /dir\n",
+                                       "etc/passwd": "context's own\n", "dir/f": "f\n"})
+        os.symlink("/etc/passwd", os.path.join(ctx, "link"))
+        os.symlink("/etc/shadow", os.path.join(ctx, "dir/escape"))
+        out = os.path.join(self.workdir, "symlink.tar")
+        self.build(ctx, "-o", f"type=tar,dest={out}")
+        with tarfile.open(out) as t:
+            self.assertEqual(t.extractfile("copied").read(), b"context's own\n")
+            escape = t.getmember("dir/escape")
+            self.assertTrue(escape.issym())
+            self.assertEqual(escape.linkname, "/etc/shadow")
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def test_missing_dockerfile_is_one_clear_error(self):
+        ctx = self.context("nodockerfile", {"a": "a"})
+        result = self.build(ctx, check=False)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("failed to read dockerfile: open ./Dockerfile: no such file or directory", result.stderr)
+
+    def test_copy_of_a_missing_file_names_the_line(self):
+        ctx = self.context("missing", {"Dockerfile": "FROM scratch\n\nCOPY nothere /x\n"})
+        result = self.build(ctx, "-t", "it-missing", check=False)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("   3 | >>> COPY nothere /x", result.stderr)
+        self.assertIn("ERROR: failed to build: failed to solve:", result.stderr)
+        self.assertIn('"/nothere": not found', result.stderr)
+        self.assertNotIn("it-missing", kbuildctl(self.daemon, "images").stdout)
+
+    def test_unknown_target_and_bad_output_are_refused(self):
+        ctx = self.context("target", {"Dockerfile": "FROM scratch AS build\nFROM scratch\n"})
+        result = self.build(ctx, "--target", "buld", check=False)
+        self.assertIn('target stage "buld" could not be found (did you mean build?)', result.stderr)
+        bad = self.build(ctx, "-o", "type=floppy,dest=x", check=False)
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("unsupported output type floppy", bad.stderr)
+
+    def test_malformed_dbus_call_gets_an_error_and_the_daemon_keeps_serving(self):
+        result = run(["busctl", "--address=unix:path=" + self.daemon.socket, "call", "org.kbuild.Builder1",
+                      "/org/kbuild/Builder1", "org.kbuild.Builder1", "TagImage", "s", "only-one"], check=False)
+        self.assertNotEqual(result.returncode, 0)
+        introspect = run(["busctl", "--address=unix:path=" + self.daemon.socket, "introspect", "org.kbuild.Builder1",
+                          "/org/kbuild/Builder1"])
+        self.assertIn(".Build", introspect.stdout)
+
+    def test_killed_client_leaves_no_tag_and_the_next_build_works(self):
+        files = {"Dockerfile": "FROM scratch\nCOPY big /big\n"}
+        ctx = self.context("killed", files)
+        with open(os.path.join(ctx, "big"), "wb") as f:
+            f.write(os.urandom(64 << 20))
+        client = subprocess.Popen([os.path.abspath(os.path.join(BUILD_DIR, "cli/kbuildctl")), "--host",
+                                   "unix://" + self.daemon.socket, "build", "-t", "it-killed", "."], cwd=ctx,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        client.kill()
+        client.wait()
+        time.sleep(1)
+        self.assertNotIn("it-killed", kbuildctl(self.daemon, "images").stdout)
+        mounts_dir = os.path.join(self.daemon.root, "mounts")
+        leftovers = [n for n in os.listdir(mounts_dir)] if os.path.isdir(mounts_dir) else []
+        self.assertEqual(leftovers, [])
+        self.build(ctx, "-t", "it-killed")
+        self.assertIn("it-killed", kbuildctl(self.daemon, "images").stdout)
+
+
+def ensure_test_users():
+    try:
+        grp.getgrnam(GROUP)
+    except KeyError:
+        run(["groupadd", "--system", GROUP])
+    for user, groups in ((MEMBER, [GROUP]), (OUTSIDER, [])):
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]
+                + (["--groups", ",".join(groups)] if groups else []) + [user])
+
+
+def main():
+    global BUILD_DIR
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build-dir", default="build")
+    parser.add_argument("-k", dest="pattern")
+    args = parser.parse_args()
+    BUILD_DIR = os.path.abspath(args.build_dir)
+    if os.geteuid() != 0:
+        print("integration tests need root (they run a root daemon and create test users)", file=sys.stderr)
+        return 2
+    ensure_test_users()
+    loader = unittest.TestLoader()
+    if args.pattern:
+        loader.testNamePatterns = [f"*{args.pattern}*"]
+    suite = loader.loadTestsFromTestCase(DaemonTest)
+    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    failed = len(result.failures) + len(result.errors)
+    print(f"integration: {result.testsRun - failed - len(result.skipped)} passed, {failed} failed, "
+          f"{len(result.skipped)} skipped")
+    return 0 if failed == 0 and result.testsRun > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
