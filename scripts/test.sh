@@ -31,7 +31,14 @@ if [[ "$fuzz_seconds" != 0 ]]; then
   bash scripts/fuzz.sh "$fuzz_seconds" || status=1
 fi
 
-python3 - "$root/$build_dir" <<'PY' || status=1
+# The daemon end to end, and against BuildKit itself (Debian's dockerd). Both need root.
+suite_logs=$(mktemp -d)
+trap 'rm -rf "$suite_logs"' EXIT
+python3 tests/integration/test_daemon.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/integration.log" || status=1
+python3 tests/integration/differential/run.py --build-dir "$build_dir" --require-kbuild 2>&1 |
+  tee "$suite_logs/differential.log" || status=1
+
+python3 - "$root/$build_dir" "$suite_logs" <<'PY' || status=1
 import pathlib, sys, xml.etree.ElementTree as ET
 passed = failed = skipped = 0
 for report in pathlib.Path(sys.argv[1]).glob("*.xml"):
@@ -48,6 +55,17 @@ for report in pathlib.Path(sys.argv[1]).glob("*.xml"):
             skipped += 1
         else:
             passed += 1
+import re
+for log in pathlib.Path(sys.argv[2]).glob("*.log"):
+    counts = re.findall(r"^\w+: (\d+) passed, (\d+) failed(?:, (\d+) skipped)?", log.read_text(), re.M)
+    if not counts:
+        print(f"{log.stem}: no result line")
+        failed += 1
+        continue
+    p, f, s = counts[-1]
+    passed += int(p)
+    failed += int(f)
+    skipped += int(s or 0)
 print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
 sys.exit(1 if failed or passed == 0 else 0)
 PY

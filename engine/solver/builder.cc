@@ -199,7 +199,10 @@ class Builder::Run {
     bool needs_context = false;
     for (const auto& stage : plan_.stages) {
       for (const auto& step : stage.steps) {
-        if (step.kind == graph::StepKind::copy && step.source.kind == graph::CopySource::Kind::context) needs_context = true;
+        if (step.kind == graph::StepKind::copy && step.source.kind == graph::CopySource::Kind::context &&
+            !std::get<dockerfile::CopyInstruction>(step.instruction.body).sources.empty()) {
+          needs_context = true;
+        }
       }
     }
     if (!needs_context) return;
