@@ -108,6 +108,65 @@ OutputSink open_output(const OutputFlag& output) {
   return sink;
 }
 
+bool looks_like_archive(const std::string& head) {
+  auto starts = [&](std::string_view magic) { return head.compare(0, magic.size(), magic) == 0; };
+  if (starts("\x1f\x8b") || starts("BZh") || starts("\xfd" "7zXZ") || starts("\x28\xb5\x2f\xfd")) return true;
+  return head.size() >= 262 && head.compare(257, 5, "ustar") == 0;
+}
+
+std::string read_some(int fd, size_t limit) {
+  std::string data(limit, '\0');
+  size_t got = 0;
+  while (got < limit) {
+    ssize_t n = ::read(fd, data.data() + got, limit - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("read", "stdin");
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  data.resize(got);
+  return data;
+}
+
+// `kbuildctl build -`: stdin is a context tar (maybe compressed) with its own Dockerfile, or
+// a Dockerfile alone. The daemon gets a pipe that replays what was read to tell which.
+struct StdinContext {
+  UniqueFd daemon_end;
+  std::thread feeder;
+  std::string dockerfile;  // set when stdin was a Dockerfile
+};
+
+StdinContext stdin_context() {
+  StdinContext context;
+  std::string head = read_some(STDIN_FILENO, 512);
+  int fds[2];
+  check(::pipe2(fds, O_CLOEXEC), "pipe2");
+  UniqueFd write_end(fds[1]);
+  context.daemon_end.reset(fds[0]);
+  if (!looks_like_archive(head)) {
+    context.dockerfile = head;
+    for (std::string more; !(more = read_some(STDIN_FILENO, 1 << 16)).empty();) context.dockerfile += more;
+    // An empty context: a tar of nothing (two zero blocks), which fits in the pipe's buffer.
+    const std::string empty_tar(1024, '\0');
+    check(::write(write_end.get(), empty_tar.data(), empty_tar.size()), "write", "context pipe");
+    return context;
+  }
+  context.feeder = std::thread([head, out = std::move(write_end)] {
+    std::string chunk = head;
+    do {
+      size_t done = 0;
+      while (done < chunk.size()) {
+        ssize_t n = ::write(out.get(), chunk.data() + done, chunk.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;  // the daemon stopped reading; its error tells why
+        done += static_cast<size_t>(n);
+      }
+      chunk = read_some(STDIN_FILENO, 1 << 16);
+    } while (!chunk.empty());
+  });
+  return context;
+}
+
 void write_text_file(const std::string& path, const std::string& text) {
   std::ofstream file(path, std::ios::binary | std::ios::trunc);
   if (!file) throw Error(ErrorKind::user, "failed to write " + path);
@@ -149,14 +208,24 @@ OutputFlag parse_output_flag(const std::string& value) {
 int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& out, std::ostream& err) {
   progress::DisplayChoice display = progress::choose_display_mode(flags.progress, flags.quiet, ::isatty(STDERR_FILENO),
                                                                   env("BUILDKIT_PROGRESS"));
-  std::string dockerfile_path = flags.file.empty() ? flags.context + "/Dockerfile" : flags.file;
-  std::string dockerfile = read_file(dockerfile_path, "dockerfile");
-  std::string dockerfile_name = dockerfile_path.substr(dockerfile_path.rfind('/') + 1);
-  std::string ignore_path = dockerfile::dockerignore_path_for(dockerfile_path, exists);
-  if (ignore_path == ".dockerignore") ignore_path = flags.context + "/.dockerignore";
-  std::vector<std::string> ignore_lines = exists(ignore_path) ? split_lines(read_file(ignore_path, "dockerignore"))
-                                                              : std::vector<std::string>{};
-  UniqueFd context(check(::open(flags.context.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open context", flags.context));
+  std::string dockerfile, dockerfile_name;
+  std::vector<std::string> ignore_lines;
+  UniqueFd context;
+  std::optional<StdinContext> from_stdin;
+  if (flags.context == "-") {
+    from_stdin = stdin_context();
+    context = std::move(from_stdin->daemon_end);
+    dockerfile = from_stdin->dockerfile;
+    dockerfile_name = flags.file.empty() ? "Dockerfile" : flags.file;
+  } else {
+    std::string dockerfile_path = flags.file.empty() ? flags.context + "/Dockerfile" : flags.file;
+    dockerfile = read_file(dockerfile_path, "dockerfile");
+    dockerfile_name = dockerfile_path.substr(dockerfile_path.rfind('/') + 1);
+    std::string ignore_path = dockerfile::dockerignore_path_for(dockerfile_path, exists);
+    if (ignore_path == ".dockerignore") ignore_path = flags.context + "/.dockerignore";
+    if (exists(ignore_path)) ignore_lines = split_lines(read_file(ignore_path, "dockerignore"));
+    context.reset(check(::open(flags.context.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open context", flags.context));
+  }
 
   std::vector<OutputFlag> outputs;
   for (const auto& value : flags.outputs) outputs.push_back(parse_output_flag(value));
@@ -172,7 +241,7 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   options["dockerfile"] = dbus::Value(dbus::Bytes(dockerfile.begin(), dockerfile.end()));
   options["dockerfile-name"] = dbus::Value(dockerfile_name);
   options["dockerignore"] = dbus::Value(ignore_lines);
-  options["context-type"] = dbus::Value(std::string("dir"));
+  options["context-type"] = dbus::Value(std::string(from_stdin ? "tar" : "dir"));
   options["target"] = dbus::Value(flags.target);
   options["build-args"] = dbus::Value(dbus::StringMap(parse_build_args(flags.build_args, [](const std::string& n) {
     return env(n.c_str());
@@ -218,6 +287,8 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   }
   progress_write.reset();
   output_fd.reset();
+  context.reset();
+  if (from_stdin && from_stdin->feeder.joinable()) from_stdin->feeder.join();
   display_thread.join();
   if (sink && sink->unpacker.joinable()) sink->unpacker.join();
   if (!failure && sink && *sink->unpack_error) failure = **sink->unpack_error;
@@ -225,7 +296,7 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   if (display.print_warnings) err << progress::warnings_summary(renderer->warnings());
 
   if (failure) {
-    if (failure->where()) err << dockerfile_excerpt(dockerfile_name, dockerfile, *failure->where());
+    if (failure->where() && !dockerfile.empty()) err << dockerfile_excerpt(dockerfile_name, dockerfile, *failure->where());
     err << progress::build_error_line(failure->what());
     return 1;
   }

@@ -31,11 +31,7 @@ std::optional<T> option(const dbus::Options& options, const std::string& key) {
 
 solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Options& options) {
   solver::BuildRequest request;
-  if (auto bytes = option<dbus::Bytes>(options, "dockerfile")) {
-    request.dockerfile.assign(bytes->begin(), bytes->end());
-  } else {
-    throw Error(ErrorKind::user, "build option dockerfile is required");
-  }
+  if (auto bytes = option<dbus::Bytes>(options, "dockerfile")) request.dockerfile.assign(bytes->begin(), bytes->end());
   request.dockerfile_name = option<std::string>(options, "dockerfile-name").value_or("Dockerfile");
   request.dockerignore = option<std::vector<std::string>>(options, "dockerignore").value_or(std::vector<std::string>{});
   std::string context_type = option<std::string>(options, "context-type").value_or("dir");
@@ -43,6 +39,9 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
     throw Error(ErrorKind::user, "build option context-type must be dir or tar, not " + context_type);
   }
   request.context_is_tar = context_type == "tar";
+  if (request.dockerfile.empty() && !request.context_is_tar) {
+    throw Error(ErrorKind::user, "build option dockerfile is required unless the context is a tar");
+  }
   request.caller = solver::Caller{call.caller.uid, call.caller.gid, call.caller.groups};
   request.target = option<std::string>(options, "target").value_or("");
   request.build_args = option<dbus::StringMap>(options, "build-args").value_or(dbus::StringMap{});

@@ -128,21 +128,33 @@ void CancelToken::check() const {
   if (canceled_) throw Error(ErrorKind::canceled, "build canceled");
 }
 
+// A step some build is running now: others that need the same cache key wait for it.
 struct Builder::InFlight {
-  std::shared_future<std::string> snapshot;  // the snapshot id the step produced
+  std::promise<std::string> promise;
+  std::shared_future<std::string> snapshot = promise.get_future().share();  // the snapshot id made
 };
 
 // One build: its plan, the snapshots its stages reached, its progress.
 class Builder::Run {
  public:
   Run(Builder& builder, const BuildRequest& request, Progress& progress, const CancelToken& cancel)
-      : builder_(builder), store_(builder.store_), request_(request), progress_(progress), cancel_(cancel) {}
+      : builder_(builder),
+        store_(builder.store_),
+        request_(request),
+        progress_(progress),
+        cancel_(cancel),
+        dockerfile_(request.dockerfile) {}
 
   BuildResult run() {
+    // A tar context carries its own Dockerfile: it is read before anything else.
+    if (request_.context_is_tar) {
+      prepare_context(true);
+      if (context_->dockerfile) dockerfile_ = *context_->dockerfile;
+    }
     load_definition();
     plan();
-    prepare_context();
-    for (const graph::StagePlan& stage : plan_.stages) build_stage(stage);
+    if (!context_) prepare_context(false);
+    build_stages();
     return export_target();
   }
 
@@ -155,9 +167,9 @@ class Builder::Run {
 
   // "[internal] load build definition from Dockerfile"
   void load_definition() {
-    std::string id = vertex_id("dockerfile:" + request_.dockerfile);
+    std::string id = vertex_id("dockerfile:" + dockerfile_);
     progress_.started(id, "[internal] load build definition from " + request_.dockerfile_name);
-    progress_.status(id, "transferring dockerfile:", static_cast<int64_t>(request_.dockerfile.size()), 0, true);
+    progress_.status(id, "transferring dockerfile:", static_cast<int64_t>(dockerfile_.size()), 0, true);
     progress_.completed(id, "", false, "");
     std::string ignore_id = vertex_id("dockerignore");
     progress_.started(ignore_id, "[internal] load .dockerignore");
@@ -176,7 +188,7 @@ class Builder::Run {
     options.image_config = [this](const std::string& reference, const dockerfile::Platform&) {
       return base_image_config(reference);
     };
-    plan_ = graph::plan_build(request_.dockerfile, options);
+    plan_ = graph::plan_build(dockerfile_, options);
   }
 
   std::optional<graph::ImageConfig> base_image_config(const std::string& reference) {
@@ -195,8 +207,8 @@ class Builder::Run {
     return from_image_config(image::parse_config(store_.content().read_small(record->config)));
   }
 
-  void prepare_context() {
-    bool needs_context = false;
+  void prepare_context(bool always) {
+    bool needs_context = always;
     for (const auto& stage : plan_.stages) {
       for (const auto& step : stage.steps) {
         if (step.kind == graph::StepKind::copy && step.source.kind == graph::CopySource::Kind::context &&
@@ -219,7 +231,79 @@ class Builder::Run {
     progress_.completed(id, "", false, "");
   }
 
-  const StageResult& stage_result(size_t index) const { return stages_.at(index); }
+  StageResult stage_result(size_t index) {
+    std::lock_guard lock(stages_mutex_);
+    return stages_.at(index);
+  }
+
+  // Every stage runs as soon as the stages it reads are done, independent ones in parallel.
+  void build_stages() {
+    std::map<size_t, std::shared_future<void>> done;
+    for (const graph::StagePlan& stage : plan_.stages) {
+      std::vector<std::shared_future<void>> needs;
+      for (size_t dependency : stage.depends_on) needs.push_back(done.at(dependency));
+      done[stage.index] = std::async(std::launch::async, [this, &stage, needs] {
+                            for (const auto& need : needs) need.get();
+                            try {
+                              build_stage(stage);
+                            } catch (...) {
+                              failed_ = true;  // stop the other stages at their next step
+                              throw;
+                            }
+                          }).share();
+    }
+    // Report the error of a stage that failed on its own, not the cancellations it caused.
+    std::exception_ptr cause, canceled;
+    for (auto& [index, future] : done) {
+      try {
+        future.get();
+      } catch (const Error& e) {
+        std::exception_ptr& slot = e.kind() == ErrorKind::canceled ? canceled : cause;
+        if (!slot) slot = std::current_exception();
+      } catch (...) {
+        if (!cause) cause = std::current_exception();
+      }
+    }
+    if (cause) std::rethrow_exception(cause);
+    if (canceled) std::rethrow_exception(canceled);
+  }
+
+  void check_not_failed() const {
+    if (failed_) throw Error(ErrorKind::canceled, "build canceled: another stage failed");
+  }
+
+  // Runs the step unless a concurrent build is running the same one, then shares its result.
+  std::string run_shared(const std::string& key, StepContext& context) {
+    std::shared_ptr<InFlight> entry;
+    bool owner = false;
+    {
+      std::lock_guard lock(builder_.in_flight_mutex_);
+      auto it = builder_.in_flight_.find(key);
+      if (it != builder_.in_flight_.end()) {
+        entry = it->second;
+      } else {
+        entry = std::make_shared<InFlight>();
+        builder_.in_flight_[key] = entry;
+        owner = true;
+      }
+    }
+    if (!owner) return entry->snapshot.get();
+    auto release = [&] {
+      std::lock_guard lock(builder_.in_flight_mutex_);
+      builder_.in_flight_.erase(key);
+    };
+    try {
+      std::string snapshot = execute_step(context);
+      store_.metadata().put_cache(key, store::CacheResult{snapshot, ""});
+      entry->promise.set_value(snapshot);
+      release();
+      return snapshot;
+    } catch (...) {
+      entry->promise.set_exception(std::current_exception());
+      release();
+      throw;
+    }
+  }
 
   // An image in the local store as a source of files (COPY --from=image).
   StageResult image_source(const std::string& reference) {
@@ -263,6 +347,7 @@ class Builder::Run {
     StageResult state = base_of(stage);
     for (const graph::Step& step : stage.steps) {
       cancel_.check();
+      check_not_failed();
       std::string source_key;
       std::optional<std::string> source_top;
       if (step.kind == graph::StepKind::copy) {
@@ -299,8 +384,7 @@ class Builder::Run {
       try {
         StepContext context{store_, step, state.top, source_top, context_ ? context_->path : std::string(),
                             cancel_, [&](int stream, std::string_view data) { progress_.log(id, stream, data); }};
-        std::string snapshot = execute_step(context);
-        store_.metadata().put_cache(key, store::CacheResult{snapshot, ""});
+        std::string snapshot = run_shared(key, context);
         state.top = snapshot;
         state.key = key;
       } catch (const Error& e) {
@@ -309,6 +393,7 @@ class Builder::Run {
       }
       progress_.completed(id, "", false, "");
     }
+    std::lock_guard lock(stages_mutex_);
     stages_[stage.index] = std::move(state);
   }
 
@@ -530,10 +615,13 @@ class Builder::Run {
   const BuildRequest& request_;
   Progress& progress_;
   const CancelToken& cancel_;
+  std::string dockerfile_;  // the request's, or the one in a tar context
   graph::BuildPlan plan_;
   std::optional<MaterializedContext> context_;
   std::map<std::string, store::ImageRecord> base_images_;
+  std::mutex stages_mutex_;
   std::map<size_t, StageResult> stages_;
+  std::atomic<bool> failed_{false};
 };
 
 Builder::Builder(store::Store& store) : store_(store) { make_dirs(store.root() + "/mounts"); }

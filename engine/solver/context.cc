@@ -57,13 +57,23 @@ MaterializedContext materialize_context(store::Store& store, const BuildRequest&
   auto state = std::make_shared<MaterializedContext::State>(store.root() + "/contexts");
   UniqueFd dest(check(::open(state->dir.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", state->dir.path()));
   int64_t bytes = 0;
+  std::optional<std::string> dockerfile;
   if (request.context_is_tar) {
     context::TarContextRequest tar;
     tar.tar_fd = request.context_fd;
     tar.dest_fd = dest.get();
     tar.dockerfile_path = request.dockerfile_name;
+    if (request.dockerfile.empty()) tar.capture = {request.dockerfile_name};
     context::TarContextResult result = context::read_tar_context(tar);
     state->manifest = std::move(result.manifest);
+    if (request.dockerfile.empty()) {
+      auto it = result.captured.find(request.dockerfile_name);
+      if (it == result.captured.end()) {
+        throw Error(ErrorKind::not_found, "failed to read dockerfile: open " + request.dockerfile_name +
+                                              ": no such file or directory in the context tar");
+      }
+      dockerfile = it->second;
+    }
   } else {
     std::vector<dockerfile::IgnorePattern> patterns = dockerfile::parse_dockerignore(join_lines(request.dockerignore));
     dockerfile::IgnoreMatcher ignore(patterns);
@@ -80,6 +90,7 @@ MaterializedContext materialize_context(store::Store& store, const BuildRequest&
   }
   on_transfer(bytes, true);
   MaterializedContext out;
+  out.dockerfile = std::move(dockerfile);
   out.path = state->dir.path();
   out.state = std::move(state);
   return out;

@@ -15,6 +15,7 @@ namespace kbuild::solver {
 
 struct MaterializedContext {
   std::string path;  // a directory under the store root, removed with the object
+  std::optional<std::string> dockerfile;  // a tar context's own Dockerfile, when one was asked for
   struct State;
   std::shared_ptr<State> state;
 };

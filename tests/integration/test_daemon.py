@@ -188,6 +188,42 @@ class DaemonTest(unittest.TestCase):
         kbuildctl(self.daemon, "tag", "it-child", "it-child:again")
         self.assertIn("it-child", kbuildctl(self.daemon, "images").stdout)
 
+    def test_context_tar_on_stdin_carries_its_own_dockerfile_and_dockerignore(self):
+        ctx = self.context("tarctx", {"Dockerfile": "FROM scratch\nCOPY . /c\n", "keep": "k\n", "drop": "d\n",
+                                      ".dockerignore": "drop\n"})
+        archive = os.path.join(self.workdir, "ctx.tar.gz")
+        with tarfile.open(archive, "w:gz") as t:
+            for name in ("Dockerfile", "keep", "drop", ".dockerignore"):
+                t.add(os.path.join(ctx, name), arcname=name)
+        out = os.path.join(self.workdir, "tarctx.tar")
+        with open(archive, "rb") as stdin:
+            kbuildctl(self.daemon, "build", "-o", f"type=tar,dest={out}", "-", stdin=stdin)
+        with tarfile.open(out) as t:
+            names = t.getnames()
+        self.assertIn("c/keep", names)
+        self.assertNotIn("c/drop", names)
+
+    def test_dockerfile_on_stdin_builds_without_a_context(self):
+        with open(self._write_tmp("stdin-df", "FROM scratch\nENV A=1\n"), "rb") as stdin:
+            result = kbuildctl(self.daemon, "build", "-q", "-", stdin=stdin)
+        self.assertTrue(result.stdout.strip().startswith("sha256:"))
+
+    def _write_tmp(self, name, text):
+        path = os.path.join(self.workdir, name)
+        write(path, text)
+        return path
+
+    def test_independent_stages_build_and_join(self):
+        ctx = self.context("stages", {
+            "Dockerfile": "FROM scratch AS a\nCOPY x /x\nFROM scratch AS b\nCOPY y /y\nFROM scratch AS unused\n"
+                          "COPY missing /m\nFROM scratch\nCOPY --from=a /x /x\nCOPY --from=b /y /y\n",
+            "x": "x\n", "y": "y\n"})
+        out = os.path.join(self.workdir, "stages.tar")
+        result = self.build(ctx, "-o", f"type=tar,dest={out}")
+        self.assertNotIn("unused", result.stderr)
+        with tarfile.open(out) as t:
+            self.assertEqual(sorted(t.getnames()), ["x", "y"])
+
     # -- who may build --------------------------------------------------------------------------
 
     def test_outsider_is_refused_and_member_may_build(self):
