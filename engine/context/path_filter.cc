@@ -1,5 +1,7 @@
 #include "engine/context/path_filter.h"
 
+#include "common/go_path.h"
+
 #include "common/error.h"
 
 namespace kbuild::context {
@@ -40,43 +42,7 @@ std::vector<dockerfile::IgnorePattern> include_patterns_of(const std::vector<std
 
 }  // namespace
 
-std::string go_clean(std::string_view path) {
-  if (path.empty()) return ".";
-  const bool rooted = path[0] == '/';
-  const std::size_t n = path.size();
-  std::string out;
-  std::size_t r = 0;
-  std::size_t dotdot = 0;
-  if (rooted) {
-    out.push_back('/');
-    r = dotdot = 1;
-  }
-  while (r < n) {
-    if (path[r] == '/') {
-      ++r;
-    } else if (path[r] == '.' && (r + 1 == n || path[r + 1] == '/')) {
-      ++r;
-    } else if (path[r] == '.' && path[r + 1] == '.' && (r + 2 == n || path[r + 2] == '/')) {
-      r += 2;
-      if (out.size() > dotdot) {
-        out.pop_back();
-        while (out.size() > dotdot && out.back() != '/') out.pop_back();
-        if (out.size() > dotdot && out.back() == '/') out.pop_back();
-        // Go's lazybuf backs up to the slash and drops it unless it is the root's.
-        if (rooted && out.empty()) out.push_back('/');
-      } else if (!rooted) {
-        if (!out.empty()) out.push_back('/');
-        out += "..";
-        dotdot = out.size();
-      }
-    } else {
-      if ((rooted && out.size() != 1) || (!rooted && !out.empty())) out.push_back('/');
-      for (; r < n && path[r] != '/'; ++r) out.push_back(path[r]);
-    }
-  }
-  if (out.empty()) return ".";
-  return out;
-}
+std::string go_clean(std::string_view path) { return go_clean_path(path); }
 
 PathFilter::PathFilter(const std::vector<std::string>& include_patterns, const dockerfile::IgnoreMatcher* ignore) {
   std::vector<dockerfile::IgnorePattern> includes = include_patterns_of(include_patterns);

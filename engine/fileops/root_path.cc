@@ -1,5 +1,7 @@
 #include "engine/fileops/root_path.h"
 
+#include "common/go_path.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -83,42 +85,7 @@ void throw_path_error(std::string_view op, std::string_view path, int error) {
 
 void throw_path_error(std::string_view op, std::string_view path) { throw_path_error(op, path, errno); }
 
-std::string clean_path(std::string_view path) {
-  if (path.empty()) return ".";
-  const bool rooted = path[0] == '/';
-  const std::size_t n = path.size();
-  std::string out;
-  out.reserve(n);
-  std::size_t r = 0;
-  std::size_t dotdot = 0;  // where ".." can no longer remove an element
-  if (rooted) {
-    out += '/';
-    r = dotdot = 1;
-  }
-  while (r < n) {
-    if (path[r] == '/') {
-      ++r;
-    } else if (path[r] == '.' && (r + 1 == n || path[r + 1] == '/')) {
-      ++r;
-    } else if (path[r] == '.' && path[r + 1] == '.' && (r + 2 == n || path[r + 2] == '/')) {
-      r += 2;
-      if (out.size() > dotdot) {
-        std::size_t w = out.size() - 1;
-        while (w > dotdot && out[w] != '/') --w;
-        out.resize(w);
-      } else if (!rooted) {
-        if (!out.empty()) out += '/';
-        out += "..";
-        dotdot = out.size();
-      }
-    } else {
-      if ((rooted && out.size() != 1) || (!rooted && !out.empty())) out += '/';
-      for (; r < n && path[r] != '/'; ++r) out += path[r];
-    }
-  }
-  if (out.empty()) out = ".";
-  return out;
-}
+std::string clean_path(std::string_view path) { return go_clean_path(path); }
 
 std::vector<std::string> split_path(std::string_view path) {
   std::vector<std::string> parts;

@@ -1,0 +1,12 @@
+// Go's path.Clean: the lexically shortest equivalent of a slash-separated path. Dockerfile
+// paths, .dockerignore patterns and context paths are all cleaned this way by BuildKit.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace kbuild {
+
+std::string go_clean_path(std::string_view path);
+
+}  // namespace kbuild
