@@ -1,0 +1,385 @@
+#!/usr/bin/env bash
+# The context benchmark: kbuild, BuildKit (Debian's dockerd 20.10) and buildah build the same
+# large context side by side. The context is 5,000 random files of 1-4 KB in 300 directories plus
+# one random 100 MiB file, generated from a fixed seed; the Dockerfile is `FROM scratch` +
+# `COPY src /src`, so no builder pulls anything. For each builder it times three builds:
+#
+#   cold        a fresh store (kbuildd and dockerd restarted on an empty root, a new buildah root)
+#   no-change   the same build again
+#   one-file    the build again after one 1-4 KB file changed
+#
+# Only the client command is timed (not the daemon's start). Each measurement runs BENCH_RUNS
+# times, the builders taking turns, and the table shows the median. Run as root from anywhere:
+#
+#   bash bench/context.sh
+#
+#   KBUILD_BUILD_DIR       kbuild's build directory (default: build; built with ninja if missing)
+#   BENCH_RUNS             runs per measurement (default: 3)
+#   BENCH_BUILDERS         which builders, in order (default: "kbuild buildkit buildah")
+#   BENCH_BUILDAH_DRIVER   overlay or vfs (default: overlay if it works here, else vfs)
+#   BENCH_LOG_DIR          keep every build's output there (default: dropped with the temp dir)
+set -euo pipefail
+export LC_ALL=C
+
+cd "$(dirname "$0")/.."
+repo=$PWD
+build_dir=${KBUILD_BUILD_DIR:-build}
+runs=${BENCH_RUNS:-3}
+read -r -a builders <<<"${BENCH_BUILDERS:-kbuild buildkit buildah}"
+# Debian's docker.io client: it has the classic `docker build` with DOCKER_BUILDKIT=1
+# (/usr/local/bin/docker may be a newer client without buildx, which refuses to build).
+docker_client=/usr/bin/docker
+
+if [[ $EUID -ne 0 ]]; then
+  echo "context.sh: run as root (kbuildd, dockerd and buildah need it)" >&2
+  exit 1
+fi
+
+# --- what the builders need -----------------------------------------------------------------
+
+apt_updated=0
+apt_install() {
+  if ((!apt_updated)); then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+wants() { [[ " ${builders[*]} " == *" $1 "* ]]; }
+
+kbuildd_bin=$repo/$build_dir/service/kbuildd
+kbuildctl_bin=$repo/$build_dir/cli/kbuildctl
+if wants kbuild && [[ ! -x $kbuildd_bin || ! -x $kbuildctl_bin ]]; then
+  echo "building kbuildd and kbuildctl in $build_dir"
+  [[ -f $build_dir/build.ninja ]] || meson setup "$build_dir" >/dev/null
+  ninja -C "$build_dir" service/kbuildd cli/kbuildctl >/dev/null
+fi
+if wants buildkit && { [[ ! -x $docker_client ]] || ! command -v dockerd >/dev/null; }; then
+  echo "installing docker.io"
+  apt_install docker.io
+fi
+if wants buildah && ! command -v buildah >/dev/null; then
+  echo "installing buildah"
+  apt_install buildah
+fi
+
+# --- the temp dir and what runs in it ---------------------------------------------------------
+
+# Short on purpose: containerd's sockets live under dockerd's exec root, and a unix socket path
+# has at most 107 bytes.
+work=$(mktemp -d /tmp/kctx.XXXXXX)
+log_dir=${BENCH_LOG_DIR:-$work/logs}
+mkdir -p "$log_dir"
+results=$work/results.tsv
+: >"$results"
+kbuildd_pid=
+dockerd_pid=
+
+# Lazily unmounts every mount at or below $1, deepest first (overlay snapshots, dockerd's
+# netns and shm mounts, buildah's layer mounts).
+unmount_under() {
+  local root=$1 points point _
+  for _ in 1 2 3 4 5; do
+    mapfile -t points < <(awk -v r="$root" '$5 == r || index($5, r "/") == 1 { print $5 }' \
+      /proc/self/mountinfo | sort -r)
+    ((${#points[@]})) || return 0
+    for point in "${points[@]}"; do umount -l "$point" 2>/dev/null || true; done
+  done
+}
+
+# Moves a store out of the way instead of deleting it: ext4 without a journal (as on these
+# machines) passes over inodes freed in the last 1-5 minutes when it allocates new ones, so an
+# `rm -rf` of 5,000 files just before a cold build slows that build's file creation. Retired
+# stores go with the temp dir at exit.
+retired=0
+retire() {
+  [[ -e $1 ]] || return 0
+  unmount_under "$1"
+  mkdir -p "$work/retired"
+  mv "$1" "$work/retired/$((retired++))"
+}
+
+# A child that has exited stays a zombie until waited for, and kill -0 still reaches it.
+alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
+
+# SIGTERM, up to 30 s to exit, then SIGKILL to the daemon's own session (it runs under setsid).
+stop_pid() {
+  local pid=$1 _
+  [[ -n $pid ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 300); do alive "$pid" || break; sleep 0.1; done
+  if alive "$pid"; then
+    echo "pid $pid ignored SIGTERM for 30 s: killing its process group" >&2
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+stop_kbuildd() {
+  stop_pid "$kbuildd_pid"
+  kbuildd_pid=
+}
+
+stop_dockerd() {
+  stop_pid "$dockerd_pid"
+  dockerd_pid=
+  # dockerd stops its containerd on SIGTERM; one left behind (dockerd killed) is stopped here.
+  local containerd_pid
+  containerd_pid=$(cat "$work/dockerd/exec/containerd/containerd.pid" 2>/dev/null) || true
+  if [[ -n $containerd_pid ]] && alive "$containerd_pid"; then
+    kill -TERM "$containerd_pid" 2>/dev/null || true
+    sleep 1
+    kill -KILL "$containerd_pid" 2>/dev/null || true
+  fi
+}
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  stop_kbuildd
+  stop_dockerd
+  unmount_under "$work"
+  rm -rf "$work" || true
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Waits up to 60 s for "$@" (after PID NAME LOG) to succeed while daemon PID lives; on failure
+# prints the tail of its LOG.
+wait_ready() {
+  local pid=$1 name=$2 log=$3 _
+  shift 3
+  for _ in $(seq 300); do
+    if ! alive "$pid"; then
+      echo "$name exited before it was ready:" >&2
+      tail -n 25 "$log" >&2
+      exit 1
+    fi
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "$name was not ready within 60 s:" >&2
+  tail -n 25 "$log" >&2
+  exit 1
+}
+
+# --- the context -----------------------------------------------------------------------------
+
+ctx=$work/context
+echo "generating the context in $ctx"
+python3 - "$ctx" <<'PY'
+import os, random, sys
+
+root = sys.argv[1]
+rng = random.Random(20240611)
+dirs = [f"src/d{a:02d}/e{b:02d}" for a in range(20) for b in range(15)]
+for d in dirs:
+    os.makedirs(os.path.join(root, d))
+for i in range(5000):
+    with open(os.path.join(root, dirs[i % len(dirs)], f"f{i:04d}.bin"), "wb") as f:
+        f.write(rng.randbytes(rng.randint(1024, 4096)))
+with open(os.path.join(root, "src", "big.bin"), "wb") as f:
+    for _ in range(100):
+        f.write(rng.randbytes(1 << 20))
+with open(os.path.join(root, "Dockerfile"), "w") as f:
+    f.write("FROM scratch\nCOPY src /src\n")
+PY
+small_file=$ctx/src/d00/e00/f0000.bin
+cp -p "$small_file" "$work/small-file.orig"
+
+# --- the builders ----------------------------------------------------------------------------
+
+kbuild_sock=$work/kbuild/kbuild.sock
+kbuildctl() { "$kbuildctl_bin" --host "unix://$kbuild_sock" "$@"; }
+
+kbuild_reset() {
+  stop_kbuildd
+  retire "$work/kbuild"
+  mkdir -p "$work/kbuild"
+  setsid "$kbuildd_bin" --listen "$kbuild_sock" --root "$work/kbuild/root" \
+    </dev/null >>"$log_dir/kbuildd.log" 2>&1 &
+  kbuildd_pid=$!
+  wait_ready "$kbuildd_pid" kbuildd "$log_dir/kbuildd.log" kbuildctl info
+}
+kbuild_build() { kbuildctl build --progress plain -t bench "$ctx"; }
+
+dockerd_dir=$work/dockerd
+docker() {
+  env -u DOCKER_HOST -u DOCKER_CONTEXT -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH \
+    DOCKER_BUILDKIT=1 DOCKER_CONFIG="$dockerd_dir/client-config" \
+    "$docker_client" -H "unix://$dockerd_dir/docker.sock" "$@"
+}
+
+# A true cold start: dockerd stopped, its data root (images, BuildKit's cache) removed.
+buildkit_reset() {
+  stop_dockerd
+  retire "$dockerd_dir"
+  mkdir -p "$dockerd_dir/client-config"
+  setsid dockerd --bridge=none --iptables=false --ip6tables=false \
+    --data-root "$dockerd_dir/data" --exec-root "$dockerd_dir/exec" \
+    -H "unix://$dockerd_dir/docker.sock" --pidfile "$dockerd_dir/dockerd.pid" \
+    </dev/null >>"$log_dir/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  wait_ready "$dockerd_pid" dockerd "$log_dir/dockerd.log" docker version
+}
+buildkit_build() { docker build --network host --progress plain -t bench "$ctx"; }
+
+buildah_dir=$work/buildah
+buildah_driver=${BENCH_BUILDAH_DRIVER:-}
+buildah_in() {
+  local dir=$1
+  shift
+  CONTAINERS_STORAGE_CONF=$dir/storage.conf \
+    buildah --root "$dir/root" --runroot "$dir/run" --storage-driver "$buildah_driver" "$@"
+}
+buildah_fresh() {
+  retire "$1"
+  mkdir -p "$1"
+  # Its own storage.conf, so that no system-wide one (mount_program, options) takes part.
+  printf '[storage]\ndriver = "%s"\nrunroot = "%s/run"\ngraphroot = "%s/root"\n' \
+    "$buildah_driver" "$1" "$1" >"$1/storage.conf"
+}
+buildah_reset() { buildah_fresh "$buildah_dir"; }
+buildah_build() {
+  buildah_in "$buildah_dir" bud --isolation chroot --layers -t bench "$ctx"
+}
+
+# overlay (the kernel's) where it works, else vfs: a tiny build tells.
+pick_buildah_driver() {
+  [[ -n $buildah_driver ]] && return 0
+  local probe=$work/buildah-probe
+  mkdir -p "$probe/context"
+  echo probe >"$probe/context/f"
+  printf 'FROM scratch\nCOPY f /f\n' >"$probe/context/Dockerfile"
+  buildah_driver=overlay
+  buildah_fresh "$probe/store"
+  if ! buildah_in "$probe/store" bud --isolation chroot --layers -t probe "$probe/context" \
+    >"$log_dir/buildah-probe.log" 2>&1; then
+    buildah_driver=vfs
+  fi
+  retire "$probe"
+}
+
+label() {
+  case $1 in
+    kbuild) echo kbuild ;;
+    buildkit) echo "BuildKit ($(docker info --format '{{.Driver}}' 2>/dev/null || echo '?'))" ;;
+    buildah) echo "buildah ($buildah_driver)" ;;
+  esac
+}
+
+# --- measuring -------------------------------------------------------------------------------
+
+elapsed=
+# Runs "$@" with its output in $1 and sets $elapsed to its wall time in seconds.
+timed() {
+  local log=$1 start end
+  shift
+  start=$EPOCHREALTIME
+  if ! "$@" >"$log" 2>&1; then
+    echo "failed: $* (output in $log):" >&2
+    tail -n 30 "$log" >&2
+    exit 1
+  fi
+  end=$EPOCHREALTIME
+  elapsed=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')
+}
+
+measure() {
+  local builder=$1 kind=$2 run=$3
+  timed "$log_dir/$builder-$kind-$run.log" "${builder}_build"
+  printf '%s\t%s\t%s\t%s\n' "$builder" "$kind" "$run" "$elapsed" >>"$results"
+  printf '  %-9s %-10s run %d: %7.3f s\n' "$builder" "$kind" "$run" "$elapsed"
+}
+
+wants buildah && pick_buildah_driver
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+declare -A labels
+for run in $(seq "$runs"); do
+  for builder in "${builders[@]}"; do
+    cp -p "$work/small-file.orig" "$small_file"
+    "${builder}_reset"
+    [[ -n ${labels[$builder]:-} ]] || labels[$builder]=$(label "$builder")
+    measure "$builder" cold "$run"
+    measure "$builder" no-change "$run"
+    printf 'changed for %s, run %s\n' "$builder" "$run" >>"$small_file"
+    measure "$builder" one-file "$run"
+  done
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+stop_kbuildd
+stop_dockerd
+
+# --- the table -------------------------------------------------------------------------------
+
+median() {
+  awk -F'\t' -v b="$1" -v k="$2" '$1 == b && $2 == k { print $4 }' "$results" | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR) printf "%.3f", v[int((NR + 1) / 2)] }'
+}
+
+kinds=(cold no-change one-file)
+declare -A med
+for builder in "${builders[@]}"; do
+  for kind in "${kinds[@]}"; do med[$builder.$kind]=$(median "$builder" "$kind"); done
+done
+
+echo
+echo "context: 5000 files of 1-4 KB in 300 dirs + one 100 MiB file; FROM scratch + COPY src /src"
+echo "median of $runs runs, seconds of the client command; load average $load_before before," \
+  "$load_after after ($(nproc) cores)"
+printf '%-22s %10s %10s %10s\n' builder cold no-change one-file
+for builder in "${builders[@]}"; do
+  printf '%-22s %10s %10s %10s\n' "${labels[$builder]}" \
+    "${med[$builder.cold]}" "${med[$builder.no-change]}" "${med[$builder.one-file]}"
+done
+for other in buildkit buildah; do
+  wants kbuild && wants "$other" || continue
+  printf '%-22s' "kbuild/${labels[$other]%% *}"
+  for kind in "${kinds[@]}"; do
+    awk -v a="${med[kbuild.$kind]}" -v b="${med[$other.$kind]}" \
+      'BEGIN { if (b > 0) printf " %9.2fx", a / b; else printf " %10s", "-" }'
+  done
+  echo
+done
+echo
+echo "versions: $("$kbuildctl_bin" --version 2>/dev/null | head -n1);" \
+  "docker $("$docker_client" --version 2>/dev/null | awk '{print $3}' | tr -d ,);" \
+  "$(buildah --version 2>/dev/null | awk '{print $1, $3}')"
+
+# Where the time goes, from the plain progress of each run ("#3 DONE 0.6s"): a step's name,
+# then its time in every run. Wall time beyond the steps is spent before the first or after the
+# last progress line (kbuild: removing the materialized context before it replies).
+step_times() {
+  local builder=$1 kind=$2 run
+  for run in $(seq "$runs"); do
+    awk -v run="$run" '
+      /^#[0-9]+ / && !($1 in name) { id = $1; sub(/^#[0-9]+ /, ""); name[id] = $0; order[++n] = id }
+      /^#[0-9]+ DONE / { t[$1] = $3 }
+      /^#[0-9]+ CACHED/ { t[$1] = "cached" }
+      END { for (i = 1; i <= n; i++) if (order[i] in t) printf "%s\t%s\t%s\n", run, name[order[i]], t[order[i]] }
+    ' "$log_dir/$builder-$kind-$run.log"
+  done | awk -F'\t' '
+    !($2 in seen) { seen[$2] = ++n; names[n] = $2 }
+    { times[$2] = times[$2] " " $3 }
+    END { for (i = 1; i <= n; i++) printf "    %-50s%s\n", names[i], times[names[i]] }'
+}
+for builder in kbuild buildkit; do
+  wants "$builder" || continue
+  for kind in "${kinds[@]}"; do
+    walls=$(awk -F'\t' -v b="$builder" -v k="$kind" '$1 == b && $2 == k { printf " %.1fs", $4 }' \
+      "$results")
+    echo "${labels[$builder]%% *} $kind, steps per run (wall:$walls):"
+    step_times "$builder" "$kind"
+  done
+done
+[[ -n ${BENCH_LOG_DIR:-} ]] && echo "build logs in $log_dir"
+exit 0
