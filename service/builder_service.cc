@@ -12,6 +12,7 @@
 #include "engine/image/image_archive.h"
 #include "engine/image/layer_extract.h"
 #include "engine/image/oci.h"
+#include "engine/solver/layer_blobs.h"
 #include "service/solve_progress.h"
 
 namespace kbuild::service {
@@ -207,7 +208,7 @@ void BuilderService::save_images(const dbus::CallContext&, const std::vector<std
     }
     images.push_back(image::ArchiveImage{target, names});
   }
-  StoreBlobs blobs(store_.content());
+  solver::LazyBlobSource blobs(store_);
   image::FdSink sink(output.get(), "output");
   image::ArchiveWriteOptions options;
   options.format = image::ArchiveFormat::docker;

@@ -19,6 +19,7 @@
 #include "engine/image/oci.h"
 #include "engine/sandbox/mount.h"
 #include "engine/solver/context.h"
+#include "engine/solver/layer_blobs.h"
 #include "engine/solver/step_executor.h"
 
 namespace kbuild::solver {
@@ -36,33 +37,8 @@ int64_t now_ns() {
 std::string vertex_id(std::string_view seed) { return store::Digest::of(seed).str(); }
 
 // Blobs are read from and written to the content store through the image module's interfaces.
-class StoreBlobSource : public image::BlobSource {
- public:
-  explicit StoreBlobSource(store::ContentStore& content) : content_(content) {}
-  UniqueFd open(const store::Digest& digest) override { return content_.open(digest); }
 
- private:
-  store::ContentStore& content_;
-};
 
-class StoreBlobWriter : public image::BlobWriter {
- public:
-  explicit StoreBlobWriter(store::ContentStore::Writer writer) : writer_(std::move(writer)) {}
-  void write(const void* data, size_t size) override { writer_.write(data, size); }
-  store::Digest commit(std::optional<store::Digest> expected) override { return writer_.commit(expected); }
-
- private:
-  store::ContentStore::Writer writer_;
-};
-
-class StoreBlobSink : public image::BlobSink {
- public:
-  explicit StoreBlobSink(store::ContentStore& content) : content_(content) {}
-  std::unique_ptr<image::BlobWriter> writer() override { return std::make_unique<StoreBlobWriter>(content_.writer()); }
-
- private:
-  store::ContentStore& content_;
-};
 
 image::Descriptor descriptor(std::string media_type, const store::Digest& digest, int64_t size) {
   image::Descriptor d;
@@ -163,6 +139,7 @@ class Builder::Run {
     std::optional<std::string> top;  // snapshot id of the stage's last layer; nullopt for scratch
     std::string key;                 // cache key of the stage's filesystem
     std::vector<store::Digest> base_layers;  // diff_ids of a base image's layers
+    std::optional<store::Digest> base_manifest;  // the base image's manifest, which lists their blobs
   };
 
   // "[internal] load build definition from Dockerfile"
@@ -221,7 +198,7 @@ class Builder::Run {
     std::string id = vertex_id("context");
     progress_.started(id, "[internal] load build context");
     try {
-      context_ = materialize_context(store_, request_, [&](int64_t bytes, bool done) {
+      context_ = materialize_context(store_, *builder_.contexts_, request_, [&](int64_t bytes, bool done) {
         progress_.status(id, "transferring context:", bytes, 0, done);
       });
     } catch (const Error& e) {
@@ -323,7 +300,7 @@ class Builder::Run {
 
   StageResult base_of(const graph::StagePlan& stage) {
     if (stage.base_stage) return stage_result(*stage.base_stage);
-    if (stage.base_image == "scratch") return StageResult{std::nullopt, "scratch", {}};
+    if (stage.base_image == "scratch") return StageResult{std::nullopt, "scratch", {}, std::nullopt};
     const store::ImageRecord& record = base_images_.at(stage.base_image);
     std::string id = vertex_id("from:" + record.config.str());
     progress_.started(id, stage.from_vertex_name);
@@ -338,6 +315,7 @@ class Builder::Run {
     if (!chain->snapshot_id.empty()) result.top = chain->snapshot_id;
     image::ImageConfig config = image::parse_config(store_.content().read_small(record.config));
     result.base_layers = config.rootfs.diff_ids;
+    result.base_manifest = record.manifest;
     progress_.completed(id, "", true, "");
     return result;
   }
@@ -421,53 +399,17 @@ class Builder::Run {
   struct LayerInfo {
     store::Digest diff_id;
     image::Descriptor blob;
-    bool empty = false;
   };
 
   LayerInfo layer_of(const store::SnapshotRecord& snapshot) {
+    LayerRecord layer = layer_for_snapshot(store_, snapshot, request_.source_date_epoch);
     LayerInfo info;
-    UniqueFd dir(check(::open(store_.snapshots().diff_path(snapshot.id).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC),
-                       "open", store_.snapshots().diff_path(snapshot.id)));
-    info.empty = directory_is_empty(dir.get());
-    const std::string media_type = image::layer_media_type(image::Compression::gzip, true);
-    if (snapshot.diff_id) {
-      if (auto blob = store_.metadata().get_layer_blob(*snapshot.diff_id, media_type)) {
-        info.diff_id = *snapshot.diff_id;
-        info.blob = descriptor(media_type, blob->blob, static_cast<int64_t>(store_.content().size(blob->blob)));
-        return info;
-      }
-    }
-    auto writer = store_.content().writer();
-    struct ToWriter : image::ByteSink {
-      store::ContentStore::Writer& w;
-      explicit ToWriter(store::ContentStore::Writer& writer) : w(writer) {}
-      void write(const void* data, size_t size) override { w.write(data, size); }
-    } sink(writer);
-    image::LayerOptions options;
-    options.source_date_epoch = request_.source_date_epoch;
-    image::LayerDigests digests = image::write_layer(dir.get(), sink, options);
-    store::Digest blob = writer.commit(digests.blob_digest);
-    store_.metadata().set_snapshot_diff_id(snapshot.id, digests.diff_id);
-    store_.metadata().put_layer_blob(digests.diff_id, store::LayerBlob{blob, media_type});
-    info.diff_id = digests.diff_id;
-    info.blob = descriptor(media_type, blob, static_cast<int64_t>(digests.blob_size));
+    info.diff_id = layer.diff_id;
+    // Layers stay uncompressed in the store: the blob's digest is the diff_id, and its tar is
+    // written only when an export or docker save reads it.
+    info.blob = descriptor(image::layer_media_type(image::Compression::none, true), layer.diff_id,
+                           static_cast<int64_t>(layer.size));
     return info;
-  }
-
-  static bool directory_is_empty(int dir_fd) {
-    UniqueFd copy(check(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), "openat"));
-    DIR* d = ::fdopendir(copy.release());
-    if (!d) throw_errno("fdopendir");
-    bool empty = true;
-    while (dirent* e = ::readdir(d)) {
-      std::string_view name = e->d_name;
-      if (name != "." && name != "..") {
-        empty = false;
-        break;
-      }
-    }
-    ::closedir(d);
-    return empty;
   }
 
   BuildResult export_target() {
@@ -510,7 +452,7 @@ class Builder::Run {
 
     image::Manifest manifest;
     manifest.media_type = "application/vnd.oci.image.manifest.v1+json";
-    if (!result.base_layers.empty()) add_base_blobs(manifest, result);
+    if (result.base_manifest) add_base_blobs(manifest, result);
 
     progress_.status(vertex, "exporting layers", 0, 0, false);
     size_t base_layer_snapshots = base_snapshot_count(target);
@@ -564,12 +506,8 @@ class Builder::Run {
   }
 
   void add_base_blobs(image::Manifest& manifest, const StageResult& result) {
-    for (const store::Digest& diff_id : result.base_layers) {
-      auto blob = store_.metadata().get_layer_blob(diff_id);
-      if (!blob) throw Error(ErrorKind::internal, "layer " + diff_id.str() + " of the base image has no blob");
-      manifest.layers.push_back(
-          descriptor(blob->media_type, blob->blob, static_cast<int64_t>(store_.content().size(blob->blob))));
-    }
+    image::Manifest base = image::parse_manifest(store_.content().read_small(*result.base_manifest));
+    manifest.layers.insert(manifest.layers.end(), base.layers.begin(), base.layers.end());
   }
 
   void write_outputs(const store::Digest& manifest_digest, int64_t manifest_size, const BuildResult& result,
@@ -579,7 +517,7 @@ class Builder::Run {
       if (request_.output_fd < 0) throw Error(ErrorKind::user, "output type " + output.type + " needs a destination");
       image::FdSink sink(request_.output_fd, "output");
       if (output.type == "oci" || output.type == "docker") {
-        StoreBlobSource blobs(store_.content());
+        LazyBlobSource blobs(store_);
         image::ArchiveImage archive_image{
             descriptor("application/vnd.oci.image.manifest.v1+json", manifest_digest, manifest_size),
             result.names};
@@ -624,7 +562,11 @@ class Builder::Run {
   std::atomic<bool> failed_{false};
 };
 
-Builder::Builder(store::Store& store) : store_(store) { make_dirs(store.root() + "/mounts"); }
+Builder::Builder(store::Store& store) : store_(store), contexts_(std::make_unique<ContextCache>()) {
+  make_dirs(store.root() + "/mounts");
+  // Materialized contexts of an earlier run are not known to this one.
+  remove_tree(store.root() + "/contexts");
+}
 
 Builder::~Builder() = default;
 

@@ -20,6 +20,8 @@
 
 namespace kbuild::solver {
 
+class ContextCache;
+
 struct Caller {
   uid_t uid = 0;
   gid_t gid = 0;
@@ -83,6 +85,7 @@ class Builder {
  private:
   class Run;
   store::Store& store_;
+  std::unique_ptr<ContextCache> contexts_;
   struct InFlight;
   std::mutex in_flight_mutex_;
   std::map<std::string, std::shared_ptr<InFlight>> in_flight_;  // cache key → the build running it

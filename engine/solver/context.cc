@@ -1,7 +1,10 @@
 #include "engine/solver/context.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <thread>
 
 #include "common/syscall.h"
 #include "common/temp_dir.h"
@@ -45,17 +48,41 @@ std::string join_lines(const std::vector<std::string>& lines) {
 
 }  // namespace
 
+// A materialized context: immutable once read, removed (off the build's path) when the last
+// build using it and the cache have let go of it.
 struct MaterializedContext::State {
-  TempDir dir;
+  std::string path;
   context::Manifest manifest;
-  explicit State(const std::string& parent) : dir(parent, "context-") {}
+  explicit State(const std::string& parent) : path(TempDir(parent, "context-").release()) {}
+  ~State() {
+    std::thread([path = path] {
+      try {
+        remove_tree(path);
+      } catch (...) {
+        // What cannot be removed now is swept when the daemon starts again.
+      }
+    }).detach();
+  }
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
 };
 
-MaterializedContext materialize_context(store::Store& store, const BuildRequest& request,
+std::shared_ptr<MaterializedContext::State> ContextCache::previous(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  auto it = latest_.find(key);
+  return it == latest_.end() ? nullptr : it->second;
+}
+
+void ContextCache::remember(const std::string& key, std::shared_ptr<MaterializedContext::State> state) {
+  std::lock_guard lock(mutex_);
+  latest_[key] = std::move(state);
+}
+
+MaterializedContext materialize_context(store::Store& store, ContextCache& cache, const BuildRequest& request,
                                         const std::function<void(int64_t bytes, bool done)>& on_transfer) {
   make_dirs(store.root() + "/contexts");
   auto state = std::make_shared<MaterializedContext::State>(store.root() + "/contexts");
-  UniqueFd dest(check(::open(state->dir.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", state->dir.path()));
+  UniqueFd dest(check(::open(state->path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", state->path));
   int64_t bytes = 0;
   std::optional<std::string> dockerfile;
   if (request.context_is_tar) {
@@ -84,14 +111,29 @@ MaterializedContext materialize_context(store::Store& store, const BuildRequest&
     read.ignore = &ignore;
     read.dest_fd = dest.get();
     read.hash_cache = &hashes;
+    struct stat root;
+    check(::fstat(request.context_fd, &root), "fstat", "context");
+    const std::string key = std::to_string(request.caller.uid) + ":" + std::to_string(root.st_dev) + ":" +
+                            std::to_string(root.st_ino);
+    std::shared_ptr<MaterializedContext::State> previous = cache.previous(key);
+    UniqueFd previous_fd;
+    if (previous) {
+      previous_fd.reset(check(::open(previous->path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", previous->path));
+      read.previous = context::PreviousContext{previous_fd.get(), &previous->manifest};
+    }
     context::ContextReadResult result = context::read_context(read);
     bytes = static_cast<int64_t>(result.stats.bytes_received + result.stats.bytes_copied);
-    state->manifest = std::move(result.manifest);
+    if (result.unchanged && previous) {
+      state = previous;  // nothing changed: the previous tree is this context
+    } else {
+      state->manifest = std::move(result.manifest);
+      cache.remember(key, state);
+    }
   }
   on_transfer(bytes, true);
   MaterializedContext out;
   out.dockerfile = std::move(dockerfile);
-  out.path = state->dir.path();
+  out.path = state->path;
   out.state = std::move(state);
   return out;
 }

@@ -5,6 +5,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include "engine/graph/build_plan.h"
@@ -20,8 +23,20 @@ struct MaterializedContext {
   std::shared_ptr<State> state;
 };
 
+// The last materialization of each client directory (by caller and directory identity): the
+// next read of the same directory hard-links unchanged files from it instead of reading them.
+class ContextCache {
+ public:
+  std::shared_ptr<MaterializedContext::State> previous(const std::string& key);
+  void remember(const std::string& key, std::shared_ptr<MaterializedContext::State> state);
+
+ private:
+  std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<MaterializedContext::State>> latest_;
+};
+
 // Reads the context the request carries. `on_transfer` reports bytes moved so far.
-MaterializedContext materialize_context(store::Store& store, const BuildRequest& request,
+MaterializedContext materialize_context(store::Store& store, ContextCache& cache, const BuildRequest& request,
                                         const std::function<void(int64_t bytes, bool done)>& on_transfer);
 
 // The part of a COPY's cache key that comes from the context: a digest of the files its

@@ -291,17 +291,21 @@ class DaemonTest(unittest.TestCase):
         self.assertIn(".Build", introspect.stdout)
 
     def test_killed_client_leaves_no_tag_and_the_next_build_works(self):
-        files = {"Dockerfile": "FROM scratch\nCOPY big /big\n"}
-        ctx = self.context("killed", files)
-        with open(os.path.join(ctx, "big"), "wb") as f:
-            f.write(os.urandom(64 << 20))
+        ctx = self.context("killed", {"Dockerfile": "FROM scratch\nCOPY . /c\n"})
+        for i in range(20000):  # enough files that reading the context takes a while
+            d = os.path.join(ctx, f"d{i % 100}")
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, f"f{i}"), "w") as f:
+                f.write("x" * 100)
         client = subprocess.Popen([os.path.abspath(os.path.join(BUILD_DIR, "cli/kbuildctl")), "--host",
-                                   "unix://" + self.daemon.socket, "build", "-t", "it-killed", "."], cwd=ctx,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.3)
+                                   "unix://" + self.daemon.socket, "build", "--progress", "plain", "-t", "it-killed",
+                                   "."], cwd=ctx, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in client.stderr:
+            if "load build context" in line:
+                break
         client.kill()
         client.wait()
-        time.sleep(1)
+        time.sleep(3)
         self.assertNotIn("it-killed", kbuildctl(self.daemon, "images").stdout)
         mounts_dir = os.path.join(self.daemon.root, "mounts")
         leftovers = [n for n in os.listdir(mounts_dir)] if os.path.isdir(mounts_dir) else []

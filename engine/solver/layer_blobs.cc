@@ -1,0 +1,79 @@
+#include "engine/solver/layer_blobs.h"
+
+#include <fcntl.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/syscall.h"
+#include "engine/image/layer_tar.h"
+
+namespace kbuild::solver {
+namespace {
+
+class NullSink : public image::ByteSink {
+ public:
+  void write(const void*, size_t) override {}
+};
+
+class WriterSink : public image::ByteSink {
+ public:
+  explicit WriterSink(store::ContentStore::Writer& writer) : writer_(writer) {}
+  void write(const void* data, size_t size) override { writer_.write(data, size); }
+
+ private:
+  store::ContentStore::Writer& writer_;
+};
+
+std::string layer_key(const store::Digest& diff_id) { return "layer:" + diff_id.str(); }
+
+// SOURCE_DATE_EPOCH changes the tar's bytes, so layers made with it are remembered apart.
+std::string epoch_suffix(std::optional<int64_t> epoch) { return epoch ? "@" + std::to_string(*epoch) : ""; }
+
+UniqueFd open_diff(store::Store& store, const std::string& id) {
+  std::string path = store.snapshots().diff_path(id);
+  return UniqueFd(check(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path));
+}
+
+image::LayerOptions uncompressed(std::optional<int64_t> epoch) {
+  image::LayerOptions options;
+  options.compression = image::Compression::none;
+  options.source_date_epoch = epoch;
+  return options;
+}
+
+}  // namespace
+
+LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord& snapshot,
+                               std::optional<int64_t> source_date_epoch) {
+  const std::string by_snapshot = "snapshot-layer:" + snapshot.id + epoch_suffix(source_date_epoch);
+  if (auto known = store.metadata().get_cache(by_snapshot)) {
+    nlohmann::json meta = nlohmann::json::parse(known->metadata);
+    return LayerRecord{store::Digest::parse(meta.at("diff_id").get<std::string>()), meta.at("size").get<uint64_t>()};
+  }
+  NullSink sink;
+  UniqueFd dir = open_diff(store, snapshot.id);
+  image::LayerDigests digests = image::write_layer(dir.get(), sink, uncompressed(source_date_epoch));
+  nlohmann::json meta = {{"diff_id", digests.diff_id.str()}, {"size", digests.tar_size},
+                         {"epoch", source_date_epoch ? nlohmann::json(*source_date_epoch) : nlohmann::json(nullptr)}};
+  store.metadata().put_cache(by_snapshot, store::CacheResult{snapshot.id, meta.dump()});
+  store.metadata().put_cache(layer_key(digests.diff_id), store::CacheResult{snapshot.id, meta.dump()});
+  if (!source_date_epoch) store.metadata().set_snapshot_diff_id(snapshot.id, digests.diff_id);
+  return LayerRecord{digests.diff_id, digests.tar_size};
+}
+
+UniqueFd LazyBlobSource::open(const store::Digest& digest) {
+  if (store_.content().has(digest)) return store_.content().open(digest);
+  auto layer = store_.metadata().get_cache(layer_key(digest));
+  if (!layer) return store_.content().open(digest);  // reports "blob ... not found"
+  nlohmann::json meta = nlohmann::json::parse(layer->metadata);
+  std::optional<int64_t> epoch;
+  if (!meta.at("epoch").is_null()) epoch = meta.at("epoch").get<int64_t>();
+  store::ContentStore::Writer writer = store_.content().writer();
+  WriterSink sink(writer);
+  UniqueFd dir = open_diff(store_, layer->snapshot_id);
+  image::write_layer(dir.get(), sink, uncompressed(epoch));
+  writer.commit(digest);
+  return store_.content().open(digest);
+}
+
+}  // namespace kbuild::solver
