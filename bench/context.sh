@@ -48,8 +48,9 @@ apt_install() {
 
 wants() { [[ " ${builders[*]} " == *" $1 "* ]]; }
 
-kbuildd_bin=$repo/$build_dir/service/kbuildd
-kbuildctl_bin=$repo/$build_dir/cli/kbuildctl
+[[ $build_dir == /* ]] || build_dir=$repo/$build_dir
+kbuildd_bin=$build_dir/service/kbuildd
+kbuildctl_bin=$build_dir/cli/kbuildctl
 if wants kbuild && [[ ! -x $kbuildd_bin || ! -x $kbuildctl_bin ]]; then
   echo "building kbuildd and kbuildctl in $build_dir"
   [[ -f $build_dir/build.ninja ]] || meson setup "$build_dir" >/dev/null
