@@ -701,11 +701,28 @@ class Copier {
   // it touches nothing shared but the counters.
   void write_regular(FileDataCopier& data, int src, const struct stat& st, int ddir, dev_t dst_dev,
                      const std::string& dst_name, const std::string& dst_path) const {
+    if (link_unchanged(src, st, ddir, dst_dev, dst_name)) {
+      bytes_ += static_cast<uint64_t>(st.st_size);
+      ++files_;
+      return;
+    }
     UniqueFd dst(::openat(ddir, dst_name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!dst) throw_path_error("failed to open target", dst_path);
     bytes_ += data.copy(src, st.st_dev, dst.get(), dst_dev, static_cast<uint64_t>(st.st_size), dst_path);
     ++files_;
     apply_metadata(st, dst.get(), ddir, dst_name, dst_path, src);
+  }
+
+  // The file itself as the copy (see CopyRequest::link_unchanged_files); false to copy instead.
+  bool link_unchanged(int src, const struct stat& st, int ddir, dev_t dst_dev, const std::string& dst_name) const {
+    if (!request_.link_unchanged_files || request_.chmod || st.st_dev != dst_dev) return false;
+    const uint32_t uid = request_.owner ? request_.owner->uid : st.st_uid;
+    const uint32_t gid = request_.owner ? request_.owner->gid : st.st_gid;
+    if (uid != st.st_uid || gid != st.st_gid) return false;
+    if (::flistxattr(src, nullptr, 0) != 0) return false;
+    // AT_EMPTY_PATH links the open file itself, whatever its name is now (needs
+    // CAP_DAC_READ_SEARCH, which the daemon has); any failure falls back to a copy.
+    return ::linkat(src, "", ddir, dst_name.c_str(), AT_EMPTY_PATH) == 0;
   }
 
   void link_to(const std::string& first, int ddir, const std::string& dst_name, const std::string& dst_path) {

@@ -40,6 +40,11 @@ struct CopyRequest {
   // as BuildKit's FollowSymlinks does for Dockerfile sources. Symlinks inside a copied
   // directory are always copied as symlinks.
   bool follow_symlinks = true;
+  // Hard-link a source file instead of copying it when the copy would be the same inode data
+  // and metadata (owner and mode unchanged, no --chmod, no extended attributes, one
+  // filesystem). Only for sources that are never written again, such as a materialized
+  // context copied into a fresh layer.
+  bool link_unchanged_files = false;
   // "COPY" or "ADD": only for the classic builder's messages.
   std::string instruction = "COPY";
   // DOCKER_BUILDKIT=0: the classic builder's extra checks ("When using COPY with more than one

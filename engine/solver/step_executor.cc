@@ -87,10 +87,12 @@ fileops::CopyRequest copy_request(const graph::Step& step, const df::CopyInstruc
   return request;
 }
 
-void run_copy(StepContext& context, int dest_root_fd) {
+void run_copy(StepContext& context, int dest_root_fd, bool fresh_layer) {
   const auto& copy = std::get<df::CopyInstruction>(context.step.instruction.body);
   if (!copy.checksum.empty()) throw Error(ErrorKind::user, "ADD --checksum needs a URL source, which is not supported yet");
   fileops::CopyRequest request = copy_request(context.step, copy, dest_root_fd);
+  // The materialized context is never written again: a fresh layer may share its files.
+  request.link_unchanged_files = fresh_layer && context.step.source.kind == graph::CopySource::Kind::context;
   if (!copy.sources.empty()) {
     std::optional<ChainView> view;
     UniqueFd source;
@@ -137,18 +139,26 @@ std::string execute_step(StepContext& context) {
   }
   store::SnapshotStore& snapshots = context.store.snapshots();
   store::SnapshotStore::Prepared prepared = snapshots.prepare(context.parent, "layer");
-  {
+  auto run = [&](int root, bool fresh_layer) {
+    context.cancel.check();
+    if (step.kind == graph::StepKind::workdir) {
+      make_workdir(root, step);
+    } else {
+      run_copy(context, root, fresh_layer);
+    }
+  };
+  if (!context.parent) {
+    // Nothing below: the layer is the whole tree, written in place without an overlay (and
+    // so on the store's filesystem, where context files can be hard-linked).
+    UniqueFd root = open_directory(prepared.diff_path());
+    run(root.get(), true);
+  } else {
     TempDir target(context.store.root() + "/mounts", "step-");
     sandbox::Mount mount = sandbox::Mount::overlay(lowers_for(context.store, context.parent), prepared.diff_path(),
                                                    prepared.work_path(), target.path());
     {
       UniqueFd root = open_directory(target.path());
-      context.cancel.check();
-      if (step.kind == graph::StepKind::workdir) {
-        make_workdir(root.get(), step);
-      } else {
-        run_copy(context, root.get());
-      }
+      run(root.get(), false);
     }
     mount.unmount();
   }
