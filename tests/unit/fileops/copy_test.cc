@@ -813,3 +813,49 @@ TEST_F(Add, ADestinationThatIsAFileFails) {
 
 }  // namespace
 }  // namespace kbuild::fileops
+
+// --- sharing files with an immutable source ---------------------------------------------------
+
+namespace kbuild::fileops {
+namespace {
+
+ino_t inode_of(const std::string& path) {
+  struct stat st;
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+  return st.st_ino;
+}
+
+TEST_F(Copy, UnchangedFilesAreLinkedWhenAsked) {
+  src.file("dir/a", "shared", 0644);
+  CopyRequest request;
+  request.link_unchanged_files = true;
+  request.owner = Owner{::geteuid(), ::getegid()};
+  copy({"dir"}, "/d/", request);
+  EXPECT_EQ(dst.read("d/a"), "shared");
+  EXPECT_EQ(inode_of(dst.path() + "/d/a"), inode_of(src.path() + "/dir/a"));
+}
+
+TEST_F(Copy, FilesWhoseCopyWouldDifferAreNotLinked) {
+  src.file("a", "changed mode", 0644);
+  src.file("b", "changed owner", 0644);
+  CopyRequest chmod_request;
+  chmod_request.link_unchanged_files = true;
+  chmod_request.chmod = Chmod::parse("0600");
+  copy({"a"}, "/a", chmod_request);
+  EXPECT_NE(inode_of(dst.path() + "/a"), inode_of(src.path() + "/a"));
+  EXPECT_EQ(dst.mode("a"), 0600u);
+  CopyRequest chown_request;
+  chown_request.link_unchanged_files = true;
+  chown_request.owner = Owner{::geteuid() + 1, ::getegid()};
+  copy({"b"}, "/b", chown_request);
+  EXPECT_NE(inode_of(dst.path() + "/b"), inode_of(src.path() + "/b"));
+}
+
+TEST_F(Copy, FilesAreCopiedUnlessLinkingIsAsked) {
+  src.file("a", "own copy", 0644);
+  copy({"a"}, "/a");
+  EXPECT_NE(inode_of(dst.path() + "/a"), inode_of(src.path() + "/a"));
+}
+
+}  // namespace
+}  // namespace kbuild::fileops
