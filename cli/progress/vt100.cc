@@ -1,5 +1,6 @@
 #include "cli/progress/vt100.h"
 
+#include "common/utf8.h"
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -17,23 +18,6 @@ constexpr char32_t kMonogramCsi = 0x9B;
 
 bool is_control(char32_t r) { return r <= 0x1F || (r >= 0x7F && r <= 0x9F); }
 
-void append_utf8(std::string& out, char32_t r) {
-  if (r < 0x80) {
-    out += static_cast<char>(r);
-  } else if (r < 0x800) {
-    out += static_cast<char>(0xC0 | (r >> 6));
-    out += static_cast<char>(0x80 | (r & 0x3F));
-  } else if (r < 0x10000) {
-    out += static_cast<char>(0xE0 | (r >> 12));
-    out += static_cast<char>(0x80 | ((r >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (r & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (r >> 18));
-    out += static_cast<char>(0x80 | ((r >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((r >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (r & 0x3F));
-  }
-}
 
 // strconv.ParseInt(s, 10, 0): optional sign, decimal digits, no overflow.
 std::optional<int64_t> parse_int(std::string_view s) {

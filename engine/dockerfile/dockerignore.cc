@@ -8,6 +8,7 @@
 // into a program matched without backtracking.
 #include "engine/dockerfile/dockerignore.h"
 
+#include "common/utf8.h"
 #include "common/go_path.h"
 
 #include <algorithm>
@@ -80,23 +81,6 @@ Rune decode_last_rune(std::string_view s) {
 
 bool is_invalid(Rune r) { return r.value == kRuneError && r.width == 1; }
 
-void append_utf8(std::string& out, char32_t r) {
-  if (r < 0x80) {
-    out += static_cast<char>(r);
-  } else if (r < 0x800) {
-    out += static_cast<char>(0xC0 | (r >> 6));
-    out += static_cast<char>(0x80 | (r & 0x3F));
-  } else if (r < 0x10000) {
-    out += static_cast<char>(0xE0 | (r >> 12));
-    out += static_cast<char>(0x80 | ((r >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (r & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (r >> 18));
-    out += static_cast<char>(0x80 | ((r >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((r >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (r & 0x3F));
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Go's strings.TrimSpace and path/filepath.Clean (Unix).

@@ -3,6 +3,7 @@
 // must parse into the same tree here as in `docker build`.
 #include "engine/dockerfile/parser.h"
 
+#include "common/utf8.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -73,24 +74,7 @@ Rune decode_last_rune(std::string_view s) {
 }
 
 // strings.Builder.WriteRune: surrogates and out-of-range values become U+FFFD.
-void append_rune(std::string& out, char32_t r) {
-  if ((r >= 0xD800 && r <= 0xDFFF) || r > 0x10FFFF) r = kRuneError;
-  if (r < 0x80) {
-    out += static_cast<char>(r);
-  } else if (r < 0x800) {
-    out += static_cast<char>(0xC0 | (r >> 6));
-    out += static_cast<char>(0x80 | (r & 0x3F));
-  } else if (r < 0x10000) {
-    out += static_cast<char>(0xE0 | (r >> 12));
-    out += static_cast<char>(0x80 | ((r >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (r & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (r >> 18));
-    out += static_cast<char>(0x80 | ((r >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((r >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (r & 0x3F));
-  }
-}
+void append_rune(std::string& out, char32_t r) { append_utf8(out, r); }
 
 std::string rune_string(int32_t r) {
   std::string out;

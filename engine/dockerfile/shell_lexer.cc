@@ -1,5 +1,6 @@
 #include "engine/dockerfile/shell_lexer.h"
 
+#include "common/utf8.h"
 #include <algorithm>
 #include <iterator>
 #include <string>
@@ -250,24 +251,7 @@ std::vector<Rune> decode(std::string_view s) {
   return runes;
 }
 
-void append_rune(std::string& out, Rune r) {
-  if (r > 0x10FFFF || (r >= 0xD800 && r <= 0xDFFF)) r = kRuneError;  // also kEof, as Go's string(rune(-1))
-  if (r < 0x80) {
-    out += static_cast<char>(r);
-  } else if (r < 0x800) {
-    out += static_cast<char>(0xC0 | (r >> 6));
-    out += static_cast<char>(0x80 | (r & 0x3F));
-  } else if (r < 0x10000) {
-    out += static_cast<char>(0xE0 | (r >> 12));
-    out += static_cast<char>(0x80 | ((r >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (r & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (r >> 18));
-    out += static_cast<char>(0x80 | ((r >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((r >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (r & 0x3F));
-  }
-}
+void append_rune(std::string& out, Rune r) { append_utf8(out, static_cast<char32_t>(r)); }
 
 std::string encode(const std::vector<Rune>& runes) {
   std::string out;
