@@ -487,7 +487,7 @@ class Builder::Run {
       progress_.status(vertex, "naming to " + name, 0, 0, true);
       out.names.push_back(name);
     }
-    write_outputs(manifest_digest, static_cast<int64_t>(manifest_bytes.size()), out, result);
+    write_outputs(manifest, out, result);
     return out;
   }
 
@@ -510,17 +510,26 @@ class Builder::Run {
     manifest.layers.insert(manifest.layers.end(), base.layers.begin(), base.layers.end());
   }
 
-  void write_outputs(const store::Digest& manifest_digest, int64_t manifest_size, const BuildResult& result,
-                     const StageResult& stage) {
+  // Image archives carry gzip layers, as BuildKit's exporters write them by default; the
+  // local store keeps its layers uncompressed.
+  image::Descriptor export_manifest(image::Manifest manifest) {
+    for (image::Descriptor& layer : manifest.layers) {
+      if (layer.media_type != image::layer_media_type(image::Compression::none, true)) continue;
+      if (auto compressed = compressed_layer(store_, layer.digest)) layer = *compressed;
+    }
+    std::string bytes = image::serialize_manifest(manifest);
+    return descriptor("application/vnd.oci.image.manifest.v1+json", store_.content().put(bytes),
+                      static_cast<int64_t>(bytes.size()));
+  }
+
+  void write_outputs(const image::Manifest& manifest, const BuildResult& result, const StageResult& stage) {
     for (const Output& output : request_.outputs) {
       if (output.type == "image" || output.type == "moby") continue;
       if (request_.output_fd < 0) throw Error(ErrorKind::user, "output type " + output.type + " needs a destination");
       image::FdSink sink(request_.output_fd, "output");
       if (output.type == "oci" || output.type == "docker") {
         LazyBlobSource blobs(store_);
-        image::ArchiveImage archive_image{
-            descriptor("application/vnd.oci.image.manifest.v1+json", manifest_digest, manifest_size),
-            result.names};
+        image::ArchiveImage archive_image{export_manifest(manifest), result.names};
         if (auto name = output.attributes.find("name"); name != output.attributes.end()) {
           archive_image.names.push_back(image::normalize_reference(name->second));
         }

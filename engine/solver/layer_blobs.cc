@@ -61,6 +61,36 @@ LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord&
   return LayerRecord{digests.diff_id, digests.tar_size};
 }
 
+std::optional<image::Descriptor> compressed_layer(store::Store& store, const store::Digest& diff_id) {
+  const std::string media_type = image::layer_media_type(image::Compression::gzip, true);
+  auto describe = [&](const store::Digest& blob) {
+    image::Descriptor d;
+    d.media_type = media_type;
+    d.digest = blob;
+    d.size = static_cast<int64_t>(store.content().size(blob));
+    return d;
+  };
+  if (auto blob = store.metadata().get_layer_blob(diff_id, media_type); blob && store.content().has(blob->blob)) {
+    return describe(blob->blob);
+  }
+  auto layer = store.metadata().get_cache(layer_key(diff_id));
+  if (!layer) return std::nullopt;
+  nlohmann::json meta = nlohmann::json::parse(layer->metadata);
+  image::LayerOptions options;
+  options.compression = image::Compression::gzip;
+  if (!meta.at("epoch").is_null()) options.source_date_epoch = meta.at("epoch").get<int64_t>();
+  store::ContentStore::Writer writer = store.content().writer();
+  WriterSink sink(writer);
+  UniqueFd dir = open_diff(store, layer->snapshot_id);
+  image::LayerDigests digests = image::write_layer(dir.get(), sink, options);
+  if (digests.diff_id != diff_id) {
+    throw Error(ErrorKind::internal, "layer " + diff_id.str() + " changed on disk (now " + digests.diff_id.str() + ")");
+  }
+  store::Digest blob = writer.commit(digests.blob_digest);
+  store.metadata().put_layer_blob(diff_id, store::LayerBlob{blob, media_type});
+  return describe(blob);
+}
+
 UniqueFd LazyBlobSource::open(const store::Digest& digest) {
   if (store_.content().has(digest)) return store_.content().open(digest);
   auto layer = store_.metadata().get_cache(layer_key(digest));

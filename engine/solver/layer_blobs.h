@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "engine/image/blob_io.h"
+#include "engine/image/oci.h"
 #include "engine/store/store.h"
 
 namespace kbuild::solver {
@@ -18,6 +19,10 @@ struct LayerRecord {
 // The layer of a committed snapshot (hashed once, remembered in the metadata).
 LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord& snapshot,
                                std::optional<int64_t> source_date_epoch);
+
+// The gzip blob of one of our layers (made once, then remembered), for exports; nullopt for a
+// layer that is not ours (a base image's, which keeps the blob it came with).
+std::optional<image::Descriptor> compressed_layer(store::Store& store, const store::Digest& diff_id);
 
 // Reads blobs from the content store, writing a layer's tar there first when it is one of
 // ours that nobody has read yet.

@@ -140,7 +140,11 @@ class DaemonTest(unittest.TestCase):
         with tarfile.open(oci) as t:
             t.extractall(layout)
         with open(os.path.join(layout, "index.json")) as f:
-            ref = json.load(f)["manifests"][0].get("annotations", {}).get("org.opencontainers.image.ref.name")
+            target = json.load(f)["manifests"][0]
+        ref = target.get("annotations", {}).get("org.opencontainers.image.ref.name")
+        with open(os.path.join(layout, "blobs", *target["digest"].split(":"))) as f:
+            layers = json.load(f)["layers"]
+        self.assertEqual([l["mediaType"] for l in layers], ["application/vnd.oci.image.layer.v1.tar+gzip"])
         bundle = os.path.join(self.workdir, "bundle")
         shutil.rmtree(bundle, ignore_errors=True)
         self.assertEqual(ref, "v1")
