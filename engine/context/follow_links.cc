@@ -9,175 +9,13 @@
 #include <set>
 
 #include "common/error.h"
+#include "common/go_match.h"
 #include "common/unique_fd.h"
 #include "engine/context/fs.h"
 #include "engine/context/path_filter.h"
 
 namespace kbuild::context {
 namespace {
-
-struct BadPattern {};
-
-// utf8.DecodeRuneInString, with U+FFFD for an invalid byte.
-std::pair<char32_t, std::size_t> decode_rune(std::string_view s) {
-  const auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  if (s.empty()) return {0xFFFD, 0};
-  const unsigned char c = b(0);
-  if (c < 0x80) return {c, 1};
-  std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
-  if (n == 0 || n > s.size()) return {0xFFFD, 1};
-  char32_t r = c & (0x7F >> n);
-  for (std::size_t i = 1; i < n; ++i) {
-    if ((b(i) & 0xC0) != 0x80) return {0xFFFD, 1};
-    r = (r << 6) | (b(i) & 0x3F);
-  }
-  if ((n == 3 && r < 0x800) || (n == 4 && (r < 0x10000 || r > 0x10FFFF)) || (r >= 0xD800 && r <= 0xDFFF)) {
-    return {0xFFFD, 1};
-  }
-  return {r, n};
-}
-
-char32_t get_esc(std::string_view& chunk) {
-  if (chunk.empty() || chunk[0] == '-' || chunk[0] == ']') throw BadPattern{};
-  if (chunk[0] == '\\') {
-    chunk.remove_prefix(1);
-    if (chunk.empty()) throw BadPattern{};
-  }
-  const auto [r, n] = decode_rune(chunk);
-  if (r == 0xFFFD && n == 1) throw BadPattern{};
-  chunk.remove_prefix(n);
-  if (chunk.empty()) throw BadPattern{};
-  return r;
-}
-
-void scan_chunk(std::string_view& pattern, bool& star, std::string_view& chunk) {
-  star = false;
-  while (!pattern.empty() && pattern[0] == '*') {
-    pattern.remove_prefix(1);
-    star = true;
-  }
-  bool in_range = false;
-  std::size_t i = 0;
-  for (; i < pattern.size(); ++i) {
-    const char c = pattern[i];
-    if (c == '\\') {
-      if (i + 1 < pattern.size()) ++i;
-    } else if (c == '[') {
-      in_range = true;
-    } else if (c == ']') {
-      in_range = false;
-    } else if (c == '*' && !in_range) {
-      break;
-    }
-  }
-  chunk = pattern.substr(0, i);
-  pattern.remove_prefix(i);
-}
-
-// matchChunk: the rest of `s` after `chunk` matched its start, or nullopt.
-std::optional<std::string_view> match_chunk(std::string_view chunk, std::string_view s) {
-  bool failed = false;
-  while (!chunk.empty()) {
-    if (!failed && s.empty()) failed = true;
-    switch (chunk[0]) {
-      case '[': {
-        char32_t r = 0;
-        if (!failed) {
-          const auto [rune, n] = decode_rune(s);
-          r = rune;
-          s.remove_prefix(n);
-        }
-        chunk.remove_prefix(1);
-        bool negated = false;
-        if (!chunk.empty() && chunk[0] == '^') {
-          negated = true;
-          chunk.remove_prefix(1);
-        }
-        bool match = false;
-        int ranges = 0;
-        while (true) {
-          if (!chunk.empty() && chunk[0] == ']' && ranges > 0) {
-            chunk.remove_prefix(1);
-            break;
-          }
-          const char32_t lo = get_esc(chunk);
-          char32_t hi = lo;
-          if (chunk[0] == '-') {
-            chunk.remove_prefix(1);
-            hi = get_esc(chunk);
-          }
-          if (lo <= r && r <= hi) match = true;
-          ++ranges;
-        }
-        if (match == negated) failed = true;
-        break;
-      }
-      case '?':
-        if (!failed) {
-          if (s[0] == '/') failed = true;
-          s.remove_prefix(decode_rune(s).second);
-        }
-        chunk.remove_prefix(1);
-        break;
-      case '\\':
-        chunk.remove_prefix(1);
-        if (chunk.empty()) throw BadPattern{};
-        [[fallthrough]];
-      default:
-        if (!failed) {
-          if (chunk[0] != s[0]) failed = true;
-          s.remove_prefix(1);
-        }
-        chunk.remove_prefix(1);
-    }
-  }
-  if (failed) return std::nullopt;
-  return s;
-}
-
-bool match(std::string_view pattern, std::string_view name) {
-  while (!pattern.empty()) {
-    bool star = false;
-    std::string_view chunk;
-    scan_chunk(pattern, star, chunk);
-    if (star && chunk.empty()) return name.find('/') == std::string_view::npos;
-    auto rest = match_chunk(chunk, name);
-    if (rest && (rest->empty() || !pattern.empty())) {
-      name = *rest;
-      continue;
-    }
-    bool advanced = false;
-    if (star) {
-      for (std::size_t i = 0; i < name.size() && name[i] != '/'; ++i) {
-        auto t = match_chunk(chunk, name.substr(i + 1));
-        if (t) {
-          if (pattern.empty() && !t->empty()) continue;
-          name = *t;
-          advanced = true;
-          break;
-        }
-      }
-    }
-    if (advanced) continue;
-    while (!pattern.empty()) {
-      scan_chunk(pattern, star, chunk);
-      match_chunk(chunk, "");
-    }
-    return false;
-  }
-  return name.empty();
-}
-
-bool contains_wildcards(std::string_view name) {
-  for (std::size_t i = 0; i < name.size(); ++i) {
-    if (name[i] == '\\') {
-      ++i;
-    } else if (name[i] == '*' || name[i] == '?' || name[i] == '[') {
-      return true;
-    }
-  }
-  return false;
-}
 
 std::string go_dir(std::string_view p) {
   const auto slash = p.rfind('/');
@@ -239,12 +77,7 @@ class SymlinkResolver {
       std::sort(names.begin(), names.end());
       std::optional<std::vector<std::string>> out;
       for (const std::string& name : names) {
-        bool matched = false;
-        try {
-          matched = match(base, name);
-        } catch (const BadPattern&) {
-        }
-        if (!matched) continue;
+        if (!go_match(base, name)) continue;
         auto targets = read_symlink(dir == "." ? name : dir + "/" + name, false);
         if (targets) {
           if (!out) out.emplace();
@@ -272,14 +105,6 @@ class SymlinkResolver {
 };
 
 }  // namespace
-
-bool go_match(std::string_view pattern, std::string_view name) {
-  try {
-    return match(pattern, name);
-  } catch (const BadPattern&) {
-    return false;
-  }
-}
 
 std::optional<std::vector<std::string>> follow_links(int root_fd, const std::vector<std::string>& paths) {
   SymlinkResolver resolver(root_fd);

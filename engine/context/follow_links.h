@@ -19,7 +19,4 @@ std::optional<std::vector<std::string>> follow_links(int root_fd, const std::vec
 std::vector<std::string> include_patterns_for(int root_fd, std::vector<std::string> include_patterns,
                                               const std::vector<std::string>& follow_paths);
 
-// Go's filepath.Match on one name; a malformed pattern matches nothing.
-bool go_match(std::string_view pattern, std::string_view name);
-
 }  // namespace kbuild::context

@@ -31,7 +31,7 @@
 #include "engine/dockerfile/dockerignore.h"
 #include "engine/fileops/file_data.h"
 #include "engine/fileops/fileops.h"
-#include "engine/fileops/go_match.h"
+#include "common/go_match.h"
 #include "engine/fileops/root_path.h"
 #include "engine/fileops/tar_extract.h"
 #include "engine/fileops/worker_pool.h"

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/go_match.h"
 #include "engine/context/follow_links.h"
 
 namespace kbuild::context {

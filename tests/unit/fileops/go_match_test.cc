@@ -1,5 +1,5 @@
 // Cases from Go's path/filepath match_test.go (Unix), plus the wildcard helpers.
-#include "engine/fileops/go_match.h"
+#include "common/go_match.h"
 
 #include <gtest/gtest.h>
 

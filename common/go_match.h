@@ -5,7 +5,7 @@
 #include <string>
 #include <string_view>
 
-namespace kbuild::fileops {
+namespace kbuild {
 
 // filepath.Match on Unix: '*' and '?' never match '/', "[...]" classes with '^' and ranges, '\\'
 // escapes. A malformed pattern is reported through `bad_pattern` (Go's ErrBadPattern) and never
@@ -23,4 +23,4 @@ struct WildcardSplit {
 };
 WildcardSplit split_wildcards(std::string_view path);
 
-}  // namespace kbuild::fileops
+}  // namespace kbuild

@@ -1,13 +1,13 @@
 // A line-by-line port of Go's path/filepath match.go (Match, scanChunk, matchChunk, getEsc) for
 // Unix, so corner cases ("[]a]", "\\*", invalid UTF-8) behave as BuildKit's do.
-#include "engine/fileops/go_match.h"
+#include "common/go_match.h"
 
 #include <cstdint>
 #include <vector>
 
-#include "engine/fileops/root_path.h"
+#include "common/go_path.h"
 
-namespace kbuild::fileops {
+namespace kbuild {
 namespace {
 
 constexpr char32_t kRuneError = 0xFFFD;
@@ -229,7 +229,7 @@ bool contains_wildcards(std::string_view path) {
 }
 
 WildcardSplit split_wildcards(std::string_view path) {
-  const std::string cleaned = path.empty() ? std::string() : clean_path(path);
+  const std::string cleaned = path.empty() ? std::string() : go_clean_path(path);
   std::vector<std::string_view> parts;
   std::size_t start = 0;
   for (;;) {
@@ -248,8 +248,8 @@ WildcardSplit split_wildcards(std::string_view path) {
     target += part;
   }
   // filepath.Join of the pieces: cleaned, "" stays "".
-  return {prefix.empty() ? std::string() : clean_path(prefix),
-          pattern.empty() ? std::string() : clean_path(pattern)};
+  return {prefix.empty() ? std::string() : go_clean_path(prefix),
+          pattern.empty() ? std::string() : go_clean_path(pattern)};
 }
 
-}  // namespace kbuild::fileops
+}  // namespace kbuild
