@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -175,6 +176,37 @@ void write_text_file(const std::string& path, const std::string& text) {
 
 }  // namespace
 
+uint64_t parse_memory_bytes(const std::string& value) {
+  auto invalid = [&] { return Error(ErrorKind::user, "invalid argument \"" + value + "\" for \"-m, --memory\" flag: invalid size: '" + value + "'"); };
+  size_t end = 0;
+  while (end < value.size() && (std::isdigit(static_cast<unsigned char>(value[end])) || value[end] == '.')) ++end;
+  if (end == 0) throw invalid();
+  double number = 0;
+  try {
+    number = std::stod(value.substr(0, end));
+  } catch (const std::exception&) {
+    throw invalid();
+  }
+  std::string unit = value.substr(end);
+  if (!unit.empty() && unit[0] == ' ') unit.erase(0, 1);
+  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (unit.size() > 1 && unit.back() == 'b') unit.pop_back();
+  if (unit.size() > 1 && unit.back() == 'i') unit.pop_back();
+  static const std::string units = "kmgtp";
+  double multiplier = 1;
+  if (!unit.empty()) {
+    if (unit.size() != 1) throw invalid();
+    if (unit == "b") {
+      multiplier = 1;
+    } else {
+      size_t index = units.find(unit[0]);
+      if (index == std::string::npos) throw invalid();
+      for (size_t i = 0; i <= index; ++i) multiplier *= 1024;
+    }
+  }
+  return static_cast<uint64_t>(number * multiplier);
+}
+
 OutputFlag parse_output_flag(const std::string& value) {
   OutputFlag output;
   if (value == "-") return OutputFlag{"tar", {{"dest", "-"}}};
@@ -260,6 +292,10 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   }
   options["outputs"] = dbus::Value(output_maps);
   if (auto epoch = env("SOURCE_DATE_EPOCH")) options["source-date-epoch"] = dbus::Value(*epoch);
+  if (!flags.allow.empty()) options["allow"] = dbus::Value(flags.allow);
+  if (!flags.memory.empty()) options["memory"] = dbus::Value(static_cast<uint64_t>(parse_memory_bytes(flags.memory)));
+  if (!flags.cpus.empty()) options["cpus"] = dbus::Value(flags.cpus);
+  if (flags.pids_limit > 0) options["pids-limit"] = dbus::Value(static_cast<uint64_t>(flags.pids_limit));
   if (auto buildkit = env("DOCKER_BUILDKIT")) options["buildkit"] = dbus::Value(*buildkit != "0" && *buildkit != "false");
 
   int fds[2];

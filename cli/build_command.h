@@ -3,6 +3,7 @@
 #pragma once
 
 #include <iosfwd>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -25,7 +26,14 @@ struct BuildFlags {
   std::string metadata_file;
   bool quiet = false;
   std::string platform;
+  std::vector<std::string> allow;  // entitlements: network.host, security.insecure
+  std::string memory;              // "512m": for the build's RUN steps together
+  std::string cpus;                // "1.5"
+  int64_t pids_limit = 0;
 };
+
+// docker's memory sizes: "512m", "1.5g", "1024" (bytes); binary multiples. Throws kbuild::Error.
+uint64_t parse_memory_bytes(const std::string& value);
 
 // One --output: "type=local,dest=dir", or a bare path (type local), or "-" (tar to stdout).
 struct OutputFlag {

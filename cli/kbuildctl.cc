@@ -91,6 +91,12 @@ int run_kbuildctl(int argc, const char* const* argv, std::istream& in, std::ostr
   build->add_option("--metadata-file", build_flags.metadata_file, "Write build result metadata to a file");
   build->add_flag("-q,--quiet", build_flags.quiet, "Suppress the build output and print image ID on success");
   build->add_option("--platform", build_flags.platform, "Set target platform for build");
+  build->add_option("--allow", build_flags.allow,
+                    "Allow extra privileged entitlement (e.g., \"network.host\", \"security.insecure\")")
+      ->allow_extra_args(false);
+  build->add_option("-m,--memory", build_flags.memory, "Memory limit for the build's RUN steps together");
+  build->add_option("--cpus", build_flags.cpus, "Number of CPUs the build's RUN steps may use together");
+  build->add_option("--pids-limit", build_flags.pids_limit, "Process limit for the build's RUN steps together");
 
   ImageCommands image_commands;
   add_image_commands(app, image_commands);

@@ -61,6 +61,20 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
     }
     request.outputs.push_back(std::move(output));
   }
+  for (const std::string& entitlement : option<std::vector<std::string>>(options, "allow").value_or(std::vector<std::string>{})) {
+    if (entitlement != "network.host" && entitlement != "security.insecure") {
+      throw Error(ErrorKind::user, "invalid entitlement: " + entitlement);
+    }
+    request.allow.insert(entitlement);
+  }
+  if (auto memory = option<uint64_t>(options, "memory"); memory && *memory) request.limits.memory_bytes = *memory;
+  if (auto cpus = option<std::string>(options, "cpus"); cpus && !cpus->empty()) {
+    char* end = nullptr;
+    double value = std::strtod(cpus->c_str(), &end);
+    if (*end != '\0' || !(value > 0) || value > 4096) throw Error(ErrorKind::user, "invalid cpus value: " + *cpus);
+    request.limits.cpus = value;
+  }
+  if (auto pids = option<uint64_t>(options, "pids-limit"); pids && *pids) request.limits.pids = *pids;
   if (auto epoch = option<std::string>(options, "source-date-epoch"); epoch && !epoch->empty()) {
     try {
       size_t used = 0;
@@ -99,8 +113,12 @@ bool is_hex(std::string_view s) {
 
 }  // namespace
 
-BuilderService::BuilderService(store::Store& store, DaemonConfig config)
-    : store_(store), config_(std::move(config)), builder_(store) {}
+BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox)
+    : store_(store), config_(std::move(config)), builder_(store) {
+  sandbox.allow_insecure = config_.entitlement_security_insecure;
+  sandbox.allow_network_host = config_.entitlement_network_host;
+  builder_.set_sandbox(std::move(sandbox));
+}
 
 dbus::Options BuilderService::build(const dbus::CallContext& call, const dbus::Options& options, UniqueFd context,
                                     UniqueFd progress_fd, UniqueFd output) {

@@ -11,7 +11,7 @@ namespace kbuild::service {
 
 class BuilderService : public dbus::BuilderApi {
  public:
-  BuilderService(store::Store& store, DaemonConfig config);
+  BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox = {});
 
   dbus::Options build(const dbus::CallContext& call, const dbus::Options& options, UniqueFd context,
                       UniqueFd progress, UniqueFd output) override;

@@ -8,7 +8,9 @@
 
 #include "dbus/listener.h"
 #include "dbus/server.h"
+#include "engine/sandbox/cgroup.h"
 #include "engine/sandbox/mount.h"
+#include "seccomp/seccomp.h"
 #include "engine/store/store.h"
 #include "service/builder_service.h"
 #include "service/daemon_config.h"
@@ -34,6 +36,15 @@ int on_signal(sd_event_source*, const signalfd_siginfo* info, void* userdata) {
   return 0;
 }
 
+// The seccomp program default RUN steps get, compiled once: daemon.json's seccomp-profile
+// or the built-in default; "unconfined" turns it off.
+std::string seccomp_program(const DaemonConfig& config) {
+  if (config.seccomp_profile == "unconfined") return {};
+  seccomp::Profile profile =
+      config.seccomp_profile.empty() ? seccomp::default_profile() : seccomp::read_profile(config.seccomp_profile);
+  return seccomp::serialize(seccomp::compile(profile, seccomp::docker_default_capabilities()));
+}
+
 }  // namespace
 
 int run_daemon(const DaemonOptions& options) {
@@ -50,7 +61,14 @@ int run_daemon(const DaemonOptions& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  BuilderService service(*store, config);
+  std::unique_ptr<sandbox::CgroupBackend> cgroups = sandbox::make_cgroup_backend(options.sandbox_backend);
+  cgroups->sweep();
+  solver::SandboxConfig sandbox_config;
+  sandbox_config.helper_path = options.exec_helper;
+  sandbox_config.cgroups = cgroups.get();
+  sandbox_config.seccomp_program = seccomp_program(config);
+  sandbox_config.step_limits = {options.step_memory, options.step_cpus, options.step_pids};
+  BuilderService service(*store, config, std::move(sandbox_config));
   dbus::ServerOptions server_options;
   server_options.group = options.group;
   server_options.idle_timeout =

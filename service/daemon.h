@@ -2,6 +2,7 @@
 // D-Bus server, sd_notify READY/STATUS/WATCHDOG/STOPPING, SIGTERM/SIGINT/SIGHUP and idle exit.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -13,6 +14,11 @@ struct DaemonOptions {
   std::string config_path = "/etc/docker/daemon.json";
   std::string group = "kbuild";
   std::optional<int> idle_timeout_seconds;
+  std::string exec_helper = KBUILD_EXEC_HELPER;  // kbuild-exec
+  std::string sandbox_backend = "auto";          // auto, systemd or direct
+  std::optional<uint64_t> step_memory;           // per RUN step, bytes
+  std::optional<double> step_cpus;
+  std::optional<uint64_t> step_pids = 32768;
 };
 
 // Runs until stopped or idle; returns the exit code.

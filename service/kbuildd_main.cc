@@ -14,6 +14,15 @@ int main(int argc, char** argv) {
   app.add_option("--group", options.group, "Group whose members may call, besides root")->capture_default_str();
   app.add_option("--idle-timeout", options.idle_timeout_seconds,
                  "Exit after this many idle seconds (0: never; default 300 when socket-activated)");
+  app.add_option("--exec-helper", options.exec_helper, "The kbuild-exec helper that runs RUN steps")
+      ->capture_default_str();
+  app.add_option("--sandbox-backend", options.sandbox_backend,
+                 "Where RUN steps' processes live: systemd (transient units), direct (cgroups kbuildd makes) or auto")
+      ->check(CLI::IsMember({"auto", "systemd", "direct"}))
+      ->capture_default_str();
+  app.add_option("--step-memory", options.step_memory, "Memory limit of each RUN step, in bytes");
+  app.add_option("--step-cpus", options.step_cpus, "CPU limit of each RUN step, in cores");
+  app.add_option("--step-pids", options.step_pids, "Process limit of each RUN step")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     return kbuild::service::run_daemon(options);

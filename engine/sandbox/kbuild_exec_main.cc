@@ -1,12 +1,17 @@
-#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstring>
 
 #include "common/version.h"
+#include "engine/sandbox/exec_helper.h"
 
-// The per-step helper that kbuildd spawns to enter a step's sandbox. This version only reports
-// itself; the sandbox comes with the RUN support.
 int main(int argc, char** argv) {
-  CLI::App app{"kbuild-exec: runs one build step inside its sandbox (started by kbuildd, not by hand)"};
-  app.set_version_flag("--version", std::string("kbuild-exec version ") + kbuild::kVersion);
-  CLI11_PARSE(app, argc, argv);
-  return 0;
+  if (argc > 1 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "--version") == 0)) {
+    if (std::strcmp(argv[1], "--version") == 0) {
+      std::printf("kbuild-exec %s\n", kbuild::kVersion);
+    } else {
+      std::printf("kbuild-exec: runs one build step for kbuildd; not meant to be started by hand.\n");
+    }
+    return 0;
+  }
+  return kbuild::sandbox::exec_helper_main();
 }

@@ -26,6 +26,8 @@ class Mount {
   const std::string& target() const { return target_; }
   // Unmounts now; throws if the kernel refuses.
   void unmount();
+  // Leaves the mount in place for good (it goes away with its mount namespace).
+  void release() { target_.clear(); }
 
  private:
   explicit Mount(std::string target) : target_(std::move(target)) {}

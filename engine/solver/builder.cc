@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,6 +36,19 @@ int64_t now_ns() {
 }
 
 std::string vertex_id(std::string_view seed) { return store::Digest::of(seed).str(); }
+
+// A build's name among live ones, for its cgroup or slice: random, so that no two collide.
+std::string random_build_name() {
+  unsigned char bytes[6];
+  if (::getrandom(bytes, sizeof bytes, 0) != sizeof bytes) throw_errno("getrandom");
+  static const char digits[] = "0123456789abcdef";
+  std::string name;
+  for (unsigned char b : bytes) {
+    name += digits[b >> 4];
+    name += digits[b & 15];
+  }
+  return name;
+}
 
 // Blobs are read from and written to the content store through the image module's interfaces.
 
@@ -192,6 +206,11 @@ class Builder::Run {
             !std::get<dockerfile::CopyInstruction>(step.instruction.body).sources.empty()) {
           needs_context = true;
         }
+        if (step.kind == graph::StepKind::run) {
+          for (const auto& mount : std::get<dockerfile::RunInstruction>(step.instruction.body).mounts) {
+            if (mount.type == dockerfile::MountType::bind && mount.from.empty()) needs_context = true;
+          }
+        }
       }
     }
     if (!needs_context) return;
@@ -345,6 +364,8 @@ class Builder::Run {
           }
         }
       }
+      std::vector<MountSource> mount_sources;
+      if (step.kind == graph::StepKind::run) source_key = run_mount_sources(step, mount_sources);
       std::string key = step_cache_key(state.key, step, source_key);
       std::string id = vertex_id(key);
       progress_.started(id, step.name);
@@ -361,7 +382,8 @@ class Builder::Run {
       }
       try {
         StepContext context{store_, step, state.top, source_top, context_ ? context_->path : std::string(),
-                            cancel_, [&](int stream, std::string_view data) { progress_.log(id, stream, data); }};
+                            cancel_, [&](int stream, std::string_view data) { progress_.log(id, stream, data); },
+                            &sandbox_, std::move(mount_sources)};
         std::string snapshot = run_shared(key, context);
         state.top = snapshot;
         state.key = key;
@@ -373,6 +395,43 @@ class Builder::Run {
     }
     std::lock_guard lock(stages_mutex_);
     stages_[stage.index] = std::move(state);
+  }
+
+  // What a RUN's mounts read enters its cache key: the files a context bind selects, the
+  // stage or image a from= names. Cache and tmpfs mounts never do.
+  std::string run_mount_sources(const graph::Step& step, std::vector<MountSource>& sources) {
+    const auto& run = std::get<dockerfile::RunInstruction>(step.instruction.body);
+    json keys = json::array();
+    for (const auto& mount : run.mounts) {
+      MountSource source;
+      if (mount.type == dockerfile::MountType::bind && mount.from.empty()) {
+        graph::Step selection = step;
+        dockerfile::CopyInstruction copy;
+        copy.sources = {mount.source.empty() ? "." : mount.source};
+        selection.instruction.body = copy;
+        keys.push_back(context_selection_key(*context_, selection));
+      } else if (!mount.from.empty() && mount.type != dockerfile::MountType::cache) {
+        std::optional<size_t> index = stage_named(mount.from);
+        StageResult result = index ? stage_result(*index) : image_source(mount.from);
+        source.top = result.top;
+        keys.push_back(result.key);
+      } else {
+        keys.push_back(nullptr);
+      }
+      sources.push_back(std::move(source));
+    }
+    return keys.dump();
+  }
+
+  // The stage a from= names (by name or index), or nullopt for an image.
+  std::optional<size_t> stage_named(const std::string& from) {
+    bool numeric = !from.empty() && std::all_of(from.begin(), from.end(), [](char c) { return c >= '0' && c <= '9'; });
+    std::string lower = from;
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    for (const auto& s : plan_.stages) {
+      if ((numeric && std::to_string(s.index) == from) || (!s.name.empty() && s.name == lower)) return s.index;
+    }
+    return std::nullopt;
   }
 
   static std::string step_cache_key(const std::string& parent, const graph::Step& step, const std::string& source) {
@@ -569,6 +628,7 @@ class Builder::Run {
   std::mutex stages_mutex_;
   std::map<size_t, StageResult> stages_;
   std::atomic<bool> failed_{false};
+  BuildSandbox sandbox_{builder_.sandbox_, random_build_name(), request_.limits, request_.allow};
 };
 
 Builder::Builder(store::Store& store) : store_(store), contexts_(std::make_unique<ContextCache>()) {

@@ -11,11 +11,14 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "engine/graph/build_plan.h"
+#include "engine/sandbox/cgroup.h"
 #include "engine/solver/progress.h"
+#include "engine/solver/run_step.h"
 #include "engine/store/store.h"
 
 namespace kbuild::solver {
@@ -50,6 +53,8 @@ struct BuildRequest {
   std::vector<Output> outputs;
   int output_fd = -1;  // borrowed: where a stream output goes
   std::optional<int64_t> source_date_epoch;
+  std::set<std::string> allow;     // entitlements the caller asks for: network.host, security.insecure
+  sandbox::ResourceLimits limits;  // for the whole build (its RUN steps together)
 };
 
 struct BuildResult {
@@ -73,6 +78,8 @@ class CancelToken {
 class Builder {
  public:
   explicit Builder(store::Store& store);
+  // How RUN steps run; without it they are refused. Set before the first build.
+  void set_sandbox(SandboxConfig config) { sandbox_ = std::move(config); }
   ~Builder();
   Builder(const Builder&) = delete;
   Builder& operator=(const Builder&) = delete;
@@ -85,6 +92,7 @@ class Builder {
  private:
   class Run;
   store::Store& store_;
+  SandboxConfig sandbox_;
   std::unique_ptr<ContextCache> contexts_;
   struct InFlight;
   std::mutex in_flight_mutex_;

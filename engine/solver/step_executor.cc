@@ -23,28 +23,6 @@ UniqueFd open_directory(const std::string& path) {
   return UniqueFd(check(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path));
 }
 
-// Overlayfs needs a lower layer: a layer without a parent sits on this empty directory.
-std::string empty_lower(store::Store& store) {
-  std::string path = store.root() + "/empty";
-  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("mkdir", path);
-  return path;
-}
-
-std::vector<std::string> lowers_for(store::Store& store, const std::optional<std::string>& top) {
-  if (!top) return {empty_lower(store)};
-  return store.snapshots().lower_chain(*top);
-}
-
-// A read-only view of a snapshot chain (the source stage of COPY --from).
-struct ChainView {
-  TempDir dir;
-  std::optional<sandbox::Mount> mount;
-  ChainView(store::Store& store, const std::optional<std::string>& top)
-      : dir(store.root() + "/mounts", "from-") {
-    mount = sandbox::Mount::overlay(lowers_for(store, top), "", "", dir.path());
-  }
-};
-
 void make_workdir(int root_fd, const graph::Step& step) {
   std::optional<fileops::Owner> owner;
   if (!step.user.empty()) owner = fileops::resolve_chown(step.user, root_fd);
@@ -132,11 +110,28 @@ json command_json(const df::CommandLine& line) {
 
 }  // namespace
 
+// Overlayfs needs a lower layer: a layer without a parent sits on this empty directory.
+namespace {
+std::string empty_lower(store::Store& store) {
+  std::string path = store.root() + "/empty";
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("mkdir", path);
+  return path;
+}
+}  // namespace
+
+std::vector<std::string> lowers_for(store::Store& store, const std::optional<std::string>& top) {
+  if (!top) return {empty_lower(store)};
+  return store.snapshots().lower_chain(*top);
+}
+
+
+ChainView::ChainView(store::Store& store, const std::optional<std::string>& top) : dir(store.root() + "/mounts", "from-") {
+  mount = sandbox::Mount::overlay(lowers_for(store, top), "", "", dir.path());
+}
+
 std::string execute_step(StepContext& context) {
   const graph::Step& step = context.step;
-  if (step.kind == graph::StepKind::run) {
-    throw Error(ErrorKind::user, "RUN steps are not supported by this version of kbuild yet");
-  }
+  if (step.kind == graph::StepKind::run) return execute_run(context);
   store::SnapshotStore& snapshots = context.store.snapshots();
   store::SnapshotStore::Prepared prepared = snapshots.prepare(context.parent, "layer");
   auto run = [&](int root, bool fresh_layer) {

@@ -9,8 +9,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/temp_dir.h"
 #include "engine/graph/build_plan.h"
+#include "engine/sandbox/mount.h"
 #include "engine/solver/builder.h"
+#include "engine/solver/run_step.h"
 #include "engine/store/store.h"
 
 namespace kbuild::solver {
@@ -25,6 +28,18 @@ struct StepContext {
   std::string context_dir;                   // the materialized build context
   const CancelToken& cancel;
   std::function<void(int stream, std::string_view data)> log;
+  BuildSandbox* sandbox = nullptr;           // RUN: the build's sandbox
+  std::vector<MountSource> mount_sources;    // RUN: one per --mount, the from= snapshot
+};
+
+// The layers an overlay over `top` stacks, top first (an empty directory for none).
+std::vector<std::string> lowers_for(store::Store& store, const std::optional<std::string>& top);
+
+// A read-only view of a snapshot chain (the source stage of COPY --from or RUN --mount from=).
+struct ChainView {
+  TempDir dir;
+  std::optional<sandbox::Mount> mount;
+  ChainView(store::Store& store, const std::optional<std::string>& top);
 };
 
 // Runs the step and commits its layer; returns the new snapshot's id.

@@ -1,0 +1,490 @@
+#include "engine/solver/run_step.h"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "common/error.h"
+#include "common/syscall.h"
+#include "common/temp_dir.h"
+#include "common/unique_fd.h"
+#include "engine/dockerfile/parser.h"
+#include "engine/fileops/root_path.h"
+#include "engine/sandbox/step_process.h"
+#include "engine/solver/exec_user.h"
+#include "engine/solver/step_executor.h"
+#include "engine/store/digest.h"
+
+namespace kbuild::solver {
+namespace {
+
+namespace df = kbuild::dockerfile;
+
+// Docker's default capabilities: CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID
+// SETFCAP SETPCAP NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE.
+constexpr uint64_t kDefaultCapabilities = 0xa80425fb;
+constexpr uint64_t kAllCapabilities = ~uint64_t{0};
+constexpr size_t kLogLimit = 2u << 20;
+constexpr const char* kHosts = "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
+bool has_env(const std::vector<std::string>& env, std::string_view name) {
+  for (const std::string& e : env) {
+    if (e.size() > name.size() && e.compare(0, name.size(), name) == 0 && e[name.size()] == '=') return true;
+  }
+  return false;
+}
+
+void write_file(const std::string& path, std::string_view data, mode_t mode) {
+  UniqueFd fd(check(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode), "create", path));
+  while (!data.empty()) {
+    ssize_t n = ::write(fd.get(), data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("write", path);
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+// The sandbox's /etc/hosts, written once per store.
+std::string hosts_file(store::Store& store) {
+  std::string dir = store.root() + "/sandbox";
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("mkdir", dir);
+  std::string path = dir + "/hosts";
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    std::string temp = path + ".tmp" + std::to_string(::getpid()) + "-" + std::to_string(::gettid());
+    write_file(temp, kHosts, 0644);
+    check(::rename(temp.c_str(), path.c_str()), "rename", path);
+  }
+  return path;
+}
+
+UniqueFd open_path(const std::string& path) {
+  return UniqueFd(check(::open(path.c_str(), O_PATH | O_CLOEXEC), "open", path));
+}
+
+// `path` inside the directory `root_fd` without leaving it: symlinks resolve as if the root were /.
+UniqueFd open_in_root(int root_fd, const std::string& path, const std::string& what) {
+  open_how how{};
+  how.flags = O_PATH | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  int fd = static_cast<int>(::syscall(SYS_openat2, root_fd, path.c_str(), &how, sizeof how));
+  if (fd < 0) throw_errno(what, path);
+  return UniqueFd(fd);
+}
+
+std::string fd_path(int fd) {
+  char buffer[4096];
+  std::string link = "/proc/self/fd/" + std::to_string(fd);
+  ssize_t n = ::readlink(link.c_str(), buffer, sizeof buffer - 1);
+  if (n < 0) throw_errno("readlink", link);
+  return std::string(buffer, static_cast<size_t>(n));
+}
+
+bool is_directory(int fd) {
+  struct stat st {};
+  check(::fstat(fd, &st), "fstat");
+  return S_ISDIR(st.st_mode);
+}
+
+// The argv of a RUN, heredocs included, as BuildKit's dispatchRun builds it.
+struct Command {
+  std::vector<std::string> argv;
+  std::optional<TempDir> script_dir;  // a heredoc with a shebang runs as a file from here
+};
+
+Command command_for(store::Store& store, const graph::Step& step, const df::CommandLine& line) {
+  std::vector<std::string> shell = step.shell.empty() ? std::vector<std::string>{"/bin/sh", "-c"} : step.shell;
+  auto with_shell = [&](const std::string& text) {
+    std::vector<std::string> argv = shell;
+    argv.push_back(text);
+    return argv;
+  };
+  Command command;
+  if (line.files.empty()) {
+    command.argv = line.prepend_shell ? with_shell(line.args.empty() ? "" : line.args.front()) : line.args;
+    return command;
+  }
+  if (line.args.size() != 1 || !line.prepend_shell) {
+    throw Error(ErrorKind::user, "parsing produced an invalid run command: " + (line.args.empty() ? "" : line.args[0]));
+  }
+  const auto& first = line.files.front();
+  if (df::parse_heredoc_word(line.args[0])) {
+    std::string data = first.chomp ? df::chomp_heredoc_content(first.data) : first.data;
+    if (data.rfind("#!", 0) == 0) {
+      if (first.name.empty() || first.name.find('/') != std::string::npos || first.name == "." || first.name == "..") {
+        throw Error(ErrorKind::user, "invalid heredoc name " + first.name);
+      }
+      command.script_dir.emplace(store.root() + "/mounts", "heredoc-");
+      write_file(command.script_dir->path() + "/" + first.name, data, 0755);
+      command.argv = {"/dev/pipes/" + first.name};
+    } else {
+      command.argv = with_shell(data);
+    }
+    return command;
+  }
+  std::string full = line.args[0];
+  for (const auto& file : line.files) full += "\n" + file.data + file.name;
+  command.argv = with_shell(full);
+  return command;
+}
+
+std::string join_args(const std::vector<std::string>& argv) {
+  std::string out;
+  for (size_t i = 0; i < argv.size(); ++i) out += (i ? " " : "") + argv[i];
+  return out;
+}
+
+// A cache mount's directory, locked as its sharing mode asks while the step runs.
+struct CacheDir {
+  UniqueFd lock;
+  std::string path;
+};
+
+CacheDir open_cache_dir(store::Store& store, const df::RunMount& mount) {
+  std::string id = mount.cache_id.empty() ? mount.target : mount.cache_id;
+  // The id names the cache only through its digest: "../../x" cannot leave the cache root.
+  std::string base = store.root() + "/cache";
+  if (::mkdir(base.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("mkdir", base);
+  std::string name(store::Digest::of(id).hex());
+  df::CacheSharing sharing = mount.sharing.value_or(df::CacheSharing::shared);
+  for (int instance = 0;; ++instance) {
+    std::string path = base + "/" + name + (instance ? "-" + std::to_string(instance) : "");
+    if (::mkdir(path.c_str(), 0700) == 0) {
+      std::string data = path + "/data";
+      check(::mkdir(data.c_str(), 0755), "mkdir", data);
+      check(::chown(data.c_str(), mount.uid.value_or(0), mount.gid.value_or(0)), "chown", data);
+      check(::chmod(data.c_str(), mount.mode.value_or(0755)), "chmod", data);
+    } else if (errno != EEXIST) {
+      throw_errno("mkdir", path);
+    }
+    CacheDir cache{UniqueFd(check(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path)),
+                   path + "/data"};
+    if (sharing == df::CacheSharing::shared) return cache;
+    if (sharing == df::CacheSharing::locked) {
+      while (::flock(cache.lock.get(), LOCK_EX) != 0) {
+        if (errno != EINTR) throw_errno("locking cache", id);
+      }
+      return cache;
+    }
+    // private: the first instance nobody else holds.
+    if (::flock(cache.lock.get(), LOCK_EX | LOCK_NB) == 0) return cache;
+    if (errno != EWOULDBLOCK) throw_errno("locking cache", id);
+  }
+}
+
+// Everything a step's mounts hold on the daemon's side while it runs.
+struct PreparedMounts {
+  // Destroyed bottom up: overlays are unmounted before their scratch dirs go.
+  std::vector<sandbox::MountSpec> specs;
+  std::vector<UniqueFd> fds;
+  std::vector<TempDir> temps;
+  std::vector<std::unique_ptr<ChainView>> views;
+  std::vector<sandbox::Mount> overlays;
+  std::vector<CacheDir> caches;
+
+  int add_fd(UniqueFd fd) {
+    fds.push_back(std::move(fd));
+    return static_cast<int>(fds.size() - 1);
+  }
+  void bind(UniqueFd source, const std::string& target, bool read_only) {
+    sandbox::MountSpec spec;
+    spec.kind = sandbox::MountSpec::Kind::bind;
+    spec.is_file = !is_directory(source.get());
+    spec.read_only = read_only;
+    spec.target = target;
+    spec.fd = add_fd(std::move(source));
+    specs.push_back(std::move(spec));
+  }
+};
+
+std::string mount_target(const graph::Step& step, const std::string& target) {
+  if (!target.empty() && target[0] == '/') return fileops::clean_path(target);
+  return fileops::clean_path("/" + step.workdir + "/" + target);
+}
+
+void prepare_mount(StepContext& context, size_t index, const df::RunMount& mount, PreparedMounts& out) {
+  std::string target = mount_target(context.step, mount.target);
+  if (target == "/") throw Error(ErrorKind::user, "mount target cannot be /");
+  switch (mount.type) {
+    case df::MountType::bind: {
+      std::string root;
+      if (mount.from.empty()) {
+        if (context.context_dir.empty()) throw Error(ErrorKind::internal, "RUN --mount from the context without one");
+        root = context.context_dir;
+      } else {
+        out.views.push_back(std::make_unique<ChainView>(context.store, context.mount_sources.at(index).top));
+        root = out.views.back()->dir.path();
+      }
+      UniqueFd root_fd(check(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC), "open", root));
+      UniqueFd source = open_in_root(root_fd.get(), mount.source.empty() ? "/" : mount.source, "mount source");
+      if (!mount.read_only && is_directory(source.get())) {
+        // A writable bind: writes land in a scratch upper dir and are thrown away with it.
+        TempDir& scratch = out.temps.emplace_back(context.store.root() + "/mounts", "rw-");
+        std::string upper = scratch.path() + "/upper", work = scratch.path() + "/work";
+        check(::mkdir(upper.c_str(), 0755), "mkdir", upper);
+        check(::mkdir(work.c_str(), 0700), "mkdir", work);
+        std::string view = scratch.path() + "/view";
+        check(::mkdir(view.c_str(), 0755), "mkdir", view);
+        out.overlays.push_back(sandbox::Mount::overlay({fd_path(source.get())}, upper, work, view));
+        out.bind(open_path(view), target, false);
+      } else {
+        out.bind(std::move(source), target, mount.read_only);
+      }
+      break;
+    }
+    case df::MountType::cache: {
+      if (!mount.from.empty()) {
+        throw Error(ErrorKind::user, "RUN --mount=type=cache,from= is not supported by this version of kbuild");
+      }
+      CacheDir& cache = out.caches.emplace_back(open_cache_dir(context.store, mount));
+      UniqueFd root_fd(check(::open(cache.path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC), "open", cache.path));
+      UniqueFd source = open_in_root(root_fd.get(), mount.source.empty() ? "/" : mount.source, "cache mount source");
+      out.bind(std::move(source), target, mount.read_only);
+      break;
+    }
+    case df::MountType::tmpfs: {
+      sandbox::MountSpec spec;
+      spec.kind = sandbox::MountSpec::Kind::tmpfs;
+      spec.target = target;
+      if (mount.size_limit > 0) spec.size = static_cast<uint64_t>(mount.size_limit);
+      spec.mode = 01777;
+      out.specs.push_back(std::move(spec));
+      break;
+    }
+    case df::MountType::secret:
+    case df::MountType::ssh:
+      throw Error(ErrorKind::user, std::string("RUN --mount=type=") + df::mount_type_name(mount.type) +
+                                       " is not supported by this version of kbuild");
+  }
+}
+
+UniqueFd seccomp_memfd(const std::string& program) {
+  UniqueFd fd(check(::memfd_create("kbuild-seccomp", MFD_CLOEXEC), "memfd_create"));
+  std::string_view data = program;
+  while (!data.empty()) {
+    ssize_t n = ::write(fd.get(), data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("write seccomp program");
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  check(::lseek(fd.get(), 0, SEEK_SET), "lseek");
+  return fd;
+}
+
+void check_entitlements(BuildSandbox& sandbox, const df::RunInstruction& run) {
+  auto require = [&](const std::string& entitlement, bool daemon_allows) {
+    if (!daemon_allows) {
+      throw Error(ErrorKind::user,
+                  "granting entitlement " + entitlement + " is not allowed by build daemon configuration");
+    }
+    if (!sandbox.allowed(entitlement)) {
+      throw Error(ErrorKind::user, entitlement + " is not allowed: pass --allow " + entitlement + " to kbuildctl build");
+    }
+  };
+  if (run.security == "insecure") require("security.insecure", sandbox.config().allow_insecure);
+  if (run.network == "host") require("network.host", sandbox.config().allow_network_host);
+}
+
+// Output of a step as progress logs, clipped as BuildKit clips them.
+class ClippedLog {
+ public:
+  explicit ClippedLog(const std::function<void(int, std::string_view)>& log) : log_(log) {}
+  void write(int stream, std::string_view data) {
+    if (written_ >= kLogLimit) return;
+    size_t room = kLogLimit - written_;
+    if (data.size() > room) data = data.substr(0, room);
+    written_ += data.size();
+    log_(stream, data);
+    if (written_ >= kLogLimit) log_(stream, "\n[output clipped, log limit 2MiB reached]\n");
+  }
+
+ private:
+  const std::function<void(int, std::string_view)>& log_;
+  size_t written_ = 0;
+};
+
+std::optional<uint64_t> smallest(std::optional<uint64_t> a, std::optional<uint64_t> b) {
+  if (a && b) return std::min(*a, *b);
+  return a ? a : b;
+}
+
+[[noreturn]] void throw_step_failure(const sandbox::StepOutcome& outcome, const std::vector<std::string>& argv,
+                                     const sandbox::ResourceLimits& limits) {
+  std::string process = "process \"" + join_args(argv) + "\" did not complete successfully: ";
+  if (!outcome.exit.error.empty()) throw Error(ErrorKind::user, process + outcome.exit.error);
+  int code = outcome.exit.signal ? 128 + outcome.exit.signal : outcome.exit.exit_code;
+  std::string message = process + "exit code: " + std::to_string(code);
+  if (outcome.usage.oom_killed) {
+    message = "step killed: out of memory" +
+              (limits.memory_bytes ? " (limit " + format_bytes_binary(*limits.memory_bytes) + ")" : std::string()) +
+              ": " + message;
+  } else if (outcome.usage.pids_limit_hit) {
+    message += " (the step reached its process limit" +
+               (limits.pids ? " of " + std::to_string(*limits.pids) : std::string()) + ")";
+  }
+  throw Error(ErrorKind::user, message);
+}
+
+std::vector<std::string> path_parts(const std::string& path) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (start < path.size()) {
+    size_t slash = path.find('/', start);
+    if (slash == std::string::npos) slash = path.size();
+    if (slash > start) parts.push_back(path.substr(start, slash - start));
+    start = slash + 1;
+  }
+  return parts;
+}
+
+// BuildKit's mount stub cleaner: mount points the step had to create (and the directories
+// made for them) leave the layer when they are still empty; the directory that holds them
+// keeps the times it had. Nothing here follows a symlink the step may have planted.
+void remove_mount_stubs(const std::string& upper, const std::vector<std::string>& lowers,
+                        const std::vector<sandbox::MountSpec>& mounts) {
+  for (auto mount = mounts.rbegin(); mount != mounts.rend(); ++mount) {
+    std::vector<std::string> parts = path_parts(mount->target);
+    size_t existing = 0;
+    std::string prefix;
+    while (existing < parts.size()) {
+      prefix += "/" + parts[existing];
+      if (!lookup_in_layers(lowers, prefix)) break;
+      ++existing;
+    }
+    if (existing == parts.size()) continue;
+    std::vector<UniqueFd> dirs;
+    dirs.emplace_back(::open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dirs.back()) continue;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      UniqueFd next(::openat(dirs.back().get(), parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!next) break;
+      dirs.push_back(std::move(next));
+    }
+    bool removed_all = true;
+    for (size_t i = parts.size(); i-- > existing;) {
+      if (i >= dirs.size()) {
+        removed_all = false;
+        break;
+      }
+      struct stat st {};
+      int parent = dirs[i].get();
+      if (::fstatat(parent, parts[i].c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      bool empty_file = S_ISREG(st.st_mode) && st.st_size == 0;
+      if (!(S_ISDIR(st.st_mode) || empty_file) ||
+          ::unlinkat(parent, parts[i].c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) != 0) {
+        removed_all = false;
+        break;
+      }
+    }
+    if (!removed_all || existing == 0 || existing >= dirs.size()) continue;
+    std::string holder;
+    for (size_t i = 0; i < existing; ++i) holder += "/" + parts[i];
+    if (auto before = lookup_in_layers(lowers, holder)) {
+      timespec times[2] = {before->st.st_atim, before->st.st_mtim};
+      ::futimens(dirs[existing].get(), times);
+    }
+  }
+}
+
+}  // namespace
+
+BuildSandbox::BuildSandbox(const SandboxConfig& config, std::string build_name, sandbox::ResourceLimits limits,
+                           std::set<std::string> allowed)
+    : config_(config), build_name_(std::move(build_name)), limits_(limits), allowed_(std::move(allowed)) {}
+
+BuildSandbox::~BuildSandbox() = default;
+
+sandbox::BuildCgroup& BuildSandbox::cgroup() {
+  std::lock_guard lock(mutex_);
+  if (!cgroup_) cgroup_ = config_.cgroups->create_build(build_name_, limits_);
+  return *cgroup_;
+}
+
+std::string format_bytes_binary(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  char text[32];
+  if (value == static_cast<double>(static_cast<uint64_t>(value))) {
+    std::snprintf(text, sizeof text, "%llu%s", static_cast<unsigned long long>(value), units[unit]);
+  } else {
+    std::snprintf(text, sizeof text, "%.1f%s", value, units[unit]);
+  }
+  return text;
+}
+
+std::string execute_run(StepContext& context) {
+  const graph::Step& step = context.step;
+  const auto& run = std::get<df::RunInstruction>(step.instruction.body);
+  if (!context.sandbox || !context.sandbox->config().cgroups) {
+    throw Error(ErrorKind::user, "RUN steps need kbuildd's sandbox, which this daemon has not set up");
+  }
+  BuildSandbox& build = *context.sandbox;
+  check_entitlements(build, run);
+  bool insecure = run.security == "insecure";
+
+  store::Store& store = context.store;
+  std::vector<std::string> lowers = lowers_for(store, context.parent);
+  sandbox::StepLaunch launch;
+  launch.helper_path = build.config().helper_path;
+  launch.step_name = build.next_step_name();
+  launch.limits = build.config().step_limits;
+
+  ExecUser user = resolve_exec_user(step.user, [&](const std::string& path) {
+    return read_file_from_layers(lowers, path);
+  });
+  Command command = command_for(store, step, run.command);
+  sandbox::RunSpec& spec = launch.spec;
+  spec.argv = command.argv;
+  spec.env = step.env;
+  if (!has_env(spec.env, "HOME")) spec.env.push_back("HOME=" + user.home);
+  spec.cwd = step.workdir.empty() ? "/" : step.workdir;
+  spec.uid = user.uid;
+  spec.gid = user.gid;
+  spec.groups = user.groups;
+  spec.network = run.network == "none" ? sandbox::NetworkMode::none : sandbox::NetworkMode::host;
+  spec.capabilities = insecure ? kAllCapabilities : kDefaultCapabilities;
+
+  PreparedMounts mounts;
+  mounts.bind(open_path(hosts_file(store)), "/etc/hosts", true);
+  if (::access("/etc/resolv.conf", R_OK) == 0) mounts.bind(open_path("/etc/resolv.conf"), "/etc/resolv.conf", true);
+  if (command.script_dir) mounts.bind(open_path(command.script_dir->path()), "/dev/pipes", true);
+  for (size_t i = 0; i < run.mounts.size(); ++i) prepare_mount(context, i, run.mounts[i], mounts);
+  spec.mounts = mounts.specs;
+  launch.extra_fds = std::move(mounts.fds);
+  if (!insecure && !build.config().seccomp_program.empty()) {
+    spec.seccomp_fd = static_cast<int>(launch.extra_fds.size());
+    launch.extra_fds.push_back(seccomp_memfd(build.config().seccomp_program));
+  }
+
+  store::SnapshotStore::Prepared prepared = store.snapshots().prepare(context.parent, "layer");
+  std::string rootfs = store.root() + "/mounts/rootfs";
+  if (::mkdir(rootfs.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("mkdir", rootfs);
+  spec.rootfs = {lowers, prepared.diff_path(), prepared.work_path(), rootfs};
+
+  ClippedLog log(context.log);
+  sandbox::StepOutcome outcome = sandbox::run_step_process(
+      launch, build.cgroup(), [&](int stream, std::string_view data) { log.write(stream, data); },
+      [&] { return context.cancel.canceled(); });
+  if (outcome.canceled) throw Error(ErrorKind::canceled, "build canceled");
+  if (!outcome.exit.error.empty() || outcome.exit.signal != 0 || outcome.exit.exit_code != 0) {
+    sandbox::ResourceLimits effective = launch.limits;
+    effective.memory_bytes = smallest(effective.memory_bytes, build.build_limits().memory_bytes);
+    effective.pids = smallest(effective.pids, build.build_limits().pids);
+    throw_step_failure(outcome, command.argv, effective);
+  }
+  remove_mount_stubs(prepared.diff_path(), lowers, spec.mounts);
+  return store.snapshots().commit(std::move(prepared)).id;
+}
+
+}  // namespace kbuild::solver

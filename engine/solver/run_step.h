@@ -1,0 +1,62 @@
+// RUN: a step's command in the sandbox, on an overlay of its parent's layers whose upper dir
+// becomes the step's layer.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "engine/sandbox/cgroup.h"
+
+namespace kbuild::solver {
+
+struct StepContext;
+
+// What RUN steps need from the daemon; one for all builds.
+struct SandboxConfig {
+  std::string helper_path;                   // kbuild-exec
+  sandbox::CgroupBackend* cgroups = nullptr;  // null: RUN steps are refused
+  std::string seccomp_program;               // raw sock_filter program for default steps
+  sandbox::ResourceLimits step_limits;       // the daemon's defaults per step
+  bool allow_insecure = false;               // the security.insecure entitlement
+  bool allow_network_host = true;            // the network.host entitlement
+};
+
+// The per-build side of RUN: the build's cgroup (made at its first RUN), step names.
+class BuildSandbox {
+ public:
+  BuildSandbox(const SandboxConfig& config, std::string build_name, sandbox::ResourceLimits limits,
+               std::set<std::string> allowed);
+  ~BuildSandbox();
+  const SandboxConfig& config() const { return config_; }
+  sandbox::BuildCgroup& cgroup();
+  std::string next_step_name() { return "step-" + std::to_string(++steps_); }
+  bool allowed(const std::string& entitlement) const { return allowed_.count(entitlement) != 0; }
+  const sandbox::ResourceLimits& build_limits() const { return limits_; }
+
+ private:
+  const SandboxConfig& config_;
+  std::string build_name_;
+  sandbox::ResourceLimits limits_;
+  std::set<std::string> allowed_;
+  std::mutex mutex_;
+  std::unique_ptr<sandbox::BuildCgroup> cgroup_;
+  std::atomic<int> steps_{0};
+};
+
+// Where a RUN --mount with from= reads: the snapshot its stage or image ends with.
+struct MountSource {
+  std::optional<std::string> top;
+};
+
+// Runs a RUN step and commits its layer; returns the new snapshot's id.
+std::string execute_run(StepContext& context);
+
+// "512MiB", as the limit appears in messages.
+std::string format_bytes_binary(uint64_t bytes);
+
+}  // namespace kbuild::solver
