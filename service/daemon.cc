@@ -80,6 +80,8 @@ int run_daemon(const DaemonOptions& options) {
   sd_event_set_watchdog(server.event(), 1);
   sd_notifyf(0, "READY=1\nSTATUS=serving builds from %s", store->root().c_str());
   dbus::Server::Exit exit = server.run();
+  // Cache entries of builds that ended without an export become durable too.
+  store->snapshots().sync();
   sd_notify(0, exit == dbus::Server::Exit::idle ? "STOPPING=1\nSTATUS=idle, exiting" : "STOPPING=1");
   return 0;
 }

@@ -476,6 +476,8 @@ class Builder::Run {
     const StageResult& result = stage_result(plan_.target);
     std::string id = vertex_id("export:" + result.key);
     progress_.started(id, "exporting to image");
+    // What the image and its names refer to must be on disk before they are.
+    store_.snapshots().sync();
     try {
       BuildResult out = write_image(target, result, id);
       progress_.completed(id, "", false, "");

@@ -484,7 +484,7 @@ std::string execute_run(StepContext& context) {
     throw_step_failure(outcome, command.argv, effective);
   }
   remove_mount_stubs(prepared.diff_path(), lowers, spec.mounts);
-  return store.snapshots().commit(std::move(prepared)).id;
+  return store.snapshots().commit_deferred(std::move(prepared)).id;
 }
 
 }  // namespace kbuild::solver

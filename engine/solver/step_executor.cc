@@ -157,7 +157,7 @@ std::string execute_step(StepContext& context) {
     }
     mount.unmount();
   }
-  return snapshots.commit(std::move(prepared)).id;
+  return snapshots.commit_deferred(std::move(prepared)).id;
 }
 
 json describe_step(const graph::Step& step) {

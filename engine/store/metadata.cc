@@ -61,6 +61,10 @@ CREATE TABLE file_hashes (
   PRIMARY KEY (dev, inode, uid)
 ) WITHOUT ROWID;
 )sql",
+    // Snapshots committed without a syncfs of their own, until a later one covers them.
+    R"sql(
+ALTER TABLE snapshots ADD COLUMN unsynced INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -200,9 +204,12 @@ MetadataStore::MetadataStore(const std::string& path) : path_(path), statements_
   // The daemon is the only writer; the wait covers a tool reading the database meanwhile.
   sqlite3_busy_timeout(db, 10000);
   exec("PRAGMA journal_mode=WAL", "enabling WAL");
-  // FULL: a commit is on disk before the file-system step that relies on it (removing a
-  // snapshot's directory after its record) runs.
-  exec("PRAGMA synchronous=FULL", "setting synchronous");
+  // NORMAL: commits reach the disk at the next checkpoint, not each with an fsync (a build
+  // commits several per step). A power loss rolls back a suffix of transactions, never half
+  // of one; snapshots that relied on later syncs are marked unsynced until then. The one
+  // file-system step that needs its record on disk first (removing a snapshot's directory)
+  // asks for it with make_durable().
+  exec("PRAGMA synchronous=NORMAL", "setting synchronous");
   exec("PRAGMA foreign_keys=ON", "enabling foreign keys");
   migrate();
 }
@@ -408,13 +415,38 @@ std::vector<CacheRecord> MetadataStore::list_cache() {
 
 // ---- snapshots ----
 
+void MetadataStore::make_durable() {
+  std::lock_guard lock(mutex_);
+  // A checkpoint fsyncs the WAL before anything else.
+  int rc = sqlite3_wal_checkpoint_v2(db_.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+    throw Error(ErrorKind::internal, std::string("metadata: checkpoint: ") + sqlite3_errmsg(db_.get()));
+  }
+}
+
+void MetadataStore::mark_snapshots_synced(const std::vector<std::string>& ids) {
+  Transaction tx(*this);
+  for (const std::string& id : ids) {
+    query("UPDATE snapshots SET unsynced = 0 WHERE id = ?", "marking snapshot synced", id).bind(1, id).run();
+  }
+  tx.commit();
+}
+
+std::vector<std::string> MetadataStore::unsynced_snapshots() {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> ids;
+  auto q = query("SELECT id FROM snapshots WHERE unsynced != 0 ORDER BY created_ns DESC", "listing unsynced snapshots");
+  while (q.step()) ids.push_back(q.text(0));
+  return ids;
+}
+
 void MetadataStore::add_snapshot(const SnapshotRecord& snapshot) {
   Transaction tx(*this);
   if (snapshot.parent && !get_snapshot(*snapshot.parent)) {
     throw Error(ErrorKind::not_found, "metadata: adding snapshot " + snapshot.id + ": parent " + *snapshot.parent +
                                           " is not recorded");
   }
-  query("INSERT INTO snapshots (id, parent, kind, diff_id, size, created_ns) VALUES (?, ?, ?, ?, ?, ?)",
+  query("INSERT INTO snapshots (id, parent, kind, diff_id, size, created_ns, unsynced) VALUES (?, ?, ?, ?, ?, ?, ?)",
         "adding snapshot", snapshot.id)
       .bind(1, snapshot.id)
       .bind(2, snapshot.parent)
@@ -422,6 +454,7 @@ void MetadataStore::add_snapshot(const SnapshotRecord& snapshot) {
       .bind(4, snapshot.diff_id)
       .bind(5, snapshot.size)
       .bind(6, snapshot.created)
+      .bind(7, int64_t{snapshot.unsynced ? 1 : 0})
       .run();
   tx.commit();
 }

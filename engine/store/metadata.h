@@ -54,6 +54,7 @@ struct SnapshotRecord {
   std::optional<Digest> diff_id;  // digest of the uncompressed layer tar, once it was made
   uint64_t size = 0;              // disk usage of its diff/ in bytes
   Clock::time_point created;
+  bool unsynced = false;          // committed before a syncfs covered its files (not read back)
   bool operator==(const SnapshotRecord&) const = default;
 };
 
@@ -129,6 +130,11 @@ class MetadataStore {
 
   // Snapshots. A parent must be recorded before its children; one with children cannot be removed.
   void add_snapshot(const SnapshotRecord& snapshot);
+  void mark_snapshots_synced(const std::vector<std::string>& ids);
+  // Everything committed so far is on disk when it returns.
+  void make_durable();
+  // Snapshots whose files a crash may have lost, newest first.
+  std::vector<std::string> unsynced_snapshots();
   std::optional<SnapshotRecord> get_snapshot(std::string_view id);
   void remove_snapshot(std::string_view id);
   std::vector<std::string> children_of(std::string_view id);  // sorted

@@ -121,19 +121,44 @@ void SnapshotStore::forget_prepared(const std::string& id) {
 }
 
 SnapshotRecord SnapshotStore::commit(Prepared snapshot, std::optional<Digest> diff_id) {
+  return commit(std::move(snapshot), std::move(diff_id), false);
+}
+
+SnapshotRecord SnapshotStore::commit_deferred(Prepared snapshot) { return commit(std::move(snapshot), {}, true); }
+
+void SnapshotStore::sync() {
+  std::lock_guard sync_lock(sync_mutex_);
+  std::vector<std::string> covered;
+  {
+    std::lock_guard lock(mutex_);
+    covered.swap(unsynced_);
+  }
+  if (covered.empty()) return;
+  try {
+    check(::syncfs(snapshots_dir_.get()), "syncfs", snapshots_path_);
+    metadata_.mark_snapshots_synced(covered);
+  } catch (...) {
+    std::lock_guard lock(mutex_);
+    unsynced_.insert(unsynced_.end(), covered.begin(), covered.end());
+    throw;
+  }
+}
+
+SnapshotRecord SnapshotStore::commit(Prepared snapshot, std::optional<Digest> diff_id, bool deferred) {
   if (snapshot.store_ != this) throw Error(ErrorKind::internal, "snapshot store: commit of a foreign snapshot");
   SnapshotRecord record{snapshot.id_, snapshot.parent_, snapshot.kind_, std::move(diff_id), 0, Clock::now()};
+  record.unsynced = deferred;
   {
     UniqueFd diff = fs::open_dir(snapshot.diff_path());
     record.size = fs::disk_usage(diff.get(), snapshot.diff_path());
     // One syncfs instead of an fsync per file: the layer's files are on disk before its name is.
-    check(::syncfs(diff.get()), "syncfs", snapshot.diff_path());
+    if (!deferred) check(::syncfs(diff.get()), "syncfs", snapshot.diff_path());
   }
   std::string temp_name = std::string(kTempPrefix) + snapshot.id_;
   std::lock_guard lock(mutex_);
   check(::renameat(snapshots_dir_.get(), temp_name.c_str(), snapshots_dir_.get(), snapshot.id_.c_str()),
         "rename", snapshot.path_);
-  fs::sync(snapshots_dir_.get(), snapshots_path_);
+  if (!deferred) fs::sync(snapshots_dir_.get(), snapshots_path_);
   try {
     metadata_.add_snapshot(record);
   } catch (...) {
@@ -142,6 +167,7 @@ SnapshotRecord SnapshotStore::commit(Prepared snapshot, std::optional<Digest> di
     throw;
   }
   prepared_.erase(snapshot.id_);
+  if (deferred) unsynced_.push_back(snapshot.id_);
   snapshot.store_ = nullptr;
   return record;
 }
@@ -153,6 +179,7 @@ void SnapshotStore::remove(std::string_view id) {
   std::lock_guard lock(mutex_);
   // Record first: a crash after it leaves an unrecorded directory, which sweep() removes.
   metadata_.remove_snapshot(id);
+  metadata_.make_durable();
   if (::renameat(snapshots_dir_.get(), name.c_str(), snapshots_dir_.get(), temp_name.c_str()) != 0) {
     if (errno == ENOENT) return;
     throw_errno("rename", snapshots_path_ + "/" + name);
@@ -177,6 +204,9 @@ std::vector<std::string> SnapshotStore::lower_chain(std::string_view id) {
 }
 
 void SnapshotStore::sweep() {
+  // A crash before sync() may have lost the files of deferred commits: they go, newest
+  // first, so that children leave before their parents.
+  for (const std::string& id : metadata_.unsynced_snapshots()) remove(id);
   std::lock_guard lock(mutex_);
   std::unordered_set<std::string> recorded;
   for (auto& record : metadata_.list_snapshots()) recorded.insert(std::move(record.id));

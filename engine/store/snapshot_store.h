@@ -67,6 +67,12 @@ class SnapshotStore {
   // Makes the snapshot permanent: fsyncs the file system, renames tmp-<id> to <id> and records
   // it with its size and, when known, its diff_id. Unmount it first. On failure nothing remains.
   SnapshotRecord commit(Prepared snapshot, std::optional<Digest> diff_id = {});
+  // Commits without waiting for the disk: the snapshot is usable at once, and durable after
+  // the next sync(). A crash before that loses it (the next start removes it with its cache
+  // entries) but never leaves a snapshot whose files are half there.
+  SnapshotRecord commit_deferred(Prepared snapshot);
+  // One syncfs for every deferred commit so far. Call before anything durable refers to them.
+  void sync();
   // Removes a committed snapshot: its record (and the cache entries pointing at it), then its
   // directory. Refused while it is the parent of another. Removing an unknown id is no error.
   void remove(std::string_view id);
@@ -105,6 +111,9 @@ class SnapshotStore {
   MetadataStore& metadata_;
   std::mutex mutex_;
   std::set<std::string> prepared_;  // ids of live Prepared snapshots
+  std::vector<std::string> unsynced_;  // deferred commits not covered by a sync() yet
+  std::mutex sync_mutex_;
+  SnapshotRecord commit(Prepared snapshot, std::optional<Digest> diff_id, bool deferred);
   std::once_flag probe_once_;
   Probe probe_;
 };

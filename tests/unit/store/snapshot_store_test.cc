@@ -212,6 +212,32 @@ TEST_F(SnapshotStoreTest, SweepRemovesLeftoversButKeepsLiveAndRecordedSnapshots)
   EXPECT_EQ(store_.commit(std::move(live)).kind, "layer");
 }
 
+TEST_F(SnapshotStoreTest, DeferredCommitsBecomeDurableAtSyncAndOtherwiseGoAtTheNextSweep) {
+  std::string synced_parent = commit_with("a", "1");
+  auto prepared = store_.prepare(synced_parent);
+  write_file(prepared.diff_path() + "/b", "2");
+  std::string deferred = store_.commit_deferred(std::move(prepared)).id;
+  auto child = store_.prepare(deferred);
+  std::string deferred_child = store_.commit_deferred(std::move(child)).id;
+  EXPECT_EQ(metadata_.unsynced_snapshots(), (std::vector<std::string>{deferred_child, deferred}));
+  // A crash now: a new store over the same files sweeps what no sync covered.
+  {
+    SnapshotStore after_crash(root_.path(), metadata_);
+    after_crash.sweep();
+  }
+  EXPECT_TRUE(metadata_.get_snapshot(synced_parent));
+  EXPECT_FALSE(metadata_.get_snapshot(deferred));
+  EXPECT_FALSE(metadata_.get_snapshot(deferred_child));
+  EXPECT_FALSE(stdfs::exists(snapshots() + "/" + deferred));
+
+  auto again = store_.prepare(synced_parent);
+  std::string kept = store_.commit_deferred(std::move(again)).id;
+  store_.sync();
+  EXPECT_TRUE(metadata_.unsynced_snapshots().empty());
+  store_.sweep();
+  EXPECT_TRUE(metadata_.get_snapshot(kept));
+}
+
 TEST_F(SnapshotStoreTest, ConcurrentPrepareAndCommitFromThreads) {
   std::string base = commit_with("base", "b");
   std::vector<std::thread> threads;
