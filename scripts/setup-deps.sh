@@ -10,8 +10,10 @@ build_packages=(
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libsqlite3-dev libcli11-dev
   libgtest-dev libgmock-dev zlib1g-dev
   # what the tests use: image checkers, BuildKit itself (Debian's docker.io), a Go toolchain
-  # for byte-for-byte checks against Go's archive/tar, busybox for base images
-  skopeo umoci docker.io golang-go busybox-static
+  # for byte-for-byte checks against Go's archive/tar, busybox for base images, buildah for
+  # the benchmarks, systemd-nspawn for the tests that need a booted systemd, gcc's static libc
+  # for small probe programs built into test images
+  skopeo umoci docker.io golang-go busybox-static buildah systemd-container libc6-dev
 )
 
 missing=()
