@@ -11,6 +11,7 @@
 #include "engine/sandbox/cgroup.h"
 #include "engine/sandbox/mount.h"
 #include "seccomp/seccomp.h"
+#include "engine/store/digest.h"
 #include "engine/store/store.h"
 #include "service/builder_service.h"
 #include "service/daemon_config.h"
@@ -45,6 +46,13 @@ std::string seccomp_program(const DaemonConfig& config) {
   return seccomp::serialize(seccomp::compile(profile, seccomp::docker_default_capabilities()));
 }
 
+// The direct backend's group: "kbuild" for the default store, one of its own for any other
+// (tests run several daemons at once, and each sweeps its group at start).
+std::string direct_cgroup_parent(const std::string& root) {
+  if (root == "/var/lib/kbuild") return "kbuild";
+  return "kbuild-" + std::string(store::Digest::of(root).hex().substr(0, 12));
+}
+
 }  // namespace
 
 int run_daemon(const DaemonOptions& options) {
@@ -61,7 +69,8 @@ int run_daemon(const DaemonOptions& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  std::unique_ptr<sandbox::CgroupBackend> cgroups = sandbox::make_cgroup_backend(options.sandbox_backend);
+  std::unique_ptr<sandbox::CgroupBackend> cgroups =
+      sandbox::make_cgroup_backend(options.sandbox_backend, direct_cgroup_parent(options.root));
   cgroups->sweep();
   solver::SandboxConfig sandbox_config;
   sandbox_config.helper_path = options.exec_helper;

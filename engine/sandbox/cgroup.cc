@@ -17,14 +17,16 @@
 
 namespace kbuild::sandbox {
 
-std::unique_ptr<CgroupBackend> make_cgroup_backend(std::string_view choice) {
-  if (choice == "direct") return make_direct_backend();
+std::unique_ptr<CgroupBackend> make_cgroup_backend(std::string_view choice, const std::string& direct_parent) {
+  DirectBackendOptions direct;
+  direct.parent_name = direct_parent;
+  if (choice == "direct") return make_direct_backend(direct);
   if (choice == "systemd") return make_systemd_backend();
   if (choice != "auto") {
     throw Error(ErrorKind::user, "unknown cgroup backend \"" + std::string(choice) + "\" (auto, systemd or direct)");
   }
   if (systemd_is_available()) return make_systemd_backend();
-  return make_direct_backend();
+  return make_direct_backend(direct);
 }
 
 namespace cgroupfs {

@@ -54,8 +54,10 @@ class CgroupBackend {
 };
 
 // "auto" picks systemd when PID 1 is systemd and the system bus answers, else direct.
-// "systemd" and "direct" force one; anything else is a user error.
-std::unique_ptr<CgroupBackend> make_cgroup_backend(std::string_view choice);
+// "systemd" and "direct" force one; anything else is a user error. `direct_parent` names the
+// direct backend's group in each hierarchy: one per daemon (per store), since sweep()
+// removes everything below it.
+std::unique_ptr<CgroupBackend> make_cgroup_backend(std::string_view choice, const std::string& direct_parent = "kbuild");
 
 // Shared by the two backends: reading and writing cgroup files.
 namespace cgroupfs {

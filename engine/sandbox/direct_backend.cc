@@ -418,6 +418,8 @@ DirectBackend::~DirectBackend() {
 
 std::unique_ptr<BuildCgroup> DirectBackend::create_build(const std::string& build_name, const ResourceLimits& limits) {
   cgroupfs::check_name(build_name, "build");
+  // Someone may have removed an empty parent since the start.
+  for (const CgroupHierarchy& h : hierarchies_) make_dir(h.parent_dir);
   GroupDirs dirs{unified_, hierarchies_};
   dirs = dirs.child("kbuild-" + build_name);
   for (const CgroupHierarchy& h : dirs.dirs) {
