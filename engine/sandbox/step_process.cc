@@ -12,6 +12,7 @@
 
 #include <array>
 #include <memory>
+#include <utility>
 
 #include "common/error.h"
 #include "common/syscall.h"
@@ -98,6 +99,8 @@ class HelperProcess {
   HelperProcess(const HelperProcess&) = delete;
   HelperProcess& operator=(const HelperProcess&) = delete;
   int pidfd() const { return pidfd_.get(); }
+  // Hands the process over to someone else to reap.
+  pid_t release() { return std::exchange(pid_, -1); }
   pid_t pid() const { return pid_; }
   int wait() {
     int status = 0;
@@ -123,9 +126,41 @@ bool drain(int fd, int stream, const std::function<void(int, std::string_view)>&
 
 }  // namespace
 
+StepReaper::~StepReaper() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void StepReaper::adopt(pid_t helper, std::unique_ptr<StepCgroup> step) {
+  std::lock_guard lock(mutex_);
+  queue_.push_back(Entry{helper, std::move(step)});
+  if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+  wake_.notify_one();
+}
+
+void StepReaper::run() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;
+    Entry entry = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    int status = 0;
+    while (::waitpid(entry.helper, &status, 0) < 0 && errno == EINTR) {
+    }
+    entry.step.reset();
+    lock.lock();
+  }
+}
+
 StepOutcome run_step_process(StepLaunch& launch, BuildCgroup& cgroup,
                              const std::function<void(int stream, std::string_view data)>& output,
-                             const std::function<bool()>& canceled) {
+                             const std::function<bool()>& canceled, StepReaper* reaper) {
   Pipe out, err;
   int control[2];
   check(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, control), "socketpair");
@@ -153,7 +188,10 @@ StepOutcome run_step_process(StepLaunch& launch, BuildCgroup& cgroup,
   StepOutcome outcome;
   std::string result;
   bool out_open = true, err_open = true, control_open = true, helper_alive = true;
-  while (out_open || err_open || control_open || helper_alive) {
+  // The helper closes its control socket when it exits, before the kernel drops its
+  // namespaces: a step that succeeded is done then.
+  bool succeeded = false;
+  while (out_open || err_open || control_open || (helper_alive && !(succeeded && reaper))) {
     if (!outcome.canceled && canceled()) {
       outcome.canceled = true;
       step->kill();
@@ -174,6 +212,10 @@ StepOutcome run_step_process(StepLaunch& launch, BuildCgroup& cgroup,
         result.append(buffer, static_cast<size_t>(n));
       } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
         control_open = false;
+        if (!result.empty() && !outcome.canceled) {
+          StepExit exit = parse_exit(result);
+          succeeded = exit.error.empty() && exit.signal == 0 && exit.exit_code == 0;
+        }
       }
     }
     if (fds[3].revents) {
@@ -181,6 +223,11 @@ StepOutcome run_step_process(StepLaunch& launch, BuildCgroup& cgroup,
       // What the step left running keeps the pipes open: nothing of it may outlive it.
       step->kill();
     }
+  }
+  if (helper_alive && succeeded && reaper) {
+    outcome.exit = parse_exit(result);
+    reaper->adopt(helper.release(), std::move(step));
+    return outcome;
   }
   int status = helper.wait();
   outcome.usage = step->usage();

@@ -475,7 +475,7 @@ std::string execute_run(StepContext& context) {
   ClippedLog log(context.log);
   sandbox::StepOutcome outcome = sandbox::run_step_process(
       launch, build.cgroup(), [&](int stream, std::string_view data) { log.write(stream, data); },
-      [&] { return context.cancel.canceled(); });
+      [&] { return context.cancel.canceled(); }, &build.reaper());
   if (outcome.canceled) throw Error(ErrorKind::canceled, "build canceled");
   if (!outcome.exit.error.empty() || outcome.exit.signal != 0 || outcome.exit.exit_code != 0) {
     sandbox::ResourceLimits effective = launch.limits;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/sandbox/cgroup.h"
+#include "engine/sandbox/step_process.h"
 
 namespace kbuild::solver {
 
@@ -37,6 +38,7 @@ class BuildSandbox {
   std::string next_step_name() { return "step-" + std::to_string(++steps_); }
   bool allowed(const std::string& entitlement) const { return allowed_.count(entitlement) != 0; }
   const sandbox::ResourceLimits& build_limits() const { return limits_; }
+  sandbox::StepReaper& reaper() { return reaper_; }
 
  private:
   const SandboxConfig& config_;
@@ -45,6 +47,7 @@ class BuildSandbox {
   std::set<std::string> allowed_;
   std::mutex mutex_;
   std::unique_ptr<sandbox::BuildCgroup> cgroup_;
+  sandbox::StepReaper reaper_;  // after cgroup_: its steps go before the build's cgroup does
   std::atomic<int> steps_{0};
 };
 

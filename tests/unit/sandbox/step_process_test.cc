@@ -1,0 +1,226 @@
+// kbuild-exec for real: a busybox rootfs, a spec, the direct cgroup backend. Needs root and
+// /bin/busybox (Debian's busybox-static).
+#include "engine/sandbox/step_process.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "common/temp_dir.h"
+#include "common/unique_fd.h"
+#include "engine/sandbox/direct_backend.h"
+#include "seccomp/seccomp.h"
+
+namespace kbuild::sandbox {
+namespace {
+
+constexpr uint64_t kDefaultCaps = 0xa80425fb;
+
+std::string helper_path() {
+  const char* path = std::getenv("KBUILD_EXEC_HELPER");
+  return path ? path : "";
+}
+
+void write_file(const std::string& path, const std::string& data) { std::ofstream(path) << data; }
+
+class StepProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+    ASSERT_FALSE(helper_path().empty()) << "KBUILD_EXEC_HELPER is not set";
+    ASSERT_EQ(::access("/bin/busybox", X_OK), 0) << "needs /bin/busybox (busybox-static)";
+    base_ = dir_.path() + "/base";
+    for (const char* d : {"", "/bin", "/etc", "/tmp", "/proc", "/dev", "/sys", "/home", "/home/builder"}) {
+      ASSERT_EQ(::mkdir((base_ + d).c_str(), 0755), 0) << d;
+    }
+    ::chmod((base_ + "/tmp").c_str(), 01777);
+    ASSERT_EQ(::chown((base_ + "/home/builder").c_str(), 1000, 1000), 0);
+    std::ifstream in("/bin/busybox", std::ios::binary);
+    std::ofstream out(base_ + "/bin/busybox", std::ios::binary);
+    out << in.rdbuf();
+    out.close();
+    ::chmod((base_ + "/bin/busybox").c_str(), 0755);
+    for (const char* applet : {"sh", "cat", "echo", "ls", "id", "hostname", "mount", "unshare", "grep", "readlink",
+                               "sleep", "touch", "rm"}) {
+      ASSERT_EQ(::symlink("busybox", (base_ + "/bin/" + applet).c_str()), 0);
+    }
+    write_file(base_ + "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nbuilder:x:1000:1000::/home/builder:/bin/sh\n");
+    mountpoint_ = dir_.path() + "/rootfs";
+    ASSERT_EQ(::mkdir(mountpoint_.c_str(), 0755), 0);
+    DirectBackendOptions options;
+    options.parent_name = "kbuild-steptest-" + std::to_string(::getpid());
+    backend_ = make_direct_backend(options);
+    build_ = backend_->create_build("steps", {});
+  }
+
+  // A fresh upper dir over the base for each run.
+  StepLaunch launch(std::vector<std::string> argv) {
+    StepLaunch l;
+    l.helper_path = helper_path();
+    l.step_name = "step-" + std::to_string(++steps_);
+    std::string layer = dir_.path() + "/" + l.step_name;
+    ::mkdir(layer.c_str(), 0755);
+    ::mkdir((layer + "/diff").c_str(), 0755);
+    ::mkdir((layer + "/work").c_str(), 0700);
+    upper_ = layer + "/diff";
+    l.spec.argv = std::move(argv);
+    l.spec.env = {"PATH=/bin"};
+    l.spec.capabilities = kDefaultCaps;
+    l.spec.rootfs = {{base_}, upper_, layer + "/work", mountpoint_};
+    return l;
+  }
+
+  struct Result {
+    StepOutcome outcome;
+    std::string out, err;
+  };
+
+  Result run(StepLaunch l) {
+    Result r;
+    r.outcome = run_step_process(
+        l, *build_, [&](int stream, std::string_view data) { (stream == 1 ? r.out : r.err).append(data); },
+        [] { return false; });
+    return r;
+  }
+
+  Result shell(const std::string& script) { return run(launch({"/bin/sh", "-c", script})); }
+
+  TempDir dir_{"/tmp", "kbuild-step-test-"};
+  std::string base_, mountpoint_, upper_;
+  std::unique_ptr<CgroupBackend> backend_;
+  std::unique_ptr<BuildCgroup> build_;
+  int steps_ = 0;
+};
+
+TEST_F(StepProcessTest, OutputExitCodeAndLayerComeBack) {
+  Result r = shell("echo out; echo err >&2; echo data > /made; exit 3");
+  EXPECT_EQ(r.out, "out\n");
+  EXPECT_EQ(r.err, "err\n");
+  EXPECT_EQ(r.outcome.exit.exit_code, 3);
+  std::ifstream made(upper_ + "/made");
+  std::string content;
+  std::getline(made, content);
+  EXPECT_EQ(content, "data");
+}
+
+TEST_F(StepProcessTest, StepIsPidOneWithItsOwnHostnameAndDefaultCapabilities) {
+  Result r = shell("echo $$; hostname; grep -E '^Cap(Eff|Bnd|Inh|Amb)' /proc/self/status; ls /proc | grep -c '^[0-9]'");
+  EXPECT_EQ(r.outcome.exit.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "1\nbuildkitsandbox\nCapInh:\t0000000000000000\nCapEff:\t00000000a80425fb\n"
+            "CapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\n3\n");
+}
+
+TEST_F(StepProcessTest, OnlyTheStandardStreamsAreOpen) {
+  Result r = shell("ls /proc/self/fd");
+  EXPECT_EQ(r.outcome.exit.exit_code, 0) << r.err;
+  // 0-2, and the directory ls reads.
+  EXPECT_EQ(r.out, "0\n1\n2\n3\n");
+}
+
+TEST_F(StepProcessTest, UserSwitchDropsCapabilities) {
+  StepLaunch l = launch({"/bin/sh", "-c", "id -u; id -g; grep CapEff /proc/self/status"});
+  l.spec.uid = 1000;
+  l.spec.gid = 1000;
+  Result r = run(std::move(l));
+  EXPECT_EQ(r.out, "1000\n1000\nCapEff:\t0000000000000000\n") << r.err;
+}
+
+TEST_F(StepProcessTest, NoneNetworkHasOnlyLoopback) {
+  StepLaunch l = launch({"/bin/sh", "-c", "cat /proc/net/dev | grep -c ':'; grep -q 'lo:' /proc/net/dev && echo lo"});
+  l.spec.network = NetworkMode::none;
+  Result r = run(std::move(l));
+  EXPECT_EQ(r.out, "1\nlo\n") << r.err;
+}
+
+TEST_F(StepProcessTest, SeccompFilterDeniesNamespacesAndMounts) {
+  StepLaunch l = launch({"/bin/sh", "-c", "unshare -U true && echo unshared; mount -t tmpfs none /tmp && echo mounted; echo end"});
+  std::string program = seccomp::serialize(seccomp::compile(seccomp::default_profile(), kDefaultCaps));
+  UniqueFd memfd(::memfd_create("seccomp", MFD_CLOEXEC));
+  ASSERT_EQ(::write(memfd.get(), program.data(), program.size()), static_cast<ssize_t>(program.size()));
+  ::lseek(memfd.get(), 0, SEEK_SET);
+  l.spec.seccomp_fd = 0;
+  l.extra_fds.push_back(std::move(memfd));
+  Result r = run(std::move(l));
+  EXPECT_EQ(r.out, "end\n") << r.err;
+}
+
+TEST_F(StepProcessTest, MountsBindReadOnlyAndTmpfs) {
+  std::string source = dir_.path() + "/source";
+  ASSERT_EQ(::mkdir(source.c_str(), 0755), 0);
+  write_file(source + "/f", "bound\n");
+  StepLaunch l = launch({"/bin/sh", "-c", "cat /m/f; touch /m/g 2>/dev/null || echo read-only; echo t > /t/x && cat /t/x"});
+  MountSpec bind;
+  bind.kind = MountSpec::Kind::bind;
+  bind.target = "/m";
+  bind.read_only = true;
+  bind.fd = 0;
+  l.extra_fds.emplace_back(::open(source.c_str(), O_PATH | O_CLOEXEC));
+  MountSpec tmpfs;
+  tmpfs.kind = MountSpec::Kind::tmpfs;
+  tmpfs.target = "/t";
+  l.spec.mounts = {bind, tmpfs};
+  Result r = run(std::move(l));
+  EXPECT_EQ(r.out, "bound\nread-only\nt\n") << r.err;
+  EXPECT_FALSE(std::ifstream(upper_ + "/t/x").good());
+}
+
+TEST_F(StepProcessTest, MountTargetsNeverLeaveTheRootfs) {
+  // A symlink in the image pointing at a host path resolves inside the rootfs.
+  std::string host_dir = dir_.path() + "/host-secret";
+  ASSERT_EQ(::mkdir(host_dir.c_str(), 0755), 0);
+  write_file(host_dir + "/keep", "host\n");
+  ASSERT_EQ(::symlink(host_dir.c_str(), (base_ + "/escape").c_str()), 0);
+  StepLaunch l = launch({"/bin/sh", "-c", "echo x > /escape/new"});
+  MountSpec tmpfs;
+  tmpfs.kind = MountSpec::Kind::tmpfs;
+  tmpfs.target = "/escape";
+  l.spec.mounts = {tmpfs};
+  // Whether the step runs (the target made inside) or is refused, the host is untouched.
+  run(std::move(l));
+  EXPECT_FALSE(std::ifstream(host_dir + "/new").good());
+  EXPECT_TRUE(std::ifstream(host_dir + "/keep").good());
+}
+
+TEST_F(StepProcessTest, WorkdirThroughAMagicLinkIsRefused) {
+  StepLaunch l = launch({"/bin/sh", "-c", "pwd"});
+  l.spec.cwd = "/proc/self/fd/3";
+  Result r = run(std::move(l));
+  EXPECT_NE(r.outcome.exit.error, "");
+  EXPECT_EQ(r.out, "");
+}
+
+TEST_F(StepProcessTest, MissingCommandIsReportedLikeRunc) {
+  Result r = run(launch({"nosuch"}));
+  EXPECT_EQ(r.outcome.exit.error, "exec: \"nosuch\": executable file not found in $PATH");
+}
+
+TEST_F(StepProcessTest, SucceededStepsAreReapedInTheBackground) {
+  StepReaper reaper;
+  StepLaunch l = launch({"/bin/sh", "-c", "echo ok"});
+  std::string out;
+  StepOutcome outcome = run_step_process(
+      l, *build_, [&](int, std::string_view data) { out.append(data); }, [] { return false; }, &reaper);
+  EXPECT_EQ(outcome.exit.exit_code, 0);
+  EXPECT_EQ(out, "ok\n");
+}
+
+TEST_F(StepProcessTest, CancelKillsTheStep) {
+  StepLaunch l = launch({"/bin/sh", "-c", "sleep 30"});
+  auto start = std::chrono::steady_clock::now();
+  StepOutcome outcome = run_step_process(
+      l, *build_, [](int, std::string_view) {},
+      [&] { return std::chrono::steady_clock::now() - start > std::chrono::milliseconds(200); });
+  EXPECT_TRUE(outcome.canceled);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
+}  // namespace
+}  // namespace kbuild::sandbox
