@@ -4,7 +4,7 @@
 #include <map>
 #include <mutex>
 
-#include "cli/progress/events.h"
+#include "dbus/progress_events.h"
 #include "engine/solver/progress.h"
 
 namespace kbuild::service {

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "cli/progress/events.h"
+#include "dbus/progress_events.h"
 #include "cli/progress/trace.h"
 
 namespace kbuild::progress {

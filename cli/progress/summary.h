@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "cli/progress/events.h"
+#include "dbus/progress_events.h"
 
 namespace kbuild::progress {
 

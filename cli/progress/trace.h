@@ -13,7 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "cli/progress/events.h"
+#include "dbus/progress_events.h"
 #include "cli/progress/vt100.h"
 
 namespace kbuild::progress {

@@ -18,9 +18,6 @@ std::string format_fixed(double value, int precision);
 // Go's fmt "%-*s": `text` padded with spaces to `width` runes (never cut).
 std::string pad_right(std::string_view text, int width);
 
-// Decodes the rune at text[i] as Go's utf8.DecodeRuneInString does: (rune, size), or (-1, 1)
-// for an invalid or truncated sequence.
-std::pair<int32_t, size_t> decode_rune(std::string_view text, size_t i);
 
 // Go's utf8.RuneCountInString.
 size_t rune_count(std::string_view text);

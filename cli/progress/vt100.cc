@@ -105,7 +105,7 @@ void Vt100::write(std::string_view bytes) {
     if (left > 0 && left < 12) unparsed_ = data.substr(pos);
   };
   while (pos < data.size()) {
-    auto [rune, size] = decode_rune(data, pos);
+    auto [rune, size] = decode_utf8(data, pos);
     if (rune < 0) {
       pos += 1;
       return stop();
@@ -126,7 +126,7 @@ void Vt100::write(std::string_view bytes) {
     std::string args;
     for (int i = 0;; ++i) {
       if (pos >= data.size()) return stop();
-      auto [next, next_size] = decode_rune(data, pos);
+      auto [next, next_size] = decode_utf8(data, pos);
       pos += next_size;
       const char32_t c = next < 0 ? 0xFFFD : static_cast<char32_t>(next);
       if (i == 0 && c == U'[') {

@@ -1,4 +1,4 @@
-#include "cli/progress/events.h"
+#include "dbus/progress_events.h"
 
 #include <fcntl.h>
 #include <unistd.h>

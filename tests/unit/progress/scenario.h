@@ -14,7 +14,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "cli/progress/events.h"
+#include "dbus/progress_events.h"
 #include "cli/progress/renderer.h"
 
 namespace kbuild::progress::testing {

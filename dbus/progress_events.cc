@@ -1,4 +1,4 @@
-#include "cli/progress/events.h"
+#include "dbus/progress_events.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -11,9 +11,9 @@
 #include <cstdio>
 #include <limits>
 
-#include "cli/progress/units.h"
 #include "common/error.h"
 #include "common/syscall.h"
+#include "common/utf8.h"
 
 namespace kbuild::progress {
 
@@ -684,7 +684,7 @@ std::string go_json_quote(std::string_view s) {
       ++i;
       continue;
     }
-    const auto [rune, size] = decode_rune(s, i);
+    const auto [rune, size] = decode_utf8(s, i);
     if (rune < 0) {
       out += "\\ufffd";
     } else if (rune == 0x2028 || rune == 0x2029) {
