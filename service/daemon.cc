@@ -47,10 +47,11 @@ std::string seccomp_program(const DaemonConfig& config) {
 }
 
 // The direct backend's group: "kbuild" for the default store, one of its own for any other
-// (tests run several daemons at once, and each sweeps its group at start).
+// (tests run several daemons at once, and each sweeps its group at start). Builds' groups
+// inside are kbuild-<build>; the daemon's own is not named like them.
 std::string direct_cgroup_parent(const std::string& root) {
   if (root == "/var/lib/kbuild") return "kbuild";
-  return "kbuild-" + std::string(store::Digest::of(root).hex().substr(0, 12));
+  return "kbuild_" + std::string(store::Digest::of(root).hex().substr(0, 12));
 }
 
 }  // namespace

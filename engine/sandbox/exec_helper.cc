@@ -389,12 +389,15 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
     enter_workdir(spec.cwd);
     ::umask(022);
 
-    drop_bounding_set(spec.capabilities, last_cap);
+    // "All capabilities" means those this kernel has: capset refuses unknown bits.
+    uint64_t capabilities = spec.capabilities;
+    if (last_cap < 63) capabilities &= (uint64_t{1} << (last_cap + 1)) - 1;
+    drop_bounding_set(capabilities, last_cap);
     if (!seccomp_program.empty()) {
       sock_fprog program{static_cast<unsigned short>(seccomp_program.size()), seccomp_program.data()};
       check(static_cast<int>(::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program)), "loading seccomp filter");
     }
-    set_capabilities(spec.capabilities);
+    set_capabilities(capabilities);
     switch_user(spec);
     // Only 0-2 and the error pipe (close-on-exec) stay open.
     int moved = check(::fcntl(error_fd, F_DUPFD_CLOEXEC, 3), "dup");
