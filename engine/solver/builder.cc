@@ -384,7 +384,8 @@ class Builder::Run {
         StepContext context{store_, step, state.top, source_top, context_ ? context_->path : std::string(),
                             cancel_, [&](int stream, std::string_view data) { progress_.log(id, stream, data); },
                             &sandbox_, std::move(mount_sources)};
-        std::string snapshot = run_shared(key, context);
+        std::string snapshot = is_linked_copy(step) ? run_linked_copy(key, source_key, state, context, no_cache)
+                                                    : run_shared(key, context);
         state.top = snapshot;
         state.key = key;
       } catch (const Error& e) {
@@ -395,6 +396,30 @@ class Builder::Run {
     }
     std::lock_guard lock(stages_mutex_);
     stages_[stage.index] = std::move(state);
+  }
+
+  static bool is_linked_copy(const graph::Step& step) {
+    return step.kind == graph::StepKind::copy && std::get<dockerfile::CopyInstruction>(step.instruction.body).link;
+  }
+
+  // COPY --link: the layer is made on nothing and cached apart from what is below it, then
+  // stacked on the stage so far. A changed base reuses the layer (and its blob) as it is.
+  std::string run_linked_copy(const std::string& key, const std::string& source_key, const StageResult& state,
+                              StepContext& context, bool no_cache) {
+    std::string layer_key = step_cache_key("linked", context.step, source_key);
+    std::optional<store::CacheResult> layer;
+    if (!no_cache) layer = store_.metadata().get_cache(layer_key);
+    std::string layer_id;
+    if (layer && store_.metadata().get_snapshot(layer->snapshot_id)) {
+      layer_id = layer->snapshot_id;
+    } else {
+      context.linked = true;
+      layer_id = run_shared(layer_key, context);
+    }
+    if (!state.top) return layer_id;
+    std::string stacked = restack_layer(store_, layer_id, state.top);
+    store_.metadata().put_cache(key, store::CacheResult{stacked, ""});
+    return stacked;
   }
 
   // What a RUN's mounts read enters its cache key: the files a context bind selects, the

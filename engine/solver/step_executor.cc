@@ -2,7 +2,10 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include "common/syscall.h"
 #include "common/temp_dir.h"
@@ -65,10 +68,10 @@ fileops::CopyRequest copy_request(const graph::Step& step, const df::CopyInstruc
   return request;
 }
 
-void run_copy(StepContext& context, int dest_root_fd, bool fresh_layer) {
+void run_copy(StepContext& context, int dest_root_fd, bool fresh_layer, int name_root_fd = -1) {
   const auto& copy = std::get<df::CopyInstruction>(context.step.instruction.body);
   if (!copy.checksum.empty()) throw Error(ErrorKind::user, "ADD --checksum needs a URL source, which is not supported yet");
-  fileops::CopyRequest request = copy_request(context.step, copy, dest_root_fd);
+  fileops::CopyRequest request = copy_request(context.step, copy, name_root_fd >= 0 ? name_root_fd : dest_root_fd);
   // The materialized context is never written again: a fresh layer may share its files.
   request.link_unchanged_files = fresh_layer && context.step.source.kind == graph::CopySource::Kind::context;
   if (!copy.sources.empty()) {
@@ -102,6 +105,43 @@ void run_copy(StepContext& context, int dest_root_fd, bool fresh_layer) {
   }
 }
 
+void copy_xattrs(int from, int to, const std::string& path) {
+  ssize_t size = ::flistxattr(from, nullptr, 0);
+  if (size <= 0) return;
+  std::string names(static_cast<size_t>(size), '\0');
+  size = check(::flistxattr(from, names.data(), names.size()), "listxattr", path);
+  for (size_t at = 0; at < static_cast<size_t>(size); at += std::strlen(names.c_str() + at) + 1) {
+    const char* name = names.c_str() + at;
+    ssize_t length = ::fgetxattr(from, name, nullptr, 0);
+    if (length < 0) continue;
+    std::string value(static_cast<size_t>(length), '\0');
+    length = ::fgetxattr(from, name, value.data(), value.size());
+    if (length >= 0) check(::fsetxattr(to, name, value.data(), static_cast<size_t>(length), 0), "setxattr", path);
+  }
+}
+
+// Recreates the directory `from` in `to` (both open), linking what is not a directory.
+void restack_tree(int from, int to, const std::string& path) {
+  for (const fileops::DirEntry& entry : fileops::list_dir(from, path)) {
+    std::string child = path + "/" + entry.name;
+    struct stat st {};
+    check(::fstatat(from, entry.name.c_str(), &st, AT_SYMLINK_NOFOLLOW), "stat", child);
+    if (!S_ISDIR(st.st_mode)) {
+      check(::linkat(from, entry.name.c_str(), to, entry.name.c_str(), 0), "link", child);
+      continue;
+    }
+    check(::mkdirat(to, entry.name.c_str(), 0700), "mkdir", child);
+    UniqueFd source(check(::openat(from, entry.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), "open", child));
+    UniqueFd dest(check(::openat(to, entry.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), "open", child));
+    restack_tree(source.get(), dest.get(), child);
+    check(::fchown(dest.get(), st.st_uid, st.st_gid), "chown", child);
+    check(::fchmod(dest.get(), st.st_mode & 07777), "chmod", child);
+    copy_xattrs(source.get(), dest.get(), child);
+    timespec times[2] = {st.st_atim, st.st_mtim};
+    check(::futimens(dest.get(), times), "utimes", child);
+  }
+}
+
 json command_json(const df::CommandLine& line) {
   json files = json::array();
   for (const auto& f : line.files) files.push_back({f.name, f.data, f.chomp});
@@ -132,6 +172,7 @@ ChainView::ChainView(store::Store& store, const std::optional<std::string>& top)
 std::string execute_step(StepContext& context) {
   const graph::Step& step = context.step;
   if (step.kind == graph::StepKind::run) return execute_run(context);
+  if (context.linked) return execute_linked_copy(context);
   store::SnapshotStore& snapshots = context.store.snapshots();
   store::SnapshotStore::Prepared prepared = snapshots.prepare(context.parent, "layer");
   auto run = [&](int root, bool fresh_layer) {
@@ -157,6 +198,32 @@ std::string execute_step(StepContext& context) {
     }
     mount.unmount();
   }
+  return snapshots.commit_deferred(std::move(prepared)).id;
+}
+
+std::string execute_linked_copy(StepContext& context) {
+  store::SnapshotStore& snapshots = context.store.snapshots();
+  store::SnapshotStore::Prepared prepared = snapshots.prepare(std::nullopt, "layer");
+  UniqueFd root = open_directory(prepared.diff_path());
+  // --chown names come from the stage's own passwd and group, not from the empty layer.
+  std::optional<ChainView> names;
+  UniqueFd names_root;
+  if (context.parent) {
+    names.emplace(context.store, context.parent);
+    names_root = open_directory(names->dir.path());
+  }
+  context.cancel.check();
+  run_copy(context, root.get(), true, names_root ? names_root.get() : -1);
+  return snapshots.commit_deferred(std::move(prepared)).id;
+}
+
+std::string restack_layer(store::Store& store, const std::string& layer, const std::optional<std::string>& parent) {
+  store::SnapshotStore& snapshots = store.snapshots();
+  store::SnapshotStore::Prepared prepared = snapshots.prepare(parent, "layer");
+  std::string source_path = snapshots.diff_path(layer);
+  UniqueFd source = open_directory(source_path);
+  UniqueFd dest = open_directory(prepared.diff_path());
+  restack_tree(source.get(), dest.get(), source_path);
   return snapshots.commit_deferred(std::move(prepared)).id;
 }
 

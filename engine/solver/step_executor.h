@@ -30,6 +30,7 @@ struct StepContext {
   std::function<void(int stream, std::string_view data)> log;
   BuildSandbox* sandbox = nullptr;           // RUN: the build's sandbox
   std::vector<MountSource> mount_sources;    // RUN: one per --mount, the from= snapshot
+  bool linked = false;                       // COPY --link: make the layer on nothing
 };
 
 // The layers an overlay over `top` stacks, top first (an empty directory for none).
@@ -44,6 +45,14 @@ struct ChainView {
 
 // Runs the step and commits its layer; returns the new snapshot's id.
 std::string execute_step(StepContext& context);
+
+// COPY --link: the copy made on nothing, so that its layer (and cache key) does not depend
+// on what is below; `name_root` (the stage's view so far) only answers --chown names.
+std::string execute_linked_copy(StepContext& context);
+
+// The same layer again on top of `parent`: directories recreated, everything else
+// hard-linked (layers are never written after their commit). Returns the new snapshot's id.
+std::string restack_layer(store::Store& store, const std::string& layer, const std::optional<std::string>& parent);
 
 // The canonical definition of a step for its cache key: every field that changes its result.
 nlohmann::json describe_step(const graph::Step& step);

@@ -192,6 +192,20 @@ class DaemonTest(unittest.TestCase):
         kbuildctl(self.daemon, "tag", "it-child", "it-child:again")
         self.assertIn("it-child", kbuildctl(self.daemon, "images").stdout)
 
+    def test_copy_link_layer_is_the_same_blob_whatever_the_base(self):
+        layers = []
+        for base_content in ("one", "two"):
+            ctx = self.context(f"link-{base_content}", {
+                "Dockerfile": f"FROM scratch\nCOPY {base_content} /base\nCOPY --link app /opt/app/\n",
+                base_content: base_content + "\n", "app/bin": "#!/bin/sh\n"})
+            out = os.path.join(self.workdir, f"link-{base_content}.tar")
+            self.build(ctx, "-o", f"type=docker,dest={out}")
+            with tarfile.open(out) as t:
+                manifest = json.load(t.extractfile("manifest.json"))
+                layers.append(manifest[0]["Layers"])
+        self.assertNotEqual(layers[0][0], layers[1][0])
+        self.assertEqual(layers[0][1], layers[1][1])
+
     def test_context_tar_on_stdin_carries_its_own_dockerfile_and_dockerignore(self):
         ctx = self.context("tarctx", {"Dockerfile": "FROM scratch\nCOPY . /c\n", "keep": "k\n", "drop": "d\n",
                                       ".dockerignore": "drop\n"})
