@@ -718,7 +718,9 @@ class Copier {
     if (!request_.link_unchanged_files || request_.chmod || st.st_dev != dst_dev) return false;
     const uint32_t uid = request_.owner ? request_.owner->uid : st.st_uid;
     const uint32_t gid = request_.owner ? request_.owner->gid : st.st_gid;
-    if (uid != st.st_uid || gid != st.st_gid) return false;
+    // `st` may already say root (source_owner_is_root): the inode's own owner decides.
+    struct stat inode;
+    if (::fstat(src, &inode) != 0 || uid != inode.st_uid || gid != inode.st_gid) return false;
     if (::flistxattr(src, nullptr, 0) != 0) return false;
     // AT_EMPTY_PATH links the open file itself, whatever its name is now (needs
     // CAP_DAC_READ_SEARCH, which the daemon has); any failure falls back to a copy.

@@ -298,6 +298,13 @@ void drop_bounding_set(uint64_t keep, int last_cap) {
   }
 }
 
+uint64_t permitted_capabilities() {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  check(static_cast<int>(::syscall(SYS_capget, &header, data)), "capget");
+  return uint64_t{data[0].permitted} | (uint64_t{data[1].permitted} << 32);
+}
+
 void set_capabilities(uint64_t caps) {
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2]{};
@@ -389,8 +396,8 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
     enter_workdir(spec.cwd);
     ::umask(022);
 
-    // "All capabilities" means those this kernel has: capset refuses unknown bits.
-    uint64_t capabilities = spec.capabilities;
+    // "All capabilities" means those the helper has itself: capset refuses more.
+    uint64_t capabilities = spec.capabilities & permitted_capabilities();
     if (last_cap < 63) capabilities &= (uint64_t{1} << (last_cap + 1)) - 1;
     drop_bounding_set(capabilities, last_cap);
     if (!seccomp_program.empty()) {

@@ -86,6 +86,24 @@ std::string fd_path(int fd) {
   return std::string(buffer, static_cast<size_t>(n));
 }
 
+// Copies the regular file behind an O_PATH fd (anything else is refused).
+void copy_regular_file(int source_path_fd, const std::string& to) {
+  struct stat st {};
+  check(::fstat(source_path_fd, &st), "fstat");
+  if (!S_ISREG(st.st_mode)) throw Error(ErrorKind::user, "a writable bind mount of a single file needs a regular file");
+  std::string proc = "/proc/self/fd/" + std::to_string(source_path_fd);
+  UniqueFd in(check(::open(proc.c_str(), O_RDONLY | O_CLOEXEC), "open", proc));
+  UniqueFd out(check(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 07777), "create", to));
+  for (;;) {
+    ssize_t n = ::copy_file_range(in.get(), nullptr, out.get(), nullptr, size_t{1} << 30, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("copy_file_range", to);
+    if (n == 0) break;
+  }
+  check(::fchown(out.get(), st.st_uid, st.st_gid), "chown", to);
+  check(::fchmod(out.get(), st.st_mode & 07777), "chmod", to);
+}
+
 bool is_directory(int fd) {
   struct stat st {};
   check(::fstat(fd, &st), "fstat");
@@ -155,13 +173,19 @@ CacheDir open_cache_dir(store::Store& store, const df::RunMount& mount) {
   df::CacheSharing sharing = mount.sharing.value_or(df::CacheSharing::shared);
   for (int instance = 0;; ++instance) {
     std::string path = base + "/" + name + (instance ? "-" + std::to_string(instance) : "");
-    if (::mkdir(path.c_str(), 0700) == 0) {
-      std::string data = path + "/data";
+    if (::access(path.c_str(), F_OK) != 0) {
+      // Made aside and renamed into place: a concurrent step sees no cache or a whole one.
+      TempDir fresh(base, "new-");
+      std::string data = fresh.path() + "/data";
       check(::mkdir(data.c_str(), 0755), "mkdir", data);
       check(::chown(data.c_str(), mount.uid.value_or(0), mount.gid.value_or(0)), "chown", data);
       check(::chmod(data.c_str(), mount.mode.value_or(0755)), "chmod", data);
-    } else if (errno != EEXIST) {
-      throw_errno("mkdir", path);
+      check(::chmod(fresh.path().c_str(), 0700), "chmod", fresh.path());
+      if (::rename(fresh.path().c_str(), path.c_str()) == 0) {
+        fresh.release();
+      } else if (errno != EEXIST && errno != ENOTEMPTY) {
+        throw_errno("rename", path);
+      }
     }
     CacheDir cache{UniqueFd(check(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path)),
                    path + "/data"};
@@ -233,8 +257,15 @@ void prepare_mount(StepContext& context, size_t index, const df::RunMount& mount
         check(::mkdir(view.c_str(), 0755), "mkdir", view);
         out.overlays.push_back(sandbox::Mount::overlay({fd_path(source.get())}, upper, work, view));
         out.bind(open_path(view), target, false);
+      } else if (!mount.read_only) {
+        // A writable bind of one file: a scratch copy, so that the step never writes the
+        // context or a stage, whose inodes layers share.
+        TempDir& scratch = out.temps.emplace_back(context.store.root() + "/mounts", "rw-");
+        std::string copy = scratch.path() + "/file";
+        copy_regular_file(source.get(), copy);
+        out.bind(open_path(copy), target, false);
       } else {
-        out.bind(std::move(source), target, mount.read_only);
+        out.bind(std::move(source), target, true);
       }
       break;
     }
