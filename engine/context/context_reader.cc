@@ -154,7 +154,9 @@ void drop_privileges(const Credentials& caller) {
 }  // namespace
 
 ContextReadResult read_context(const ContextReadRequest& request) {
-  if (request.context_fd < 0 || request.dest_fd < 0) throw Error(ErrorKind::internal, "read_context: missing fd");
+  if (request.context_fd < 0 || (request.dest_fd < 0 && !request.update_previous)) {
+    throw Error(ErrorKind::internal, "read_context: missing fd");
+  }
   int data[2];
   check(::pipe2(data, O_CLOEXEC), "pipe2", "context stream");
   UniqueFd data_read(data[0]);
@@ -179,6 +181,8 @@ ContextReadResult read_context(const ContextReadRequest& request) {
   options.hash_cache = request.hash_cache;
   options.previous = request.previous;
   options.link_from_previous = request.link_from_previous;
+  options.update_previous = request.update_previous;
+  options.previous_touched = request.previous_touched;
   options.cancel_fd = request.cancel_fd;
   ContextReadResult result = receive_context(data_read.get(), request_daemon.get(), options);
   request_daemon.reset();

@@ -36,10 +36,13 @@ struct ContextReadRequest {
   // the whole context.
   std::vector<std::string> include_patterns;
   std::vector<std::string> follow_paths;
-  int dest_fd = -1;  // an empty directory under the store root, owned by the daemon
+  int dest_fd = -1;  // an empty directory under the store root, owned by the daemon (see update_previous)
   HashCache* hash_cache = nullptr;
   std::optional<PreviousContext> previous;  // the last materialization of this client directory
   bool link_from_previous = true;
+  // See ReceiveOptions::update_previous: `dest_fd` is not used then.
+  bool update_previous = false;
+  bool* previous_touched = nullptr;
   int cancel_fd = -1;  // readable (an eventfd, a pipe): stop with kbuild::Error (canceled)
   // For tests: runs in the reader process after it dropped privileges and closed other fds,
   // before the walk; what it throws becomes the read's error.

@@ -1,9 +1,19 @@
 #include "engine/context/receiver.h"
 
+#include <fcntl.h>
+
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <future>
 #include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "common/error.h"
@@ -15,6 +25,15 @@ namespace kbuild::context {
 namespace {
 
 constexpr std::size_t kContentChunk = 1 << 20;
+// From this size on a file is hashed on a second thread while it is written, in chunks of
+// kHashChunk: SHA-256 and the write each cost about as much per byte.
+constexpr std::uint64_t kParallelHashAt = 8 << 20;
+constexpr std::size_t kHashChunk = 4 << 20;
+// Updating a tree in place, files copied from another path of it are opened before anything
+// changes; past this many, the rest are read from the client again.
+constexpr std::size_t kMaxHeldCopies = 256;
+// A fresh tree with at least this many files to receive creates them on a second thread.
+constexpr std::size_t kCreateAheadFrom = 64;
 
 // Racy git: a file changed again within the same timestamp tick as the stat we recorded would
 // look unchanged. A key is remembered only when its timestamps are older than the time its
@@ -105,6 +124,119 @@ bool same_file(const Entry& now, const Entry& before) {
   return now.type != EntryType::regular || (!before.source.empty() && before.source == now.source);
 }
 
+// Writes the next `size` bytes of the stream to `fd` and returns their digest.
+store::Digest write_content(wire::StreamReader& in, int fd, std::uint64_t size, const std::string& path) {
+  store::Sha256 hasher;
+  if (size < kParallelHashAt) {
+    while (size > 0) {
+      const auto max = static_cast<std::size_t>(std::min<std::uint64_t>(size, kContentChunk));
+      const std::string_view chunk = in.next_chunk(max);
+      hasher.update(chunk.data(), chunk.size());
+      write_all(fd, chunk.data(), chunk.size(), path);
+      size -= chunk.size();
+    }
+    return hasher.finish();
+  }
+  // Chunk k is hashed while it is written and chunk k+1 read; a buffer is refilled only after
+  // the hash of the chunk before it, which used the other buffer, was waited for.
+  std::unique_ptr<char[]> buffers[2] = {std::make_unique_for_overwrite<char[]>(kHashChunk),
+                                        std::make_unique_for_overwrite<char[]>(kHashChunk)};
+  std::future<void> hashing;  // destroyed before the buffers: an async future waits
+  for (int i = 0; size > 0; i ^= 1) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(size, kHashChunk));
+    char* data = buffers[i].get();
+    in.read_direct(data, n);
+    if (hashing.valid()) hashing.get();
+    hashing = std::async(std::launch::async, [&hasher, data, n] { hasher.update(data, n); });
+    write_all(fd, data, n, path);
+    size -= n;
+  }
+  hashing.get();
+  return hasher.finish();
+}
+
+// Creates the files of a fresh tree on a second thread, ahead of their contents in the stream:
+// allocating an inode is the costliest part of a small file on ext4 (more so after many recent
+// deletions), and so it overlaps with reading, hashing and writing the files before it.
+class FileCreator {
+ public:
+  // `paths` were accepted by TreeWriter::reserve_file, their parents created.
+  FileCreator(int root_fd, std::vector<std::string> paths)
+      : root_fd_(root_fd), paths_(std::move(paths)), thread_([this] { run(); }) {}
+  ~FileCreator() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    changed_.notify_all();
+    thread_.join();
+  }
+  FileCreator(const FileCreator&) = delete;
+  FileCreator& operator=(const FileCreator&) = delete;
+
+  // The file of the next path, in their order; throws what creating it threw.
+  UniqueFd next() {
+    std::unique_lock lock(mutex_);
+    if (ready_.empty() && !error_ && !done_) {
+      taker_waits_ = true;
+      changed_.wait(lock, [&] { return !ready_.empty() || error_ || done_; });
+      taker_waits_ = false;
+    }
+    if (ready_.empty()) {
+      if (error_) std::rethrow_exception(error_);
+      throw Error(ErrorKind::internal, "more context files taken than were created");
+    }
+    UniqueFd fd = std::move(ready_.front());
+    ready_.pop_front();
+    // The creator, once ahead by kAhead, sleeps until half of them were taken: one wake-up
+    // per kAhead / 2 files, not one per file.
+    if (creator_waits_ && ready_.size() == kAhead / 2) changed_.notify_all();
+    return fd;
+  }
+
+ private:
+  static constexpr std::size_t kAhead = 64;  // open fds waiting for their contents, at most
+
+  void run() noexcept {
+    std::unordered_map<std::string, UniqueFd> parents;
+    for (const std::string& path : paths_) {
+      UniqueFd fd;
+      try {
+        fd = TreeWriter::create_reserved(root_fd_, path, parents);
+      } catch (...) {
+        std::lock_guard lock(mutex_);
+        error_ = std::current_exception();
+        changed_.notify_all();
+        return;
+      }
+      std::unique_lock lock(mutex_);
+      if (ready_.size() >= kAhead) {
+        creator_waits_ = true;
+        changed_.wait(lock, [&] { return stop_ || ready_.size() <= kAhead / 2; });
+        creator_waits_ = false;
+      }
+      if (stop_) return;
+      ready_.push_back(std::move(fd));
+      if (taker_waits_) changed_.notify_all();
+    }
+    std::lock_guard lock(mutex_);
+    done_ = true;
+    changed_.notify_all();
+  }
+
+  int root_fd_;
+  std::vector<std::string> paths_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<UniqueFd> ready_;
+  std::exception_ptr error_;
+  bool stop_ = false;
+  bool done_ = false;
+  bool creator_waits_ = false;
+  bool taker_waits_ = false;
+  std::thread thread_;  // last: it starts using the members above at once
+};
+
 bool unchanged_since(const std::vector<Entry>& entries, const Manifest& previous) {
   if (entries.size() != previous.size()) return false;
   for (const Entry& e : entries) {
@@ -115,6 +247,10 @@ bool unchanged_since(const std::vector<Entry>& entries, const Manifest& previous
 }
 
 enum class Source { want, link, copy, hardlink };
+
+bool both_or_neither_directories(const Entry& a, const Entry& b) {
+  return (a.type == EntryType::directory) == (b.type == EntryType::directory);
+}
 
 class Receiver {
  public:
@@ -148,7 +284,11 @@ class Receiver {
       count(result);
       return result;
     }
-    materialize(result);
+    if (options_.update_previous && previous_) {
+      update_previous(result);
+    } else {
+      materialize(result);
+    }
     return result;
   }
 
@@ -178,6 +318,16 @@ class Receiver {
     }
     const std::int64_t asked_at = realtime_ns();
     send_want(wanted);
+    std::optional<FileCreator> creator;
+    if (wanted.size() >= kCreateAheadFrom) {
+      std::vector<std::string> paths;
+      paths.reserve(wanted.size());
+      for (std::uint32_t index : wanted) {
+        writer.reserve_file(entries_[index]);
+        paths.push_back(entries_[index].path);
+      }
+      creator.emplace(options_.dest_fd, std::move(paths));
+    }
 
     // While the reader reads, put in place what it does not have to send.
     for (std::size_t i = 0; i < entries_.size(); ++i) {
@@ -199,7 +349,10 @@ class Receiver {
     }
 
     std::vector<std::pair<StatKey, store::Digest>> learned;
-    for (std::uint32_t index : wanted) receive_file(writer, index, asked_at, learned, result.stats);
+    for (std::uint32_t index : wanted) {
+      receive_file(writer, creator ? &*creator : nullptr, index, asked_at, learned, result.stats);
+    }
+    creator.reset();
     expect_end_of_stream();
 
     for (std::size_t i = 0; i < entries_.size(); ++i) {
@@ -208,6 +361,97 @@ class Receiver {
     writer.finish();
     if (options_.hash_cache && !learned.empty()) options_.hash_cache->put(learned);
     result.manifest = writer.manifest();
+    count(result);
+  }
+
+  // materialize(), but into the previous tree: what is unchanged stays, the rest is replaced.
+  void update_previous(ContextReadResult& result) {
+    std::vector<Source> plan(entries_.size(), Source::want);
+    std::vector<const Entry*> origin(entries_.size(), nullptr);
+    std::vector<std::uint32_t> wanted;
+    std::unordered_set<std::string_view> kept;  // regular files whose inode stays
+    std::unordered_map<std::size_t, UniqueFd> held;
+    const int root = options_.previous->root_fd;
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      Entry& e = entries_[i];
+      if (e.type != EntryType::regular) continue;
+      plan[i] = choose_source(e, origin[i]);
+      if (plan[i] == Source::link) kept.insert(e.path);
+      if (plan[i] == Source::copy) {
+        // The origin may be replaced or removed below: its inode, never written, stays readable.
+        UniqueFd fd;
+        if (held.size() < kMaxHeldCopies) fd.reset(open_beneath(root, origin[i]->path, O_RDONLY | O_NOFOLLOW));
+        if (fd) {
+          held.emplace(i, std::move(fd));
+        } else {
+          plan[i] = Source::want;
+        }
+      }
+      if (plan[i] == Source::want) wanted.push_back(static_cast<std::uint32_t>(i));
+    }
+    // A hard link stays when it is the same as before and so is the file it shares an inode with.
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      if (plan[i] != Source::hardlink) continue;
+      const Entry* p = previous_->find(entries_[i].path);
+      if (p && same_file(entries_[i], *p) && kept.contains(entries_[i].hardlink_to)) {
+        entries_[i].digest = p->digest;
+        plan[i] = Source::link;
+      }
+    }
+    const std::int64_t asked_at = realtime_ns();
+    send_want(wanted);
+
+    // While the reader reads: remove what is gone, put in place what it does not have to send.
+    if (options_.previous_touched) *options_.previous_touched = true;
+    TreeWriter writer(root, TreeWriter::Options{.create_missing_parents = false, .replace_existing = true});
+    writer.adopt(*previous_);
+    std::unordered_map<std::string_view, const Entry*> now;
+    now.reserve(entries_.size());
+    for (const Entry& e : entries_) now.emplace(e.path, &e);
+    std::vector<std::string> gone;
+    for (const Entry& p : previous_->entries()) {
+      auto it = now.find(p.path);
+      if (it == now.end() || !both_or_neither_directories(*it->second, p)) gone.push_back(p.path);
+    }
+    writer.remove(gone);
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      const Entry& e = entries_[i];
+      const Entry* p = previous_->find(e.path);
+      const bool same = p && same_metadata(e, *p) && writer.find(e.path);
+      switch (e.type) {
+        case EntryType::directory:
+          writer.add_directory(e);
+          break;
+        case EntryType::symlink:
+          same ? writer.keep(e) : writer.add_symlink(e);
+          break;
+        case EntryType::fifo:
+          same ? writer.keep(e) : writer.add_fifo(e);
+          break;
+        case EntryType::regular:
+          if (plan[i] == Source::link) {
+            writer.keep(e);
+            ++result.stats.files_kept;
+          } else if (plan[i] == Source::copy) {
+            result.stats.bytes_copied += writer.copy_file(held.at(i).get(), e);
+            ++result.stats.files_copied;
+          }
+          break;
+      }
+    }
+    held.clear();
+
+    std::vector<std::pair<StatKey, store::Digest>> learned;
+    for (std::uint32_t index : wanted) receive_file(writer, nullptr, index, asked_at, learned, result.stats);
+    expect_end_of_stream();
+
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      if (plan[i] == Source::hardlink && entries_[i].type == EntryType::regular) writer.add_hardlink(entries_[i]);
+    }
+    writer.finish();
+    if (options_.hash_cache && !learned.empty()) options_.hash_cache->put(learned);
+    result.manifest = writer.manifest();
+    result.updated_previous = true;
     count(result);
   }
 
@@ -251,7 +495,8 @@ class Receiver {
     wire::send_all(request_fd_, frame, options_.cancel_fd);
   }
 
-  void receive_file(TreeWriter& writer, std::uint32_t index, std::int64_t asked_at,
+  // `creator`: where the file was created already (reserved in `writer`); else `writer` creates it.
+  void receive_file(TreeWriter& writer, FileCreator* creator, std::uint32_t index, std::int64_t asked_at,
                     std::vector<std::pair<StatKey, store::Digest>>& learned, TransferStats& stats) {
     const wire::FrameHeader h = read_frame_header(in_);
     if (h.kind == wire::FrameKind::error) reader_failed(read_payload(in_, h.length, 8 + wire::kMaxErrorText));
@@ -264,16 +509,8 @@ class Receiver {
     e.mtime_ns = c.mtime_ns;
     e.source = StatKey{options_.cache_scope, c.dev, c.ino, c.size, c.mtime_ns, c.ctime_ns};
 
-    UniqueFd fd = writer.create_file(e);
-    store::Sha256 hasher;
-    auto remaining = static_cast<std::uint64_t>(c.size);
-    while (remaining > 0) {
-      const std::string_view chunk = in_.next_chunk(static_cast<std::size_t>(std::min<std::uint64_t>(remaining, kContentChunk)));
-      hasher.update(chunk.data(), chunk.size());
-      write_all(fd.get(), chunk.data(), chunk.size(), e.path);
-      remaining -= chunk.size();
-    }
-    e.digest = hasher.finish();
+    UniqueFd fd = creator ? creator->next() : writer.create_file(e);
+    e.digest = write_content(in_, fd.get(), static_cast<std::uint64_t>(c.size), e.path);
     if (settled(e.source, asked_at)) {
       learned.emplace_back(e.source, e.digest);
     } else {

@@ -23,6 +23,7 @@ struct TransferStats {
   std::uint64_t files_received = 0;  // contents the reader sent
   std::uint64_t bytes_received = 0;
   std::uint64_t files_linked = 0;    // hard links into the previous materialization
+  std::uint64_t files_kept = 0;      // left as they were in the previous tree (update_previous)
   std::uint64_t files_copied = 0;    // copied from it by content digest (reflinks where possible)
   std::uint64_t bytes_copied = 0;
   std::uint64_t hash_cache_hits = 0;
@@ -32,6 +33,8 @@ struct ContextReadResult {
   Manifest manifest;
   // Nothing changed since `previous`: dest was left empty, the previous tree is the context.
   bool unchanged = false;
+  // update_previous: the changes were written into the previous tree, which is the context now.
+  bool updated_previous = false;
   TransferStats stats;
 };
 
@@ -43,6 +46,14 @@ struct ReceiveOptions {
   // Unchanged files become hard links to the previous tree's (an inode shared by two trees,
   // both read-only); otherwise they are copied, reflinked where the file system can.
   bool link_from_previous = true;
+  // Write the changes into the previous tree itself instead of a new tree in `dest_fd`
+  // (unused then), so unchanged files cost nothing. No inode of it is ever modified: a changed
+  // file, symlink or fifo is a new inode at its path, so layers that share the old inodes keep
+  // their content. Only directories' metadata changes in place. The caller must hold the tree
+  // alone (no build reading it) and, if the read throws after `*previous_touched` became true,
+  // discard it: it is then half old, half new.
+  bool update_previous = false;
+  bool* previous_touched = nullptr;
   int cancel_fd = -1;              // readable: stop with kbuild::Error (canceled)
   std::uint64_t max_entries = 10'000'000;
 };

@@ -208,6 +208,34 @@ UniqueFd TreeWriter::create_file(const Entry& entry) {
   return fd;
 }
 
+void TreeWriter::reserve_file(const Entry& entry) {
+  if (options_.replace_existing) throw Error(ErrorKind::internal, "reserve_file replaces nothing");
+  prepare(entry);
+  Entry placeholder = entry;
+  placeholder.type = EntryType::regular;
+  record(placeholder);
+}
+
+UniqueFd TreeWriter::create_reserved(int root_fd, const std::string& path,
+                                     std::unordered_map<std::string, UniqueFd>& parent_fds) {
+  const std::string dir(parent_of(path));
+  int parent = root_fd;
+  if (!dir.empty()) {
+    auto it = parent_fds.find(dir);
+    if (it == parent_fds.end()) {
+      if (parent_fds.size() >= kMaxCachedDirs) parent_fds.clear();
+      UniqueFd fd(open_beneath(root_fd, dir, O_PATH | O_DIRECTORY));
+      if (!fd) throw_errno("open", dir);
+      it = parent_fds.emplace(dir, std::move(fd)).first;
+    }
+    parent = it->second.get();
+  }
+  const std::string name(base_of(path));
+  UniqueFd fd(::openat(parent, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) throw_errno("create", path);
+  return fd;
+}
+
 void TreeWriter::finish_file(int fd, const Entry& entry) {
   // chown before chmod: changing the owner clears setuid and setgid bits.
   check(::fchown(fd, entry.uid, entry.gid), "fchown", entry.path);
@@ -272,6 +300,27 @@ TreeWriter::Reused TreeWriter::reuse_file(int from_root, std::string_view from_p
   const std::uint64_t copied = copy_contents(from.get(), to.get(), entry.path);
   finish_file(to.get(), entry);
   return Reused{false, copied};
+}
+
+std::uint64_t TreeWriter::copy_file(int from_fd, const Entry& entry) {
+  UniqueFd to = create_file(entry);
+  const std::uint64_t copied = copy_contents(from_fd, to.get(), entry.path);
+  finish_file(to.get(), entry);
+  return copied;
+}
+
+void TreeWriter::adopt(const Manifest& manifest) {
+  if (!entries_.empty() || finished_) throw Error(ErrorKind::internal, "context tree adopted after it was written");
+  entries_.reserve(manifest.size());
+  for (const Entry& e : manifest.entries()) record(e);
+}
+
+void TreeWriter::keep(const Entry& entry) {
+  auto it = entries_.find(entry.path);
+  if (it == entries_.end() || it->second.type != entry.type) {
+    throw Error(ErrorKind::internal, "\"" + entry.path.substr(0, 256) + "\" kept but not in the tree");
+  }
+  it->second = entry;
 }
 
 void TreeWriter::remove_one(std::string_view path, std::vector<std::string>& removed, bool below_done) {

@@ -37,6 +37,13 @@ class TreeWriter {
   void add_fifo(const Entry& entry);
   // Creates an empty file (0600) to write `entry`'s content into; then call finish_file.
   UniqueFd create_file(const Entry& entry);
+  // create_file in two halves, for a caller that creates files on another thread: `reserve_file`
+  // checks and records `entry` like create_file; then create exactly (see `create_reserved`).
+  void reserve_file(const Entry& entry);
+  // Creates a file reserve_file accepted, below `root_fd`, its parent opened through
+  // `parent_fds` (a cache of the caller's, one per thread). Touches no state of a writer.
+  static UniqueFd create_reserved(int root_fd, const std::string& path,
+                                  std::unordered_map<std::string, UniqueFd>& parent_fds);
   // Sets owner, mode and mtime of a file made by create_file and records `entry` (with its digest).
   void finish_file(int fd, const Entry& entry);
   // `entry.hardlink_to` names an earlier file (or symlink, fifo) of this tree.
@@ -50,6 +57,14 @@ class TreeWriter {
     std::uint64_t bytes_copied = 0;
   };
   Reused reuse_file(int from_root, std::string_view from_path, const Entry& entry, bool allow_link);
+  // Writes `entry` as a new file with the content of `from_fd` (an open regular file, read
+  // from its start), replacing what is at its path; returns the bytes copied.
+  std::uint64_t copy_file(int from_fd, const Entry& entry);
+
+  // Updating a tree written earlier: `adopt` records what `manifest` says the root already
+  // holds (call first, once); `keep` records `entry` for a path that stays as it is on disk.
+  void adopt(const Manifest& manifest);
+  void keep(const Entry& entry);
   // Removes an entry and, for a directory, everything below it.
   void remove(std::string_view path);
   void remove(const std::vector<std::string>& paths);

@@ -226,6 +226,29 @@ std::string_view StreamReader::next_chunk(std::size_t max) {
   return out;
 }
 
+void StreamReader::read_direct(void* out, std::size_t size) {
+  char* p = static_cast<char*>(out);
+  const std::size_t buffered = std::min(size, end_ - begin_);
+  std::memcpy(p, buffer_.data() + begin_, buffered);
+  begin_ += buffered;
+  std::size_t done = buffered;
+  while (done < size) {
+    const ssize_t n = ::read(fd_, p + done, size - done);
+    if (n > 0) {
+      done += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n == 0) bad("stream ended early");
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      wait_for(fd_, POLLIN, cancel_fd_);
+      continue;
+    }
+    throw_errno("read", "context stream");
+  }
+  consumed_ += size;
+}
+
 void send_all(int fd, std::string_view data, int cancel_fd) {
   set_nonblocking(fd);
   struct stat st {};

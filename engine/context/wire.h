@@ -86,6 +86,9 @@ class StreamReader {
   bool read_exact(void* out, std::size_t size, bool eof_ok = false);
   // Up to `max` bytes of the stream (at least one), as a view into the buffer valid until the next call.
   std::string_view next_chunk(std::size_t max);
+  // Exactly `size` bytes into `out`, what is not buffered yet read straight into it (no copy
+  // through the buffer); throws kbuild::Error (internal) on a short read.
+  void read_direct(void* out, std::size_t size);
   std::uint64_t consumed() const { return consumed_; }
 
  private:

@@ -48,8 +48,9 @@ std::string join_lines(const std::vector<std::string>& lines) {
 
 }  // namespace
 
-// A materialized context: immutable once read, removed (off the build's path) when the last
-// build using it and the cache have let go of it.
+// A materialized context: unchanged while any build holds it (the next read of the same
+// directory updates it in place only once the cache alone holds it, and never rewrites a file
+// a layer may share), removed (off the build's path) when the builds and the cache let go of it.
 struct MaterializedContext::State {
   std::string path;
   context::Manifest manifest;
@@ -67,10 +68,17 @@ struct MaterializedContext::State {
   State& operator=(const State&) = delete;
 };
 
-std::shared_ptr<MaterializedContext::State> ContextCache::previous(const std::string& key) {
+ContextCache::Previous ContextCache::take(const std::string& key) {
   std::lock_guard lock(mutex_);
   auto it = latest_.find(key);
-  return it == latest_.end() ? nullptr : it->second;
+  if (it == latest_.end()) return {};
+  // Copies of the pointer are made only here, under the lock: a count of one is the cache's own.
+  if (it->second.use_count() == 1) {
+    Previous out{std::move(it->second), true};
+    latest_.erase(it);
+    return out;
+  }
+  return {it->second, false};
 }
 
 void ContextCache::remember(const std::string& key, std::shared_ptr<MaterializedContext::State> state) {
@@ -78,63 +86,102 @@ void ContextCache::remember(const std::string& key, std::shared_ptr<Materialized
   latest_[key] = std::move(state);
 }
 
+namespace {
+
+std::shared_ptr<MaterializedContext::State> new_state(store::Store& store) {
+  make_dirs(store.root() + "/contexts");
+  return std::make_shared<MaterializedContext::State>(store.root() + "/contexts");
+}
+
+UniqueFd open_tree(const std::string& path) {
+  return UniqueFd(check(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path));
+}
+
+// A tar stream is read whole into a new tree each time.
+std::shared_ptr<MaterializedContext::State> read_tar(store::Store& store, const BuildRequest& request,
+                                                     std::optional<std::string>& dockerfile) {
+  auto state = new_state(store);
+  UniqueFd dest = open_tree(state->path);
+  context::TarContextRequest tar;
+  tar.tar_fd = request.context_fd;
+  tar.dest_fd = dest.get();
+  tar.dockerfile_path = request.dockerfile_name;
+  if (request.dockerfile.empty()) tar.capture = {request.dockerfile_name};
+  context::TarContextResult result = context::read_tar_context(tar);
+  state->manifest = std::move(result.manifest);
+  if (request.dockerfile.empty()) {
+    auto it = result.captured.find(request.dockerfile_name);
+    if (it == result.captured.end()) {
+      throw Error(ErrorKind::not_found, "failed to read dockerfile: open " + request.dockerfile_name +
+                                            ": no such file or directory in the context tar");
+    }
+    dockerfile = it->second;
+  }
+  return state;
+}
+
+// A client directory is read by a process running as the caller, into the tree of the last
+// read of the same directory when no build uses that any more, else into a new tree.
+std::shared_ptr<MaterializedContext::State> read_directory(store::Store& store, ContextCache& cache,
+                                                           const BuildRequest& request, int64_t& bytes) {
+  std::vector<dockerfile::IgnorePattern> patterns = dockerfile::parse_dockerignore(join_lines(request.dockerignore));
+  dockerfile::IgnoreMatcher ignore(patterns);
+  StoreHashCache hashes(store.metadata());
+  context::ContextReadRequest read;
+  read.context_fd = request.context_fd;
+  read.caller = context::Credentials{request.caller.uid, request.caller.gid, request.caller.groups};
+  read.ignore = &ignore;
+  read.hash_cache = &hashes;
+  struct stat root;
+  check(::fstat(request.context_fd, &root), "fstat", "context");
+  const std::string key = std::to_string(request.caller.uid) + ":" + std::to_string(root.st_dev) + ":" +
+                          std::to_string(root.st_ino);
+  ContextCache::Previous previous = cache.take(key);
+  std::shared_ptr<MaterializedContext::State> state;
+  UniqueFd previous_fd;
+  UniqueFd dest;
+  bool touched = false;
+  if (previous.state) {
+    previous_fd = open_tree(previous.state->path);
+    read.previous = context::PreviousContext{previous_fd.get(), &previous.state->manifest};
+  }
+  if (previous.exclusive) {
+    read.update_previous = true;
+    read.previous_touched = &touched;
+  } else {
+    state = new_state(store);
+    dest = open_tree(state->path);
+    read.dest_fd = dest.get();
+  }
+  context::ContextReadResult result;
+  try {
+    result = context::read_context(read);
+  } catch (...) {
+    // A tree the read did not change yet is still what its manifest says.
+    if (previous.exclusive && !touched) cache.remember(key, std::move(previous.state));
+    throw;
+  }
+  bytes = static_cast<int64_t>(result.stats.bytes_received + result.stats.bytes_copied);
+  if (result.unchanged || result.updated_previous) {
+    state = std::move(previous.state);  // the previous tree is this context
+    if (result.updated_previous) state->manifest = std::move(result.manifest);
+  } else {
+    state->manifest = std::move(result.manifest);
+  }
+  cache.remember(key, state);
+  return state;
+}
+
+}  // namespace
+
 MaterializedContext materialize_context(store::Store& store, ContextCache& cache, const BuildRequest& request,
                                         const std::function<void(int64_t bytes, bool done)>& on_transfer) {
-  make_dirs(store.root() + "/contexts");
-  auto state = std::make_shared<MaterializedContext::State>(store.root() + "/contexts");
-  UniqueFd dest(check(::open(state->path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", state->path));
   int64_t bytes = 0;
-  std::optional<std::string> dockerfile;
-  if (request.context_is_tar) {
-    context::TarContextRequest tar;
-    tar.tar_fd = request.context_fd;
-    tar.dest_fd = dest.get();
-    tar.dockerfile_path = request.dockerfile_name;
-    if (request.dockerfile.empty()) tar.capture = {request.dockerfile_name};
-    context::TarContextResult result = context::read_tar_context(tar);
-    state->manifest = std::move(result.manifest);
-    if (request.dockerfile.empty()) {
-      auto it = result.captured.find(request.dockerfile_name);
-      if (it == result.captured.end()) {
-        throw Error(ErrorKind::not_found, "failed to read dockerfile: open " + request.dockerfile_name +
-                                              ": no such file or directory in the context tar");
-      }
-      dockerfile = it->second;
-    }
-  } else {
-    std::vector<dockerfile::IgnorePattern> patterns = dockerfile::parse_dockerignore(join_lines(request.dockerignore));
-    dockerfile::IgnoreMatcher ignore(patterns);
-    StoreHashCache hashes(store.metadata());
-    context::ContextReadRequest read;
-    read.context_fd = request.context_fd;
-    read.caller = context::Credentials{request.caller.uid, request.caller.gid, request.caller.groups};
-    read.ignore = &ignore;
-    read.dest_fd = dest.get();
-    read.hash_cache = &hashes;
-    struct stat root;
-    check(::fstat(request.context_fd, &root), "fstat", "context");
-    const std::string key = std::to_string(request.caller.uid) + ":" + std::to_string(root.st_dev) + ":" +
-                            std::to_string(root.st_ino);
-    std::shared_ptr<MaterializedContext::State> previous = cache.previous(key);
-    UniqueFd previous_fd;
-    if (previous) {
-      previous_fd.reset(check(::open(previous->path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", previous->path));
-      read.previous = context::PreviousContext{previous_fd.get(), &previous->manifest};
-    }
-    context::ContextReadResult result = context::read_context(read);
-    bytes = static_cast<int64_t>(result.stats.bytes_received + result.stats.bytes_copied);
-    if (result.unchanged && previous) {
-      state = previous;  // nothing changed: the previous tree is this context
-    } else {
-      state->manifest = std::move(result.manifest);
-      cache.remember(key, state);
-    }
-  }
-  on_transfer(bytes, true);
   MaterializedContext out;
-  out.dockerfile = std::move(dockerfile);
-  out.path = state->path;
-  out.state = std::move(state);
+  out.state = request.context_is_tar ? read_tar(store, request, out.dockerfile)
+                                     : read_directory(store, cache, request, bytes);
+  on_transfer(bytes, true);
+  out.path = out.state->path;
   return out;
 }
 

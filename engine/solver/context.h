@@ -23,11 +23,16 @@ struct MaterializedContext {
   std::shared_ptr<State> state;
 };
 
-// The last materialization of each client directory (by caller and directory identity): the
-// next read of the same directory hard-links unchanged files from it instead of reading them.
+// The last materialization of each client directory (by caller and directory identity). The
+// next read of the same directory writes only what changed into it when no build holds it any
+// more, and otherwise hard-links unchanged files from it into a tree of its own.
 class ContextCache {
  public:
-  std::shared_ptr<MaterializedContext::State> previous(const std::string& key);
+  struct Previous {
+    std::shared_ptr<MaterializedContext::State> state;  // null: none
+    bool exclusive = false;  // taken out of the cache and held by no build: may be changed
+  };
+  Previous take(const std::string& key);
   void remember(const std::string& key, std::shared_ptr<MaterializedContext::State> state);
 
  private:

@@ -33,6 +33,7 @@ using testing::make_dir;
 using testing::open_dir;
 using testing::read_file;
 using testing::read_link;
+using testing::remove_tree_contents;
 using testing::write_file;
 
 constexpr uid_t kNobody = 65534;
@@ -362,6 +363,133 @@ TEST_F(ContextRead, HashCacheSparesTheContentOfUnchangedFiles) {
   const ContextReadResult fresh = read(request, new_dest());
   EXPECT_EQ(fresh.stats.files_received, 21u);
   EXPECT_EQ(fresh.stats.hash_cache_hits, 20u);
+}
+
+TEST_F(ContextRead, ManyFilesAreWrittenWithTheirContentAndMetadata) {
+  // Enough files that they are created on a second thread ahead of their contents.
+  for (int d = 0; d < 7; ++d) {
+    make_dir(c("d" + std::to_string(d)));
+    for (int f = 0; f < 40; ++f) {
+      write_file(c("d" + std::to_string(d) + "/f" + std::to_string(f)), std::string(f * 37 + d, 'a' + d), 0644 + f % 2);
+    }
+  }
+  const std::string dest = new_dest();
+  const ContextReadResult result = read_as_nobody(dest);
+  EXPECT_EQ(result.stats.files_received, 280u);
+  for (int d = 0; d < 7; ++d) {
+    for (int f = 0; f < 40; ++f) {
+      const std::string path = "d" + std::to_string(d) + "/f" + std::to_string(f);
+      const std::string content(f * 37 + d, 'a' + d);
+      EXPECT_EQ(read_file(dest + "/" + path), content);
+      const struct stat st = lstat_of(dest + "/" + path);
+      EXPECT_EQ(st.st_mode & 07777, 0644u + f % 2) << path;
+      EXPECT_EQ(st.st_mtim.tv_nsec, lstat_of(c(path)).st_mtim.tv_nsec) << path;
+      EXPECT_EQ(result.manifest.find(path)->digest, store::Digest::of(content)) << path;
+    }
+  }
+}
+
+TEST_F(ContextRead, UpdatingThePreviousTreeReplacesChangedFilesWithNewInodes) {
+  make_dir(c("d"));
+  for (int i = 0; i < 5; ++i) write_file(c("d/f" + std::to_string(i)), "file " + std::to_string(i));
+  write_file(c("big"), std::string(9 << 20, 'b'));  // hashed on a second thread
+  make_dir(c("gone"));
+  write_file(c("gone/x"), "x");
+  write_file(c("one"), "shared");
+  check(::link(c("one").c_str(), c("two").c_str()), "link", "two");
+  check(::symlink("d/f0", c("ln").c_str()), "symlink", "ln");
+  std::this_thread::sleep_for(60ms);
+  MemoryHashCache cache;
+  ContextReadRequest request;
+  request.caller = nobody();
+  request.hash_cache = &cache;
+  const std::string tree = new_dest();
+  const ContextReadResult first = read(request, tree);
+  EXPECT_EQ(read_file(tree + "/big"), std::string(9 << 20, 'b'));
+  // A layer shares inodes with the tree: what it holds must never change.
+  const std::string layer = new_dest();
+  for (const char* name : {"f2", "f3"}) {
+    check(::link((tree + "/d/" + name).c_str(), (layer + "/" + name).c_str()), "link", name);
+  }
+  const ino_t unchanged = lstat_of(tree + "/d/f1").st_ino;
+  const ino_t shared = lstat_of(tree + "/one").st_ino;
+
+  write_file(c("d/f3"), "changed");
+  check(::chmod(c("d/f2").c_str(), 0604), "chmod", "f2");  // same content: copied, not read
+  remove_tree_contents(c("gone"));
+  check(::rmdir(c("gone").c_str()), "rmdir", "gone");
+  make_dir(c("new"));
+  write_file(c("new/n.txt"), "new");
+  check(::unlink(c("ln").c_str()), "unlink", "ln");
+  check(::symlink("d/f1", c("ln").c_str()), "symlink", "ln");
+  std::this_thread::sleep_for(60ms);
+  read(request, new_dest());  // another read learned the new stat data of d/f2
+
+  UniqueFd ctx = open_dir(ctx_);
+  UniqueFd tree_fd = open_dir(tree);
+  request.context_fd = ctx.get();
+  request.previous = PreviousContext{tree_fd.get(), &first.manifest};
+  request.update_previous = true;
+  bool touched = false;
+  request.previous_touched = &touched;
+  const ContextReadResult updated = read_context(request);
+  EXPECT_TRUE(updated.updated_previous);
+  EXPECT_TRUE(touched);
+  EXPECT_EQ(updated.stats.files_received, 2u);  // d/f3 and new/n.txt: too recent to trust
+  EXPECT_EQ(updated.stats.files_copied, 1u);    // d/f2: its new stat data has a digest
+  EXPECT_EQ(read_file(tree + "/d/f3"), "changed");
+  EXPECT_EQ(read_file(layer + "/f3"), "file 3");
+  EXPECT_EQ(lstat_of(tree + "/d/f2").st_mode & 07777, 0604u);
+  EXPECT_EQ(lstat_of(layer + "/f2").st_mode & 07777, 0644u);
+  EXPECT_EQ(read_file(tree + "/d/f2"), "file 2");
+  EXPECT_EQ(lstat_of(tree + "/d/f1").st_ino, unchanged);
+  EXPECT_EQ(lstat_of(tree + "/one").st_ino, shared);
+  EXPECT_EQ(lstat_of(tree + "/two").st_ino, shared);
+  EXPECT_FALSE(exists(tree + "/gone"));
+  EXPECT_EQ(read_file(tree + "/new/n.txt"), "new");
+  EXPECT_EQ(read_link(tree + "/ln"), "d/f1");
+  EXPECT_EQ(read_file(tree + "/big"), std::string(9 << 20, 'b'));
+
+  // The same as a read into an empty tree, in the manifest and on disk.
+  request.previous.reset();
+  request.update_previous = false;
+  const std::string fresh_tree = new_dest();
+  const ContextReadResult fresh = read(request, fresh_tree);
+  ASSERT_EQ(updated.manifest.size(), fresh.manifest.size());
+  for (std::size_t i = 0; i < fresh.manifest.size(); ++i) {
+    EXPECT_EQ(updated.manifest.entries()[i], fresh.manifest.entries()[i]) << fresh.manifest.entries()[i].path;
+  }
+  for (const Entry& e : fresh.manifest.entries()) {
+    const struct stat a = lstat_of(tree + "/" + e.path);
+    const struct stat b = lstat_of(fresh_tree + "/" + e.path);
+    EXPECT_EQ(a.st_mode, b.st_mode) << e.path;
+    EXPECT_EQ(a.st_uid, b.st_uid) << e.path;
+    EXPECT_EQ(a.st_mtim.tv_sec, b.st_mtim.tv_sec) << e.path;
+    EXPECT_EQ(a.st_mtim.tv_nsec, b.st_mtim.tv_nsec) << e.path;
+  }
+}
+
+TEST_F(ContextRead, AFailedUpdateBeforeAnyChangeLeavesThePreviousTreeAsItWas) {
+  write_file(c("a.txt"), "a");
+  ContextReadRequest request;
+  request.caller = nobody();
+  const std::string tree = new_dest();
+  const ContextReadResult first = read(request, tree);
+  write_file(c("secret.txt"), "secret", 0600);
+  UniqueFd ctx = open_dir(ctx_);
+  UniqueFd tree_fd = open_dir(tree);
+  request.context_fd = ctx.get();
+  request.previous = PreviousContext{tree_fd.get(), &first.manifest};
+  request.update_previous = true;
+  bool touched = false;
+  request.previous_touched = &touched;
+  ErrorKind kind{};
+  EXPECT_EQ(error_of([&] { read_context(request); }, &kind),
+            "failed to read context: open secret.txt: permission denied");
+  EXPECT_EQ(kind, ErrorKind::permission);
+  EXPECT_FALSE(touched);
+  EXPECT_FALSE(exists(tree + "/secret.txt"));
+  EXPECT_EQ(read_file(tree + "/a.txt"), "a");
 }
 
 TEST_F(ContextRead, CachedDigestCopiesContentFromAnyPathOfThePreviousTree) {
