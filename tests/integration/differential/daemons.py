@@ -195,8 +195,15 @@ class Kbuildd(Daemon):
         self.socket = os.path.join(self.root, "kbuild.sock")
 
     def start(self):
-        self._spawn([self.kbuildd, "--listen", self.socket,
-                     "--root", os.path.join(self.root, "store")])
+        argv = [self.kbuildd, "--listen", self.socket, "--root", os.path.join(self.root, "store")]
+        # RUN needs the kbuild-exec helper: the build dir's, where kbuildd takes the option
+        # (an installed kbuildd finds its own).
+        helper = os.path.join(os.path.dirname(os.path.dirname(self.kbuildd)), "engine", "kbuild-exec")
+        help_text = subprocess.run([self.kbuildd, "--help"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT).stdout.decode(errors="replace")
+        if os.access(helper, os.X_OK) and "--exec-helper" in help_text:
+            argv += ["--exec-helper", helper]
+        self._spawn(argv)
         self._wait_until(lambda: _connectable(self.socket), 60, f"listening on {self.socket}")
 
     def client(self, args, cwd=None, check=True, timeout=180):

@@ -15,8 +15,10 @@ Dockerfile plus its context; it may also have:
   pre/<tag>/  images built first, in name order, by each builder and tagged <tag>, for the
               case's Dockerfile to use in FROM (ONBUILD); they are compared too
 
-Every case is built FROM scratch or FROM kbuild-diff-base, built from base/ by dockerd first
-and handed to kbuild with `kbuildctl load` (so no case needs a network).
+Every case is built FROM scratch, FROM kbuild-diff-base, built from base/ by dockerd first
+and handed to kbuild with `kbuildctl load`, or FROM kbuild-diff-busybox (for RUN: Debian's
+static busybox, written by tests/integration/base_image.py and loaded into both daemons), so
+no case needs a network.
 
 For each image the harness compares BuildKit's with kbuild's: the flattened filesystem of the
 docker-archive (whiteouts applied) path by path, the image config fields a Dockerfile decides,
@@ -48,6 +50,8 @@ sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
 import image_tree  # noqa: E402
+sys.path.insert(0, os.path.dirname(HERE))
+import base_image  # noqa: E402
 from daemons import (BuildFailed, Dockerd, HarnessError, Kbuildd, Workspace,  # noqa: E402
                      kbuild_unavailable)
 
@@ -56,6 +60,7 @@ CASES_DIR = os.path.join(HERE, "cases")
 BASE_DIR = os.path.join(HERE, "base")
 BASE_TAG = "kbuild-diff-base"
 BASE_CASE = "base-image"  # the base itself, built by both builders, is a case too
+BUSYBOX_TAG = "kbuild-diff-busybox"  # what RUN cases build FROM: the same archive for both
 
 # Context mtimes are set to fixed, distinct values in 2020 (see fix_mtimes), far before any
 # build, so that a builder's build-time stamps are told apart from preserved mtimes.
@@ -271,6 +276,15 @@ class Session:
                 self.kbuild.provide(BASE_TAG, archive)
         except (BuildFailed, subprocess.TimeoutExpired) as error:
             raise HarnessError(f"making {BASE_TAG} for every case: {error}") from error
+        busybox = os.path.join(self.workspace.sub("base"), "busybox.tar")
+        try:
+            base_image.write_base_image(busybox, BUSYBOX_TAG)
+            self.dockerd.client(["load", "-i", busybox])
+            if self.kbuild is not None:
+                self.kbuild.provide(BUSYBOX_TAG, busybox)
+        except (RuntimeError, OSError, subprocess.CalledProcessError, BuildFailed,
+                subprocess.TimeoutExpired) as error:
+            raise HarnessError(f"making {BUSYBOX_TAG} for the RUN cases: {error}") from error
 
     def run_case(self, case):
         """Builds one case with each builder and compares; returns its Report."""
@@ -337,7 +351,8 @@ def select_cases(names):
         if os.path.isfile(os.path.join(CASES_DIR, name, "Dockerfile")):
             available[name] = Case(name, os.path.join(CASES_DIR, name))
     tags = [tag for case in available.values() for tag, _ in case.pre]
-    duplicates = sorted({tag for tag in tags if tags.count(tag) > 1} | ({BASE_TAG} & set(tags)))
+    duplicates = sorted({tag for tag in tags if tags.count(tag) > 1}
+                        | ({BASE_TAG, BUSYBOX_TAG} & set(tags)))
     if duplicates:
         # Both daemons live for the whole run, so an image tag names one image for all cases.
         raise HarnessError(f"pre-image tags used twice: {', '.join(duplicates)}")

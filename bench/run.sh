@@ -1,0 +1,375 @@
+#!/usr/bin/env bash
+# The RUN benchmark: kbuild, BuildKit (Debian's dockerd 20.10) and buildah run the same RUN-heavy
+# Dockerfiles FROM the offline busybox base of tests/integration/base_image.py, loaded into each
+# builder before anything is timed. For each builder it times:
+#
+#   steps      a cold build (fresh store, base loaded) of 50 x `RUN echo $i > /f$i`; the table
+#              shows it divided by 50, the cost of one RUN step
+#   warm       the same build again: every step cached
+#   stages     two independent stages of `RUN sleep 2` joined by COPY --from (cold for those
+#              steps): about 2 s when the stages run in parallel, 4 s when they do not
+#
+# Only the client command is timed (not the daemon's start nor the base's load). Each
+# measurement runs BENCH_RUNS times, the builders taking turns, and the table shows the median.
+# Run as root from anywhere:
+#
+#   bash bench/run.sh
+#
+#   KBUILD_BUILD_DIR       kbuild's build directory (default: build; built with ninja if missing)
+#   BENCH_RUNS             runs per measurement (default: 3)
+#   BENCH_BUILDERS         which builders, in order (default: "kbuild buildkit buildah")
+#   BENCH_BUILDAH_DRIVER   overlay or vfs (default: overlay if it works here, else vfs)
+#   BENCH_LOG_DIR          keep every build's output there (default: dropped with the temp dir)
+set -euo pipefail
+export LC_ALL=C
+
+cd "$(dirname "$0")/.."
+repo=$PWD
+build_dir=${KBUILD_BUILD_DIR:-build}
+runs=${BENCH_RUNS:-3}
+read -r -a builders <<<"${BENCH_BUILDERS:-kbuild buildkit buildah}"
+steps=50
+# Debian's docker.io client: it has the classic `docker build` with DOCKER_BUILDKIT=1
+# (/usr/local/bin/docker may be a newer client without buildx, which refuses to build).
+docker_client=/usr/bin/docker
+
+if [[ $EUID -ne 0 ]]; then
+  echo "run.sh: run as root (kbuildd, dockerd and buildah need it)" >&2
+  exit 1
+fi
+
+# --- what the builders need -----------------------------------------------------------------
+
+apt_updated=0
+apt_install() {
+  if ((!apt_updated)); then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+wants() { [[ " ${builders[*]} " == *" $1 "* ]]; }
+
+[[ $build_dir == /* ]] || build_dir=$repo/$build_dir
+kbuildd_bin=$build_dir/service/kbuildd
+kbuildctl_bin=$build_dir/cli/kbuildctl
+kbuild_exec_bin=$build_dir/engine/kbuild-exec
+if wants kbuild && [[ ! -x $kbuildd_bin || ! -x $kbuildctl_bin || ! -x $kbuild_exec_bin ]]; then
+  echo "building kbuild in $build_dir"
+  [[ -f $build_dir/build.ninja ]] || meson setup "$build_dir" >/dev/null
+  ninja -C "$build_dir" >/dev/null
+fi
+if wants buildkit && { [[ ! -x $docker_client ]] || ! command -v dockerd >/dev/null; }; then
+  echo "installing docker.io"
+  apt_install docker.io
+fi
+if wants buildah && ! command -v buildah >/dev/null; then
+  echo "installing buildah"
+  apt_install buildah
+fi
+if [[ ! -x /bin/busybox ]]; then
+  echo "installing busybox-static"
+  apt_install busybox-static
+fi
+
+# --- the temp dir and what runs in it ---------------------------------------------------------
+
+# Short on purpose: containerd's sockets live under dockerd's exec root, and a unix socket path
+# has at most 107 bytes.
+work=$(mktemp -d /tmp/krun.XXXXXX)
+log_dir=${BENCH_LOG_DIR:-$work/logs}
+mkdir -p "$log_dir"
+results=$work/results.tsv
+: >"$results"
+kbuildd_pid=
+dockerd_pid=
+
+# Lazily unmounts every mount at or below $1, deepest first (overlay snapshots, dockerd's
+# netns and shm mounts, buildah's layer mounts).
+unmount_under() {
+  local root=$1 points point _
+  for _ in 1 2 3 4 5; do
+    mapfile -t points < <(awk -v r="$root" '$5 == r || index($5, r "/") == 1 { print $5 }' \
+      /proc/self/mountinfo | sort -r)
+    ((${#points[@]})) || return 0
+    for point in "${points[@]}"; do umount -l "$point" 2>/dev/null || true; done
+  done
+}
+
+# Moves a store out of the way instead of deleting it: ext4 without a journal (as on these
+# machines) passes over inodes freed in the last 1-5 minutes when it allocates new ones, so an
+# `rm -rf` of 5,000 files just before a cold build slows that build's file creation. Retired
+# stores go with the temp dir at exit.
+retired=0
+retire() {
+  [[ -e $1 ]] || return 0
+  unmount_under "$1"
+  mkdir -p "$work/retired"
+  mv "$1" "$work/retired/$((retired++))"
+}
+
+# A child that has exited stays a zombie until waited for, and kill -0 still reaches it.
+alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
+
+# SIGTERM, up to 30 s to exit, then SIGKILL to the daemon's own session (it runs under setsid).
+stop_pid() {
+  local pid=$1 _
+  [[ -n $pid ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 300); do alive "$pid" || break; sleep 0.1; done
+  if alive "$pid"; then
+    echo "pid $pid ignored SIGTERM for 30 s: killing its process group" >&2
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+stop_kbuildd() {
+  stop_pid "$kbuildd_pid"
+  kbuildd_pid=
+}
+
+stop_dockerd() {
+  stop_pid "$dockerd_pid"
+  dockerd_pid=
+  # dockerd stops its containerd on SIGTERM; one left behind (dockerd killed) is stopped here.
+  local containerd_pid
+  containerd_pid=$(cat "$work/dockerd/exec/containerd/containerd.pid" 2>/dev/null) || true
+  if [[ -n $containerd_pid ]] && alive "$containerd_pid"; then
+    kill -TERM "$containerd_pid" 2>/dev/null || true
+    sleep 1
+    kill -KILL "$containerd_pid" 2>/dev/null || true
+  fi
+}
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  stop_kbuildd
+  stop_dockerd
+  unmount_under "$work"
+  rm -rf "$work" || true
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Waits up to 60 s for "$@" (after PID NAME LOG) to succeed while daemon PID lives; on failure
+# prints the tail of its LOG.
+wait_ready() {
+  local pid=$1 name=$2 log=$3 _
+  shift 3
+  for _ in $(seq 300); do
+    if ! alive "$pid"; then
+      echo "$name exited before it was ready:" >&2
+      tail -n 25 "$log" >&2
+      exit 1
+    fi
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "$name was not ready within 60 s:" >&2
+  tail -n 25 "$log" >&2
+  exit 1
+}
+
+# --- the base and the Dockerfiles --------------------------------------------------------------
+
+base_tar=$work/base.tar
+python3 "$repo/tests/integration/base_image.py" "$base_tar" --tag kbuild-busybox >/dev/null
+
+ctx=$work/context
+mkdir -p "$ctx"
+{
+  echo "FROM kbuild-busybox"
+  for i in $(seq "$steps"); do echo "RUN echo $i > /f$i"; done
+} >"$ctx/Dockerfile.steps"
+printf '%s\n' "FROM kbuild-busybox AS a" "RUN sleep 2 && echo a > /a" \
+  "FROM kbuild-busybox AS b" "RUN sleep 2 && echo b > /b" \
+  "FROM kbuild-busybox" "COPY --from=a /a /a" "COPY --from=b /b /b" >"$ctx/Dockerfile.stages"
+
+# --- the builders ----------------------------------------------------------------------------
+
+kbuild_sock=$work/kbuild/kbuild.sock
+kbuildctl() { "$kbuildctl_bin" --host "unix://$kbuild_sock" "$@"; }
+
+kbuild_reset() {
+  stop_kbuildd
+  retire "$work/kbuild"
+  mkdir -p "$work/kbuild"
+  echo '{}' >"$work/kbuild/daemon.json"
+  setsid "$kbuildd_bin" --listen "$kbuild_sock" --root "$work/kbuild/root" \
+    --config "$work/kbuild/daemon.json" --exec-helper "$kbuild_exec_bin" \
+    </dev/null >>"$log_dir/kbuildd.log" 2>&1 &
+  kbuildd_pid=$!
+  wait_ready "$kbuildd_pid" kbuildd "$log_dir/kbuildd.log" kbuildctl info
+  kbuildctl load -i "$base_tar" >/dev/null
+}
+kbuild_build() { kbuildctl build --progress plain -t "bench-$1" -f "$ctx/Dockerfile.$1" "$ctx"; }
+
+dockerd_dir=$work/dockerd
+docker() {
+  env -u DOCKER_HOST -u DOCKER_CONTEXT -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH \
+    DOCKER_BUILDKIT=1 DOCKER_CONFIG="$dockerd_dir/client-config" \
+    "$docker_client" -H "unix://$dockerd_dir/docker.sock" "$@"
+}
+
+# A true cold start: dockerd stopped, its data root (images, BuildKit's cache) removed.
+buildkit_reset() {
+  stop_dockerd
+  retire "$dockerd_dir"
+  mkdir -p "$dockerd_dir/client-config"
+  setsid dockerd --bridge=none --iptables=false --ip6tables=false \
+    --data-root "$dockerd_dir/data" --exec-root "$dockerd_dir/exec" \
+    -H "unix://$dockerd_dir/docker.sock" --pidfile "$dockerd_dir/dockerd.pid" \
+    </dev/null >>"$log_dir/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  wait_ready "$dockerd_pid" dockerd "$log_dir/dockerd.log" docker version
+  docker load -i "$base_tar" >/dev/null
+}
+buildkit_build() {
+  docker build --network host --progress plain -t "bench-$1" -f "$ctx/Dockerfile.$1" "$ctx"
+}
+
+buildah_dir=$work/buildah
+buildah_driver=${BENCH_BUILDAH_DRIVER:-}
+buildah_in() {
+  local dir=$1
+  shift
+  CONTAINERS_STORAGE_CONF=$dir/storage.conf \
+    buildah --root "$dir/root" --runroot "$dir/run" --storage-driver "$buildah_driver" "$@"
+}
+buildah_fresh() {
+  retire "$1"
+  mkdir -p "$1"
+  # Its own storage.conf, so that no system-wide one (mount_program, options) takes part.
+  printf '[storage]\ndriver = "%s"\nrunroot = "%s/run"\ngraphroot = "%s/root"\n' \
+    "$buildah_driver" "$1" "$1" >"$1/storage.conf"
+}
+# The base from its archive, under the name the Dockerfiles use: builds never pull.
+buildah_load_base() {
+  local id
+  id=$(buildah_in "$1" pull -q "docker-archive:$base_tar")
+  buildah_in "$1" tag "$id" kbuild-busybox
+}
+buildah_reset() {
+  buildah_fresh "$buildah_dir"
+  buildah_load_base "$buildah_dir" >/dev/null
+}
+# The host network as the others (no network namespace set up per step); chroot isolation.
+buildah_bud() {
+  local dir=$1
+  shift
+  buildah_in "$dir" bud --isolation chroot --layers --pull=never --network host "$@"
+}
+buildah_build() { buildah_bud "$buildah_dir" -t "bench-$1" -f "$ctx/Dockerfile.$1" "$ctx"; }
+
+# overlay (the kernel's) where it works, else vfs: a tiny RUN build tells.
+pick_buildah_driver() {
+  [[ -n $buildah_driver ]] && return 0
+  local probe=$work/buildah-probe
+  mkdir -p "$probe/context"
+  printf 'FROM kbuild-busybox\nRUN echo probe > /f\n' >"$probe/context/Dockerfile"
+  buildah_driver=overlay
+  if ! { buildah_fresh "$probe/store" && buildah_load_base "$probe/store" &&
+    buildah_bud "$probe/store" -t probe "$probe/context"; } >"$log_dir/buildah-probe.log" 2>&1; then
+    buildah_driver=vfs
+  fi
+  retire "$probe"
+}
+
+label() {
+  case $1 in
+    kbuild) echo kbuild ;;
+    buildkit) echo "BuildKit ($(docker info --format '{{.Driver}}' 2>/dev/null || echo '?'))" ;;
+    buildah) echo "buildah ($buildah_driver)" ;;
+  esac
+}
+
+# --- measuring -------------------------------------------------------------------------------
+
+elapsed=
+# Runs "$@" with its output in $1 and sets $elapsed to its wall time in seconds.
+timed() {
+  local log=$1 start end
+  shift
+  start=$EPOCHREALTIME
+  if ! "$@" >"$log" 2>&1; then
+    echo "failed: $* (output in $log):" >&2
+    tail -n 30 "$log" >&2
+    exit 1
+  fi
+  end=$EPOCHREALTIME
+  elapsed=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')
+}
+
+# measure BUILDER KIND RUN DOCKERFILE-SUFFIX
+measure() {
+  local builder=$1 kind=$2 run=$3 file=$4
+  timed "$log_dir/$builder-$kind-$run.log" "${builder}_build" "$file"
+  printf '%s\t%s\t%s\t%s\n' "$builder" "$kind" "$run" "$elapsed" >>"$results"
+  printf '  %-9s %-7s run %d: %7.3f s\n' "$builder" "$kind" "$run" "$elapsed"
+}
+
+wants buildah && pick_buildah_driver
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+declare -A labels
+for run in $(seq "$runs"); do
+  for builder in "${builders[@]}"; do
+    "${builder}_reset"
+    [[ -n ${labels[$builder]:-} ]] || labels[$builder]=$(label "$builder")
+    measure "$builder" steps "$run" steps
+    measure "$builder" warm "$run" steps
+    measure "$builder" stages "$run" stages
+  done
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+stop_kbuildd
+stop_dockerd
+
+# --- the table -------------------------------------------------------------------------------
+
+median() {
+  awk -F'\t' -v b="$1" -v k="$2" '$1 == b && $2 == k { print $4 }' "$results" | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR) printf "%.3f", v[int((NR + 1) / 2)] }'
+}
+
+declare -A med
+for builder in "${builders[@]}"; do
+  for kind in steps warm stages; do med[$builder.$kind]=$(median "$builder" "$kind"); done
+  # One RUN step in milliseconds: the cold build of $steps steps divided by $steps.
+  med[$builder.step]=$(awk -v t="${med[$builder.steps]}" -v n="$steps" 'BEGIN { printf "%.1f", t * 1000 / n }')
+done
+
+echo
+echo "FROM the busybox base (loaded first): $steps x RUN echo \$i > /f\$i cold (per step) and warm;"
+echo "two stages of RUN sleep 2 joined by COPY --from. Median of $runs runs, client wall time;"
+echo "load average $load_before before, $load_after after ($(nproc) cores)"
+printf '%-22s %14s %14s %14s\n' builder "ms per RUN" "warm rebuild s" "2x2s stages s"
+for builder in "${builders[@]}"; do
+  printf '%-22s %14s %14s %14s\n' "${labels[$builder]}" \
+    "${med[$builder.step]}" "${med[$builder.warm]}" "${med[$builder.stages]}"
+done
+for other in buildkit buildah; do
+  wants kbuild && wants "$other" || continue
+  printf '%-22s' "kbuild/${labels[$other]%% *}"
+  for kind in step warm stages; do
+    awk -v a="${med[kbuild.$kind]}" -v b="${med[$other.$kind]}" \
+      'BEGIN { if (b > 0) printf " %13.2fx", a / b; else printf " %14s", "-" }'
+  done
+  echo
+done
+echo
+echo "versions: $("$kbuildctl_bin" --version 2>/dev/null | head -n1);" \
+  "docker $("$docker_client" --version 2>/dev/null | awk '{print $3}' | tr -d ,);" \
+  "$(buildah --version 2>/dev/null | awk '{print $1, $3}')"
+[[ -n ${BENCH_LOG_DIR:-} ]] && echo "build logs in $log_dir"
+exit 0
