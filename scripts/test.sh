@@ -35,6 +35,7 @@ fi
 suite_logs=$(mktemp -d)
 trap 'rm -rf "$suite_logs"' EXIT
 python3 tests/integration/test_daemon.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/integration.log" || status=1
+python3 tests/integration/test_run.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/run.log" || status=1
 python3 tests/integration/differential/run.py --build-dir "$build_dir" --require-kbuild 2>&1 |
   tee "$suite_logs/differential.log" || status=1
 
@@ -55,7 +56,21 @@ for report in pathlib.Path(sys.argv[1]).glob("*.xml"):
             skipped += 1
         else:
             passed += 1
-import re
+import json, re
+# Tests that are not GoogleTest executables (the system suite's scripts) count once each.
+testlog = pathlib.Path(sys.argv[1]) / "meson-logs" / "testlog.json"
+if testlog.exists():
+    for line in testlog.read_text().splitlines():
+        entry = json.loads(line)
+        if not entry.get("name", "").startswith("kbuild:system /"):
+            continue
+        result = entry.get("result")
+        if result == "OK":
+            passed += 1
+        elif result == "SKIP":
+            skipped += 1
+        else:
+            failed += 1
 for log in pathlib.Path(sys.argv[2]).glob("*.log"):
     counts = re.findall(r"^\w+: (\d+) passed, (\d+) failed(?:, (\d+) skipped)?", log.read_text(), re.M)
     if not counts:

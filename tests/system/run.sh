@@ -23,4 +23,15 @@ for test in "${tests[@]}"; do
     status=1
   fi
 done
+# RUN end to end under the systemd backend, with kbuildd, kbuildctl and kbuild-exec of $build.
+for binary in service/kbuildd cli/kbuildctl engine/kbuild-exec; do
+  if [[ ! -x "$build/$binary" ]]; then
+    echo "run.sh: $build/$binary is not built (ninja -C $build)" >&2
+    exit 2
+  fi
+done
+echo "== test_run_systemd.py inside systemd-nspawn"
+if ! (cd "$build" && "$here/nspawn.sh" --bind="$build" -- python3 "$here/test_run_systemd.py" --build-dir "$build"); then
+  status=1
+fi
 exit $status
