@@ -137,19 +137,21 @@ void mount_new(int root_fd, const std::string& path, const char* type,
   attach(mnt.get(), target.get(), path);
 }
 
-void make_read_only(int mount_fd, const std::string& what) {
+void set_attributes(int mount_fd, uint64_t attributes, const std::string& what) {
   mount_attr attr{};
-  attr.attr_set = MOUNT_ATTR_RDONLY;
+  attr.attr_set = attributes;
   check(static_cast<int>(::syscall(SYS_mount_setattr, mount_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr)),
-        "making read-only", what);
+        "setting mount attributes of", what);
 }
+
+void make_read_only(int mount_fd, const std::string& what) { set_attributes(mount_fd, MOUNT_ATTR_RDONLY, what); }
 
 // A detached copy of what the daemon opened for a bind mount. It must be made before the
 // helper leaves the daemon's mount namespace: open_tree refuses mounts of another namespace.
 UniqueFd clone_tree(int source_fd, bool read_only, const std::string& what) {
   UniqueFd tree(check(::open_tree(source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE),
                       "open_tree", what));
-  if (read_only) make_read_only(tree.get(), what);
+  set_attributes(tree.get(), MOUNT_ATTR_NODEV | (read_only ? MOUNT_ATTR_RDONLY : 0), what);
   return tree;
 }
 
@@ -186,9 +188,13 @@ void mask_paths(int root_fd, int dev_null) {
   }
 }
 
+// /dev is a nodev tmpfs, so a step cannot make a device node it could open there (there is
+// no device cgroup). Each standard device is a bind mount of its node onto itself, cleared of
+// nodev: only these few nodes work.
 void make_dev(int root_fd) {
   UniqueFd target = open_mount_target(root_fd, "/dev", false);
-  UniqueFd dev = new_filesystem("tmpfs", {{"mode", "755"}, {"size", "65536k"}}, MOUNT_ATTR_NOSUID, "/dev");
+  UniqueFd dev = new_filesystem("tmpfs", {{"mode", "755"}, {"size", "65536k"}}, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                                "/dev");
   attach(dev.get(), target.get(), "/dev");
   struct Node {
     const char* name;
@@ -196,8 +202,16 @@ void make_dev(int root_fd) {
   };
   for (Node node : {Node{"null", 1, 3}, Node{"zero", 1, 5}, Node{"full", 1, 7}, Node{"random", 1, 8},
                     Node{"urandom", 1, 9}, Node{"tty", 5, 0}}) {
-    check(::mknodat(dev.get(), node.name, S_IFCHR | 0666, makedev(node.major, node.minor)), "mknod /dev/", node.name);
-    check(::fchmodat(dev.get(), node.name, 0666, 0), "chmod /dev/", node.name);
+    std::string what = std::string("/dev/") + node.name;
+    check(::mknodat(dev.get(), node.name, S_IFCHR | 0666, makedev(node.major, node.minor)), "mknod", what);
+    check(::fchmodat(dev.get(), node.name, 0666, 0), "chmod", what);
+    UniqueFd tree(check(::open_tree(dev.get(), node.name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC), "open_tree", what));
+    mount_attr attr{};
+    attr.attr_clr = MOUNT_ATTR_NODEV;
+    check(static_cast<int>(::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr)),
+          "allowing the device", what);
+    UniqueFd at(check(::openat(dev.get(), node.name, O_PATH | O_NOFOLLOW | O_CLOEXEC), "open", what));
+    attach(tree.get(), at.get(), what);
   }
   for (auto [name, link] : {std::pair{"fd", "/proc/self/fd"}, std::pair{"stdin", "/proc/self/fd/0"},
                             std::pair{"stdout", "/proc/self/fd/1"}, std::pair{"stderr", "/proc/self/fd/2"},
@@ -377,6 +391,9 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
     Mount overlay = Mount::overlay(rootfs.lowers, rootfs.upper, rootfs.work, rootfs.mountpoint);
     UniqueFd root(check(::open(rootfs.mountpoint.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC), "open rootfs"));
     overlay.release();  // the mount namespace dies with the step, and the mount with it
+    // Device nodes in the image (or made by a step) cannot be opened: there is no device
+    // cgroup to stop them. Insecure steps may.
+    if (!spec.devices) set_attributes(root.get(), MOUNT_ATTR_NODEV, "rootfs");
 
     mount_new(root.get(), "/proc", "proc", {}, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
     make_dev(root.get());

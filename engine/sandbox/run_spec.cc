@@ -35,6 +35,7 @@ std::string serialize_spec(const RunSpec& spec) {
                 {"mountpoint", spec.rootfs.mountpoint}}},
               {"mounts", mounts},
               {"capabilities", spec.capabilities},
+              {"devices", spec.devices},
               {"seccomp_fd", spec.seccomp_fd}};
   return out.dump();
 }
@@ -68,6 +69,7 @@ RunSpec parse_spec(std::string_view text) {
       spec.mounts.push_back(std::move(mount));
     }
     spec.capabilities = in.at("capabilities").get<uint64_t>();
+    spec.devices = in.at("devices").get<bool>();
     spec.seccomp_fd = in.at("seccomp_fd").get<int>();
     if (spec.argv.empty()) throw Error(ErrorKind::internal, "run spec without a command");
     return spec;

@@ -45,6 +45,7 @@ struct RunSpec {
   RootfsSpec rootfs;
   std::vector<MountSpec> mounts;  // applied in order, after /proc, /dev, /sys
   uint64_t capabilities = 0;      // bounding, permitted and effective for root
+  bool devices = false;           // device nodes in the rootfs can be opened (insecure steps)
   int seccomp_fd = -1;            // a raw sock_filter program; -1 for none (insecure)
 };
 

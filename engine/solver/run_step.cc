@@ -485,6 +485,7 @@ std::string execute_run(StepContext& context) {
   spec.groups = user.groups;
   spec.network = run.network == "none" ? sandbox::NetworkMode::none : sandbox::NetworkMode::host;
   spec.capabilities = insecure ? kAllCapabilities : kDefaultCapabilities;
+  spec.devices = insecure;
 
   PreparedMounts mounts;
   mounts.bind(open_path(hosts_file(store)), "/etc/hosts", true);

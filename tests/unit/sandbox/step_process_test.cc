@@ -48,7 +48,7 @@ class StepProcessTest : public ::testing::Test {
     out.close();
     ::chmod((base_ + "/bin/busybox").c_str(), 0755);
     for (const char* applet : {"sh", "cat", "echo", "ls", "id", "hostname", "mount", "unshare", "grep", "readlink",
-                               "sleep", "touch", "rm"}) {
+                               "sleep", "touch", "rm", "mknod", "head", "wc"}) {
       ASSERT_EQ(::symlink("busybox", (base_ + "/bin/" + applet).c_str()), 0);
     }
     write_file(base_ + "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nbuilder:x:1000:1000::/home/builder:/bin/sh\n");
@@ -187,6 +187,15 @@ TEST_F(StepProcessTest, MountTargetsNeverLeaveTheRootfs) {
   run(std::move(l));
   EXPECT_FALSE(std::ifstream(host_dir + "/new").good());
   EXPECT_TRUE(std::ifstream(host_dir + "/keep").good());
+}
+
+TEST_F(StepProcessTest, DeviceNodesTheStepMakesCannotBeOpened) {
+  // Block device 7:0 (loop0) and the char device behind /dev/mem (1:1): made, never opened.
+  Result r = shell("mknod /dev/made b 7 0 && mknod /made c 1 1 && echo made; "
+                   "head -c1 /dev/made >/dev/null 2>&1 || echo dev-denied; "
+                   "head -c1 /made >/dev/null 2>&1 || echo rootfs-denied; "
+                   "echo x > /dev/null && head -c1 /dev/zero | wc -c");
+  EXPECT_EQ(r.out, "made\ndev-denied\nrootfs-denied\n1\n") << r.err;
 }
 
 TEST_F(StepProcessTest, WorkdirThroughAMagicLinkIsRefused) {
