@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstring>
 #include <memory>
 #include <utility>
 
@@ -183,7 +184,16 @@ StepOutcome run_step_process(StepLaunch& launch, BuildCgroup& cgroup,
   spec.reset();
 
   std::unique_ptr<StepCgroup> step = cgroup.add_step(helper.pid(), launch.step_name, launch.limits);
-  check(static_cast<int>(::send(control_daemon.get(), "g", 1, MSG_NOSIGNAL)), "starting the step");
+  if (::send(control_daemon.get(), "g", 1, MSG_NOSIGNAL) != 1) {
+    // The helper gave up before the step started; what it said is on the socket.
+    int error = errno;
+    std::string said;
+    char buffer[4096];
+    ssize_t n;
+    while ((n = ::read(control_daemon.get(), buffer, sizeof buffer)) > 0) said.append(buffer, static_cast<size_t>(n));
+    std::string reason = said.empty() ? std::string(std::strerror(error)) : parse_exit(said).error;
+    throw Error(ErrorKind::internal, "starting the step (" + launch.helper_path + "): " + reason);
+  }
 
   StepOutcome outcome;
   std::string result;
