@@ -335,7 +335,10 @@ class SystemdStep : public StepCgroup {
 
   // Called once the scope runs: where to read its counters from, and the slice's counters now.
   void started() {
-    scope_cgroup_ = manager_->control_group(scope_, "org.freedesktop.systemd1.Scope");
+    // A scope's group is its slice's plus its own name (kbuild's names need no cgroup
+    // escaping): no round trip to systemd on every step for it.
+    scope_cgroup_ = slice_cgroup_.empty() ? manager_->control_group(scope_, "org.freedesktop.systemd1.Scope")
+                                          : slice_cgroup_ + "/" + scope_;
     slice_before_ = read_counters(slice_cgroup_);
     if (!scope_cgroup_.empty() && !cgroupfs::is_cgroup2(kCgroupRoot)) {
       v1_oom_.emplace(std::string(kCgroupRoot) + "/memory" + scope_cgroup_);
