@@ -233,6 +233,10 @@ std::string mount_target(const graph::Step& step, const std::string& target) {
 }
 
 void prepare_mount(StepContext& context, size_t index, const df::RunMount& mount, PreparedMounts& out) {
+  if (mount.type == df::MountType::secret || mount.type == df::MountType::ssh) {
+    throw Error(ErrorKind::user, std::string("RUN --mount=type=") + df::mount_type_name(mount.type) +
+                                     " is not supported by this version of kbuild");
+  }
   std::string target = mount_target(context.step, mount.target);
   if (target == "/") throw Error(ErrorKind::user, "mount target cannot be /");
   switch (mount.type) {
@@ -290,8 +294,7 @@ void prepare_mount(StepContext& context, size_t index, const df::RunMount& mount
     }
     case df::MountType::secret:
     case df::MountType::ssh:
-      throw Error(ErrorKind::user, std::string("RUN --mount=type=") + df::mount_type_name(mount.type) +
-                                       " is not supported by this version of kbuild");
+      break;  // refused above
   }
 }
 
