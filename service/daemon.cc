@@ -70,10 +70,18 @@ int run_daemon(const DaemonOptions& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  std::unique_ptr<sandbox::CgroupBackend> cgroups =
-      sandbox::make_cgroup_backend(options.sandbox_backend, direct_cgroup_parent(options.root));
-  cgroups->sweep();
+  // Without a place for steps' processes the daemon still serves everything but RUN.
   solver::SandboxConfig sandbox_config;
+  std::unique_ptr<sandbox::CgroupBackend> cgroups;
+  try {
+    cgroups = sandbox::make_cgroup_backend(options.sandbox_backend, direct_cgroup_parent(options.root));
+    cgroups->sweep();
+  } catch (const Error& e) {
+    if (options.sandbox_backend != "auto") throw;
+    cgroups.reset();
+    sandbox_config.unavailable_reason = e.what();
+    std::fprintf(stderr, "kbuildd: RUN steps are disabled: %s\n", e.what());
+  }
   sandbox_config.helper_path = options.exec_helper;
   sandbox_config.cgroups = cgroups.get();
   sandbox_config.seccomp_program = seccomp_program(config);

@@ -461,7 +461,8 @@ std::string execute_run(StepContext& context) {
   const graph::Step& step = context.step;
   const auto& run = std::get<df::RunInstruction>(step.instruction.body);
   if (!context.sandbox || !context.sandbox->config().cgroups) {
-    throw Error(ErrorKind::user, "RUN steps need kbuildd's sandbox, which this daemon has not set up");
+    std::string reason = context.sandbox ? context.sandbox->config().unavailable_reason : std::string();
+    throw Error(ErrorKind::user, "RUN steps are disabled in this kbuildd" + (reason.empty() ? "" : ": " + reason));
   }
   BuildSandbox& build = *context.sandbox;
   check_entitlements(build, run);

@@ -20,7 +20,8 @@ struct StepContext;
 // What RUN steps need from the daemon; one for all builds.
 struct SandboxConfig {
   std::string helper_path;                   // kbuild-exec
-  sandbox::CgroupBackend* cgroups = nullptr;  // null: RUN steps are refused
+  sandbox::CgroupBackend* cgroups = nullptr;  // null: RUN steps are refused, for this reason:
+  std::string unavailable_reason;
   std::string seccomp_program;               // raw sock_filter program for default steps
   sandbox::ResourceLimits step_limits;       // the daemon's defaults per step
   bool allow_insecure = false;               // the security.insecure entitlement
