@@ -27,7 +27,8 @@ else
   # No systemd here (a container, CI): run the daemon by hand on the same socket.
   if ! /usr/local/bin/kbuildctl info >/dev/null 2>&1; then
     nohup /usr/local/sbin/kbuildd --listen /run/kbuild/kbuild.sock >/var/log/kbuildd.log 2>&1 &
-    for _ in $(seq 50); do [[ -S /run/kbuild/kbuild.sock ]] && break; sleep 0.1; done
+    # Ready when it answers (a socket file left by an earlier daemon may be there already).
+    for _ in $(seq 100); do /usr/local/bin/kbuildctl info >/dev/null 2>&1 && break; sleep 0.1; done
   fi
 fi
 

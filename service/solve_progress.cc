@@ -2,6 +2,17 @@
 
 namespace kbuild::service {
 
+void SolveProgress::announced(const std::string& vertex, const std::string& name) {
+  std::lock_guard lock(mutex_);
+  if (vertices_.count(vertex)) return;
+  progress::Vertex& v = vertices_[vertex];
+  v.digest = vertex;
+  v.name = name;
+  progress::SolveStatus status;
+  status.vertexes.push_back(v);
+  writer_.write(status);
+}
+
 void SolveProgress::started(const std::string& vertex, const std::string& name) {
   std::lock_guard lock(mutex_);
   progress::Vertex& v = vertices_[vertex];

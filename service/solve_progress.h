@@ -13,6 +13,7 @@ class SolveProgress : public solver::Progress {
  public:
   explicit SolveProgress(UniqueFd pipe) : writer_(std::move(pipe)) {}
 
+  void announced(const std::string& vertex, const std::string& name) override;
   void started(const std::string& vertex, const std::string& name) override;
   void completed(const std::string& vertex, const std::string& name, bool cached, const std::string& error) override;
   void status(const std::string& vertex, const std::string& id, int64_t current, int64_t total, bool done) override;

@@ -143,6 +143,7 @@ class Builder::Run {
     }
     load_definition();
     plan();
+    announce_plan();
     if (!context_) prepare_context(false);
     build_stages();
     return export_target();
@@ -155,6 +156,42 @@ class Builder::Run {
     std::vector<store::Digest> base_layers;  // diff_ids of a base image's layers
     std::optional<store::Digest> base_manifest;  // the base image's manifest, which lists their blobs
   };
+
+  // Every step's vertex, known from the plan before anything runs (as BuildKit's vertices are
+  // the definition's, not cache keys): a step's is the digest of the vertex before it in its
+  // stage, its definition, and the last vertices of the stages it reads.
+  void announce_plan() {
+    std::map<size_t, std::string> stage_last;
+    for (const graph::StagePlan& stage : plan_.stages) {
+      std::string previous = "scratch";
+      if (stage.base_stage) {
+        previous = stage_last.at(*stage.base_stage);
+      } else if (stage.base_image != "scratch") {
+        previous = vertex_id("from:" + base_images_.at(stage.base_image).config.str());
+        progress_.announced(previous, stage.from_vertex_name);
+      }
+      for (const graph::Step& step : stage.steps) {
+        json definition = {{"previous", previous}, {"kind", static_cast<int>(step.kind)}, {"step", describe_step(step)}};
+        if (step.kind == graph::StepKind::copy && step.source.kind == graph::CopySource::Kind::stage) {
+          definition["from"] = stage_last.at(step.source.stage);
+        } else if (step.kind == graph::StepKind::copy && step.source.kind == graph::CopySource::Kind::image) {
+          definition["from"] = step.source.image;
+        } else if (step.kind == graph::StepKind::run) {
+          json from = json::array();
+          for (const auto& mount : std::get<dockerfile::RunInstruction>(step.instruction.body).mounts) {
+            std::optional<size_t> index = mount.from.empty() ? std::nullopt : stage_named(mount.from);
+            from.push_back(index && stage_last.count(*index) ? stage_last.at(*index) : mount.from);
+          }
+          definition["from"] = from;
+        }
+        std::string id = vertex_id("vertex:" + definition.dump());
+        step_vertices_[&step] = id;
+        progress_.announced(id, step.name);
+        previous = id;
+      }
+      stage_last[stage.index] = previous;
+    }
+  }
 
   // "[internal] load build definition from Dockerfile"
   void load_definition() {
@@ -350,7 +387,10 @@ class Builder::Run {
       if (step.kind == graph::StepKind::copy) {
         switch (step.source.kind) {
           case graph::CopySource::Kind::context:
-            source_key = context_selection_key(*context_, step);
+            // A COPY of heredocs only reads nothing from the context.
+            if (!std::get<dockerfile::CopyInstruction>(step.instruction.body).sources.empty()) {
+              source_key = context_selection_key(*context_, step);
+            }
             break;
           case graph::CopySource::Kind::stage:
             source_key = stage_result(step.source.stage).key;
@@ -367,7 +407,7 @@ class Builder::Run {
       std::vector<MountSource> mount_sources;
       if (step.kind == graph::StepKind::run) source_key = run_mount_sources(step, mount_sources);
       std::string key = step_cache_key(state.key, step, source_key);
-      std::string id = vertex_id(key);
+      std::string id = step_vertices_.at(&step);
       progress_.started(id, step.name);
       bool no_cache = request_.no_cache ||
                       std::find(request_.no_cache_filter.begin(), request_.no_cache_filter.end(), stage.name) !=
@@ -652,6 +692,7 @@ class Builder::Run {
   graph::BuildPlan plan_;
   std::optional<MaterializedContext> context_;
   std::map<std::string, store::ImageRecord> base_images_;
+  std::map<const graph::Step*, std::string> step_vertices_;  // progress vertex of each step
   std::mutex stages_mutex_;
   std::map<size_t, StageResult> stages_;
   std::atomic<bool> failed_{false};

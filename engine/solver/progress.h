@@ -11,6 +11,9 @@ namespace kbuild::solver {
 class Progress {
  public:
   virtual ~Progress() = default;
+  // A vertex the build will go through, before it starts (BuildKit announces every vertex of
+  // the definition when it loads it; the tty display counts them).
+  virtual void announced(const std::string& vertex, const std::string& name) = 0;
   // `vertex` is a stable id (a digest string); `name` what users see ("[2/3] COPY a /a").
   virtual void started(const std::string& vertex, const std::string& name) = 0;
   virtual void completed(const std::string& vertex, const std::string& name, bool cached, const std::string& error) = 0;
@@ -22,6 +25,7 @@ class Progress {
 // Discards everything (tests, quiet internal work).
 class NullProgress : public Progress {
  public:
+  void announced(const std::string&, const std::string&) override {}
   void started(const std::string&, const std::string&) override {}
   void completed(const std::string&, const std::string&, bool, const std::string&) override {}
   void status(const std::string&, const std::string&, int64_t, int64_t, bool) override {}

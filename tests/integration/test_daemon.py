@@ -192,6 +192,16 @@ class DaemonTest(unittest.TestCase):
         kbuildctl(self.daemon, "tag", "it-child", "it-child:again")
         self.assertIn("it-child", kbuildctl(self.daemon, "images").stdout)
 
+    def test_heredoc_copy_reads_nothing_from_the_context(self):
+        ctx = self.context("heredoc", {"Dockerfile": "FROM scratch\nCOPY <<EOF /hello.txt\nhello\nEOF\n",
+                                       "other": "1\n"})
+        first = self.build(ctx).stderr
+        self.assertNotIn("load build context", first)
+        with open(os.path.join(ctx, "other"), "w") as f:
+            f.write("2\n")
+        again = self.build(ctx).stderr
+        self.assertRegex(again, r"#\d+ \[1/1\] COPY <<EOF /hello.txt\n#\d+ CACHED")
+
     def test_copy_link_layer_is_the_same_blob_whatever_the_base(self):
         layers = []
         for base_content in ("one", "two"):
