@@ -244,6 +244,9 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   std::vector<std::string> ignore_lines;
   UniqueFd context;
   std::optional<StdinContext> from_stdin;
+  if (flags.context == "-" && flags.file == "-") {
+    throw Error(ErrorKind::user, "invalid argument: can't use stdin for both build context and dockerfile");
+  }
   if (flags.context == "-") {
     from_stdin = stdin_context();
     context = std::move(from_stdin->daemon_end);
@@ -251,7 +254,15 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
     dockerfile_name = flags.file.empty() ? "Dockerfile" : flags.file;
   } else {
     std::string dockerfile_path = flags.file.empty() ? flags.context + "/Dockerfile" : flags.file;
-    dockerfile = read_file(dockerfile_path, "dockerfile");
+    if (flags.file == "-") {
+      // -f -: the Dockerfile comes from stdin; the context's own .dockerignore applies.
+      std::ostringstream text;
+      text << std::cin.rdbuf();
+      dockerfile = text.str();
+      dockerfile_path = flags.context + "/Dockerfile";
+    } else {
+      dockerfile = read_file(dockerfile_path, "dockerfile");
+    }
     dockerfile_name = dockerfile_path.substr(dockerfile_path.rfind('/') + 1);
     std::string ignore_path = dockerfile::dockerignore_path_for(dockerfile_path, exists);
     if (ignore_path == ".dockerignore") ignore_path = flags.context + "/.dockerignore";

@@ -231,6 +231,19 @@ class DaemonTest(unittest.TestCase):
         self.assertIn("c/keep", names)
         self.assertNotIn("c/drop", names)
 
+    def test_dockerfile_from_stdin_with_a_context_directory(self):
+        ctx = self.context("stdin-f", {"a": "from context\n", ".dockerignore": "b\n", "b": "ignored\n"})
+        out = os.path.join(self.workdir, "stdin-f.tar")
+        with open(self._write_tmp("stdin-f-df", "FROM scratch\nCOPY . /c\n"), "rb") as stdin:
+            kbuildctl(self.daemon, "build", "-f", "-", "-o", f"type=tar,dest={out}", ctx, stdin=stdin)
+        with tarfile.open(out) as t:
+            self.assertIn("c/a", t.getnames())
+            self.assertNotIn("c/b", t.getnames())
+        with open(self._write_tmp("stdin-both", "FROM scratch\n"), "rb") as stdin:
+            both = kbuildctl(self.daemon, "build", "-f", "-", "-", stdin=stdin, check=False)
+        self.assertNotEqual(both.returncode, 0)
+        self.assertIn("can't use stdin for both build context and dockerfile", both.stderr)
+
     def test_dockerfile_on_stdin_builds_without_a_context(self):
         with open(self._write_tmp("stdin-df", "FROM scratch\nENV A=1\n"), "rb") as stdin:
             result = kbuildctl(self.daemon, "build", "-q", "-", stdin=stdin)
