@@ -69,7 +69,7 @@ class LayerStream : public ByteSink {
     LayerDigests digests;
     digests.diff_id = diff_.finish();
     digests.tar_size = tar_size_;
-    digests.blob_digest = blob_.finish();
+    digests.blob_digest = compression_ == Compression::none ? digests.diff_id : blob_.finish();
     digests.blob_size = blob_size_;
     return digests;
   }
@@ -77,7 +77,8 @@ class LayerStream : public ByteSink {
  private:
   void emit(const void* data, size_t size) {
     if (size == 0) return;
-    blob_.update(data, size);
+    // Uncompressed, the blob is the tar: its digest is diff_id, hashed once.
+    if (compression_ != Compression::none) blob_.update(data, size);
     blob_size_ += size;
     out_.write(data, size);
   }
