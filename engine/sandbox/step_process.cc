@@ -116,14 +116,44 @@ class HelperProcess {
   UniqueFd pidfd_;
 };
 
-bool drain(int fd, int stream, const std::function<void(int, std::string_view)>& output) {
-  char buffer[65536];
-  ssize_t n = ::read(fd, buffer, sizeof buffer);
-  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
-  if (n <= 0) return false;
-  if (stream > 0) output(stream, std::string_view(buffer, static_cast<size_t>(n)));
-  return true;
-}
+// A step's stdout or stderr, passed on a line at a time: two streams read from two pipes
+// must not splice into each other mid-line. A partial line goes out when the stream ends or
+// goes quiet (progress bars redrawn with \r still show).
+class OutputStream {
+ public:
+  OutputStream(int stream, const std::function<void(int, std::string_view)>& output)
+      : stream_(stream), output_(output) {}
+
+  // Reads what the pipe has; false at its end.
+  bool drain(int fd) {
+    char buffer[65536];
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+    if (n <= 0) {
+      flush();
+      return false;
+    }
+    pending_.append(buffer, static_cast<size_t>(n));
+    size_t end = pending_.rfind('\n');
+    if (end != std::string::npos) {
+      output_(stream_, std::string_view(pending_).substr(0, end + 1));
+      pending_.erase(0, end + 1);
+    }
+    if (pending_.size() >= sizeof buffer) flush();
+    return true;
+  }
+
+  void flush() {
+    if (pending_.empty()) return;
+    output_(stream_, pending_);
+    pending_.clear();
+  }
+
+ private:
+  int stream_;
+  const std::function<void(int, std::string_view)>& output_;
+  std::string pending_;
+};
 
 }  // namespace
 
@@ -198,6 +228,7 @@ StepOutcome run_step_process(StepLaunch& launch, BuildCgroup& cgroup,
   StepOutcome outcome;
   std::string result;
   bool out_open = true, err_open = true, control_open = true, helper_alive = true;
+  OutputStream stdout_lines(1, output), stderr_lines(2, output);
   // The helper closes its control socket when it exits, before the kernel drops its
   // namespaces: a step that succeeded is done then.
   bool succeeded = false;
@@ -212,9 +243,13 @@ StepOutcome run_step_process(StepLaunch& launch, BuildCgroup& cgroup,
                                {helper_alive ? helper.pidfd() : -1, POLLIN, 0}}};
     int ready = ::poll(fds.data(), fds.size(), 100);
     if (ready < 0 && errno != EINTR) throw_errno("poll");
+    if (ready == 0) {
+      stdout_lines.flush();
+      stderr_lines.flush();
+    }
     if (ready <= 0) continue;
-    if (fds[0].revents) out_open = drain(out.read.get(), 1, output);
-    if (fds[1].revents) err_open = drain(err.read.get(), 2, output);
+    if (fds[0].revents) out_open = stdout_lines.drain(out.read.get());
+    if (fds[1].revents) err_open = stderr_lines.drain(err.read.get());
     if (fds[2].revents) {
       char buffer[4096];
       ssize_t n = ::read(control_daemon.get(), buffer, sizeof buffer);

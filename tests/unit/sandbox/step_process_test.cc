@@ -48,7 +48,7 @@ class StepProcessTest : public ::testing::Test {
     out.close();
     ::chmod((base_ + "/bin/busybox").c_str(), 0755);
     for (const char* applet : {"sh", "cat", "echo", "ls", "id", "hostname", "mount", "unshare", "grep", "readlink",
-                               "sleep", "touch", "rm", "mknod", "head", "wc"}) {
+                               "sleep", "touch", "rm", "mknod", "head", "wc", "printf"}) {
       ASSERT_EQ(::symlink("busybox", (base_ + "/bin/" + applet).c_str()), 0);
     }
     write_file(base_ + "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nbuilder:x:1000:1000::/home/builder:/bin/sh\n");
@@ -108,6 +108,22 @@ TEST_F(StepProcessTest, OutputExitCodeAndLayerComeBack) {
   std::string content;
   std::getline(made, content);
   EXPECT_EQ(content, "data");
+}
+
+TEST_F(StepProcessTest, OutputComesALineAtATimeSoStreamsNeverSplice) {
+  StepLaunch l = launch({"/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8; do printf 'err-' >&2; echo out$i; echo $i >&2; done"});
+  std::vector<std::pair<int, std::string>> chunks;
+  run_step_process(
+      l, *build_, [&](int stream, std::string_view data) { chunks.emplace_back(stream, std::string(data)); },
+      [] { return false; });
+  std::string out, err;
+  for (const auto& [stream, data] : chunks) {
+    ASSERT_FALSE(data.empty());
+    EXPECT_EQ(data.back(), '\n') << "stream " << stream << " chunk " << data;
+    (stream == 1 ? out : err) += data;
+  }
+  EXPECT_EQ(out, "out1\nout2\nout3\nout4\nout5\nout6\nout7\nout8\n");
+  EXPECT_EQ(err, "err-1\nerr-2\nerr-3\nerr-4\nerr-5\nerr-6\nerr-7\nerr-8\n");
 }
 
 TEST_F(StepProcessTest, StepIsPidOneWithItsOwnHostnameAndDefaultCapabilities) {
