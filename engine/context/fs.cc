@@ -74,19 +74,6 @@ std::string errno_text(int error) {
   return out;
 }
 
-void write_all(int fd, const void* data, std::size_t size, std::string_view what) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    const ssize_t n = ::write(fd, p, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("write", what);
-    }
-    p += n;
-    size -= static_cast<std::size_t>(n);
-  }
-}
-
 std::int64_t realtime_ns() {
   struct timespec ts {};
   ::clock_gettime(CLOCK_REALTIME, &ts);

@@ -1,5 +1,5 @@
 // File-system helpers of the context module: opening paths without leaving a directory, Go's
-// error texts, whole writes and subtree removal, all relative to directory fds.
+// error texts and subtree removal, all relative to directory fds (whole writes: common/fd_io.h).
 #pragma once
 
 #include <sys/types.h>
@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "common/fd_io.h"
 
 namespace kbuild::context {
 
@@ -20,8 +22,6 @@ int open_beneath(int root, std::string_view path, int flags, mode_t mode = 0);
 // errno's text the way Go prints it ("permission denied"), as BuildKit's messages carry it.
 std::string errno_text(int error);
 
-// Writes all of `size` bytes; throws kbuild::Error naming `what` on failure.
-void write_all(int fd, const void* data, std::size_t size, std::string_view what);
 
 // CLOCK_REALTIME in nanoseconds: the clock file timestamps come from.
 std::int64_t realtime_ns();

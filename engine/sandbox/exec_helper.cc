@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/fd_io.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 #include "engine/sandbox/mount.h"
@@ -45,24 +46,12 @@ constexpr const char* kReadOnlyPaths[] = {
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 };
 
-std::string read_all(int fd) {
-  std::string out;
-  char buffer[16384];
-  for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno("read");
-    if (n == 0) return out;
-    out.append(buffer, static_cast<size_t>(n));
-  }
-}
-
-void write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return;
-    data.remove_prefix(static_cast<size_t>(n));
+// What the helper writes to its error pipe or control socket after a failure: a write that
+// fails too has nowhere left to be reported.
+void report(int fd, std::string_view text) {
+  try {
+    write_all(fd, text, "report");
+  } catch (const Error&) {
   }
 }
 
@@ -289,7 +278,7 @@ void enter_workdir(const std::string& cwd) {
 }
 
 std::vector<sock_filter> read_seccomp_program(int fd) {
-  std::string bytes = read_all(fd);
+  std::string bytes = read_all(fd, "seccomp program");
   if (bytes.empty() || bytes.size() % sizeof(sock_filter) != 0) {
     throw Error(ErrorKind::internal, "the seccomp program is malformed");
   }
@@ -301,7 +290,7 @@ std::vector<sock_filter> read_seccomp_program(int fd) {
 int last_capability() {
   UniqueFd fd(::open("/proc/sys/kernel/cap_last_cap", O_RDONLY | O_CLOEXEC));
   if (!fd) return CAP_LAST_CAP;
-  std::string text = read_all(fd.get());
+  std::string text = read_all(fd.get(), "cap_last_cap");
   return text.empty() ? CAP_LAST_CAP : std::stoi(text);
 }
 
@@ -373,11 +362,11 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
       }
     }
     if (!found_any) {
-      write_all(error_fd, "exec: \"" + file + "\": executable file not found in $PATH");
+      report(error_fd, "exec: \"" + file + "\": executable file not found in $PATH");
       ::_exit(127);
     }
   }
-  write_all(error_fd, "exec " + file + ": " + std::strerror(error));
+  report(error_fd, "exec " + file + ": " + std::strerror(error));
   ::_exit(127);
 }
 
@@ -432,7 +421,7 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
     check(static_cast<int>(::syscall(SYS_close_range, 4, ~0U, 0)), "close_range");
     exec_command(spec, 3);
   } catch (const std::exception& e) {
-    write_all(error_fd, e.what());
+    report(error_fd, e.what());
   }
   ::_exit(127);
 }
@@ -451,7 +440,7 @@ StepExit run(const RunSpec& spec) {
   }
   ::close(error_pipe[1]);
   UniqueFd errors(error_pipe[0]);
-  std::string error = read_all(errors.get());
+  std::string error = read_all(errors.get(), "the step's error pipe");
   int status = 0;
   while (::waitpid(child, &status, 0) < 0) {
     if (errno != EINTR) throw_errno("waitpid");
@@ -473,7 +462,7 @@ int exec_helper_main() {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   StepExit exit;
   try {
-    RunSpec spec = parse_spec(read_all(kSpecFd));
+    RunSpec spec = parse_spec(read_all(kSpecFd, "run spec"));
     ::close(kSpecFd);
     char go = 0;
     ssize_t n;
@@ -485,7 +474,7 @@ int exec_helper_main() {
   } catch (const std::exception& e) {
     exit.error = e.what();
   }
-  write_all(kControlFd, serialize_exit(exit));
+  report(kControlFd, serialize_exit(exit));
   return 0;
 }
 

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "common/error.h"
+#include "common/fd_io.h"
 #include "common/syscall.h"
 
 namespace kbuild::sandbox {
@@ -26,20 +27,6 @@ namespace {
 constexpr int kLiftedFdBase = 256;
 
 UniqueFd lift(int fd) { return UniqueFd(check(::fcntl(fd, F_DUPFD_CLOEXEC, kLiftedFdBase), "dup")); }
-
-UniqueFd spec_memfd(const RunSpec& spec) {
-  UniqueFd fd(check(::memfd_create("kbuild-step-spec", MFD_CLOEXEC), "memfd_create"));
-  std::string text = serialize_spec(spec);
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno("writing the step spec");
-    done += static_cast<size_t>(n);
-  }
-  check(::lseek(fd.get(), 0, SEEK_SET), "lseek");
-  return fd;
-}
 
 struct SpawnAttributes {
   posix_spawn_file_actions_t actions;
@@ -197,7 +184,7 @@ StepOutcome run_step_process(StepLaunch& launch, BuildCgroup& cgroup,
   check(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, control), "socketpair");
   UniqueFd control_daemon(control[0]), control_helper(control[1]);
   UniqueFd dev_null(check(::open("/dev/null", O_RDWR | O_CLOEXEC), "open /dev/null"));
-  UniqueFd spec = spec_memfd(launch.spec);
+  UniqueFd spec = memfd_holding("kbuild-step-spec", serialize_spec(launch.spec));
 
   std::vector<UniqueFd> lifted;
   for (int fd : {dev_null.get(), out.write.get(), err.write.get(), spec.get(), control_helper.get()}) {

@@ -11,6 +11,7 @@
 #include <cstdio>
 
 #include "common/error.h"
+#include "common/fd_io.h"
 #include "common/syscall.h"
 #include "common/temp_dir.h"
 #include "common/unique_fd.h"
@@ -42,12 +43,7 @@ bool has_env(const std::vector<std::string>& env, std::string_view name) {
 
 void write_file(const std::string& path, std::string_view data, mode_t mode) {
   UniqueFd fd(check(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode), "create", path));
-  while (!data.empty()) {
-    ssize_t n = ::write(fd.get(), data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno("write", path);
-    data.remove_prefix(static_cast<size_t>(n));
-  }
+  write_all(fd.get(), data, path);
 }
 
 // The sandbox's /etc/hosts, written once per store.
@@ -298,19 +294,6 @@ void prepare_mount(StepContext& context, size_t index, const df::RunMount& mount
   }
 }
 
-UniqueFd seccomp_memfd(const std::string& program) {
-  UniqueFd fd(check(::memfd_create("kbuild-seccomp", MFD_CLOEXEC), "memfd_create"));
-  std::string_view data = program;
-  while (!data.empty()) {
-    ssize_t n = ::write(fd.get(), data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno("write seccomp program");
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  check(::lseek(fd.get(), 0, SEEK_SET), "lseek");
-  return fd;
-}
-
 void check_entitlements(BuildSandbox& sandbox, const df::RunInstruction& run) {
   auto require = [&](const std::string& entitlement, bool daemon_allows) {
     if (!daemon_allows) {
@@ -500,7 +483,7 @@ std::string execute_run(StepContext& context) {
   launch.extra_fds = std::move(mounts.fds);
   if (!insecure && !build.config().seccomp_program.empty()) {
     spec.seccomp_fd = static_cast<int>(launch.extra_fds.size());
-    launch.extra_fds.push_back(seccomp_memfd(build.config().seccomp_program));
+    launch.extra_fds.push_back(memfd_holding("kbuild-seccomp", build.config().seccomp_program));
   }
 
   store::SnapshotStore::Prepared prepared = store.snapshots().prepare(context.parent, "layer");

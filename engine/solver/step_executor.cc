@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "common/fd_io.h"
 #include "common/syscall.h"
 #include "common/temp_dir.h"
 #include "common/unique_fd.h"
@@ -42,13 +43,7 @@ TempDir write_inline_sources(store::Store& store, const df::CopyInstruction& cop
     }
     std::string path = dir.path() + "/" + source.path;
     UniqueFd fd(check(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644), "create", path));
-    size_t done = 0;
-    while (done < source.data.size()) {
-      ssize_t n = ::write(fd.get(), source.data.data() + done, source.data.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw_errno("write", path);
-      done += static_cast<size_t>(n);
-    }
+    write_all(fd.get(), source.data, path);
   }
   return dir;
 }

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "common/error.h"
+#include "common/fd_io.h"
 #include "common/syscall.h"
 #include "common/temp_dir.h"
 #include "engine/store/fs.h"
@@ -185,7 +186,7 @@ void ContentStore::Writer::write(const void* data, size_t size) {
   size_ += size;
   if (buffer_.size() + size > kWriteBuffer) flush();
   if (size >= kWriteBuffer) {
-    fs::write_all(fd_.get(), data, size, store_->temp_path_ + "/" + temp_name_);
+    write_all(fd_.get(), data, size, store_->temp_path_ + "/" + temp_name_);
   } else {
     auto* bytes = static_cast<const char*>(data);
     buffer_.insert(buffer_.end(), bytes, bytes + size);
@@ -194,7 +195,7 @@ void ContentStore::Writer::write(const void* data, size_t size) {
 
 void ContentStore::Writer::flush() {
   if (buffer_.empty()) return;
-  fs::write_all(fd_.get(), buffer_.data(), buffer_.size(), store_->temp_path_ + "/" + temp_name_);
+  write_all(fd_.get(), buffer_.data(), buffer_.size(), store_->temp_path_ + "/" + temp_name_);
   buffer_.clear();
 }
 

@@ -29,19 +29,6 @@ UniqueFd open_dir(const std::string& path) {
   return UniqueFd(check(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW), "open", path));
 }
 
-void write_all(int fd, const void* data, size_t size, const std::string& path) {
-  auto* bytes = static_cast<const char*>(data);
-  while (size > 0) {
-    ssize_t written = ::write(fd, bytes, size);
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("write", path);
-    }
-    bytes += written;
-    size -= static_cast<size_t>(written);
-  }
-}
-
 void sync(int fd, const std::string& path) { check(::fsync(fd), "fsync", path); }
 
 std::vector<std::string> entries(int dirfd, const std::string& path) {

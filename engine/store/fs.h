@@ -20,8 +20,6 @@ UniqueFd open_dir(const std::string& path);
 // The names in the directory `dirfd` but "." and "..", in no particular order. Reads through
 // a descriptor of its own, so several threads may list one directory fd at once.
 std::vector<std::string> entries(int dirfd, const std::string& path);
-// Writes all of `size` bytes, retrying short writes and EINTR.
-void write_all(int fd, const void* data, size_t size, const std::string& path);
 // fsync, naming `path` when it fails.
 void sync(int fd, const std::string& path);
 // Disk usage of everything below the directory `dirfd` (st_blocks, hard links counted once),

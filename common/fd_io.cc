@@ -1,0 +1,44 @@
+#include "common/fd_io.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "common/syscall.h"
+
+namespace kbuild {
+
+void write_all(int fd, const void* data, std::size_t size, std::string_view what) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::write(fd, p, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("write", what);
+    }
+    p += n;
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+std::string read_all(int fd, std::string_view what) {
+  std::string out;
+  char buffer[16384];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("read", what);
+    if (n == 0) return out;
+    out.append(buffer, static_cast<std::size_t>(n));
+  }
+}
+
+UniqueFd memfd_holding(const char* name, std::string_view data) {
+  UniqueFd fd(check(::memfd_create(name, MFD_CLOEXEC), "memfd_create", name));
+  write_all(fd.get(), data, name);
+  check(::lseek(fd.get(), 0, SEEK_SET), "lseek", name);
+  return fd;
+}
+
+}  // namespace kbuild
