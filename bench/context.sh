@@ -23,6 +23,8 @@ export LC_ALL=C
 
 cd "$(dirname "$0")/.."
 repo=$PWD
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 build_dir=${KBUILD_BUILD_DIR:-build}
 runs=${BENCH_RUNS:-3}
 read -r -a builders <<<"${BENCH_BUILDERS:-kbuild buildkit buildah}"
@@ -37,16 +39,7 @@ fi
 
 # --- what the builders need -----------------------------------------------------------------
 
-apt_updated=0
-apt_install() {
-  if ((!apt_updated)); then
-    apt-get update -qq
-    apt_updated=1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
 
-wants() { [[ " ${builders[*]} " == *" $1 "* ]]; }
 
 [[ $build_dir == /* ]] || build_dir=$repo/$build_dir
 kbuildd_bin=$build_dir/service/kbuildd
@@ -65,9 +58,7 @@ if wants buildah && ! command -v buildah >/dev/null; then
   apt_install buildah
 fi
 
-work_prefix=kctx
-# shellcheck source=bench/lib.sh
-source "$repo/bench/lib.sh"
+bench_init_workdir kctx
 
 # --- the context -----------------------------------------------------------------------------
 
@@ -96,55 +87,28 @@ cp -p "$small_file" "$work/small-file.orig"
 # --- the builders ----------------------------------------------------------------------------
 
 kbuild_sock=$work/kbuild/kbuild.sock
-kbuildctl() { "$kbuildctl_bin" --host "unix://$kbuild_sock" "$@"; }
 
 kbuild_reset() {
   stop_kbuildd
   retire "$work/kbuild"
   mkdir -p "$work/kbuild"
-  setsid "$kbuildd_bin" --listen "$kbuild_sock" --root "$work/kbuild/root" \
-    </dev/null >>"$log_dir/kbuildd.log" 2>&1 &
-  kbuildd_pid=$!
-  wait_ready "$kbuildd_pid" kbuildd "$log_dir/kbuildd.log" kbuildctl info
+  start_kbuildd
 }
 kbuild_build() { kbuildctl build --progress plain -t bench "$ctx"; }
 
 dockerd_dir=$work/dockerd
-docker() {
-  env -u DOCKER_HOST -u DOCKER_CONTEXT -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH \
-    DOCKER_BUILDKIT=1 DOCKER_CONFIG="$dockerd_dir/client-config" \
-    "$docker_client" -H "unix://$dockerd_dir/docker.sock" "$@"
-}
 
 # A true cold start: dockerd stopped, its data root (images, BuildKit's cache) removed.
 buildkit_reset() {
   stop_dockerd
   retire "$dockerd_dir"
   mkdir -p "$dockerd_dir/client-config"
-  setsid dockerd --bridge=none --iptables=false --ip6tables=false \
-    --data-root "$dockerd_dir/data" --exec-root "$dockerd_dir/exec" \
-    -H "unix://$dockerd_dir/docker.sock" --pidfile "$dockerd_dir/dockerd.pid" \
-    </dev/null >>"$log_dir/dockerd.log" 2>&1 &
-  dockerd_pid=$!
-  wait_ready "$dockerd_pid" dockerd "$log_dir/dockerd.log" docker version
+  start_dockerd
 }
 buildkit_build() { docker build --network host --progress plain -t bench "$ctx"; }
 
 buildah_dir=$work/buildah
 buildah_driver=${BENCH_BUILDAH_DRIVER:-}
-buildah_in() {
-  local dir=$1
-  shift
-  CONTAINERS_STORAGE_CONF=$dir/storage.conf \
-    buildah --root "$dir/root" --runroot "$dir/run" --storage-driver "$buildah_driver" "$@"
-}
-buildah_fresh() {
-  retire "$1"
-  mkdir -p "$1"
-  # Its own storage.conf, so that no system-wide one (mount_program, options) takes part.
-  printf '[storage]\ndriver = "%s"\nrunroot = "%s/run"\ngraphroot = "%s/root"\n' \
-    "$buildah_driver" "$1" "$1" >"$1/storage.conf"
-}
 buildah_reset() { buildah_fresh "$buildah_dir"; }
 buildah_build() {
   buildah_in "$buildah_dir" bud --isolation chroot --layers -t bench "$ctx"
@@ -166,30 +130,10 @@ pick_buildah_driver() {
   retire "$probe"
 }
 
-label() {
-  case $1 in
-    kbuild) echo kbuild ;;
-    buildkit) echo "BuildKit ($(docker info --format '{{.Driver}}' 2>/dev/null || echo '?'))" ;;
-    buildah) echo "buildah ($buildah_driver)" ;;
-  esac
-}
 
 # --- measuring -------------------------------------------------------------------------------
 
 elapsed=
-# Runs "$@" with its output in $1 and sets $elapsed to its wall time in seconds.
-timed() {
-  local log=$1 start end
-  shift
-  start=$EPOCHREALTIME
-  if ! "$@" >"$log" 2>&1; then
-    echo "failed: $* (output in $log):" >&2
-    tail -n 30 "$log" >&2
-    exit 1
-  fi
-  end=$EPOCHREALTIME
-  elapsed=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')
-}
 
 measure() {
   local builder=$1 kind=$2 run=$3
@@ -219,10 +163,6 @@ stop_dockerd
 
 # --- the table -------------------------------------------------------------------------------
 
-median() {
-  awk -F'\t' -v b="$1" -v k="$2" '$1 == b && $2 == k { print $4 }' "$results" | sort -n |
-    awk '{ v[NR] = $1 } END { if (NR) printf "%.3f", v[int((NR + 1) / 2)] }'
-}
 
 kinds=(cold no-change one-file)
 declare -A med

@@ -1,15 +1,9 @@
-# Shared by the benchmarks: the temp dir, stopping daemons, cleanup on exit. Sourced after
-# `work_prefix` is set (a short name: the temp dir's path must leave room for unix sockets).
+# shellcheck shell=bash disable=SC2154,SC2034  # variables come from the script that sources this
+# Shared by the benchmarks: the temp dir, starting and stopping the builders' daemons, timing and
+# cleanup on exit. Sourced first; bench_init_workdir makes the temp dir.
 
 # --- the temp dir and what runs in it ---------------------------------------------------------
 
-# Short on purpose: containerd's sockets live under dockerd's exec root, and a unix socket path
-# has at most 107 bytes.
-work=$(mktemp -d "/tmp/${work_prefix:?}.XXXXXX")
-log_dir=${BENCH_LOG_DIR:-$work/logs}
-mkdir -p "$log_dir"
-results=$work/results.tsv
-: >"$results"
 kbuildd_pid=
 dockerd_pid=
 
@@ -85,9 +79,19 @@ cleanup() {
   rm -rf "$work" || true
   exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# The temp dir /tmp/PREFIX.XXXXXX, its logs and results, and cleanup of everything in it on any
+# exit. Short on purpose: containerd's sockets live under dockerd's exec root, and a unix socket
+# path has at most 107 bytes.
+bench_init_workdir() {
+  work=$(mktemp -d "/tmp/$1.XXXXXX")
+  log_dir=${BENCH_LOG_DIR:-$work/logs}
+  mkdir -p "$log_dir"
+  results=$work/results.tsv
+  : >"$results"
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
 
 # Waits up to 60 s for "$@" (after PID NAME LOG) to succeed while daemon PID lives; on failure
 # prints the tail of its LOG.
@@ -108,3 +112,84 @@ wait_ready() {
   exit 1
 }
 
+# --- the builders, timing ---------------------------------------------------------------------
+
+apt_updated=0
+apt_install() {
+  if ((!apt_updated)); then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+wants() { [[ " ${builders[*]} " == *" $1 "* ]]; }
+
+kbuildctl() { "$kbuildctl_bin" --host "unix://$kbuild_sock" "$@"; }
+
+docker() {
+  env -u DOCKER_HOST -u DOCKER_CONTEXT -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH \
+    DOCKER_BUILDKIT=1 DOCKER_CONFIG="$dockerd_dir/client-config" \
+    "$docker_client" -H "unix://$dockerd_dir/docker.sock" "$@"
+}
+
+buildah_in() {
+  local dir=$1
+  shift
+  CONTAINERS_STORAGE_CONF=$dir/storage.conf \
+    buildah --root "$dir/root" --runroot "$dir/run" --storage-driver "$buildah_driver" "$@"
+}
+
+buildah_fresh() {
+  retire "$1"
+  mkdir -p "$1"
+  # Its own storage.conf, so that no system-wide one (mount_program, options) takes part.
+  printf '[storage]\ndriver = "%s"\nrunroot = "%s/run"\ngraphroot = "%s/root"\n' \
+    "$buildah_driver" "$1" "$1" >"$1/storage.conf"
+}
+
+label() {
+  case $1 in
+    kbuild) echo kbuild ;;
+    buildkit) echo "BuildKit ($(docker info --format '{{.Driver}}' 2>/dev/null || echo '?'))" ;;
+    buildah) echo "buildah ($buildah_driver)" ;;
+  esac
+}
+
+# Runs "$@" with its output in $1 and sets $elapsed to its wall time in seconds.
+timed() {
+  local log=$1 start end
+  shift
+  start=$EPOCHREALTIME
+  if ! "$@" >"$log" 2>&1; then
+    echo "failed: $* (output in $log):" >&2
+    tail -n 30 "$log" >&2
+    exit 1
+  fi
+  end=$EPOCHREALTIME
+  elapsed=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')
+}
+
+median() {
+  awk -F'\t' -v b="$1" -v k="$2" '$1 == b && $2 == k { print $4 }' "$results" | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR) printf "%.3f", v[int((NR + 1) / 2)] }'
+}
+
+# kbuildd on $kbuild_sock with its store under $work/kbuild (and any further flags), ready when
+# it answers.
+start_kbuildd() {
+  setsid "$kbuildd_bin" --listen "$kbuild_sock" --root "$work/kbuild/root" "$@" \
+    </dev/null >>"$log_dir/kbuildd.log" 2>&1 &
+  kbuildd_pid=$!
+  wait_ready "$kbuildd_pid" kbuildd "$log_dir/kbuildd.log" kbuildctl info
+}
+
+# A private dockerd under $dockerd_dir, ready when it answers.
+start_dockerd() {
+  setsid dockerd --bridge=none --iptables=false --ip6tables=false \
+    --data-root "$dockerd_dir/data" --exec-root "$dockerd_dir/exec" \
+    -H "unix://$dockerd_dir/docker.sock" --pidfile "$dockerd_dir/dockerd.pid" \
+    </dev/null >>"$log_dir/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  wait_ready "$dockerd_pid" dockerd "$log_dir/dockerd.log" docker version
+}
