@@ -308,7 +308,7 @@ class StageConverter {
             config.working_dir = join_path(config.working_dir.empty() ? "/" : config.working_dir, body.path);
             if (config.working_dir != "/") {
               Step step{StepKind::workdir, prefix(display_text(instruction, state_env), onbuild), "",
-                        instruction, {}, config.working_dir, config.user, state_env, config.shell, onbuild};
+                        instruction, {}, config.working_dir, config.user, state_env, config.shell, onbuild, {}};
               plan.steps.push_back(std::move(step));
               history(plan, "WORKDIR " + config.working_dir, true);
             } else {
@@ -318,7 +318,10 @@ class StageConverter {
             dispatch_copy(plan, state_env, instruction, body, onbuild);
           } else if constexpr (std::is_same_v<T, df::RunInstruction>) {
             Step step{StepKind::run, prefix(display_text(instruction, state_env), onbuild), "", instruction, {},
-                      config.working_dir.empty() ? "/" : config.working_dir, config.user, state_env, config.shell, onbuild};
+                      config.working_dir.empty() ? "/" : config.working_dir, config.user, state_env, config.shell, onbuild, {}};
+            for (const auto& mount : body.mounts) {
+              step.mount_sources.push_back(mount.from.empty() ? CopySource{} : source_named(mount.from));
+            }
             plan.steps.push_back(std::move(step));
             history(plan, "RUN " + (body.command.prepend_shell ? plain_list(with_shell(config, body.command.args))
                                                                 : plain_list(body.command.args)) + " # buildkit",
@@ -334,21 +337,8 @@ class StageConverter {
                      const df::CopyInstruction& copy, bool onbuild) {
     Step step{StepKind::copy, prefix(display_text(instruction, state_env), onbuild), "", instruction, {},
               plan.config.working_dir.empty() ? "/" : plan.config.working_dir, plan.config.user, state_env,
-              plan.config.shell, onbuild};
-    if (!copy.from.empty()) {
-      bool numeric = std::all_of(copy.from.begin(), copy.from.end(), [](char c) { return c >= '0' && c <= '9'; });
-      std::optional<size_t> stage;
-      for (const auto& s : resolved_.stages) {
-        if ((numeric && std::to_string(s.index) == copy.from) || (!s.name.empty() && s.name == lower(copy.from))) {
-          stage = s.index;
-        }
-      }
-      if (stage) {
-        step.source = CopySource{CopySource::Kind::stage, *stage, ""};
-      } else {
-        step.source = CopySource{CopySource::Kind::image, 0, copy.from};
-      }
-    }
+              plan.config.shell, onbuild, {}};
+    if (!copy.from.empty()) step.source = source_named(copy.from);
     std::string message = copy.is_add ? "ADD" : "COPY";
     if (copy.parents) message += " --parents";
     if (!copy.chown.empty()) message += " --chown=" + copy.chown;
@@ -359,6 +349,17 @@ class StageConverter {
     step.created_by = message + " # buildkit";
     history(plan, step.created_by, true);
     plan.steps.push_back(std::move(step));
+  }
+
+  // What a --from= (of COPY, or of a RUN mount) names: a stage, by index or name, else an image.
+  CopySource source_named(const std::string& from) const {
+    bool numeric = std::all_of(from.begin(), from.end(), [](char c) { return c >= '0' && c <= '9'; });
+    std::optional<size_t> stage;
+    for (const auto& s : resolved_.stages) {
+      if ((numeric && std::to_string(s.index) == from) || (!s.name.empty() && s.name == lower(from))) stage = s.index;
+    }
+    if (stage) return CopySource{CopySource::Kind::stage, *stage, ""};
+    return CopySource{CopySource::Kind::image, 0, from};
   }
 
   static std::string lower(std::string s) {

@@ -75,6 +75,7 @@ struct Step {
   std::vector<std::string> env;         // environment when the step runs (RUN)
   std::vector<std::string> shell;       // SHELL when the step runs (RUN shell form)
   bool from_onbuild = false;
+  std::vector<CopySource> mount_sources;  // kind run: one per --mount, what its from= names
 };
 
 struct StagePlan {

@@ -172,18 +172,14 @@ class Builder::Run {
       }
       for (const graph::Step& step : stage.steps) {
         json definition = {{"previous", previous}, {"kind", static_cast<int>(step.kind)}, {"step", describe_step(step)}};
-        if (step.kind == graph::StepKind::copy && step.source.kind == graph::CopySource::Kind::stage) {
-          definition["from"] = stage_last.at(step.source.stage);
-        } else if (step.kind == graph::StepKind::copy && step.source.kind == graph::CopySource::Kind::image) {
-          definition["from"] = step.source.image;
-        } else if (step.kind == graph::StepKind::run) {
-          json from = json::array();
-          for (const auto& mount : std::get<dockerfile::RunInstruction>(step.instruction.body).mounts) {
-            std::optional<size_t> index = mount.from.empty() ? std::nullopt : stage_named(mount.from);
-            from.push_back(index && stage_last.count(*index) ? stage_last.at(*index) : mount.from);
-          }
-          definition["from"] = from;
-        }
+        auto read_from = [&](const graph::CopySource& source) -> std::string {
+          if (source.kind == graph::CopySource::Kind::stage) return stage_last.at(source.stage);
+          return source.kind == graph::CopySource::Kind::image ? source.image : "";
+        };
+        if (step.kind == graph::StepKind::copy) definition["from"] = read_from(step.source);
+        json mounts = json::array();
+        for (const graph::CopySource& source : step.mount_sources) mounts.push_back(read_from(source));
+        definition["mounts_from"] = mounts;
         std::string id = vertex_id("vertex:" + definition.dump());
         step_vertices_[&step] = id;
         progress_.announced(id, step.name);
@@ -467,7 +463,9 @@ class Builder::Run {
   std::string run_mount_sources(const graph::Step& step, std::vector<MountSource>& sources) {
     const auto& run = std::get<dockerfile::RunInstruction>(step.instruction.body);
     json keys = json::array();
-    for (const auto& mount : run.mounts) {
+    for (size_t i = 0; i < run.mounts.size(); ++i) {
+      const auto& mount = run.mounts[i];
+      const graph::CopySource& from = step.mount_sources.at(i);
       MountSource source;
       if (mount.type == dockerfile::MountType::bind && mount.from.empty()) {
         graph::Step selection = step;
@@ -476,8 +474,8 @@ class Builder::Run {
         selection.instruction.body = copy;
         keys.push_back(context_selection_key(*context_, selection));
       } else if (!mount.from.empty() && mount.type != dockerfile::MountType::cache) {
-        std::optional<size_t> index = stage_named(mount.from);
-        StageResult result = index ? stage_result(*index) : image_source(mount.from);
+        StageResult result =
+            from.kind == graph::CopySource::Kind::stage ? stage_result(from.stage) : image_source(from.image);
         source.top = result.top;
         keys.push_back(result.key);
       } else {
@@ -486,17 +484,6 @@ class Builder::Run {
       sources.push_back(std::move(source));
     }
     return keys.dump();
-  }
-
-  // The stage a from= names (by name or index), or nullopt for an image.
-  std::optional<size_t> stage_named(const std::string& from) {
-    bool numeric = !from.empty() && std::all_of(from.begin(), from.end(), [](char c) { return c >= '0' && c <= '9'; });
-    std::string lower = from;
-    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-    for (const auto& s : plan_.stages) {
-      if ((numeric && std::to_string(s.index) == from) || (!s.name.empty() && s.name == lower)) return s.index;
-    }
-    return std::nullopt;
   }
 
   static std::string step_cache_key(const std::string& parent, const graph::Step& step, const std::string& source) {

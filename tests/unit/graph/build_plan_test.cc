@@ -7,6 +7,21 @@ namespace {
 
 BuildPlan plan(std::string_view text, PlanOptions options = {}) { return plan_build(text, options); }
 
+TEST(BuildPlan, RunMountsFromResolveToStagesOrImages) {
+  BuildPlan p = plan(
+      "FROM alpine AS tools\nFROM alpine\n"
+      "RUN --mount=type=bind,from=TOOLS,target=/t --mount=type=bind,from=0,target=/z "
+      "--mount=type=bind,from=busybox,target=/b --mount=type=cache,target=/c true\n");
+  const Step& run = p.stages.back().steps.at(0);
+  ASSERT_EQ(run.mount_sources.size(), 4u);
+  EXPECT_EQ(run.mount_sources[0].kind, CopySource::Kind::stage);
+  EXPECT_EQ(run.mount_sources[0].stage, 0u);
+  EXPECT_EQ(run.mount_sources[1].kind, CopySource::Kind::stage);
+  EXPECT_EQ(run.mount_sources[2].kind, CopySource::Kind::image);
+  EXPECT_EQ(run.mount_sources[2].image, "busybox");
+  EXPECT_EQ(run.mount_sources[3].kind, CopySource::Kind::context);
+}
+
 TEST(BuildPlan, StepsAreNamedAsBuildKitNamesVertices) {
   BuildPlan p = plan("FROM alpine AS build\nCOPY a /a\nWORKDIR /w\nFROM scratch\nCOPY --from=build /a /a\n");
   ASSERT_EQ(p.stages.size(), 2u);
