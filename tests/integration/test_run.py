@@ -34,6 +34,7 @@ import uuid
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import base_image  # noqa: E402
+from mounts import mount_points_under, unmount_all_under  # noqa: E402
 
 BUILD_DIR = "build"
 BASE = "kbuild-busybox"
@@ -117,25 +118,6 @@ def kbuildctl_path():
     return os.path.join(BUILD_DIR, "cli/kbuildctl")
 
 
-def mount_points_under(root):
-    points = []
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            point = line.split()[4]
-            for escaped, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-                point = point.replace(escaped, char)
-            if point == root or point.startswith(root.rstrip("/") + "/"):
-                points.append(point)
-    return points
-
-
-def unmount_all_under(root):
-    for _ in range(10):
-        points = mount_points_under(root)
-        if not points:
-            return
-        for point in sorted(points, key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def processes_matching(predicate):

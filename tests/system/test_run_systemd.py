@@ -31,6 +31,8 @@ import traceback
 import uuid
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(PROJECT, "tests", "integration"))
+from mounts import unmount_all_under  # noqa: E402
 BASE = "busybox-base"
 # Docker's default capability set (CAP_CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID,
 # SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP).
@@ -175,27 +177,6 @@ def cgroup_limit_files(control_group):
 
 
 # -- the daemon ---------------------------------------------------------------------------------
-
-def mount_points_under(root):
-    points = []
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            point = line.split()[4]
-            for escaped, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-                point = point.replace(escaped, char)
-            if point == root or point.startswith(root.rstrip("/") + "/"):
-                points.append(point)
-    return points
-
-
-def unmount_all_under(root):
-    for _ in range(10):
-        points = mount_points_under(root)
-        if not points:
-            return
-        for point in sorted(points, key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True)
-
 
 class Daemon:
     """kbuildd with the systemd backend on a socket and store of its own."""

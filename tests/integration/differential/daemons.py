@@ -13,6 +13,8 @@ import subprocess
 import tempfile
 import time
 
+from mounts import unmount_all_under  # tests/integration: run.py puts it on the path
+
 # Debian's docker.io 20.10 client: it has the classic `docker build` with DOCKER_BUILDKIT=1.
 # (/usr/local/bin/docker may be a newer client without buildx, which refuses to build.)
 DOCKER_CLIENT = "/usr/bin/docker"
@@ -21,31 +23,6 @@ DOCKERD = "dockerd"
 
 class HarnessError(Exception):
     """Something the harness needs that does not work (not a difference between builders)."""
-
-
-def _mount_points_under(root):
-    points = []
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
-            point = line.split()[4]
-            for escaped, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"),
-                                  ("\\134", "\\")):
-                point = point.replace(escaped, char)
-            if point == root or point.startswith(root.rstrip("/") + "/"):
-                points.append(point)
-    return points
-
-
-def unmount_all_under(root):
-    """Lazily unmounts every mount at or below `root`, deepest first, until none is left."""
-    for _ in range(10):
-        points = _mount_points_under(root)
-        if not points:
-            return
-        for point in sorted(points, key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
 
 
 class Workspace:
