@@ -222,6 +222,11 @@ void GoTarWriter::write(const void* data, size_t size) {
   remaining_ -= static_cast<int64_t>(size);
 }
 
+void GoTarWriter::wrote(size_t size) {
+  if (static_cast<int64_t>(size) > remaining_) throw Error(ErrorKind::internal, "tar: write too long");
+  remaining_ -= static_cast<int64_t>(size);
+}
+
 void GoTarWriter::close() {
   flush();
   static const char zeros[2 * kBlock] = {};

@@ -47,6 +47,8 @@ class GoTarWriter {
   void write_header(const TarHeader& header);
   // Data of the current regular file; no more than its header's size in total.
   void write(const void* data, size_t size);
+  // Counts data of the current file that the caller put into the sink itself (without a copy).
+  void wrote(size_t size);
   // Pads the last entry and writes the two zero blocks that end the archive.
   void close();
 

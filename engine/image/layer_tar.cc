@@ -19,13 +19,14 @@
 #include "common/syscall.h"
 #include "engine/image/go_tar.h"
 #include "engine/image/oci.h"
+#include "engine/image/pipelined_sink.h"
 
 namespace kbuild::image {
 namespace {
 
 constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kOpaqueWhiteout = ".wh..wh..opq";
-constexpr size_t kCopyBuffer = 1 << 20;
+constexpr size_t kCopyBuffer = 1 << 20;  // zlib output
 
 // The uncompressed tar goes in; diff_id is hashed, the blob is compressed (or not), hashed and
 // handed to the sink.
@@ -112,7 +113,7 @@ class LayerStream : public ByteSink {
 // ChangeWriter writes it.
 class LayerWriter {
  public:
-  LayerWriter(ByteSink& out, const LayerOptions& options) : tar_(out), options_(options) {}
+  LayerWriter(PipelinedSink& out, const LayerOptions& options) : out_(out), tar_(out), options_(options) {}
 
   void write_tree(int dir_fd) {
     walk(dir_fd, "");
@@ -252,7 +253,7 @@ class LayerWriter {
   }
 
   void write_file(int dir_fd, const std::string& name, const std::string& path, const struct stat& st) {
-    UniqueFd fd(check(::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC), "open", path));
+    UniqueFd fd = open_file(dir_fd, name, path);
     bool linked = st.st_nlink > 1;
     TarHeader h = header_for(path, st, TarHeader::regular);
     if (linked) {
@@ -289,23 +290,43 @@ class LayerWriter {
     if (!capability.empty()) h.pax_records.emplace_back("SCHILY.xattr.security.capability", capability);
   }
 
-  void copy_data(int fd, const std::string& path, uint64_t size) {
-    if (buffer_.empty()) buffer_.resize(kCopyBuffer);
-    uint64_t copied = 0;
-    for (;;) {
-      size_t n = read_some(fd, buffer_.data(), buffer_.size(), path);
-      if (n == 0) break;
-      if (copied + n > size) break;
-      tar_.write(buffer_.data(), n);
-      copied += n;
-    }
-    if (copied != size) throw Error(ErrorKind::internal, "writing layer: " + path + " changed while it was read");
+  // O_NOATIME: reading a snapshot must not dirty its inodes (relatime would, once per file
+  // whose ctime moved when it was hard-linked into the snapshot).
+  static UniqueFd open_file(int dir_fd, const std::string& name, const std::string& path) {
+    constexpr int kFlags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC;
+    UniqueFd fd(::openat(dir_fd, name.c_str(), kFlags | O_NOATIME));
+    if (!fd && errno == EPERM) fd.reset(::openat(dir_fd, name.c_str(), kFlags));
+    if (!fd) throw_errno("open", path);
+    return fd;
   }
 
+  // Reads straight into the pipeline's buffer; a file longer than its stat said is cut short
+  // there and reported, one shorter is reported.
+  void copy_data(int fd, const std::string& path, uint64_t size) {
+    uint64_t copied = 0;
+    bool grew = false;
+    while (copied < size) {
+      std::span<char> room = out_.space();
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(room.size(), size - copied));
+      const size_t n = read_some(fd, room.data(), want, path);
+      if (n == 0) break;
+      out_.commit(n);
+      tar_.wrote(n);
+      copied += n;
+    }
+    if (copied == size) {
+      char probe;
+      grew = read_some(fd, &probe, 1, path) != 0;
+    }
+    if (copied != size || grew) {
+      throw Error(ErrorKind::internal, "writing layer: " + path + " changed while it was read");
+    }
+  }
+
+  PipelinedSink& out_;
   GoTarWriter tar_;
   const LayerOptions& options_;
   std::map<std::pair<dev_t, ino_t>, Link> links_;
-  std::vector<char> buffer_;
 };
 
 }  // namespace
@@ -324,8 +345,11 @@ std::string layer_media_type(Compression compression, bool oci) {
 
 LayerDigests write_layer(int dir_fd, ByteSink& out, const LayerOptions& options) {
   LayerStream stream(out, options);
-  LayerWriter writer(stream, options);
+  // The walk (syscalls, page-cache copies) on this thread, hashing and compressing on another.
+  PipelinedSink pipeline(stream);
+  LayerWriter writer(pipeline, options);
   writer.write_tree(dir_fd);
+  pipeline.finish();
   return stream.finish();
 }
 
