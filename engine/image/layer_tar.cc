@@ -10,8 +10,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <deque>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +29,11 @@ namespace {
 constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kOpaqueWhiteout = ".wh..wh..opq";
 constexpr size_t kCopyBuffer = 1 << 20;  // zlib output
+
+class NullSink : public ByteSink {
+ public:
+  void write(const void*, size_t) override {}
+};
 
 // The uncompressed tar goes in; diff_id is hashed, the blob is compressed (or not), hashed and
 // handed to the sink.
@@ -64,6 +71,17 @@ class LayerStream : public ByteSink {
       deflate_some(data, size, Z_NO_FLUSH);
     }
   }
+
+  // Goes on from the SHA-256 state after the first `offset` bytes of an uncompressed tar that
+  // were not written here (an earlier layer's, the same up to there).
+  void resume(const store::Sha256& state, uint64_t offset) {
+    if (compression_ != Compression::none || tar_size_ != 0) {
+      throw Error(ErrorKind::internal, "layer tar: only a fresh uncompressed stream resumes");
+    }
+    diff_ = state.copy();
+    tar_size_ = blob_size_ = offset;
+  }
+  store::Sha256 diff_state() const { return diff_.copy(); }
 
   LayerDigests finish() {
     if (compression_ == Compression::gzip) deflate_some(nullptr, 0, Z_FINISH);
@@ -109,11 +127,187 @@ class LayerStream : public ByteSink {
   std::vector<char> buffer_;
 };
 
+// A big file is a segment of its own in a journal, so that hashing can skip it unread.
+constexpr uint64_t kBigFile = 64 << 10;
+// Journal checkpoints are at least this far apart, and at least 1/1024 of the tar so far.
+constexpr uint64_t kMinSegment = 64 << 10;
+
+// Where the walk's tar goes: into the pipeline (hashing, compressing), or — while hashing only
+// and the tar so far is one an earlier journal saw — nowhere yet: just enough is kept to catch up
+// from the last checkpoint they share once the two part ways. With a journal, it records the
+// SHA-256 state at checkpoints and a digest of what the tar held up to each ("seen"), file
+// contents standing in by inode, size and mtime.
+class TarOutput : public ByteSink {
+ public:
+  TarOutput(LayerStream& stream, PipelinedSink& pipeline, const LayerJournals* earlier)
+      : stream_(stream), pipeline_(pipeline), journaling_(earlier != nullptr) {
+    if (earlier) {
+      for (const auto& journal : *earlier) {
+        if (journal && !journal->checkpoints.empty()) candidates_.push_back(journal.get());
+      }
+    }
+    speculating_ = !candidates_.empty();
+  }
+
+  // Tar bytes other than file contents: headers, padding, the end.
+  void write(const void* data, size_t size) override {
+    if (journaling_) token('T', data, size);
+    advance(size);
+    if (speculating_) {
+      pending_.append(static_cast<const char*>(data), size);
+    } else {
+      pipeline_.write(data, size);
+    }
+  }
+
+  // After a regular file's header: true when its `st.st_size` bytes are to be read into space()
+  // and commit(); false when an earlier journal covers them.
+  bool content_needed(const struct stat& st) {
+    if (!journaling_) return true;
+    const int64_t fields[] = {static_cast<int64_t>(st.st_dev), static_cast<int64_t>(st.st_ino), st.st_size,
+                              st.st_mtim.tv_sec, st.st_mtim.tv_nsec};
+    token('F', fields, sizeof fields);
+    big_file_ = static_cast<uint64_t>(st.st_size) >= kBigFile;
+    if (!speculating_ || !big_file_) return true;
+    const uint64_t after = offset_ + static_cast<uint64_t>(st.st_size);
+    if (!any_candidate_at(checkpoints_.size(), after, peek_seen())) {
+      catch_up();
+      return true;
+    }
+    advance(static_cast<uint64_t>(st.st_size));
+    return false;
+  }
+
+  std::span<char> space() {
+    if (!speculating_) return pipeline_.space();
+    scratch_.resize(kBigFile);
+    return scratch_;
+  }
+  void commit(size_t size) {
+    advance(size);
+    if (speculating_) {
+      pending_.append(scratch_.data(), size);
+    } else {
+      pipeline_.commit(size);
+    }
+  }
+
+  // After each entry: a checkpoint when the segment is long enough, or held a big file.
+  void entry_done() {
+    if (!journaling_) return;
+    if (big_file_ || segment_ >= std::max(kMinSegment, offset_ / 1024)) checkpoint();
+    big_file_ = false;
+  }
+
+  // After the end of the tar: its digests, and the journal of this hashing (when journaling).
+  LayerHash finish() {
+    LayerHash result;
+    if (journaling_) {
+      token('E', "", 0);
+      checkpoint();
+    }
+    if (speculating_) {
+      // The whole tar is one an earlier journal saw.
+      result.digests.diff_id = checkpoints_.back().state->copy().finish();
+      result.digests.tar_size = result.digests.blob_size = offset_;
+      result.digests.blob_digest = result.digests.diff_id;
+    } else {
+      pipeline_.finish();
+      result.digests = stream_.finish();
+    }
+    if (journaling_) {
+      auto journal = std::make_shared<LayerHashJournal>();
+      journal->checkpoints.assign(checkpoints_.begin(), checkpoints_.end());
+      result.journal = std::move(journal);
+    }
+    return result;
+  }
+
+ private:
+  using Checkpoint = LayerHashJournal::Checkpoint;
+
+  void advance(uint64_t size) {
+    offset_ += size;
+    segment_ += size;
+  }
+
+  // Tokens are typed and sized, so that no two different tars read as the same stream.
+  void token(char type, const void* data, size_t size) {
+    const uint64_t length = size;
+    identity_.update(&type, 1);
+    identity_.update(&length, sizeof length);
+    identity_.update(data, size);
+  }
+
+  store::Digest peek_seen() const { return identity_.copy().finish(); }
+
+  bool any_candidate_at(size_t index, uint64_t offset, const store::Digest& seen) const {
+    return std::any_of(candidates_.begin(), candidates_.end(), [&](const LayerHashJournal* j) {
+      return index < j->checkpoints.size() && j->checkpoints[index].offset == offset && j->checkpoints[index].seen == seen;
+    });
+  }
+
+  void checkpoint() {
+    const store::Digest seen = identity_.finish();
+    identity_ = store::Sha256();
+    identity_.update(seen.str());
+    segment_ = 0;
+    const size_t index = checkpoints_.size();
+    if (speculating_) {
+      std::erase_if(candidates_, [&](const LayerHashJournal* j) {
+        return index >= j->checkpoints.size() || j->checkpoints[index].offset != offset_ || j->checkpoints[index].seen != seen;
+      });
+      if (!candidates_.empty()) {
+        checkpoints_.push_back(candidates_.front()->checkpoints[index]);
+        pending_.clear();
+        return;
+      }
+      catch_up();
+    }
+    checkpoints_.push_back(Checkpoint{offset_, seen, nullptr});
+    // The state is the worker's to read, once it has hashed up to here. A deque's elements
+    // stay where they are as it grows.
+    Checkpoint* slot = &checkpoints_.back();
+    pipeline_.mark([this, slot] { slot->state = std::make_shared<const store::Sha256>(stream_.diff_state()); });
+  }
+
+  // The tar parts from the earlier ones: hashing goes on from the last shared checkpoint, with
+  // the bytes kept since.
+  void catch_up() {
+    speculating_ = false;
+    candidates_.clear();
+    uint64_t from = 0;
+    if (!checkpoints_.empty()) {
+      from = checkpoints_.back().offset;
+      stream_.resume(*checkpoints_.back().state, from);
+    }
+    // Nothing since the last shared checkpoint was skipped: a big file is skipped only when the
+    // checkpoint right after it is shared.
+    if (from + pending_.size() != offset_) throw Error(ErrorKind::internal, "layer tar: journal out of step");
+    pipeline_.write(pending_.data(), pending_.size());
+    pending_ = std::string();
+    scratch_ = std::vector<char>();
+  }
+
+  LayerStream& stream_;
+  PipelinedSink& pipeline_;
+  const bool journaling_;
+  bool speculating_ = false;
+  std::vector<const LayerHashJournal*> candidates_;  // journals that saw this tar so far
+  std::deque<Checkpoint> checkpoints_;
+  store::Sha256 identity_;
+  uint64_t offset_ = 0;   // tar bytes so far, skipped ones included
+  uint64_t segment_ = 0;  // since the last checkpoint
+  bool big_file_ = false;
+  std::string pending_;   // tar bytes since the last shared checkpoint, while speculating
+  std::vector<char> scratch_;
+};
+
 // Walks the upper dir in Go's filepath.Walk order and writes each entry as containerd's
 // ChangeWriter writes it.
 class LayerWriter {
  public:
-  LayerWriter(PipelinedSink& out, const LayerOptions& options) : out_(out), tar_(out), options_(options) {}
+  LayerWriter(TarOutput& out, const LayerOptions& options) : out_(out), tar_(out), options_(options) {}
 
   void write_tree(int dir_fd) {
     walk(dir_fd, "");
@@ -148,6 +342,42 @@ class LayerWriter {
     std::sort(names.begin(), names.end());
     return names;
   }
+
+  // The names of a file's extended attributes: one call tells that most files have none, where
+  // asking for each attribute the tar needs would take one call each.
+  class XattrNames {
+   public:
+    XattrNames(int fd, std::string_view path) {
+      char buffer[1024];
+      ssize_t n = ::flistxattr(fd, buffer, sizeof buffer);
+      if (n >= 0) {
+        names_.assign(buffer, static_cast<size_t>(n));
+        return;
+      }
+      if (errno == ENOTSUP || errno == EOPNOTSUPP) return;
+      if (errno != ERANGE) throw_errno("flistxattr", path);
+      for (;;) {
+        n = check(::flistxattr(fd, nullptr, 0), "flistxattr", path);
+        names_.resize(static_cast<size_t>(n));
+        n = ::flistxattr(fd, names_.data(), names_.size());
+        if (n >= 0) break;
+        if (errno != ERANGE) throw_errno("flistxattr", path);
+      }
+      names_.resize(static_cast<size_t>(n));
+    }
+    bool has(std::string_view name) const {
+      for (size_t at = 0; at < names_.size();) {
+        size_t end = names_.find('\0', at);
+        if (end == std::string::npos) end = names_.size();
+        if (std::string_view(names_).substr(at, end - at) == name) return true;
+        at = end + 1;
+      }
+      return false;
+    }
+
+   private:
+    std::string names_;  // NUL-separated
+  };
 
   static std::string get_xattr(int fd, const char* name, std::string_view path) {
     char buffer[4096];
@@ -220,16 +450,18 @@ class LayerWriter {
         default:
           break;  // sockets are not part of a layer
       }
+      out_.entry_done();
     }
   }
 
   void write_directory(int dir_fd, const std::string& name, const std::string& path, const struct stat& st) {
     UniqueFd fd(check(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), "open", path));
     std::string dir_name = path + "/";
-    refuse_overlay_feature(fd.get(), "trusted.overlay.redirect", path);
+    const XattrNames xattrs(fd.get(), path);
+    refuse_overlay_feature(xattrs, "trusted.overlay.redirect", path);
     tar_.write_header(header_for(dir_name, st, TarHeader::directory));
-    if (get_xattr(fd.get(), "trusted.overlay.opaque", path) == "y" ||
-        get_xattr(fd.get(), "user.overlay.opaque", path) == "y") {
+    if ((xattrs.has("trusted.overlay.opaque") && get_xattr(fd.get(), "trusted.overlay.opaque", path) == "y") ||
+        (xattrs.has("user.overlay.opaque") && get_xattr(fd.get(), "user.overlay.opaque", path) == "y")) {
       // Docker's overlay2 writes the opaque marker right after its directory, with its owner and
       // permissions.
       write_marker(dir_name + std::string(kOpaqueWhiteout), st.st_mode & 0777, st.st_uid, st.st_gid);
@@ -268,19 +500,25 @@ class LayerWriter {
         return;
       }
     }
-    refuse_overlay_feature(fd.get(), "trusted.overlay.metacopy", path);
-    std::string capability = get_xattr(fd.get(), "security.capability", path);
+    const XattrNames xattrs(fd.get(), path);
+    refuse_overlay_feature(xattrs, "trusted.overlay.metacopy", path);
+    std::string capability =
+        xattrs.has("security.capability") ? get_xattr(fd.get(), "security.capability", path) : std::string();
     if (linked) links_[{st.st_dev, st.st_ino}] = Link{path, capability};
     h.size = st.st_size;
     add_capability(h, capability);
     tar_.write_header(h);
-    copy_data(fd.get(), path, static_cast<uint64_t>(st.st_size));
+    if (out_.content_needed(st)) {
+      copy_data(fd.get(), path, static_cast<uint64_t>(st.st_size));
+    } else {
+      tar_.wrote(static_cast<size_t>(st.st_size));
+    }
   }
 
   // An upper dir made with overlayfs' metacopy or redirect_dir features holds references to
   // lower layers instead of content: its tar would be wrong, so it is refused.
-  static void refuse_overlay_feature(int fd, const char* xattr, const std::string& path) {
-    if (::fgetxattr(fd, xattr, nullptr, 0) >= 0) {
+  static void refuse_overlay_feature(const XattrNames& xattrs, const char* xattr, const std::string& path) {
+    if (xattrs.has(xattr)) {
       throw Error(ErrorKind::internal, "writing layer: " + path + " has " + xattr +
                                            "; snapshots must be mounted with metacopy=off,redirect_dir=off");
     }
@@ -300,11 +538,10 @@ class LayerWriter {
     return fd;
   }
 
-  // Reads straight into the pipeline's buffer; a file longer than its stat said is cut short
-  // there and reported, one shorter is reported.
+  // Reads straight into the pipeline's buffer, as many bytes as stat said. Snapshots do not
+  // change once made; a file that did anyway fails the check when its blob is written later.
   void copy_data(int fd, const std::string& path, uint64_t size) {
     uint64_t copied = 0;
-    bool grew = false;
     while (copied < size) {
       std::span<char> room = out_.space();
       const size_t want = static_cast<size_t>(std::min<uint64_t>(room.size(), size - copied));
@@ -314,16 +551,12 @@ class LayerWriter {
       tar_.wrote(n);
       copied += n;
     }
-    if (copied == size) {
-      char probe;
-      grew = read_some(fd, &probe, 1, path) != 0;
-    }
-    if (copied != size || grew) {
+    if (copied != size) {
       throw Error(ErrorKind::internal, "writing layer: " + path + " changed while it was read");
     }
   }
 
-  PipelinedSink& out_;
+  TarOutput& out_;
   GoTarWriter tar_;
   const LayerOptions& options_;
   std::map<std::pair<dev_t, ino_t>, Link> links_;
@@ -347,10 +580,23 @@ LayerDigests write_layer(int dir_fd, ByteSink& out, const LayerOptions& options)
   LayerStream stream(out, options);
   // The walk (syscalls, page-cache copies) on this thread, hashing and compressing on another.
   PipelinedSink pipeline(stream);
-  LayerWriter writer(pipeline, options);
+  TarOutput tar(stream, pipeline, nullptr);
+  LayerWriter writer(tar, options);
   writer.write_tree(dir_fd);
-  pipeline.finish();
-  return stream.finish();
+  return tar.finish().digests;
+}
+
+LayerHash hash_layer(int dir_fd, std::optional<int64_t> source_date_epoch, const LayerJournals& earlier) {
+  NullSink nowhere;
+  LayerOptions options;
+  options.compression = Compression::none;
+  options.source_date_epoch = source_date_epoch;
+  LayerStream stream(nowhere, options);
+  PipelinedSink pipeline(stream);
+  TarOutput tar(stream, pipeline, &earlier);
+  LayerWriter writer(tar, options);
+  writer.write_tree(dir_fd);
+  return tar.finish();
 }
 
 }  // namespace kbuild::image

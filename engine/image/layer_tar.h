@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
+#include <vector>
 
 #include "engine/image/blob_io.h"
 #include "engine/store/digest.h"
@@ -39,5 +41,30 @@ std::string layer_media_type(Compression compression, bool oci);
 // (or user.overlay.opaque) "y" is followed by a ".wh..wh..opq" entry. Hashes, compresses and
 // writes to `out` in one pass. Sockets are left out, as containerd leaves them out.
 LayerDigests write_layer(int dir_fd, ByteSink& out, const LayerOptions& options = {});
+
+// What hashing a layer leaves behind so that hashing a later layer that begins with the same
+// entries resumes where they end: at checkpoints along the tar, the SHA-256 state and a digest
+// of everything the tar held up to there, file contents standing in by device, inode, size and
+// mtime. The last checkpoint is the end of the tar.
+struct LayerHashJournal {
+  struct Checkpoint {
+    uint64_t offset = 0;  // tar bytes before it
+    store::Digest seen;
+    std::shared_ptr<const store::Sha256> state;
+  };
+  std::vector<Checkpoint> checkpoints;
+};
+using LayerJournals = std::vector<std::shared_ptr<const LayerHashJournal>>;
+
+struct LayerHash {
+  LayerDigests digests;  // uncompressed: blob_digest is diff_id
+  std::shared_ptr<const LayerHashJournal> journal;
+};
+
+// The digests write_layer gives for the uncompressed tar of `dir_fd`, and its journal. Files an
+// earlier journal already covers (same place in the tar, same inode, size and mtime) are not
+// read. Sound only while the files those journals saw still exist unchanged: journals of
+// snapshots that still exist, whose files are never modified in place.
+LayerHash hash_layer(int dir_fd, std::optional<int64_t> source_date_epoch, const LayerJournals& earlier);
 
 }  // namespace kbuild::image

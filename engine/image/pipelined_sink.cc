@@ -34,14 +34,29 @@ void PipelinedSink::commit(size_t size) {
   current_.used += std::min(size, chunk_size_ - current_.used);
 }
 
+void PipelinedSink::mark(std::function<void()> reached) {
+  current_.marks.emplace_back(current_.used, std::move(reached));
+}
+
+void PipelinedSink::pass_on(Chunk& chunk) {
+  size_t at = 0;
+  for (auto& [offset, reached] : chunk.marks) {
+    if (offset > at) downstream_.write(chunk.bytes.get() + at, offset - at);
+    at = offset;
+    reached();
+  }
+  if (chunk.used > at) downstream_.write(chunk.bytes.get() + at, chunk.used - at);
+  chunk.marks.clear();
+  chunk.used = 0;
+}
+
 void PipelinedSink::finish() {
   if (!worker_.joinable()) {
     // Everything fit in one chunk: no thread was needed.
-    if (current_.used > 0) downstream_.write(current_.bytes.get(), current_.used);
-    current_.used = 0;
+    pass_on(current_);
     return;
   }
-  if (current_.used > 0) hand_off();
+  if (current_.used > 0 || !current_.marks.empty()) hand_off();
   stop(/*drain=*/true);
   rethrow_failure();
 }
@@ -65,6 +80,7 @@ void PipelinedSink::hand_off() {
   if (!worker_.joinable()) worker_ = std::thread([this] { work(); });
   if (!next.bytes) next.bytes = std::make_unique_for_overwrite<char[]>(chunk_size_);
   next.used = 0;
+  next.marks.clear();
   current_ = std::move(next);
 }
 
@@ -80,7 +96,7 @@ void PipelinedSink::work() {
     }
     changed_.notify_all();
     try {
-      downstream_.write(chunk.bytes.get(), chunk.used);
+      pass_on(chunk);
     } catch (...) {
       std::lock_guard lock(mutex_);
       failure_ = std::current_exception();

@@ -6,7 +6,9 @@
 #include <cstddef>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <memory>
+#include <utility>
 #include <mutex>
 #include <span>
 #include <thread>
@@ -33,6 +35,9 @@ class PipelinedSink : public ByteSink {
   // (saving a copy of every file's bytes); commit() then says how much it put there.
   std::span<char> space();
   void commit(size_t size);
+  // Runs `reached` on the thread that passes bytes on, right after everything written before
+  // this call has been passed on: to look at downstream's state at that point of the stream.
+  void mark(std::function<void()> reached);
   // Passes on the rest and waits until downstream has taken everything; rethrows its error.
   void finish();
 
@@ -40,8 +45,10 @@ class PipelinedSink : public ByteSink {
   struct Chunk {
     std::unique_ptr<char[]> bytes;
     size_t used = 0;
+    std::vector<std::pair<size_t, std::function<void()>>> marks;  // offset in bytes, callback
   };
 
+  void pass_on(Chunk& chunk);
   void hand_off();
   void work();
   // Waits for the worker, after it has passed on the waiting chunks (drain) or dropped them.

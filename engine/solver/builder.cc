@@ -513,7 +513,7 @@ class Builder::Run {
   };
 
   LayerInfo layer_of(const store::SnapshotRecord& snapshot) {
-    LayerRecord layer = layer_for_snapshot(store_, snapshot, request_.source_date_epoch);
+    LayerRecord layer = layer_for_snapshot(store_, snapshot, request_.source_date_epoch, builder_.layer_journals_.get());
     LayerInfo info;
     info.diff_id = layer.diff_id;
     // Layers stay uncompressed in the store: the blob's digest is the diff_id, and its tar is
@@ -686,7 +686,8 @@ class Builder::Run {
   BuildSandbox sandbox_{builder_.sandbox_, random_build_name(), request_.limits, request_.allow};
 };
 
-Builder::Builder(store::Store& store) : store_(store), contexts_(std::make_unique<ContextCache>()) {
+Builder::Builder(store::Store& store)
+    : store_(store), contexts_(std::make_unique<ContextCache>()), layer_journals_(std::make_unique<LayerJournalCache>()) {
   make_dirs(store.root() + "/mounts");
   // Materialized contexts of an earlier run are not known to this one.
   remove_tree(store.root() + "/contexts");

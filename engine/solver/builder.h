@@ -24,6 +24,7 @@
 namespace kbuild::solver {
 
 class ContextCache;
+class LayerJournalCache;
 
 struct Caller {
   uid_t uid = 0;
@@ -94,6 +95,7 @@ class Builder {
   store::Store& store_;
   SandboxConfig sandbox_;
   std::unique_ptr<ContextCache> contexts_;
+  std::unique_ptr<LayerJournalCache> layer_journals_;
   struct InFlight;
   std::mutex in_flight_mutex_;
   std::map<std::string, std::shared_ptr<InFlight>> in_flight_;  // cache key → the build running it

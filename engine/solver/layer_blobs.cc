@@ -43,16 +43,38 @@ image::LayerOptions uncompressed(std::optional<int64_t> epoch) {
 
 }  // namespace
 
+image::LayerJournals LayerJournalCache::usable(store::Store& store) {
+  std::lock_guard lock(mutex_);
+  std::erase_if(recent_, [&](const auto& entry) { return !store.metadata().get_snapshot(entry.first); });
+  image::LayerJournals journals;
+  for (const auto& entry : recent_) journals.push_back(entry.second);
+  return journals;
+}
+
+void LayerJournalCache::remember(const std::string& snapshot_id, std::shared_ptr<const image::LayerHashJournal> journal) {
+  std::lock_guard lock(mutex_);
+  std::erase_if(recent_, [&](const auto& entry) { return entry.first == snapshot_id; });
+  recent_.emplace_front(snapshot_id, std::move(journal));
+  if (recent_.size() > kKept) recent_.pop_back();
+}
+
 LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord& snapshot,
-                               std::optional<int64_t> source_date_epoch) {
+                               std::optional<int64_t> source_date_epoch, LayerJournalCache* journals) {
   const std::string by_snapshot = "snapshot-layer:" + snapshot.id + epoch_suffix(source_date_epoch);
   if (auto known = store.metadata().get_cache(by_snapshot)) {
     nlohmann::json meta = nlohmann::json::parse(known->metadata);
     return LayerRecord{store::Digest::parse(meta.at("diff_id").get<std::string>()), meta.at("size").get<uint64_t>()};
   }
-  NullSink sink;
   UniqueFd dir = open_diff(store, snapshot.id);
-  image::LayerDigests digests = image::write_layer(dir.get(), sink, uncompressed(source_date_epoch));
+  image::LayerDigests digests;
+  if (journals) {
+    image::LayerHash hashed = image::hash_layer(dir.get(), source_date_epoch, journals->usable(store));
+    journals->remember(snapshot.id, hashed.journal);
+    digests = hashed.digests;
+  } else {
+    NullSink sink;
+    digests = image::write_layer(dir.get(), sink, uncompressed(source_date_epoch));
+  }
   nlohmann::json meta = {{"diff_id", digests.diff_id.str()}, {"size", digests.tar_size},
                          {"epoch", source_date_epoch ? nlohmann::json(*source_date_epoch) : nlohmann::json(nullptr)}};
   store.metadata().put_cache(by_snapshot, store::CacheResult{snapshot.id, meta.dump()});

@@ -3,9 +3,15 @@
 // docker save). The tar is deterministic, so writing it later gives the bytes hashed earlier.
 #pragma once
 
+#include <deque>
+#include <memory>
+#include <mutex>
 #include <optional>
+#include <string>
+#include <utility>
 
 #include "engine/image/blob_io.h"
+#include "engine/image/layer_tar.h"
 #include "engine/image/oci.h"
 #include "engine/store/store.h"
 
@@ -16,9 +22,26 @@ struct LayerRecord {
   uint64_t size = 0;      // bytes of the uncompressed tar
 };
 
-// The layer of a committed snapshot (hashed once, remembered in the metadata).
+// The journals of the layers hashed last (image::LayerHashJournal), so that a layer that
+// begins as one of them did is hashed only from where the two part: a COPY of a large context
+// after one file changed reads just what follows that file. Shared by a daemon's builds.
+class LayerJournalCache {
+ public:
+  // The journals whose snapshots are still in `store`, newest first; the others are dropped.
+  // A snapshot's record goes before its files do, so its files are all there if it is.
+  image::LayerJournals usable(store::Store& store);
+  void remember(const std::string& snapshot_id, std::shared_ptr<const image::LayerHashJournal> journal);
+
+ private:
+  static constexpr size_t kKept = 8;
+  std::mutex mutex_;
+  std::deque<std::pair<std::string, std::shared_ptr<const image::LayerHashJournal>>> recent_;  // newest first
+};
+
+// The layer of a committed snapshot (hashed once, remembered in the metadata). With `journals`,
+// hashing starts from what earlier layers shared with this one and leaves its own journal.
 LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord& snapshot,
-                               std::optional<int64_t> source_date_epoch);
+                               std::optional<int64_t> source_date_epoch, LayerJournalCache* journals = nullptr);
 
 // The gzip blob of one of our layers (made once, then remembered), for exports; nullopt for a
 // layer that is not ours (a base image's, which keeps the blob it came with).

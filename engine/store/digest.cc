@@ -37,6 +37,12 @@ Sha256::~Sha256() = default;
 Sha256::Sha256(Sha256&&) noexcept = default;
 Sha256& Sha256::operator=(Sha256&&) noexcept = default;
 
+Sha256 Sha256::copy() const {
+  Sha256 twin;
+  if (EVP_MD_CTX_copy_ex(twin.state_->ctx, state_->ctx) != 1) throw Error(ErrorKind::internal, "sha256: copy failed");
+  return twin;
+}
+
 void Sha256::update(const void* data, size_t size) {
   if (EVP_DigestUpdate(state_->ctx, data, size) != 1) throw Error(ErrorKind::internal, "sha256: update failed");
 }

@@ -37,6 +37,8 @@ class Sha256 {
 
   void update(const void* data, size_t size);
   void update(std::string_view data) { update(data.data(), data.size()); }
+  // An independent copy of the state so far (SHA-256's midstate), to go on from later.
+  Sha256 copy() const;
   // The digest of everything fed so far; the hasher must not be fed again afterwards.
   Digest finish();
 

@@ -432,6 +432,148 @@ TEST(LayerTar, EmptyDirectoryIsJustTheEndBlocks) {
   EXPECT_EQ(digests.diff_id.str(), "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef");
 }
 
+// --- hash_layer and its journals -------------------------------------------------------------
+
+class NullSinkForTest : public ByteSink {
+ public:
+  void write(const void*, size_t) override {}
+};
+
+std::string filler(size_t size, char seed) {
+  std::string s(size, '\0');
+  for (size_t i = 0; i < size; ++i) s[i] = static_cast<char>(seed + (i * 131 + i / 7) % 97);
+  return s;
+}
+
+// A tree whose tar has a big file early and enough small files after it for several checkpoints.
+void make_tree(const std::string& root) {
+  check(::mkdir((root + "/src").c_str(), 0755), "mkdir");
+  write_file(root + "/src/a.txt", "first\n");
+  write_file(root + "/src/big.bin", filler(300 << 10, 'b'));
+  check(::mkdir((root + "/src/z").c_str(), 0755), "mkdir");
+  for (int i = 0; i < 120; ++i) write_file(root + "/src/z/f" + std::to_string(1000 + i), filler(3000 + i, 'a' + i % 20));
+}
+
+// The tree again, every file a hard link to the first one's (as COPY from the context makes it).
+void link_tree(const std::string& from, const std::string& to) {
+  ASSERT_EQ(run("cp -a --link " + from + "/src " + to + "/src"), 0);
+}
+
+LayerDigests full_hash(const std::string& root, std::optional<int64_t> epoch = std::nullopt) {
+  NullSinkForTest sink;
+  UniqueFd fd = open_dir(root);
+  LayerOptions options = opts(Compression::none);
+  options.source_date_epoch = epoch;
+  return write_layer(fd.get(), sink, options);
+}
+
+LayerHash journaled_hash(const std::string& root, const LayerJournals& earlier, std::optional<int64_t> epoch = std::nullopt) {
+  UniqueFd fd = open_dir(root);
+  return hash_layer(fd.get(), epoch, earlier);
+}
+
+// How many checkpoints, from the first, the second journal took over from the first.
+size_t shared_checkpoints(const LayerHashJournal& earlier, const LayerHashJournal& later) {
+  size_t n = 0;
+  while (n < earlier.checkpoints.size() && n < later.checkpoints.size() &&
+         earlier.checkpoints[n].state == later.checkpoints[n].state) {
+    ++n;
+  }
+  return n;
+}
+
+TEST(LayerHash, WithoutJournalsEqualsTheWrittenTar) {
+  TempDir dir;
+  make_tree(dir.path());
+  LayerHash hashed = journaled_hash(dir.path(), {});
+  LayerDigests full = full_hash(dir.path());
+  EXPECT_EQ(hashed.digests.diff_id, full.diff_id);
+  EXPECT_EQ(hashed.digests.tar_size, full.tar_size);
+  ASSERT_TRUE(hashed.journal);
+  ASSERT_GE(hashed.journal->checkpoints.size(), 4u);
+  EXPECT_EQ(hashed.journal->checkpoints.back().offset, full.tar_size);
+  for (const auto& c : hashed.journal->checkpoints) EXPECT_TRUE(c.state);
+}
+
+TEST(LayerHash, ChangeAfterABigFileResumesAfterIt) {
+  TempDir a, b;
+  make_tree(a.path());
+  LayerHash first = journaled_hash(a.path(), {});
+  link_tree(a.path(), b.path());
+  const std::string changed = b.path() + "/src/z/f1100";
+  check(::unlink(changed.c_str()), "unlink");
+  write_file(changed, "changed\n");
+
+  LayerHash second = journaled_hash(b.path(), {first.journal});
+  EXPECT_EQ(second.digests.diff_id, full_hash(b.path()).diff_id);
+  EXPECT_NE(second.digests.diff_id, first.digests.diff_id);
+  // The checkpoints up to past big.bin came from the first journal: it was not read again.
+  const size_t shared = shared_checkpoints(*first.journal, *second.journal);
+  ASSERT_GT(shared, 0u);
+  EXPECT_GT(second.journal->checkpoints[shared - 1].offset, uint64_t{300 << 10});
+  EXPECT_LT(shared, second.journal->checkpoints.size());
+}
+
+TEST(LayerHash, SameTreeIsRecognisedToTheEnd) {
+  TempDir a, b;
+  make_tree(a.path());
+  LayerHash first = journaled_hash(a.path(), {});
+  link_tree(a.path(), b.path());
+  LayerHash second = journaled_hash(b.path(), {first.journal});
+  EXPECT_EQ(second.digests.diff_id, first.digests.diff_id);
+  EXPECT_EQ(second.digests.tar_size, first.digests.tar_size);
+  EXPECT_EQ(shared_checkpoints(*first.journal, *second.journal), first.journal->checkpoints.size());
+}
+
+TEST(LayerHash, ADifferentInodeIsReadEvenWithTheSameSizeAndTime) {
+  TempDir a, b;
+  make_tree(a.path());
+  LayerHash first = journaled_hash(a.path(), {});
+  link_tree(a.path(), b.path());
+  // New content in a new inode, with big.bin's size, mode and mtime.
+  const std::string big = b.path() + "/src/big.bin";
+  struct stat st {};
+  check(::stat(big.c_str(), &st), "stat");
+  check(::unlink(big.c_str()), "unlink");
+  write_file(big, filler(300 << 10, 'c'));
+  const struct timespec times[2] = {st.st_mtim, st.st_mtim};
+  check(::utimensat(AT_FDCWD, big.c_str(), times, 0), "utimensat");
+
+  LayerHash second = journaled_hash(b.path(), {first.journal});
+  EXPECT_EQ(second.digests.diff_id, full_hash(b.path()).diff_id);
+  EXPECT_NE(second.digests.diff_id, first.digests.diff_id);
+}
+
+TEST(LayerHash, ChangeBeforeTheBigFileReadsEverything) {
+  TempDir a, b;
+  make_tree(a.path());
+  LayerHash first = journaled_hash(a.path(), {});
+  link_tree(a.path(), b.path());
+  const std::string changed = b.path() + "/src/a.txt";
+  check(::unlink(changed.c_str()), "unlink");
+  write_file(changed, "other\n");
+  LayerHash second = journaled_hash(b.path(), {first.journal});
+  EXPECT_EQ(second.digests.diff_id, full_hash(b.path()).diff_id);
+  EXPECT_EQ(shared_checkpoints(*first.journal, *second.journal), 0u);
+}
+
+TEST(LayerHash, UnrelatedOrOtherEpochJournalsDoNotMislead) {
+  TempDir a, b, c;
+  make_tree(a.path());
+  link_tree(a.path(), b.path());
+  write_file(c.path() + "/only", "x");
+  LayerHash unrelated = journaled_hash(c.path(), {});
+  LayerHash other_epoch = journaled_hash(a.path(), {}, 1000);
+  LayerHash first = journaled_hash(a.path(), {});
+  // Appending a file at the end: everything before it is shared with `first`.
+  write_file(b.path() + "/src/zz", "appended");
+  LayerHash second = journaled_hash(b.path(), {unrelated.journal, other_epoch.journal, first.journal});
+  EXPECT_EQ(second.digests.diff_id, full_hash(b.path()).diff_id);
+  EXPECT_GT(shared_checkpoints(*first.journal, *second.journal), 1u);
+  LayerHash with_epoch = journaled_hash(b.path(), {first.journal, other_epoch.journal}, 1000);
+  EXPECT_EQ(with_epoch.digests.diff_id, full_hash(b.path(), 1000).diff_id);
+}
+
 TEST(LayerTar, MediaTypes) {
   EXPECT_EQ(layer_media_type(Compression::gzip, true), "application/vnd.oci.image.layer.v1.tar+gzip");
   EXPECT_EQ(layer_media_type(Compression::gzip, false), "application/vnd.docker.image.rootfs.diff.tar.gzip");

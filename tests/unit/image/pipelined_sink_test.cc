@@ -5,6 +5,7 @@
 #include <atomic>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/error.h"
 
@@ -48,6 +49,25 @@ TEST(PipelinedSink, PassesEveryByteOnInOrder) {
   }
   EXPECT_EQ(down.bytes, input);
   EXPECT_GT(down.other_thread_writes.load(), 0);
+}
+
+TEST(PipelinedSink, MarksRunWhenTheBytesBeforeThemHaveBeenPassedOn) {
+  RecordingSink down;
+  const std::string input = pattern(50000);
+  std::vector<size_t> seen_at;  // how much downstream had at each mark, in mark order
+  std::vector<size_t> wanted;
+  {
+    PipelinedSink sink(down, 1000, 2);
+    for (size_t at = 0; at < input.size(); at += 777) {
+      size_t n = std::min<size_t>(777, input.size() - at);
+      sink.write(input.data() + at, n);
+      wanted.push_back(at + n);
+      sink.mark([&] { seen_at.push_back(down.bytes.size()); });
+    }
+    sink.finish();
+  }
+  EXPECT_EQ(seen_at, wanted);
+  EXPECT_EQ(down.bytes, input);
 }
 
 TEST(PipelinedSink, SmallStreamStaysOnTheCallingThread) {

@@ -18,6 +18,16 @@ TEST(Digest, StreamingEqualsOneShot) {
   EXPECT_EQ(hasher.finish(), Digest::of("hello world"));
 }
 
+TEST(Digest, CopiedHasherGoesOnIndependently) {
+  Sha256 hasher;
+  hasher.update("shared prefix, ");
+  Sha256 twin = hasher.copy();
+  hasher.update("one end");
+  twin.update("another end");
+  EXPECT_EQ(hasher.finish(), Digest::of("shared prefix, one end"));
+  EXPECT_EQ(twin.finish(), Digest::of("shared prefix, another end"));
+}
+
 TEST(Digest, ParseAcceptsOnlyCanonicalSha256) {
   std::string hex(64, 'a');
   EXPECT_EQ(Digest::parse("sha256:" + hex).hex(), hex);
