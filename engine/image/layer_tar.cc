@@ -127,9 +127,9 @@ class LayerStream : public ByteSink {
   std::vector<char> buffer_;
 };
 
-// A big file is a segment of its own in a journal, so that hashing can skip it unread.
-constexpr uint64_t kBigFile = 64 << 10;
-// Journal checkpoints are at least this far apart, and at least 1/1024 of the tar so far.
+// Journal checkpoints come after at least this many tar bytes, or 1/1024 of the tar so far
+// when that is more; a file at least that big ends a segment, so that hashing can skip it
+// unread. A journal thus has a few thousand checkpoints at most, however large the layer.
 constexpr uint64_t kMinSegment = 64 << 10;
 
 // Where the walk's tar goes: into the pipeline (hashing, compressing), or — while hashing only
@@ -167,7 +167,7 @@ class TarOutput : public ByteSink {
     const int64_t fields[] = {static_cast<int64_t>(st.st_dev), static_cast<int64_t>(st.st_ino), st.st_size,
                               st.st_mtim.tv_sec, st.st_mtim.tv_nsec};
     token('F', fields, sizeof fields);
-    big_file_ = static_cast<uint64_t>(st.st_size) >= kBigFile;
+    big_file_ = static_cast<uint64_t>(st.st_size) >= segment_limit();
     if (!speculating_ || !big_file_) return true;
     const uint64_t after = offset_ + static_cast<uint64_t>(st.st_size);
     if (!any_candidate_at(checkpoints_.size(), after, peek_seen())) {
@@ -180,7 +180,7 @@ class TarOutput : public ByteSink {
 
   std::span<char> space() {
     if (!speculating_) return pipeline_.space();
-    scratch_.resize(kBigFile);
+    scratch_.resize(kMinSegment);
     return scratch_;
   }
   void commit(size_t size) {
@@ -195,7 +195,7 @@ class TarOutput : public ByteSink {
   // After each entry: a checkpoint when the segment is long enough, or held a big file.
   void entry_done() {
     if (!journaling_) return;
-    if (big_file_ || segment_ >= std::max(kMinSegment, offset_ / 1024)) checkpoint();
+    if (big_file_ || segment_ >= segment_limit()) checkpoint();
     big_file_ = false;
   }
 
@@ -225,6 +225,8 @@ class TarOutput : public ByteSink {
 
  private:
   using Checkpoint = LayerHashJournal::Checkpoint;
+
+  uint64_t segment_limit() const { return std::max(kMinSegment, offset_ / 1024); }
 
   void advance(uint64_t size) {
     offset_ += size;
