@@ -55,6 +55,12 @@ class FdSink : public ByteSink {
   std::string name_;
 };
 
+// Drops what it is given: for hashing a stream that goes nowhere.
+class NullSink : public ByteSink {
+ public:
+  void write(const void*, size_t) override {}
+};
+
 // Collects bytes in memory: for tests and small documents only.
 class StringSink : public ByteSink {
  public:

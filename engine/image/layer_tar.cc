@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -30,10 +31,6 @@ constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kOpaqueWhiteout = ".wh..wh..opq";
 constexpr size_t kCopyBuffer = 1 << 20;  // zlib output
 
-class NullSink : public ByteSink {
- public:
-  void write(const void*, size_t) override {}
-};
 
 // The uncompressed tar goes in; diff_id is hashed, the blob is compressed (or not), hashed and
 // handed to the sink.
@@ -127,10 +124,12 @@ class LayerStream : public ByteSink {
   std::vector<char> buffer_;
 };
 
-// Journal checkpoints come after at least this many tar bytes, or 1/1024 of the tar so far
-// when that is more; a file at least that big ends a segment, so that hashing can skip it
-// unread. A journal thus has a few thousand checkpoints at most, however large the layer.
+// Journal checkpoints come after at least kMinSegment tar bytes, or 1/1024 of the tar so far
+// when that is more, up to kMaxSegment; a file at least that big ends a segment, so that hashing
+// can skip it unread. A journal keeps few checkpoints (12,800 for a 100 GB layer), and catching
+// up never holds more than two segments.
 constexpr uint64_t kMinSegment = 64 << 10;
+constexpr uint64_t kMaxSegment = 8 << 20;
 
 // Where the walk's tar goes: into the pipeline (hashing, compressing), or — while hashing only
 // and the tar so far is one an earlier journal saw — nowhere yet: just enough is kept to catch up
@@ -161,16 +160,24 @@ class TarOutput : public ByteSink {
   }
 
   // After a regular file's header: true when its `st.st_size` bytes are to be read into space()
-  // and commit(); false when an earlier journal covers them.
-  bool content_needed(const struct stat& st) {
+  // and commit(); false when an earlier journal covers them. A file stands for its content by
+  // inode and birth time, which no later file can share even where inode numbers are reused
+  // (tmpfs wraps them); without a birth time it is never recognised, nor anything after it.
+  bool content_needed(const struct stat& st, const std::optional<struct timespec>& born) {
     if (!journaling_) return true;
-    const int64_t fields[] = {static_cast<int64_t>(st.st_dev), static_cast<int64_t>(st.st_ino), st.st_size,
-                              st.st_mtim.tv_sec, st.st_mtim.tv_nsec};
-    token('F', fields, sizeof fields);
+    if (born) {
+      const int64_t fields[] = {static_cast<int64_t>(st.st_dev), static_cast<int64_t>(st.st_ino), born->tv_sec,
+                                born->tv_nsec, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec};
+      token('F', fields, sizeof fields);
+    } else {
+      unsigned char unique[16];
+      if (::getrandom(unique, sizeof unique, 0) != static_cast<ssize_t>(sizeof unique)) throw_errno("getrandom", "");
+      token('U', unique, sizeof unique);
+    }
     big_file_ = static_cast<uint64_t>(st.st_size) >= segment_limit();
     if (!speculating_ || !big_file_) return true;
     const uint64_t after = offset_ + static_cast<uint64_t>(st.st_size);
-    if (!any_candidate_at(checkpoints_.size(), after, peek_seen())) {
+    if (!any_candidate_at(checkpoints_->size(), after, peek_seen())) {
       catch_up();
       return true;
     }
@@ -208,7 +215,7 @@ class TarOutput : public ByteSink {
     }
     if (speculating_) {
       // The whole tar is one an earlier journal saw.
-      result.digests.diff_id = checkpoints_.back().state->copy().finish();
+      result.digests.diff_id = checkpoints_->back().state->copy().finish();
       result.digests.tar_size = result.digests.blob_size = offset_;
       result.digests.blob_digest = result.digests.diff_id;
     } else {
@@ -217,7 +224,7 @@ class TarOutput : public ByteSink {
     }
     if (journaling_) {
       auto journal = std::make_shared<LayerHashJournal>();
-      journal->checkpoints.assign(checkpoints_.begin(), checkpoints_.end());
+      journal->checkpoints.assign(checkpoints_->begin(), checkpoints_->end());
       result.journal = std::move(journal);
     }
     return result;
@@ -226,7 +233,7 @@ class TarOutput : public ByteSink {
  private:
   using Checkpoint = LayerHashJournal::Checkpoint;
 
-  uint64_t segment_limit() const { return std::max(kMinSegment, offset_ / 1024); }
+  uint64_t segment_limit() const { return std::clamp(offset_ / 1024, kMinSegment, kMaxSegment); }
 
   void advance(uint64_t size) {
     offset_ += size;
@@ -254,23 +261,27 @@ class TarOutput : public ByteSink {
     identity_ = store::Sha256();
     identity_.update(seen.str());
     segment_ = 0;
-    const size_t index = checkpoints_.size();
+    const size_t index = checkpoints_->size();
     if (speculating_) {
       std::erase_if(candidates_, [&](const LayerHashJournal* j) {
         return index >= j->checkpoints.size() || j->checkpoints[index].offset != offset_ || j->checkpoints[index].seen != seen;
       });
       if (!candidates_.empty()) {
-        checkpoints_.push_back(candidates_.front()->checkpoints[index]);
+        checkpoints_->push_back(candidates_.front()->checkpoints[index]);
         pending_.clear();
         return;
       }
       catch_up();
     }
-    checkpoints_.push_back(Checkpoint{offset_, seen, nullptr});
+    checkpoints_->push_back(Checkpoint{offset_, seen, nullptr});
     // The state is the worker's to read, once it has hashed up to here. A deque's elements
-    // stay where they are as it grows.
-    Checkpoint* slot = &checkpoints_.back();
-    pipeline_.mark([this, slot] { slot->state = std::make_shared<const store::Sha256>(stream_.diff_state()); });
+    // stay where they are as it grows; the callback holds the deque, and the stream outlives
+    // the pipeline, so a walk that throws leaves the worker nothing freed to write to.
+    Checkpoint* slot = &checkpoints_->back();
+    LayerStream& stream = stream_;
+    pipeline_.mark([checkpoints = checkpoints_, slot, &stream] {
+      slot->state = std::make_shared<const store::Sha256>(stream.diff_state());
+    });
   }
 
   // The tar parts from the earlier ones: hashing goes on from the last shared checkpoint, with
@@ -279,9 +290,9 @@ class TarOutput : public ByteSink {
     speculating_ = false;
     candidates_.clear();
     uint64_t from = 0;
-    if (!checkpoints_.empty()) {
-      from = checkpoints_.back().offset;
-      stream_.resume(*checkpoints_.back().state, from);
+    if (!checkpoints_->empty()) {
+      from = checkpoints_->back().offset;
+      stream_.resume(*checkpoints_->back().state, from);
     }
     // Nothing since the last shared checkpoint was skipped: a big file is skipped only when the
     // checkpoint right after it is shared.
@@ -296,7 +307,7 @@ class TarOutput : public ByteSink {
   const bool journaling_;
   bool speculating_ = false;
   std::vector<const LayerHashJournal*> candidates_;  // journals that saw this tar so far
-  std::deque<Checkpoint> checkpoints_;
+  std::shared_ptr<std::deque<Checkpoint>> checkpoints_ = std::make_shared<std::deque<Checkpoint>>();
   store::Sha256 identity_;
   uint64_t offset_ = 0;   // tar bytes so far, skipped ones included
   uint64_t segment_ = 0;  // since the last checkpoint
@@ -417,17 +428,44 @@ class LayerWriter {
     tar_.write_header(h);
   }
 
+  // lstat, and the birth time where the file system keeps one (statx gives both in one call).
+  static std::optional<struct timespec> stat_entry(int dir_fd, const std::string& name, const std::string& path,
+                                                   struct stat& st) {
+    struct statx x {};
+    check(::statx(dir_fd, name.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_BTIME, &x), "stat", path);
+    if ((x.stx_mask & STATX_BASIC_STATS) != STATX_BASIC_STATS) {
+      throw Error(ErrorKind::internal, "writing layer: " + path + ": the file system gave no full stat");
+    }
+    auto time = [](const struct statx_timestamp& t) { return timespec{t.tv_sec, static_cast<long>(t.tv_nsec)}; };
+    st = {};
+    st.st_dev = makedev(x.stx_dev_major, x.stx_dev_minor);
+    st.st_ino = x.stx_ino;
+    st.st_mode = x.stx_mode;
+    st.st_nlink = x.stx_nlink;
+    st.st_uid = x.stx_uid;
+    st.st_gid = x.stx_gid;
+    st.st_rdev = makedev(x.stx_rdev_major, x.stx_rdev_minor);
+    st.st_size = static_cast<off_t>(x.stx_size);
+    st.st_blksize = x.stx_blksize;
+    st.st_blocks = static_cast<blkcnt_t>(x.stx_blocks);
+    st.st_atim = time(x.stx_atime);
+    st.st_mtim = time(x.stx_mtime);
+    st.st_ctim = time(x.stx_ctime);
+    if (!(x.stx_mask & STATX_BTIME)) return std::nullopt;
+    return time(x.stx_btime);
+  }
+
   void walk(int dir_fd, const std::string& prefix) {
     for (const std::string& name : sorted_names(dir_fd, prefix.empty() ? "." : prefix)) {
       std::string path = prefix + name;
       struct stat st {};
-      check(::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW), "stat", path);
+      const std::optional<struct timespec> born = stat_entry(dir_fd, name, path, st);
       switch (st.st_mode & S_IFMT) {
         case S_IFDIR:
           write_directory(dir_fd, name, path, st);
           break;
         case S_IFREG:
-          write_file(dir_fd, name, path, st);
+          write_file(dir_fd, name, path, st, born);
           break;
         case S_IFLNK:
           write_symlink(dir_fd, name, path, st);
@@ -486,7 +524,8 @@ class LayerWriter {
     tar_.write_header(h);
   }
 
-  void write_file(int dir_fd, const std::string& name, const std::string& path, const struct stat& st) {
+  void write_file(int dir_fd, const std::string& name, const std::string& path, const struct stat& st,
+                  const std::optional<struct timespec>& born) {
     UniqueFd fd = open_file(dir_fd, name, path);
     bool linked = st.st_nlink > 1;
     TarHeader h = header_for(path, st, TarHeader::regular);
@@ -510,7 +549,7 @@ class LayerWriter {
     h.size = st.st_size;
     add_capability(h, capability);
     tar_.write_header(h);
-    if (out_.content_needed(st)) {
+    if (out_.content_needed(st, born)) {
       copy_data(fd.get(), path, static_cast<uint64_t>(st.st_size));
     } else {
       tar_.wrote(static_cast<size_t>(st.st_size));
@@ -540,8 +579,9 @@ class LayerWriter {
     return fd;
   }
 
-  // Reads straight into the pipeline's buffer, as many bytes as stat said. Snapshots do not
-  // change once made; a file that did anyway fails the check when its blob is written later.
+  // Reads straight into the pipeline's buffer, as many bytes as stat said: snapshots do not
+  // change once made. (One that did anyway would show when its blob is written and hashed
+  // again, as the blob's bytes would not match the diff_id.)
   void copy_data(int fd, const std::string& path, uint64_t size) {
     uint64_t copied = 0;
     while (copied < size) {

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <utility>
 
+#include "common/error.h"
+
 namespace kbuild::image {
 
 PipelinedSink::PipelinedSink(ByteSink& downstream, size_t chunk_size, size_t queue_depth)
@@ -31,7 +33,8 @@ std::span<char> PipelinedSink::space() {
 }
 
 void PipelinedSink::commit(size_t size) {
-  current_.used += std::min(size, chunk_size_ - current_.used);
+  if (size > chunk_size_ - current_.used) throw Error(ErrorKind::internal, "pipelined sink: committed more than its space");
+  current_.used += size;
 }
 
 void PipelinedSink::mark(std::function<void()> reached) {

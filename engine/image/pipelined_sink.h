@@ -8,10 +8,10 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <utility>
 #include <mutex>
 #include <span>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "engine/image/blob_io.h"

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "common/syscall.h"
@@ -9,11 +11,6 @@
 
 namespace kbuild::solver {
 namespace {
-
-class NullSink : public image::ByteSink {
- public:
-  void write(const void*, size_t) override {}
-};
 
 class WriterSink : public image::ByteSink {
  public:
@@ -44,10 +41,22 @@ image::LayerOptions uncompressed(std::optional<int64_t> epoch) {
 }  // namespace
 
 image::LayerJournals LayerJournalCache::usable(store::Store& store) {
-  std::lock_guard lock(mutex_);
-  std::erase_if(recent_, [&](const auto& entry) { return !store.metadata().get_snapshot(entry.first); });
+  std::vector<std::pair<std::string, std::shared_ptr<const image::LayerHashJournal>>> recent;
+  {
+    std::lock_guard lock(mutex_);
+    recent.assign(recent_.begin(), recent_.end());
+  }
   image::LayerJournals journals;
-  for (const auto& entry : recent_) journals.push_back(entry.second);
+  std::vector<std::string> gone;
+  for (const auto& [snapshot_id, journal] : recent) {
+    if (store.metadata().get_snapshot(snapshot_id)) {
+      journals.push_back(journal);
+    } else {
+      gone.push_back(snapshot_id);
+    }
+  }
+  std::lock_guard lock(mutex_);
+  std::erase_if(recent_, [&](const auto& entry) { return std::ranges::find(gone, entry.first) != gone.end(); });
   return journals;
 }
 
@@ -72,7 +81,7 @@ LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord&
     journals->remember(snapshot.id, hashed.journal);
     digests = hashed.digests;
   } else {
-    NullSink sink;
+    image::NullSink sink;
     digests = image::write_layer(dir.get(), sink, uncompressed(source_date_epoch));
   }
   nlohmann::json meta = {{"diff_id", digests.diff_id.str()}, {"size", digests.tar_size},

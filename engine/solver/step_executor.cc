@@ -67,8 +67,11 @@ void run_copy(StepContext& context, int dest_root_fd, bool fresh_layer, int name
   const auto& copy = std::get<df::CopyInstruction>(context.step.instruction.body);
   if (!copy.checksum.empty()) throw Error(ErrorKind::user, "ADD --checksum needs a URL source, which is not supported yet");
   fileops::CopyRequest request = copy_request(context.step, copy, name_root_fd >= 0 ? name_root_fd : dest_root_fd);
-  // The materialized context is never written again: a fresh layer may share its files.
-  request.link_unchanged_files = fresh_layer && context.step.source.kind == graph::CopySource::Kind::context;
+  // The materialized context is never written again: a fresh layer may share its files. Not
+  // with ADD unpacking archives: a hard link in an archive to a file already copied would give
+  // the shared inode the archive's owner, mode and times.
+  request.link_unchanged_files =
+      fresh_layer && context.step.source.kind == graph::CopySource::Kind::context && !request.unpack;
   if (!copy.sources.empty()) {
     std::optional<ChainView> view;
     UniqueFd source;

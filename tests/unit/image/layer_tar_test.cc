@@ -434,11 +434,6 @@ TEST(LayerTar, EmptyDirectoryIsJustTheEndBlocks) {
 
 // --- hash_layer and its journals -------------------------------------------------------------
 
-class NullSinkForTest : public ByteSink {
- public:
-  void write(const void*, size_t) override {}
-};
-
 std::string filler(size_t size, char seed) {
   std::string s(size, '\0');
   for (size_t i = 0; i < size; ++i) s[i] = static_cast<char>(seed + (i * 131 + i / 7) % 97);
@@ -460,7 +455,7 @@ void link_tree(const std::string& from, const std::string& to) {
 }
 
 LayerDigests full_hash(const std::string& root, std::optional<int64_t> epoch = std::nullopt) {
-  NullSinkForTest sink;
+  NullSink sink;
   UniqueFd fd = open_dir(root);
   LayerOptions options = opts(Compression::none);
   options.source_date_epoch = epoch;
@@ -572,6 +567,22 @@ TEST(LayerHash, UnrelatedOrOtherEpochJournalsDoNotMislead) {
   EXPECT_GT(shared_checkpoints(*first.journal, *second.journal), 1u);
   LayerHash with_epoch = journaled_hash(b.path(), {first.journal, other_epoch.journal}, 1000);
   EXPECT_EQ(with_epoch.digests.diff_id, full_hash(b.path(), 1000).diff_id);
+}
+
+TEST(LayerHash, AWalkThatFailsMidwayThrowsAndStopsItsWorker) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: trusted.* xattrs";
+  TempDir a, b;
+  make_tree(a.path());
+  LayerHash first = journaled_hash(a.path(), {});
+  link_tree(a.path(), b.path());
+  // Enough new bytes that the worker is hashing (with checkpoints queued) when the walk fails.
+  write_file(b.path() + "/src/m.bin", filler(3 << 20, 'm'));
+  write_file(b.path() + "/src/zz", "");
+  check(::setxattr((b.path() + "/src/zz").c_str(), "trusted.overlay.metacopy", "", 0, 0), "setxattr");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_THROW(journaled_hash(b.path(), {first.journal}), Error);
+    EXPECT_THROW(journaled_hash(b.path(), {}), Error);
+  }
 }
 
 TEST(LayerTar, MediaTypes) {
