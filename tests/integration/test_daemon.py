@@ -186,6 +186,31 @@ class DaemonTest(unittest.TestCase):
             self.assertEqual(layer_tar.extractfile("src/big.bin").read(), big)
         self.assertEqual(hashed, config["rootfs"]["diff_ids"])
 
+    def test_add_of_an_archive_linking_to_a_copied_file_leaves_other_layers_alone(self):
+        # A layer may share a context file's inode. An archive's hard link to a file the same
+        # ADD copied gets the archive's mode and times: they must not reach that inode.
+        ctx = self.context("hardlink", {"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "hello\n",
+                                        "Dockerfile.add": "FROM scratch\nADD a arch.tar /x/\n"})
+        os.chmod(os.path.join(ctx, "a"), 0o644)
+        with tarfile.open(os.path.join(ctx, "arch.tar"), "w") as t:
+            link = tarfile.TarInfo("b")
+            link.type, link.linkname, link.mode, link.mtime = tarfile.LNKTYPE, "a", 0o700, 1000
+            t.addfile(link)
+        time.sleep(0.2)  # settled: the daemon keeps these inodes in its copy of the context
+        self.build(ctx, "-t", "it-hardlink-base")
+        added = os.path.join(self.workdir, "hardlink-add")
+        shutil.rmtree(added, ignore_errors=True)
+        self.build(ctx, "-f", "Dockerfile.add", "-o", f"type=local,dest={added}")
+        self.assertEqual(os.stat(os.path.join(added, "x", "b")).st_mode & 0o777, 0o700)
+        self.assertEqual(os.stat(os.path.join(added, "x", "a")).st_ino, os.stat(os.path.join(added, "x", "b")).st_ino)
+        archive = os.path.join(self.workdir, "hardlink-base.tar")
+        self.build(ctx, "-o", f"type=docker,dest={archive}")
+        with tarfile.open(archive) as t:
+            manifest = json.load(t.extractfile("manifest.json"))[0]
+            layer = tarfile.open(fileobj=gzip.open(t.extractfile(manifest["Layers"][0])))
+            member = layer.getmember("a")
+        self.assertEqual((member.mode, member.mtime), (0o644, int(os.stat(os.path.join(ctx, "a")).st_mtime)))
+
     def test_local_output_and_iidfile_and_metadata_file(self):
         ctx = self.context("local", {"Dockerfile": "FROM scratch\nCOPY d /d\n", "d/f": "x\n"})
         dest = os.path.join(self.workdir, "local-out")
