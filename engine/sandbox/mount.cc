@@ -5,6 +5,9 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <thread>
+
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 
@@ -82,7 +85,19 @@ Mount Mount::bind(const std::string& source, const std::string& target, bool rea
 
 void Mount::unmount() {
   if (target_.empty()) return;
-  check(::umount2(target_.c_str(), 0), "unmounting", target_);
+  // A child the daemon forks or spawns holds copies of all its fds until it closes them, for
+  // microseconds to milliseconds; one inside this mount makes it busy meanwhile. Wait that out,
+  // as containerd does, then detach it: nothing writes to it any more.
+  constexpr int kBusyRetries = 50;
+  for (int attempt = 0;; ++attempt) {
+    if (::umount2(target_.c_str(), 0) == 0) break;
+    if (errno != EBUSY) throw_errno("unmounting", target_);
+    if (attempt == kBusyRetries) {
+      check(::umount2(target_.c_str(), MNT_DETACH), "unmounting", target_);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   target_.clear();
 }
 

@@ -24,7 +24,8 @@ class Mount {
   static Mount bind(const std::string& source, const std::string& target, bool read_only);
 
   const std::string& target() const { return target_; }
-  // Unmounts now; throws if the kernel refuses.
+  // Unmounts now: waits up to half a second while the mount is busy, then detaches it;
+  // throws if the kernel refuses otherwise.
   void unmount();
   // Leaves the mount in place for good (it goes away with its mount namespace).
   void release() { target_.clear(); }
