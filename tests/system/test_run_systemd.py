@@ -12,8 +12,9 @@ mounts as a tmpfs (overlayfs upper dirs cannot live on the container's overlayfs
 
 Cases: the build's slice and step scope with the build's limits and the step's process in the
 scope's cgroup; a failing step and an OOM-killed one; cancel on a killed client and on the
-daemon's SIGTERM; the step's capabilities and hostname; and the time per step of a cold build
-of 20 RUN steps (printed, not checked). The last line is `system-run: N passed, M failed`.
+daemon's SIGTERM; the step's capabilities and hostname; the time per step of a cold build of
+20 RUN steps (printed, not checked); and the installed kbuild.socket starting kbuild.service,
+which builds a RUN step. The last line is `system-run: N passed, M failed`.
 """
 import argparse
 import datetime
@@ -486,6 +487,39 @@ class SystemRunTest:
             else:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def test_socket_activation_starts_the_installed_service(self):
+        # The product as a user gets it: `meson install` (into the container's throw-away /usr
+        # and /etc), the sysusers and tmpfiles entries, then kbuild.socket; the first call
+        # starts kbuild.service (Type=notify, PrivateMounts, Delegate), which runs a RUN step
+        # with the installed kbuild-exec under the systemd backend.
+        run(["meson", "install", "-C", BUILD_DIR, "--no-rebuild", "--quiet"])
+        run(["systemd-sysusers"])
+        run(["systemd-tmpfiles", "--create", "/usr/local/lib/tmpfiles.d/kbuild.conf"])
+        run(["systemctl", "daemon-reload"])
+        run(["systemctl", "start", "kbuild.socket"])
+        try:
+            assert show("kbuild.service", "ActiveState")["ActiveState"] == "inactive", "started before any call"
+            client = "/usr/local/bin/kbuildctl"
+            info = run([client, "info"]).stdout
+            assert "root: /var/lib/kbuild" in info, info
+            state = show("kbuild.service", "ActiveState", "Type", "MainPID")
+            assert state["ActiveState"] == "active" and state["Type"] == "notify", state
+            with open(f"/proc/{state['MainPID']}/cmdline", "rb") as f:
+                assert f.read().split(b"\0")[0] == b"/usr/local/sbin/kbuildd"
+            run([client, "load", "-i", os.path.join(self.workdir, "base.tar")])
+            ctx = self.context(f"FROM {BASE}\nRUN echo from-the-service > /made\n")
+            out = os.path.join(self.workdir, "service-out")
+            built = run([client, "build", "--progress", "plain", "-o", f"type=local,dest={out}", "."], cwd=ctx,
+                        timeout=300)
+            with open(os.path.join(out, "made")) as f:
+                assert f.read() == "from-the-service\n", built.stderr[-2000:]
+            assert os.path.isdir("/var/lib/kbuild/snapshots"), "the service's store is not /var/lib/kbuild"
+        finally:
+            run(["systemctl", "stop", "kbuild.socket", "kbuild.service"], check=False)
+        state = show("kbuild.service", "ActiveState", "Result")
+        assert state == {"ActiveState": "inactive", "Result": "success"}, state
+        self.assert_no_units("after kbuild.service stopped")
+
     def run_case(self, test):
         name = test.__name__[len("test_"):]
         log(f"== {name}")
@@ -518,6 +552,7 @@ class SystemRunTest:
             self.test_daemon_sigterm_stops_the_running_step,
             self.test_default_capabilities_and_hostname,
             self.test_timing_of_a_cold_build,
+            self.test_socket_activation_starts_the_installed_service,
         ]
         cases = [c for c in cases if pattern is None or pattern in c.__name__]
         try:
