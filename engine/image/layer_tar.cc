@@ -135,7 +135,7 @@ constexpr uint64_t kMaxSegment = 8 << 20;
 // and the tar so far is one an earlier journal saw — nowhere yet: just enough is kept to catch up
 // from the last checkpoint they share once the two part ways. With a journal, it records the
 // SHA-256 state at checkpoints and a digest of what the tar held up to each ("seen"), file
-// contents standing in by inode, size and mtime.
+// contents standing in by inode, birth time, size and mtime.
 class TarOutput : public ByteSink {
  public:
   TarOutput(LayerStream& stream, PipelinedSink& pipeline, const LayerJournals* earlier)

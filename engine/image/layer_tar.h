@@ -44,8 +44,8 @@ LayerDigests write_layer(int dir_fd, ByteSink& out, const LayerOptions& options 
 
 // What hashing a layer leaves behind so that hashing a later layer that begins with the same
 // entries resumes where they end: at checkpoints along the tar, the SHA-256 state and a digest
-// of everything the tar held up to there, file contents standing in by device, inode, size and
-// mtime. The last checkpoint is the end of the tar.
+// of everything the tar held up to there, file contents standing in by device, inode, birth
+// time, size and mtime. The last checkpoint is the end of the tar.
 struct LayerHashJournal {
   struct Checkpoint {
     uint64_t offset = 0;  // tar bytes before it
