@@ -18,11 +18,10 @@
 #include "common/error.h"
 #include "engine/sandbox/cgroup.h"
 #include "engine/sandbox/direct_backend.h"
+#include "tests/unit/sandbox/cgroup_test_util.h"
 
 namespace kbuild::sandbox {
 namespace {
-
-constexpr uint64_t kMiB = 1024 * 1024;
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);
@@ -38,53 +37,9 @@ bool exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-// A forked child that waits on a pipe until released, then runs `body` and exits with its result.
-class Child {
- public:
-  explicit Child(std::function<int()> body) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(fds[1]);
-      char byte;
-      while (::read(fds[0], &byte, 1) < 0 && errno == EINTR) {
-      }
-      ::_exit(body());
-    }
-    ::close(fds[0]);
-    release_fd_ = fds[1];
-  }
-  ~Child() {
-    if (release_fd_ >= 0) ::close(release_fd_);
-    if (pid_ > 0 && !reaped_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  pid_t pid() const { return pid_; }
-  void release() {
-    char byte = 1;
-    EXPECT_EQ(::write(release_fd_, &byte, 1), 1);
-    ::close(release_fd_);
-    release_fd_ = -1;
-  }
-  int wait() {
-    int status = 0;
-    EXPECT_EQ(::waitpid(pid_, &status, 0), pid_);
-    reaped_ = true;
-    return status;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int release_fd_ = -1;
-  bool reaped_ = false;
-};
-
-int sleep_forever() {
-  for (;;) ::pause();
-}
+using testing::Child;
+using testing::kMiB;
+using testing::sleep_forever;
 
 class DirectCgroup : public ::testing::Test {
  protected:
