@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -34,6 +33,7 @@ import uuid
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import base_image  # noqa: E402
+from daemon_process import terminate, wait_listening  # noqa: E402
 from mounts import mount_points_under, unmount_all_under  # noqa: E402
 
 BUILD_DIR = "build"
@@ -177,31 +177,16 @@ class Daemon:
         if os.path.exists(self.socket):
             os.unlink(self.socket)
         self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        for _ in range(200):
-            if os.path.exists(self.socket):
-                with socket.socket(socket.AF_UNIX) as s:
-                    try:
-                        s.connect(self.socket)
-                        return
-                    except OSError:
-                        pass
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"kbuildd did not listen on {self.socket}:\n{self.log_tail()}")
+        if not wait_listening(self.process, self.socket, 10):
+            raise AssertionError(f"kbuildd did not listen on {self.socket}:\n{self.log_tail()}")
 
     def log_tail(self):
         with open(os.path.join(self.workdir, "kbuildd.log"), errors="replace") as f:
             return "".join(f.readlines()[-30:])
 
     def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process)
         self.log.close()
 
     def client(self, *args, check=True, **kwargs):

@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import uuid
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(PROJECT, "tests", "integration"))
+from daemon_process import terminate, wait_listening  # noqa: E402
 from mounts import unmount_all_under  # noqa: E402
 BASE = "busybox-base"
 # Docker's default capability set (CAP_CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID,
@@ -202,18 +202,8 @@ class Daemon:
             os.unlink(self.socket)
         self.log = open(self.log_path, "a")
         self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        for _ in range(400):
-            if os.path.exists(self.socket):
-                with socket.socket(socket.AF_UNIX) as s:
-                    try:
-                        s.connect(self.socket)
-                        return
-                    except OSError:
-                        pass
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"kbuildd did not listen on {self.socket}:\n{self.log_tail()}")
+        if not wait_listening(self.process, self.socket, 20):
+            raise AssertionError(f"kbuildd did not listen on {self.socket}:\n{self.log_tail()}")
 
     def running(self):
         return self.process is not None and self.process.poll() is None
@@ -229,14 +219,7 @@ class Daemon:
         """SIGTERM, then SIGKILL of its process group after timeout seconds; the exit status."""
         status = None
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                    self.process.wait()
-            status = self.process.returncode
+            status = terminate(self.process, timeout)
             self.process = None
         if self.log is not None:
             self.log.close()
