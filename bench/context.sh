@@ -25,38 +25,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 # shellcheck source=bench/lib.sh
 source "$repo/bench/lib.sh"
-build_dir=${KBUILD_BUILD_DIR:-build}
-runs=${BENCH_RUNS:-3}
-read -r -a builders <<<"${BENCH_BUILDERS:-kbuild buildkit buildah}"
-# Debian's docker.io client: it has the classic `docker build` with DOCKER_BUILDKIT=1
-# (/usr/local/bin/docker may be a newer client without buildx, which refuses to build).
-docker_client=/usr/bin/docker
-
-if [[ $EUID -ne 0 ]]; then
-  echo "context.sh: run as root (kbuildd, dockerd and buildah need it)" >&2
-  exit 1
-fi
-
-# --- what the builders need -----------------------------------------------------------------
-
-
-
-[[ $build_dir == /* ]] || build_dir=$repo/$build_dir
-kbuildd_bin=$build_dir/service/kbuildd
-kbuildctl_bin=$build_dir/cli/kbuildctl
-if wants kbuild && [[ ! -x $kbuildd_bin || ! -x $kbuildctl_bin ]]; then
-  echo "building kbuildd and kbuildctl in $build_dir"
-  [[ -f $build_dir/build.ninja ]] || meson setup "$build_dir" >/dev/null
-  ninja -C "$build_dir" service/kbuildd cli/kbuildctl >/dev/null
-fi
-if wants buildkit && { [[ ! -x $docker_client ]] || ! command -v dockerd >/dev/null; }; then
-  echo "installing docker.io"
-  apt_install docker.io
-fi
-if wants buildah && ! command -v buildah >/dev/null; then
-  echo "installing buildah"
-  apt_install buildah
-fi
+bench_prepare context.sh service/kbuildd cli/kbuildctl
 
 bench_init_workdir kctx
 

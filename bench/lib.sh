@@ -131,6 +131,42 @@ apt_install() {
 
 wants() { [[ " ${builders[*]} " == *" $1 "* ]]; }
 
+# What both benchmarks start with: their settings (KBUILD_BUILD_DIR, BENCH_RUNS,
+# BENCH_BUILDERS), the root check, and the builders' programs. kbuild's are built with ninja when
+# one of the targets given (paths in the build dir) is missing; docker.io and buildah are
+# installed when missing.
+bench_prepare() {
+  local name=$1 target missing=0
+  shift
+  build_dir=${KBUILD_BUILD_DIR:-build}
+  runs=${BENCH_RUNS:-3}
+  read -r -a builders <<<"${BENCH_BUILDERS:-kbuild buildkit buildah}"
+  # Debian's docker.io client: it has the classic `docker build` with DOCKER_BUILDKIT=1
+  # (/usr/local/bin/docker may be a newer client without buildx, which refuses to build).
+  docker_client=/usr/bin/docker
+  if [[ $EUID -ne 0 ]]; then
+    echo "$name: run as root (kbuildd, dockerd and buildah need it)" >&2
+    exit 1
+  fi
+  [[ $build_dir == /* ]] || build_dir=$repo/$build_dir
+  kbuildd_bin=$build_dir/service/kbuildd
+  kbuildctl_bin=$build_dir/cli/kbuildctl
+  for target in "$@"; do [[ -x $build_dir/$target ]] || missing=1; done
+  if wants kbuild && ((missing)); then
+    echo "building kbuild in $build_dir"
+    [[ -f $build_dir/build.ninja ]] || meson setup "$build_dir" >/dev/null
+    ninja -C "$build_dir" "$@" >/dev/null
+  fi
+  if wants buildkit && { [[ ! -x $docker_client ]] || ! command -v dockerd >/dev/null; }; then
+    echo "installing docker.io"
+    apt_install docker.io
+  fi
+  if wants buildah && ! command -v buildah >/dev/null; then
+    echo "installing buildah"
+    apt_install buildah
+  fi
+}
+
 kbuildctl() { "$kbuildctl_bin" --host "unix://$kbuild_sock" "$@"; }
 
 docker() {
