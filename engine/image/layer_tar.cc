@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <deque>
 #include <map>
@@ -170,9 +171,12 @@ class TarOutput : public ByteSink {
                                 born->tv_nsec, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec};
       token('F', fields, sizeof fields);
     } else {
-      unsigned char unique[16];
-      if (::getrandom(unique, sizeof unique, 0) != static_cast<ssize_t>(sizeof unique)) throw_errno("getrandom", "");
-      token('U', unique, sizeof unique);
+      // Bytes no other hashing has: every checkpoint from here on is this tar's alone.
+      if (!unrecognisable_) {
+        unrecognisable_.emplace();
+        if (::getrandom(unrecognisable_->data(), unrecognisable_->size(), 0) != 16) throw_errno("getrandom", "");
+      }
+      token('U', unrecognisable_->data(), unrecognisable_->size());
     }
     big_file_ = static_cast<uint64_t>(st.st_size) >= segment_limit();
     if (!speculating_ || !big_file_) return true;
@@ -314,6 +318,7 @@ class TarOutput : public ByteSink {
   bool big_file_ = false;
   std::string pending_;   // tar bytes since the last shared checkpoint, while speculating
   std::vector<char> scratch_;
+  std::optional<std::array<unsigned char, 16>> unrecognisable_;
 };
 
 // Walks the upper dir in Go's filepath.Walk order and writes each entry as containerd's
