@@ -9,7 +9,7 @@
 #include "dbus/listener.h"
 #include "dbus/server.h"
 #include "engine/sandbox/cgroup.h"
-#include "engine/sandbox/mount.h"
+#include "engine/store/mount.h"
 #include "seccomp/seccomp.h"
 #include "engine/store/digest.h"
 #include "engine/store/store.h"
@@ -58,7 +58,7 @@ std::string direct_cgroup_parent(const std::string& root) {
 
 int run_daemon(const DaemonOptions& options) {
   // Mounts of layers stay in the daemon's own namespace and vanish with it.
-  sandbox::enter_private_mount_namespace();
+  store::enter_private_mount_namespace();
   DaemonConfig config = load_daemon_config(options.config_path);
   std::unique_ptr<store::Store> store = store::Store::open(options.root);
   dbus::Listener listener = open_listener(options);

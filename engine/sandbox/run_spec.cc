@@ -15,7 +15,8 @@ std::string serialize_spec(const RunSpec& spec) {
                   {"target", m.target},
                   {"fd", m.fd},
                   {"read_only", m.read_only},
-                  {"is_file", m.is_file}};
+                  {"is_file", m.is_file},
+                  {"exact", m.exact}};
     if (m.size) entry["size"] = *m.size;
     if (m.mode) entry["mode"] = *m.mode;
     mounts.push_back(std::move(entry));
@@ -64,6 +65,7 @@ RunSpec parse_spec(std::string_view text) {
       mount.fd = m.at("fd").get<int>();
       mount.read_only = m.at("read_only").get<bool>();
       mount.is_file = m.at("is_file").get<bool>();
+      mount.exact = m.at("exact").get<bool>();
       if (m.contains("size")) mount.size = m["size"].get<uint64_t>();
       if (m.contains("mode")) mount.mode = m["mode"].get<uint32_t>();
       spec.mounts.push_back(std::move(mount));

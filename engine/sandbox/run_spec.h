@@ -29,6 +29,10 @@ struct MountSpec {
   int fd = -1;             // bind: index into the helper's fds (an O_PATH fd of the source)
   bool read_only = false;
   bool is_file = false;    // bind of a regular file (the target is created as a file)
+  // A file or directory kbuild provides (/etc/hosts, /etc/resolv.conf): mounted at exactly
+  // `target`, never through a symlink, whatever the image holds there. RUN mounts are not
+  // exact: their targets resolve inside the rootfs, as BuildKit resolves them.
+  bool exact = false;
   std::optional<uint64_t> size;   // tmpfs size in bytes
   std::optional<uint32_t> mode;   // tmpfs root mode
 };

@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "common/fd_io.h"
 #include "common/syscall.h"
+#include "engine/store/mount.h"
 
 namespace kbuild::sandbox {
 namespace {
@@ -55,7 +56,9 @@ pid_t spawn_helper(const std::string& helper, const std::vector<int>& fds) {
   posix_spawnattr_setsigdefault(&spawn.attributes, &all);
   posix_spawnattr_setflags(&spawn.attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   char* argv[] = {const_cast<char*>(helper.c_str()), nullptr};
-  char* envp[] = {nullptr};
+  // Nothing of the daemon's environment but the overlay API it was told to use.
+  char legacy_overlay[] = "KBUILD_OVERLAY_API=legacy";
+  char* envp[] = {store::default_overlay_api() == store::OverlayApi::legacy ? legacy_overlay : nullptr, nullptr};
   pid_t pid = 0;
   int error = ::posix_spawn(&pid, helper.c_str(), &spawn.actions, &spawn.attributes, argv, envp);
   if (error != 0) throw_errno("starting the step helper", helper, error);

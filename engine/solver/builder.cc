@@ -18,7 +18,7 @@
 #include "engine/image/blob_io.h"
 #include "engine/image/layer_tar.h"
 #include "engine/image/oci.h"
-#include "engine/sandbox/mount.h"
+#include "engine/store/mount.h"
 #include "engine/solver/context.h"
 #include "engine/solver/layer_blobs.h"
 #include "engine/solver/step_executor.h"
@@ -661,8 +661,8 @@ class Builder::Run {
     TempDir view(store_.root() + "/mounts", "view-");
     std::vector<std::string> lowers;
     if (stage.top) lowers = store_.snapshots().lower_chain(*stage.top);
-    std::optional<sandbox::Mount> mount;
-    if (!lowers.empty()) mount = sandbox::Mount::overlay(lowers, "", "", view.path());
+    std::optional<store::Mount> mount;
+    if (!lowers.empty()) mount = store::Mount::overlay(lowers, "", "", view.path());
     UniqueFd dir(check(::open(view.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", view.path()));
     image::LayerOptions options;
     options.compression = image::Compression::none;

@@ -74,14 +74,6 @@ UniqueFd open_in_root(int root_fd, const std::string& path, const std::string& w
   return UniqueFd(fd);
 }
 
-std::string fd_path(int fd) {
-  char buffer[4096];
-  std::string link = "/proc/self/fd/" + std::to_string(fd);
-  ssize_t n = ::readlink(link.c_str(), buffer, sizeof buffer - 1);
-  if (n < 0) throw_errno("readlink", link);
-  return std::string(buffer, static_cast<size_t>(n));
-}
-
 // Copies the regular file behind an O_PATH fd (anything else is refused).
 void copy_regular_file(int source_path_fd, const std::string& to) {
   struct stat st {};
@@ -205,18 +197,19 @@ struct PreparedMounts {
   std::vector<UniqueFd> fds;
   std::vector<TempDir> temps;
   std::vector<std::unique_ptr<ChainView>> views;
-  std::vector<sandbox::Mount> overlays;
+  std::vector<store::Mount> overlays;
   std::vector<CacheDir> caches;
 
   int add_fd(UniqueFd fd) {
     fds.push_back(std::move(fd));
     return static_cast<int>(fds.size() - 1);
   }
-  void bind(UniqueFd source, const std::string& target, bool read_only) {
+  void bind(UniqueFd source, const std::string& target, bool read_only, bool exact = false) {
     sandbox::MountSpec spec;
     spec.kind = sandbox::MountSpec::Kind::bind;
     spec.is_file = !is_directory(source.get());
     spec.read_only = read_only;
+    spec.exact = exact;
     spec.target = target;
     spec.fd = add_fd(std::move(source));
     specs.push_back(std::move(spec));
@@ -253,9 +246,13 @@ void prepare_mount(StepContext& context, size_t index, const df::RunMount& mount
         std::string upper = scratch.path() + "/upper", work = scratch.path() + "/work";
         check(::mkdir(upper.c_str(), 0755), "mkdir", upper);
         check(::mkdir(work.c_str(), 0700), "mkdir", work);
-        std::string view = scratch.path() + "/view";
+        std::string lower = scratch.path() + "/lower", view = scratch.path() + "/view";
+        check(::mkdir(lower.c_str(), 0755), "mkdir", lower);
         check(::mkdir(view.c_str(), 0755), "mkdir", view);
-        out.overlays.push_back(sandbox::Mount::overlay({fd_path(source.get())}, upper, work, view));
+        // The overlay's lower layer is a clone of the source at a path chosen here: the
+        // source's own name (the context's or a stage's) never reaches mount options.
+        out.overlays.push_back(store::Mount::clone(source.get(), lower));
+        out.overlays.push_back(store::Mount::overlay({lower}, upper, work, view));
         out.bind(open_path(view), target, false);
       } else if (!mount.read_only) {
         // A writable bind of one file: a scratch copy, so that the step never writes the
@@ -475,9 +472,12 @@ std::string execute_run(StepContext& context) {
   spec.devices = insecure;
 
   PreparedMounts mounts;
-  mounts.bind(open_path(hosts_file(store)), "/etc/hosts", true);
-  if (::access("/etc/resolv.conf", R_OK) == 0) mounts.bind(open_path("/etc/resolv.conf"), "/etc/resolv.conf", true);
-  if (command.script_dir) mounts.bind(open_path(command.script_dir->path()), "/dev/pipes", true);
+  // What kbuild provides lands at these very paths, whatever the image holds there.
+  mounts.bind(open_path(hosts_file(store)), "/etc/hosts", true, true);
+  if (::access("/etc/resolv.conf", R_OK) == 0) {
+    mounts.bind(open_path("/etc/resolv.conf"), "/etc/resolv.conf", true, true);
+  }
+  if (command.script_dir) mounts.bind(open_path(command.script_dir->path()), "/dev/pipes", true, true);
   for (size_t i = 0; i < run.mounts.size(); ++i) prepare_mount(context, i, run.mounts[i], mounts);
   spec.mounts = mounts.specs;
   launch.extra_fds = std::move(mounts.fds);

@@ -15,7 +15,7 @@
 #include "engine/fileops/chown.h"
 #include "engine/fileops/fileops.h"
 #include "engine/fileops/root_path.h"
-#include "engine/sandbox/mount.h"
+#include "engine/store/mount.h"
 
 namespace kbuild::solver {
 namespace {
@@ -164,7 +164,7 @@ std::vector<std::string> lowers_for(store::Store& store, const std::optional<std
 
 
 ChainView::ChainView(store::Store& store, const std::optional<std::string>& top) : dir(store.root() + "/mounts", "from-") {
-  mount = sandbox::Mount::overlay(lowers_for(store, top), "", "", dir.path());
+  mount = store::Mount::overlay(lowers_for(store, top), "", "", dir.path());
 }
 
 std::string execute_step(StepContext& context) {
@@ -188,7 +188,7 @@ std::string execute_step(StepContext& context) {
     run(root.get(), true);
   } else {
     TempDir target(context.store.root() + "/mounts", "step-");
-    sandbox::Mount mount = sandbox::Mount::overlay(lowers_for(context.store, context.parent), prepared.diff_path(),
+    store::Mount mount = store::Mount::overlay(lowers_for(context.store, context.parent), prepared.diff_path(),
                                                    prepared.work_path(), target.path());
     {
       UniqueFd root = open_directory(target.path());

@@ -11,7 +11,7 @@
 
 #include "common/temp_dir.h"
 #include "engine/graph/build_plan.h"
-#include "engine/sandbox/mount.h"
+#include "engine/store/mount.h"
 #include "engine/solver/builder.h"
 #include "engine/solver/run_step.h"
 #include "engine/store/store.h"
@@ -39,7 +39,7 @@ std::vector<std::string> lowers_for(store::Store& store, const std::optional<std
 // A read-only view of a snapshot chain (the source stage of COPY --from or RUN --mount from=).
 struct ChainView {
   TempDir dir;
-  std::optional<sandbox::Mount> mount;
+  std::optional<store::Mount> mount;
   ChainView(store::Store& store, const std::optional<std::string>& top);
 };
 

@@ -18,6 +18,7 @@
 #include "common/syscall.h"
 #include "common/temp_dir.h"
 #include "engine/store/fs.h"
+#include "engine/store/mount.h"
 #include "engine/store/random_id.h"
 
 namespace kbuild::store {
@@ -247,16 +248,13 @@ SnapshotStore::Probe SnapshotStore::probe_overlay() {
     UniqueFd file(check(::open((lower + "/gone").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600), "create", lower));
     file.reset();
 
-    std::string options = "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work;
-    if (::mount("overlay", merged.c_str(), "overlay", 0, options.c_str()) != 0) {
-      return {false, where + " cannot be mounted: " + std::strerror(errno)};
+    // The very code that mounts every step's rootfs, so that what the probe accepts, steps get.
+    Mount mount;
+    try {
+      mount = Mount::overlay({lower}, upper, work, merged);
+    } catch (const Error& error) {
+      return {false, where + " cannot be mounted: " + error.what()};
     }
-    struct Unmount {
-      std::string path;
-      ~Unmount() {
-        if (::umount2(path.c_str(), 0) != 0) ::umount2(path.c_str(), MNT_DETACH);
-      }
-    } unmount{merged};
 
     // Deleting a lower file must leave a whiteout (a 0:0 character device) in the upper dir,
     // which is what a layer diff records.

@@ -1,4 +1,4 @@
-#include "engine/sandbox/mount.h"
+#include "engine/store/mount.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -10,11 +10,12 @@
 #include <fstream>
 #include <string>
 
+#include "common/error.h"
 #include "common/syscall.h"
 #include "common/temp_dir.h"
 #include "common/unique_fd.h"
 
-namespace kbuild::sandbox {
+namespace kbuild::store {
 namespace {
 
 bool is_mount_point(const std::string& path) {
@@ -89,5 +90,55 @@ TEST_F(MountTest, UnmountDetachesAMountThatStaysBusy) {
   ::waitpid(child, nullptr, 0);
 }
 
+
+TEST(OverlayMountOptions, NamesDaemonChosenLayersInOrder) {
+  EXPECT_EQ(overlay_mount_options({"/s/2", "/s/1"}, "/s/up", "/s/work"),
+            "lowerdir=/s/2:/s/1,upperdir=/s/up,workdir=/s/work,index=off,metacopy=off,redirect_dir=off");
+  EXPECT_EQ(overlay_mount_options({"/s/2", "/s/1"}, "", ""), "lowerdir=/s/2:/s/1,index=off,metacopy=off,redirect_dir=off");
+}
+
+// A name with the option string's syntax in it would read as more layers or options
+// ("x:/etc" as the host's /etc): it never gets there.
+TEST(OverlayMountOptions, RefusesAPathWithOptionSyntax) {
+  for (const char* bad : {"/ctx/x:/etc", "/ctx/a,upperdir=/etc", "/ctx/back\\slash", "/ctx/new\nline"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_THROW(overlay_mount_options({bad}, "", ""), Error);
+    EXPECT_THROW(overlay_mount_options({"/s/1"}, bad, "/s/work"), Error);
+    EXPECT_THROW(overlay_mount_options({"/s/1"}, "/s/up", bad), Error);
+  }
+}
+
+// Both ways of mounting (the one a pre-6.8 kernel takes, forced here) give the same overlay.
+TEST_F(MountTest, OverlayWorksThroughEitherMountApi) {
+  for (OverlayApi api : {OverlayApi::automatic, OverlayApi::legacy}) {
+    SCOPED_TRACE(api == OverlayApi::legacy ? "legacy" : "automatic");
+    TempDir layers(dir_.path(), "layers-");
+    std::string lower2 = layers.path() + "/lower2", upper = layers.path() + "/upper", work = layers.path() + "/work";
+    for (const std::string& d : {lower2, upper, work}) check(::mkdir(d.c_str(), 0755), "mkdir", d);
+    UniqueFd f(check(::open((lower2 + "/g").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644), "open", "g"));
+    {
+      Mount mount = Mount::overlay({lower2, source_}, upper, work, target_, api);
+      EXPECT_TRUE(is_mount_point(target_));
+      EXPECT_EQ(::access((target_ + "/f").c_str(), F_OK), 0);
+      EXPECT_EQ(::access((target_ + "/g").c_str(), F_OK), 0);
+      UniqueFd made(check(::open((target_ + "/new").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644), "open", "new"));
+      EXPECT_EQ(::access((upper + "/new").c_str(), F_OK), 0);
+      mount.unmount();
+    }
+    EXPECT_FALSE(is_mount_point(target_));
+  }
+}
+
+TEST_F(MountTest, CloneMountsWhatAnFdHoldsWithoutItsPath) {
+  UniqueFd source(check(::open(source_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC), "open", source_));
+  std::string renamed = dir_.path() + "/renamed:,x";
+  check(::rename(source_.c_str(), renamed.c_str()), "rename", source_);
+  Mount mount = Mount::clone(source.get(), target_);
+  EXPECT_TRUE(is_mount_point(target_));
+  EXPECT_EQ(::access((target_ + "/f").c_str(), F_OK), 0);
+  mount.unmount();
+  check(::rename(renamed.c_str(), source_.c_str()), "rename", renamed);
+}
+
 }  // namespace
-}  // namespace kbuild::sandbox
+}  // namespace kbuild::store

@@ -5,7 +5,20 @@
 #include <string>
 #include <vector>
 
-namespace kbuild::sandbox {
+namespace kbuild::store {
+
+// How overlays are mounted: the new mount API where the kernel takes lower layers one by one
+// (6.8+), else mount(2) with an option string; `legacy` always takes the option string.
+enum class OverlayApi { automatic, legacy };
+
+// `automatic`, unless the environment says KBUILD_OVERLAY_API=legacy (to run an older kernel's
+// code path on a newer one).
+OverlayApi default_overlay_api();
+
+// The option string of mount(2) for an overlay. Layers are paths the daemon chose: one that
+// holds ':', ',', '\' or a newline is refused, as it would read as other layers or options.
+std::string overlay_mount_options(const std::vector<std::string>& lowers, const std::string& upper,
+                                  const std::string& work);
 
 class Mount {
  public:
@@ -19,9 +32,12 @@ class Mount {
   // An overlay at `target`: `lowers` top first; writable when `upper` and `work` are given,
   // read-only otherwise (which needs at least two lowers; one lower is bind-mounted read-only).
   static Mount overlay(const std::vector<std::string>& lowers, const std::string& upper, const std::string& work,
-                       const std::string& target);
+                       const std::string& target, OverlayApi api = default_overlay_api());
   // A bind mount of `source` at `target`, read-only if asked.
   static Mount bind(const std::string& source, const std::string& target, bool read_only);
+  // A copy of the mount tree at `source_fd` (any fd of this mount namespace, O_PATH too) at
+  // `target`: where the source's path is not to be trusted, it is never spelled.
+  static Mount clone(int source_fd, const std::string& target);
 
   const std::string& target() const { return target_; }
   // Unmounts now: waits up to half a second while the mount is busy, then detaches it;
@@ -39,4 +55,4 @@ class Mount {
 // back to the host, so every mount the daemon makes disappears with it. Call before any thread.
 void enter_private_mount_namespace();
 
-}  // namespace kbuild::sandbox
+}  // namespace kbuild::store

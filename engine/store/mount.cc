@@ -1,4 +1,4 @@
-#include "engine/sandbox/mount.h"
+#include "engine/store/mount.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -6,16 +6,20 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <string_view>
 #include <thread>
 
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 
-namespace kbuild::sandbox {
+namespace kbuild::store {
 namespace {
 
 // The new mount API takes lower layers one at a time ("lowerdir+", Linux 6.8), so the
-// number of layers is not bounded by the one-page option string of mount(2).
+// number of layers is not bounded by the one-page option string of mount(2). Older kernels
+// refuse the key, or (6.1, where overlayfs still parses a legacy option string) accept it and
+// fail to create: either way the caller falls back.
 bool overlay_with_fsconfig(const std::vector<std::string>& lowers, const std::string& upper, const std::string& work,
                            const std::string& target) {
   UniqueFd fs(::fsopen("overlay", FSOPEN_CLOEXEC));
@@ -24,15 +28,15 @@ bool overlay_with_fsconfig(const std::vector<std::string>& lowers, const std::st
     if (::fsconfig(fs.get(), FSCONFIG_SET_STRING, "lowerdir+", lower.c_str(), 0) != 0) return false;
   }
   if (!upper.empty()) {
-    check(::fsconfig(fs.get(), FSCONFIG_SET_STRING, "upperdir", upper.c_str(), 0), "overlay upperdir", upper);
-    check(::fsconfig(fs.get(), FSCONFIG_SET_STRING, "workdir", work.c_str(), 0), "overlay workdir", work);
+    if (::fsconfig(fs.get(), FSCONFIG_SET_STRING, "upperdir", upper.c_str(), 0) != 0) return false;
+    if (::fsconfig(fs.get(), FSCONFIG_SET_STRING, "workdir", work.c_str(), 0) != 0) return false;
   }
   // Layers must hold their own content to be exported: no index, no metadata-only copies,
   // no redirected directories.
   for (const char* option : {"index", "metacopy", "redirect_dir"}) {
     ::fsconfig(fs.get(), FSCONFIG_SET_STRING, option, "off", 0);
   }
-  check(::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0), "mounting overlay at", target);
+  if (::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) return false;
   UniqueFd mnt(check(::fsmount(fs.get(), FSMOUNT_CLOEXEC, upper.empty() ? MOUNT_ATTR_RDONLY : 0), "fsmount", target));
   check(::move_mount(mnt.get(), "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH), "move_mount", target);
   return true;
@@ -40,12 +44,14 @@ bool overlay_with_fsconfig(const std::vector<std::string>& lowers, const std::st
 
 void overlay_with_mount(const std::vector<std::string>& lowers, const std::string& upper, const std::string& work,
                         const std::string& target) {
-  std::string options = "lowerdir=";
-  for (size_t i = 0; i < lowers.size(); ++i) options += (i ? ":" : "") + lowers[i];
-  if (!upper.empty()) options += ",upperdir=" + upper + ",workdir=" + work;
-  options += ",index=off,metacopy=off,redirect_dir=off";
-  check(::mount("overlay", target.c_str(), "overlay", upper.empty() ? MS_RDONLY : 0, options.c_str()),
+  check(::mount("overlay", target.c_str(), "overlay", upper.empty() ? MS_RDONLY : 0,
+                overlay_mount_options(lowers, upper, work).c_str()),
         "mounting overlay at", target);
+}
+
+OverlayApi overlay_api_from_environment() {
+  const char* forced = std::getenv("KBUILD_OVERLAY_API");
+  return forced && std::string_view(forced) == "legacy" ? OverlayApi::legacy : OverlayApi::automatic;
 }
 
 }  // namespace
@@ -64,11 +70,34 @@ Mount& Mount::operator=(Mount&& other) noexcept {
   return *this;
 }
 
+std::string overlay_mount_options(const std::vector<std::string>& lowers, const std::string& upper,
+                                  const std::string& work) {
+  // ':' separates lower layers, ',' options, and '\' escapes either: a path holding one would
+  // be read as other layers or options.
+  auto checked = [](const std::string& path) -> const std::string& {
+    if (path.find_first_of(":,\\\n") != std::string::npos) {
+      throw Error(ErrorKind::internal, "the overlay layer " + path + " cannot be named in mount options");
+    }
+    return path;
+  };
+  std::string options = "lowerdir=";
+  for (size_t i = 0; i < lowers.size(); ++i) options += (i ? ":" : "") + checked(lowers[i]);
+  if (!upper.empty()) options += ",upperdir=" + checked(upper) + ",workdir=" + checked(work);
+  return options + ",index=off,metacopy=off,redirect_dir=off";
+}
+
+OverlayApi default_overlay_api() {
+  static const OverlayApi api = overlay_api_from_environment();
+  return api;
+}
+
 Mount Mount::overlay(const std::vector<std::string>& lowers, const std::string& upper, const std::string& work,
-                     const std::string& target) {
+                     const std::string& target, OverlayApi api) {
   if (lowers.empty()) throw Error(ErrorKind::internal, "overlay at " + target + " needs a lower layer");
   if (upper.empty() && lowers.size() == 1) return bind(lowers.front(), target, true);
-  if (!overlay_with_fsconfig(lowers, upper, work, target)) overlay_with_mount(lowers, upper, work, target);
+  if (api == OverlayApi::legacy || !overlay_with_fsconfig(lowers, upper, work, target)) {
+    overlay_with_mount(lowers, upper, work, target);
+  }
   return Mount(target);
 }
 
@@ -81,6 +110,13 @@ Mount Mount::bind(const std::string& source, const std::string& target, bool rea
           "remounting read-only", target);
   }
   return mount;
+}
+
+Mount Mount::clone(int source_fd, const std::string& target) {
+  UniqueFd tree(check(::open_tree(source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE),
+                      "open_tree", target));
+  check(::move_mount(tree.get(), "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH), "move_mount", target);
+  return Mount(target);
 }
 
 void Mount::unmount() {
@@ -106,4 +142,4 @@ void enter_private_mount_namespace() {
   check(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), "making / private");
 }
 
-}  // namespace kbuild::sandbox
+}  // namespace kbuild::store
