@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/layer_xattrs.h"
 #include "common/syscall.h"
 #include "engine/dockerfile/dockerignore.h"
 #include "engine/fileops/file_data.h"
@@ -766,7 +767,8 @@ class Copier {
     if (fd >= 0 && src_fd >= 0) copy_xattrs(src_fd, fd);
   }
 
-  // Extended attributes through fds. BuildKit's handler logs a failure and stops there.
+  // Extended attributes through fds, those a layer may carry. BuildKit's handler logs a
+  // failure and stops there.
   static void copy_xattrs(int src, int dst) {
     ssize_t size = ::flistxattr(src, nullptr, 0);
     if (size <= 0) return;
@@ -778,6 +780,7 @@ class Copier {
     for (std::size_t at = 0; at < names.size();) {
       const char* key = names.c_str() + at;
       at += std::strlen(key) + 1;
+      if (!layer_may_carry_xattr(key)) continue;
       const ssize_t length = ::fgetxattr(src, key, nullptr, 0);
       if (length < 0) return;
       value.resize(static_cast<std::size_t>(length));

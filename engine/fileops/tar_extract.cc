@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/layer_xattrs.h"
 #include "common/syscall.h"
 #include "engine/fileops/root_path.h"
 
@@ -456,8 +457,8 @@ class Extractor {
     }
   }
 
-  // SCHILY.xattr records; like BestEffortXattrs, a file system that refuses them (ENOTSUP,
-  // EPERM) is not an error.
+  // SCHILY.xattr records that a layer may carry (never overlayfs' own); like
+  // BestEffortXattrs, a file system that refuses them (ENOTSUP, EPERM) is not an error.
   void apply_xattrs(struct archive_entry* entry, int dir, const std::string& leaf, const std::string& shown) {
     if (archive_entry_xattr_reset(entry) == 0) return;
     const std::string path = "/proc/self/fd/" + std::to_string(dir) + "/" + leaf;
@@ -465,6 +466,7 @@ class Extractor {
     const void* value = nullptr;
     size_t size = 0;
     while (archive_entry_xattr_next(entry, &key, &value, &size) == ARCHIVE_OK) {
+      if (!key || !layer_may_carry_xattr(key)) continue;
       if (::lsetxattr(path.c_str(), key, value, size, 0) != 0) {
         if (errno == ENOTSUP || errno == EPERM) continue;
         throw_path_error(std::string("lsetxattr ") + key, shown);

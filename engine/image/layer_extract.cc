@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/layer_xattrs.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 
@@ -68,13 +69,6 @@ bool clean_path(std::string_view name, std::vector<std::string>& parts) {
     i = slash + 1;
   }
   return true;
-}
-
-// Only xattrs a container image may carry: never trusted.* (overlayfs keeps its whiteouts,
-// redirects and metacopy there) nor user.overlay.* (the same for userxattr mounts).
-bool allowed_xattr(std::string_view name) {
-  if (name.starts_with("user.overlay.")) return false;
-  return name.starts_with("user.") || name.starts_with("security.") || name.starts_with("system.posix_acl_");
 }
 
 int open_in_root(int root_fd, const std::string& path, int flags) {
@@ -295,7 +289,7 @@ class Extractor {
     const void* value = nullptr;
     size_t size = 0;
     while (archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK) {
-      if (!name || !allowed_xattr(name)) continue;
+      if (!name || !layer_may_carry_xattr(name)) continue;
       if (::fsetxattr(fd, name, value, size, 0) < 0 && errno != ENOTSUP && errno != EOPNOTSUPP) {
         throw_errno(std::string("setting xattr ") + name + " on", path);
       }

@@ -9,6 +9,10 @@
 
 #include <cstdio>
 #include <cstring>
+#include <utility>
+#include <vector>
+
+#include <sys/xattr.h>
 
 #include "common/error.h"
 #include "tests/unit/fileops/tar_builder.h"
@@ -88,6 +92,45 @@ TEST_F(Archive, ExtractsEntriesWithTheirMetadata) {
   EXPECT_EQ(dest.mode("implied"), 0755u);
   EXPECT_EQ(dest.readlink("dir/link"), "file");
   EXPECT_EQ(dest.lstat("dir/hard").st_ino, dest.lstat("dir/other").st_ino);
+}
+
+// A pax archive of one file carrying the given xattrs, written by libarchive.
+std::string archive_with_xattrs(const std::vector<std::pair<std::string, std::string>>& xattrs) {
+  struct archive* a = archive_write_new();
+  archive_write_set_format_pax(a);
+  std::string out(65536, '\0');
+  size_t used = 0;
+  archive_write_open_memory(a, out.data(), out.size(), &used);
+  struct archive_entry* entry = archive_entry_new();
+  archive_entry_set_pathname(entry, "f");
+  archive_entry_set_filetype(entry, AE_IFREG);
+  archive_entry_set_perm(entry, 0644);
+  archive_entry_set_size(entry, 1);
+  for (const auto& [name, value] : xattrs) archive_entry_xattr_add_entry(entry, name.c_str(), value.data(), value.size());
+  archive_write_header(a, entry);
+  archive_write_data(a, "x", 1);
+  archive_entry_free(entry);
+  archive_write_close(a);
+  archive_write_free(a);
+  out.resize(used);
+  return out;
+}
+
+TEST_F(Archive, AppliesOnlyTheXattrsALayerMayCarry) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: trusted.* xattrs";
+  extract(archive_with_xattrs({{"trusted.overlay.opaque", "y"},
+                               {"trusted.overlay.redirect", "/etc"},
+                               {"trusted.other", "t"},
+                               {"user.overlay.opaque", "y"},
+                               {"user.kept", "kept"}}));
+  char value[64];
+  for (const char* dropped : {"trusted.overlay.opaque", "trusted.overlay.redirect", "trusted.other",
+                              "user.overlay.opaque"}) {
+    EXPECT_LT(::lgetxattr(dest.path("f").c_str(), dropped, value, sizeof value), 0) << dropped;
+  }
+  ssize_t n = ::lgetxattr(dest.path("f").c_str(), "user.kept", value, sizeof value);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(value, static_cast<size_t>(n)), "kept");
 }
 
 TEST_F(Archive, ChownOverridesHeadersButNotImpliedDirectories) {
