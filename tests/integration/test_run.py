@@ -153,8 +153,9 @@ class Daemon:
     """kbuildd on a socket and store of its own (with a daemon.json of its own), stopped with
     SIGTERM."""
 
-    def __init__(self, workdir, config=None):
+    def __init__(self, workdir, config=None, env=None):
         os.makedirs(workdir, exist_ok=True)
+        self.env = env
         self.workdir = workdir
         self.socket = os.path.join(workdir, "kbuild.sock")
         self.root = os.path.join(workdir, "root")
@@ -176,7 +177,8 @@ class Daemon:
         self.log = open(os.path.join(self.workdir, "kbuildd.log"), "a")
         if os.path.exists(self.socket):
             os.unlink(self.socket)
-        self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        env=dict(os.environ, **self.env) if self.env else None)
         if not wait_listening(self.process, self.socket, 10):
             raise AssertionError(f"kbuildd did not listen on {self.socket}:\n{self.log_tail()}")
 
@@ -341,6 +343,23 @@ def write(path, content, mode=0o644):
     with open(path, "wb") as f:
         f.write(content.encode() if isinstance(content, str) else content)
     os.chmod(path, mode)
+
+
+def add_member(tar, name, kind, data=b"", mode=0o644):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else mode
+    info.mtime = base_image.MTIME
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+def add_link(tar, name, target):
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.SYMTYPE
+    info.linkname = target
+    info.mtime = base_image.MTIME
+    tar.addfile(info)
 
 
 class Rootfs:
@@ -868,6 +887,147 @@ class RunTest(unittest.TestCase):
         if result.returncode == 0:
             found = [os.path.join(top, name) for top, _, files in os.walk(self.daemon.root) if name in files]
             self.assertEqual(len(found), 1, f"{name} should be in one cache dir under {self.daemon.root}")
+
+    # -- the image never shapes the sandbox ----------------------------------------------------
+
+    # How an image can hold a path where the sandbox needs a directory or a file: (label,
+    # maker(tar, name, dest)); the links lead to /dest, a real entry of the image.
+    SHAPES = [
+        ("relative symlink", lambda t, name, dest: add_link(t, name, os.path.relpath("/" + dest,
+                                                                                     os.path.dirname("/" + name)))),
+        ("absolute symlink", lambda t, name, dest: add_link(t, name, "/" + dest)),
+        ("symlink climbing above the root", lambda t, name, dest: add_link(t, name, "../../../../" + dest)),
+        ("chained symlinks", lambda t, name, dest: (add_link(t, name, os.path.basename(name) + "-chain"),
+                                                    add_link(t, name + "-chain", "/" + dest))),
+        ("dangling symlink", lambda t, name, dest: add_link(t, name, "/nowhere")),
+        ("file", lambda t, name, dest: add_member(t, name, tarfile.REGTYPE, b"IMAGE\n")),
+        ("fifo", lambda t, name, dest: add_member(t, name, tarfile.FIFOTYPE)),
+    ]
+
+    def shaped_image(self, name, shape, extra_dirs=(), dest="p"):
+        """A context whose rootfs.tar is busybox plus `name` in the given shape, leading to /dest."""
+        ctx = os.path.join(self.workdir, "contexts", f"shape-{uuid.uuid4().hex[:8]}")
+        os.makedirs(ctx)
+        with tarfile.open(os.path.join(ctx, "rootfs.tar"), "w") as t:
+            for d in ("bin", "p", "tmp") + tuple(extra_dirs):
+                add_member(t, d, tarfile.DIRTYPE)
+            with open(base_image.ensure_busybox(), "rb") as f:
+                add_member(t, "bin/busybox", tarfile.REGTYPE, f.read(), 0o755)
+            for applet in ("sh", "cat", "echo", "ls", "grep", "readlink", "test"):
+                add_link(t, f"bin/{applet}", "busybox")
+            add_member(t, "target", tarfile.REGTYPE, b"TARGET\n")
+            shape(t, name, dest)
+        return ctx
+
+    def test_an_image_cannot_move_or_replace_proc_sys_or_dev(self):
+        # The attack: /proc a symlink to /p put procfs at /p and skipped every mask, so
+        # /proc/sys was writable (kernel.core_pattern: host root). Refused, whatever the shape.
+        for path in ("proc", "sys", "dev"):
+            for label, shape in self.SHAPES:
+                with self.subTest(path=path, shape=label):
+                    ctx = self.shaped_image(path, shape)
+                    write(os.path.join(ctx, "Dockerfile"),
+                          "FROM scratch\nADD rootfs.tar /\n"
+                          "RUN echo x > /proc/sys/kernel/domainname && echo WRITABLE; "
+                          "echo x > /p/sys/kernel/domainname && echo WRITABLE; "
+                          "test -e /proc/kcore && echo KCORE; test -e /p/kcore && echo KCORE; echo RAN\n")
+                    result = self.build(ctx, "--no-cache", check=False)
+                    out = step_output(result.stderr)
+                    self.assertNotIn("WRITABLE", out, result.stderr[-2000:])
+                    self.assertNotIn("KCORE", [line.strip() for line in out])
+                    if not AGAINST_BUILDKIT:
+                        kind = "a file" if label == "file" else "a named pipe" if label == "fifo" else \
+                            "a symbolic link"
+                        self.assertNotEqual(result.returncode, 0, result.stderr[-2000:])
+                        self.assertIn(f"the image's /{path} is {kind}: a RUN step needs a directory there",
+                                      result.stderr)
+                        self.assertNotIn("RAN", out)
+
+    @kbuild_only("BuildKit's runc follows the image's symlink and mounts the file over its target")
+    def test_hosts_and_resolv_conf_land_at_their_own_paths_whatever_the_image_holds(self):
+        files = ["etc/hosts"] + (["etc/resolv.conf"] if os.access("/etc/resolv.conf", os.R_OK) else [])
+        for path in files:
+            for label, shape in self.SHAPES:
+                with self.subTest(path=path, shape=label):
+                    ctx = self.shaped_image(path, shape, extra_dirs=("etc",), dest="target")
+                    out_tar = os.path.join(self.workdir, f"shaped-{uuid.uuid4().hex[:8]}.tar")
+                    write(os.path.join(ctx, "Dockerfile"),
+                          f"FROM scratch\nADD rootfs.tar /\nRUN cat /{path}; echo ---; cat /target; "
+                          "ls /p | grep . || echo P-EMPTY; test -e /nowhere || echo NOWHERE-ABSENT\n")
+                    result = self.build(ctx, "--no-cache", "-o", f"type=tar,dest={out_tar}")
+                    out = step_output(result.stderr)
+                    shown = out[:out.index("---")]
+                    if path == "etc/hosts":
+                        self.assertTrue(any("buildkitsandbox" in line for line in shown), out)
+                    self.assertNotIn("IMAGE", shown)
+                    self.assertEqual(out[out.index("---") + 1], "TARGET", out)
+                    self.assertIn("P-EMPTY", out)
+                    self.assertIn("NOWHERE-ABSENT", out)
+                    # The image keeps what it had there: the same link, file or fifo.
+                    image = Rootfs(out_tar)
+                    os.unlink(out_tar)
+                    member = image.members[path]
+                    if "symlink" in label:
+                        self.assertTrue(member.issym(), label)
+                    elif label == "file":
+                        self.assertEqual(image.text(path), "IMAGE\n")
+                    else:
+                        self.assertTrue(member.isfifo(), label)
+                    self.assertEqual(image.text("target"), "TARGET\n")
+                    self.assertNotIn("nowhere", image)
+
+    def test_an_image_with_a_symlinked_etc_gets_no_hosts_file_elsewhere(self):
+        ctx = self.shaped_image("etc", lambda t, name, dest: add_link(t, name, dest))
+        write(os.path.join(ctx, "Dockerfile"), "FROM scratch\nADD rootfs.tar /\nRUN ls /p; echo RAN\n")
+        result = self.build(ctx, "--no-cache", check=False)
+        out = step_output(result.stderr)
+        if AGAINST_BUILDKIT:
+            return
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("the image's /etc is a symbolic link: a RUN step needs a directory there", result.stderr)
+        self.assertNotIn("RAN", out)
+
+    def test_run_mounts_cannot_cover_proc_or_sys(self):
+        for target in ("/proc/sys", "/sys/kernel", "/via-link/kernel"):
+            with self.subTest(target=target):
+                ctx = self.context(f"FROM {BASE}\nRUN ln -s /proc/sys /via-link\n"
+                                   f"RUN --mount=type=tmpfs,target={target} echo x > /proc/sys/kernel/domainname "
+                                   "&& echo WRITABLE; echo RAN\n", name="cover-" + target.strip("/").replace("/", "-"))
+                result = self.build(ctx, "--no-cache", check=False)
+                self.assertNotIn("WRITABLE", step_output(result.stderr))
+                if not AGAINST_BUILDKIT:
+                    self.assertNotEqual(result.returncode, 0)
+                    self.assertIn("cannot be mounted: it is inside", result.stderr)
+
+    def test_writable_bind_sources_named_with_mount_option_syntax_are_themselves(self):
+        # The writable bind's overlay named its source in the options, where ':' and ','
+        # are syntax: "x:/etc" made the host's /etc a lower layer. Both mount APIs are tried:
+        # KBUILD_OVERLAY_API=legacy takes the option string, as on a kernel before 6.8.
+        daemons = [self.daemon]
+        if not AGAINST_BUILDKIT:
+            daemons.append(self.legacy_overlay_daemon())
+        files = {"x:/etc/only-in-context": "ctx\n", "a,upperdir=/tmp/only-here": "ctx\n"}
+        for daemon in daemons:
+            # A name with ',' is reached through a link: the mount flag itself is CSV.
+            for source, real in (("x:/etc", "x:/etc"), ("comma-link", "a,upperdir=/tmp")):
+                with self.subTest(source=real, legacy=daemon is not self.daemon):
+                    ctx = self.context(f"FROM {BASE}\nRUN --mount=type=bind,source={source},target=/m,rw "
+                                       "ls -A /m; touch /m/written\n", files, name="optsyntax")
+                    os.symlink("a,upperdir=/tmp", os.path.join(ctx, "comma-link"))
+                    out = step_output(self.build(ctx, "--no-cache", daemon=daemon).stderr)
+                    self.assertNotIn("passwd", out)
+                    self.assertNotIn("written", out)
+                    self.assertTrue(any(line.startswith("only-") for line in out), out)
+                    self.assertFalse(os.path.exists(os.path.join(ctx, real, "written")))
+
+    def legacy_overlay_daemon(self):
+        if getattr(type(self), "legacy_daemon", None) is None:
+            daemon = Daemon(os.path.join(self.workdir, "legacy-overlay"), env={"KBUILD_OVERLAY_API": "legacy"})
+            type(self).extra_daemons.append(daemon)
+            daemon.client("load", "-i", self.base_archive)
+            daemon.mark_idle(BASE)
+            type(self).legacy_daemon = daemon
+        return type(self).legacy_daemon
 
     # -- entitlements ---------------------------------------------------------------------------
 
