@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
-#include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
 #include <sched.h>
@@ -14,7 +13,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <grp.h>
 #include <unistd.h>
@@ -28,9 +26,9 @@
 #include "common/fd_io.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
-#include "engine/store/mount.h"
 #include "engine/sandbox/run_spec.h"
 #include "engine/sandbox/step_rootfs.h"
+#include "engine/store/mount.h"
 
 namespace kbuild::sandbox {
 namespace {
