@@ -42,10 +42,22 @@ bool overlay_with_fsconfig(const std::vector<std::string>& lowers, const std::st
   return true;
 }
 
+// Each layer goes into the one-page option string as /proc/self/fd/N of an fd opened here: a
+// short name whatever the store's paths are (about 250 layers fit, not 40), and the layers'
+// own names never reach the string at all.
 void overlay_with_mount(const std::vector<std::string>& lowers, const std::string& upper, const std::string& work,
                         const std::string& target) {
+  std::vector<UniqueFd> held;
+  auto by_fd = [&](const std::string& path) {
+    held.emplace_back(check(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC), "opening overlay layer", path));
+    return "/proc/self/fd/" + std::to_string(held.back().get());
+  };
+  std::vector<std::string> lower_names;
+  for (const std::string& lower : lowers) lower_names.push_back(by_fd(lower));
+  std::string upper_name = upper.empty() ? "" : by_fd(upper);
+  std::string work_name = upper.empty() ? "" : by_fd(work);
   check(::mount("overlay", target.c_str(), "overlay", upper.empty() ? MS_RDONLY : 0,
-                overlay_mount_options(lowers, upper, work).c_str()),
+                overlay_mount_options(lower_names, upper_name, work_name).c_str()),
         "mounting overlay at", target);
 }
 

@@ -15,8 +15,8 @@ enum class OverlayApi { automatic, legacy };
 // code path on a newer one).
 OverlayApi default_overlay_api();
 
-// The option string of mount(2) for an overlay. Layers are paths the daemon chose: one that
-// holds ':', ',', '\' or a newline is refused, as it would read as other layers or options.
+// The option string of mount(2) for an overlay. A layer that holds ':', ',', '\' or a newline
+// is refused, as it would read as other layers or options.
 std::string overlay_mount_options(const std::vector<std::string>& lowers, const std::string& upper,
                                   const std::string& work);
 

@@ -140,5 +140,19 @@ TEST_F(MountTest, CloneMountsWhatAnFdHoldsWithoutItsPath) {
   check(::rename(renamed.c_str(), source_.c_str()), "rename", renamed);
 }
 
+// A hundred layers with long paths would not fit one page of options named by path.
+TEST_F(MountTest, LegacyOverlayTakesMoreLayersThanTheirPathsWouldFitInAPage) {
+  std::vector<std::string> lowers;
+  std::string long_name(100, 'l');
+  for (int i = 0; i < 100; ++i) {
+    lowers.push_back(dir_.path() + "/" + long_name + std::to_string(i));
+    check(::mkdir(lowers.back().c_str(), 0755), "mkdir", lowers.back());
+  }
+  UniqueFd bottom(check(::open((lowers.back() + "/bottom").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644), "open", "b"));
+  Mount mount = Mount::overlay(lowers, "", "", target_, OverlayApi::legacy);
+  EXPECT_EQ(::access((target_ + "/bottom").c_str(), F_OK), 0);
+  mount.unmount();
+}
+
 }  // namespace
 }  // namespace kbuild::store
