@@ -24,6 +24,10 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
+if ! command -v systemd-nspawn >/dev/null; then
+  echo "nspawn.sh: systemd-nspawn is not installed (package systemd-container): skipped" >&2
+  exit 77
+fi
 if [[ $# -eq 0 ]]; then
   echo "usage: nspawn.sh [--bind=DIR]... [--timeout=SECONDS] -- COMMAND [ARG]..." >&2
   exit 2
