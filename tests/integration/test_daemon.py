@@ -5,6 +5,8 @@ real builds, and the images checked with skopeo and umoci. Run as root:
     python3 tests/integration/test_daemon.py [--build-dir build] [-k PATTERN]
 """
 import argparse
+import atexit
+import functools
 import grp
 import gzip
 import hashlib
@@ -66,8 +68,24 @@ class Daemon:
 
 
 def kbuildctl(daemon, *args, user=None, check=True, **kwargs):
-    return run([os.path.abspath(os.path.join(BUILD_DIR, "cli/kbuildctl")), "--host", "unix://" + daemon.socket]
-               + list(args), check=check, user=user, **kwargs)
+    return run([kbuildctl_for(user), "--host", "unix://" + daemon.socket] + list(args), check=check, user=user,
+               **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def kbuildctl_for(user):
+    """The kbuildctl `user` can run: for another user, a copy in a directory anyone may enter, as
+    the checkout may sit where only root can (a clone under /root, a 0700 mktemp dir)."""
+    built = os.path.abspath(os.path.join(BUILD_DIR, "cli/kbuildctl"))
+    if user is None:
+        return built
+    shared = tempfile.mkdtemp(prefix="kbuild-client-")
+    os.chmod(shared, 0o755)
+    atexit.register(shutil.rmtree, shared, True)
+    copy = os.path.join(shared, "kbuildctl")
+    shutil.copy(built, copy)
+    os.chmod(copy, 0o755)
+    return copy
 
 
 def write(path, text, mode=0o644):
