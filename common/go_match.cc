@@ -6,45 +6,10 @@
 #include <vector>
 
 #include "common/go_path.h"
+#include "common/go_text.h"
 
 namespace kbuild {
 namespace {
-
-constexpr char32_t kRuneError = 0xFFFD;
-
-struct Rune {
-  char32_t value;
-  std::size_t width;
-};
-
-// utf8.DecodeRuneInString: an invalid sequence is U+FFFD of width 1, the empty string width 0.
-Rune decode_rune(std::string_view s) {
-  if (s.empty()) return {kRuneError, 0};
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  const unsigned char b0 = byte(0);
-  if (b0 < 0x80) return {b0, 1};
-  const auto cont = [&](std::size_t i, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
-    return i < s.size() && byte(i) >= lo && byte(i) <= hi;
-  };
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    if (cont(1)) return {(char32_t(b0 & 0x1F) << 6) | (byte(1) & 0x3F), 2};
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    const unsigned char lo = b0 == 0xE0 ? 0xA0 : 0x80;
-    const unsigned char hi = b0 == 0xED ? 0x9F : 0xBF;
-    if (cont(1, lo, hi) && cont(2)) {
-      return {(char32_t(b0 & 0x0F) << 12) | (char32_t(byte(1) & 0x3F) << 6) | (byte(2) & 0x3F), 3};
-    }
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    const unsigned char lo = b0 == 0xF0 ? 0x90 : 0x80;
-    const unsigned char hi = b0 == 0xF4 ? 0x8F : 0xBF;
-    if (cont(1, lo, hi) && cont(2) && cont(3)) {
-      return {(char32_t(b0 & 0x07) << 18) | (char32_t(byte(1) & 0x3F) << 12) |
-                  (char32_t(byte(2) & 0x3F) << 6) | (byte(3) & 0x3F),
-              4};
-    }
-  }
-  return {kRuneError, 1};
-}
 
 struct Chunk {
   bool star = false;
@@ -84,10 +49,10 @@ bool get_esc(std::string_view& chunk, char32_t& r) {
     chunk.remove_prefix(1);
     if (chunk.empty()) return false;
   }
-  const Rune rune = decode_rune(chunk);
+  const DecodedRune rune = decode_rune(chunk);
   r = rune.value;
   chunk.remove_prefix(rune.width);
-  if (rune.value == kRuneError && rune.width == 1) return false;
+  if (rune.invalid()) return false;
   return !chunk.empty();
 }
 
@@ -103,7 +68,7 @@ ChunkResult match_chunk(std::string_view chunk, std::string_view& s) {
       case '[': {
         char32_t r = 0;
         if (!failed) {
-          const Rune rune = decode_rune(s);
+          const DecodedRune rune = decode_rune(s);
           r = rune.value;
           s.remove_prefix(rune.width);
         }

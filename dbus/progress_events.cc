@@ -13,7 +13,7 @@
 
 #include "common/error.h"
 #include "common/syscall.h"
-#include "common/utf8.h"
+#include "common/go_text.h"
 
 namespace kbuild::progress {
 
@@ -648,55 +648,6 @@ Timestamp parse_rfc3339(std::string_view s) {
 
 // ---- JSON ----
 
-std::string go_json_quote(std::string_view s) {
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(s.size() + 2);
-  out += '"';
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    if (b < 0x80) {
-      switch (b) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        case '\b': out += "\\b"; break;  // Go 1.22 and later
-        case '\f': out += "\\f"; break;
-        case '<':
-        case '>':
-        case '&':  // HTML-safe escaping, encoding/json's default
-          out += "\\u00";
-          out += hex[b >> 4];
-          out += hex[b & 0xF];
-          break;
-        default:
-          if (b < 0x20) {
-            out += "\\u00";
-            out += hex[b >> 4];
-            out += hex[b & 0xF];
-          } else {
-            out += static_cast<char>(b);
-          }
-      }
-      ++i;
-      continue;
-    }
-    const auto [rune, size] = decode_utf8(s, i);
-    if (rune < 0) {
-      out += "\\ufffd";
-    } else if (rune == 0x2028 || rune == 0x2029) {
-      out += rune == 0x2028 ? "\\u2028" : "\\u2029";
-    } else {
-      out.append(s.substr(i, size));
-    }
-    i += size;
-  }
-  out += '"';
-  return out;
-}
 
 std::string base64_encode(std::string_view in) {
   static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/go_text.h"
 #include "common/unique_fd.h"
 
 namespace kbuild::progress {
@@ -144,8 +145,6 @@ std::string to_json(const SolveStatus& status);
 // Go. Throws kbuild::Error naming what is wrong.
 SolveStatus parse_solve_status(std::string_view json);
 
-// Go's encoding/json string literal, quotes included.
-std::string go_json_quote(std::string_view text);
 std::string base64_encode(std::string_view bytes);
 // Throws kbuild::Error on anything that is not padded standard base64.
 std::string base64_decode(std::string_view text);

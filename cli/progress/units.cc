@@ -1,6 +1,6 @@
 #include "cli/progress/units.h"
 
-#include "common/utf8.h"
+#include "common/go_text.h"
 
 #include <cmath>
 #include <cstdio>
@@ -33,7 +33,7 @@ std::string format_bytes(int64_t bytes) {
 
 size_t rune_count(std::string_view text) {
   size_t n = 0;
-  for (size_t i = 0; i < text.size(); i += decode_utf8(text, i).second) ++n;
+  for (size_t i = 0; i < text.size(); i += decode_rune(text, i).width) ++n;
   return n;
 }
 

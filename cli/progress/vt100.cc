@@ -1,6 +1,6 @@
 #include "cli/progress/vt100.h"
 
-#include "common/utf8.h"
+#include "common/go_text.h"
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -105,12 +105,13 @@ void Vt100::write(std::string_view bytes) {
     if (left > 0 && left < 12) unparsed_ = data.substr(pos);
   };
   while (pos < data.size()) {
-    auto [rune, size] = decode_utf8(data, pos);
-    if (rune < 0) {
+    const DecodedRune decoded = decode_rune(data, pos);
+    if (decoded.invalid()) {
       pos += 1;
       return stop();
     }
-    const auto r = static_cast<char32_t>(rune);
+    const char32_t r = decoded.value;
+    const size_t size = decoded.width;
     if (r != kEscape && r != kMonogramCsi) {
       pos += size;
       if (is_control(r))
@@ -126,9 +127,9 @@ void Vt100::write(std::string_view bytes) {
     std::string args;
     for (int i = 0;; ++i) {
       if (pos >= data.size()) return stop();
-      auto [next, next_size] = decode_utf8(data, pos);
-      pos += next_size;
-      const char32_t c = next < 0 ? 0xFFFD : static_cast<char32_t>(next);
+      const DecodedRune next = decode_rune(data, pos);
+      pos += next.width;
+      const char32_t c = next.value;
       if (i == 0 && c == U'[') {
         csi = true;
         continue;

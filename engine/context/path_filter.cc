@@ -1,18 +1,11 @@
 #include "engine/context/path_filter.h"
 
-#include "common/go_path.h"
-
 #include "common/error.h"
+#include "common/go_path.h"
+#include "common/go_text.h"
 
 namespace kbuild::context {
 namespace {
-
-std::string_view trim_space(std::string_view s) {
-  constexpr std::string_view kSpace = " \t\n\v\f\r";
-  const auto first = s.find_first_not_of(kSpace);
-  if (first == std::string_view::npos) return {};
-  return s.substr(first, s.find_last_not_of(kSpace) - first + 1);
-}
 
 // fsutil's patternWithoutTrailingGlob.
 std::string_view without_trailing_glob(std::string_view p) {
@@ -25,7 +18,7 @@ std::string_view without_trailing_glob(std::string_view p) {
 std::vector<dockerfile::IgnorePattern> include_patterns_of(const std::vector<std::string>& patterns) {
   std::vector<dockerfile::IgnorePattern> out;
   for (const std::string& raw : patterns) {
-    const std::string_view trimmed = trim_space(raw);
+    const std::string_view trimmed = go_trim_space(raw);
     if (trimmed.empty()) continue;
     std::string p = go_clean(trimmed);
     dockerfile::IgnorePattern pattern;

@@ -8,8 +8,8 @@
 // into a program matched without backtracking.
 #include "engine/dockerfile/dockerignore.h"
 
-#include "common/utf8.h"
 #include "common/go_path.h"
+#include "common/go_text.h"
 
 #include <algorithm>
 #include <array>
@@ -23,92 +23,7 @@
 namespace kbuild::dockerfile {
 namespace {
 
-constexpr char32_t kRuneError = 0xFFFD;
 constexpr char32_t kMaxRune = 0x10FFFF;
-
-// ---------------------------------------------------------------------------------------------
-// UTF-8 the way Go decodes it: an invalid or overlong sequence is one U+FFFD of width 1.
-
-struct Rune {
-  char32_t value;
-  std::size_t width;
-};
-
-Rune decode_rune(std::string_view s, std::size_t pos) {
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  const unsigned char b0 = byte(pos);
-  if (b0 < 0x80) return {b0, 1};
-  const std::size_t left = s.size() - pos;
-  const auto cont = [&](std::size_t i, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
-    return i < left && byte(pos + i) >= lo && byte(pos + i) <= hi;
-  };
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    if (cont(1)) return {(char32_t(b0 & 0x1F) << 6) | (byte(pos + 1) & 0x3F), 2};
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    const unsigned char lo = b0 == 0xE0 ? 0xA0 : 0x80;
-    const unsigned char hi = b0 == 0xED ? 0x9F : 0xBF;
-    if (cont(1, lo, hi) && cont(2)) {
-      return {(char32_t(b0 & 0x0F) << 12) | (char32_t(byte(pos + 1) & 0x3F) << 6) |
-                  (byte(pos + 2) & 0x3F),
-              3};
-    }
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    const unsigned char lo = b0 == 0xF0 ? 0x90 : 0x80;
-    const unsigned char hi = b0 == 0xF4 ? 0x8F : 0xBF;
-    if (cont(1, lo, hi) && cont(2) && cont(3)) {
-      return {(char32_t(b0 & 0x07) << 18) | (char32_t(byte(pos + 1) & 0x3F) << 12) |
-                  (char32_t(byte(pos + 2) & 0x3F) << 6) | (byte(pos + 3) & 0x3F),
-              4};
-    }
-  }
-  return {kRuneError, 1};
-}
-
-// utf8.DecodeLastRuneInString.
-Rune decode_last_rune(std::string_view s) {
-  const std::size_t end = s.size();
-  std::size_t start = end - 1;
-  if (static_cast<unsigned char>(s[start]) < 0x80) return {static_cast<unsigned char>(s[start]), 1};
-  const std::size_t lim = end >= 4 ? end - 4 : 0;
-  while (start > lim) {
-    --start;
-    if ((static_cast<unsigned char>(s[start]) & 0xC0) != 0x80) break;
-  }
-  const Rune r = decode_rune(s.substr(0, end), start);
-  if (start + r.width != end) return {kRuneError, 1};
-  return r;
-}
-
-bool is_invalid(Rune r) { return r.value == kRuneError && r.width == 1; }
-
-
-// ---------------------------------------------------------------------------------------------
-// Go's strings.TrimSpace and path/filepath.Clean (Unix).
-
-bool is_go_space(char32_t r) {
-  switch (r) {
-    case '\t': case '\n': case '\v': case '\f': case '\r': case ' ':
-    case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F:
-    case 0x3000:
-      return true;
-    default:
-      return r >= 0x2000 && r <= 0x200A;
-  }
-}
-
-std::string_view trim_space(std::string_view s) {
-  while (!s.empty()) {
-    const Rune r = decode_rune(s, 0);
-    if (is_invalid(r) || !is_go_space(r.value)) break;
-    s.remove_prefix(r.width);
-  }
-  while (!s.empty()) {
-    const Rune r = decode_last_rune(s);
-    if (is_invalid(r) || !is_go_space(r.value)) break;
-    s.remove_suffix(r.width);
-  }
-  return s;
-}
 
 std::string clean_path(std::string_view path) { return go_clean_path(path); }
 
@@ -147,8 +62,8 @@ bool take_class_char(std::string_view& chunk) {
     chunk.remove_prefix(1);
     if (chunk.empty()) return false;
   }
-  const Rune r = decode_rune(chunk, 0);
-  if (is_invalid(r)) return false;
+  const DecodedRune r = decode_rune(chunk, 0);
+  if (r.invalid()) return false;
   chunk.remove_prefix(r.width);
   return !chunk.empty();
 }
@@ -377,8 +292,8 @@ class RegexpReader {
 
   char32_t next_rune() {
     if (t_.empty()) throw BadRegexp{};
-    const Rune r = decode_rune(t_, 0);
-    if (is_invalid(r)) throw BadRegexp{};
+    const DecodedRune r = decode_rune(t_, 0);
+    if (r.invalid()) throw BadRegexp{};
     t_.remove_prefix(r.width);
     return r.value;
   }
@@ -468,8 +383,8 @@ class RegexpReader {
           std::string_view literal = t_.substr(0, end);
           t_.remove_prefix(end == std::string_view::npos ? t_.size() : end + 2);
           while (!literal.empty()) {
-            const Rune r = decode_rune(literal, 0);
-            if (is_invalid(r)) throw BadRegexp{};
+            const DecodedRune r = decode_rune(literal, 0);
+            if (r.invalid()) throw BadRegexp{};
             literal.remove_prefix(r.width);
             add_literal(r.value);
           }
@@ -628,7 +543,7 @@ Translation translate(std::string_view pattern) {
     return decode_rune(pattern, pos).value;
   };
   const auto next = [&]() {
-    const Rune r = decode_rune(pattern, pos);
+    const DecodedRune r = decode_rune(pattern, pos);
     pos += r.width;
     return r.value;
   };
@@ -751,7 +666,7 @@ bool search(const std::vector<Step>& steps, const std::vector<RuneSet>& sets,
   close(current, 0);
   if (current[m]) return true;
   for (std::size_t pos = 0; pos < text.size();) {
-    const Rune r = decode_rune(text, pos);
+    const DecodedRune r = decode_rune(text, pos);
     std::memset(next, 0, states);
     bool alive = false;
     for (std::size_t i = 0; i < m; ++i) {
@@ -831,7 +746,7 @@ std::string_view without_trailing_slashes(std::string_view path) {
 // patternmatcher.New's treatment of one pattern; nullopt for a blank one.
 std::optional<IgnorePattern> prepare_pattern(std::string_view raw,
                                              const std::vector<std::string>& all) {
-  const std::string_view trimmed = trim_space(raw);
+  const std::string_view trimmed = go_trim_space(raw);
   if (trimmed.empty()) return std::nullopt;
   IgnorePattern out;
   out.pattern = clean_path(trimmed);
@@ -860,10 +775,10 @@ std::vector<std::string> read_ignore_lines(std::string_view text, std::string_vi
     if (line.ends_with('\r')) line.remove_suffix(1);
     if (line_number == 0 && line.starts_with("\xEF\xBB\xBF")) line.remove_prefix(3);
     if (line.starts_with('#')) continue;  // only in the first column: "  # x" is a pattern
-    std::string_view pattern = trim_space(line);
+    std::string_view pattern = go_trim_space(line);
     if (pattern.empty()) continue;
     const bool invert = pattern[0] == '!';
-    if (invert) pattern = trim_space(pattern.substr(1));
+    if (invert) pattern = go_trim_space(pattern.substr(1));
     std::string cleaned;
     if (!pattern.empty()) {
       cleaned = clean_path(pattern);

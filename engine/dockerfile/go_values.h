@@ -1,5 +1,5 @@
 // Value syntaxes that Dockerfiles inherit from Go and Docker: durations ("1m30s"), integers,
-// booleans, sizes ("64m"), CSV fields and Go's %q quoting, with the error texts users see.
+// booleans, sizes ("64m") and CSV fields, with the error texts users see (quoted by go_quote).
 #pragma once
 
 #include <cstdint>
@@ -8,10 +8,9 @@
 #include <string_view>
 #include <vector>
 
-namespace kbuild::dockerfile {
+#include "common/go_text.h"
 
-// Go's strconv.Quote for the printable ASCII and UTF-8 text error messages contain.
-std::string go_quote(std::string_view s);
+namespace kbuild::dockerfile {
 
 // Go's time.ParseDuration, in nanoseconds. Throws "time: invalid duration \"x\"" and kin.
 int64_t parse_go_duration(std::string_view s);

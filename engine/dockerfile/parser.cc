@@ -3,7 +3,6 @@
 // must parse into the same tree here as in `docker build`.
 #include "engine/dockerfile/parser.h"
 
-#include "common/utf8.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -11,109 +10,21 @@
 #include <set>
 #include <utility>
 
+#include "common/go_text.h"
+
 namespace kbuild::dockerfile {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// UTF-8 and Unicode, with Go's semantics (utf8.DecodeRune, unicode.IsSpace, strings.TrimSpace).
+// Characters, with Go's semantics (the decoding and spaces themselves are in common/go_text.h).
 
-constexpr char32_t kRuneError = 0xFFFD;
 constexpr int32_t kEof = -1;  // text/scanner's EOF
-
-struct Rune {
-  char32_t value;
-  size_t width;
-};
-
-// utf8.DecodeRuneInString: an invalid or truncated sequence decodes as (U+FFFD, 1).
-Rune decode_rune(std::string_view s, size_t pos) {
-  auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
-  unsigned char b0 = byte(pos);
-  if (b0 < 0x80) return {b0, 1};
-  size_t need;
-  unsigned char lo = 0x80, hi = 0xBF;
-  char32_t value;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    need = 1;
-    value = b0 & 0x1F;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    need = 2;
-    value = b0 & 0x0F;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    need = 3;
-    value = b0 & 0x07;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return {kRuneError, 1};
-  }
-  if (pos + need >= s.size()) return {kRuneError, 1};
-  for (size_t i = 1; i <= need; ++i) {
-    unsigned char b = byte(pos + i);
-    unsigned char min = i == 1 ? lo : 0x80;
-    unsigned char max = i == 1 ? hi : 0xBF;
-    if (b < min || b > max) return {kRuneError, 1};
-    value = (value << 6) | (b & 0x3F);
-  }
-  return {value, need + 1};
-}
-
-// utf8.DecodeLastRuneInString.
-Rune decode_last_rune(std::string_view s) {
-  if (s.empty()) return {kRuneError, 0};
-  size_t end = s.size();
-  size_t start = end - 1;
-  if (static_cast<unsigned char>(s[start]) < 0x80) return {static_cast<unsigned char>(s[start]), 1};
-  size_t lim = end >= 4 ? end - 4 : 0;
-  while (start > lim && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
-  Rune r = decode_rune(s.substr(0, end), start);
-  if (start + r.width != end) return {kRuneError, 1};
-  return r;
-}
-
-// strings.Builder.WriteRune: surrogates and out-of-range values become U+FFFD.
-void append_rune(std::string& out, char32_t r) { append_utf8(out, r); }
 
 std::string rune_string(int32_t r) {
   std::string out;
-  append_rune(out, r < 0 ? kRuneError : static_cast<char32_t>(r));
+  append_utf8(out, r < 0 ? kRuneError : static_cast<char32_t>(r));
   return out;
 }
-
-// unicode.IsSpace (the White_Space property).
-bool is_space(char32_t r) {
-  switch (r) {
-    case '\t': case '\n': case '\v': case '\f': case '\r': case ' ':
-    case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F:
-    case 0x3000:
-      return true;
-    default:
-      return r >= 0x2000 && r <= 0x200A;
-  }
-}
-
-std::string_view trim_left_space(std::string_view s) {
-  size_t pos = 0;
-  while (pos < s.size()) {
-    Rune r = decode_rune(s, pos);
-    if (!is_space(r.value)) break;
-    pos += r.width;
-  }
-  return s.substr(pos);
-}
-
-std::string_view trim_right_space(std::string_view s) {
-  while (!s.empty()) {
-    Rune r = decode_last_rune(s);
-    if (!is_space(r.value)) break;
-    s.remove_suffix(r.width);
-  }
-  return s;
-}
-
-std::string_view trim_space(std::string_view s) { return trim_right_space(trim_left_space(s)); }
 
 // The class [\t\v\f\r ] of BuildKit's reWhitespace.
 bool is_separator(char c) { return c == '\t' || c == '\v' || c == '\f' || c == '\r' || c == ' '; }
@@ -125,7 +36,7 @@ bool is_re_space(char c) { return c == '\t' || c == '\n' || c == '\f' || c == '\
 // parseHealthConfig do: the UTF-8 continuation bytes 0x85 and 0xA0 count as spaces there.
 bool is_byte_space(char c) {
   unsigned char b = static_cast<unsigned char>(c);
-  return is_space(b);
+  return is_go_space(b);
 }
 
 bool is_ascii_digit(int32_t r) { return r >= '0' && r <= '9'; }
@@ -136,77 +47,12 @@ bool is_letter(int32_t r) {
   if (r < 0x80) return (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z');
   if (r < 0x100) return r == 0xAA || r == 0xB5 || r == 0xBA || (r >= 0xC0 && r != 0xD7 && r != 0xF7);
   char32_t c = static_cast<char32_t>(r);
-  if (is_space(c)) return false;
+  if (is_go_space(c)) return false;
   if (c >= 0x2000 && c <= 0x2BFF) return false;
   if ((c >= 0x3001 && c <= 0x3004) || (c >= 0x3008 && c <= 0x3020)) return false;
   if ((c >= 0xFE30 && c <= 0xFE4F) || (c >= 0xFF01 && c <= 0xFF20)) return false;
   if (c >= 0x1F000 && c <= 0x1FAFF) return false;
   return true;
-}
-
-// strconv.IsPrint: exact below U+0100; above it, the format, separator, private-use and
-// noncharacter code points are unprintable and everything else is taken as assigned.
-bool is_print(char32_t r) {
-  if (r < 0x20) return false;
-  if (r < 0x7F) return true;
-  if (r < 0xA0) return false;
-  if (r < 0x100) return r != 0xA0 && r != 0xAD;
-  if (is_space(r)) return false;
-  static constexpr std::pair<char32_t, char32_t> kUnprintable[] = {
-      {0x0600, 0x0605}, {0x061C, 0x061C}, {0x06DD, 0x06DD}, {0x070F, 0x070F},
-      {0x0890, 0x0891}, {0x08E2, 0x08E2}, {0x180E, 0x180E}, {0x200B, 0x200F},
-      {0x202A, 0x202E}, {0x2060, 0x206F}, {0xD800, 0xF8FF}, {0xFDD0, 0xFDEF},
-      {0xFEFF, 0xFEFF}, {0xFFF9, 0xFFFB}, {0x110BD, 0x110BD}, {0x110CD, 0x110CD},
-      {0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A}, {0x40000, 0xE00FF},
-      {0xE01F0, 0x10FFFF},
-  };
-  for (auto [lo, hi] : kUnprintable) {
-    if (r >= lo && r <= hi) return false;
-  }
-  return (r & 0xFFFE) != 0xFFFE;
-}
-
-// strconv.Quote.
-std::string go_quote(std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\"";
-  size_t pos = 0;
-  while (pos < s.size()) {
-    Rune r = decode_rune(s, pos);
-    if (r.value == kRuneError && r.width == 1) {
-      unsigned char b = static_cast<unsigned char>(s[pos]);
-      out += "\\x";
-      out += kHex[b >> 4];
-      out += kHex[b & 0xF];
-      ++pos;
-      continue;
-    }
-    pos += r.width;
-    char32_t c = r.value;
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (is_print(c)) {
-      append_rune(out, c);
-    } else {
-      switch (c) {
-        case '\a': out += "\\a"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        case '\v': out += "\\v"; break;
-        default: {
-          int digits = c < ' ' || c == 0x7F ? 2 : c < 0x10000 ? 4 : 8;
-          out += digits == 2 ? "\\x" : digits == 4 ? "\\u" : "\\U";
-          for (int shift = (digits - 1) * 4; shift >= 0; shift -= 4) out += kHex[(c >> shift) & 0xF];
-        }
-      }
-    }
-  }
-  out += '"';
-  return out;
 }
 
 std::string ascii_lower(std::string_view s) {
@@ -248,8 +94,8 @@ std::string go_lower(std::string_view s) {
   if (ascii) return ascii_lower(s);
   std::string out;
   for (size_t pos = 0; pos < s.size();) {
-    Rune r = decode_rune(s, pos);
-    append_rune(out, to_lower_rune(r.value));
+    DecodedRune r = decode_rune(s, pos);
+    append_utf8(out, to_lower_rune(r.value));
     pos += r.width;
   }
   return out;
@@ -375,7 +221,7 @@ class JsonArrayReader {
             r = kRuneError;
           }
         }
-        if (out) append_rune(*out, static_cast<char32_t>(r));
+        if (out) append_utf8(*out, static_cast<char32_t>(r));
         continue;
       }
       if (c < 0x80) {
@@ -383,10 +229,10 @@ class JsonArrayReader {
         ++pos_;
         continue;
       }
-      Rune r = decode_rune(s_, pos_);
+      DecodedRune r = decode_rune(s_, pos_);
       if (out) {
         if (r.value == kRuneError && r.width == 1) {
-          append_rune(*out, kRuneError);
+          append_utf8(*out, kRuneError);
         } else {
           out->append(s_.substr(pos_, r.width));
         }
@@ -520,7 +366,7 @@ class HeredocWordLexer {
     bool in_word = false;
 
     void add_char(int32_t ch) {
-      bool space = is_space(static_cast<char32_t>(ch));
+      bool space = is_go_space(static_cast<char32_t>(ch));
       if (space && in_word) {
         if (!buf.empty()) {
           words.push_back(buf);
@@ -532,12 +378,12 @@ class HeredocWordLexer {
       }
     }
     void add_raw_char(int32_t ch) {
-      append_rune(buf, static_cast<char32_t>(ch));
+      append_utf8(buf, static_cast<char32_t>(ch));
       in_word = true;
     }
     void add_string(std::string_view s) {
       for (size_t pos = 0; pos < s.size();) {
-        Rune r = decode_rune(s, pos);
+        DecodedRune r = decode_rune(s, pos);
         add_char(static_cast<int32_t>(r.value));
         pos += r.width;
       }
@@ -562,7 +408,7 @@ class HeredocWordLexer {
   }
   int32_t next() {
     if (pos_ >= src_.size()) return kEof;
-    Rune r = decode_rune(src_, pos_);
+    DecodedRune r = decode_rune(src_, pos_);
     pos_ += r.width;
     return static_cast<int32_t>(r.value);
   }
@@ -607,7 +453,7 @@ class HeredocWordLexer {
       if (ch == kEscape) {
         if (raw_escapes_) {
           words.add_raw_char(ch);
-          append_rune(result, static_cast<char32_t>(ch));
+          append_utf8(result, static_cast<char32_t>(ch));
         }
         ch = next();
         if (ch == kEof) break;
@@ -615,7 +461,7 @@ class HeredocWordLexer {
       } else {
         words.add_char(ch);
       }
-      append_rune(result, static_cast<char32_t>(ch));
+      append_utf8(result, static_cast<char32_t>(ch));
     }
     if (stop != kEof) fail("unexpected end of statement while looking for matching " + rune_string(stop));
     return {std::move(result), words.take()};
@@ -624,28 +470,28 @@ class HeredocWordLexer {
   std::string process_single_quote() {
     std::string result;
     int32_t ch = next();
-    if (raw_quotes_) append_rune(result, static_cast<char32_t>(ch));
+    if (raw_quotes_) append_utf8(result, static_cast<char32_t>(ch));
     while (true) {
       ch = next();
       if (ch == kEof) fail("unexpected end of statement while looking for matching single-quote");
       if (ch == '\'') {
-        if (raw_quotes_) append_rune(result, static_cast<char32_t>(ch));
+        if (raw_quotes_) append_utf8(result, static_cast<char32_t>(ch));
         return result;
       }
-      append_rune(result, static_cast<char32_t>(ch));
+      append_utf8(result, static_cast<char32_t>(ch));
     }
   }
 
   std::string process_double_quote() {
     std::string result;
     int32_t ch = next();
-    if (raw_quotes_) append_rune(result, static_cast<char32_t>(ch));
+    if (raw_quotes_) append_utf8(result, static_cast<char32_t>(ch));
     while (true) {
       int32_t c = peek();
       if (c == kEof) fail("unexpected end of statement while looking for matching double-quote");
       if (c == '"') {
         next();
-        if (raw_quotes_) append_rune(result, '"');
+        if (raw_quotes_) append_utf8(result, '"');
         return result;
       }
       if (c == '$') {
@@ -654,12 +500,12 @@ class HeredocWordLexer {
       }
       ch = next();
       if (ch == kEscape) {
-        if (raw_escapes_) append_rune(result, static_cast<char32_t>(ch));
+        if (raw_escapes_) append_utf8(result, static_cast<char32_t>(ch));
         int32_t after = peek();
         if (after == kEof) continue;  // the loop then reports the missing quote
         if (after == '"' || after == '$' || after == kEscape) ch = next();
       }
-      append_rune(result, static_cast<char32_t>(ch));
+      append_utf8(result, static_cast<char32_t>(ch));
     }
   }
 
@@ -668,7 +514,7 @@ class HeredocWordLexer {
     while (peek() != kEof) {
       int32_t ch = peek();
       if (name.empty() && is_ascii_digit(ch)) {
-        while (peek() != kEof && is_ascii_digit(peek())) append_rune(name, static_cast<char32_t>(next()));
+        while (peek() != kEof && is_ascii_digit(peek())) append_utf8(name, static_cast<char32_t>(next()));
         return name;
       }
       if (name.empty() && (ch == '@' || ch == '*' || ch == '#' || ch == '?' || ch == '-' || ch == '$' ||
@@ -677,7 +523,7 @@ class HeredocWordLexer {
         return rune_string(ch);
       }
       if (!is_letter(ch) && !is_ascii_digit(ch) && ch != '_') break;
-      append_rune(name, static_cast<char32_t>(next()));
+      append_utf8(name, static_cast<char32_t>(next()));
     }
     return name;
   }
@@ -880,7 +726,7 @@ FlagSplit extract_builder_flags(std::string_view line, char escape) {
         if (pos + 1 == line.size()) continue;
         ch = line[++pos];
       }
-      append_rune(word, static_cast<unsigned char>(ch));
+      append_utf8(word, static_cast<unsigned char>(ch));
       continue;
     }
     // in_quote
@@ -895,7 +741,7 @@ FlagSplit extract_builder_flags(std::string_view line, char escape) {
       }
       ch = line[++pos];
     }
-    append_rune(word, static_cast<unsigned char>(ch));
+    append_utf8(word, static_cast<unsigned char>(ch));
   }
   out.rest = {};
   return out;
@@ -912,13 +758,13 @@ std::vector<std::string> parse_words(std::string_view rest, char escape) {
   size_t width = 0;
   for (size_t pos = 0; pos <= rest.size(); pos += width) {
     if (pos != rest.size()) {
-      Rune r = decode_rune(rest, pos);
+      DecodedRune r = decode_rune(rest, pos);
       ch = r.value;
       width = r.width;
     }
     if (phase == in_spaces) {
       if (pos == rest.size()) break;
-      if (is_space(ch)) continue;
+      if (is_go_space(ch)) continue;
       phase = in_word;
     }
     if (pos == rest.size()) {
@@ -926,7 +772,7 @@ std::vector<std::string> parse_words(std::string_view rest, char escape) {
       break;
     }
     if (phase == in_word) {
-      if (is_space(ch)) {
+      if (is_go_space(ch)) {
         phase = in_spaces;
         if (blank_ok || !word.empty()) words.push_back(word);
         word.clear();
@@ -940,13 +786,13 @@ std::vector<std::string> parse_words(std::string_view rest, char escape) {
       }
       if (ch == static_cast<unsigned char>(escape)) {
         if (pos + width == rest.size()) continue;
-        append_rune(word, ch);
+        append_utf8(word, ch);
         pos += width;
-        Rune r = decode_rune(rest, pos);
+        DecodedRune r = decode_rune(rest, pos);
         ch = r.value;
         width = r.width;
       }
-      append_rune(word, ch);
+      append_utf8(word, ch);
       continue;
     }
     // in_quote
@@ -957,12 +803,12 @@ std::vector<std::string> parse_words(std::string_view rest, char escape) {
         continue;
       }
       pos += width;
-      append_rune(word, ch);
-      Rune r = decode_rune(rest, pos);
+      append_utf8(word, ch);
+      DecodedRune r = decode_rune(rest, pos);
       ch = r.value;
       width = r.width;
     }
-    append_rune(word, ch);
+    append_utf8(word, ch);
   }
   return words;
 }
@@ -974,7 +820,7 @@ struct Arguments {
 };
 
 std::optional<Arguments> parse_json(std::string_view rest) {
-  rest = trim_left_space(rest);
+  rest = go_trim_left_space(rest);
   if (rest.empty() || rest[0] != '[') return std::nullopt;
   Arguments out;
   switch (JsonArrayReader(rest).read(out.args)) {
@@ -1061,12 +907,12 @@ Node node_from_line(std::string_view line, char escape, std::vector<std::string>
   for (int depth = 0;; ++depth) {
     if (depth > kMaxOnbuildDepth) fail("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
     node->original = std::string(line);
-    auto [command, after] = split_first_word(trim_space(line));
+    auto [command, after] = split_first_word(go_trim_space(line));
     std::string_view rest;
     if (after) {
       FlagSplit split = extract_builder_flags(*after, escape);
       node->flags = std::move(split.flags);
-      rest = trim_space(split.rest);
+      rest = go_trim_space(split.rest);
     }
     node->keyword = go_lower(command);
     const std::string& k = node->keyword;
@@ -1155,7 +1001,7 @@ class DirectiveScanner {
       done_ = true;
       return std::nullopt;
     }
-    auto match = match_directive(trim_left_space(line.substr(1)));
+    auto match = match_directive(go_trim_left_space(line.substr(1)));
     if (!match) {
       done_ = true;
       return std::nullopt;
@@ -1197,7 +1043,7 @@ class DirectiveScanner {
 };
 
 bool is_comment(std::string_view line) {
-  line = trim_left_space(line);
+  line = go_trim_left_space(line);
   return !line.empty() && line[0] == '#';
 }
 
@@ -1246,7 +1092,7 @@ class Parser {
   // when it is a comment. Records a parser directive found on it.
   std::string_view process_line(std::string_view raw, bool strip_left, bool* was_directive) {
     std::string_view token = trim_newline(raw);
-    if (strip_left) token = trim_left_space(token);
+    if (strip_left) token = go_trim_left_space(token);
     int line = current_line_ + 1;
     try {
       if (auto directive = directives_.parse_line(token)) {
@@ -1267,7 +1113,7 @@ class Parser {
 
   void parse_instruction(std::string_view bytes) {
     if (is_comment(bytes)) {
-      std::string_view comment = trim_space(bytes.substr(1));
+      std::string_view comment = go_trim_space(bytes.substr(1));
       if (comment.empty()) {
         comments_.clear();
       } else {
@@ -1291,7 +1137,7 @@ class Parser {
       std::string_view next = process_line(*raw, false, nullptr);
       ++current_line_;
       if (is_comment(*raw)) continue;
-      if (trim_left_space(trim_newline(next)).empty()) {
+      if (go_trim_left_space(trim_newline(next)).empty()) {
         empty_continuation = true;
         continue;
       }
@@ -1372,7 +1218,7 @@ void dump_into(std::string& out, const Node& node) {
   }
   // Each Dump is trimmed; that only bites when the keyword is empty or ends in a Unicode space.
   std::string_view own = std::string_view(out).substr(start);
-  std::string_view trimmed = trim_space(own);
+  std::string_view trimmed = go_trim_space(own);
   if (trimmed.size() != own.size()) {
     std::string kept(trimmed);
     out.replace(start, std::string::npos, kept);

@@ -1,12 +1,12 @@
 #include "engine/dockerfile/shell_lexer.h"
 
-#include "common/utf8.h"
 #include <algorithm>
 #include <iterator>
 #include <string>
 #include <utility>
 
 #include "common/error.h"
+#include "common/go_text.h"
 
 // A re-implementation of BuildKit's frontend/dockerfile/shell (lex.go). Its quirks are kept on
 // purpose, since a Dockerfile must expand the same way under kbuild as under `docker build`; each
@@ -18,7 +18,6 @@ namespace {
 // A Unicode code point, or kEof; Go's rune as read by text/scanner.
 using Rune = char32_t;
 constexpr Rune kEof = 0xFFFFFFFF;
-constexpr Rune kRuneError = 0xFFFD;
 constexpr Rune kByteOrderMark = 0xFEFF;
 
 // ---- Unicode classes, as Go's unicode.IsLetter, IsDigit and IsSpace ----
@@ -190,79 +189,28 @@ bool is_digit(Rune r) {
   return in_table(kDigits, r);
 }
 
-bool is_space(Rune r) {
-  switch (r) {
-    case '\t': case '\n': case '\v': case '\f': case '\r': case ' ': case 0x85: case 0xA0:
-    case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F: case 0x3000:
-      return true;
-    default:
-      return r >= 0x2000 && r <= 0x200A;
-  }
-}
-
-// ---- UTF-8, decoded as Go does: each byte of a bad sequence reads as U+FFFD ----
-
-struct DecodedRune {
-  Rune rune;
-  std::size_t width;
-};
-
-DecodedRune decode_rune(std::string_view s, std::size_t pos) {
-  auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[pos + i]); };
-  const unsigned char b0 = byte(0);
-  if (b0 < 0x80) return {b0, 1};
-  std::size_t width = 0;
-  unsigned char lo = 0x80;
-  unsigned char hi = 0xBF;
-  Rune rune = 0;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    width = 2;
-    rune = b0 & 0x1F;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    width = 3;
-    rune = b0 & 0x0F;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;  // no surrogates
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    width = 4;
-    rune = b0 & 0x07;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;  // nothing above U+10FFFF
-  } else {
-    return {kRuneError, 1};
-  }
-  if (pos + width > s.size()) return {kRuneError, 1};
-  for (std::size_t i = 1; i < width; ++i) {
-    const unsigned char b = byte(i);
-    if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF)) return {kRuneError, 1};
-    rune = (rune << 6) | (b & 0x3F);
-  }
-  return {rune, width};
-}
-
+// UTF-8 decoded as Go does: each byte of a bad sequence reads as U+FFFD.
 std::vector<Rune> decode(std::string_view s) {
   std::vector<Rune> runes;
   runes.reserve(s.size());
   for (std::size_t pos = 0; pos < s.size();) {
     const DecodedRune d = decode_rune(s, pos);
-    runes.push_back(d.rune);
+    runes.push_back(d.value);
     pos += d.width;
   }
   return runes;
 }
 
-void append_rune(std::string& out, Rune r) { append_utf8(out, static_cast<char32_t>(r)); }
-
 std::string encode(const std::vector<Rune>& runes) {
   std::string out;
   out.reserve(runes.size());
-  for (Rune r : runes) append_rune(out, r);
+  for (Rune r : runes) append_utf8(out, r);
   return out;
 }
 
 std::string rune_string(Rune r) {
   std::string out;
-  append_rune(out, r);
+  append_utf8(out, r);
   return out;
 }
 
@@ -273,62 +221,6 @@ std::vector<Rune> scan_runes(std::string_view s) {
   return runes;
 }
 
-// Go's unicode.IsPrint, closely enough for quoting a word in an error message.
-bool is_printable(Rune r) {
-  if (r < 0x80) return r >= 0x20 && r < 0x7F;
-  if (r < 0xA0 || r == 0xAD) return false;
-  if (r != ' ' && is_space(r)) return false;
-  if ((r >= 0x200B && r <= 0x200F) || (r >= 0x202A && r <= 0x202E) || (r >= 0x2060 && r <= 0x206F)) return false;
-  if (r == kByteOrderMark || (r >= 0xFFF9 && r <= 0xFFFB) || (r & 0xFFFE) == 0xFFFE) return false;
-  if ((r >= 0xE000 && r <= 0xF8FF) || r >= 0xF0000) return false;  // private use
-  return true;
-}
-
-// Go's strconv.Quote, which BuildKit's "failed to process %q" uses.
-std::string go_quote(std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  auto hex = [&](std::string& out, Rune value, int digits) {
-    for (int shift = (digits - 1) * 4; shift >= 0; shift -= 4) out += kHex[(value >> shift) & 0xF];
-  };
-  std::string out = "\"";
-  for (std::size_t pos = 0; pos < s.size();) {
-    const DecodedRune d = decode_rune(s, pos);
-    const Rune r = d.rune;
-    if (r == kRuneError && d.width == 1) {
-      out += "\\x";
-      hex(out, static_cast<unsigned char>(s[pos]), 2);
-    } else if (r == '"' || r == '\\') {
-      out += '\\';
-      out += static_cast<char>(r);
-    } else if (is_printable(r)) {
-      out.append(s.substr(pos, d.width));
-    } else {
-      switch (r) {
-        case '\a': out += "\\a"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        case '\v': out += "\\v"; break;
-        default:
-          if (r < ' ' || r == 0x7F) {
-            out += "\\x";
-            hex(out, r, 2);
-          } else if (r < 0x10000) {
-            out += "\\u";
-            hex(out, r, 4);
-          } else {
-            out += "\\U";
-            hex(out, r, 8);
-          }
-      }
-    }
-    pos += d.width;
-  }
-  out += '"';
-  return out;
-}
 
 // A syntax or substitution error inside one word; expand() adds the word to it.
 struct LexError {
@@ -424,7 +316,7 @@ struct IndexedText {
   explicit IndexedText(std::string_view s) {
     for (std::size_t pos = 0; pos < s.size();) {
       const DecodedRune d = decode_rune(s, pos);
-      runes.push_back(d.rune);
+      runes.push_back(d.value);
       offsets.push_back(pos);
       pos += d.width;
     }
@@ -492,7 +384,7 @@ void append_template(std::string& out, std::string_view tmpl, std::string_view m
     const std::size_t name_start = at;
     while (at < tmpl.size()) {
       const DecodedRune d = decode_rune(tmpl, at);
-      if (!is_letter(d.rune) && !is_digit(d.rune) && d.rune != '_') break;
+      if (!is_letter(d.value) && !is_digit(d.value) && d.value != '_') break;
       at += d.width;
     }
     const std::string_view name = tmpl.substr(name_start, at - name_start);
@@ -567,7 +459,7 @@ class WordSplitter {
   explicit WordSplitter(std::string& buffer) : buffer_(buffer) {}
 
   void add_char(Rune r) {
-    if (!is_space(r)) {
+    if (!is_go_space(r)) {
       add_raw_char(r);
     } else if (in_word_ && !buffer_.empty()) {
       words_.push_back(std::move(buffer_));
@@ -576,7 +468,7 @@ class WordSplitter {
     }
   }
   void add_raw_char(Rune r) {
-    append_rune(buffer_, r);
+    append_utf8(buffer_, r);
     in_word_ = true;
   }
   void add_string(std::string_view s) {
@@ -655,7 +547,7 @@ class WordExpander {
       if (r == options_.escape) {
         if (raw_escapes_) {
           words.add_raw_char(r);
-          append_rune(result, r);
+          append_utf8(result, r);
         }
         // The escape character escapes anything, and is dropped at the end of the word.
         r = next();
@@ -664,7 +556,7 @@ class WordExpander {
       } else {
         words.add_char(r);
       }
-      append_rune(result, r);
+      append_utf8(result, r);
     }
     if (stop != kEof && !stopped) {
       fail("unexpected end of statement while looking for matching " + rune_string(stop));
@@ -689,15 +581,15 @@ class WordExpander {
   std::string process_single_quote() {
     std::string result;
     Rune r = next();
-    if (options_.raw_quotes) append_rune(result, r);
+    if (options_.raw_quotes) append_utf8(result, r);
     for (;;) {
       r = next();
       if (r == kEof) fail("unexpected end of statement while looking for matching single-quote");
       if (r == '\'') {
-        if (options_.raw_quotes) append_rune(result, r);
+        if (options_.raw_quotes) append_utf8(result, r);
         return result;
       }
-      append_rune(result, r);
+      append_utf8(result, r);
     }
   }
 
@@ -705,13 +597,13 @@ class WordExpander {
   std::string process_double_quote() {
     std::string result;
     Rune r = next();
-    if (options_.raw_quotes) append_rune(result, r);
+    if (options_.raw_quotes) append_utf8(result, r);
     for (;;) {
       const Rune ahead = peek();
       if (ahead == kEof) fail("unexpected end of statement while looking for matching double-quote");
       if (ahead == '"') {
         r = next();
-        if (options_.raw_quotes) append_rune(result, r);
+        if (options_.raw_quotes) append_utf8(result, r);
         return result;
       }
       if (ahead == '$') {
@@ -720,12 +612,12 @@ class WordExpander {
       }
       r = next();
       if (r == options_.escape) {
-        if (raw_escapes_) append_rune(result, r);
+        if (raw_escapes_) append_utf8(result, r);
         const Rune escaped = peek();
         if (escaped == kEof) continue;  // reported as the missing quote
         if (escaped == '"' || escaped == '$' || escaped == options_.escape) r = next();
       }
-      append_rune(result, r);
+      append_utf8(result, r);
     }
   }
 
@@ -735,7 +627,7 @@ class WordExpander {
     if (peek() != '<') return "<";
     next();
     std::string result = "<<";
-    while (peek() == ' ' || peek() == '\t' || peek() == '\r') append_rune(result, next());
+    while (peek() == ' ' || peek() == '\t' || peek() == '\r') append_utf8(result, next());
     return result;
   }
 
@@ -755,12 +647,12 @@ class WordExpander {
     while (peek() != kEof) {
       const Rune r = peek();
       if (name.empty() && is_digit(r)) {
-        while (is_digit(peek())) append_rune(name, next());
+        while (is_digit(peek())) append_utf8(name, next());
         return name;
       }
       if (name.empty() && is_special_parameter(r)) return rune_string(next());
       if (!is_letter(r) && !is_digit(r) && r != '_') break;
-      append_rune(name, next());
+      append_utf8(name, next());
     }
     return name;
   }

@@ -36,7 +36,7 @@ std::optional<std::string> get_env(const std::vector<std::string>& env, std::str
 // Go's %q of a []string: ["a" "b"].
 std::string quoted_list(const std::vector<std::string>& items) {
   std::string out = "[";
-  for (size_t i = 0; i < items.size(); ++i) out += (i ? " " : "") + df::go_quote(items[i]);
+  for (size_t i = 0; i < items.size(); ++i) out += (i ? " " : "") + go_quote(items[i]);
   return out + "]";
 }
 

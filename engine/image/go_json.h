@@ -15,7 +15,5 @@ std::string go_marshal(const nlohmann::ordered_json& value);
 // objects and arrays as {} and [].
 std::string go_marshal_indent(const nlohmann::ordered_json& value, const std::string& indent = "  ");
 
-// Appends `text` as a Go JSON string literal, quotes included.
-void append_go_string(std::string& out, std::string_view text);
 
 }  // namespace kbuild::image

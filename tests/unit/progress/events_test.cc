@@ -56,16 +56,6 @@ TEST(Timestamp, SubtractsAndConvertsToSecondsAsGoDoes) {
   EXPECT_EQ((a - Timestamp{}).count(), std::numeric_limits<int64_t>::max());
 }
 
-TEST(GoJson, EscapesStringsAsEncodingJsonDoes) {
-  EXPECT_EQ(go_json_quote("RUN a && b > c < d"), R"("RUN a \u0026\u0026 b \u003e c \u003c d")");
-  EXPECT_EQ(go_json_quote("quote \" backslash \\ / slash"), R"("quote \" backslash \\ / slash")");
-  EXPECT_EQ(go_json_quote("\n\r\t\b\f\x01\x1f\x7f"), R"("\n\r\t\b\f\u0001\u001f)" "\x7f\"");
-  EXPECT_EQ(go_json_quote("caf\xc3\xa9 \xe2\x9c\x93"), "\"caf\xc3\xa9 \xe2\x9c\x93\"");
-  EXPECT_EQ(go_json_quote("\xe2\x80\xa8\xe2\x80\xa9"), R"("\u2028\u2029")");
-  // Each byte of invalid UTF-8 becomes U+FFFD.
-  EXPECT_EQ(go_json_quote("a\xff\xc3(\xed\xa0\x80"), R"("a\ufffd\ufffd(\ufffd\ufffd\ufffd")");
-}
-
 TEST(GoJson, EncodesBytesAsPaddedBase64) {
   EXPECT_EQ(base64_encode(""), "");
   EXPECT_EQ(base64_encode("f"), "Zg==");

@@ -1,5 +1,5 @@
 #include "cli/progress/units.h"
-#include "common/utf8.h"
+#include "common/go_text.h"
 
 #include <gtest/gtest.h>
 
@@ -43,8 +43,9 @@ TEST(RuneCount, CountsEachInvalidByteAsOneRune) {
   EXPECT_EQ(rune_count(""), 0u);
   EXPECT_EQ(rune_count("caf\xc3\xa9 \xe2\x9c\x93"), 6u);
   EXPECT_EQ(rune_count("\xe2\x9c"), 2u);
-  EXPECT_EQ(decode_utf8("\xf0\x9f\x90\xb3", 0), (std::pair<int32_t, size_t>{0x1F433, 4}));
-  EXPECT_EQ(decode_utf8("\xed\xa0\x80", 0), (std::pair<int32_t, size_t>{-1, 1}));  // a surrogate
+  EXPECT_EQ(decode_rune("\xf0\x9f\x90\xb3", 0).value, 0x1F433u);
+  EXPECT_EQ(decode_rune("\xf0\x9f\x90\xb3", 0).width, 4u);
+  EXPECT_TRUE(decode_rune("\xed\xa0\x80", 0).invalid());  // a surrogate
 }
 
 }  // namespace
