@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <set>
 
+#include "common/go_path.h"
 #include "common/error.h"
 #include "common/go_match.h"
 #include "common/unique_fd.h"
@@ -19,13 +20,13 @@ namespace {
 
 std::string go_dir(std::string_view p) {
   const auto slash = p.rfind('/');
-  return go_clean(slash == std::string_view::npos ? std::string_view(".") : p.substr(0, slash + 1));
+  return go_clean_path(slash == std::string_view::npos ? std::string_view(".") : p.substr(0, slash + 1));
 }
 
 std::string go_join(std::string_view a, std::string_view b) {
-  if (a.empty()) return go_clean(b);
-  if (b.empty()) return go_clean(a);
-  return go_clean(std::string(a) + "/" + std::string(b));
+  if (a.empty()) return go_clean_path(b);
+  if (b.empty()) return go_clean_path(a);
+  return go_clean_path(std::string(a) + "/" + std::string(b));
 }
 
 class SymlinkResolver {
@@ -95,7 +96,7 @@ class SymlinkResolver {
     char buffer[4097];
     const ssize_t n = ::readlinkat(parent.get(), base.c_str(), buffer, sizeof(buffer));
     if (n < 0) throw Error(ErrorKind::permission, "readlink " + p + ": " + errno_text(errno));
-    const std::string link = go_clean(std::string_view(buffer, static_cast<std::size_t>(n)));
+    const std::string link = go_clean_path(std::string_view(buffer, static_cast<std::size_t>(n)));
     if (!link.empty() && link[0] == '/') return std::vector<std::string>{link};
     return std::vector<std::string>{go_join("/", go_join(go_dir(p), link))};
   }

@@ -20,7 +20,7 @@ std::vector<dockerfile::IgnorePattern> include_patterns_of(const std::vector<std
   for (const std::string& raw : patterns) {
     const std::string_view trimmed = go_trim_space(raw);
     if (trimmed.empty()) continue;
-    std::string p = go_clean(trimmed);
+    std::string p = go_clean_path(trimmed);
     dockerfile::IgnorePattern pattern;
     if (p[0] == '!') {
       if (p.size() == 1) throw Error(ErrorKind::user, "invalid includepatterns: illegal exclusion pattern: \"!\"");
@@ -35,7 +35,6 @@ std::vector<dockerfile::IgnorePattern> include_patterns_of(const std::vector<std
 
 }  // namespace
 
-std::string go_clean(std::string_view path) { return go_clean_path(path); }
 
 PathFilter::PathFilter(const std::vector<std::string>& include_patterns, const dockerfile::IgnoreMatcher* ignore) {
   std::vector<dockerfile::IgnorePattern> includes = include_patterns_of(include_patterns);

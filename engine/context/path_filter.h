@@ -14,9 +14,6 @@
 
 namespace kbuild::context {
 
-// Go's path.Clean: "a//b/./c/.." → "a/b", "" → ".".
-std::string go_clean(std::string_view path);
-
 class PathFilter {
  public:
   // `include_patterns` as fsutil's IncludePatterns (patternmatcher syntax, "!" allowed); `ignore`

@@ -25,7 +25,6 @@ namespace {
 
 constexpr char32_t kMaxRune = 0x10FFFF;
 
-std::string clean_path(std::string_view path) { return go_clean_path(path); }
 
 // ---------------------------------------------------------------------------------------------
 // Errors, worded as BuildKit words them.
@@ -749,7 +748,7 @@ std::optional<IgnorePattern> prepare_pattern(std::string_view raw,
   const std::string_view trimmed = go_trim_space(raw);
   if (trimmed.empty()) return std::nullopt;
   IgnorePattern out;
-  out.pattern = clean_path(trimmed);
+  out.pattern = go_clean_path(trimmed);
   if (out.pattern[0] == '!') {
     if (out.pattern.size() == 1) throw_invalid_patterns(all, kIllegalExclusion);
     out.exclusion = true;
@@ -781,7 +780,7 @@ std::vector<std::string> read_ignore_lines(std::string_view text, std::string_vi
     if (invert) pattern = go_trim_space(pattern.substr(1));
     std::string cleaned;
     if (!pattern.empty()) {
-      cleaned = clean_path(pattern);
+      cleaned = go_clean_path(pattern);
       if (cleaned.size() > 1 && cleaned[0] == '/') cleaned.erase(0, 1);
     }
     out.push_back(invert ? "!" + cleaned : cleaned);

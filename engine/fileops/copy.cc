@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/go_path.h"
 #include "common/error.h"
 #include "common/layer_xattrs.h"
 #include "common/syscall.h"
@@ -66,7 +67,7 @@ std::optional<IgnoreMatcher> make_matcher(const std::vector<std::string>& raw, b
     const std::string_view trimmed = trim_space(text);
     if (trimmed.empty()) continue;
     IgnorePattern pattern;
-    pattern.pattern = clean_path(trimmed);
+    pattern.pattern = go_clean_path(trimmed);
     if (pattern.pattern[0] == '!') {
       pattern.exclusion = true;
       pattern.pattern.erase(0, 1);
@@ -171,7 +172,7 @@ class WildcardWalk {
   }
 
   void walk(int dirfd, const std::string& rel, std::size_t slashes) {
-    for (const DirEntry& entry : list_dir(dirfd, rel.empty() ? base_ : child_path(base_, rel))) {
+    for (const DirEntry& entry : list_directory(dirfd, rel.empty() ? base_ : child_path(base_, rel))) {
       const std::string& name = entry.name;
       const std::string path = rel.empty() ? name : rel + "/" + name;
       if (go_match(pattern_, path)) {
@@ -237,17 +238,17 @@ std::vector<PlannedSource> plan_sources(int source_root, const CopyRequest& requ
         parent = source.substr(0, pivot);
         pattern = source.substr(pivot + 3);
       }
-      pattern = clean_path("/" + pattern);
+      pattern = go_clean_path("/" + pattern);
       const std::string include_pattern = pattern.substr(1);
       include = make_include_rules(include_pattern);
       if (!contains_wildcards(parent) && !contains_wildcards(pattern)) {
         // RequiredPaths: the cache checksum fails for a missing one.
-        const std::string required = clean_path("/" + parent + "/" + pattern);
+        const std::string required = go_clean_path("/" + parent + "/" + pattern);
         if (!resolve_in_root(source_root, required, false).exists()) throw_not_found(required);
       }
       source = parent;
     }
-    const std::string path = clean_path("/" + source);
+    const std::string path = go_clean_path("/" + source);
     if (!contains_wildcards(path)) {
       if (!resolve_in_root(source_root, path, request.follow_symlinks).exists()) throw_not_found(path);
       planned.push_back({path, include});
@@ -316,7 +317,7 @@ class Copier {
     const RootedPath ensured = resolve_in_root(dest_root_, ensure, true);
     stats_.directories += make_dirs(dest_root_, ensured, ensured.parts.size(), dir_mode_, request_.owner).created;
 
-    const RootedPath dst = resolve_in_root(dest_root_, clean_path(dest), true);
+    const RootedPath dst = resolve_in_root(dest_root_, go_clean_path(dest), true);
     const RootedPath src = resolve_in_root(source_root_, source.path, request_.follow_symlinks);
     if (!src.exists()) throw_not_found(source.path);
 
@@ -577,7 +578,7 @@ class Copier {
       const std::size_t index = frames_.size() - 1;
       if (descend) {
         const SharedFd src = frames_[index].src;
-        for (const DirEntry& child : list_dir(src->get(), entry.src_path)) {
+        for (const DirEntry& child : list_directory(src->get(), entry.src_path)) {
           Entry next{src->get(),
                      child.name,
                      child.type,
@@ -828,7 +829,7 @@ bool unpack_source(int source_root, int dest_root, const std::string& source, co
   Compression compression = Compression::none;
   if (!is_tar_archive(file.get(), &compression)) return false;
 
-  const RootedPath target = resolve_in_root(dest_root, clean_path(dest), true);
+  const RootedPath target = resolve_in_root(dest_root, go_clean_path(dest), true);
   MadeDirs made = make_dirs(dest_root, target, target.parts.size(), 0755, request.owner);
   stats.directories += made.created;
   extract_tar(file.get(), compression, made.fd.get(), request.owner, stats);
@@ -845,7 +846,7 @@ std::string normalize_dest(const std::string& dest, const std::string& workdir) 
     const std::string base = workdir.empty() ? "/" : (workdir[0] == '/' ? workdir : "/" + workdir);
     absolute = base + "/" + p;
   }
-  std::string out = clean_path(absolute);
+  std::string out = go_clean_path(absolute);
   if (ends_with(p, "/")) {
     if (out != "/") out += '/';
   } else if (ends_with(p, "/.")) {

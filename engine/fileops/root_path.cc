@@ -85,7 +85,6 @@ void throw_path_error(std::string_view op, std::string_view path, int error) {
 
 void throw_path_error(std::string_view op, std::string_view path) { throw_path_error(op, path, errno); }
 
-std::string clean_path(std::string_view path) { return go_clean_path(path); }
 
 std::vector<std::string> split_path(std::string_view path) {
   std::vector<std::string> parts;
@@ -249,36 +248,13 @@ std::optional<struct stat> lstat_at(int dirfd, const std::string& name, const st
   throw_path_error("lstat", path);
 }
 
-std::vector<DirEntry> list_dir(int dirfd, const std::string& path_for_messages) {
-  const int copy = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (copy < 0) throw_path_error("open", path_for_messages);
-  DIR* dir = ::fdopendir(copy);
-  if (!dir) {
-    const int error = errno;
-    ::close(copy);
-    throw_path_error("opendir", path_for_messages, error);
-  }
-  std::vector<DirEntry> entries;
-  errno = 0;
-  while (const struct dirent* entry = ::readdir(dir)) {
-    const std::string_view name = entry->d_name;
-    if (name != "." && name != "..") entries.push_back(DirEntry{std::string(name), entry->d_type});
-    errno = 0;
-  }
-  const int error = errno;
-  ::closedir(dir);
-  if (error != 0) throw_path_error("readdir", path_for_messages, error);
-  std::sort(entries.begin(), entries.end(), [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
-  return entries;
-}
-
 void remove_all_at(int dirfd, const std::string& name, const std::string& path_for_messages) {
   const std::optional<struct stat> st = lstat_at(dirfd, name, path_for_messages);
   if (!st) return;
   if (S_ISDIR(st->st_mode)) {
     UniqueFd dir(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!dir) throw_path_error("open", path_for_messages);
-    for (const DirEntry& child : list_dir(dir.get(), path_for_messages)) {
+    for (const DirEntry& child : list_directory(dir.get(), path_for_messages)) {
       remove_all_at(dir.get(), child.name, child_path(path_for_messages, child.name));
     }
     if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {

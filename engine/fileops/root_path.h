@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/directory.h"
 #include "common/unique_fd.h"
 
 namespace kbuild::fileops {
@@ -27,9 +28,6 @@ T check_path(T result, std::string_view op, std::string_view path) {
   if (result == static_cast<T>(-1)) throw_path_error(op, path);
   return result;
 }
-
-// Go's path.Clean.
-std::string clean_path(std::string_view path);
 
 // The components of a path: empty ones and "." dropped, ".." kept.
 std::vector<std::string> split_path(std::string_view path);
@@ -82,15 +80,6 @@ void remove_all_at(int dirfd, const std::string& name, const std::string& path_f
 
 // fstatat(AT_SYMLINK_NOFOLLOW); nullopt for ENOENT, throws "lstat <path>: ..." otherwise.
 std::optional<struct stat> lstat_at(int dirfd, const std::string& name, const std::string& path);
-
-// A directory entry: its name and getdents' d_type (DT_UNKNOWN when the file system does not say).
-struct DirEntry {
-  std::string name;
-  unsigned char type;
-};
-
-// The entries of a directory ("." and ".." left out), sorted bytewise as Go's os.ReadDir sorts.
-std::vector<DirEntry> list_dir(int dirfd, const std::string& path_for_messages);
 
 // `dir` + "/" + `name` for in-root paths ("/" + name at the root).
 std::string child_path(const std::string& dir, std::string_view name);

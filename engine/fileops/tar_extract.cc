@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "common/go_path.h"
 #include "common/error.h"
 #include "common/layer_xattrs.h"
 #include "common/syscall.h"
@@ -312,8 +313,8 @@ class Extractor {
     const char* raw_name = archive_entry_pathname(entry);
     if (!raw_name) throw Error(ErrorKind::user, "extracting archive: an entry has no readable name");
     // hdr.Name = filepath.Clean(hdr.Name); the path is Join("/", name) inside the chroot.
-    const std::string name = clean_path(raw_name);
-    const std::vector<std::string> parts = split_path(clean_path("/" + name));
+    const std::string name = go_clean_path(raw_name);
+    const std::vector<std::string> parts = split_path(go_clean_path("/" + name));
     const std::string shown = join_parts(parts);
     const char* hardlink = archive_entry_hardlink(entry);
     const mode_t type = archive_entry_filetype(entry);
@@ -359,7 +360,7 @@ class Extractor {
     if (hardlink) {
       // The target is resolved inside the root like any path; link(2) does not follow a final
       // symlink, and a directory target fails.
-      const std::string target_shown = join_parts(split_path(clean_path(std::string("/") + hardlink)));
+      const std::string target_shown = join_parts(split_path(go_clean_path(std::string("/") + hardlink)));
       const RootedPath target = resolve_in_root(root_, target_shown, false);
       if (!target.exists() || target.parts.empty()) {
         throw_path_error("link " + target_shown, shown, target.parts.empty() ? EPERM : ENOENT);

@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/go_path.h"
+#include "common/directory.h"
 #include "common/layer_xattrs.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
@@ -53,7 +55,7 @@ std::string join(const std::vector<std::string>& parts) { return join(parts, par
 // The components of an entry name with "." and empty ones dropped and ".." applied. A leading
 // "/" is dropped (absolute names are taken relative to the root, as Docker and containerd do);
 // a ".." above the root returns false.
-bool clean_path(std::string_view name, std::vector<std::string>& parts) {
+bool go_clean_path(std::string_view name, std::vector<std::string>& parts) {
   parts.clear();
   size_t i = 0;
   while (i <= name.size()) {
@@ -102,20 +104,9 @@ void remove_at(int dir_fd, const std::string& name, const std::string& path) {
 }
 
 void remove_children(int dir_fd, const std::function<bool(const std::string&)>& remove, const std::string& path) {
-  int fd = check(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path);
-  DIR* dir = ::fdopendir(fd);
-  if (!dir) {
-    int error = errno;
-    ::close(fd);
-    throw_errno("fdopendir", path, error);
+  for (const DirEntry& entry : list_directory(dir_fd, path)) {
+    if (remove(entry.name)) remove_at(dir_fd, entry.name, path + "/" + entry.name);
   }
-  std::vector<std::string> names;
-  while (struct dirent* d = ::readdir(dir)) {
-    std::string_view name = d->d_name;
-    if (name != "." && name != ".." && remove(std::string(name))) names.emplace_back(name);
-  }
-  ::closedir(dir);
-  for (const auto& name : names) remove_at(dir_fd, name, path + "/" + name);
 }
 
 // An entry the extractor will not apply; its message reads "entry <name> <why>".
@@ -158,7 +149,7 @@ class Extractor {
   [[noreturn]] void refuse(const std::string& why) { throw Refusal("entry " + name_ + " " + why); }
 
   void apply_entry(struct archive* tar, archive_entry* entry) {
-    if (!clean_path(name_, parts_)) refuse("escapes the root");
+    if (!go_clean_path(name_, parts_)) refuse("escapes the root");
     if (parts_.empty()) return;  // the root itself: its metadata belongs to the snapshot, not the layer
     std::string base = parts_.back();
     std::vector<std::string> parent(parts_.begin(), parts_.end() - 1);
@@ -378,7 +369,7 @@ class Extractor {
   void hardlink(const std::vector<std::string>& parent, const std::string& base, const std::string& path,
                 const char* link) {
     std::vector<std::string> target;
-    if (!clean_path(link, target) || target.empty()) refuse("links to " + std::string(link) + ", outside the root");
+    if (!go_clean_path(link, target) || target.empty()) refuse("links to " + std::string(link) + ", outside the root");
     std::string target_path = join(target);
     if (target_path == path) return;
     std::string target_base = target.back();

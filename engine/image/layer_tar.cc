@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/directory.h"
 #include "common/syscall.h"
 #include "engine/image/go_tar.h"
 #include "engine/image/oci.h"
@@ -338,28 +339,6 @@ class LayerWriter {
     std::string capability;
   };
 
-  static std::vector<std::string> sorted_names(int dir_fd, std::string_view path) {
-    int fd = check(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path);
-    DIR* dir = ::fdopendir(fd);
-    if (!dir) {
-      int error = errno;
-      ::close(fd);
-      throw_errno("fdopendir", path, error);
-    }
-    std::vector<std::string> names;
-    errno = 0;
-    while (struct dirent* d = ::readdir(dir)) {
-      std::string_view name = d->d_name;
-      if (name != "." && name != "..") names.emplace_back(name);
-      errno = 0;
-    }
-    int error = errno;
-    ::closedir(dir);
-    if (error) throw_errno("readdir", path, error);
-    // Go's filepath.Walk order: byte-wise sorted names, each directory before its contents.
-    std::sort(names.begin(), names.end());
-    return names;
-  }
 
   // The names of a file's extended attributes: one call tells that most files have none, where
   // asking for each attribute the tar needs would take one call each.
@@ -461,7 +440,9 @@ class LayerWriter {
   }
 
   void walk(int dir_fd, const std::string& prefix) {
-    for (const std::string& name : sorted_names(dir_fd, prefix.empty() ? "." : prefix)) {
+    // Go's filepath.Walk order: byte-wise sorted names, each directory before its contents.
+    for (const DirEntry& entry : list_directory(dir_fd, prefix.empty() ? "." : prefix)) {
+      const std::string& name = entry.name;
       std::string path = prefix + name;
       struct stat st {};
       const std::optional<struct timespec> born = stat_entry(dir_fd, name, path, st);

@@ -6,6 +6,7 @@
 
 #include <thread>
 
+#include "common/go_path.h"
 #include "common/syscall.h"
 #include "common/temp_dir.h"
 #include "common/unique_fd.h"
@@ -189,7 +190,7 @@ std::string context_selection_key(const MaterializedContext& context, const grap
   const auto& copy = std::get<dockerfile::CopyInstruction>(step.instruction.body);
   context::Selection selection;
   for (const std::string& source : copy.sources) {
-    std::string pattern = fileops::clean_path("/" + source);
+    std::string pattern = go_clean_path("/" + source);
     if (pattern == "/") {  // the whole context: no include pattern selects everything
       selection.include_patterns.clear();
       break;

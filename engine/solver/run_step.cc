@@ -10,6 +10,7 @@
 
 #include <cstdio>
 
+#include "common/go_path.h"
 #include "common/error.h"
 #include "common/fd_io.h"
 #include "common/syscall.h"
@@ -217,8 +218,8 @@ struct PreparedMounts {
 };
 
 std::string mount_target(const graph::Step& step, const std::string& target) {
-  if (!target.empty() && target[0] == '/') return fileops::clean_path(target);
-  return fileops::clean_path("/" + step.workdir + "/" + target);
+  if (!target.empty() && target[0] == '/') return go_clean_path(target);
+  return go_clean_path("/" + step.workdir + "/" + target);
 }
 
 void prepare_mount(StepContext& context, size_t index, const df::RunMount& mount, PreparedMounts& out) {

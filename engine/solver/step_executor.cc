@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "common/directory.h"
 #include "common/fd_io.h"
 #include "common/syscall.h"
 #include "common/temp_dir.h"
@@ -120,7 +121,7 @@ void copy_xattrs(int from, int to, const std::string& path) {
 
 // Recreates the directory `from` in `to` (both open), linking what is not a directory.
 void restack_tree(int from, int to, const std::string& path) {
-  for (const fileops::DirEntry& entry : fileops::list_dir(from, path)) {
+  for (const DirEntry& entry : list_directory(from, path)) {
     std::string child = path + "/" + entry.name;
     struct stat st {};
     check(::fstatat(from, entry.name.c_str(), &st, AT_SYMLINK_NOFOLLOW), "stat", child);

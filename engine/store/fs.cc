@@ -10,6 +10,7 @@
 #include <string_view>
 #include <utility>
 
+#include "common/directory.h"
 #include "common/syscall.h"
 
 namespace kbuild::store::fs {
@@ -32,28 +33,9 @@ UniqueFd open_dir(const std::string& path) {
 void sync(int fd, const std::string& path) { check(::fsync(fd), "fsync", path); }
 
 std::vector<std::string> entries(int dirfd, const std::string& path) {
-  int fd = check(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path);
-  DIR* dir = ::fdopendir(fd);
-  if (!dir) {
-    int error = errno;
-    ::close(fd);
-    throw_errno("fdopendir", path, error);
-  }
-  struct Closer {
-    DIR* dir;
-    ~Closer() { ::closedir(dir); }
-  } closer{dir};
   std::vector<std::string> names;
-  while (true) {
-    errno = 0;
-    struct dirent* entry = ::readdir(dir);
-    if (!entry) {
-      if (errno != 0) throw_errno("readdir", path);
-      return names;
-    }
-    std::string_view name = entry->d_name;
-    if (name != "." && name != "..") names.emplace_back(name);
-  }
+  for (DirEntry& entry : list_directory(dirfd, path)) names.push_back(std::move(entry.name));
+  return names;
 }
 
 namespace {

@@ -34,17 +34,6 @@ std::vector<std::string> selected(const std::vector<Entry>& entries, const PathF
   return out;
 }
 
-TEST(GoClean, CleansAsGoDoes) {
-  EXPECT_EQ(go_clean(""), ".");
-  EXPECT_EQ(go_clean("a//b/./c/.."), "a/b");
-  EXPECT_EQ(go_clean("/../a"), "/a");
-  EXPECT_EQ(go_clean("../../a/../b"), "../../b");
-  EXPECT_EQ(go_clean("a/../.."), "..");
-  EXPECT_EQ(go_clean("./"), ".");
-  EXPECT_EQ(go_clean("/"), "/");
-  EXPECT_EQ(go_clean("abc/def/../../.."), "..");
-}
-
 TEST(GoMatch, MatchesOneNameAsFilepathMatchDoes) {
   EXPECT_TRUE(go_match("*.go", "main.go"));
   EXPECT_FALSE(go_match("*.go", "main.c"));

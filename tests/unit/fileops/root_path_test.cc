@@ -14,16 +14,6 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using testing::Tree;
 
-TEST(CleanPath, MatchesGoPathClean) {
-  EXPECT_EQ(clean_path(""), ".");
-  EXPECT_EQ(clean_path("/"), "/");
-  EXPECT_EQ(clean_path("a//b/./c/"), "a/b/c");
-  EXPECT_EQ(clean_path("/../a/.."), "/");
-  EXPECT_EQ(clean_path("../../x"), "../../x");
-  EXPECT_EQ(clean_path("a/../../b"), "../b");
-  EXPECT_EQ(clean_path("/a/b/../../../c/."), "/c");
-}
-
 TEST(RootPath, ResolvesSymlinksInsideTheRoot) {
   Tree t;
   t.mkdir("out/sub");
@@ -117,9 +107,9 @@ TEST(RootPath, ListDirIsSorted) {
   for (const char* name : {"b", "a", "C", "aa"}) t.file(name, "");
   t.mkdir("d");
   std::vector<std::string> names;
-  for (const DirEntry& entry : list_dir(t.fd(), "/")) names.push_back(entry.name);
+  for (const DirEntry& entry : list_directory(t.fd(), "/")) names.push_back(entry.name);
   EXPECT_THAT(names, ElementsAre("C", "a", "aa", "b", "d"));
-  EXPECT_EQ(list_dir(t.fd(), "/").back().type, DT_DIR);
+  EXPECT_EQ(list_directory(t.fd(), "/").back().type, DT_DIR);
 }
 
 }  // namespace
