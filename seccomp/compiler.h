@@ -1,19 +1,11 @@
 // Compiles a profile into a classic BPF program with libseccomp, the way Docker and runc do.
 #pragma once
 
-#include <linux/filter.h>
-
-#include <vector>
-
 #include "seccomp/capabilities.h"
+#include "seccomp/filter.h"
 #include "seccomp/profile.h"
 
 namespace kbuild::seccomp {
-
-// A compiled seccomp program, ready for seccomp(SECCOMP_SET_MODE_FILTER).
-struct Filter {
-  std::vector<sock_filter> program;
-};
 
 // Compiles `profile` for the native architecture and its compat ones (x86_64: also x86 and x32),
 // keeping the rules whose includes/excludes hold for `effective_caps`, the native architecture and

@@ -2,8 +2,6 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -19,6 +17,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +28,7 @@
 #include "engine/sandbox/run_spec.h"
 #include "engine/sandbox/step_rootfs.h"
 #include "engine/store/mount.h"
+#include "seccomp/filter.h"
 
 namespace kbuild::sandbox {
 namespace {
@@ -99,15 +99,6 @@ void enter_workdir(const std::string& cwd) {
   check(::fchdir(dir.get()), "chdir", cwd);
 }
 
-std::vector<sock_filter> read_seccomp_program(int fd) {
-  std::string bytes = read_all(fd, "seccomp program");
-  if (bytes.empty() || bytes.size() % sizeof(sock_filter) != 0) {
-    throw Error(ErrorKind::internal, "the seccomp program is malformed");
-  }
-  std::vector<sock_filter> program(bytes.size() / sizeof(sock_filter));
-  std::memcpy(program.data(), bytes.data(), bytes.size());
-  return program;
-}
 
 int last_capability() {
   UniqueFd fd(::open("/proc/sys/kernel/cap_last_cap", O_RDONLY | O_CLOEXEC));
@@ -204,8 +195,8 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
     overlay.release();  // the mount namespace dies with the step, and the mount with it
     make_step_rootfs(root.get(), dev_null.get(), spec, trees);
     int last_cap = last_capability();
-    std::vector<sock_filter> seccomp_program;
-    if (spec.seccomp_fd >= 0) seccomp_program = read_seccomp_program(extra_fd(spec.seccomp_fd));
+    std::optional<seccomp::Filter> filter;
+    if (spec.seccomp_fd >= 0) filter = seccomp::deserialize(read_all(extra_fd(spec.seccomp_fd), "seccomp program"));
 
     enter_root(root.get());
     root.reset();
@@ -219,10 +210,7 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
     uint64_t capabilities = spec.capabilities & permitted_capabilities();
     if (last_cap < 63) capabilities &= (uint64_t{1} << (last_cap + 1)) - 1;
     drop_bounding_set(capabilities, last_cap);
-    if (!seccomp_program.empty()) {
-      sock_fprog program{static_cast<unsigned short>(seccomp_program.size()), seccomp_program.data()};
-      check(static_cast<int>(::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program)), "loading seccomp filter");
-    }
+    if (filter) seccomp::install(*filter);
     set_capabilities(capabilities);
     switch_user(spec);
     // Only 0-2 and the error pipe (close-on-exec) stay open.

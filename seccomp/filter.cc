@@ -1,3 +1,5 @@
+#include "seccomp/filter.h"
+
 #include <linux/capability.h>
 #include <linux/seccomp.h>
 #include <sys/prctl.h>
@@ -8,7 +10,6 @@
 
 #include "common/error.h"
 #include "common/syscall.h"
-#include "seccomp/seccomp.h"
 
 namespace kbuild::seccomp {
 namespace {
