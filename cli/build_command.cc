@@ -20,7 +20,7 @@
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 #include "dbus/builder_client.h"
-#include "engine/dockerfile/dockerignore.h"
+#include "engine/patterns/dockerignore.h"
 #include "engine/image/layer_extract.h"
 
 namespace kbuild::cli {
@@ -264,7 +264,7 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
       dockerfile = read_file(dockerfile_path, "dockerfile");
     }
     dockerfile_name = dockerfile_path.substr(dockerfile_path.rfind('/') + 1);
-    std::string ignore_path = dockerfile::dockerignore_path_for(dockerfile_path, exists);
+    std::string ignore_path = patterns::dockerignore_path_for(dockerfile_path, exists);
     if (ignore_path == ".dockerignore") ignore_path = flags.context + "/.dockerignore";
     if (exists(ignore_path)) ignore_lines = split_lines(read_file(ignore_path, "dockerignore"));
     context.reset(check(::open(flags.context.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open context", flags.context));

@@ -1,7 +1,7 @@
 #include "engine/context/context_digest.h"
 
 #include "engine/context/path_filter.h"
-#include "engine/dockerfile/dockerignore.h"
+#include "engine/patterns/dockerignore.h"
 
 namespace kbuild::context {
 namespace {
@@ -45,7 +45,7 @@ store::Digest selection_digest(const Manifest& manifest, const Selection& select
     text += p;
     text += '\n';
   }
-  const dockerfile::IgnoreMatcher ignore(dockerfile::parse_dockerignore(text));
+  const patterns::IgnoreMatcher ignore(patterns::parse_dockerignore(text));
   const PathFilter filter(selection.include_patterns, &ignore);
   const std::vector<bool> kept = select_entries(manifest.entries(), filter, false);
   store::Sha256 hasher;

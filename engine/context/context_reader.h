@@ -16,7 +16,7 @@
 #include "engine/context/hash_cache.h"
 #include "engine/context/manifest.h"
 #include "engine/context/receiver.h"
-#include "engine/dockerfile/dockerignore.h"
+#include "engine/patterns/dockerignore.h"
 
 namespace kbuild::context {
 
@@ -30,7 +30,7 @@ struct Credentials {
 struct ContextReadRequest {
   int context_fd = -1;  // the client's directory (O_DIRECTORY or O_PATH); not closed here
   Credentials caller;
-  const dockerfile::IgnoreMatcher* ignore = nullptr;  // the client's .dockerignore rules, or none
+  const patterns::IgnoreMatcher* ignore = nullptr;  // the client's .dockerignore rules, or none
   // What the build needs, as BuildKit's local source takes it: include patterns, and COPY/ADD
   // source paths whose symlinks are followed inside the context (FollowPaths). Both empty:
   // the whole context.

@@ -15,13 +15,13 @@ std::string_view without_trailing_glob(std::string_view p) {
 }
 
 // patternmatcher.New: trimmed, cleaned, "!" marks an exclusion.
-std::vector<dockerfile::IgnorePattern> include_patterns_of(const std::vector<std::string>& patterns) {
-  std::vector<dockerfile::IgnorePattern> out;
+std::vector<patterns::IgnorePattern> include_patterns_of(const std::vector<std::string>& patterns) {
+  std::vector<patterns::IgnorePattern> out;
   for (const std::string& raw : patterns) {
     const std::string_view trimmed = go_trim_space(raw);
     if (trimmed.empty()) continue;
     std::string p = go_clean_path(trimmed);
-    dockerfile::IgnorePattern pattern;
+    patterns::IgnorePattern pattern;
     if (p[0] == '!') {
       if (p.size() == 1) throw Error(ErrorKind::user, "invalid includepatterns: illegal exclusion pattern: \"!\"");
       pattern.exclusion = true;
@@ -36,10 +36,10 @@ std::vector<dockerfile::IgnorePattern> include_patterns_of(const std::vector<std
 }  // namespace
 
 
-PathFilter::PathFilter(const std::vector<std::string>& include_patterns, const dockerfile::IgnoreMatcher* ignore) {
-  std::vector<dockerfile::IgnorePattern> includes = include_patterns_of(include_patterns);
+PathFilter::PathFilter(const std::vector<std::string>& include_patterns, const patterns::IgnoreMatcher* ignore) {
+  std::vector<patterns::IgnorePattern> includes = include_patterns_of(include_patterns);
   if (!includes.empty()) {
-    for (const dockerfile::IgnorePattern& p : includes) {
+    for (const patterns::IgnorePattern& p : includes) {
       if (p.exclusion) continue;
       const std::string_view plain = without_trailing_glob(p.pattern);
       if (plain.find_first_of("*[]?^\\") != std::string_view::npos) only_prefix_includes_ = false;

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "engine/context/manifest.h"
-#include "engine/dockerfile/dockerignore.h"
+#include "engine/patterns/dockerignore.h"
 
 namespace kbuild::context {
 
@@ -18,7 +18,7 @@ class PathFilter {
  public:
   // `include_patterns` as fsutil's IncludePatterns (patternmatcher syntax, "!" allowed); `ignore`
   // may be null. Throws kbuild::Error (user) for a pattern BuildKit rejects.
-  PathFilter(const std::vector<std::string>& include_patterns, const dockerfile::IgnoreMatcher* ignore);
+  PathFilter(const std::vector<std::string>& include_patterns, const patterns::IgnoreMatcher* ignore);
 
   enum class Decision {
     keep,          // sent
@@ -31,10 +31,10 @@ class PathFilter {
   bool selects_everything() const { return !include_ && !ignore_; }
 
  private:
-  std::optional<dockerfile::IgnoreMatcher> include_;
+  std::optional<patterns::IgnoreMatcher> include_;
   std::vector<std::string> include_prefixes_;  // "plain/path/" of each include, when all are plain
   bool only_prefix_includes_ = true;
-  std::optional<dockerfile::IgnoreMatcher> ignore_;
+  std::optional<patterns::IgnoreMatcher> ignore_;
 };
 
 // Which of `entries` (sorted by path_less, parents before children) a walk through `filter`

@@ -5,12 +5,12 @@
 #include <string>
 #include <vector>
 
-#include "engine/dockerfile/dockerignore.h"
+#include "engine/patterns/dockerignore.h"
 
 namespace kbuild::context {
 
 struct SenderOptions {
-  const dockerfile::IgnoreMatcher* ignore = nullptr;  // the .dockerignore rules, or none
+  const patterns::IgnoreMatcher* ignore = nullptr;  // the .dockerignore rules, or none
   std::vector<std::string> include_patterns;          // fsutil's IncludePatterns; empty: everything
   std::vector<std::string> follow_paths;              // fsutil's FollowPaths (BuildKit's COPY sources)
 };

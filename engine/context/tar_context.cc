@@ -16,7 +16,7 @@
 #include "engine/context/fs.h"
 #include "engine/context/path_filter.h"
 #include "engine/context/tree_writer.h"
-#include "engine/dockerfile/dockerignore.h"
+#include "engine/patterns/dockerignore.h"
 
 namespace kbuild::context {
 namespace {
@@ -241,10 +241,10 @@ TarContextResult read_tar_context(const TarContextRequest& request) {
     const Entry* e = writer.find(p);
     return e && e->type == EntryType::regular && captured.contains(std::string(p));
   };
-  std::optional<dockerfile::IgnoreMatcher> ignore;
-  const std::string ignore_file = dockerfile::dockerignore_path_for(dockerfile_name, is_file);
+  std::optional<patterns::IgnoreMatcher> ignore;
+  const std::string ignore_file = patterns::dockerignore_path_for(dockerfile_name, is_file);
   if (is_file(ignore_file)) {
-    ignore.emplace(dockerfile::parse_dockerignore(captured.at(ignore_file), ignore_file));
+    ignore.emplace(patterns::parse_dockerignore(captured.at(ignore_file), ignore_file));
     result.ignore_file = ignore_file;
   }
 

@@ -30,7 +30,7 @@
 #include "common/error.h"
 #include "common/layer_xattrs.h"
 #include "common/syscall.h"
-#include "engine/dockerfile/dockerignore.h"
+#include "engine/patterns/dockerignore.h"
 #include "engine/fileops/file_data.h"
 #include "engine/fileops/fileops.h"
 #include "common/go_match.h"
@@ -41,8 +41,8 @@
 namespace kbuild::fileops {
 namespace {
 
-using dockerfile::IgnoreMatcher;
-using dockerfile::IgnorePattern;
+using patterns::IgnoreMatcher;
+using patterns::IgnorePattern;
 
 bool ends_with(std::string_view s, std::string_view suffix) { return s.ends_with(suffix); }
 

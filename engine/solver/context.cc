@@ -13,7 +13,7 @@
 #include "engine/context/context_digest.h"
 #include "engine/context/context_reader.h"
 #include "engine/context/tar_context.h"
-#include "engine/dockerfile/dockerignore.h"
+#include "engine/patterns/dockerignore.h"
 #include "engine/fileops/fileops.h"
 #include "engine/solver/step_executor.h"
 
@@ -125,8 +125,8 @@ std::shared_ptr<MaterializedContext::State> read_tar(store::Store& store, const 
 // read of the same directory when no build uses that any more, else into a new tree.
 std::shared_ptr<MaterializedContext::State> read_directory(store::Store& store, ContextCache& cache,
                                                            const BuildRequest& request, int64_t& bytes) {
-  std::vector<dockerfile::IgnorePattern> patterns = dockerfile::parse_dockerignore(join_lines(request.dockerignore));
-  dockerfile::IgnoreMatcher ignore(patterns);
+  std::vector<patterns::IgnorePattern> patterns = patterns::parse_dockerignore(join_lines(request.dockerignore));
+  patterns::IgnoreMatcher ignore(patterns);
   StoreHashCache hashes(store.metadata());
   context::ContextReadRequest read;
   read.context_fd = request.context_fd;

@@ -6,7 +6,7 @@
 #include <string_view>
 
 #include "common/error.h"
-#include "engine/dockerfile/dockerignore.h"
+#include "engine/patterns/dockerignore.h"
 #include "engine/dockerfile/instructions.h"
 #include "engine/dockerfile/parser.h"
 #include "engine/dockerfile/resolve.h"
@@ -49,7 +49,7 @@ void fuzz_lexer(std::string_view text) {
 
 void fuzz_dockerignore(std::string_view text) {
   try {
-    df::IgnoreMatcher matcher(df::parse_dockerignore(text));
+    patterns::IgnoreMatcher matcher(patterns::parse_dockerignore(text));
     (void)matcher.ignored("a/b/c.txt");
     (void)matcher.may_reinclude_below("a");
   } catch (const kbuild::Error&) {

@@ -40,8 +40,8 @@ constexpr uid_t kNobody = 65534;
 
 Credentials nobody() { return Credentials{kNobody, kNobody, {kNobody}}; }
 
-dockerfile::IgnoreMatcher ignore_rules(std::string_view text) {
-  return dockerfile::IgnoreMatcher(dockerfile::parse_dockerignore(text));
+patterns::IgnoreMatcher ignore_rules(std::string_view text) {
+  return patterns::IgnoreMatcher(patterns::parse_dockerignore(text));
 }
 
 std::vector<std::string> paths_of(const Manifest& m) {

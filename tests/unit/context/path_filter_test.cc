@@ -13,8 +13,8 @@ namespace {
 
 using Decision = PathFilter::Decision;
 
-dockerfile::IgnoreMatcher rules(std::string_view text) {
-  return dockerfile::IgnoreMatcher(dockerfile::parse_dockerignore(text));
+patterns::IgnoreMatcher rules(std::string_view text) {
+  return patterns::IgnoreMatcher(patterns::parse_dockerignore(text));
 }
 
 Entry entry(std::string path, EntryType type = EntryType::regular) {

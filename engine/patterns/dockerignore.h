@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-namespace kbuild::dockerfile {
+namespace kbuild::patterns {
 
 // One line of a .dockerignore file, cleaned as BuildKit does (leading "/" and "./" removed,
 // path cleaned), with "!" turned into the exclusion flag.
@@ -64,4 +64,4 @@ class IgnoreMatcher {
 std::string dockerignore_path_for(std::string_view dockerfile_path,
                                   const std::function<bool(std::string_view)>& exists);
 
-}  // namespace kbuild::dockerfile
+}  // namespace kbuild::patterns

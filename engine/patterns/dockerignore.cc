@@ -6,7 +6,7 @@
 // resulting regexp means. To get those corners right we build the same regexp text and then
 // read it with a small parser for the part of Go's RE2 syntax the translation can produce,
 // into a program matched without backtracking.
-#include "engine/dockerfile/dockerignore.h"
+#include "engine/patterns/dockerignore.h"
 
 #include "common/go_path.h"
 #include "common/go_text.h"
@@ -20,7 +20,7 @@
 
 #include "common/error.h"
 
-namespace kbuild::dockerfile {
+namespace kbuild::patterns {
 namespace {
 
 constexpr char32_t kMaxRune = 0x10FFFF;
@@ -924,4 +924,4 @@ std::string dockerignore_path_for(std::string_view dockerfile_path,
   return ".dockerignore";
 }
 
-}  // namespace kbuild::dockerfile
+}  // namespace kbuild::patterns

@@ -1,4 +1,4 @@
-#include "engine/dockerfile/dockerignore.h"
+#include "engine/patterns/dockerignore.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 
 #include "common/error.h"
 
-namespace kbuild::dockerfile {
+namespace kbuild::patterns {
 namespace {
 
 IgnoreMatcher matcher_for(std::initializer_list<std::string_view> lines) {
@@ -425,4 +425,4 @@ TEST(DockerIgnore, ContextRootIgnoreFileIsTheFallback) {
 }
 
 }  // namespace
-}  // namespace kbuild::dockerfile
+}  // namespace kbuild::patterns
