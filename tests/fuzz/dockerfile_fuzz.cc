@@ -49,7 +49,7 @@ void fuzz_lexer(std::string_view text) {
 
 void fuzz_dockerignore(std::string_view text) {
   try {
-    patterns::IgnoreMatcher matcher(patterns::parse_dockerignore(text));
+    kbuild::patterns::IgnoreMatcher matcher(kbuild::patterns::parse_dockerignore(text));
     (void)matcher.ignored("a/b/c.txt");
     (void)matcher.may_reinclude_below("a");
   } catch (const kbuild::Error&) {
