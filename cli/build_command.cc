@@ -354,8 +354,16 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   };
   if (!flags.iidfile.empty()) write_text_file(flags.iidfile, text("image-id"));
   if (!flags.metadata_file.empty()) {
+    // The keys BuildKit writes (buildx.build.ref names a buildx builder: kbuild has none).
     nlohmann::json metadata = {{"containerimage.config.digest", text("containerimage.config.digest")},
                                {"containerimage.digest", text("containerimage.digest")}};
+    auto size = result.find("containerimage.descriptor.size");
+    const int64_t* bytes = size == result.end() ? nullptr : size->second.get_if<int64_t>();
+    if (bytes && !text("containerimage.digest").empty()) {
+      metadata["containerimage.descriptor"] = {{"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+                                               {"digest", text("containerimage.digest")},
+                                               {"size", *bytes}};
+    }
     if (!text("image.name").empty()) metadata["image.name"] = text("image.name");
     write_text_file(flags.metadata_file, metadata.dump(2) + "\n");
   }

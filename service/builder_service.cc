@@ -137,6 +137,7 @@ dbus::Options BuilderService::build(const dbus::CallContext& call, const dbus::O
   return {{"image-id", dbus::Value(result.config_digest.str())},
           {"containerimage.digest", dbus::Value(result.manifest_digest.str())},
           {"containerimage.config.digest", dbus::Value(result.config_digest.str())},
+          {"containerimage.descriptor.size", dbus::Value(result.manifest_size)},
           {"image.name", dbus::Value(names)}};
 }
 

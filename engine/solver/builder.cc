@@ -592,7 +592,7 @@ class Builder::Run {
 
     store_.metadata().put_cache("image-chain:" + config_digest.str(), store::CacheResult{result.top.value_or(""), ""});
 
-    BuildResult out{config_digest, manifest_digest, {}};
+    BuildResult out{config_digest, manifest_digest, {}, static_cast<int64_t>(manifest_bytes.size())};
     store::ImageRecord record{manifest_digest, config_digest, std::chrono::system_clock::now()};
     for (const std::string& tag : request_.tags) {
       std::string name = image::normalize_reference(tag);

@@ -62,6 +62,7 @@ struct BuildResult {
   store::Digest config_digest;
   store::Digest manifest_digest;
   std::vector<std::string> names;
+  int64_t manifest_size = 0;  // with manifest_digest, the image's descriptor
 };
 
 // Set by the caller to stop a build; checked between and inside steps.

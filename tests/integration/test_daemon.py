@@ -244,6 +244,17 @@ class DaemonTest(unittest.TestCase):
         self.assertEqual(metadata["containerimage.config.digest"], image_id)
         self.assertTrue(metadata["containerimage.digest"].startswith("sha256:"))
         self.assertEqual(metadata["image.name"], "docker.io/library/it-local:latest")
+        # The descriptor BuildKit writes: the stored manifest, by digest and size.
+        descriptor = metadata["containerimage.descriptor"]
+        self.assertEqual(descriptor["mediaType"], "application/vnd.oci.image.manifest.v1+json")
+        self.assertEqual(descriptor["digest"], metadata["containerimage.digest"])
+        stored = [os.path.join(top, name) for top, _, names in os.walk(self.daemon.root)
+                  for name in names if name == descriptor["digest"].split(":")[1]]
+        self.assertEqual(len(stored), 1, "the manifest is one blob in the store")
+        with open(stored[0], "rb") as f:
+            manifest = f.read()
+        self.assertEqual(descriptor["size"], len(manifest))
+        self.assertEqual("sha256:" + hashlib.sha256(manifest).hexdigest(), descriptor["digest"])
 
     def test_tagged_image_serves_as_a_base_and_survives_save_and_load(self):
         base = self.context("base", {"Dockerfile": "FROM scratch\nCOPY etc /etc\nENV BASE=1\n",
