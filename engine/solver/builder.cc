@@ -250,7 +250,7 @@ class Builder::Run {
     std::string id = vertex_id("context");
     progress_.started(id, "[internal] load build context");
     try {
-      context_ = materialize_context(store_, *builder_.contexts_, request_, [&](int64_t bytes, bool done) {
+      context_ = materialize_context(store_, *builder_.contexts_, request_, cancel_.fd(), [&](int64_t bytes, bool done) {
         progress_.status(id, "transferring context:", bytes, 0, done);
       });
     } catch (const Error& e) {
@@ -639,7 +639,7 @@ class Builder::Run {
     for (const Output& output : request_.outputs) {
       if (output.type == "image" || output.type == "moby") continue;
       if (request_.output_fd < 0) throw Error(ErrorKind::user, "output type " + output.type + " needs a destination");
-      image::FdSink sink(request_.output_fd, "output");
+      image::FdSink sink(request_.output_fd, "output", cancel_.fd());
       if (output.type == "oci" || output.type == "docker") {
         LazyBlobSource blobs(store_);
         image::ArchiveImage archive_image{export_manifest(manifest), result.names};

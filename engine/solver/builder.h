@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/client_stream.h"
 #include "engine/graph/build_plan.h"
 #include "engine/sandbox/cgroup.h"
 #include "engine/solver/progress.h"
@@ -64,16 +65,23 @@ struct BuildResult {
   std::vector<std::string> names;
 };
 
-// Set by the caller to stop a build; checked between and inside steps.
+// Set by the caller to stop a build; checked between and inside steps, and polled (fd()) by
+// every wait on the client's fds.
 class CancelToken {
  public:
-  void cancel() { canceled_ = true; }
+  void cancel() noexcept {
+    canceled_ = true;
+    signal_.cancel();
+  }
   bool canceled() const { return canceled_; }
   // Throws kbuild::Error (canceled) when canceled.
   void check() const;
+  // Readable once canceled.
+  int fd() const { return signal_.fd(); }
 
  private:
   std::atomic<bool> canceled_{false};
+  CancelSignal signal_;
 };
 
 class Builder {
