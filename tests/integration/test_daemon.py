@@ -549,6 +549,39 @@ class DaemonTest(unittest.TestCase):
             client.kill()
             client.wait()
 
+    def test_calls_in_flight_are_capped_per_caller(self):
+        before = thread_count(self.daemon.process.pid)
+        pipes = [os.pipe() for _ in range(8)]
+        calls = [raw_call(self.daemon, "LoadImages", "h", [r], fds=[r], user=MEMBER) for r, _ in pipes]
+        try:
+            self.assertTrue(wait_until(lambda: thread_count(self.daemon.process.pid) >= before + 8, 10),
+                            "the eight calls never started")
+            time.sleep(0.3)
+            ninth_read, ninth_write = os.pipe()
+            ninth = raw_call(self.daemon, "LoadImages", "h", [ninth_read], fds=[ninth_read], user=MEMBER)
+            try:
+                out, err = ninth.communicate(timeout=5)
+            finally:
+                if ninth.poll() is None:
+                    ninth.kill()
+                    ninth.wait()
+                os.close(ninth_read)
+                os.close(ninth_write)
+            self.assertNotEqual(ninth.returncode, 0, "the ninth call was let in")
+            self.assertIn("error org.kbuild.Error.TooManyRequests: too many calls in flight", out)
+            self.assertIn("the limit per caller is 8", out)
+            # Another caller is not held to this one's limit.
+            self.assertIn("version", kbuildctl(self.daemon, "info").stdout.lower())
+        finally:
+            for c in calls:
+                c.kill()
+                c.wait()
+            for r, w in pipes:
+                os.close(r)
+                os.close(w)
+        self.assertTrue(wait_until(lambda: kbuildctl(self.daemon, "info", user=MEMBER, check=False).returncode == 0, 5),
+                        "the caller could not call again once its calls ended")
+
     def test_sigterm_stops_the_daemon_within_five_seconds_whatever_its_clients_do(self):
         workdir = tempfile.mkdtemp(prefix="kbuild-it-term-")
         os.chmod(workdir, 0o755)
