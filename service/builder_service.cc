@@ -113,8 +113,10 @@ bool is_hex(std::string_view s) {
 
 }  // namespace
 
-BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox)
+BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox,
+                               std::string context_reader)
     : store_(store), config_(std::move(config)), builder_(store) {
+  builder_.set_context_reader(std::move(context_reader));
   sandbox.allow_insecure = config_.entitlement_security_insecure;
   sandbox.allow_network_host = config_.entitlement_network_host;
   builder_.set_sandbox(std::move(sandbox));

@@ -250,7 +250,8 @@ class Builder::Run {
     std::string id = vertex_id("context");
     progress_.started(id, "[internal] load build context");
     try {
-      context_ = materialize_context(store_, *builder_.contexts_, request_, cancel_.fd(), [&](int64_t bytes, bool done) {
+      context_ = materialize_context(store_, *builder_.contexts_, request_, builder_.context_reader_, cancel_.fd(),
+                                     [&](int64_t bytes, bool done) {
         progress_.status(id, "transferring context:", bytes, 0, done);
       });
     } catch (const Error& e) {

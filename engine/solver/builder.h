@@ -89,6 +89,8 @@ class Builder {
   explicit Builder(store::Store& store);
   // How RUN steps run; without it they are refused. Set before the first build.
   void set_sandbox(SandboxConfig config) { sandbox_ = std::move(config); }
+  // The program that reads context directories as their caller (kbuild-context-reader).
+  void set_context_reader(std::string program) { context_reader_ = std::move(program); }
   ~Builder();
   Builder(const Builder&) = delete;
   Builder& operator=(const Builder&) = delete;
@@ -102,6 +104,7 @@ class Builder {
   class Run;
   store::Store& store_;
   SandboxConfig sandbox_;
+  std::string context_reader_ = KBUILD_CONTEXT_READER;
   std::unique_ptr<ContextCache> contexts_;
   std::unique_ptr<LayerJournalCache> layer_journals_;
   struct InFlight;

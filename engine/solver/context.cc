@@ -124,7 +124,8 @@ std::shared_ptr<MaterializedContext::State> read_tar(store::Store& store, const 
 // A client directory is read by a process running as the caller, into the tree of the last
 // read of the same directory when no build uses that any more, else into a new tree.
 std::shared_ptr<MaterializedContext::State> read_directory(store::Store& store, ContextCache& cache,
-                                                           const BuildRequest& request, int cancel_fd,
+                                                           const BuildRequest& request,
+                                                           const std::string& reader_program, int cancel_fd,
                                                            int64_t& bytes) {
   std::vector<dockerfile::IgnorePattern> patterns = dockerfile::parse_dockerignore(join_lines(request.dockerignore));
   dockerfile::IgnoreMatcher ignore(patterns);
@@ -135,6 +136,7 @@ std::shared_ptr<MaterializedContext::State> read_directory(store::Store& store, 
   read.ignore = &ignore;
   read.hash_cache = &hashes;
   read.cancel_fd = cancel_fd;
+  read.reader_program = reader_program;
   struct stat root;
   check(::fstat(request.context_fd, &root), "fstat", "context");
   const std::string key = std::to_string(request.caller.uid) + ":" + std::to_string(root.st_dev) + ":" +
@@ -178,12 +180,12 @@ std::shared_ptr<MaterializedContext::State> read_directory(store::Store& store, 
 }  // namespace
 
 MaterializedContext materialize_context(store::Store& store, ContextCache& cache, const BuildRequest& request,
-                                        int cancel_fd,
+                                        const std::string& reader_program, int cancel_fd,
                                         const std::function<void(int64_t bytes, bool done)>& on_transfer) {
   int64_t bytes = 0;
   MaterializedContext out;
   out.state = request.context_is_tar ? read_tar(store, request, cancel_fd, out.dockerfile)
-                                     : read_directory(store, cache, request, cancel_fd, bytes);
+                                     : read_directory(store, cache, request, reader_program, cancel_fd, bytes);
   on_transfer(bytes, true);
   out.path = out.state->path;
   return out;

@@ -51,6 +51,9 @@ def run(cmd, check=True, user=None, **kwargs):
 class Daemon:
     """kbuildd on a socket and store of its own, stopped with SIGTERM."""
 
+    # Something of the daemon's own that no process a caller can inspect may carry.
+    SECRET = "kbuildd-secret-7f3a9c"
+
     def __init__(self, workdir, group):
         self.socket = os.path.join(workdir, "kbuild.sock")
         self.root = os.path.join(workdir, "root")
@@ -58,7 +61,7 @@ class Daemon:
         self.process = subprocess.Popen(
             [os.path.join(BUILD_DIR, "service/kbuildd"), "--listen", self.socket, "--root", self.root,
              "--config", os.path.join(workdir, "daemon.json"), "--group", group],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, KBUILD_IT_SECRET=self.SECRET))
         for _ in range(100):
             if os.path.exists(self.socket):
                 return
@@ -102,6 +105,17 @@ def build_call(daemon, dockerfile, context, progress, output, context_type="dir"
 def thread_count(pid):
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+def children(pid):
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return found
 
 
 def wait_until(predicate, timeout, step=0.02):
@@ -626,6 +640,69 @@ class DaemonTest(unittest.TestCase):
                 daemon.process.wait()
             daemon.log.close()
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def test_context_reader_is_a_fresh_program_the_caller_cannot_inspect(self):
+        ctx = self.context("reader", {"Dockerfile": "FROM scratch\nCOPY . /c\n"})
+        for i in range(20000):  # enough files that the reader runs for a while
+            d = os.path.join(ctx, f"d{i % 100}")
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, f"f{i}"), "w") as f:
+                f.write("x")
+        member = pwd.getpwnam(MEMBER).pw_uid
+        with open("/proc/sys/fs/suid_dumpable") as f:
+            saved = f.read().strip()
+        reader = None
+
+        def stop_reader():
+            # The caller's reader, stopped once it made itself non-dumpable (the files in its
+            # /proc directory then belong to root).
+            nonlocal reader
+            for pid in children(self.daemon.process.pid):
+                try:
+                    with open(f"/proc/{pid}/status") as f:
+                        uid = int(next(line for line in f if line.startswith("Uid:")).split()[1])
+                    if uid != member:
+                        continue
+                    os.kill(pid, signal.SIGSTOP)
+                    if os.stat(f"/proc/{pid}/environ").st_uid == 0:
+                        reader = pid
+                        return True
+                    os.kill(pid, signal.SIGCONT)
+                except (OSError, StopIteration):
+                    pass
+            return False
+
+        probe = ("import sys\nfor name in ('mem', 'environ'):\n    try:\n"
+                 "        open(f'/proc/{sys.argv[1]}/{name}', 'rb').close()\n        print(name, 'open')\n"
+                 "    except OSError:\n        print(name, 'denied')\n")
+        try:
+            with open("/proc/sys/fs/suid_dumpable", "w") as f:
+                f.write("1")
+            client = subprocess.Popen([os.path.join(BUILD_DIR, "cli/kbuildctl"), "--host",
+                                       "unix://" + self.daemon.socket, "build", "-q", "."], cwd=ctx,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                      preexec_fn=demotion(MEMBER))
+            try:
+                self.assertTrue(wait_until(stop_reader, 60, 0.002), "no context reader ran as the caller")
+                exe = os.readlink(f"/proc/{reader}/exe")
+                with open(f"/proc/{reader}/maps") as f:
+                    maps = f.read()
+                with open(f"/proc/{reader}/environ", "rb") as f:
+                    environ = f.read()
+                as_caller = run([PYTHON, "-c", probe, str(reader)], user=MEMBER).stdout
+            finally:
+                if reader:
+                    os.kill(reader, signal.SIGCONT)
+                client.wait(timeout=120)
+        finally:
+            with open("/proc/sys/fs/suid_dumpable", "w") as f:
+                f.write(saved)
+        self.assertEqual(client.returncode, 0, client.stderr.read())
+        self.assertEqual(os.path.basename(exe), "kbuild-context-reader")
+        self.assertNotIn("kbuildd", maps)
+        self.assertNotIn(Daemon.SECRET.encode(), environ)
+        self.assertEqual(as_caller, "mem denied\nenviron denied\n")
+
 
 
 def ensure_test_users():
