@@ -1,6 +1,7 @@
 // Runs a build: Dockerfile → plan → steps executed on overlay snapshots with a content-addressed
 // cache → an image in the store and the requested outputs. One Builder serves every build of
-// a daemon; identical steps requested by concurrent builds run once.
+// a daemon; identical steps requested by concurrent builds run once, for as long as one of them
+// still waits for it.
 #pragma once
 
 #include <sys/types.h>
@@ -13,6 +14,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/client_stream.h"
@@ -109,7 +111,13 @@ class Builder {
   std::unique_ptr<LayerJournalCache> layer_journals_;
   struct InFlight;
   std::mutex in_flight_mutex_;
-  std::map<std::string, std::shared_ptr<InFlight>> in_flight_;  // cache key → the build running it
+  std::map<std::string, std::shared_ptr<InFlight>> in_flight_;  // cache key → the step running it
+  // Shared steps run on threads of their own, joined once done (and all of them at the end).
+  void start_step_thread(std::function<void()> body);
+  std::mutex step_threads_mutex_;
+  std::map<uint64_t, std::thread> step_threads_;
+  std::vector<uint64_t> finished_step_threads_;
+  uint64_t next_step_thread_ = 0;
 };
 
 }  // namespace kbuild::solver
