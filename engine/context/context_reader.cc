@@ -157,7 +157,13 @@ ContextReadResult read_context(const ContextReadRequest& request) {
   ContextReadResult result = receive_context(data_read.get(), request_daemon.get(), options);
   request_daemon.reset();
   const int status = reader.wait(5000, request.cancel_fd);
-  if (status != 0) throw Error(ErrorKind::internal, "context reader exited with status " + std::to_string(status));
+  if (status != 0) {
+    struct pollfd cancel = {request.cancel_fd, POLLIN, 0};
+    if (request.cancel_fd >= 0 && ::poll(&cancel, 1, 0) > 0) {
+      throw Error(ErrorKind::canceled, "reading the build context was canceled");
+    }
+    throw Error(ErrorKind::internal, "context reader exited with status " + std::to_string(status));
+  }
   return result;
 }
 
