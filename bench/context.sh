@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 # shellcheck source=bench/lib.sh
 source "$repo/bench/lib.sh"
-bench_prepare context.sh service/kbuildd cli/kbuildctl
+bench_prepare context.sh service/kbuildd service/kbuild-context-reader cli/kbuildctl
 
 bench_init_workdir kctx
 

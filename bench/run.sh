@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 # shellcheck source=bench/lib.sh
 source "$repo/bench/lib.sh"
-bench_prepare run.sh service/kbuildd cli/kbuildctl engine/kbuild-exec
+bench_prepare run.sh service/kbuildd service/kbuild-context-reader cli/kbuildctl engine/kbuild-exec
 steps=50
 kbuild_exec_bin=$build_dir/engine/kbuild-exec
 if [[ ! -x /bin/busybox ]]; then

@@ -76,6 +76,7 @@ Error error_from_dbus(ErrorKind kind, const std::string& message) {
 std::optional<ErrorKind> error_kind_for_dbus_name(std::string_view name) {
   for (const auto& [kind, n] : kErrorNames)
     if (name == n) return kind;
+  if (name == kTooManyRequestsError) return ErrorKind::user;
   if (name == "org.freedesktop.DBus.Error.AccessDenied") return ErrorKind::permission;
   if (name == "org.freedesktop.DBus.Error.FileNotFound") return ErrorKind::not_found;
   return std::nullopt;

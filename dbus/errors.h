@@ -15,11 +15,14 @@ namespace kbuild::dbus {
 std::string dbus_error_message(const Error& error);
 Error error_from_dbus(ErrorKind kind, const std::string& message);
 
+// A call refused because its caller, or the daemon, has too many calls in flight already.
+inline constexpr const char* kTooManyRequestsError = "org.kbuild.Error.TooManyRequests";
+
 // "org.kbuild.Error.User", ".NotFound", ".Permission", ".Canceled" or ".Internal".
 const char* dbus_error_name(ErrorKind kind);
 
-// The kind an error name stands for: one of ours, or a few standard ones (AccessDenied is
-// permission, ...); nullopt for the rest.
+// The kind an error name stands for: one of ours (TooManyRequests is user: the caller's own
+// doing), or a few standard ones (AccessDenied is permission, ...); nullopt for the rest.
 std::optional<ErrorKind> error_kind_for_dbus_name(std::string_view name);
 
 // `text` with every byte that is not part of valid UTF-8 replaced by U+FFFD and NULs dropped:

@@ -1,8 +1,6 @@
 #include "dbus/progress_events.h"
 
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -10,7 +8,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <limits>
+#include <memory>
 
+#include "common/client_stream.h"
 #include "common/error.h"
 #include "common/syscall.h"
 #include "common/go_text.h"
@@ -463,37 +463,6 @@ VertexWarning parse_warning(const Json& j) {
   return w;
 }
 
-// Blocks SIGPIPE for the calling thread while a write may raise it, and swallows the one a
-// broken pipe raises, so the daemon needs no process-wide SIG_IGN to survive a client leaving.
-class SigpipeGuard {
- public:
-  SigpipeGuard() {
-    sigemptyset(&pipe_);
-    sigaddset(&pipe_, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
-    sigset_t pending;
-    sigpending(&pending);
-    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
-  }
-  ~SigpipeGuard() {
-    if (broke_ && !was_pending_) {
-      const timespec zero{};
-      while (sigtimedwait(&pipe_, nullptr, &zero) == -1 && errno == EINTR) {
-      }
-    }
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-  SigpipeGuard(const SigpipeGuard&) = delete;
-  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
-  void broke() { broke_ = true; }
-
- private:
-  sigset_t pipe_;
-  sigset_t old_;
-  bool was_pending_ = false;
-  bool broke_ = false;
-};
-
 }  // namespace
 
 // ---- Timestamp ----
@@ -741,51 +710,138 @@ SolveStatus parse_solve_status(std::string_view text) {
 
 // ---- the pipe ----
 
-ProgressWriter::ProgressWriter(UniqueFd fd) : fd_(std::move(fd)) {}
+namespace {
+
+// The vertex that tells the user where events went missing.
+std::string dropped_note(std::uint64_t count, std::uint64_t sequence) {
+  SolveStatus status;
+  Vertex v;
+  v.digest = "kbuild:progress-dropped:" + std::to_string(sequence);
+  v.name = "progress: " + std::to_string(count) + " events dropped, the client reads too slowly";
+  v.started = v.completed = Timestamp::now();
+  status.vertexes.push_back(std::move(v));
+  return to_json(status) + "\n";
+}
+
+}  // namespace
+
+ProgressWriter::ProgressWriter(UniqueFd fd, ProgressWriterOptions options)
+    : fd_(std::move(fd)), options_(options), last_progress_(std::chrono::steady_clock::now()) {
+  if (!fd_) {
+    closed_ = true;
+    return;
+  }
+  thread_ = std::thread([this] { drain(); });
+}
+
+ProgressWriter::~ProgressWriter() { close(); }
 
 bool ProgressWriter::closed() const {
   std::lock_guard lock(mutex_);
   return closed_;
 }
 
-void ProgressWriter::close() {
+std::uint64_t ProgressWriter::dropped() const {
   std::lock_guard lock(mutex_);
-  closed_ = true;
-  fd_.reset();
+  return dropped_;
 }
 
 bool ProgressWriter::write(const SolveStatus& status) {
   std::string line = to_json(status);
   line += '\n';
+  // Vertex events are few (a handful per step) and what a display needs most: they may use
+  // twice the room of logs and counters.
+  const bool vertices_only = status.logs.empty() && status.statuses.empty() && status.warnings.empty();
+  const std::size_t limit = vertices_only ? 2 * options_.buffer_limit : options_.buffer_limit;
   std::lock_guard lock(mutex_);
-  if (closed_ || !fd_) return false;
-  if (!write_all(line)) {
-    closed_ = true;
-    fd_.reset();
-    return false;
+  if (closed_ || stopping_) return false;
+  if (queued_bytes_ + line.size() > limit) {
+    ++dropped_;
+    ++gap_;
+    return true;
   }
+  enqueue_gap_note();
+  queued_bytes_ += line.size();
+  queue_.push_back(std::move(line));
+  wake_.notify_all();
   return true;
 }
 
-bool ProgressWriter::write_all(std::string_view bytes) {
-  SigpipeGuard guard;
-  while (!bytes.empty()) {
-    const ssize_t n = ::write(fd_.get(), bytes.data(), bytes.size());
-    if (n >= 0) {
-      bytes.remove_prefix(static_cast<size_t>(n));
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN) {
-      pollfd p{fd_.get(), POLLOUT, 0};
-      if (::poll(&p, 1, -1) < 0 && errno != EINTR) return false;
-      if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) return false;
-      continue;
-    }
-    if (errno == EPIPE) guard.broke();
-    return false;
+void ProgressWriter::enqueue_gap_note() {
+  if (gap_ == 0) return;
+  std::string note = dropped_note(gap_, ++notes_);
+  gap_ = 0;
+  queued_bytes_ += note.size();
+  queue_.push_back(std::move(note));
+}
+
+void ProgressWriter::drain() {
+  std::unique_ptr<ClientStream> stream;
+  try {
+    stream = std::make_unique<ClientStream>(fd_.get(), ClientStream::Direction::write, options_.cancel_fd, "progress");
+  } catch (const Error&) {
+    std::lock_guard lock(mutex_);
+    gone_ = true;
+    drained_.notify_all();
+    return;
   }
-  return true;
+  for (;;) {
+    std::string line;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return !queue_.empty() || stopping_ || abort_; });
+      if (abort_ || queue_.empty()) break;
+      line = std::move(queue_.front());
+      queue_.pop_front();
+      queued_bytes_ -= line.size();
+      writing_ = true;
+    }
+    std::string_view rest = line;
+    try {
+      while (!rest.empty()) {
+        // Short waits, so that close() can give up on a reader that stopped reading.
+        const std::size_t n = stream->write_some(rest.data(), rest.size(), std::chrono::milliseconds(100));
+        std::lock_guard lock(mutex_);
+        if (n > 0) last_progress_ = std::chrono::steady_clock::now();
+        rest.remove_prefix(n);
+        if (abort_) break;
+      }
+    } catch (const Error&) {
+      std::lock_guard lock(mutex_);
+      gone_ = true;
+      writing_ = false;
+      break;
+    }
+    std::lock_guard lock(mutex_);
+    writing_ = false;
+    if (queue_.empty()) drained_.notify_all();
+  }
+  std::lock_guard lock(mutex_);
+  gone_ = gone_ || abort_;
+  writing_ = false;
+  drained_.notify_all();
+}
+
+void ProgressWriter::close() {
+  std::unique_lock lock(mutex_);
+  if (closed_) return;
+  stopping_ = true;
+  enqueue_gap_note();
+  last_progress_ = std::chrono::steady_clock::now();
+  wake_.notify_all();
+  // Everything still queued goes out while the reader keeps taking bytes; a reader that takes
+  // nothing for close_grace is not reading, and the rest is dropped.
+  while (!gone_ && (writing_ || !queue_.empty())) {
+    drained_.wait_for(lock, std::chrono::milliseconds(50));
+    if (std::chrono::steady_clock::now() - last_progress_ > options_.close_grace) break;
+  }
+  abort_ = true;
+  wake_.notify_all();
+  lock.unlock();
+  if (thread_.joinable()) thread_.join();
+  lock.lock();
+  closed_ = true;
+  fd_.reset();
 }
 
 ProgressReader::ProgressReader(UniqueFd fd) : fd_(std::move(fd)) {}

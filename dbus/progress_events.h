@@ -4,11 +4,14 @@
 
 #include <chrono>
 #include <compare>
+#include <condition_variable>
+#include <deque>
 #include <cstdint>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -149,25 +152,60 @@ std::string base64_encode(std::string_view bytes);
 // Throws kbuild::Error on anything that is not padded standard base64.
 std::string base64_decode(std::string_view text);
 
-// The daemon's end of the progress pipe: each SolveStatus goes out as one JSON line. Safe to call
-// from several threads. Once the client has gone (EPIPE or another write error), writes are
-// dropped quietly: a build never fails because nobody watches it.
+struct ProgressWriterOptions {
+  // Bytes of lines waiting for a slow reader: beyond, logs and counters are dropped (vertex
+  // events beyond twice as much), and a vertex "progress: N events dropped, the client reads
+  // too slowly" marks the gap.
+  std::size_t buffer_limit = 4 << 20;
+  // How long close() waits for a reader that takes nothing before it drops what is left.
+  std::chrono::milliseconds close_grace{2000};
+  // Readable (an eventfd): the client has gone; stop writing at once.
+  int cancel_fd = -1;
+};
+
+// The daemon's end of the progress pipe: each SolveStatus goes out as one JSON line, written by
+// a thread of its own, so that a reader that is slow or stopped never blocks the build that
+// reports (write() only queues, up to a bound). Safe to call from several threads. Once the
+// client has gone (a broken pipe, the cancel fd), lines are dropped quietly: a build never
+// fails because nobody watches it.
 class ProgressWriter {
  public:
-  explicit ProgressWriter(UniqueFd fd);
+  explicit ProgressWriter(UniqueFd fd, ProgressWriterOptions options = {});
+  // Closes, as close() does.
+  ~ProgressWriter();
+  ProgressWriter(const ProgressWriter&) = delete;
+  ProgressWriter& operator=(const ProgressWriter&) = delete;
 
-  // Returns false when the line could not be delivered (the reader has gone).
+  // Queues the line; false when it will not be delivered (the reader has gone, or closed).
   bool write(const SolveStatus& status);
-  // Ends the stream: the client's reader sees end of file once every copy of the fd is closed.
+  // Ends the stream after what is queued went out (see close_grace): the client's reader sees
+  // end of file once every copy of the fd is closed.
   void close();
   bool closed() const;
+  // Events dropped so far because the reader was too slow.
+  std::uint64_t dropped() const;
 
  private:
-  bool write_all(std::string_view bytes);
+  void drain();
+  void enqueue_gap_note();
 
-  mutable std::mutex mutex_;
   UniqueFd fd_;
+  ProgressWriterOptions options_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;     // the writer thread: lines queued, or stop
+  std::condition_variable drained_;  // close(): the queue is empty, or the reader has gone
+  std::deque<std::string> queue_;    // guarded by mutex_, as everything below
+  std::size_t queued_bytes_ = 0;
+  std::uint64_t dropped_ = 0;
+  std::uint64_t gap_ = 0;  // dropped since the last note
+  std::uint64_t notes_ = 0;
+  std::chrono::steady_clock::time_point last_progress_;
+  bool writing_ = false;
+  bool stopping_ = false;
+  bool abort_ = false;
+  bool gone_ = false;
   bool closed_ = false;
+  std::thread thread_;
 };
 
 // The client's end: lines from the fd, one SolveStatus each.

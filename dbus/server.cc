@@ -117,6 +117,8 @@ class Server::Impl {
 
   // Runs `task` on the loop thread soon. Callable from any thread.
   void post(std::function<void()> task);
+  // Why a call of `uid` may not start now (too many in flight), or empty.
+  std::string admission_refusal(uid_t uid) const;
   // Runs `job` on a thread of its own and hands its outcome to the connection's call `call_id`.
   void start_worker(std::weak_ptr<Connection> connection, uint64_t call_id, Job job, CallContext context);
   void remove_connection(uint64_t id);
@@ -149,7 +151,12 @@ class Server::Impl {
 
   // The rest belongs to the loop thread.
   std::map<uint64_t, std::shared_ptr<Connection>> connections_;
-  std::map<uint64_t, std::thread> workers_;
+  struct Worker {
+    std::thread thread;
+    uid_t uid;
+  };
+  std::map<uint64_t, Worker> workers_;
+  std::map<uid_t, std::size_t> workers_per_uid_;
   uint64_t next_connection_id_ = 1;
   uint64_t next_worker_id_ = 1;
 };
@@ -173,6 +180,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void cancel_calls();
 
   Server::Impl& server() const { return server_; }
+  const Caller& caller() const { return caller_; }
 
  private:
   struct PendingCall {
@@ -208,6 +216,8 @@ template <typename Decode>
 int dispatch(sd_bus_message* call, void* userdata, sd_bus_error* error, Decode decode) noexcept {
   auto* connection = static_cast<Connection*>(userdata);
   try {
+    std::string refusal = connection->server().admission_refusal(connection->caller().uid);
+    if (!refusal.empty()) return sd_bus_error_setf(error, kTooManyRequestsError, "%s", refusal.c_str());
     connection->start_call(call, decode(call, connection->server().api()));
   } catch (const Error& e) {
     // sd-bus checked the signature already; a message still unreadable is malformed.
@@ -485,7 +495,7 @@ Server::Impl::Impl(Listener listener, BuilderApi& api, ServerOptions options)
 Server::Impl::~Impl() {
   // The loop has stopped: no reply can go out any more, so cancel what runs and wait for it.
   for (auto& [id, connection] : connections_) connection->cancel_calls();
-  for (auto& [id, worker] : workers_) worker.join();
+  for (auto& [id, worker] : workers_) worker.thread.join();
   workers_.clear();
   {
     std::lock_guard lock(posted_mutex_);
@@ -544,9 +554,24 @@ void Server::Impl::run_posted() {
   }
 }
 
+std::string Server::Impl::admission_refusal(uid_t uid) const {
+  if (workers_.size() >= options_.max_calls) {
+    return "too many calls in flight: kbuildd runs " + std::to_string(workers_.size()) + ", its limit is " +
+           std::to_string(options_.max_calls) + "; try again when one ends";
+  }
+  auto it = workers_per_uid_.find(uid);
+  if (it != workers_per_uid_.end() && it->second >= options_.max_calls_per_uid) {
+    return "too many calls in flight: uid " + std::to_string(uid) + " has " + std::to_string(it->second) +
+           " running, the limit per caller is " + std::to_string(options_.max_calls_per_uid) +
+           "; try again when one ends";
+  }
+  return {};
+}
+
 void Server::Impl::start_worker(std::weak_ptr<Connection> connection, uint64_t call_id, Job job,
                                 CallContext context) {
   uint64_t worker_id = next_worker_id_++;
+  const uid_t uid = context.caller.uid;
   std::thread thread([this, connection = std::move(connection), call_id, worker_id, job = std::move(job),
                       context = std::move(context)]() mutable {
     Outcome outcome = run_job(job, context);
@@ -556,7 +581,8 @@ void Server::Impl::start_worker(std::weak_ptr<Connection> connection, uint64_t c
       if (auto alive = connection.lock()) alive->finish_call(call_id, outcome);
     });
   });
-  workers_.emplace(worker_id, std::move(thread));
+  workers_.emplace(worker_id, Worker{std::move(thread), uid});
+  ++workers_per_uid_[uid];
   update_idle_timer();
 }
 
@@ -564,7 +590,9 @@ void Server::Impl::start_worker(std::weak_ptr<Connection> connection, uint64_t c
 void Server::Impl::join_worker(uint64_t id) {
   auto it = workers_.find(id);
   if (it == workers_.end()) return;
-  it->second.join();
+  it->second.thread.join();
+  auto count = workers_per_uid_.find(it->second.uid);
+  if (count != workers_per_uid_.end() && --count->second == 0) workers_per_uid_.erase(count);
   workers_.erase(it);
   update_idle_timer();
 }

@@ -6,6 +6,7 @@
 // Everything runs on one sd_event loop thread, the one that calls run(); each method call runs
 // on a thread of its own and its reply goes back through the loop, so a long Build blocks
 // neither its connection nor any other. A caller that disconnects stops its calls' stop tokens.
+// How many calls run at once is capped (ServerOptions), so that no caller can take every thread.
 #pragma once
 
 #include <systemd/sd-event.h>
@@ -26,6 +27,10 @@ inline constexpr const char* kBuilderInterface = "org.kbuild.Builder1";
 struct ServerOptions {
   // Members of this group may call, besides root; others get AccessDenied on every call.
   std::string group = "kbuild";
+  // Calls in flight at once, in all and per caller uid; beyond, a call fails at once with
+  // org.kbuild.Error.TooManyRequests saying which limit it hit.
+  std::size_t max_calls = 64;
+  std::size_t max_calls_per_uid = 8;
   // run() returns after this long without connections or calls; zero never does.
   std::chrono::milliseconds idle_timeout{0};
   // Where the server reports what it cannot tell a caller (accept failures, lost replies);

@@ -13,7 +13,7 @@ if [[ -f "$build_dir/build.ninja" ]]; then
 else
   meson setup "$build_dir" >/dev/null
 fi
-ninja -C "$build_dir" cli/kbuildctl service/kbuildd engine/kbuild-exec
+ninja -C "$build_dir" cli/kbuildctl service/kbuildd service/kbuild-context-reader engine/kbuild-exec
 meson install -C "$build_dir" --quiet --no-rebuild
 
 getent group kbuild >/dev/null || groupadd --system kbuild

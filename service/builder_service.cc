@@ -113,8 +113,10 @@ bool is_hex(std::string_view s) {
 
 }  // namespace
 
-BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox)
+BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox,
+                               std::string context_reader)
     : store_(store), config_(std::move(config)), builder_(store) {
+  builder_.set_context_reader(std::move(context_reader));
   sandbox.allow_insecure = config_.entitlement_security_insecure;
   sandbox.allow_network_host = config_.entitlement_network_host;
   builder_.set_sandbox(std::move(sandbox));
@@ -128,9 +130,9 @@ dbus::Options BuilderService::build(const dbus::CallContext& call, const dbus::O
   }
   request.context_fd = context.get();
   request.output_fd = output.get();
-  SolveProgress progress(std::move(progress_fd));
   solver::CancelToken cancel;
   std::stop_callback on_disconnect(call.stop, [&cancel] { cancel.cancel(); });
+  SolveProgress progress(std::move(progress_fd), cancel.fd());
   solver::BuildResult result = builder_.build(request, progress, cancel);
   std::string names;
   for (const auto& name : result.names) names += (names.empty() ? "" : ",") + name;
@@ -212,8 +214,10 @@ void BuilderService::tag_image(const dbus::CallContext&, const std::string& sour
   store_.metadata().set_image_name(image::normalize_reference(target), record);
 }
 
-void BuilderService::save_images(const dbus::CallContext&, const std::vector<std::string>& references,
+void BuilderService::save_images(const dbus::CallContext& call, const std::vector<std::string>& references,
                                  UniqueFd output) {
+  CancelSignal cancel;
+  std::stop_callback on_disconnect(call.stop, [&cancel] { cancel.cancel(); });
   std::vector<image::ArchiveImage> images;
   for (const std::string& reference : references) {
     store::ImageRecord record = find_image(reference);
@@ -228,7 +232,7 @@ void BuilderService::save_images(const dbus::CallContext&, const std::vector<std
     images.push_back(image::ArchiveImage{target, names});
   }
   solver::LazyBlobSource blobs(store_);
-  image::FdSink sink(output.get(), "output");
+  image::FdSink sink(output.get(), "output", cancel.fd());
   image::ArchiveWriteOptions options;
   options.format = image::ArchiveFormat::docker;
   image::write_image_archive(images, blobs, sink, options);
@@ -263,9 +267,11 @@ void BuilderService::unpack_layers(const store::Digest& manifest_digest) {
   store_.metadata().put_cache("image-chain:" + manifest.config.digest.str(), store::CacheResult{parent.value_or(""), ""});
 }
 
-std::vector<std::string> BuilderService::load_images(const dbus::CallContext&, UniqueFd input) {
+std::vector<std::string> BuilderService::load_images(const dbus::CallContext& call, UniqueFd input) {
+  CancelSignal cancel;
+  std::stop_callback on_disconnect(call.stop, [&cancel] { cancel.cancel(); });
   StoreBlobs blobs(store_.content());
-  image::ImportResult imported = image::read_image_archive(input.get(), blobs);
+  image::ImportResult imported = image::read_image_archive(input.get(), blobs, cancel.fd());
   std::vector<std::string> loaded;
   for (const auto& image : imported.images) {
     store::Digest manifest_digest = image.target.digest;

@@ -11,7 +11,9 @@ namespace kbuild::service {
 
 class BuilderService : public dbus::BuilderApi {
  public:
-  BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox = {});
+  // `context_reader` is the kbuild-context-reader program.
+  BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox = {},
+                 std::string context_reader = KBUILD_CONTEXT_READER);
 
   dbus::Options build(const dbus::CallContext& call, const dbus::Options& options, UniqueFd context,
                       UniqueFd progress, UniqueFd output) override;

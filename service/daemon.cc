@@ -1,6 +1,7 @@
 #include "service/daemon.h"
 
 #include <signal.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 
@@ -54,6 +55,19 @@ std::string direct_cgroup_parent(const std::string& root) {
   return "kbuild_" + std::string(store::Digest::of(root).hex().substr(0, 12));
 }
 
+// The context reader that goes with this kbuildd: the one built beside it, else the installed one.
+std::string context_reader_program(const DaemonOptions& options) {
+  if (!options.context_reader.empty()) return options.context_reader;
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    std::string path(self, static_cast<size_t>(n));
+    path = path.substr(0, path.rfind('/') + 1) + "kbuild-context-reader";
+    if (::access(path.c_str(), X_OK) == 0) return path;
+  }
+  return KBUILD_CONTEXT_READER;
+}
+
 }  // namespace
 
 int run_daemon(const DaemonOptions& options) {
@@ -86,7 +100,7 @@ int run_daemon(const DaemonOptions& options) {
   sandbox_config.cgroups = cgroups.get();
   sandbox_config.seccomp_program = seccomp_program(config);
   sandbox_config.step_limits = {options.step_memory, options.step_cpus, options.step_pids};
-  BuilderService service(*store, config, std::move(sandbox_config));
+  BuilderService service(*store, config, std::move(sandbox_config), context_reader_program(options));
   dbus::ServerOptions server_options;
   server_options.group = options.group;
   server_options.idle_timeout =

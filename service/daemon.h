@@ -15,6 +15,9 @@ struct DaemonOptions {
   std::string group = "kbuild";
   std::optional<int> idle_timeout_seconds;
   std::string exec_helper = KBUILD_EXEC_HELPER;  // kbuild-exec
+  // kbuild-context-reader; empty: the one beside kbuildd's executable when there is one (a
+  // build tree), else KBUILD_CONTEXT_READER (the installed one).
+  std::string context_reader;
   std::string sandbox_backend = "auto";          // auto, systemd or direct
   std::optional<uint64_t> step_memory;           // per RUN step, bytes
   std::optional<double> step_cpus;

@@ -16,6 +16,9 @@ int main(int argc, char** argv) {
                  "Exit after this many idle seconds (0: never; default 300 when socket-activated)");
   app.add_option("--exec-helper", options.exec_helper, "The kbuild-exec helper that runs RUN steps")
       ->capture_default_str();
+  app.add_option("--context-reader", options.context_reader,
+                 "The kbuild-context-reader program that reads build contexts as their caller (default: the one "
+                 "beside kbuildd, else " KBUILD_CONTEXT_READER ")");
   app.add_option("--sandbox-backend", options.sandbox_backend,
                  "Where RUN steps' processes live: systemd (transient units), direct (cgroups kbuildd makes) or auto")
       ->check(CLI::IsMember({"auto", "systemd", "direct"}))

@@ -11,7 +11,8 @@ namespace kbuild::service {
 
 class SolveProgress : public solver::Progress {
  public:
-  explicit SolveProgress(UniqueFd pipe) : writer_(std::move(pipe)) {}
+  // `cancel_fd` readable: the client has gone, stop writing (see ProgressWriterOptions).
+  SolveProgress(UniqueFd pipe, int cancel_fd) : writer_(std::move(pipe), progress::ProgressWriterOptions{.cancel_fd = cancel_fd}) {}
 
   void announced(const std::string& vertex, const std::string& name) override;
   void started(const std::string& vertex, const std::string& name) override;

@@ -1,12 +1,9 @@
 #include "engine/context/context_reader.h"
 
 #include <fcntl.h>
-#include <grp.h>
-#include <linux/capability.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -15,23 +12,20 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "common/error.h"
+#include "common/fd_io.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
-#include "engine/context/fs.h"
-#include "engine/context/sender.h"
-#include "engine/context/wire.h"
+#include "engine/context/reader_program.h"
 
 namespace kbuild::context {
 namespace {
 
-constexpr int kRootFd = 3;
-constexpr int kDataFd = 4;
-constexpr int kRequestFd = 5;
 constexpr int kPipeSize = 1 << 20;
 
-// A forked reader: killed and reaped unless it was waited for.
+// A started reader: killed and reaped unless it was waited for.
 class ReaderProcess {
  public:
   explicit ReaderProcess(pid_t pid) : pid_(pid) {}
@@ -45,15 +39,16 @@ class ReaderProcess {
   ReaderProcess(const ReaderProcess&) = delete;
   ReaderProcess& operator=(const ReaderProcess&) = delete;
 
-  // The exit status once it exited by itself within `timeout_ms`; else it is killed (-1).
-  int wait(int timeout_ms) {
+  // The exit status once it exited by itself within `timeout_ms`; else (or once `cancel_fd`
+  // is readable) it is killed (-1).
+  int wait(int timeout_ms, int cancel_fd) {
     const pid_t pid = std::exchange(pid_, -1);
     UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     if (pidfd) {
-      struct pollfd p = {pidfd.get(), POLLIN, 0};
-      while (::poll(&p, 1, timeout_ms) < 0 && errno == EINTR) {
+      struct pollfd p[2] = {{pidfd.get(), POLLIN, 0}, {cancel_fd, POLLIN, 0}};
+      while (::poll(p, cancel_fd >= 0 ? 2 : 1, timeout_ms) < 0 && errno == EINTR) {
       }
-      if (!p.revents) ::kill(pid, SIGKILL);
+      if (!p[0].revents) ::kill(pid, SIGKILL);
     }
     int status = 0;
     for (int waited = 0;; ++waited) {
@@ -72,83 +67,49 @@ class ReaderProcess {
   pid_t pid_;
 };
 
-// In the reader process, before anything can be reported: the daemon reads this as an error.
-[[noreturn]] void die(int data_fd, ErrorKind kind, const std::string& message) {
-  std::string frame;
-  wire::append_error(frame, kind, message);
-  [[maybe_unused]] ssize_t ignored = ::write(data_fd, frame.data(), frame.size());
-  ::_exit(1);
-}
-
-[[noreturn]] void die_errno(int data_fd, const char* what) {
-  die(data_fd, ErrorKind::internal, std::string("context reader: ") + what + ": " + errno_text(errno));
-}
-
-// Exactly `root`, `data` and `request` (as 3, 4, 5) and /dev/null as 0-2; nothing else.
-void keep_only_fds(int root, int data, int request) {
-  int fds[3] = {root, data, request};
-  const int floor = std::max({root, data, request, kRequestFd}) + 1;
-  for (int& fd : fds) {
-    fd = ::fcntl(fd, F_DUPFD, floor);
-    if (fd < 0) ::_exit(2);
+struct SpawnActions {
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attributes;
+  SpawnActions() {
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attributes);
   }
-  if (::dup2(fds[0], kRootFd) < 0 || ::dup2(fds[1], kDataFd) < 0 || ::dup2(fds[2], kRequestFd) < 0) ::_exit(2);
-  const int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (null < 0) die_errno(kDataFd, "open /dev/null");
-  for (int fd = 0; fd < 3; ++fd) {
-    if (::dup2(null, fd) < 0) die_errno(kDataFd, "dup2");
+  ~SpawnActions() {
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
   }
-  if (::syscall(SYS_close_range, kRequestFd + 1, ~0U, 0) != 0) die_errno(kDataFd, "close_range");
-}
+  SpawnActions(const SpawnActions&) = delete;
+  SpawnActions& operator=(const SpawnActions&) = delete;
+};
 
-void drop_privileges(const Credentials& caller) {
-  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die_errno(kDataFd, "no_new_privs");
-  if (::setgroups(caller.groups.size(), caller.groups.data()) != 0) die_errno(kDataFd, "setgroups");
-  if (::setresgid(caller.gid, caller.gid, caller.gid) != 0) die_errno(kDataFd, "setresgid");
-  if (::setresuid(caller.uid, caller.uid, caller.uid) != 0) die_errno(kDataFd, "setresuid");
-  // Leaving uid 0 cleared the capabilities already; a root caller keeps only the one that lets
-  // root read any file, as a client running as root could.
-  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
-  struct __user_cap_data_struct data[2] = {};
-  if (caller.uid == 0) {
-    data[0].effective = data[0].permitted = 1u << CAP_DAC_READ_SEARCH;
+// Starts the reader program as root with /dev/null as 0-2, `fds` as 3, 4, ... and nothing else:
+// no fd, environment variable or byte of memory of the daemon's.
+pid_t spawn_reader(const std::string& program, const std::vector<int>& fds) {
+  // Copies above every target number first, so that no dup2 overwrites a source.
+  std::vector<UniqueFd> lifted;
+  const int first = kReaderRootFd;
+  const int floor = first + static_cast<int>(fds.size()) + 3;
+  for (int fd : fds) lifted.emplace_back(check(::fcntl(fd, F_DUPFD_CLOEXEC, floor), "fcntl", "context reader fds"));
+  SpawnActions spawn;
+  posix_spawn_file_actions_addopen(&spawn.actions, 0, "/dev/null", O_RDWR, 0);
+  posix_spawn_file_actions_adddup2(&spawn.actions, 0, 1);
+  posix_spawn_file_actions_adddup2(&spawn.actions, 0, 2);
+  for (size_t i = 0; i < lifted.size(); ++i) {
+    posix_spawn_file_actions_adddup2(&spawn.actions, lifted[i].get(), first + static_cast<int>(i));
   }
-  if (::syscall(SYS_capset, &header, data) != 0) die_errno(kDataFd, "capset");
-  // The process is a copy of the daemon's memory: the caller must not be able to read it
-  // (ptrace, /proc/pid/mem), even with fs.suid_dumpable=1.
-  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die_errno(kDataFd, "dumpable");
-}
-
-[[noreturn]] void run_reader(const ContextReadRequest& request, int data_fd, int request_fd, pid_t daemon) noexcept {
-  sigset_t none;
+  posix_spawn_file_actions_addclosefrom_np(&spawn.actions, first + static_cast<int>(fds.size()));
+  sigset_t none, all;
   sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  ::signal(SIGPIPE, SIG_DFL);  // the daemon went away: nothing left to do
-  keep_only_fds(request.context_fd, data_fd, request_fd);
-  drop_privileges(request.caller);
-  // Set after the credential change, which clears it.
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die_errno(kDataFd, "pdeathsig");
-  if (::getppid() != daemon) ::_exit(1);
-  // One fd per directory level of the walk.
-  struct rlimit files {};
-  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
-    files.rlim_cur = files.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &files);
-  }
-  if (request.reader_check) {
-    try {
-      request.reader_check();
-    } catch (const Error& e) {
-      die(kDataFd, e.kind(), e.what());
-    } catch (...) {
-      die(kDataFd, ErrorKind::internal, "reader check failed");
-    }
-  }
-  SenderOptions options;
-  options.ignore = request.ignore;
-  options.include_patterns = request.include_patterns;
-  options.follow_paths = request.follow_paths;
-  ::_exit(run_context_sender(kRootFd, kDataFd, kRequestFd, options));
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&spawn.attributes, &none);
+  posix_spawnattr_setsigdefault(&spawn.attributes, &all);
+  posix_spawnattr_setflags(&spawn.attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  char* argv[] = {const_cast<char*>(program.c_str()), nullptr};
+  char* envp[] = {nullptr};
+  pid_t pid = 0;
+  const int error = ::posix_spawn(&pid, program.c_str(), &spawn.actions, &spawn.attributes, argv, envp);
+  if (error != 0) throw_errno("starting the context reader", program, error);
+  return pid;
 }
 
 }  // namespace
@@ -157,6 +118,7 @@ ContextReadResult read_context(const ContextReadRequest& request) {
   if (request.context_fd < 0 || (request.dest_fd < 0 && !request.update_previous)) {
     throw Error(ErrorKind::internal, "read_context: missing fd");
   }
+  if (request.reader_program.empty()) throw Error(ErrorKind::internal, "read_context: no reader program");
   int data[2];
   check(::pipe2(data, O_CLOEXEC), "pipe2", "context stream");
   UniqueFd data_read(data[0]);
@@ -167,13 +129,21 @@ ContextReadResult read_context(const ContextReadRequest& request) {
   UniqueFd request_daemon(requests[0]);
   UniqueFd request_reader(requests[1]);
 
-  const pid_t daemon = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork", "context reader");
-  if (pid == 0) run_reader(request, data_write.get(), request_reader.get(), daemon);
-  ReaderProcess reader(pid);
+  ReaderOptions reader_options;
+  reader_options.uid = request.caller.uid;
+  reader_options.gid = request.caller.gid;
+  reader_options.groups = request.caller.groups;
+  reader_options.daemon = ::getpid();
+  if (request.ignore) reader_options.ignore = request.ignore->patterns();
+  reader_options.include_patterns = request.include_patterns;
+  reader_options.follow_paths = request.follow_paths;
+  UniqueFd options_fd = memfd_holding("context-reader-options", serialize_reader_options(reader_options));
+
+  ReaderProcess reader(spawn_reader(request.reader_program,
+                                    {request.context_fd, data_write.get(), request_reader.get(), options_fd.get()}));
   data_write.reset();
   request_reader.reset();
+  options_fd.reset();
 
   ReceiveOptions options;
   options.dest_fd = request.dest_fd;
@@ -186,8 +156,14 @@ ContextReadResult read_context(const ContextReadRequest& request) {
   options.cancel_fd = request.cancel_fd;
   ContextReadResult result = receive_context(data_read.get(), request_daemon.get(), options);
   request_daemon.reset();
-  const int status = reader.wait(5000);
-  if (status != 0) throw Error(ErrorKind::internal, "context reader exited with status " + std::to_string(status));
+  const int status = reader.wait(5000, request.cancel_fd);
+  if (status != 0) {
+    struct pollfd cancel = {request.cancel_fd, POLLIN, 0};
+    if (request.cancel_fd >= 0 && ::poll(&cancel, 1, 0) > 0) {
+      throw Error(ErrorKind::canceled, "reading the build context was canceled");
+    }
+    throw Error(ErrorKind::internal, "context reader exited with status " + std::to_string(status));
+  }
   return result;
 }
 

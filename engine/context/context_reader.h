@@ -1,6 +1,7 @@
-// Materializes a client's build context inside the daemon. A process forked with the caller's
-// uid, gid and groups (no capabilities, no new privileges, no fds but its own) walks the
-// client's directory fd as BuildKit's fsutil does and streams it; the daemon writes it below a
+// Materializes a client's build context inside the daemon. The reader program
+// (kbuild-context-reader, reader_program.h), started fresh and running with the caller's uid,
+// gid and groups (no capabilities, no new privileges, not dumpable, no fds but its own), walks
+// the client's directory fd as BuildKit's fsutil does and streams it; the daemon writes it below a
 // directory of its own, hashing what it receives. The daemon never opens a context file with
 // its own privileges. A file whose stat data is unchanged since an earlier materialization is
 // not read again: its content comes from that materialization (see receiver.h).
@@ -8,7 +9,6 @@
 
 #include <sys/types.h>
 
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -44,9 +44,8 @@ struct ContextReadRequest {
   bool update_previous = false;
   bool* previous_touched = nullptr;
   int cancel_fd = -1;  // readable (an eventfd, a pipe): stop with kbuild::Error (canceled)
-  // For tests: runs in the reader process after it dropped privileges and closed other fds,
-  // before the walk; what it throws becomes the read's error.
-  std::function<void()> reader_check;
+  // The reader program: kbuild-context-reader (tests use probe builds of it).
+  std::string reader_program;
 };
 
 // Reads the context into `dest_fd` and returns its manifest. Throws kbuild::Error: the

@@ -10,6 +10,7 @@
 #include <memory>
 #include <set>
 
+#include "common/client_stream.h"
 #include "common/error.h"
 #include "common/syscall.h"
 #include "engine/context/follow_links.h"
@@ -54,36 +55,26 @@ std::string context_path_of(std::string_view name) {
 }
 
 struct TarSource {
-  int fd;
-  int cancel_fd;
+  TarSource(int fd, int cancel_fd) : stream(fd, ClientStream::Direction::read, cancel_fd, "context tar") {}
+  ClientStream stream;  // the client's fd, read with waits that the cancel fd ends
   std::string buffer = std::string(kReadBlock, '\0');
   bool canceled = false;
 };
 
-// libarchive's read callback: no exception may cross it. Waits with poll rather than making
-// the fd non-blocking, which would change the client's file description too.
+// libarchive's read callback: no exception may cross it.
 la_ssize_t read_block(struct archive* a, void* data, const void** block) {
   auto* source = static_cast<TarSource*>(data);
-  struct pollfd fds[2] = {{source->fd, POLLIN, 0}, {source->cancel_fd, POLLIN, 0}};
-  while (true) {
-    const int ready = ::poll(fds, source->cancel_fd >= 0 ? 2 : 1, -1);
-    if (ready < 0) {
-      if (errno == EINTR) continue;
-      archive_set_error(a, errno, "poll: %s", std::strerror(errno));
-      return -1;
-    }
-    if (source->cancel_fd >= 0 && fds[1].revents) {
+  try {
+    const std::size_t n = source->stream.read_some(source->buffer.data(), source->buffer.size());
+    *block = source->buffer.data();
+    return static_cast<la_ssize_t>(n);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::canceled) {
       source->canceled = true;
       archive_set_error(a, ECANCELED, "canceled");
-      return -1;
+    } else {
+      archive_set_error(a, EIO, "%s", e.what());
     }
-    const ssize_t n = ::read(source->fd, source->buffer.data(), source->buffer.size());
-    if (n >= 0) {
-      *block = source->buffer.data();
-      return n;
-    }
-    if (errno == EINTR || errno == EAGAIN) continue;
-    archive_set_error(a, errno, "read: %s", std::strerror(errno));
     return -1;
   }
 }

@@ -8,17 +8,6 @@
 
 namespace kbuild::image {
 
-void FdSink::write(const void* data, size_t size) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    ssize_t n = ::write(fd_, p, size);
-    if (n < 0 && errno == EINTR) continue;
-    check(n, "write", name_);
-    p += n;
-    size -= static_cast<size_t>(n);
-  }
-}
-
 size_t read_some(int fd, void* data, size_t size, std::string_view name) {
   for (;;) {
     ssize_t n = ::read(fd, data, size);

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "common/client_stream.h"
 #include "common/unique_fd.h"
 #include "engine/store/digest.h"
 
@@ -44,15 +45,16 @@ class BlobSource {
   virtual UniqueFd open(const store::Digest& digest) = 0;
 };
 
-// Writes everything to an fd (a file or a pipe), retrying short writes and EINTR.
+// Writes everything to an fd (a file, or a client's pipe or socket): every wait is a poll that
+// `cancel_fd` (readable: stop, with kbuild::Error canceled) also wakes. See ClientStream.
 class FdSink : public ByteSink {
  public:
-  explicit FdSink(int fd, std::string name = {}) : fd_(fd), name_(std::move(name)) {}
-  void write(const void* data, size_t size) override;
+  explicit FdSink(int fd, std::string name = {}, int cancel_fd = -1)
+      : stream_(fd, ClientStream::Direction::write, cancel_fd, std::move(name)) {}
+  void write(const void* data, size_t size) override { stream_.write_all(data, size); }
 
  private:
-  int fd_;
-  std::string name_;
+  ClientStream stream_;
 };
 
 // Drops what it is given: for hashing a stream that goes nowhere.

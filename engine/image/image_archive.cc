@@ -297,7 +297,8 @@ std::optional<store::Digest> digest_from_path(const std::string& name) {
 
 class ArchiveReader {
  public:
-  ArchiveReader(int fd, BlobSink& sink) : fd_(fd), sink_(sink), buffer_(1 << 20) {}
+  ArchiveReader(int fd, BlobSink& sink, int cancel_fd)
+      : input_(fd, ClientStream::Direction::read, cancel_fd, "image archive"), sink_(sink), buffer_(1 << 20) {}
 
   ImportResult read() {
     std::unique_ptr<struct archive, ReadDeleter> a(archive_read_new());
@@ -339,7 +340,7 @@ class ArchiveReader {
   static la_ssize_t on_read(struct archive* a, void* self, const void** data) {
     auto* reader = static_cast<ArchiveReader*>(self);
     try {
-      size_t n = read_some(reader->fd_, reader->buffer_.data(), reader->buffer_.size(), "image archive");
+      size_t n = reader->input_.read_some(reader->buffer_.data(), reader->buffer_.size());
       *data = reader->buffer_.data();
       return static_cast<la_ssize_t>(n);
     } catch (...) {
@@ -501,7 +502,7 @@ class ArchiveReader {
     return result;
   }
 
-  int fd_;
+  ClientStream input_;
   BlobSink& sink_;
   std::vector<char> buffer_;
   std::exception_ptr error_;
@@ -539,6 +540,8 @@ void write_image_archive(const std::vector<ArchiveImage>& images, BlobSource& bl
   plan.write(out);
 }
 
-ImportResult read_image_archive(int fd, BlobSink& blobs) { return ArchiveReader(fd, blobs).read(); }
+ImportResult read_image_archive(int fd, BlobSink& blobs, int cancel_fd) {
+  return ArchiveReader(fd, blobs, cancel_fd).read();
+}
 
 }  // namespace kbuild::image

@@ -50,8 +50,9 @@ struct ImportResult {
 // Reads a docker-archive or OCI layout tar (possibly gzip or zstd compressed) from `fd` to its
 // end, storing each file as a blob (a file named blobs/sha256/<hex> must have that digest). A
 // docker-archive without index.json gets a Docker schema 2 manifest made for each image, as
-// containerd's importer makes it, stored in the sink too.
-ImportResult read_image_archive(int fd, BlobSink& blobs);
+// containerd's importer makes it, stored in the sink too. `fd` may be a client's pipe: waits
+// on it are polls that `cancel_fd` (readable: stop, kbuild::Error canceled) also wakes.
+ImportResult read_image_archive(int fd, BlobSink& blobs, int cancel_fd = -1);
 
 // "alpine" -> "docker.io/library/alpine:latest", as distribution's ParseDockerRef.
 std::string normalize_reference(std::string_view reference);

@@ -118,10 +118,22 @@ void CancelToken::check() const {
   if (canceled_) throw Error(ErrorKind::canceled, "build canceled");
 }
 
-// A step some build is running now: others that need the same cache key wait for it.
+// A step running now for every build that needs its cache key. It runs on a thread of its own
+// with a cancel of its own, canceled only when the last build waiting for it has left, as
+// BuildKit's shared vertices are: a build that is canceled detaches, the others keep it.
 struct Builder::InFlight {
+  using LogSink = std::function<void(int stream, std::string_view data)>;
   std::promise<std::string> promise;
   std::shared_future<std::string> snapshot = promise.get_future().share();  // the snapshot id made
+  CancelToken cancel;
+  std::mutex mutex;
+  std::map<uint64_t, LogSink> waiters;  // guarded by mutex: each waiting build's progress log
+  uint64_t next_waiter = 0;
+
+  void log(int stream, std::string_view data) {
+    std::lock_guard lock(mutex);
+    for (auto& [id, sink] : waiters) sink(stream, data);
+  }
 };
 
 // One build: its plan, the snapshots its stages reached, its progress.
@@ -250,7 +262,8 @@ class Builder::Run {
     std::string id = vertex_id("context");
     progress_.started(id, "[internal] load build context");
     try {
-      context_ = materialize_context(store_, *builder_.contexts_, request_, [&](int64_t bytes, bool done) {
+      context_ = materialize_context(store_, *builder_.contexts_, request_, builder_.context_reader_, cancel_.fd(),
+                                     [&](int64_t bytes, bool done) {
         progress_.status(id, "transferring context:", bytes, 0, done);
       });
     } catch (const Error& e) {
@@ -301,9 +314,11 @@ class Builder::Run {
     if (failed_) throw Error(ErrorKind::canceled, "build canceled: another stage failed");
   }
 
-  // Runs the step unless a concurrent build is running the same one, then shares its result.
-  std::string run_shared(const std::string& key, StepContext& context) {
+  // Runs the step, or joins the same step a concurrent build started, and waits for its result
+  // until this build is canceled.
+  std::string run_shared(const std::string& key, StepContext& context, const std::string& vertex) {
     std::shared_ptr<InFlight> entry;
+    uint64_t waiter = 0;
     bool owner = false;
     {
       std::lock_guard lock(builder_.in_flight_mutex_);
@@ -315,23 +330,80 @@ class Builder::Run {
         builder_.in_flight_[key] = entry;
         owner = true;
       }
+      std::lock_guard entry_lock(entry->mutex);
+      waiter = entry->next_waiter++;
+      entry->waiters[waiter] = [this, vertex](int stream, std::string_view data) { progress_.log(vertex, stream, data); };
     }
-    if (!owner) return entry->snapshot.get();
-    auto release = [&] {
-      std::lock_guard lock(builder_.in_flight_mutex_);
-      builder_.in_flight_.erase(key);
+    if (owner) {
+      try {
+        start_shared_step(key, entry, context);
+      } catch (...) {
+        entry->promise.set_exception(std::current_exception());
+        leave_shared_step(key, entry, waiter);
+        std::lock_guard lock(builder_.in_flight_mutex_);
+        if (auto it = builder_.in_flight_.find(key); it != builder_.in_flight_.end() && it->second == entry) {
+          builder_.in_flight_.erase(it);
+        }
+        throw;
+      }
+    }
+    for (;;) {
+      if (entry->snapshot.wait_for(std::chrono::milliseconds(50)) == std::future_status::ready) {
+        leave_shared_step(key, entry, waiter);
+        return entry->snapshot.get();
+      }
+      if (cancel_.canceled()) {
+        leave_shared_step(key, entry, waiter);
+        throw Error(ErrorKind::canceled, "build canceled");
+      }
+    }
+  }
+
+  // Ends this build's wait; the step itself stops once no build waits for it any more.
+  void leave_shared_step(const std::string& key, const std::shared_ptr<InFlight>& entry, uint64_t waiter) {
+    std::lock_guard lock(builder_.in_flight_mutex_);
+    std::lock_guard entry_lock(entry->mutex);
+    entry->waiters.erase(waiter);
+    if (!entry->waiters.empty() || entry->snapshot.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      return;
+    }
+    entry->cancel.cancel();
+    // A build that asks for the same step from now on starts it anew.
+    auto it = builder_.in_flight_.find(key);
+    if (it != builder_.in_flight_.end() && it->second == entry) builder_.in_flight_.erase(it);
+  }
+
+  // The step on a thread of its own, holding what it reads (the step, the context tree, the
+  // build's sandbox) so that it may outlive the build that started it.
+  void start_shared_step(const std::string& key, std::shared_ptr<InFlight> entry, const StepContext& context) {
+    struct Job {
+      graph::Step step;
+      std::optional<std::string> parent, source;
+      std::string context_dir;
+      std::shared_ptr<MaterializedContext::State> context_state;
+      std::shared_ptr<BuildSandbox> sandbox;
+      std::vector<MountSource> mount_sources;
+      bool linked;
     };
-    try {
-      std::string snapshot = execute_step(context);
-      store_.metadata().put_cache(key, store::CacheResult{snapshot, ""});
-      entry->promise.set_value(snapshot);
-      release();
-      return snapshot;
-    } catch (...) {
-      entry->promise.set_exception(std::current_exception());
-      release();
-      throw;
-    }
+    auto job = std::make_shared<Job>(Job{context.step, context.parent, context.source, context.context_dir,
+                                         context_ ? context_->state : nullptr, sandbox_, context.mount_sources,
+                                         context.linked});
+    Builder& builder = builder_;
+    builder.start_step_thread([&builder, key, entry, job] {
+      try {
+        StepContext step{builder.store_, job->step, job->parent, job->source, job->context_dir, entry->cancel,
+                         [&entry](int stream, std::string_view data) { entry->log(stream, data); },
+                         job->sandbox.get(), job->mount_sources, job->linked};
+        std::string snapshot = execute_step(step);
+        builder.store_.metadata().put_cache(key, store::CacheResult{snapshot, ""});
+        entry->promise.set_value(snapshot);
+      } catch (...) {
+        entry->promise.set_exception(std::current_exception());
+      }
+      std::lock_guard lock(builder.in_flight_mutex_);
+      auto it = builder.in_flight_.find(key);
+      if (it != builder.in_flight_.end() && it->second == entry) builder.in_flight_.erase(it);
+    });
   }
 
   // An image in the local store as a source of files (COPY --from=image).
@@ -419,9 +491,9 @@ class Builder::Run {
       try {
         StepContext context{store_, step, state.top, source_top, context_ ? context_->path : std::string(),
                             cancel_, [&](int stream, std::string_view data) { progress_.log(id, stream, data); },
-                            &sandbox_, std::move(mount_sources)};
-        std::string snapshot = is_linked_copy(step) ? run_linked_copy(key, source_key, state, context, no_cache)
-                                                    : run_shared(key, context);
+                            sandbox_.get(), std::move(mount_sources)};
+        std::string snapshot = is_linked_copy(step) ? run_linked_copy(key, source_key, state, context, no_cache, id)
+                                                    : run_shared(key, context, id);
         state.top = snapshot;
         state.key = key;
       } catch (const Error& e) {
@@ -441,7 +513,7 @@ class Builder::Run {
   // COPY --link: the layer is made on nothing and cached apart from what is below it, then
   // stacked on the stage so far. A changed base reuses the layer (and its blob) as it is.
   std::string run_linked_copy(const std::string& key, const std::string& source_key, const StageResult& state,
-                              StepContext& context, bool no_cache) {
+                              StepContext& context, bool no_cache, const std::string& vertex) {
     std::string layer_key = step_cache_key("linked", context.step, source_key);
     std::optional<store::CacheResult> layer;
     if (!no_cache) layer = store_.metadata().get_cache(layer_key);
@@ -450,7 +522,7 @@ class Builder::Run {
       layer_id = layer->snapshot_id;
     } else {
       context.linked = true;
-      layer_id = run_shared(layer_key, context);
+      layer_id = run_shared(layer_key, context, vertex);
     }
     if (!state.top) return layer_id;
     std::string stacked = restack_layer(store_, layer_id, state.top);
@@ -639,7 +711,7 @@ class Builder::Run {
     for (const Output& output : request_.outputs) {
       if (output.type == "image" || output.type == "moby") continue;
       if (request_.output_fd < 0) throw Error(ErrorKind::user, "output type " + output.type + " needs a destination");
-      image::FdSink sink(request_.output_fd, "output");
+      image::FdSink sink(request_.output_fd, "output", cancel_.fd());
       if (output.type == "oci" || output.type == "docker") {
         LazyBlobSource blobs(store_);
         image::ArchiveImage archive_image{export_manifest(manifest), result.names};
@@ -683,7 +755,9 @@ class Builder::Run {
   std::mutex stages_mutex_;
   std::map<size_t, StageResult> stages_;
   std::atomic<bool> failed_{false};
-  BuildSandbox sandbox_{builder_.sandbox_, random_build_name(), request_.limits, request_.allow};
+  // Shared: a step this build started may outlive it (see start_shared_step).
+  std::shared_ptr<BuildSandbox> sandbox_ =
+      std::make_shared<BuildSandbox>(builder_.sandbox_, random_build_name(), request_.limits, request_.allow);
 };
 
 Builder::Builder(store::Store& store)
@@ -693,7 +767,32 @@ Builder::Builder(store::Store& store)
   remove_tree(store.root() + "/contexts");
 }
 
-Builder::~Builder() = default;
+Builder::~Builder() {
+  // Every build has returned, so no step has a waiter left: each is canceled and ends soon.
+  std::map<uint64_t, std::thread> threads;
+  {
+    std::lock_guard lock(step_threads_mutex_);
+    threads.swap(step_threads_);
+  }
+  for (auto& [id, thread] : threads) thread.join();
+}
+
+void Builder::start_step_thread(std::function<void()> body) {
+  std::lock_guard lock(step_threads_mutex_);
+  for (uint64_t id : finished_step_threads_) {
+    auto it = step_threads_.find(id);
+    if (it == step_threads_.end()) continue;
+    it->second.join();  // it said it finished: a short wait at most
+    step_threads_.erase(it);
+  }
+  finished_step_threads_.clear();
+  const uint64_t id = next_step_thread_++;
+  step_threads_.emplace(id, std::thread([this, id, body = std::move(body)] {
+                          body();
+                          std::lock_guard lock(step_threads_mutex_);
+                          finished_step_threads_.push_back(id);
+                        }));
+}
 
 BuildResult Builder::build(const BuildRequest& request, Progress& progress, const CancelToken& cancel) {
   Run run(*this, request, progress, cancel);

@@ -1,6 +1,7 @@
 // Runs a build: Dockerfile → plan → steps executed on overlay snapshots with a content-addressed
 // cache → an image in the store and the requested outputs. One Builder serves every build of
-// a daemon; identical steps requested by concurrent builds run once.
+// a daemon; identical steps requested by concurrent builds run once, for as long as one of them
+// still waits for it.
 #pragma once
 
 #include <sys/types.h>
@@ -13,8 +14,10 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "common/client_stream.h"
 #include "engine/graph/build_plan.h"
 #include "engine/sandbox/cgroup.h"
 #include "engine/solver/progress.h"
@@ -65,16 +68,23 @@ struct BuildResult {
   int64_t manifest_size = 0;  // with manifest_digest, the image's descriptor
 };
 
-// Set by the caller to stop a build; checked between and inside steps.
+// Set by the caller to stop a build; checked between and inside steps, and polled (fd()) by
+// every wait on the client's fds.
 class CancelToken {
  public:
-  void cancel() { canceled_ = true; }
+  void cancel() noexcept {
+    canceled_ = true;
+    signal_.cancel();
+  }
   bool canceled() const { return canceled_; }
   // Throws kbuild::Error (canceled) when canceled.
   void check() const;
+  // Readable once canceled.
+  int fd() const { return signal_.fd(); }
 
  private:
   std::atomic<bool> canceled_{false};
+  CancelSignal signal_;
 };
 
 class Builder {
@@ -82,6 +92,8 @@ class Builder {
   explicit Builder(store::Store& store);
   // How RUN steps run; without it they are refused. Set before the first build.
   void set_sandbox(SandboxConfig config) { sandbox_ = std::move(config); }
+  // The program that reads context directories as their caller (kbuild-context-reader).
+  void set_context_reader(std::string program) { context_reader_ = std::move(program); }
   ~Builder();
   Builder(const Builder&) = delete;
   Builder& operator=(const Builder&) = delete;
@@ -95,11 +107,18 @@ class Builder {
   class Run;
   store::Store& store_;
   SandboxConfig sandbox_;
+  std::string context_reader_ = KBUILD_CONTEXT_READER;
   std::unique_ptr<ContextCache> contexts_;
   std::unique_ptr<LayerJournalCache> layer_journals_;
   struct InFlight;
   std::mutex in_flight_mutex_;
-  std::map<std::string, std::shared_ptr<InFlight>> in_flight_;  // cache key → the build running it
+  std::map<std::string, std::shared_ptr<InFlight>> in_flight_;  // cache key → the step running it
+  // Shared steps run on threads of their own, joined once done (and all of them at the end).
+  void start_step_thread(std::function<void()> body);
+  std::mutex step_threads_mutex_;
+  std::map<uint64_t, std::thread> step_threads_;
+  std::vector<uint64_t> finished_step_threads_;
+  uint64_t next_step_thread_ = 0;
 };
 
 }  // namespace kbuild::solver

@@ -100,13 +100,14 @@ UniqueFd open_tree(const std::string& path) {
 
 // A tar stream is read whole into a new tree each time.
 std::shared_ptr<MaterializedContext::State> read_tar(store::Store& store, const BuildRequest& request,
-                                                     std::optional<std::string>& dockerfile) {
+                                                     int cancel_fd, std::optional<std::string>& dockerfile) {
   auto state = new_state(store);
   UniqueFd dest = open_tree(state->path);
   context::TarContextRequest tar;
   tar.tar_fd = request.context_fd;
   tar.dest_fd = dest.get();
   tar.dockerfile_path = request.dockerfile_name;
+  tar.cancel_fd = cancel_fd;
   if (request.dockerfile.empty()) tar.capture = {request.dockerfile_name};
   context::TarContextResult result = context::read_tar_context(tar);
   state->manifest = std::move(result.manifest);
@@ -124,7 +125,9 @@ std::shared_ptr<MaterializedContext::State> read_tar(store::Store& store, const 
 // A client directory is read by a process running as the caller, into the tree of the last
 // read of the same directory when no build uses that any more, else into a new tree.
 std::shared_ptr<MaterializedContext::State> read_directory(store::Store& store, ContextCache& cache,
-                                                           const BuildRequest& request, int64_t& bytes) {
+                                                           const BuildRequest& request,
+                                                           const std::string& reader_program, int cancel_fd,
+                                                           int64_t& bytes) {
   std::vector<patterns::IgnorePattern> patterns = patterns::parse_dockerignore(join_lines(request.dockerignore));
   patterns::IgnoreMatcher ignore(patterns);
   StoreHashCache hashes(store.metadata());
@@ -133,6 +136,8 @@ std::shared_ptr<MaterializedContext::State> read_directory(store::Store& store, 
   read.caller = context::Credentials{request.caller.uid, request.caller.gid, request.caller.groups};
   read.ignore = &ignore;
   read.hash_cache = &hashes;
+  read.cancel_fd = cancel_fd;
+  read.reader_program = reader_program;
   struct stat root;
   check(::fstat(request.context_fd, &root), "fstat", "context");
   const std::string key = std::to_string(request.caller.uid) + ":" + std::to_string(root.st_dev) + ":" +
@@ -176,11 +181,12 @@ std::shared_ptr<MaterializedContext::State> read_directory(store::Store& store, 
 }  // namespace
 
 MaterializedContext materialize_context(store::Store& store, ContextCache& cache, const BuildRequest& request,
+                                        const std::string& reader_program, int cancel_fd,
                                         const std::function<void(int64_t bytes, bool done)>& on_transfer) {
   int64_t bytes = 0;
   MaterializedContext out;
-  out.state = request.context_is_tar ? read_tar(store, request, out.dockerfile)
-                                     : read_directory(store, cache, request, bytes);
+  out.state = request.context_is_tar ? read_tar(store, request, cancel_fd, out.dockerfile)
+                                     : read_directory(store, cache, request, reader_program, cancel_fd, bytes);
   on_transfer(bytes, true);
   out.path = out.state->path;
   return out;

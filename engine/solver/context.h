@@ -40,8 +40,11 @@ class ContextCache {
   std::map<std::string, std::shared_ptr<MaterializedContext::State>> latest_;
 };
 
-// Reads the context the request carries. `on_transfer` reports bytes moved so far.
+// Reads the context the request carries. `on_transfer` reports bytes moved so far; `cancel_fd`
+// (readable: stop with kbuild::Error canceled) ends every wait on the client and the reader.
+// `reader_program` is kbuild-context-reader.
 MaterializedContext materialize_context(store::Store& store, ContextCache& cache, const BuildRequest& request,
+                                        const std::string& reader_program, int cancel_fd,
                                         const std::function<void(int64_t bytes, bool done)>& on_transfer);
 
 // The part of a COPY's cache key that comes from the context: a digest of the files its

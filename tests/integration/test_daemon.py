@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import pwd
+import select
 import shutil
 import signal
 import subprocess
@@ -28,16 +29,21 @@ OUTSIDER = "kbuild-test-outsider"
 GROUP = "kbuild-test"
 
 
+def demotion(user):
+    """A preexec_fn that makes the child `user`, with its groups."""
+    pw = pwd.getpwnam(user)
+    groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem] + [pw.pw_gid]
+
+    def demote():
+        os.setgroups(groups)
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    return demote
+
+
 def run(cmd, check=True, user=None, **kwargs):
     if user:
-        pw = pwd.getpwnam(user)
-        groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem] + [pw.pw_gid]
-
-        def demote():
-            os.setgroups(groups)
-            os.setgid(pw.pw_gid)
-            os.setuid(pw.pw_uid)
-        kwargs["preexec_fn"] = demote
+        kwargs["preexec_fn"] = demotion(user)
     result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"{cmd} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
@@ -47,6 +53,9 @@ def run(cmd, check=True, user=None, **kwargs):
 class Daemon:
     """kbuildd on a socket and store of its own, stopped with SIGTERM."""
 
+    # Something of the daemon's own that no process a caller can inspect may carry.
+    SECRET = "kbuildd-secret-7f3a9c"
+
     def __init__(self, workdir, group):
         self.socket = os.path.join(workdir, "kbuild.sock")
         self.root = os.path.join(workdir, "root")
@@ -54,7 +63,7 @@ class Daemon:
         self.process = subprocess.Popen(
             [os.path.join(BUILD_DIR, "service/kbuildd"), "--listen", self.socket, "--root", self.root,
              "--config", os.path.join(workdir, "daemon.json"), "--group", group],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, KBUILD_IT_SECRET=self.SECRET))
         for _ in range(100):
             if os.path.exists(self.socket):
                 return
@@ -86,6 +95,54 @@ def kbuildctl_for(user):
     shutil.copy(built, copy)
     os.chmod(copy, 0o755)
     return copy
+
+
+# The system's python: test users cannot run one under /root.
+PYTHON = "/usr/bin/python3"
+RAW_CALL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "raw_call.py")
+
+
+def raw_call(daemon, method, signature, arguments, fds=(), user=None):
+    """A call of `method` made by hand (raw_call.py) in the background, as `user`: a client that
+    passes the fds `fds` of this process (named by number among `arguments`) and does nothing
+    else with them. Killing it is the client disconnecting."""
+    return subprocess.Popen([PYTHON, RAW_CALL, daemon.socket, method, signature, json.dumps(arguments)],
+                            pass_fds=list(fds), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=demotion(user) if user else None)
+
+
+def build_call(daemon, dockerfile, context, progress, output, context_type="dir", outputs=()):
+    """Build(options, context, progress, output) made by hand, with these fds."""
+    options = [["dockerfile", ["ay", list(dockerfile.encode())]], ["context-type", ["s", context_type]]]
+    if outputs:
+        options.append(["outputs", ["aa{ss}", [list(o.items()) for o in outputs]]])
+    return raw_call(daemon, "Build", "a{sv}hhh", [options, context, progress, output],
+                    fds={context, progress, output})
+
+
+def thread_count(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+def children(pid):
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def wait_until(predicate, timeout, step=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
 
 
 def write(path, text, mode=0o644):
@@ -439,6 +496,244 @@ class DaemonTest(unittest.TestCase):
         self.assertEqual(leftovers, [])
         self.build(ctx, "-t", "it-killed")
         self.assertIn("it-killed", kbuildctl(self.daemon, "images").stdout)
+
+    # -- hostile clients ------------------------------------------------------------------------
+
+    def assert_recovers(self, daemon, threads_before):
+        """Within a second of its stalled clients leaving, kbuildd answers a new call and is back
+        to the threads it had before them."""
+        started = time.monotonic()
+        info = run([PYTHON, RAW_CALL, daemon.socket, "Info", "", "[]"], check=False, timeout=1)
+        self.assertEqual(info.returncode, 0, info.stderr)
+        self.assertTrue(wait_until(lambda: thread_count(daemon.process.pid) <= threads_before,
+                                   max(0.0, 1.0 - (time.monotonic() - started))),
+                        f"kbuildd has {thread_count(daemon.process.pid)} threads, {threads_before} before the calls")
+
+    def stalled_image(self):
+        """An image whose archive is far larger than a pipe holds."""
+        ctx = self.context("stall-image", {"Dockerfile": "FROM scratch\nCOPY big /big\n"})
+        with open(os.path.join(ctx, "big"), "wb") as f:
+            f.write(os.urandom(2 << 20))
+        self.build(ctx, "-t", "it-stall-image")
+        return ctx
+
+    def test_load_and_save_clients_that_stall_then_leave_free_their_threads(self):
+        self.stalled_image()
+        time.sleep(0.5)
+        before = thread_count(self.daemon.process.pid)
+        load_read, load_write = os.pipe()  # nothing is ever written: the archive never comes
+        save_read, save_write = os.pipe()  # nothing is ever read: the archive never fits
+        calls = [raw_call(self.daemon, "LoadImages", "h", [load_read], fds=[load_read]),
+                 raw_call(self.daemon, "SaveImages", "ash", [["it-stall-image"], save_write], fds=[save_write])]
+        try:
+            self.assertTrue(select.select([save_read], [], [], 10)[0], "SaveImages never began writing")
+            time.sleep(0.5)
+            self.assertEqual([c.poll() for c in calls], [None, None], [c.stderr.read() for c in calls if c.poll()])
+        finally:
+            for c in calls:
+                c.kill()
+                c.wait()
+        self.assert_recovers(self.daemon, before)
+        for fd in (load_read, load_write, save_read, save_write):
+            os.close(fd)
+
+    def test_build_clients_that_stall_on_the_context_or_the_output_then_leave_free_their_threads(self):
+        ctx = self.stalled_image()
+        time.sleep(0.5)
+        before = thread_count(self.daemon.process.pid)
+        tar_read, tar_write = os.pipe()  # `build -` whose tar never comes
+        out_read, out_write = os.pipe()  # `-o type=tar,dest=-` never read
+        progress_read, progress_write = os.pipe()
+        null = os.open(os.devnull, os.O_RDWR)
+        context = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)
+        calls = [build_call(self.daemon, "", tar_read, progress_write, null, context_type="tar"),
+                 build_call(self.daemon, "FROM scratch\nCOPY big /big\n", context, null, out_write,
+                            outputs=[{"type": "tar"}])]
+        try:
+            self.assertTrue(select.select([out_read], [], [], 30)[0], "the tar output never began")
+            time.sleep(0.5)
+            self.assertEqual([c.poll() for c in calls], [None, None], [c.stderr.read() for c in calls if c.poll()])
+        finally:
+            for c in calls:
+                c.kill()
+                c.wait()
+        self.assert_recovers(self.daemon, before)
+        for fd in (tar_read, tar_write, out_read, out_write, progress_read, progress_write, null, context):
+            os.close(fd)
+
+    def test_a_client_that_stops_reading_progress_slows_neither_its_build_nor_another(self):
+        # Every step's name is long, so that its events fill a pipe many times over.
+        long_dir = "/".join(["d" * 200] * 5)
+        steps = [f"COPY a /{long_dir}/f{i}" for i in range(60)]
+        ctx = self.context("slow-reader", {"Dockerfile": "FROM scratch\n" + "\n".join(steps) + "\n", "a": "a\n"})
+        other = self.context("not-slowed", {"Dockerfile": "FROM scratch\nCOPY b /b\n", "b": "b\n"})
+        client = subprocess.Popen([os.path.join(BUILD_DIR, "cli/kbuildctl"), "--host", "unix://" + self.daemon.socket,
+                                   "build", "--progress", "plain", "-t", "it-slow-reader", "."], cwd=ctx,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            for line in client.stderr:
+                if "load build definition" in line:
+                    break
+            client.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            concurrent = subprocess.Popen([os.path.join(BUILD_DIR, "cli/kbuildctl"), "--host",
+                                           "unix://" + self.daemon.socket, "build", "-q", "-t", "it-not-slowed", "."],
+                                          cwd=other, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            concurrent.wait(timeout=60)
+            other_took = time.monotonic() - started
+            self.assertEqual(concurrent.returncode, 0, concurrent.stderr.read())
+            self.assertLess(other_took, 10)
+            self.assertTrue(wait_until(lambda: "it-slow-reader" in kbuildctl(self.daemon, "images").stdout, 60, 0.25),
+                            "the build whose client reads no progress never finished")
+            print(f"\n  stalled reader: its build finished {time.monotonic() - started:.1f}s after the client "
+                  f"stopped; another build took {other_took:.1f}s", file=sys.stderr)
+        finally:
+            client.send_signal(signal.SIGCONT)
+            client.kill()
+            client.wait()
+
+    def test_calls_in_flight_are_capped_per_caller(self):
+        before = thread_count(self.daemon.process.pid)
+        pipes = [os.pipe() for _ in range(8)]
+        calls = [raw_call(self.daemon, "LoadImages", "h", [r], fds=[r], user=MEMBER) for r, _ in pipes]
+        try:
+            # Each call has a thread while it runs (a thread of an earlier test may end meanwhile:
+            # the count only paces the test).
+            wait_until(lambda: thread_count(self.daemon.process.pid) >= before + 8, 5)
+            time.sleep(0.5)
+            self.assertEqual([c.poll() for c in calls], [None] * 8, [c.stdout.read() for c in calls if c.poll()])
+            ninth_read, ninth_write = os.pipe()
+            ninth = raw_call(self.daemon, "LoadImages", "h", [ninth_read], fds=[ninth_read], user=MEMBER)
+            try:
+                out, err = ninth.communicate(timeout=5)
+            finally:
+                if ninth.poll() is None:
+                    ninth.kill()
+                    ninth.wait()
+                os.close(ninth_read)
+                os.close(ninth_write)
+            self.assertNotEqual(ninth.returncode, 0, "the ninth call was let in")
+            self.assertIn("error org.kbuild.Error.TooManyRequests: too many calls in flight", out)
+            self.assertIn("the limit per caller is 8", out)
+            # Another caller is not held to this one's limit.
+            self.assertIn("version", kbuildctl(self.daemon, "info").stdout.lower())
+        finally:
+            for c in calls:
+                c.kill()
+                c.wait()
+            for r, w in pipes:
+                os.close(r)
+                os.close(w)
+        self.assertTrue(wait_until(lambda: kbuildctl(self.daemon, "info", user=MEMBER, check=False).returncode == 0, 5),
+                        "the caller could not call again once its calls ended")
+
+    def test_sigterm_stops_the_daemon_within_five_seconds_whatever_its_clients_do(self):
+        workdir = tempfile.mkdtemp(prefix="kbuild-it-term-")
+        os.chmod(workdir, 0o755)
+        daemon = Daemon(workdir, GROUP)
+        fds, calls = [], []
+        try:
+            ctx = self.context("term", {"Dockerfile": "FROM scratch\nCOPY big /big\n"})
+            with open(os.path.join(ctx, "big"), "wb") as f:
+                f.write(os.urandom(2 << 20))
+            load_read, load_write = os.pipe()
+            tar_read, tar_write = os.pipe()
+            out_read, out_write = os.pipe()
+            progress_read, progress_write = os.pipe()
+            null = os.open(os.devnull, os.O_RDWR)
+            context = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)
+            fds = [load_read, load_write, tar_read, tar_write, out_read, out_write, progress_read, progress_write,
+                   null, context]
+            calls = [raw_call(daemon, "LoadImages", "h", [load_read], fds=[load_read]),
+                     build_call(daemon, "", tar_read, progress_write, null, context_type="tar"),
+                     build_call(daemon, "FROM scratch\nCOPY big /big\n", context, progress_write, out_write,
+                                outputs=[{"type": "tar"}])]
+            self.assertTrue(select.select([out_read], [], [], 30)[0], "the tar output never began")
+            time.sleep(0.5)
+            started = time.monotonic()
+            daemon.process.send_signal(signal.SIGTERM)
+            try:
+                daemon.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                daemon.process.kill()
+                daemon.process.wait()
+            took = time.monotonic() - started
+            print(f"\n  kbuildd exited {took:.2f}s after SIGTERM", file=sys.stderr)
+            self.assertLess(took, 5)
+        finally:
+            for c in calls:
+                c.kill()
+                c.wait()
+            for fd in fds:
+                os.close(fd)
+            if daemon.process.poll() is None:
+                daemon.process.kill()
+                daemon.process.wait()
+            daemon.log.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def test_context_reader_is_a_fresh_program_the_caller_cannot_inspect(self):
+        ctx = self.context("reader", {"Dockerfile": "FROM scratch\nCOPY . /c\n"})
+        for i in range(20000):  # enough files that the reader runs for a while
+            d = os.path.join(ctx, f"d{i % 100}")
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, f"f{i}"), "w") as f:
+                f.write("x")
+        member = pwd.getpwnam(MEMBER).pw_uid
+        with open("/proc/sys/fs/suid_dumpable") as f:
+            saved = f.read().strip()
+        reader = None
+
+        def stop_reader():
+            # The caller's reader, stopped once it made itself non-dumpable (the files in its
+            # /proc directory then belong to root).
+            nonlocal reader
+            for pid in children(self.daemon.process.pid):
+                try:
+                    with open(f"/proc/{pid}/status") as f:
+                        uid = int(next(line for line in f if line.startswith("Uid:")).split()[1])
+                    if uid != member:
+                        continue
+                    os.kill(pid, signal.SIGSTOP)
+                    if os.stat(f"/proc/{pid}/environ").st_uid == 0:
+                        reader = pid
+                        return True
+                    os.kill(pid, signal.SIGCONT)
+                except (OSError, StopIteration):
+                    pass
+            return False
+
+        probe = ("import sys\nfor name in ('mem', 'environ'):\n    try:\n"
+                 "        open(f'/proc/{sys.argv[1]}/{name}', 'rb').close()\n        print(name, 'open')\n"
+                 "    except OSError:\n        print(name, 'denied')\n")
+        try:
+            with open("/proc/sys/fs/suid_dumpable", "w") as f:
+                f.write("1")
+            client = subprocess.Popen([os.path.join(BUILD_DIR, "cli/kbuildctl"), "--host",
+                                       "unix://" + self.daemon.socket, "build", "-q", "."], cwd=ctx,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                      preexec_fn=demotion(MEMBER))
+            try:
+                self.assertTrue(wait_until(stop_reader, 60, 0.002), "no context reader ran as the caller")
+                exe = os.readlink(f"/proc/{reader}/exe")
+                with open(f"/proc/{reader}/maps") as f:
+                    maps = f.read()
+                with open(f"/proc/{reader}/environ", "rb") as f:
+                    environ = f.read()
+                as_caller = run([PYTHON, "-c", probe, str(reader)], user=MEMBER).stdout
+            finally:
+                if reader:
+                    os.kill(reader, signal.SIGCONT)
+                client.wait(timeout=120)
+        finally:
+            with open("/proc/sys/fs/suid_dumpable", "w") as f:
+                f.write(saved)
+        self.assertEqual(client.returncode, 0, client.stderr.read())
+        self.assertEqual(os.path.basename(exe), "kbuild-context-reader")
+        self.assertNotIn("kbuildd", maps)
+        self.assertNotIn(Daemon.SECRET.encode(), environ)
+        self.assertEqual(as_caller, "mem denied\nenviron denied\n")
+
 
 
 def ensure_test_users():

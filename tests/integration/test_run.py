@@ -1120,6 +1120,63 @@ class RunTest(unittest.TestCase):
         self.assertIn("still-working", out)
 
 
+    def shared_step_builds(self, marker, seconds):
+        """Two clients building the same RUN step (one cache key, two contexts): the second joins
+        the step the first started. Returns both, the second's progress read up to the step."""
+        dockerfile = f"FROM {BASE}\nRUN echo started; sleep {seconds}; echo {marker} > /x\n"
+        first = self.daemon.popen_build(self.context(dockerfile, name=f"{marker}-1"))
+        second = None
+        try:
+            for line in first.stderr:
+                if OUTPUT_LINE.match(line) and line.rstrip().endswith(" started"):
+                    break
+            out = os.path.join(self.workdir, f"{marker}.tar")
+            second = self.daemon.popen_build(self.context(dockerfile, name=f"{marker}-2"), "-o", f"type=tar,dest={out}")
+            for line in second.stderr:
+                if "[2/2] RUN" in line:
+                    break
+            time.sleep(0.5)
+        except BaseException:
+            for client in (first, second):
+                if client is not None:
+                    client.kill()
+                    client.wait()
+            raise
+        return first, second, out
+
+    def test_shared_step_keeps_running_for_the_build_that_still_waits(self):
+        marker = "shared-" + uuid.uuid4().hex[:8]
+        first, second, out = self.shared_step_builds(marker, 4)
+        try:
+            first.kill()
+            first.wait()
+            second.wait(timeout=120)
+            self.assertEqual(second.returncode, 0, second.stderr.read()[-3000:])
+        finally:
+            for client in (first, second):
+                if client.poll() is None:
+                    client.kill()
+                    client.wait()
+        self.assertEqual(Rootfs(out).text("x"), marker + "\n")
+        os.unlink(out)
+
+    def test_shared_step_stops_when_its_last_build_leaves(self):
+        marker = "shared-" + uuid.uuid4().hex[:8]
+        first, second, _ = self.shared_step_builds(marker, 3034)
+        try:
+            second.kill()
+            second.wait()
+            time.sleep(0.5)
+            self.assertTrue(processes_matching(lambda pid, cmd, root: cmd == "sleep 3034"),
+                            "the step stopped while a build still waited for it")
+        finally:
+            first.kill()
+            first.wait()
+            if second.poll() is None:
+                second.kill()
+                second.wait()
+        self.assertEqual(self.daemon.wait_clean(("sleep 3034",), before=self.left_before), [])
+
 # Tests that start a second kbuildd run last: stopping one must not disturb the other, and
 # when it does (the last test checks that), only the tests after it would fail for it.
 LAST = ["test_security_insecure_needs_both_the_flag_and_the_daemon_entitlement",

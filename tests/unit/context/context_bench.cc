@@ -65,6 +65,9 @@ Run read_once(const std::string& ctx, const std::string& dest, HashCache* cache,
   request.dest_fd = dest_fd.get();
   request.caller = Credentials{65534, 65534, {65534}};
   request.hash_cache = cache;
+  // The build tree's reader when run from there (KBUILD_CONTEXT_READER=build/service/...).
+  const char* reader = std::getenv("KBUILD_CONTEXT_READER");
+  request.reader_program = reader ? reader : KBUILD_CONTEXT_READER;
   if (previous) request.previous = *previous;
   const double self = cpu_ms(RUSAGE_SELF);
   const double children = cpu_ms(RUSAGE_CHILDREN);

@@ -1,9 +1,7 @@
 #include "engine/context/context_reader.h"
 
-#include <dirent.h>
 #include <signal.h>
 #include <sys/eventfd.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -13,7 +11,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,6 +34,12 @@ using testing::remove_tree_contents;
 using testing::write_file;
 
 constexpr uid_t kNobody = 65534;
+
+// kbuild-context-reader, or one of its probe builds, as meson's test environment names them.
+std::string program(const char* variable) {
+  const char* path = std::getenv(variable);
+  return path ? path : "";
+}
 
 Credentials nobody() { return Credentials{kNobody, kNobody, {kNobody}}; }
 
@@ -65,6 +68,7 @@ class ContextRead : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch credentials";
+    ASSERT_FALSE(program("KBUILD_CONTEXT_READER").empty()) << "KBUILD_CONTEXT_READER is not set";
     ::signal(SIGPIPE, SIG_IGN);
     check(::chmod(work_.path().c_str(), 0755), "chmod", work_.path());
     ctx_ = work_.path() + "/ctx";
@@ -84,6 +88,7 @@ class ContextRead : public ::testing::Test {
     UniqueFd out = open_dir(dest);
     request.context_fd = ctx.get();
     request.dest_fd = out.get();
+    if (request.reader_program.empty()) request.reader_program = program("KBUILD_CONTEXT_READER");
     return read_context(request);
   }
 
@@ -277,6 +282,8 @@ TEST_F(ContextRead, UnreadableDirectoryFailsUnlessIgnored) {
 }
 
 TEST_F(ContextRead, ReaderRunsAsTheCallerWithNoCapabilitiesAndOnlyItsOwnFds) {
+  // Something of the daemon's that must not reach the reader's environment.
+  ::setenv("KBUILD_DAEMON_SECRET", "daemon-secret-marker", 1);
   write_file(c("a"), "a");
   // fds the daemon has open without O_CLOEXEC must not reach the reader.
   UniqueFd leaked(::open("/etc/hostname", O_RDONLY));
@@ -285,33 +292,14 @@ TEST_F(ContextRead, ReaderRunsAsTheCallerWithNoCapabilitiesAndOnlyItsOwnFds) {
 
   ContextReadRequest request;
   request.caller = Credentials{kNobody, kNobody, {kNobody, 100}};
-  request.reader_check = [] {
-    std::string report = "fds=";
-    DIR* dir = ::opendir("/proc/self/fd");
-    std::vector<int> fds;
-    while (struct dirent* d = ::readdir(dir)) {
-      if (d->d_name[0] == '.') continue;
-      const int fd = std::atoi(d->d_name);
-      if (fd != ::dirfd(dir)) fds.push_back(fd);
-    }
-    ::closedir(dir);
-    std::sort(fds.begin(), fds.end());
-    for (int fd : fds) report += std::to_string(fd) + ",";
-    std::ifstream status("/proc/self/status");
-    for (std::string line; std::getline(status, line);) {
-      for (const char* key : {"Uid:", "Gid:", "Groups:", "CapEff:", "CapPrm:", "CapAmb:", "NoNewPrivs:"}) {
-        if (line.starts_with(key)) report += " " + line;
-      }
-    }
-    report += " dumpable=" + std::to_string(::prctl(PR_GET_DUMPABLE));
-    std::replace(report.begin(), report.end(), '\t', ' ');
-    throw Error(ErrorKind::user, report);
-  };
+  // A probe build of the reader throws a report of its own state from where the walk begins.
+  request.reader_program = program("KBUILD_CONTEXT_READER_REPORT");
   const std::string message = error_of([&] { read(request, new_dest()); });
   EXPECT_EQ(message,
             "failed to read context: fds=0,1,2,3,4,5, Uid: 65534 65534 65534 65534 Gid: 65534 65534 65534 65534 "
             "Groups: 100 65534  CapPrm: 0000000000000000 CapEff: 0000000000000000 CapAmb: 0000000000000000 "
-            "NoNewPrivs: 1 dumpable=0");
+            "NoNewPrivs: 1 dumpable=0 environ=0 exe=kbuild-context-reader-report");
+  ::unsetenv("KBUILD_DAEMON_SECRET");
 }
 
 TEST_F(ContextRead, HashCacheSparesTheContentOfUnchangedFiles) {
@@ -430,6 +418,7 @@ TEST_F(ContextRead, UpdatingThePreviousTreeReplacesChangedFilesWithNewInodes) {
   request.context_fd = ctx.get();
   request.previous = PreviousContext{tree_fd.get(), &first.manifest};
   request.update_previous = true;
+  request.reader_program = program("KBUILD_CONTEXT_READER");
   bool touched = false;
   request.previous_touched = &touched;
   const ContextReadResult updated = read_context(request);
@@ -481,6 +470,7 @@ TEST_F(ContextRead, AFailedUpdateBeforeAnyChangeLeavesThePreviousTreeAsItWas) {
   request.context_fd = ctx.get();
   request.previous = PreviousContext{tree_fd.get(), &first.manifest};
   request.update_previous = true;
+  request.reader_program = program("KBUILD_CONTEXT_READER");
   bool touched = false;
   request.previous_touched = &touched;
   ErrorKind kind{};
@@ -566,7 +556,7 @@ TEST_F(ContextRead, CancelStopsAWaitingRead) {
   ContextReadRequest request;
   request.caller = nobody();
   request.cancel_fd = cancel.get();
-  request.reader_check = [] { ::sleep(30); };
+  request.reader_program = program("KBUILD_CONTEXT_READER_STALL");  // sleeps 30 s before the walk
   std::thread canceler([&] {
     std::this_thread::sleep_for(100ms);
     const std::uint64_t one = 1;
@@ -589,6 +579,7 @@ TEST_F(ContextRead, ClientFdOpenedWithOPathWorks) {
   request.caller = nobody();
   request.context_fd = ctx.get();
   request.dest_fd = out.get();
+  request.reader_program = program("KBUILD_CONTEXT_READER");
   EXPECT_EQ(paths_of(read_context(request).manifest), (std::vector<std::string>{"a"}));
 }
 

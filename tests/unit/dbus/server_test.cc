@@ -12,6 +12,7 @@
 #include <iterator>
 #include <map>
 #include <set>
+#include <thread>
 #include <sstream>
 
 #include "dbus/authorization.h"
@@ -317,6 +318,52 @@ TEST_F(ServerTest, ManyCallersAtOnceAreAllServed) {
     }));
   }
   for (auto& caller : callers) EXPECT_EQ(caller.get(), 50);
+}
+
+TEST_F(ServerTest, CallsBeyondTheLimitsAreRefusedSayingWhichLimit) {
+  for (bool per_caller : {true, false}) {
+    FakeBuilder builder;
+    ServerOptions options;
+    options.max_calls = per_caller ? 8 : 2;
+    options.max_calls_per_uid = per_caller ? 2 : 8;
+    TestServer server(builder, options);
+    Pipe context, progress, output;
+    context.write.reset();
+    std::vector<std::future<Options>> builds;
+    for (int i = 0; i < 2; ++i) {
+      builds.push_back(std::async(std::launch::async, [&] {
+        BuilderClient client(server.path());
+        return client.build({{"wait", true}}, context.read.get(), progress.write.get(), output.write.get());
+      }));
+    }
+    ASSERT_TRUE(builder.wait_started());
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // both are in flight
+
+    BuilderClient client(server.path());
+    try {
+      client.info();
+      ADD_FAILURE() << "a call beyond the limit was let in";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::user);
+      const std::string expected = per_caller ? "too many calls in flight: uid " + std::to_string(::getuid()) +
+                                                    " has 2 running, the limit per caller is 2; try again when one ends"
+                                              : "too many calls in flight: kbuildd runs 2, its limit is 2; try "
+                                                "again when one ends";
+      EXPECT_EQ(std::string(e.what()), expected);
+    }
+    builder.release();
+    for (auto& build : builds) EXPECT_EQ(build.get().at("image-id"), Value("sha256:1234"));
+    // The calls that ended left room for new ones (their threads are joined through the loop).
+    bool served = false;
+    for (int attempt = 0; attempt < 50 && !served; ++attempt) {
+      try {
+        served = client.info().at("version") == Value("test");
+      } catch (const Error&) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+    EXPECT_TRUE(served);
+  }
 }
 
 TEST_F(ServerTest, DisconnectCancelsTheCall) {

@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "common/client_stream.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
 
@@ -187,10 +189,73 @@ TEST(ProgressPipe, WriterStopsQuietlyWhenTheClientHasGone) {
   ProgressWriter writer(std::move(write_end));
   EXPECT_TRUE(writer.write(numbered(1)));
   read_end.reset();
-  // Without the reader the write fails with EPIPE; SIGPIPE must not kill the process.
-  EXPECT_FALSE(writer.write(numbered(2)));
+  // Without the reader the writer's thread fails with EPIPE; SIGPIPE must not kill the process.
+  writer.write(numbered(2));
+  const auto start = std::chrono::steady_clock::now();
+  writer.close();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
   EXPECT_TRUE(writer.closed());
   EXPECT_FALSE(writer.write(numbered(3)));
+}
+
+TEST(ProgressPipe, AStalledReaderNeverBlocksTheWriterAndLearnsWhatWasDropped) {
+  auto [read_end, write_end] = make_pipe();
+  ProgressWriterOptions options;
+  options.buffer_limit = 256 << 10;
+  options.close_grace = std::chrono::milliseconds(300);
+  ProgressWriter writer(std::move(write_end), options);
+  // Far more than the pipe and the buffer hold, while nobody reads.
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 2000; ++i) EXPECT_TRUE(writer.write(numbered(i % 50)));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  EXPECT_GT(writer.dropped(), 0u);
+  // The reader comes back: what was buffered arrives, then a note about the gap.
+  std::thread consumer([&, fd = read_end.get()] {
+    std::string all;
+    char buffer[65536];
+    ssize_t n;
+    while ((n = ::read(fd, buffer, sizeof buffer)) > 0) all.append(buffer, static_cast<size_t>(n));
+    // One note per gap; together they count every event dropped.
+    uint64_t noted = 0;
+    const std::string note = "\"progress: ";
+    for (size_t at = all.find(note); at != std::string::npos; at = all.find(note, at + 1)) {
+      noted += std::stoull(all.substr(at + note.size()));
+      EXPECT_EQ(all.compare(all.find(' ', at + note.size()), 45, " events dropped, the client reads too slowly\""),
+                0);
+    }
+    EXPECT_EQ(noted, writer.dropped());
+  });
+  writer.write(numbered(7));
+  writer.close();
+  consumer.join();
+}
+
+TEST(ProgressPipe, CloseGivesUpOnAReaderThatTakesNothing) {
+  auto [read_end, write_end] = make_pipe();
+  ProgressWriterOptions options;
+  options.close_grace = std::chrono::milliseconds(300);
+  ProgressWriter writer(std::move(write_end), options);
+  for (int i = 0; i < 200; ++i) writer.write(numbered(50));
+  const auto start = std::chrono::steady_clock::now();
+  writer.close();
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, std::chrono::milliseconds(300));
+  EXPECT_LT(took, std::chrono::seconds(2));
+  EXPECT_TRUE(writer.closed());
+}
+
+TEST(ProgressPipe, TheCancelFdStopsTheWriterAtOnce) {
+  auto [read_end, write_end] = make_pipe();
+  CancelSignal cancel;
+  ProgressWriterOptions options;
+  options.cancel_fd = cancel.fd();
+  options.close_grace = std::chrono::seconds(30);
+  ProgressWriter writer(std::move(write_end), options);
+  for (int i = 0; i < 200; ++i) writer.write(numbered(50));
+  cancel.cancel();
+  const auto start = std::chrono::steady_clock::now();
+  writer.close();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
 }
 
 TEST(ProgressPipe, ReaderTimesOutAndReturnsALastLineWithoutNewline) {
