@@ -476,13 +476,13 @@ std::string execute_run(StepContext& context) {
   spec.uid = user.uid;
   spec.gid = user.gid;
   spec.groups = user.groups;
-  spec.network = run.network == "host" ? sandbox::NetworkMode::host : sandbox::NetworkMode::none;
   spec.capabilities = insecure ? kAllCapabilities : kDefaultCapabilities;
   spec.devices = insecure;
 
   PreparedMounts mounts;
   mounts.bind(open_path(hosts_file(store)), "/etc/hosts", true);
   if (run.network == "host" || run.network == "none") {
+    spec.network = run.network == "host" ? sandbox::NetworkMode::host : sandbox::NetworkMode::none;
     if (::access("/etc/resolv.conf", R_OK) == 0) mounts.bind(open_path("/etc/resolv.conf"), "/etc/resolv.conf", true);
   } else {
     // The default: the build's own namespace, and a resolv.conf that works from inside it.
