@@ -9,8 +9,16 @@ root:
     python3 tests/integration/test_run.py --buildkit    # the same tests against Docker 20.10's BuildKit
 
 --buildkit checks the tests themselves: a private dockerd stands in for kbuildd, and the tests
-for what 20.10's BuildKit lacks (heredocs, RUN --network/--security, limits) are skipped with
-the reason. The last result line is `run: N passed, M failed, K skipped` (scripts/test.sh sums it).
+for what 20.10's BuildKit lacks (heredocs, RUN --network/--security, limits) or that the tests'
+dockerd cannot show (it has no bridge, so its builds use the host's network) are skipped with
+the reason.
+
+The network tests send nothing outside the machine but for one: `apt-get update` on the default
+network, to the apt mirror this machine's sources name, FROM a Debian base that
+debian_image.py makes once with debootstrap (cached in /var/cache/kbuild-tests; the test is
+skipped where debootstrap is missing). The others use the host's loopback, or a kbuildd whose
+"host" is a pair of network namespaces the test makes (IsolatedHost). They need pasta (Debian's
+passt) and slirp4netns. The last result line is `run: N passed, M failed, K skipped` (scripts/test.sh sums it).
 Needs gcc with a static libc for the confinement probe (tests that COPY it are skipped
 without); everything else is on every machine the project's setup script prepares.
 """
