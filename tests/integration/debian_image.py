@@ -6,7 +6,7 @@ mirror its apt sources name, written as a docker-archive that `kbuildctl load -i
 Made once and cached in /var/cache/kbuild-tests (debootstrap downloads about 40 MB and takes a
 few minutes); later runs load the cached archive. Needs root, debootstrap and the mirror.
 
-    python3 tests/integration/debian_image.py [--tag NAME]   # prints the archive's path
+    python3 tests/integration/debian_image.py     # prints the archive's path; the image is kbuild-debian
 
 or, from Python, `debian_image.cached_archive()`.
 """
@@ -110,8 +110,9 @@ def write_archive(rootfs, out, tag):
     os.replace(tmp, out)
 
 
-def cached_archive(tag=DEFAULT_TAG, cache_dir=CACHE_DIR):
-    """The path of the cached docker-archive, made with debootstrap when missing."""
+def cached_archive(cache_dir=CACHE_DIR):
+    """The path of the cached docker-archive (image DEFAULT_TAG), made with debootstrap when
+    missing."""
     mirror, suite = apt_mirror()
     out = os.path.join(cache_dir, f"debian-{suite}-minbase.tar")
     if os.path.exists(out):
@@ -131,17 +132,15 @@ def cached_archive(tag=DEFAULT_TAG, cache_dir=CACHE_DIR):
         for name in glob.glob(os.path.join(rootfs, "var/lib/apt/lists/*")):
             if os.path.isfile(name):
                 os.unlink(name)
-        write_archive(rootfs, out, tag)
+        write_archive(rootfs, out, DEFAULT_TAG)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
 
 
 def main():
-    parser = argparse.ArgumentParser(description="Make (once) the Debian test base image.")
-    parser.add_argument("--tag", default=DEFAULT_TAG)
-    args = parser.parse_args()
-    print(cached_archive(args.tag))
+    argparse.ArgumentParser(description="Make (once) the Debian test base image.").parse_args()
+    print(cached_archive())
     return 0
 
 
