@@ -203,6 +203,7 @@ void BuildNetwork::start_stack(const std::string& program, bool pasta, bool dns_
   std::promise<pid_t> started;
   std::future<pid_t> result = started.get_future();
   stopping_ = false;
+  // argv, fds and started are this frame's: the keeper uses them only until it has forked.
   keeper_ = std::thread([this, &argv, &fds, &started] {
     pid_t pid = -1;
     try {
