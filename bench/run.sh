@@ -9,6 +9,11 @@
 #   stages     two independent stages of `RUN sleep 2` joined by COPY --from (cold for those
 #              steps): about 2 s when the stages run in parallel, 4 s when they do not
 #
+# and, for kbuild alone, what RUN's network costs: the 50 steps again with --network=host (no
+# namespace, no stack) beside the same on the default network (the build's own namespace,
+# behind pasta), and a build of one RUN step each way, where the first step pays the stack's
+# start.
+#
 # Only the client command is timed (not the daemon's start nor the base's load). Each
 # measurement runs BENCH_RUNS times, the builders taking turns, and the table shows the median.
 # Run as root from anywhere:
@@ -48,6 +53,12 @@ mkdir -p "$ctx"
   echo "FROM kbuild-busybox"
   for i in $(seq "$steps"); do echo "RUN echo $i > /f$i"; done
 } >"$ctx/Dockerfile.steps"
+{
+  echo "FROM kbuild-busybox"
+  for i in $(seq "$steps"); do echo "RUN --network=host echo $i > /f$i"; done
+} >"$ctx/Dockerfile.hoststeps"
+printf '%s\n' "FROM kbuild-busybox" "RUN echo one > /one" >"$ctx/Dockerfile.one"
+printf '%s\n' "FROM kbuild-busybox" "RUN --network=host echo one > /one" >"$ctx/Dockerfile.onehost"
 printf '%s\n' "FROM kbuild-busybox AS a" "RUN sleep 2 && echo a > /a" \
   "FROM kbuild-busybox AS b" "RUN sleep 2 && echo b > /b" \
   "FROM kbuild-busybox" "COPY --from=a /a /a" "COPY --from=b /b /b" >"$ctx/Dockerfile.stages"
@@ -64,7 +75,9 @@ kbuild_reset() {
   start_kbuildd --config "$work/kbuild/daemon.json" --exec-helper "$kbuild_exec_bin"
   kbuildctl load -i "$base_tar" >/dev/null
 }
-kbuild_build() { kbuildctl build --progress plain -t "bench-$1" -f "$ctx/Dockerfile.$1" "$ctx"; }
+kbuild_build() {
+  kbuildctl build --progress plain --allow network.host -t "bench-$1" -f "$ctx/Dockerfile.$1" "$ctx"
+}
 
 dockerd_dir=$work/dockerd
 
@@ -138,6 +151,11 @@ for run in $(seq "$runs"); do
     measure "$builder" steps "$run" steps
     measure "$builder" warm "$run" steps
     measure "$builder" stages "$run" stages
+    if [[ $builder == kbuild ]]; then
+      measure kbuild hoststeps "$run" hoststeps
+      measure kbuild one "$run" one
+      measure kbuild onehost "$run" onehost
+    fi
   done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -172,6 +190,18 @@ for other in buildkit buildah; do
   done
   echo
 done
+if wants kbuild; then
+  for kind in hoststeps one onehost; do med[kbuild.$kind]=$(median kbuild "$kind"); done
+  echo
+  echo "kbuild's RUN network (median of $runs runs):"
+  # Steps after the first: the 50-step build less the one-step build, over 49 steps.
+  awk -v d="${med[kbuild.steps]}" -v d1="${med[kbuild.one]}" -v h="${med[kbuild.hoststeps]}" \
+    -v h1="${med[kbuild.onehost]}" -v n="$steps" 'BEGIN {
+      a = (d - d1) * 1000 / (n - 1); b = (h - h1) * 1000 / (n - 1)
+      printf "  ms per RUN step after the first: default network %.1f, --network=host %.1f (%+.1f)\n", a, b, a - b }'
+  awk -v d="${med[kbuild.one]}" -v h="${med[kbuild.onehost]}" \
+    'BEGIN { printf "  a one-RUN build, ms: default network %.0f, --network=host %.0f (%+.0f: the stack starts)\n", d * 1000, h * 1000, (d - h) * 1000 }'
+fi
 echo
 echo "versions: $("$kbuildctl_bin" --version 2>/dev/null | head -n1);" \
   "docker $("$docker_client" --version 2>/dev/null | awk '{print $3}' | tr -d ,);" \

@@ -12,8 +12,11 @@ build_packages=(
   # what the tests use: image checkers, BuildKit itself (Debian's docker.io), a Go toolchain
   # for byte-for-byte checks against Go's archive/tar, busybox for base images, buildah for
   # the benchmarks, systemd-nspawn for the tests that need a booted systemd, gcc's static libc
-  # for small probe programs built into test images
-  skopeo umoci docker.io golang-go busybox-static buildah systemd-container libc6-dev
+  # for small probe programs built into test images, debootstrap for the Debian image of the
+  # apt test
+  skopeo umoci docker.io golang-go busybox-static buildah systemd-container libc6-dev debootstrap
+  # what RUN --network=default runs: pasta (package passt), or slirp4netns where pasta is missing
+  passt slirp4netns
 )
 
 missing=()

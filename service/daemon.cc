@@ -100,6 +100,8 @@ int run_daemon(const DaemonOptions& options) {
   sandbox_config.cgroups = cgroups.get();
   sandbox_config.seccomp_program = seccomp_program(config);
   sandbox_config.step_limits = {options.step_memory, options.step_cpus, options.step_pids};
+  sandbox_config.network.pasta = options.pasta;
+  sandbox_config.network.slirp4netns = options.slirp4netns;
   BuilderService service(*store, config, std::move(sandbox_config), context_reader_program(options));
   dbus::ServerOptions server_options;
   server_options.group = options.group;

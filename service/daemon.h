@@ -22,6 +22,9 @@ struct DaemonOptions {
   std::optional<uint64_t> step_memory;           // per RUN step, bytes
   std::optional<double> step_cpus;
   std::optional<uint64_t> step_pids = 32768;
+  // RUN --network=default's user-mode stacks: names looked up in PATH, or paths; "" for none.
+  std::string pasta = "pasta";
+  std::string slirp4netns = "slirp4netns";
 };
 
 // Runs until stopped or idle; returns the exit code.

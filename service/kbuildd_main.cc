@@ -26,6 +26,11 @@ int main(int argc, char** argv) {
   app.add_option("--step-memory", options.step_memory, "Memory limit of each RUN step, in bytes");
   app.add_option("--step-cpus", options.step_cpus, "CPU limit of each RUN step, in cores");
   app.add_option("--step-pids", options.step_pids, "Process limit of each RUN step")->capture_default_str();
+  app.add_option("--pasta", options.pasta,
+                 "pasta (Debian package passt), the network stack of RUN --network=default; \"\" for none")
+      ->capture_default_str();
+  app.add_option("--slirp4netns", options.slirp4netns, "The network stack used where pasta is missing; \"\" for none")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     return kbuild::service::run_daemon(options);

@@ -231,6 +231,9 @@ StepExit run(const RunSpec& spec) {
   std::vector<UniqueFd> trees = clone_bind_sources(spec);
   int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP;
   if (spec.network == NetworkMode::none) flags |= CLONE_NEWNET;
+  if (spec.network == NetworkMode::join) {
+    check(::setns(extra_fd(spec.netns_fd), CLONE_NEWNET), "joining the build's network namespace");
+  }
   check(::unshare(flags), "unshare");
   int error_pipe[2];
   check(::pipe2(error_pipe, O_CLOEXEC), "pipe");

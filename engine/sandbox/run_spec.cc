@@ -8,6 +8,28 @@ namespace kbuild::sandbox {
 
 using nlohmann::json;
 
+namespace {
+
+const char* network_name(NetworkMode mode) {
+  switch (mode) {
+    case NetworkMode::none:
+      return "none";
+    case NetworkMode::join:
+      return "join";
+    case NetworkMode::host:
+      break;
+  }
+  return "host";
+}
+
+NetworkMode network_mode(const std::string& name) {
+  if (name == "none") return NetworkMode::none;
+  if (name == "join") return NetworkMode::join;
+  return NetworkMode::host;
+}
+
+}  // namespace
+
 std::string serialize_spec(const RunSpec& spec) {
   json mounts = json::array();
   for (const MountSpec& m : spec.mounts) {
@@ -28,7 +50,8 @@ std::string serialize_spec(const RunSpec& spec) {
               {"gid", spec.gid},
               {"groups", spec.groups},
               {"hostname", spec.hostname},
-              {"network", spec.network == NetworkMode::none ? "none" : "host"},
+              {"network", network_name(spec.network)},
+              {"netns_fd", spec.netns_fd},
               {"rootfs",
                {{"lowers", spec.rootfs.lowers},
                 {"upper", spec.rootfs.upper},
@@ -52,7 +75,11 @@ RunSpec parse_spec(std::string_view text) {
     spec.gid = in.at("gid").get<gid_t>();
     spec.groups = in.at("groups").get<std::vector<gid_t>>();
     spec.hostname = in.at("hostname").get<std::string>();
-    spec.network = in.at("network").get<std::string>() == "none" ? NetworkMode::none : NetworkMode::host;
+    spec.network = network_mode(in.at("network").get<std::string>());
+    spec.netns_fd = in.value("netns_fd", -1);
+    if (spec.network == NetworkMode::join && spec.netns_fd < 0) {
+      throw Error(ErrorKind::internal, "run spec joins a network namespace without its fd");
+    }
     const json& rootfs = in.at("rootfs");
     spec.rootfs.lowers = rootfs.at("lowers").get<std::vector<std::string>>();
     spec.rootfs.upper = rootfs.at("upper").get<std::string>();

@@ -13,7 +13,9 @@
 
 namespace kbuild::sandbox {
 
-enum class NetworkMode { host, none };
+// host: the daemon's own; none: a new namespace with only loopback; join: the namespace of
+// netns_fd (the build's, made by engine/network).
+enum class NetworkMode { host, none, join };
 
 struct RootfsSpec {
   std::vector<std::string> lowers;  // top first
@@ -46,6 +48,7 @@ struct RunSpec {
   std::vector<gid_t> groups;
   std::string hostname = "buildkitsandbox";
   NetworkMode network = NetworkMode::host;
+  int netns_fd = -1;              // join: index into the helper's fds (an O_RDONLY nsfs fd)
   RootfsSpec rootfs;
   std::vector<MountSpec> mounts;  // applied in order, after /proc, /dev, /sys
   uint64_t capabilities = 0;      // bounding, permitted and effective for root

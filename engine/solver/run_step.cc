@@ -421,6 +421,12 @@ sandbox::BuildCgroup& BuildSandbox::cgroup() {
   return *cgroup_;
 }
 
+network::BuildNetwork& BuildSandbox::network(const std::string& scratch_parent) {
+  std::lock_guard lock(network_mutex_);
+  if (!network_) network_ = network::BuildNetwork::create(config_.network, scratch_parent);
+  return *network_;
+}
+
 std::string format_bytes_binary(uint64_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double value = static_cast<double>(bytes);
@@ -468,15 +474,23 @@ std::string execute_run(StepContext& context) {
   spec.uid = user.uid;
   spec.gid = user.gid;
   spec.groups = user.groups;
-  spec.network = run.network == "none" ? sandbox::NetworkMode::none : sandbox::NetworkMode::host;
   spec.capabilities = insecure ? kAllCapabilities : kDefaultCapabilities;
   spec.devices = insecure;
 
   PreparedMounts mounts;
   // What kbuild provides lands at these very paths, whatever the image holds there.
   mounts.bind(open_path(hosts_file(store)), "/etc/hosts", true, true);
-  if (::access("/etc/resolv.conf", R_OK) == 0) {
-    mounts.bind(open_path("/etc/resolv.conf"), "/etc/resolv.conf", true, true);
+  if (run.network == "host" || run.network == "none") {
+    spec.network = run.network == "host" ? sandbox::NetworkMode::host : sandbox::NetworkMode::none;
+    if (::access("/etc/resolv.conf", R_OK) == 0) {
+      mounts.bind(open_path("/etc/resolv.conf"), "/etc/resolv.conf", true, true);
+    }
+  } else {
+    // The default: the build's own namespace, and a resolv.conf that works from inside it.
+    network::BuildNetwork& network = build.network(store.root() + "/mounts");
+    spec.network = sandbox::NetworkMode::join;
+    spec.netns_fd = mounts.add_fd(UniqueFd(check(::fcntl(network.namespace_fd(), F_DUPFD_CLOEXEC, 0), "dup")));
+    mounts.bind(open_path(network.resolv_conf()), "/etc/resolv.conf", true, true);
   }
   if (command.script_dir) mounts.bind(open_path(command.script_dir->path()), "/dev/pipes", true, true);
   for (size_t i = 0; i < run.mounts.size(); ++i) prepare_mount(context, i, run.mounts[i], mounts);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/network/build_network.h"
 #include "engine/sandbox/cgroup.h"
 #include "engine/sandbox/step_process.h"
 
@@ -26,9 +27,11 @@ struct SandboxConfig {
   sandbox::ResourceLimits step_limits;       // the daemon's defaults per step
   bool allow_insecure = false;               // the security.insecure entitlement
   bool allow_network_host = true;            // the network.host entitlement
+  network::NetworkConfig network;            // RUN --network=default's user-mode stacks
 };
 
-// The per-build side of RUN: the build's cgroup (made at its first RUN), step names.
+// The per-build side of RUN: the build's cgroup and network (each made at its first RUN that
+// needs it), step names.
 class BuildSandbox {
  public:
   BuildSandbox(const SandboxConfig& config, std::string build_name, sandbox::ResourceLimits limits,
@@ -36,6 +39,8 @@ class BuildSandbox {
   ~BuildSandbox();
   const SandboxConfig& config() const { return config_; }
   sandbox::BuildCgroup& cgroup();
+  // The build's network namespace; `scratch_parent` is where its files go.
+  network::BuildNetwork& network(const std::string& scratch_parent);
   std::string next_step_name() { return "step-" + std::to_string(++steps_); }
   bool allowed(const std::string& entitlement) const { return allowed_.count(entitlement) != 0; }
   const sandbox::ResourceLimits& build_limits() const { return limits_; }
@@ -48,6 +53,8 @@ class BuildSandbox {
   std::set<std::string> allowed_;
   std::mutex mutex_;
   std::unique_ptr<sandbox::BuildCgroup> cgroup_;
+  std::mutex network_mutex_;  // its own: starting the stack must not hold up steps' cgroups
+  std::unique_ptr<network::BuildNetwork> network_;
   sandbox::StepReaper reaper_;  // after cgroup_: its steps go before the build's cgroup does
   std::atomic<int> steps_{0};
 };

@@ -9,8 +9,16 @@ root:
     python3 tests/integration/test_run.py --buildkit    # the same tests against Docker 20.10's BuildKit
 
 --buildkit checks the tests themselves: a private dockerd stands in for kbuildd, and the tests
-for what 20.10's BuildKit lacks (heredocs, RUN --network/--security, limits) are skipped with
-the reason. The last result line is `run: N passed, M failed, K skipped` (scripts/test.sh sums it).
+for what 20.10's BuildKit lacks (heredocs, RUN --network/--security, limits) or that the tests'
+dockerd cannot show (it has no bridge, so its builds use the host's network) are skipped with
+the reason.
+
+The network tests send nothing outside the machine but for one: `apt-get update` on the default
+network, to the apt mirror this machine's sources name, FROM a Debian base that
+debian_image.py makes once with debootstrap (cached in /var/cache/kbuild-tests; the test is
+skipped where debootstrap is missing). The others use the host's loopback, or a kbuildd whose
+"host" is a pair of network namespaces the test makes (IsolatedHost). They need pasta (Debian's
+passt) and slirp4netns. The last result line is `run: N passed, M failed, K skipped` (scripts/test.sh sums it).
 Needs gcc with a static libc for the confinement probe (tests that COPY it are skipped
 without); everything else is on every machine the project's setup script prepares.
 """
@@ -33,6 +41,7 @@ import uuid
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import base_image  # noqa: E402
+import debian_image  # noqa: E402
 from daemon_process import terminate, wait_listening  # noqa: E402
 from mounts import mount_points_under, unmount_all_under  # noqa: E402
 
@@ -137,6 +146,174 @@ def processes_matching(predicate):
     return found
 
 
+def parent_pid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def netns_holders(inode):
+    """Host processes that hold the network namespace with this inode: as their own, or through
+    an open fd."""
+    wanted = f"net:[{inode}]"
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        links = [f"/proc/{pid}/ns/net"]
+        try:
+            links += [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            pass
+        for link in links:
+            try:
+                if os.readlink(link) == wanted:
+                    found.append(link)
+            except OSError:
+                pass
+    return found
+
+
+# A TCP service answering every connection with an HTTP response whose body is argv[2], on
+# address:port argv[1]; prints "ready" once it listens. Run in whatever network namespace.
+HTTP_SERVICE = r"""
+import socket, sys, threading
+host, port = sys.argv[1].rsplit(":", 1)
+body = sys.argv[2].encode()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, int(port)))
+s.listen(16)
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    with c:
+        c.settimeout(5)
+        try:
+            c.recv(4096)
+            c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        except OSError:
+            pass
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+
+# A DNS server on argv[1]:53 answering every query with one A record, argv[2].
+FAKE_RESOLVER = r"""
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+while True:
+    q, peer = s.recvfrom(2048)
+    if len(q) < 12:
+        continue
+    a = q[:2] + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + q[12:]
+    a += b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(sys.argv[2])
+    s.sendto(a, peer)
+"""
+
+
+# A shell function for steps: `get ADDRESS PORT WORD` prints what HTTP_SERVICE there answers,
+# or WORD when nothing does. busybox nc, not wget: Debian's static busybox wget crashes here.
+HTTP_GET = ("get() { printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc -w 3 \"$1\" \"$2\" && echo || echo \"$3\"; }")
+
+
+def start_service(prefix, code, *args):
+    """A Python service (above) run under `prefix` (nsenter ...); waits for its first line."""
+    process = subprocess.Popen(prefix + [sys.executable, "-c", code] + list(args), stdout=subprocess.PIPE, text=True)
+    first = process.stdout.readline().strip()
+    if not first:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"service {args} did not start")
+    return process, first
+
+
+def http_get(url):
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
+class LoopbackHttp:
+    """HTTP_SERVICE on the host's 127.0.0.1, on a free port."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __enter__(self):
+        self.process, port = start_service([], HTTP_SERVICE, "127.0.0.1:0", self.marker)
+        self.port = int(port)
+        return self
+
+    def __exit__(self, *exc):
+        self.process.kill()
+        self.process.wait()
+
+
+class IsolatedHost:
+    """A stand-in for the host and the world, made of two network namespaces of the test's,
+    joined by a veth pair: "host" (eth0 10.213.0.2/24, default route via the gateway; a service
+    on its 127.0.0.1 and a fake resolver on 127.83.0.1, named by the resolv.conf its daemon
+    sees) and "gateway" (10.213.0.1, a service on SERVICE_PORT). A kbuildd run with
+    daemon_wrapper() takes "host" for the host: what its steps send never leaves the machine."""
+
+    GATEWAY, HOST = "10.213.0.1", "10.213.0.2"
+    LOOPBACK_PORT, SERVICE_PORT = 18181, 18182
+    LOOPBACK_MARKER, SERVICE_MARKER = "host-loopback-service", "gateway-service"
+    RESOLVER, FAKE_ANSWER = "127.83.0.1", "192.0.2.77"
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.processes = []
+
+    def _holder(self):
+        process = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+        self.processes.append(process)
+        path = f"/proc/{process.pid}/ns/net"
+        for _ in range(100):
+            if os.readlink(path) != os.readlink("/proc/self/ns/net"):
+                return process.pid
+            time.sleep(0.02)
+        raise AssertionError("unshare --net did not make a namespace")
+
+    def enter(self, pid):
+        return ["nsenter", f"--net=/proc/{pid}/ns/net", "--"]
+
+    def __enter__(self):
+        try:
+            self.host, self.gateway = self._holder(), self._holder()
+            run(["ip", "link", "add", "eth0", "netns", str(self.host), "type", "veth",
+                 "peer", "name", "eth0", "netns", str(self.gateway)])
+            for pid, address in ((self.host, self.HOST), (self.gateway, self.GATEWAY)):
+                for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "address", "add", address + "/24", "dev", "eth0"],
+                            ["ip", "link", "set", "eth0", "up"]):
+                    run(self.enter(pid) + cmd)
+            run(self.enter(self.host) + ["ip", "route", "add", "default", "via", self.GATEWAY])
+            for prefix, code, args in (
+                    (self.enter(self.host), HTTP_SERVICE, (f"127.0.0.1:{self.LOOPBACK_PORT}", self.LOOPBACK_MARKER)),
+                    (self.enter(self.gateway), HTTP_SERVICE, (f"{self.GATEWAY}:{self.SERVICE_PORT}", self.SERVICE_MARKER)),
+                    (self.enter(self.host), FAKE_RESOLVER, (self.RESOLVER, self.FAKE_ANSWER))):
+                self.processes.append(start_service(prefix, code, *args)[0])
+            self.resolv_conf = os.path.join(self.workdir, "isolated-resolv.conf")
+            write(self.resolv_conf, f"search kbuild.test\nnameserver {self.RESOLVER}\n")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def daemon_wrapper(self):
+        """Runs a command in "host", in a mount namespace where /etc/resolv.conf is ours."""
+        return self.enter(self.host) + ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                        'mount --bind "$0" /etc/resolv.conf && exec "$@"', self.resolv_conf]
+
+    def __exit__(self, *exc):
+        for process in reversed(self.processes):
+            process.kill()
+            process.wait()
+        self.processes = []
+
+
 def kbuild_cgroups():
     """Every cgroup directory whose name starts with "kbuild" under /sys/fs/cgroup (v2, or each
     v1 hierarchy), down to a depth of 6."""
@@ -153,9 +330,11 @@ class Daemon:
     """kbuildd on a socket and store of its own (with a daemon.json of its own), stopped with
     SIGTERM."""
 
-    def __init__(self, workdir, config=None, env=None):
+    def __init__(self, workdir, config=None, args=(), wrapper=(), env=None):
+        """`args` go to kbuildd; `wrapper` is a command that runs it (nsenter ... --); `env`
+        is added to its environment."""
         os.makedirs(workdir, exist_ok=True)
-        self.env = env
+        self.args, self.wrapper, self.env = list(args), list(wrapper), env
         self.workdir = workdir
         self.socket = os.path.join(workdir, "kbuild.sock")
         self.root = os.path.join(workdir, "root")
@@ -174,6 +353,7 @@ class Daemon:
         helper = os.path.join(BUILD_DIR, "engine/kbuild-exec")
         if os.access(helper, os.X_OK) and "--exec-helper" in run([kbuildd, "--help"], check=False).stdout:
             argv += ["--exec-helper", helper]
+        argv = self.wrapper + argv + self.args
         self.log = open(os.path.join(self.workdir, "kbuildd.log"), "a")
         if os.path.exists(self.socket):
             os.unlink(self.socket)
@@ -223,11 +403,12 @@ class Daemon:
                     dirs[:] = []
         return entries
 
-    def mark_idle(self, base_tag):
+    def mark_idle(self, base_tag, network=None):
         """Runs one RUN step, then remembers the store's temp dirs as they are with no build
         running (what the daemon keeps between builds, made at its first step)."""
         ctx = os.path.join(self.workdir, "warm-up")
-        write(os.path.join(ctx, "Dockerfile"), f"FROM {base_tag}\nRUN true\n")
+        flag = f"--network={network} " if network else ""
+        write(os.path.join(ctx, "Dockerfile"), f"FROM {base_tag}\nRUN {flag}true\n")
         self.client("build", ".", cwd=ctx)
         self.idle_entries = self.temp_entries()
         # This daemon's cgroup parents: the top-most kbuild* dirs that its first step made (other
@@ -252,7 +433,15 @@ class Daemon:
         found += [f"process {pid}: {cmd}" for pid, cmd in processes_matching(
             lambda pid, cmd, root: root.startswith(self.root + "/") or any(m in cmd for m in markers))]
         found += [f"temp entry {self.root}/{e}" for e in sorted(self.temp_entries() - getattr(self, "idle_entries", set()))]
+        found += [f"network stack {pid}: {cmd}" for pid, cmd in self.network_stacks()]
         return found
+
+    def network_stacks(self):
+        """(pid, cmdline) of the user-mode network stacks (pasta, slirp4netns) this daemon runs."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        return processes_matching(lambda pid, cmd, root: parent_pid(pid) == self.process.pid
+                                  and os.path.basename(cmd.split(" ")[0]) in ("pasta", "slirp4netns"))
 
     def wait_clean(self, markers=(), timeout=15, before=frozenset()):
         """Waits until nothing but `before` (what an earlier test left) is left; returns the rest."""
@@ -508,11 +697,15 @@ class RunTest(unittest.TestCase):
         with open(iid) as f:
             return f.read().strip(), result
 
-    def second_daemon(self, name, config):
-        daemon = (Dockerd if AGAINST_BUILDKIT else Daemon)(os.path.join(self.workdir, name), config)
+    def second_daemon(self, name, config, args=(), wrapper=(), network=None):
+        """Another daemon; `network` is the --network of its warm-up step (None: the default)."""
+        if AGAINST_BUILDKIT:
+            daemon = Dockerd(os.path.join(self.workdir, name), config)
+        else:
+            daemon = Daemon(os.path.join(self.workdir, name), config, args=args, wrapper=wrapper)
         type(self).extra_daemons.append(daemon)
         daemon.client("load", "-i", self.base_archive)
-        daemon.mark_idle(BASE)
+        daemon.mark_idle(BASE, network)
         return daemon
 
     # -- RUN forms ------------------------------------------------------------------------------
@@ -669,12 +862,134 @@ class RunTest(unittest.TestCase):
         out = self.outputs(f"FROM {BASE}\nRUN --network=none cat /proc/net/dev\n")
         self.assertEqual(interfaces(out), ["lo"])
 
-    def test_default_network_is_the_hosts(self):
-        # kbuild's documented choice, as `docker build --network host` here: the host's interfaces.
-        out = self.outputs(f"FROM {BASE}\nRUN cat /proc/net/dev\n")
-        with open("/proc/net/dev") as f:
-            host = interfaces(f.read().splitlines())
-        self.assertEqual(interfaces(out), host)
+    @kbuild_only("the tests' dockerd has no bridge: its builds run with --network host")
+    def test_default_network_has_only_loopback_and_the_stacks_interface(self):
+        out = self.outputs(f"FROM {BASE}\nRUN cat /proc/net/dev; echo mac=$(cat /sys/class/net/eth0/address)\n")
+        self.assertEqual(interfaces([line for line in out if not line.startswith("mac=")]), ["eth0", "lo"])
+        # The step's eth0 is the stack's tap device, not the host's interface of that name.
+        host_macs = set()
+        for name in os.listdir("/sys/class/net"):
+            with open(f"/sys/class/net/{name}/address") as f:
+                host_macs.add(f.read().strip())
+        macs = [line[4:] for line in out if re.fullmatch(r"mac=[0-9a-f]{2}(:[0-9a-f]{2}){5}", line)]
+        self.assertEqual(len(macs), 1, out)
+        self.assertNotIn(macs[0], host_macs - {"00:00:00:00:00:00"})
+
+    @kbuild_only("the tests' dockerd has no bridge: its builds run with --network host")
+    def test_default_network_cannot_reach_the_hosts_loopback(self):
+        with LoopbackHttp("host-loopback-service") as service:
+            self.assertEqual(http_get(f"http://127.0.0.1:{service.port}/"), "host-loopback-service")
+            out = self.outputs(f"FROM {BASE}\nRUN {HTTP_GET}; get 127.0.0.1 {service.port} unreachable\n")
+        self.assertIn("unreachable", out)
+        self.assertNotIn("host-loopback-service", "\n".join(out))
+
+    @kbuild_only("the tests' dockerd has no bridge: its builds run with --network host")
+    def test_steps_of_a_build_share_its_namespace_and_builds_do_not(self):
+        ctx = self.context(f"FROM {BASE}\nRUN readlink /proc/self/ns/net > /ns1\n"
+                           "RUN readlink /proc/self/ns/net > /ns2\n"
+                           f"FROM {BASE} AS other\nRUN readlink /proc/self/ns/net > /ns3\n"
+                           "FROM scratch\nCOPY --from=0 /ns1 /ns2 /\nCOPY --from=other /ns3 /\n")
+        first, _ = self.rootfs(ctx, "--no-cache")
+        second, _ = self.rootfs(ctx, "--no-cache")
+        namespaces = {first.text(n) for n in ("ns1", "ns2", "ns3")}
+        self.assertEqual(len(namespaces), 1, "the steps of one build ran in different namespaces")
+        self.assertRegex(first.text("ns1"), r"^net:\[\d+\]\n$")
+        self.assertNotEqual(first.text("ns1"), second.text("ns1"))
+        self.assertNotEqual(first.text("ns1").strip(), os.readlink("/proc/self/ns/net"))
+
+    @kbuild_only("checks kbuild's processes")
+    def test_nothing_of_the_network_is_left_after_a_build(self):
+        for name, tail in (("net-ok", "true"), ("net-fails", "exit 1")):
+            ctx = self.context(f"FROM {BASE}\nRUN readlink /proc/self/ns/net; {tail}\n", name=name)
+            result = self.build(ctx, "--no-cache", check=False)
+            inode = re.search(r"net:\[(\d+)\]", result.stderr).group(1)
+            self.assertEqual(self.daemon.network_stacks(), [])
+            deadline = time.monotonic() + 10
+            while netns_holders(inode) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertEqual(netns_holders(inode), [], f"{name}: namespace net:[{inode}] is still held")
+        # Canceled: the client killed while a step runs.
+        ctx = self.context(f"FROM {BASE}\nRUN readlink /proc/self/ns/net; echo started; sleep 3033\n", name="net-cancel")
+        client = self.daemon.popen_build(ctx, "--no-cache")
+        inode = None
+        try:
+            for line in client.stderr:
+                found = re.search(r"net:\[(\d+)\]", line)
+                inode = inode or (found and found.group(1))
+                if OUTPUT_LINE.match(line) and line.rstrip().endswith(" started"):
+                    break
+            self.assertTrue(self.daemon.network_stacks(), "no network stack runs during the step")
+        finally:
+            client.kill()
+            client.wait()
+        self.assertIsNotNone(inode)
+        self.assertEqual(self.daemon.wait_clean(("sleep 3033",), before=self.left_before), [])
+        self.assertEqual(netns_holders(inode), [])
+
+    @kbuild_only("20.10's frontend has no RUN --network")
+    def test_default_network_without_a_stack_fails_naming_the_package(self):
+        daemon = self.second_daemon("no-stack", {}, args=["--pasta", "/nonexistent/pasta", "--slirp4netns", ""],
+                                    network="none")
+        result = self.failing(self.context(f"FROM {BASE}\nRUN echo must-not-run\n"), daemon=daemon)
+        self.assertIn("RUN --network=default needs pasta (Debian package passt) or slirp4netns", result.stderr)
+        self.assertNotIn("must-not-run", step_output(result.stderr))
+        # --network=none needs no stack.
+        out = step_output(self.build(self.context(f"FROM {BASE}\nRUN --network=none echo ran\n", name="none-ok"),
+                                     daemon=daemon).stderr)
+        self.assertIn("ran", out)
+
+    def check_isolated_stack(self, stack, args):
+        """A kbuildd whose host is a network namespace of the test's (see IsolatedHost): its
+        steps reach the gateway's service and resolve names through the stack's forwarder, and
+        reach nothing on the host's loopback, not even through the gateway's address."""
+        with IsolatedHost(self.workdir) as host:
+            daemon = self.second_daemon(f"isolated-{stack}", {}, args=args, wrapper=host.daemon_wrapper(),
+                                        network="none")
+            out = self.outputs(
+                f"FROM {BASE}\nRUN cat /etc/resolv.conf; nslookup probe.kbuild.test 2>&1 | grep -E '^Address' ; "
+                f"{HTTP_GET}; get 127.0.0.1 {host.LOOPBACK_PORT} loopback-unreachable; "
+                "gw=$(ip route | awk '/^default/ {print $3}'); echo gw=$gw; "
+                f"get $gw {host.LOOPBACK_PORT} gateway-port-unreachable; "
+                f"get {host.GATEWAY} {host.SERVICE_PORT} service-unreachable\n",
+                daemon=daemon)
+            self.assertEqual([p for p, cmd in daemon.network_stacks()], [])
+            daemon.stop()
+        forwarder = {"pasta": "169.254.1.1", "slirp4netns": "10.0.2.3"}[stack]
+        self.assertIn(f"nameserver {forwarder}", out)
+        self.assertIn("search kbuild.test", out)
+        self.assertTrue(any(host.FAKE_ANSWER in line for line in out if line.startswith("Address")), out)
+        # Substrings: a reply without a final newline shares its line with what comes next.
+        text = "\n".join(out)
+        self.assertNotIn(host.LOOPBACK_MARKER, text)
+        self.assertIn("loopback-unreachable", text)
+        self.assertIn("gateway-port-unreachable", text)
+        self.assertIn(host.SERVICE_MARKER, text)
+
+    @kbuild_only("runs kbuildd in a network namespace of the test's")
+    def test_pasta_reaches_out_but_not_the_hosts_loopback(self):
+        if shutil.which("pasta") is None:
+            self.skipTest("pasta is not installed (apt-get install passt)")
+        self.check_isolated_stack("pasta", [])
+
+    @kbuild_only("runs kbuildd in a network namespace of the test's")
+    def test_slirp4netns_reaches_out_but_not_the_hosts_loopback(self):
+        if shutil.which("slirp4netns") is None:
+            self.skipTest("slirp4netns is not installed")
+        self.check_isolated_stack("slirp4netns", ["--pasta", ""])
+
+    def test_apt_get_update_works_on_the_default_network(self):
+        # The one test that leaves the machine: to the apt mirror this machine's sources name.
+        try:
+            archive = debian_image.cached_archive()
+        except RuntimeError as e:
+            self.skipTest(str(e))
+        self.daemon.client("load", "-i", archive, timeout=600)
+        out = self.outputs(f"FROM {debian_image.DEFAULT_TAG}\n"
+                           "RUN apt-get update && echo apt-update-ok; readlink /proc/self/ns/net\n")
+        self.assertIn("apt-update-ok", out)
+        self.assertTrue(any(line.startswith("Get:") or line.startswith("Hit:") for line in out), out)
+        if not AGAINST_BUILDKIT:  # the tests' dockerd runs its builds on the host's network
+            self.assertNotIn(os.readlink("/proc/self/ns/net"), out, "the step ran on the host's network")
 
     @kbuild_only("20.10's frontend has no RUN --network")
     def test_network_host_needs_the_entitlement(self):
@@ -1180,6 +1495,9 @@ class RunTest(unittest.TestCase):
 # Tests that start a second kbuildd run last: stopping one must not disturb the other, and
 # when it does (the last test checks that), only the tests after it would fail for it.
 LAST = ["test_security_insecure_needs_both_the_flag_and_the_daemon_entitlement",
+        "test_default_network_without_a_stack_fails_naming_the_package",
+        "test_pasta_reaches_out_but_not_the_hosts_loopback",
+        "test_slirp4netns_reaches_out_but_not_the_hosts_loopback",
         "test_daemon_sigterm_during_a_step_leaves_nothing",
         "test_stopping_another_daemon_leaves_this_one_working"]
 

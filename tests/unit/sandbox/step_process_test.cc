@@ -3,6 +3,7 @@
 #include "engine/sandbox/step_process.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -154,6 +156,24 @@ TEST_F(StepProcessTest, NoneNetworkHasOnlyLoopback) {
   l.spec.network = NetworkMode::none;
   Result r = run(std::move(l));
   EXPECT_EQ(r.out, "1\nlo\n") << r.err;
+}
+
+TEST_F(StepProcessTest, JoinedNetworkIsTheNamespaceOfTheFdAndItsFdIsNotLeftOpen) {
+  // A namespace made on a thread of its own, held by its fd only (as engine/network holds it).
+  UniqueFd ns;
+  std::thread([&] {
+    if (::unshare(CLONE_NEWNET) == 0) ns.reset(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  }).join();
+  ASSERT_TRUE(ns);
+  struct stat st {};
+  ASSERT_EQ(::fstat(ns.get(), &st), 0);
+  StepLaunch l = launch({"/bin/sh", "-c", "readlink /proc/self/ns/net; ls /proc/self/fd | tr '\\n' ' '"});
+  l.spec.network = NetworkMode::join;
+  l.spec.netns_fd = static_cast<int>(l.extra_fds.size());
+  l.extra_fds.push_back(std::move(ns));
+  Result r = run(std::move(l));
+  EXPECT_EQ(r.outcome.exit.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "net:[" + std::to_string(st.st_ino) + "]\n0 1 2 3 ") << r.err;
 }
 
 TEST_F(StepProcessTest, SeccompFilterDeniesNamespacesAndMounts) {
