@@ -219,6 +219,10 @@ def compare_images(report, label, bk, kb_archive, kb_rootfs, mtimes):
         report.add(f"{label}: layers", [f"buildkit has {bk.layer_count}, kbuild {kb.layer_count}"])
     report.add(f"{label}: image config",
                image_tree.diff_configs(bk.config, kb.config, "buildkit", "kbuild"))
+    report.add(f"{label}: config history (created_by, empty_layer, comment)",
+               image_tree.diff_history(bk.config, kb.config, "buildkit", "kbuild"))
+    report.add(f"{label}: layer contents (per layer, as written)",
+               image_tree.diff_layers(bk, kb, "buildkit", "kbuild", mtimes))
     tree_diff = image_tree.diff_trees(bk.tree, kb.tree, "buildkit", "kbuild", mtimes)
     report.add(f"{label}: filesystem (docker-archive, flattened)", tree_diff)
     try:
@@ -321,6 +325,9 @@ class Session:
                 return
             bk_archive, bk_rootfs = outputs["buildkit", tag]
             bk = image_tree.read_docker_archive(bk_archive)
+            # The same checks of the reference's own archive: a problem here is the harness's
+            # (or docker save's), and would make every comparison below suspect.
+            report.add(f"{label}: BuildKit's docker-archive is inconsistent", bk.problems)
             if bk_rootfs:
                 # The harness's own check: a difference here is a flattening bug (or a BuildKit
                 # quirk to document), not kbuild's.
