@@ -4,6 +4,7 @@ and the parts of its config that a Dockerfile decides, plus readable differences
 Standard library only, so the harness runs on any machine with Python 3.
 """
 
+import ast
 import bz2
 import dataclasses
 import grp
@@ -433,6 +434,32 @@ def diff_layers(reference, other, ref_name, other_name, mtimes):
 _COPY_FLAGS = re.compile(r"^((?:COPY|ADD)(?: --parents| --chown=\S+| --chmod=\S+)*)")
 
 
+# EXPOSE: BuildKit v0.8 prints the nat.PortSet map ("EXPOSE map[443/tcp:{} 80/tcp:{}]", keys
+# sorted), current BuildKit (convert_expose.go) the list of "port/proto" in Dockerfile order
+# ("EXPOSE [80/tcp 443/tcp]"). The map keeps no order, so both compare as the set of ports.
+_EXPOSE_V08 = re.compile(r"^EXPOSE map\[(.*)\]$")
+_EXPOSE = re.compile(r"^EXPOSE \[(.*)\]$")
+# HEALTHCHECK: both print the config's Healthcheck struct, BuildKit v0.8 with %v of a pointer to
+# its own struct ("&{["CMD" "a"] "5s" "3s" "0s" '\x04'}"), current BuildKit with %+v of
+# docker's ("{Test:[CMD a] Interval:5s Timeout:3s StartPeriod:0s StartInterval:0s Retries:4}").
+# v0.8's form is rewritten to the current one (it has no StartInterval: 0s).
+_HEALTHCHECK_V08 = re.compile(r'^HEALTHCHECK &\{\[(.*)\] "(.*?)" "(.*?)" "(.*?)" (\'.*\')\}$')
+
+
+def _current_buildkit_created_by(created_by):
+    match = _HEALTHCHECK_V08.match(created_by)
+    if match:
+        test = json.loads("[" + match[1].replace('" "', '", "') + "]")
+        retries = ord(ast.literal_eval(match[5]))
+        return (f"HEALTHCHECK {{Test:[{' '.join(test)}] Interval:{match[2]} Timeout:{match[3]} "
+                f"StartPeriod:{match[4]} StartInterval:0s Retries:{retries}}}")
+    match = _EXPOSE_V08.match(created_by) or _EXPOSE.match(created_by)
+    if match:
+        ports = [p[:-len(":{}")] if p.endswith(":{}") else p for p in match[1].split()]
+        return f"EXPOSE (as a set) {sorted(set(ports))}"
+    return created_by
+
+
 def history_entries(config):
     """The compared part of a config's history: (created_by, empty_layer, comment) per entry,
     normalised where Docker 20.10's BuildKit and current BuildKit (which kbuild follows) write
@@ -447,6 +474,7 @@ def history_entries(config):
         match = _COPY_FLAGS.match(created_by)
         if match:
             created_by = created_by.split(" ", 1)[0] + created_by[match.end():]
+        created_by = _current_buildkit_created_by(created_by)
         entries.append((created_by, empty, item.get("comment") or ""))
     return entries
 

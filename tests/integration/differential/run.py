@@ -121,13 +121,17 @@ def prepare_context(source, destination):
     return destination
 
 
-def write_layerless_archive(inspected, tag, archive):
+def write_layerless_archive(inspected, history, tag, archive):
     """Docker 20.10 cannot `docker save` an image without layers ("empty export - not
     implemented"), e.g. FROM scratch with only metadata. Such an image's archive is written
-    from its `docker image inspect` (which holds every compared field) with no layers."""
+    from its `docker image inspect` (which holds every compared field) and its `docker image
+    history --format '{{json .}}'` lines (newest first; without layers, every entry is empty)."""
+    entries = [json.loads(line) for line in reversed(history.splitlines()) if line.strip()]
     config = {"architecture": inspected.get("Architecture"), "os": inspected.get("Os"),
               "author": inspected.get("Author"), "config": inspected.get("Config"),
-              "rootfs": {"type": "layers", "diff_ids": []}}
+              "rootfs": {"type": "layers", "diff_ids": []},
+              "history": [{"created_by": e.get("CreatedBy", ""), "comment": e.get("Comment", ""),
+                           "empty_layer": True} for e in entries]}
     if inspected.get("Variant"):
         config["variant"] = inspected["Variant"]
     manifest = [{"Config": "config.json", "RepoTags": [tag + ":latest"], "Layers": []}]
@@ -157,7 +161,9 @@ class BuildKitBuilder:
             if b"empty export" not in saved.stdout:
                 raise BuildFailed(f"docker save {tag}", saved)
             inspected = json.loads(self.dockerd.client(["image", "inspect", tag]).stdout)[0]
-            write_layerless_archive(inspected, tag, archive)
+            history = self.dockerd.client(["image", "history", "--no-trunc", "--format",
+                                           "{{json .}}", tag]).stdout.decode()
+            write_layerless_archive(inspected, history, tag, archive)
         if self.rootfs_export:
             # The same build again (from cache) for BuildKit's own rootfs export.
             rootfs = os.path.join(out, "rootfs.tar")

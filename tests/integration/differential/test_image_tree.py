@@ -332,6 +332,14 @@ class History(unittest.TestCase):
         self.assertEqual(self.diff(["COPY a /b # buildkit", "ENV A=1"],
                                    ["ARG V=1", "COPY --chown=1:2 --chmod=644 a /b # buildkit",
                                     "ENV A=1"]), [])
+        self.assertEqual(self.diff(
+            ["EXPOSE map[443/tcp:{} 80/tcp:{}]",
+             'HEALTHCHECK &{["CMD" "/bin/x" "a b"] "5s" "3s" "1m30s" \'\\x04\'}'],
+            ["EXPOSE [80/tcp 443/tcp]",
+             "HEALTHCHECK {Test:[CMD /bin/x a b] Interval:5s Timeout:3s StartPeriod:1m30s "
+             "StartInterval:0s Retries:4}"]), [])
+        self.assertEqual(len(self.diff(["EXPOSE map[443/tcp:{} 80/tcp:{}]"],
+                                       ["EXPOSE [80/tcp]"])), 2)
         # but not a COPY's sources or destination
         self.assertEqual(len(self.diff(["COPY a /b # buildkit"],
                                        ["COPY --chown=1 a /c # buildkit"])), 2)
