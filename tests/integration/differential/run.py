@@ -396,6 +396,8 @@ class Session:
         lines = [f"--- {case.name} {label} (buildkit): {image.layer_count} layers"]
         lines += [f"    {name} = {value}" for name, value in image_tree.config_values(image.config)
                   if value is not None]
+        lines += [f"    history: {json.dumps(created_by)}" + (" (empty_layer)" if empty else "")
+                  for created_by, empty, _ in image_tree.history_entries(image.config)]
         lines += ["    " + line for line in image_tree.describe_tree(image.tree, self.mtimes)]
         return lines
 
