@@ -31,8 +31,8 @@ no case needs a network.
 For each image the harness compares BuildKit's with kbuild's: the flattened filesystem of the
 docker-archive (whiteouts applied) path by path, each layer as written (whiteouts, hardlinks,
 uname/gname), the image config fields a Dockerfile decides, the history, the number of layers
-and each side's diff_ids against its layers; then that kbuild's rootfs tar export holds the same tree, and that
-docker loads kbuild's archive. With --self-check it also checks itself: BuildKit's own rootfs
+and each side's diff_ids against its layers; then that kbuild's rootfs tar export holds the
+same tree, and that docker loads kbuild's archive. With --self-check it also checks itself: BuildKit's own rootfs
 export must equal its flattened archive. Until kbuild's binaries offer the interface used here
 (see daemons.kbuild_unavailable), only the BuildKit side runs and kbuild is reported skipped.
 
@@ -354,8 +354,8 @@ class Session:
                 image = tag or f"kbdiff/{builder.name}-{case.name}"
                 out = self.workspace.sub("out", case.name, builder.name, tag or "main")
                 try:
-                    extra = ({"extra_args": case.kbuild_args} if builder is self.kbuild and tag is None
-                             else {})
+                    main_kbuild = builder is self.kbuild and tag is None
+                    extra = {"extra_args": case.kbuild_args} if main_kbuild else {}
                     outputs[builder.name, tag] = builder.build(image, context, args, out, **extra)
                     if tag is not None:
                         builder.provide(tag, outputs[builder.name, tag][0])
