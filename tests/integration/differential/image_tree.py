@@ -439,8 +439,9 @@ _COPY_FLAGS = re.compile(r"^((?:COPY|ADD)(?: --parents| --chown=\S+| --chmod=\S+
 
 
 # EXPOSE: BuildKit v0.8 prints the nat.PortSet map ("EXPOSE map[443/tcp:{} 80/tcp:{}]", keys
-# sorted), current BuildKit (convert_expose.go) the list of "port/proto" in Dockerfile order
-# ("EXPOSE [80/tcp 443/tcp]"). The map keeps no order, so both compare as the set of ports.
+# sorted), current BuildKit (convert_expose.go, since dockerfile 1.19) the list of "port/proto"
+# in the order of the instruction's arguments as instructions/parse.go sorts them before
+# expansion ("EXPOSE 80 443" -> "EXPOSE [443/tcp 80/tcp]"). Only the set can be compared.
 _EXPOSE_V08 = re.compile(r"^EXPOSE map\[(.*)\]$")
 _EXPOSE = re.compile(r"^EXPOSE \[(.*)\]$")
 # HEALTHCHECK: both print the config's Healthcheck struct, BuildKit v0.8 with %v of a pointer to
