@@ -39,6 +39,7 @@ suite_logs=$(mktemp -d)
 trap 'rm -rf "$suite_logs"' EXIT
 python3 tests/integration/test_daemon.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/integration.log" || status=1
 python3 tests/integration/test_run.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/run.log" || status=1
+python3 tests/integration/differential/test_image_tree.py 2>&1 | tee "$suite_logs/harness.log" || status=1
 python3 tests/integration/differential/run.py --build-dir "$build_dir" --require-kbuild 2>&1 |
   tee "$suite_logs/differential.log" || status=1
 

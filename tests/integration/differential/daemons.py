@@ -5,6 +5,7 @@ Everything a daemon leaves behind (processes, mounts, files) is released by `sto
 `Workspace.close()`, on any exit of the harness.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,18 @@ from mounts import unmount_all_under  # tests/integration: run.py puts it on the
 # (/usr/local/bin/docker may be a newer client without buildx, which refuses to build.)
 DOCKER_CLIENT = "/usr/bin/docker"
 DOCKERD = "dockerd"
+
+# Both daemons grant RUN --security=insecure (a build still has to ask for it with
+# `--allow security.insecure`); daemon.json's builder.entitlements is read by Docker 20.10's
+# dockerd and by kbuildd alike. network.host is granted by default on both.
+DAEMON_CONFIG = {"builder": {"entitlements": {"security-insecure": True}}}
+
+
+def write_daemon_config(directory):
+    path = os.path.join(directory, "daemon.json")
+    with open(path, "w") as out:
+        json.dump(DAEMON_CONFIG, out)
+    return path
 
 
 class HarnessError(Exception):
@@ -130,6 +143,7 @@ class Dockerd(Daemon):
                      "--data-root", os.path.join(self.root, "data"),
                      "--exec-root", os.path.join(self.root, "exec"),
                      "-H", "unix://" + self.socket,
+                     "--config-file", write_daemon_config(self.root),
                      "--pidfile", os.path.join(self.root, "dockerd.pid")])
         self._wait_until(lambda: self.client(["version"], check=False).returncode == 0,
                          60, "answering `docker version`")
@@ -173,11 +187,13 @@ class Kbuildd(Daemon):
 
     def start(self):
         argv = [self.kbuildd, "--listen", self.socket, "--root", os.path.join(self.root, "store")]
+        help_text = subprocess.run([self.kbuildd, "--help"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT).stdout.decode(errors="replace")
+        if "--config" in help_text:  # not the host's /etc/docker/daemon.json
+            argv += ["--config", write_daemon_config(self.root)]
         # RUN needs the kbuild-exec helper: the build dir's, where kbuildd takes the option
         # (an installed kbuildd finds its own).
         helper = os.path.join(os.path.dirname(os.path.dirname(self.kbuildd)), "engine", "kbuild-exec")
-        help_text = subprocess.run([self.kbuildd, "--help"], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT).stdout.decode(errors="replace")
         if os.access(helper, os.X_OK) and "--exec-helper" in help_text:
             argv += ["--exec-helper", helper]
         self._spawn(argv)

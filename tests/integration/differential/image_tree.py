@@ -4,10 +4,17 @@ and the parts of its config that a Dockerfile decides, plus readable differences
 Standard library only, so the harness runs on any machine with Python 3.
 """
 
+import ast
+import bz2
 import dataclasses
+import grp
+import gzip
 import hashlib
 import json
+import lzma
 import posixpath
+import pwd
+import re
 import tarfile
 
 WHITEOUT_PREFIX = ".wh."
@@ -30,9 +37,11 @@ _KINDS = {
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One path of a flattened filesystem: everything but its name that an image fixes. Not
-    kept: tar's uname/gname (unpackers, docker's and containerd's, own files by the numeric
-    ids) and the atime/ctime PAX records (no unpacker restores them)."""
+    """One path of a filesystem (flattened, or one layer's): everything but its name that an
+    image fixes, and the tar entry's uname/gname (compared per layer only: unpackers own files
+    by the numeric ids, but the names are part of the layer's bytes). Not kept: the atime/ctime
+    PAX records (no unpacker restores them). A layer's whiteouts are entries of kind "whiteout"
+    (and "opaque" for `.wh..wh..opq`) under their own `.wh.` names."""
     kind: str            # file, dir, symlink, char, block, fifo
     mode: int            # permission bits with setuid/setgid/sticky (mode & 0o7777)
     uid: int
@@ -43,6 +52,8 @@ class Entry:
     device: tuple        # (major, minor) of a device node, () otherwise
     mtime: float
     xattrs: tuple        # sorted (name, value) pairs from PAX SCHILY.xattr.* records
+    uname: str = ""
+    gname: str = ""
 
     def describe(self):
         what = {"file": f"file {self.size} bytes", "symlink": f"symlink -> {self.target}"}
@@ -97,35 +108,60 @@ def _entry(tar, member):
         device=(member.devmajor, member.devminor) if kind in ("char", "block") else (),
         mtime=member.mtime,
         xattrs=xattrs,
+        uname=member.uname,
+        gname=member.gname,
     )
+
+
+# What a layer's whiteouts are compared by: their names. Their mode, owner and mtime mean
+# nothing to an unpacker (BuildKit writes 0600 and a time, others 0 and the epoch).
+_WHITEOUT = Entry("whiteout", 0, 0, 0, 0, "", "", (), 0, ())
+_OPAQUE = Entry("opaque", 0, 0, 0, 0, "", "", (), 0, ())
+
+
+@dataclasses.dataclass
+class Layer:
+    """One layer tar as written: path -> Entry (hardlinks as files equal to their target,
+    whiteouts as "whiteout"/"opaque" entries) and its hardlinks, as the sets of names that
+    share one inode in it."""
+    tree: dict
+    links: list  # sorted tuples of paths, one per group of hardlinked names
 
 
 def apply_layer(tree, tar, whiteouts=True):
     """Applies one layer tar (an open tarfile) on top of `tree` (path -> Entry), as an
-    overlay-style unpacker does. With whiteouts=False (a flattened rootfs tar) '.wh.' names
-    are ordinary files, so a stray whiteout in a rootfs export shows up as a difference."""
+    overlay-style unpacker does, and returns the Layer as written. With whiteouts=False (a
+    flattened rootfs tar) '.wh.' names are ordinary files, so a stray whiteout in a rootfs
+    export shows up as a difference."""
     added = set()  # paths this layer wrote: an opaque marker hides only lower layers
+    layer = Layer(tree={}, links=[])
+    link_root = {}  # hardlink name -> the first name of its inode in this layer
     for member in tar:
         path = normalize_path(member.name)
         if path == "/":
             continue  # the root's own metadata is not part of what a layer decides
         parent, base = posixpath.split(path)
         if whiteouts and base == OPAQUE_MARKER:
+            layer.tree[path] = _OPAQUE
             for p in _descendants(tree, parent):
                 if p not in added:
                     del tree[p]
             continue
         if whiteouts and base.startswith(WHITEOUT_PREFIX):
+            layer.tree[path] = _WHITEOUT
             hidden = posixpath.join(parent, base[len(WHITEOUT_PREFIX):])
             for p in _descendants(tree, hidden) + [hidden]:
                 tree.pop(p, None)
             continue
         if member.islnk():
             # A hardlink is compared as what it is to a reader: a file equal to its target.
-            source = tree.get(normalize_path(member.linkname))
+            # That it is a link (within its layer) is compared per layer, in Layer.links.
+            target = normalize_path(member.linkname)
+            source = layer.tree.get(target) or tree.get(target)
             if source is None or source.kind != "file":
                 raise ArchiveError(f"{member.name}: hardlink to missing {member.linkname}")
             entry = source
+            link_root[path] = link_root.get(target, target)
         else:
             entry = _entry(tar, member)
         old = tree.get(path)
@@ -133,7 +169,13 @@ def apply_layer(tree, tar, whiteouts=True):
             for p in _descendants(tree, path):
                 del tree[p]
         tree[path] = entry
+        layer.tree[path] = entry
         added.add(path)
+    groups = {}
+    for name, root in link_root.items():
+        groups.setdefault(root, {root}).add(name)
+    layer.links = sorted(tuple(sorted(group)) for group in groups.values())
+    return layer
 
 
 def read_rootfs_tar(path):
@@ -146,11 +188,14 @@ def read_rootfs_tar(path):
 
 @dataclasses.dataclass
 class Image:
-    """A docker-archive read back: its config JSON, its layer count and its flattened tree."""
+    """A docker-archive read back: its config JSON, its layers as written and its flattened
+    tree."""
     config: dict
     layer_count: int
     tree: dict
     problems: list  # inconsistencies inside the archive itself
+    layers: list = dataclasses.field(default_factory=list)  # Layer, bottom first
+    diff_ids: list = dataclasses.field(default_factory=list)  # each layer's, as computed
 
 
 def read_docker_archive(path):
@@ -184,19 +229,49 @@ def read_docker_archive(path):
         if len(diff_ids) != len(layers):
             problems.append(f"config lists {len(diff_ids)} diff_ids but manifest.json "
                             f"{len(layers)} layers")
-        tree = {}
+        tree, read_layers, computed = {}, [], []
         for index, layer in enumerate(layers):
             digest = hashlib.sha256()
-            stream = open_member(layer)
+            stream, compression = _uncompressed(open_member(layer))
+            if stream is None:
+                problems.append(f"layer {index} ({layer}) is {compression}-compressed, which "
+                                "the harness cannot read")
+                read_layers.append(Layer(tree={}, links=[]))
+                computed.append("")
+                continue
             data = _HashingReader(stream, digest)
-            with tarfile.open(fileobj=data, mode="r|*") as tar:
-                apply_layer(tree, tar)
+            with tarfile.open(fileobj=data, mode="r|") as tar:
+                read_layers.append(apply_layer(tree, tar))
             data.drain()
-            if index < len(diff_ids) and data.compressed is False and \
-                    diff_ids[index] != "sha256:" + digest.hexdigest():
-                problems.append(f"layer {index} ({layer}) has digest sha256:{digest.hexdigest()} "
-                                f"but config rootfs.diff_ids says {diff_ids[index]}")
-    return Image(config=config, layer_count=len(layers), tree=tree, problems=problems)
+            # The diff_id is the digest of the uncompressed tar, whatever the blob's compression.
+            computed.append("sha256:" + digest.hexdigest())
+            if index < len(diff_ids) and diff_ids[index] != computed[-1]:
+                problems.append(f"layer {index} ({layer}, {compression or 'uncompressed'}) "
+                                f"has uncompressed digest {computed[-1]} but config "
+                                f"rootfs.diff_ids says {diff_ids[index]}")
+        history = config.get("history") or []
+        with_layers = [h for h in history if not h.get("empty_layer")]
+        if history and len(with_layers) != len(layers):
+            problems.append(f"config history has {len(with_layers)} entries with a layer but the "
+                            f"image {len(layers)} layers")
+    return Image(config=config, layer_count=len(layers), tree=tree, problems=problems,
+                 layers=read_layers, diff_ids=computed)
+
+
+def _uncompressed(stream):
+    """(the layer blob's uncompressed stream, the name of its compression or ""); the stream is
+    None for a compression the standard library cannot read."""
+    magic = stream.read(6)
+    stream.seek(0)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=stream), "gzip"
+    if magic[:3] == b"BZh":
+        return bz2.BZ2File(stream), "bzip2"
+    if magic == b"\xfd7zXZ\x00":
+        return lzma.LZMAFile(stream), "xz"
+    if magic[:4] == b"\x28\xb5\x2f\xfd":
+        return None, "zstd"
+    return stream, ""
 
 
 class _HashingReader:
@@ -205,14 +280,9 @@ class _HashingReader:
 
     def __init__(self, stream, digest):
         self.stream, self.digest = stream, digest
-        self.compressed = None
 
     def read(self, size=-1):
         chunk = self.stream.read(size)
-        if self.compressed is None and chunk:
-            # gzip, bzip2, xz, zstd magic: the digest of compressed bytes is not a diff_id.
-            self.compressed = chunk[:2] in (b"\x1f\x8b", b"BZ") or \
-                chunk[:6] == b"\xfd7zXZ\x00" or chunk[:4] == b"\x28\xb5\x2f\xfd"
         self.digest.update(chunk)
         return chunk
 
@@ -274,9 +344,10 @@ class MtimePolicy:
         return self.stamp(reference.mtime) != self.stamp(other.mtime)
 
 
-def diff_trees(reference, other, ref_name, other_name, mtimes):
-    """Readable differences between two flattened trees, in path order. `reference` is the side
-    whose behaviour is the specification (BuildKit)."""
+def diff_trees(reference, other, ref_name, other_name, mtimes, names=False):
+    """Readable differences between two trees (flattened, or two layers'), in path order.
+    `reference` is the side whose behaviour is the specification (BuildKit). With names=True,
+    tar's uname/gname are compared too (for layers: a rootfs export is another writer's)."""
     lines = []
     for path in sorted(set(reference) | set(other)):
         a, b = reference.get(path), other.get(path)
@@ -305,11 +376,130 @@ def diff_trees(reference, other, ref_name, other_name, mtimes):
             fields.append(f"device {a.device} != {b.device}")
         if a.xattrs != b.xattrs:
             fields.append(f"xattrs {dict(a.xattrs)} != {dict(b.xattrs)}")
+        if names and (a.uname, a.gname) != (b.uname, b.gname):
+            fields.append(f"uname/gname {a.uname!r}/{a.gname!r} != {b.uname!r}/{b.gname!r}")
         if mtimes.differs(a, b):
             fields.append(f"mtime {mtimes.stamp(a.mtime)} != {mtimes.stamp(b.mtime)}")
         if fields:
             lines.append(f"{shown(path)} ({a.kind}): " + "; ".join(fields)
                          + f"  [{ref_name} != {other_name}]")
+    return lines
+
+
+def _host_name(lookup, number):
+    try:
+        return lookup(number)[0]
+    except (KeyError, OverflowError):
+        return ""
+
+
+def without_host_names(layer):
+    """The layer with each uname/gname that is the name this machine's passwd/group gives its
+    id replaced by "". Docker 20.10's BuildKit writes layers with Go's tar.FileInfoHeader, which
+    looks the names up on the host; current BuildKit writes none (containerd's
+    archive.ChangeWriter uses tarheader.FileInfoHeaderNoLookups since containerd 1.7, "to avoid
+    propagating user names and group names from the host"), and kbuild follows current
+    BuildKit. Only the reference's layers are normalised so: a name kbuild writes is compared."""
+    tree = {path: dataclasses.replace(
+                entry,
+                uname="" if entry.uname == _host_name(pwd.getpwuid, entry.uid) else entry.uname,
+                gname="" if entry.gname == _host_name(grp.getgrgid, entry.gid) else entry.gname)
+            for path, entry in layer.tree.items()}
+    return Layer(tree=tree, links=layer.links)
+
+
+def diff_layers(reference, other, ref_name, other_name, mtimes, other_host_names=False):
+    """Readable differences between two images' layers, layer by layer (when they have as many):
+    each layer's entries with uname/gname and whiteouts, and which names are hardlinked together
+    in it. Layers with the same diff_id are the same bytes and are not walked again.
+    other_host_names: the other side is Docker 20.10 too (fake_kbuild), so its host-looked-up
+    names are cleared as the reference's are."""
+    if reference.layer_count != other.layer_count:
+        return []  # reported as a count; layer i of one is not layer i of the other
+    lines = []
+    for index, (a, b) in enumerate(zip(reference.layers, other.layers)):
+        if reference.diff_ids[index] and reference.diff_ids[index] == other.diff_ids[index]:
+            continue
+        if other_host_names:
+            b = without_host_names(b)
+        found = diff_trees(without_host_names(a).tree, b.tree, ref_name, other_name, mtimes,
+                           names=True)
+        for group in sorted(set(a.links) - set(b.links)):
+            found.append(f"hardlinked in {ref_name}, not in {other_name}: {', '.join(group)}")
+        for group in sorted(set(b.links) - set(a.links)):
+            found.append(f"hardlinked in {other_name}, not in {ref_name}: {', '.join(group)}")
+        lines += [f"layer {index}: {line}" for line in found]
+    return lines
+
+
+# COPY and ADD flags that current BuildKit records in `created_by` and Docker 20.10's
+# (BuildKit v0.8, frontend/dockerfile/dockerfile2llb/convert.go dispatchCopy) does not: since
+# BuildKit v0.10 convert_copy.go writes "COPY --parents --chown=U --chmod=M src dest".
+_COPY_FLAGS = re.compile(r"^((?:COPY|ADD)(?: --parents| --chown=\S+| --chmod=\S+)*)")
+
+
+# EXPOSE: BuildKit v0.8 prints the nat.PortSet map ("EXPOSE map[443/tcp:{} 80/tcp:{}]", keys
+# sorted), current BuildKit (convert_expose.go, since dockerfile 1.19) the list of "port/proto"
+# in the order of the instruction's arguments as instructions/parse.go sorts them before
+# expansion ("EXPOSE 80 443" -> "EXPOSE [443/tcp 80/tcp]"). Only the set can be compared.
+_EXPOSE_V08 = re.compile(r"^EXPOSE map\[(.*)\]$")
+_EXPOSE = re.compile(r"^EXPOSE \[(.*)\]$")
+# HEALTHCHECK: both print the config's Healthcheck struct, BuildKit v0.8 with %v of a pointer to
+# its own struct ("&{["CMD" "a"] "5s" "3s" "0s" '\x04'}"), current BuildKit with %+v of
+# docker's ("{Test:[CMD a] Interval:5s Timeout:3s StartPeriod:0s StartInterval:0s Retries:4}").
+# v0.8's form is rewritten to the current one (it has no StartInterval: 0s).
+_HEALTHCHECK_V08 = re.compile(r'^HEALTHCHECK &\{\[(.*)\] "(.*?)" "(.*?)" "(.*?)" (\'.*\')\}$')
+
+
+def _current_buildkit_created_by(created_by):
+    match = _HEALTHCHECK_V08.match(created_by)
+    if match:
+        test = json.loads("[" + match[1].replace('" "', '", "') + "]")
+        retries = ord(ast.literal_eval(match[5]))
+        return (f"HEALTHCHECK {{Test:[{' '.join(test)}] Interval:{match[2]} Timeout:{match[3]} "
+                f"StartPeriod:{match[4]} StartInterval:0s Retries:{retries}}}")
+    match = _EXPOSE_V08.match(created_by) or _EXPOSE.match(created_by)
+    if match:
+        ports = [p[:-len(":{}")] if p.endswith(":{}") else p for p in match[1].split()]
+        return f"EXPOSE (as a set) {sorted(set(ports))}"
+    return created_by
+
+
+def history_entries(config):
+    """The compared part of a config's history: (created_by, empty_layer, comment) per entry,
+    normalised where Docker 20.10's BuildKit and current BuildKit (which kbuild follows) write
+    different histories for the same Dockerfile."""
+    entries = []
+    for item in config.get("history") or []:
+        created_by, empty = item.get("created_by") or "", bool(item.get("empty_layer"))
+        # ARG: current BuildKit commits an "ARG K=V" entry without a layer (dispatchArg calls
+        # commitToHistory); BuildKit v0.8 records none.
+        if empty and created_by.startswith("ARG "):
+            continue
+        match = _COPY_FLAGS.match(created_by)
+        if match:
+            created_by = created_by.split(" ", 1)[0] + created_by[match.end():]
+        created_by = _current_buildkit_created_by(created_by)
+        entries.append((created_by, empty, item.get("comment") or ""))
+    return entries
+
+
+def diff_history(left, right, left_name, right_name):
+    """Readable differences between two configs' histories, entry by entry."""
+    a, b = history_entries(left), history_entries(right)
+    lines = []
+    if len(a) != len(b):
+        lines.append(f"{left_name} has {len(a)} entries, {right_name} {len(b)}")
+    for index in range(max(len(a), len(b))):
+        x = a[index] if index < len(a) else None
+        y = b[index] if index < len(b) else None
+        if x == y:
+            continue
+        for label, value in ((left_name, x), (right_name, y)):
+            shown_value = "(none)" if value is None else (
+                f"{json.dumps(value[0])}" + (" empty_layer" if value[1] else "")
+                + (f" comment {json.dumps(value[2])}" if value[2] else ""))
+            lines.append(f"[{index}] {label}: {shown_value}")
     return lines
 
 

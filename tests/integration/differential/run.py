@@ -12,6 +12,14 @@ Dockerfile plus its context; it may also have:
   prepare.py  run in a copy of the context before the builds (python3, cwd = the copy, with
               this directory on PYTHONPATH for `import casegen`) to make what git cannot
               hold or should not: empty dirs, special modes, hardlinks, archives, big files
+  args.kbuild extra flags for kbuild only (`--allow security.insecure`: Docker 20.10's
+              `docker build` has no --allow)
+  Dockerfile.buildkit
+              what BuildKit builds instead of Dockerfile, for a feature Docker 20.10's frontend
+              lacks: the same image written without it (see README.md)
+  created_by.json
+              with Dockerfile.buildkit: the history's created_by strings current BuildKit
+              writes for Dockerfile, compared with kbuild's instead of BuildKit's
   pre/<tag>/  images built first, in name order, by each builder and tagged <tag>, for the
               case's Dockerfile to use in FROM (ONBUILD); they are compared too
 
@@ -21,9 +29,10 @@ static busybox, written by tests/integration/base_image.py and loaded into both 
 no case needs a network.
 
 For each image the harness compares BuildKit's with kbuild's: the flattened filesystem of the
-docker-archive (whiteouts applied) path by path, the image config fields a Dockerfile decides,
-and the number of layers; then that kbuild's rootfs tar export holds the same tree, and that
-docker loads kbuild's archive. With --self-check it also checks itself: BuildKit's own rootfs
+docker-archive (whiteouts applied) path by path, each layer as written (whiteouts, hardlinks,
+uname/gname), the image config fields a Dockerfile decides, the history, the number of layers
+and each side's diff_ids against its layers; then that kbuild's rootfs tar export holds the
+same tree, and that docker loads kbuild's archive. With --self-check it also checks itself: BuildKit's own rootfs
 export must equal its flattened archive. Until kbuild's binaries offer the interface used here
 (see daemons.kbuild_unavailable), only the BuildKit side runs and kbuild is reported skipped.
 
@@ -68,10 +77,21 @@ CONTEXT_EPOCH = 1577836800  # 2020-01-01T00:00:00Z
 MAX_DIFF_LINES = 40
 
 
+# Files of a case that are not part of its context.
+CASE_FILES = ("args", "args.kbuild", "created_by.json")
+# A case's Dockerfile for BuildKit alone, for features Docker 20.10's frontend lacks.
+BUILDKIT_DOCKERFILE = "Dockerfile.buildkit"
+
+
 class Case:
     def __init__(self, name, source):
         self.name, self.source = name, source
         self.args = read_args(os.path.join(source, "args"))
+        self.kbuild_args = read_args(os.path.join(source, "args.kbuild"))
+        self.created_by = None
+        if os.path.exists(os.path.join(source, "created_by.json")):
+            with open(os.path.join(source, "created_by.json")) as expected:
+                self.created_by = json.load(expected)
         pre = os.path.join(source, "pre")
         self.pre = [(tag, os.path.join(pre, tag)) for tag in
                     (sorted(os.listdir(pre)) if os.path.isdir(pre) else [])]
@@ -114,20 +134,24 @@ def prepare_context(source, destination):
             raise HarnessError(f"{source}/prepare.py failed:\n"
                                + result.stdout.decode(errors="replace"))
         os.unlink(script)
-    args = os.path.join(destination, "args")
-    if os.path.exists(args):
-        os.unlink(args)
+    for name in CASE_FILES:
+        if os.path.exists(os.path.join(destination, name)):
+            os.unlink(os.path.join(destination, name))
     fix_mtimes(destination)
     return destination
 
 
-def write_layerless_archive(inspected, tag, archive):
+def write_layerless_archive(inspected, history, tag, archive):
     """Docker 20.10 cannot `docker save` an image without layers ("empty export - not
     implemented"), e.g. FROM scratch with only metadata. Such an image's archive is written
-    from its `docker image inspect` (which holds every compared field) with no layers."""
+    from its `docker image inspect` (which holds every compared field) and its `docker image
+    history --format '{{json .}}'` lines (newest first; without layers, every entry is empty)."""
+    entries = [json.loads(line) for line in reversed(history.splitlines()) if line.strip()]
     config = {"architecture": inspected.get("Architecture"), "os": inspected.get("Os"),
               "author": inspected.get("Author"), "config": inspected.get("Config"),
-              "rootfs": {"type": "layers", "diff_ids": []}}
+              "rootfs": {"type": "layers", "diff_ids": []},
+              "history": [{"created_by": e.get("CreatedBy", ""), "comment": e.get("Comment", ""),
+                           "empty_layer": True} for e in entries]}
     if inspected.get("Variant"):
         config["variant"] = inspected["Variant"]
     manifest = [{"Config": "config.json", "RepoTags": [tag + ":latest"], "Layers": []}]
@@ -149,6 +173,8 @@ class BuildKitBuilder:
         self.rootfs_export = rootfs_export
 
     def build(self, tag, context, args, out):
+        if os.path.exists(os.path.join(context, BUILDKIT_DOCKERFILE)):
+            args = ["-f", BUILDKIT_DOCKERFILE] + args
         flags = dockerfile_flags(args)
         self.dockerd.client(["build", "--network", "host", "-t", tag] + flags + ["."], cwd=context)
         archive, rootfs = os.path.join(out, "image.tar"), None
@@ -157,7 +183,9 @@ class BuildKitBuilder:
             if b"empty export" not in saved.stdout:
                 raise BuildFailed(f"docker save {tag}", saved)
             inspected = json.loads(self.dockerd.client(["image", "inspect", tag]).stdout)[0]
-            write_layerless_archive(inspected, tag, archive)
+            history = self.dockerd.client(["image", "history", "--no-trunc", "--format",
+                                           "{{json .}}", tag]).stdout.decode()
+            write_layerless_archive(inspected, history, tag, archive)
         if self.rootfs_export:
             # The same build again (from cache) for BuildKit's own rootfs export.
             rootfs = os.path.join(out, "rootfs.tar")
@@ -177,9 +205,9 @@ class KbuildBuilder:
     def __init__(self, kbuildd):
         self.kbuildd = kbuildd
 
-    def build(self, tag, context, args, out):
+    def build(self, tag, context, args, out, extra_args=()):
         archive, rootfs = os.path.join(out, "image.tar"), os.path.join(out, "rootfs.tar")
-        flags = ["build", "-t", tag] + dockerfile_flags(args)
+        flags = ["build", "-t", tag] + dockerfile_flags(args) + list(extra_args)
         self.kbuildd.client(flags + ["--output", f"type=docker,dest={archive}", "."], cwd=context)
         self.kbuildd.client(flags + ["--output", f"type=tar,dest={rootfs}", "."], cwd=context)
         return archive, rootfs
@@ -205,7 +233,20 @@ class Report:
             self.problems.append(f"  ... and {len(lines) - len(shown)} more")
 
 
-def compare_images(report, label, bk, kb_archive, kb_rootfs, mtimes):
+def expected_history(config, created_by):
+    """BuildKit's config with the created_by of its history entries replaced by a case's
+    created_by.json: for a case BuildKit builds from Dockerfile.buildkit, the history current
+    BuildKit writes for the case's Dockerfile (empty_layer and comment stay BuildKit's)."""
+    history = config.get("history") or []
+    if len(created_by) != len(history):
+        raise HarnessError(f"created_by.json lists {len(created_by)} entries, BuildKit's image "
+                           f"has {len(history)}")
+    return dict(config, history=[dict(entry, created_by=text)
+                                 for entry, text in zip(history, created_by)])
+
+
+def compare_images(report, label, bk, kb_archive, kb_rootfs, mtimes, created_by=None,
+                   kbuild_host_names=False):
     """Adds to `report` every difference between BuildKit's image `bk` (read) and kbuild's
     outputs of the same image."""
     try:
@@ -219,6 +260,11 @@ def compare_images(report, label, bk, kb_archive, kb_rootfs, mtimes):
         report.add(f"{label}: layers", [f"buildkit has {bk.layer_count}, kbuild {kb.layer_count}"])
     report.add(f"{label}: image config",
                image_tree.diff_configs(bk.config, kb.config, "buildkit", "kbuild"))
+    report.add(f"{label}: config history (created_by, empty_layer, comment)",
+               image_tree.diff_history(expected_history(bk.config, created_by) if created_by
+                                       else bk.config, kb.config, "buildkit", "kbuild"))
+    report.add(f"{label}: layer contents (per layer, as written)",
+               image_tree.diff_layers(bk, kb, "buildkit", "kbuild", mtimes, kbuild_host_names))
     tree_diff = image_tree.diff_trees(bk.tree, kb.tree, "buildkit", "kbuild", mtimes)
     report.add(f"{label}: filesystem (docker-archive, flattened)", tree_diff)
     try:
@@ -308,7 +354,9 @@ class Session:
                 image = tag or f"kbdiff/{builder.name}-{case.name}"
                 out = self.workspace.sub("out", case.name, builder.name, tag or "main")
                 try:
-                    outputs[builder.name, tag] = builder.build(image, context, args, out)
+                    main_kbuild = builder is self.kbuild and tag is None
+                    extra = {"extra_args": case.kbuild_args} if main_kbuild else {}
+                    outputs[builder.name, tag] = builder.build(image, context, args, out, **extra)
                     if tag is not None:
                         builder.provide(tag, outputs[builder.name, tag][0])
                 except (BuildFailed, subprocess.TimeoutExpired) as error:
@@ -321,6 +369,9 @@ class Session:
                 return
             bk_archive, bk_rootfs = outputs["buildkit", tag]
             bk = image_tree.read_docker_archive(bk_archive)
+            # The same checks of the reference's own archive: a problem here is the harness's
+            # (or docker save's), and would make every comparison below suspect.
+            report.add(f"{label}: BuildKit's docker-archive is inconsistent", bk.problems)
             if bk_rootfs:
                 # The harness's own check: a difference here is a flattening bug (or a BuildKit
                 # quirk to document), not kbuild's.
@@ -330,7 +381,11 @@ class Session:
             if self.options.dump:
                 report.notes += self.describe(case, label, bk)
             if ("kbuild", tag) in outputs:
-                compare_images(report, label, bk, *outputs["kbuild", tag], self.mtimes)
+                compare_images(report, label, bk, *outputs["kbuild", tag], self.mtimes,
+                               # fake_kbuild builds Dockerfile.buildkit too
+                               case.created_by if tag is None and not
+                               self.options.kbuild_is_docker else None,
+                               self.options.kbuild_is_docker)
         if ("kbuild", None) in outputs:
             loaded = self.dockerd.client(["load", "-i", outputs["kbuild", None][0]], check=False)
             if loaded.returncode != 0:
@@ -341,6 +396,8 @@ class Session:
         lines = [f"--- {case.name} {label} (buildkit): {image.layer_count} layers"]
         lines += [f"    {name} = {value}" for name, value in image_tree.config_values(image.config)
                   if value is not None]
+        lines += [f"    history: {json.dumps(created_by)}" + (" (empty_layer)" if empty else "")
+                  for created_by, empty, _ in image_tree.history_entries(image.config)]
         lines += ["    " + line for line in image_tree.describe_tree(image.tree, self.mtimes)]
         return lines
 
@@ -387,6 +444,9 @@ def parse_options():
         help="kbuild's build directory (default: build/ or $KBUILD_BUILD_DIR)")
     parser.add_argument("--kbuildd", help="kbuildd binary (default: BUILD_DIR/service/kbuildd)")
     parser.add_argument("--kbuildctl", help="kbuildctl binary (default: BUILD_DIR/cli/kbuildctl)")
+    parser.add_argument("--kbuild-is-docker", action="store_true",
+                        help="the kbuild binaries are fake_kbuild's (Docker 20.10): clear the "
+                        "uname/gname it looks up on the host, as the reference's are")
     return parser.parse_args()
 
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Unit tests of the harness's image reader on synthetic archives (no daemon, no root):
-whiteouts and opaque directories, which the no-RUN corpus never produces, hardlinks, and the
-comparison rules.
+whiteouts and opaque directories, hardlinks, diff_ids of plain and compressed layers, and the
+comparison rules: each kind of difference the harness claims to find must be reported.
 
     python3 tests/integration/differential/test_image_tree.py
+
+It ends with `harness: N passed, N failed`, the line scripts/test.sh counts.
 """
 
+import gzip
 import hashlib
 import io
 import json
@@ -33,6 +36,7 @@ def layer(*members):
             info.mtime = extra.get("mtime", OLD)
             info.mode = extra.get("mode", 0o755 if kind == "dir" else 0o644)
             info.uid = info.gid = extra.get("owner", 0)
+            info.uname, info.gname = extra.get("uname", ""), extra.get("gname", "")
             data = None
             if kind == "file":
                 data = extra.get("content", b"x")
@@ -53,7 +57,7 @@ def flatten(*layers):
     return tree
 
 
-def docker_archive(path, layers, diff_ids=None, config=None):
+def docker_archive(path, layers, diff_ids=None, config=None, compress=False):
     config = dict(config or {})
     config["rootfs"] = {"type": "layers", "diff_ids": diff_ids if diff_ids is not None else
                         ["sha256:" + hashlib.sha256(data).hexdigest() for data in layers]}
@@ -61,7 +65,7 @@ def docker_archive(path, layers, diff_ids=None, config=None):
     names = []
     for index, data in enumerate(layers):
         names.append(f"l{index}/layer.tar")
-        files[names[-1]] = data
+        files[names[-1]] = gzip.compress(data, mtime=0) if compress else data
     files["manifest.json"] = json.dumps(
         [{"Config": "config.json", "RepoTags": ["t:latest"], "Layers": names}]).encode()
     with tarfile.open(path, "w") as tar:
@@ -192,5 +196,160 @@ class Comparison(unittest.TestCase):
                          ['config.User: buildkit null != kbuild "app"'])
 
 
+def read_image(layers, **options):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "image.tar")
+        docker_archive(path, layers, **options)
+        return image_tree.read_docker_archive(path)
+
+
+def history(*created_by):
+    return {"history": [{"created_by": c, "comment": "buildkit.dockerfile.v0",
+                         **({"empty_layer": True} if not c.startswith(("RUN", "COPY", "ADD"))
+                            else {})} for c in created_by]}
+
+
+class DiffIds(unittest.TestCase):
+    def test_gzip_layers_are_checked_against_their_uncompressed_digest(self):
+        data = layer(("f", "file", {}))
+        image = read_image([data], compress=True)
+        self.assertEqual(image.problems, [])
+        self.assertEqual(image.diff_ids, ["sha256:" + hashlib.sha256(data).hexdigest()])
+
+    def test_reports_a_compressed_layer_whose_digest_is_not_its_diff_id(self):
+        data = layer(("f", "file", {}))
+        gzipped = "sha256:" + hashlib.sha256(gzip.compress(data, mtime=0)).hexdigest()
+        image = read_image([data], compress=True, diff_ids=[gzipped])
+        self.assertEqual(len(image.problems), 1)
+        self.assertIn("gzip", image.problems[0])
+        self.assertIn(gzipped, image.problems[0])
+
+    def test_reports_diff_ids_in_the_wrong_order(self):
+        one, two = layer(("a", "file", {})), layer(("b", "file", {}))
+        ids = ["sha256:" + hashlib.sha256(d).hexdigest() for d in (two, one)]
+        self.assertEqual(len(read_image([one, two], diff_ids=ids).problems), 2)
+
+    def test_reports_history_that_does_not_match_the_layers(self):
+        image = read_image([layer(("a", "file", {}))], config=history("ENV A=1"))
+        self.assertIn("history", image.problems[0])
+
+
+class LayerComparison(unittest.TestCase):
+    policy = image_tree.MtimePolicy(FLOOR)
+
+    def diff(self, left_layers, right_layers):
+        return image_tree.diff_layers(read_image(left_layers), read_image(right_layers),
+                                      "buildkit", "kbuild", self.policy)
+
+    def test_equal_layers_have_no_difference(self):
+        data = [layer(("d", "dir", {})), layer(("d/f", "file", {}), ("d/.wh.x", "file", {}))]
+        self.assertEqual(self.diff(data, data), [])
+
+    def test_reports_a_difference_in_one_layer_that_the_flattened_tree_hides(self):
+        # kbuild writes /f in the first layer and again, unchanged, in the second.
+        left = [layer(("f", "file", {})), layer(("g", "file", {}))]
+        right = [layer(("f", "file", {})), layer(("f", "file", {}), ("g", "file", {}))]
+        self.assertEqual(image_tree.diff_trees(read_image(left).tree, read_image(right).tree,
+                                               "buildkit", "kbuild", self.policy), [])
+        lines = self.diff(left, right)
+        self.assertEqual(len(lines), 1)
+        self.assertIn("layer 1: /f: only in kbuild", lines[0])
+
+    def test_reports_a_missing_whiteout(self):
+        base = layer(("a", "file", {}), ("b", "file", {}))
+        lines = self.diff([base, layer((".wh.a", "file", {}))],
+                          [base, layer((".wh.a", "file", {}), (".wh.b", "file", {}))])
+        self.assertEqual(lines, ["layer 1: /.wh.b: only in kbuild (whiteout 0000 0:0)"])
+
+    def test_whiteout_and_opaque_marker_differ(self):
+        base = layer(("d", "dir", {}), ("d/x", "file", {}))
+        lines = self.diff([base, layer(("d", "dir", {}), ("d/.wh..wh..opq", "file", {}))],
+                          [base, layer(("d", "dir", {}), ("d/.wh.x", "file", {}))])
+        self.assertEqual(len(lines), 2)
+
+    def test_reports_a_hardlink_stored_as_a_copy(self):
+        linked = layer(("f", "file", {"content": b"d"}), ("g", "link", {"target": "f"}))
+        copied = layer(("f", "file", {"content": b"d"}), ("g", "file", {"content": b"d"}))
+        self.assertEqual(self.diff([linked], [copied]),
+                         ["layer 0: hardlinked in buildkit, not in kbuild: /f, /g"])
+
+    def test_hardlinks_compare_as_groups_whichever_name_comes_first(self):
+        one = layer(("a", "file", {}), ("b", "link", {"target": "a"}),
+                    ("c", "link", {"target": "b"}))
+        other = layer(("a", "file", {}), ("c", "link", {"target": "a"}),
+                      ("b", "link", {"target": "a"}))
+        self.assertEqual(self.diff([one], [other]), [])
+
+    def test_reports_a_wrong_uname(self):
+        lines = self.diff([layer(("f", "file", {"owner": 4242, "uname": "", "gname": ""}))],
+                          [layer(("f", "file", {"owner": 4242, "uname": "app", "gname": ""}))])
+        self.assertEqual(len(lines), 1)
+        self.assertIn("uname/gname ''/'' != 'app'/''", lines[0])
+
+    def test_names_the_reference_looked_up_on_the_host_are_none(self):
+        # Docker 20.10's BuildKit writes the host's names; current BuildKit and kbuild none.
+        import grp
+        import pwd
+        root, group = pwd.getpwuid(0).pw_name, grp.getgrgid(0).gr_name
+        self.assertEqual(self.diff([layer(("f", "file", {"uname": root, "gname": group}))],
+                                   [layer(("f", "file", {}))]), [])
+        self.assertEqual(len(self.diff([layer(("f", "file", {}))],
+                                       [layer(("f", "file", {"uname": root}))])), 1)
+
+    def test_layers_are_not_paired_when_their_counts_differ(self):
+        self.assertEqual(self.diff([layer(("f", "file", {}))], []), [])
+
+
+class History(unittest.TestCase):
+    def diff(self, left, right):
+        return image_tree.diff_history(history(*left), history(*right), "buildkit", "kbuild")
+
+    def test_equal_histories_have_no_difference(self):
+        entries = ["ENV A=1", "RUN /bin/sh -c true # buildkit"]
+        self.assertEqual(self.diff(entries, entries), [])
+
+    def test_reports_a_different_created_by(self):
+        lines = self.diff(["RUN /bin/sh -c true # buildkit"],
+                          ["RUN [/bin/sh -c true] # buildkit"])
+        self.assertEqual(lines, ['[0] buildkit: "RUN /bin/sh -c true # buildkit" comment '
+                                 '"buildkit.dockerfile.v0"',
+                                 '[0] kbuild: "RUN [/bin/sh -c true] # buildkit" comment '
+                                 '"buildkit.dockerfile.v0"'])
+
+    def test_reports_a_missing_entry_and_empty_layer(self):
+        self.assertIn("buildkit has 2 entries, kbuild 1",
+                      self.diff(["ENV A=1", "USER x"], ["ENV A=1"])[0])
+        left, right = history("ENV A=1"), history("ENV A=1")
+        right["history"][0]["empty_layer"] = False
+        self.assertEqual(len(image_tree.diff_history(left, right, "buildkit", "kbuild")), 2)
+
+    def test_reports_a_different_comment(self):
+        left, right = history("ENV A=1"), history("ENV A=1")
+        del right["history"][0]["comment"]
+        self.assertEqual(len(image_tree.diff_history(left, right, "buildkit", "kbuild")), 2)
+
+    def test_current_buildkit_entries_that_docker_20_10_lacks_are_normalised(self):
+        self.assertEqual(self.diff(["COPY a /b # buildkit", "ENV A=1"],
+                                   ["ARG V=1", "COPY --chown=1:2 --chmod=644 a /b # buildkit",
+                                    "ENV A=1"]), [])
+        self.assertEqual(self.diff(
+            ["EXPOSE map[443/tcp:{} 80/tcp:{}]",
+             'HEALTHCHECK &{["CMD" "/bin/x" "a b"] "5s" "3s" "1m30s" \'\\x04\'}'],
+            ["EXPOSE [80/tcp 443/tcp]",
+             "HEALTHCHECK {Test:[CMD /bin/x a b] Interval:5s Timeout:3s StartPeriod:1m30s "
+             "StartInterval:0s Retries:4}"]), [])
+        self.assertEqual(len(self.diff(["EXPOSE map[443/tcp:{} 80/tcp:{}]"],
+                                       ["EXPOSE [80/tcp]"])), 2)
+        # but not a COPY's sources or destination
+        self.assertEqual(len(self.diff(["COPY a /b # buildkit"],
+                                       ["COPY --chown=1 a /c # buildkit"])), 2)
+
+
 if __name__ == "__main__":
-    unittest.main()
+    # scripts/test.sh counts the result line (see scripts/test_summary.py).
+    outcome = unittest.main(exit=False, verbosity=2).result
+    failed = len(outcome.failures) + len(outcome.errors) + len(outcome.unexpectedSuccesses)
+    skipped = len(outcome.skipped)
+    print(f"harness: {outcome.testsRun - failed - skipped} passed, {failed} failed"
+          + (f", {skipped} skipped" if skipped else ""))
+    sys.exit(0 if outcome.wasSuccessful() else 1)
