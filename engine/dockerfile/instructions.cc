@@ -511,4 +511,41 @@ void expand_instruction(Instruction& instruction, const ShellLexer& lexer, const
   }
 }
 
+RunCommand run_command(const CommandLine& line, const std::vector<std::string>& shell) {
+  RunCommand command;
+  std::vector<std::string> args = line.args;
+  if (!line.files.empty()) {
+    if (args.size() != 1 || !line.prepend_shell) {
+      throw Error(ErrorKind::user, "parsing produced an invalid run command: " + (args.empty() ? "" : args[0]));
+    }
+    const CommandLine::InlineFile& first = line.files.front();
+    if (parse_heredoc_word(args[0])) {
+      std::string data = first.chomp ? chomp_heredoc_content(first.data) : first.data;
+      if (data.rfind("#!", 0) == 0) {
+        if (first.name.empty() || first.name.find('/') != std::string::npos || first.name == "." ||
+            first.name == "..") {
+          throw Error(ErrorKind::user, "invalid heredoc name " + first.name);
+        }
+        command.script = RunCommand::Script{first.name, std::move(data)};
+        args = {"/dev/pipes/" + first.name};
+      } else {
+        args = {std::move(data)};
+      }
+    } else {
+      std::string full = args[0];
+      for (const auto& file : line.files) full += "\n" + file.data + file.name;
+      args = {std::move(full)};
+    }
+  }
+  if (!line.prepend_shell) {
+    command.argv = std::move(args);
+    return command;
+  }
+  command.argv = shell.empty() ? std::vector<std::string>{"/bin/sh", "-c"} : shell;
+  std::string joined;
+  for (size_t i = 0; i < args.size(); ++i) joined += (i ? " " : "") + args[i];
+  command.argv.push_back(std::move(joined));
+  return command;
+}
+
 }  // namespace kbuild::dockerfile

@@ -166,4 +166,19 @@ void expand_instruction(Instruction& instruction, const ShellLexer& lexer, const
 // Names of all instructions, upper-case, for suggestions.
 const std::vector<std::string>& instruction_names();
 
+// What a RUN executes, as BuildKit's dispatchRun builds it. The shell form gets `shell`
+// prepended (its words joined). A lone heredoc runs its body as the shell's script, or, when
+// the body starts with "#!", as the file /dev/pipes/<name> holding `script`; a heredoc inside
+// a longer command line runs the line with the bodies put back. Throws kbuild::Error for a
+// heredoc name that cannot be a file name.
+struct RunCommand {
+  std::vector<std::string> argv;
+  struct Script {
+    std::string name;     // the file under /dev/pipes
+    std::string content;  // chomped when the heredoc asked for it
+  };
+  std::optional<Script> script;
+};
+RunCommand run_command(const CommandLine& line, const std::vector<std::string>& shell);
+
 }  // namespace kbuild::dockerfile

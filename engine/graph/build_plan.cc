@@ -141,6 +141,7 @@ class StageConverter {
     plan.lines = stage.lines;
     plan.depends_on = stage.dependencies;
     start_config(stage, plan, state_env);
+    build_args_.clear();
 
     total_ = (plan.base_stage || is_scratch(plan.base_image)) ? 0 : 1;
     for (const df::Instruction& i : stage.commands) {
@@ -224,6 +225,18 @@ class StageConverter {
     return text;
   }
 
+  // BuildKit's runCommandString: "|N K=V ..." for the stage's ARGs so far (their values as
+  // the step sees them), then the argv joined by spaces.
+  std::string run_command_string(const std::vector<std::string>& argv, const std::vector<std::string>& state_env) const {
+    std::string out;
+    if (!build_args_.empty()) {
+      out = "|" + std::to_string(build_args_.size());
+      for (const auto& [key, value] : build_args_) out += " " + key + "=" + get_env(state_env, key).value_or(value);
+    }
+    for (const std::string& word : argv) out += (out.empty() ? "" : " ") + word;
+    return out;
+  }
+
   void history(StagePlan& plan, const std::string& created_by, bool layer) {
     plan.config.history.push_back({created_by, kHistoryComment, !layer});
   }
@@ -252,6 +265,7 @@ class StageConverter {
           } else if constexpr (std::is_same_v<T, df::ArgInstruction>) {
             std::string message = "ARG";
             for (const auto& arg : body.args) {
+              build_args_.emplace_back(arg.key, arg.value.value_or(""));
               message += " " + arg.key + (arg.value ? "=" + *arg.value : "");
               if (arg.value) add_env(state_env, arg.key, *arg.value);
             }
@@ -323,8 +337,8 @@ class StageConverter {
               step.mount_sources.push_back(mount.from.empty() ? CopySource{} : source_named(mount.from));
             }
             plan.steps.push_back(std::move(step));
-            history(plan, "RUN " + (body.command.prepend_shell ? plain_list(with_shell(config, body.command.args))
-                                                                : plain_list(body.command.args)) + " # buildkit",
+            history(plan, "RUN " + run_command_string(df::run_command(body.command, config.shell).argv, state_env) +
+                              " # buildkit",
                     true);
           } else {
             static_assert(std::is_same_v<T, df::FromHeader>);
@@ -375,6 +389,7 @@ class StageConverter {
   size_t total_ = 0;
   size_t index_ = 0;
   std::string stage_name_;
+  std::vector<std::pair<std::string, std::string>> build_args_;  // the stage's ARGs, in order
   bool cmd_set_ = false;
 };
 

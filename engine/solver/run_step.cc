@@ -106,38 +106,12 @@ struct Command {
 };
 
 Command command_for(store::Store& store, const graph::Step& step, const df::CommandLine& line) {
-  std::vector<std::string> shell = step.shell.empty() ? std::vector<std::string>{"/bin/sh", "-c"} : step.shell;
-  auto with_shell = [&](const std::string& text) {
-    std::vector<std::string> argv = shell;
-    argv.push_back(text);
-    return argv;
-  };
-  Command command;
-  if (line.files.empty()) {
-    command.argv = line.prepend_shell ? with_shell(line.args.empty() ? "" : line.args.front()) : line.args;
-    return command;
+  df::RunCommand run = df::run_command(line, step.shell);
+  Command command{std::move(run.argv), std::nullopt};
+  if (run.script) {
+    command.script_dir.emplace(store.root() + "/mounts", "heredoc-");
+    write_file(command.script_dir->path() + "/" + run.script->name, run.script->content, 0755);
   }
-  if (line.args.size() != 1 || !line.prepend_shell) {
-    throw Error(ErrorKind::user, "parsing produced an invalid run command: " + (line.args.empty() ? "" : line.args[0]));
-  }
-  const auto& first = line.files.front();
-  if (df::parse_heredoc_word(line.args[0])) {
-    std::string data = first.chomp ? df::chomp_heredoc_content(first.data) : first.data;
-    if (data.rfind("#!", 0) == 0) {
-      if (first.name.empty() || first.name.find('/') != std::string::npos || first.name == "." || first.name == "..") {
-        throw Error(ErrorKind::user, "invalid heredoc name " + first.name);
-      }
-      command.script_dir.emplace(store.root() + "/mounts", "heredoc-");
-      write_file(command.script_dir->path() + "/" + first.name, data, 0755);
-      command.argv = {"/dev/pipes/" + first.name};
-    } else {
-      command.argv = with_shell(data);
-    }
-    return command;
-  }
-  std::string full = line.args[0];
-  for (const auto& file : line.files) full += "\n" + file.data + file.name;
-  command.argv = with_shell(full);
   return command;
 }
 
