@@ -75,7 +75,11 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
     request.limits.cpus = value;
   }
   if (auto pids = option<uint64_t>(options, "pids-limit"); pids && *pids) request.limits.pids = *pids;
-  if (auto epoch = option<std::string>(options, "source-date-epoch"); epoch && !epoch->empty()) {
+  // As BuildKit's frontend takes it: the build arg SOURCE_DATE_EPOCH (buildx turns the client's
+  // environment variable into that build arg only when none was given).
+  std::optional<std::string> epoch = option<std::string>(options, "source-date-epoch");
+  if (auto arg = request.build_args.find("SOURCE_DATE_EPOCH"); arg != request.build_args.end()) epoch = arg->second;
+  if (epoch && !epoch->empty()) {
     try {
       size_t used = 0;
       request.source_date_epoch = std::stoll(*epoch, &used);

@@ -313,6 +313,30 @@ class DaemonTest(unittest.TestCase):
         self.assertEqual(descriptor["size"], len(manifest))
         self.assertEqual("sha256:" + hashlib.sha256(manifest).hexdigest(), descriptor["digest"])
 
+    def test_source_date_epoch_comes_from_the_build_arg_before_the_environment(self):
+        ctx = self.context("epoch", {"Dockerfile": "FROM scratch\nCOPY f /f\n", "f": "x\n"})
+
+        def created_and_mtime(*args, env=None):
+            archive = os.path.join(self.workdir, "epoch.docker.tar")
+            self.build(ctx, "-o", f"type=docker,dest={archive}", *args,
+                       env=dict(os.environ, **(env or {})))
+            with tarfile.open(archive) as t:
+                manifest = json.load(t.extractfile("manifest.json"))[0]
+                config = json.load(t.extractfile(manifest["Config"]))
+                layer = tarfile.open(fileobj=gzip.open(t.extractfile(manifest["Layers"][0])))
+                return config["created"], layer.getmember("f").mtime
+
+        self.assertEqual(created_and_mtime("--build-arg", "SOURCE_DATE_EPOCH=1000000000"),
+                         ("2001-09-09T01:46:40Z", 1000000000))
+        self.assertEqual(created_and_mtime(env={"SOURCE_DATE_EPOCH": "1100000000"}),
+                         ("2004-11-09T11:33:20Z", 1100000000))
+        self.assertEqual(created_and_mtime("--build-arg", "SOURCE_DATE_EPOCH=1000000000",
+                                           env={"SOURCE_DATE_EPOCH": "1100000000"}),
+                         ("2001-09-09T01:46:40Z", 1000000000))
+        bad = self.build(ctx, "--build-arg", "SOURCE_DATE_EPOCH=yesterday", check=False)
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("invalid SOURCE_DATE_EPOCH: yesterday", bad.stderr)
+
     def test_tagged_image_serves_as_a_base_and_survives_save_and_load(self):
         base = self.context("base", {"Dockerfile": "FROM scratch\nCOPY etc /etc\nENV BASE=1\n",
                                      "etc/passwd": "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
