@@ -132,7 +132,10 @@ int run_image_commands(const ImageCommands& c, const std::string& socket, std::o
     return 0;
   }
   if (c.info->parsed()) {
-    for (const auto& [key, value] : client.info()) {
+    // What the service is, then what its store holds.
+    dbus::Options shown = client.info();
+    for (auto& [key, value] : client.disk_usage()) shown.emplace("disk." + key, std::move(value));
+    for (const auto& [key, value] : shown) {
       out << key << ": ";
       std::visit(
           [&](const auto& v) {

@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <map>
 #include <mutex>
+#include <set>
 #include <stop_token>
 
 #include "common/syscall.h"
@@ -123,6 +125,7 @@ BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver:
   builder_.set_context_reader(std::move(context_reader));
   sandbox.allow_insecure = config_.entitlement_security_insecure;
   sandbox.allow_network_host = config_.entitlement_network_host;
+  sandbox_backend_ = sandbox.cgroups ? std::string(sandbox.cgroups->name()) : "none";
   builder_.set_sandbox(std::move(sandbox));
 }
 
@@ -250,7 +253,7 @@ void BuilderService::unpack_layers(const store::Digest& manifest_digest) {
                                      std::to_string(config.rootfs.diff_ids.size()) + " layers, the manifest " +
                                      std::to_string(manifest.layers.size()));
   }
-  if (store_.metadata().get_cache("image-chain:" + manifest.config.digest.str())) return;
+  if (store_.metadata().get_cache(store::image_chain_key(manifest.config.digest))) return;
   std::optional<std::string> parent;
   for (size_t i = 0; i < manifest.layers.size(); ++i) {
     const image::Descriptor& layer = manifest.layers[i];
@@ -268,7 +271,7 @@ void BuilderService::unpack_layers(const store::Digest& manifest_digest) {
     store_.metadata().put_layer_blob(config.rootfs.diff_ids[i], store::LayerBlob{layer.digest, layer.media_type});
     parent = record.id;
   }
-  store_.metadata().put_cache("image-chain:" + manifest.config.digest.str(), store::CacheResult{parent.value_or(""), ""});
+  store_.metadata().put_cache(store::image_chain_key(manifest.config.digest), store::CacheResult{parent.value_or(""), ""});
 }
 
 std::vector<std::string> BuilderService::load_images(const dbus::CallContext& call, UniqueFd input) {
@@ -303,10 +306,29 @@ dbus::Options BuilderService::disk_usage(const dbus::CallContext&) {
   uint64_t blobs = 0;
   for (const auto& digest : store_.content().list()) blobs += store_.content().size(digest);
   uint64_t snapshots = 0;
-  for (const auto& s : store_.metadata().list_snapshots()) snapshots += s.size;
+  std::map<std::string, store::SnapshotRecord> by_id;
+  for (auto& s : store_.metadata().list_snapshots()) {
+    snapshots += s.size;
+    by_id.emplace(s.id, std::move(s));
+  }
+  // The layers the tagged images stand on, each counted once however many images share it.
   std::map<store::Digest, bool> images;
-  for (const auto& [name, record] : store_.metadata().list_image_names()) images[record.config] = true;
+  std::set<std::string> image_layers;
+  for (const auto& [name, record] : store_.metadata().list_image_names()) {
+    if (!images.emplace(record.config, true).second) continue;
+    auto chain = store_.metadata().get_cache(store::image_chain_key(record.config));
+    for (std::optional<std::string> id = chain ? std::optional(chain->snapshot_id) : std::nullopt;
+         id && !id->empty() && image_layers.insert(*id).second;) {
+      auto found = by_id.find(*id);
+      id = found == by_id.end() ? std::nullopt : found->second.parent;
+    }
+  }
+  uint64_t images_size = 0;
+  for (const std::string& id : image_layers) {
+    if (auto found = by_id.find(id); found != by_id.end()) images_size += found->second.size;
+  }
   return {{"images", dbus::Value(static_cast<uint64_t>(images.size()))},
+          {"images-size", dbus::Value(images_size)},
           {"blobs-size", dbus::Value(blobs)},
           {"cache-records", dbus::Value(static_cast<uint64_t>(store_.metadata().list_cache().size()))},
           {"cache-size", dbus::Value(snapshots)}};
@@ -316,6 +338,7 @@ dbus::Options BuilderService::info(const dbus::CallContext&) {
   return {{"version", dbus::Value(std::string(kVersion))},
           {"root", dbus::Value(store_.root())},
           {"snapshotter", dbus::Value(std::string(store_.snapshots().overlay_supported() ? "overlayfs" : "none"))},
+          {"sandbox-backend", dbus::Value(sandbox_backend_)},
           {"buildkit", dbus::Value(config_.buildkit)}};
 }
 

@@ -35,6 +35,7 @@ class BuilderService : public dbus::BuilderApi {
   store::Store& store_;
   DaemonConfig config_;
   solver::Builder builder_;
+  std::string sandbox_backend_;  // for Info: the cgroup backend's name, or "none"
 };
 
 }  // namespace kbuild::service

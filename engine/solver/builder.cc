@@ -414,7 +414,7 @@ class Builder::Run {
       throw Error(ErrorKind::not_found, name + ": not found in the local store (pulling from registries is not "
                                                "supported yet; build it or load it with kbuildctl load first)");
     }
-    auto chain = store_.metadata().get_cache("image-chain:" + record->config.str());
+    auto chain = store_.metadata().get_cache(store::image_chain_key(record->config));
     if (!chain) throw Error(ErrorKind::internal, "image " + name + " has no unpacked layers in the store");
     StageResult result;
     result.key = "image:" + record->config.str();
@@ -430,7 +430,7 @@ class Builder::Run {
     progress_.started(id, stage.from_vertex_name);
     StageResult result;
     result.key = "image:" + record.config.str();
-    auto chain = store_.metadata().get_cache("image-chain:" + record.config.str());
+    auto chain = store_.metadata().get_cache(store::image_chain_key(record.config));
     if (!chain) {
       std::string error = "image " + stage.base_image + " has no unpacked layers in the store";
       progress_.completed(id, "", false, error);
@@ -662,7 +662,7 @@ class Builder::Run {
     std::string manifest_bytes = image::serialize_manifest(manifest);
     store::Digest manifest_digest = store_.content().put(manifest_bytes);
 
-    store_.metadata().put_cache("image-chain:" + config_digest.str(), store::CacheResult{result.top.value_or(""), ""});
+    store_.metadata().put_cache(store::image_chain_key(config_digest), store::CacheResult{result.top.value_or(""), ""});
 
     BuildResult out{config_digest, manifest_digest, {}, static_cast<int64_t>(manifest_bytes.size())};
     store::ImageRecord record{manifest_digest, config_digest, std::chrono::system_clock::now()};

@@ -580,4 +580,6 @@ void MetadataStore::put_file_hashes(std::span<const FileHash> hashes) {
   tx.commit();
 }
 
+std::string image_chain_key(const Digest& config) { return "image-chain:" + config.str(); }
+
 }  // namespace kbuild::store

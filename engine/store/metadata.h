@@ -47,6 +47,9 @@ struct CacheRecord {
   Clock::time_point last_used;
 };
 
+// The cache record that holds an image's top snapshot (its layers, unpacked), by config digest.
+std::string image_chain_key(const Digest& config);
+
 struct SnapshotRecord {
   std::string id;
   std::optional<std::string> parent;

@@ -313,6 +313,26 @@ class DaemonTest(unittest.TestCase):
         self.assertEqual(descriptor["size"], len(manifest))
         self.assertEqual("sha256:" + hashlib.sha256(manifest).hexdigest(), descriptor["digest"])
 
+    def test_info_shows_the_service_and_what_its_store_holds(self):
+        def info():
+            lines = kbuildctl(self.daemon, "info").stdout.splitlines()
+            return dict(line.split(": ", 1) for line in lines)
+        before = info()
+        self.assertEqual(before["snapshotter"], "overlayfs")
+        self.assertIn(before["sandbox-backend"], ("direct", "systemd"))
+        for key in ("images", "images-size", "cache-records", "cache-size", "blobs-size"):
+            self.assertRegex(before["disk." + key], r"^\d+$", key)
+        # A tagged image of 1 MiB more: the images' layers grow by about that much, once even
+        # when a second name points at the same image.
+        ctx = self.context("du", {"Dockerfile": "FROM scratch\nCOPY big /big\n", "big": "y" * (1 << 20)})
+        self.build(ctx, "-t", "it-du-one")
+        self.build(ctx, "-t", "it-du-two")
+        after = info()
+        self.assertEqual(int(after["disk.images"]), int(before["disk.images"]) + 1)
+        grown = int(after["disk.images-size"]) - int(before["disk.images-size"])
+        self.assertGreaterEqual(grown, 1 << 20)
+        self.assertLess(grown, 2 << 20)
+
     def test_source_date_epoch_comes_from_the_build_arg_before_the_environment(self):
         ctx = self.context("epoch", {"Dockerfile": "FROM scratch\nCOPY f /f\n", "f": "x\n"})
 

@@ -485,6 +485,7 @@ class SystemRunTest:
             client = "/usr/local/bin/kbuildctl"
             info = run([client, "info"]).stdout
             assert "root: /var/lib/kbuild" in info, info
+            assert "sandbox-backend: systemd" in info, info
             state = show("kbuild.service", "ActiveState", "Type", "MainPID")
             assert state["ActiveState"] == "active" and state["Type"] == "notify", state
             with open(f"/proc/{state['MainPID']}/cmdline", "rb") as f:
