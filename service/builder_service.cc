@@ -50,6 +50,13 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
   request.build_args = option<dbus::StringMap>(options, "build-args").value_or(dbus::StringMap{});
   request.labels = option<dbus::StringMap>(options, "labels").value_or(dbus::StringMap{});
   request.tags = option<std::vector<std::string>>(options, "tags").value_or(std::vector<std::string>{});
+  for (const std::string& tag : request.tags) {
+    try {
+      image::parse_reference(tag);
+    } catch (const Error& e) {
+      throw e.with_context("invalid tag \"" + tag + "\"");  // buildx's words, before anything runs
+    }
+  }
   request.no_cache = option<bool>(options, "no-cache").value_or(false);
   request.no_cache_filter = option<std::vector<std::string>>(options, "no-cache-filter").value_or(std::vector<std::string>{});
   request.platform = option<std::string>(options, "platform").value_or("");

@@ -206,7 +206,13 @@ class StageDispatcher {
       return;
     }
     if (lower(stage.base_name) != "scratch" && options_.image_env) {
-      for (const std::string& entry : options_.image_env(stage.base_name, stage.platform)) {
+      std::vector<std::string> image_env;
+      try {
+        image_env = options_.image_env(stage.base_name, stage.platform);
+      } catch (const Error& e) {
+        throw e.at(stage.lines);  // a base image that cannot be named or found: its FROM line
+      }
+      for (const std::string& entry : image_env) {
         size_t eq = entry.find('=');
         env_set(stage.env, entry.substr(0, eq), eq == std::string::npos ? "" : entry.substr(eq + 1));
       }
@@ -369,7 +375,11 @@ ResolvedDockerfile resolve_dockerfile(const ParsedDockerfile& parsed, const Dock
         if (auto* onbuild = std::get_if<OnbuildInstruction>(&parent.body)) triggers.push_back(onbuild->expression);
       }
     } else if (lower(stage.base_name) != "scratch" && options.image_onbuild) {
-      triggers = options.image_onbuild(stage.base_name, stage.platform);
+      try {
+        triggers = options.image_onbuild(stage.base_name, stage.platform);
+      } catch (const Error& e) {
+        throw e.at(stage.lines);  // a base image that cannot be named or found: its FROM line
+      }
     }
     if (!triggers.empty()) insert_onbuild_triggers(stage, triggers, linker);
   }

@@ -6,6 +6,7 @@
 #include "engine/dockerfile/go_values.h"
 #include "engine/dockerfile/parser.h"
 #include "engine/dockerfile/syntax.h"
+#include "engine/image/reference.h"
 
 namespace kbuild::graph {
 namespace {
@@ -123,6 +124,16 @@ std::string format_duration_go(int64_t ns) {
   return (negative ? "-" : "") + out;
 }
 
+// A FROM's image name, refused in BuildKit's words unless it is a valid reference.
+const std::string& check_base_name(const std::string& image) {
+  try {
+    image::parse_reference(image);
+  } catch (const Error& e) {
+    throw e.with_context("failed to parse stage name \"" + image + "\"");
+  }
+  return image;
+}
+
 class StageConverter {
  public:
   StageConverter(const df::ResolvedDockerfile& resolved, const std::vector<StagePlan>& done,
@@ -153,7 +164,11 @@ class StageConverter {
     index_ = 0;
     stage_name_ = plan.display_name;
     if (!plan.base_stage && !is_scratch(plan.base_image)) {
-      plan.from_vertex_name = prefix("FROM " + normalize_image_reference(plan.base_image), false);
+      try {
+        plan.from_vertex_name = prefix("FROM " + image::normalize_reference(plan.base_image), false);
+      } catch (const Error& e) {
+        throw e.with_context("failed to parse stage name \"" + plan.base_image + "\"").at(stage.lines);
+      }
     }
     for (size_t n = 0; n < stage.commands.size(); ++n) {
       try {
@@ -410,13 +425,13 @@ BuildPlan plan_build(std::string_view dockerfile_text, const PlanOptions& option
   df::ResolveOptions resolve = options.resolve;
   if (options.image_config && !resolve.image_env) {
     resolve.image_env = [&](const std::string& image, const df::Platform& platform) {
-      auto config = options.image_config(image, platform);
+      auto config = options.image_config(check_base_name(image), platform);
       return config ? config->env : std::vector<std::string>{};
     };
   }
   if (options.image_config && !resolve.image_onbuild) {
     resolve.image_onbuild = [&](const std::string& image, const df::Platform& platform) {
-      auto config = options.image_config(image, platform);
+      auto config = options.image_config(check_base_name(image), platform);
       return config ? config->onbuild : std::vector<std::string>{};
     };
   }
@@ -440,24 +455,5 @@ BuildPlan plan_build(std::string_view dockerfile_text, const PlanOptions& option
   return plan;
 }
 
-std::string normalize_image_reference(const std::string& reference) {
-  std::string name = reference;
-  std::string digest;
-  if (size_t at = name.find('@'); at != std::string::npos) {
-    digest = name.substr(at);
-    name = name.substr(0, at);
-  }
-  size_t slash = name.find('/');
-  std::string first = slash == std::string::npos ? "" : name.substr(0, slash);
-  bool has_domain = !first.empty() &&
-                    (first.find('.') != std::string::npos || first.find(':') != std::string::npos || first == "localhost");
-  if (!has_domain) {
-    name = (slash == std::string::npos ? "docker.io/library/" : "docker.io/") + name;
-  }
-  size_t last_slash = name.rfind('/');
-  bool has_tag = name.find(':', last_slash == std::string::npos ? 0 : last_slash) != std::string::npos;
-  if (!has_tag && digest.empty()) name += ":latest";
-  return name + digest;
-}
 
 }  // namespace kbuild::graph

@@ -115,7 +115,4 @@ struct PlanOptions {
 // Dockerfile text to plan. Throws kbuild::Error with the Dockerfile line where there is one.
 BuildPlan plan_build(std::string_view dockerfile_text, const PlanOptions& options);
 
-// Normalizes an image reference as Docker does: "alpine" → "docker.io/library/alpine:latest".
-std::string normalize_image_reference(const std::string& reference);
-
 }  // namespace kbuild::graph

@@ -26,50 +26,9 @@ constexpr size_t kKeepBlobLimit = 1 << 20;    // blobs this small that look like
 constexpr size_t kKeepTotalLimit = 64 << 20;
 constexpr std::string_view kLayoutVersion = "1.0.0";
 
-struct Reference {
-  std::string domain;
-  std::string path;
-  std::string tag;
-  std::string digest;
-};
-
-Reference split_reference(std::string_view text) {
-  Reference r;
-  std::string_view name = text;
-  if (size_t at = name.find('@'); at != std::string_view::npos) {
-    r.digest = name.substr(at + 1);
-    name = name.substr(0, at);
-  }
-  size_t last_slash = name.rfind('/');
-  size_t colon = name.rfind(':');
-  if (colon != std::string_view::npos && (last_slash == std::string_view::npos || colon > last_slash)) {
-    r.tag = name.substr(colon + 1);
-    name = name.substr(0, colon);
-  }
-  size_t slash = name.find('/');
-  std::string_view first = name.substr(0, slash);
-  if (slash != std::string_view::npos &&
-      (first.find('.') != std::string_view::npos || first.find(':') != std::string_view::npos || first == "localhost")) {
-    r.domain = first;
-    r.path = name.substr(slash + 1);
-  } else {
-    r.domain = "docker.io";
-    r.path = name;
-  }
-  if (r.domain == "index.docker.io") r.domain = "docker.io";
-  if (r.domain == "docker.io" && r.path.find('/') == std::string::npos) r.path = "library/" + r.path;
-  return r;
-}
-
-std::string with_tag_and_digest(std::string name, const Reference& r) {
-  if (!r.tag.empty()) name += ":" + r.tag;
-  if (!r.digest.empty()) name += "@" + r.digest;
-  return name;
-}
-
 // containerd's ociReferenceName: the tag, or the whole reference when there is none.
 std::string oci_ref_name(const std::string& normalized) {
-  Reference r = split_reference(normalized);
+  Reference r = parse_reference(normalized);
   return r.tag.empty() ? normalized : r.tag;
 }
 
@@ -154,7 +113,7 @@ class ArchivePlan {
     for (const auto& name : normalized) {
       std::string familiar = familiar_reference(name);
       entry.repo_tags.push_back(familiar);
-      Reference r = split_reference(name);
+      Reference r = parse_reference(name);
       if (!r.tag.empty() && !config.rootfs.diff_ids.empty()) {
         // Docker 25's `docker save`: the top layer's diff_id, keyed by familiar name and tag.
         std::string repo = familiar.substr(0, familiar.size() - r.tag.size() - 1);
@@ -515,23 +474,6 @@ class ArchiveReader {
 };
 
 }  // namespace
-
-std::string normalize_reference(std::string_view reference) {
-  Reference r = split_reference(reference);
-  if (r.tag.empty() && r.digest.empty()) r.tag = "latest";
-  return with_tag_and_digest(r.domain + "/" + r.path, r);
-}
-
-std::string familiar_reference(std::string_view reference) {
-  Reference r = split_reference(reference);
-  if (r.tag.empty() && r.digest.empty()) r.tag = "latest";
-  std::string name = r.domain + "/" + r.path;
-  if (r.domain == "docker.io") {
-    name = r.path;
-    if (name.starts_with("library/") && name.find('/', 8) == std::string::npos) name = name.substr(8);
-  }
-  return with_tag_and_digest(name, r);
-}
 
 void write_image_archive(const std::vector<ArchiveImage>& images, BlobSource& blobs, ByteSink& out,
                          const ArchiveWriteOptions& options) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/image/blob_io.h"
+#include "engine/image/reference.h"
 #include "engine/image/oci.h"
 
 namespace kbuild::image {
@@ -54,9 +55,5 @@ struct ImportResult {
 // on it are polls that `cancel_fd` (readable: stop, kbuild::Error canceled) also wakes.
 ImportResult read_image_archive(int fd, BlobSink& blobs, int cancel_fd = -1);
 
-// "alpine" -> "docker.io/library/alpine:latest", as distribution's ParseDockerRef.
-std::string normalize_reference(std::string_view reference);
-// "docker.io/library/alpine:latest" -> "alpine:latest", as FamiliarString(TagNameOnly(...)).
-std::string familiar_reference(std::string_view reference);
 
 }  // namespace kbuild::image

@@ -510,6 +510,25 @@ class DaemonTest(unittest.TestCase):
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn("unsupported output type floppy", bad.stderr)
 
+    def test_image_names_are_held_to_dockers_grammar(self):
+        ctx = self.context("badref", {"Dockerfile": "FROM scratch\nCOPY f /f\n", "f": "x\n"})
+        bad_tag = self.build(ctx, "-t", "me/Upper", check=False)
+        self.assertNotEqual(bad_tag.returncode, 0)
+        self.assertIn('invalid tag "me/Upper": invalid reference format: repository name (me/Upper) must be lowercase',
+                      bad_tag.stderr)
+        self.assertNotIn("COPY f /f", bad_tag.stderr, "refused before anything ran")
+        self.build(ctx, "-t", "it-badref")
+        for bad in ("Bad", "a//b", "x:" + "t" * 200):
+            result = kbuildctl(self.daemon, "tag", "it-badref", bad, check=False)
+            self.assertNotEqual(result.returncode, 0, bad)
+            self.assertIn("invalid reference format", result.stderr, bad)
+        write(os.path.join(ctx, "Dockerfile"), "FROM Alpine\nRUN true\n")
+        bad_from = self.build(ctx, check=False)
+        self.assertNotEqual(bad_from.returncode, 0)
+        self.assertIn('failed to parse stage name "Alpine": invalid reference format: repository name '
+                      "(library/Alpine) must be lowercase", bad_from.stderr)
+        self.assertIn("FROM Alpine", bad_from.stderr)  # the Dockerfile excerpt: the line is known
+
     def test_malformed_dbus_call_gets_an_error_and_the_daemon_keeps_serving(self):
         result = run(["busctl", "--address=unix:path=" + self.daemon.socket, "call", "org.kbuild.Builder1",
                       "/org/kbuild/Builder1", "org.kbuild.Builder1", "TagImage", "s", "only-one"], check=False)

@@ -122,15 +122,6 @@ TEST(BuildPlan, OnlyStagesTheTargetNeedsArePlanned) {
 
 TEST(BuildPlan, EmptyDockerfileIsRefused) { EXPECT_THROW(plan(""), Error); }
 
-TEST(BuildPlan, ImageReferencesAreNormalizedAsDockerDoes) {
-  EXPECT_EQ(normalize_image_reference("alpine"), "docker.io/library/alpine:latest");
-  EXPECT_EQ(normalize_image_reference("alpine:3.20"), "docker.io/library/alpine:3.20");
-  EXPECT_EQ(normalize_image_reference("me/app"), "docker.io/me/app:latest");
-  EXPECT_EQ(normalize_image_reference("localhost:5000/app"), "localhost:5000/app:latest");
-  EXPECT_EQ(normalize_image_reference("registry.example/app:1"), "registry.example/app:1");
-  std::string digest = "sha256:" + std::string(64, 'a');
-  EXPECT_EQ(normalize_image_reference("alpine@" + digest), "docker.io/library/alpine@" + digest);
-}
 
 }  // namespace
 }  // namespace kbuild::graph

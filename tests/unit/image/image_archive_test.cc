@@ -257,16 +257,6 @@ TEST_F(ImageArchiveTest, RejectsAnIndexNamingAMissingBlob) {
   EXPECT_THROW(import(path, "missing-in"), Error);
 }
 
-TEST(References, NormalizeAndFamiliarizeAsDistribution) {
-  EXPECT_EQ(normalize_reference("alpine"), "docker.io/library/alpine:latest");
-  EXPECT_EQ(normalize_reference("user/app:v1"), "docker.io/user/app:v1");
-  EXPECT_EQ(normalize_reference("localhost:5000/app"), "localhost:5000/app:latest");
-  EXPECT_EQ(normalize_reference("ghcr.io/o/r@sha256:" + std::string(64, 'c')),
-            "ghcr.io/o/r@sha256:" + std::string(64, 'c'));
-  EXPECT_EQ(familiar_reference("docker.io/library/alpine:3.20"), "alpine:3.20");
-  EXPECT_EQ(familiar_reference("docker.io/user/app"), "user/app:latest");
-  EXPECT_EQ(familiar_reference("registry:5000/x/y:tag"), "registry:5000/x/y:tag");
-}
 
 }  // namespace
 }  // namespace kbuild::image

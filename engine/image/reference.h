@@ -1,0 +1,35 @@
+// Image references as Docker reads and writes them (distribution/reference): parsed, checked
+// against the grammar, and normalised ("alpine" is docker.io/library/alpine:latest). The one
+// place kbuild turns a name a user typed into the name an image is stored under.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace kbuild::image {
+
+struct Reference {
+  std::string domain;  // "docker.io" when none was given ("index.docker.io" becomes it too)
+  std::string path;    // "library/alpine" for an official image
+  std::string tag;     // empty when none was given and there is a digest
+  std::string digest;  // "sha256:<64 hex>", or empty
+
+  // domain/path
+  std::string name() const;
+  // name[:tag][@digest]
+  std::string str() const;
+  // What Docker shows: without docker.io/ and library/ ("alpine:3.20").
+  std::string familiar() const;
+};
+
+// Parses `text` as ParseNormalizedNamed does, then adds the tag "latest" when it has neither
+// tag nor digest. Throws kbuild::Error (user) with Docker's message: "invalid reference format",
+// "invalid reference format: repository name must be lowercase", ...
+Reference parse_reference(std::string_view text);
+
+// parse_reference(text).str(): the name an image is stored under.
+std::string normalize_reference(std::string_view text);
+// parse_reference(text).familiar().
+std::string familiar_reference(std::string_view text);
+
+}  // namespace kbuild::image
