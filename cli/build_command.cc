@@ -20,8 +20,8 @@
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 #include "dbus/builder_client.h"
-#include "engine/patterns/dockerignore.h"
 #include "engine/image/layer_extract.h"
+#include "engine/patterns/dockerignore.h"
 
 namespace kbuild::cli {
 namespace {

@@ -14,7 +14,7 @@
 #include "common/unique_fd.h"
 #include "dbus/builder_client.h"
 #include "dbus/listener.h"
-#include "engine/image/image_archive.h"
+#include "engine/image/reference.h"
 
 namespace kbuild::cli {
 namespace {

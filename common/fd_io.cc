@@ -22,16 +22,20 @@ void write_all(int fd, const void* data, std::size_t size, std::string_view what
   }
 }
 
+std::size_t read_some(int fd, void* data, std::size_t size, std::string_view what) {
+  for (;;) {
+    const ssize_t n = ::read(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("read", what);
+    return static_cast<std::size_t>(n);
+  }
+}
+
 std::string read_all(int fd, std::string_view what) {
   std::string out;
   char buffer[16384];
-  for (;;) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno("read", what);
-    if (n == 0) return out;
-    out.append(buffer, static_cast<std::size_t>(n));
-  }
+  for (std::size_t n; (n = read_some(fd, buffer, sizeof buffer, what)) != 0;) out.append(buffer, n);
+  return out;
 }
 
 UniqueFd memfd_holding(const char* name, std::string_view data) {

@@ -12,8 +12,8 @@
 
 #include "common/client_stream.h"
 #include "common/error.h"
-#include "common/syscall.h"
 #include "common/go_text.h"
+#include "common/syscall.h"
 
 namespace kbuild::progress {
 

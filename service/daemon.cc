@@ -10,10 +10,10 @@
 #include "dbus/listener.h"
 #include "dbus/server.h"
 #include "engine/sandbox/cgroup.h"
-#include "engine/store/mount.h"
-#include "seccomp/seccomp.h"
 #include "engine/store/digest.h"
+#include "engine/store/mount.h"
 #include "engine/store/store.h"
+#include "seccomp/seccomp.h"
 #include "service/builder_service.h"
 #include "service/daemon_config.h"
 

@@ -8,9 +8,9 @@
 #include <cerrno>
 #include <set>
 
-#include "common/go_path.h"
 #include "common/error.h"
 #include "common/go_match.h"
+#include "common/go_path.h"
 #include "common/unique_fd.h"
 #include "engine/context/fs.h"
 #include "engine/context/path_filter.h"

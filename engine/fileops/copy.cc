@@ -28,15 +28,15 @@
 
 #include "common/go_path.h"
 #include "common/error.h"
+#include "common/go_match.h"
 #include "common/layer_xattrs.h"
 #include "common/syscall.h"
-#include "engine/patterns/dockerignore.h"
 #include "engine/fileops/file_data.h"
 #include "engine/fileops/fileops.h"
-#include "common/go_match.h"
 #include "engine/fileops/root_path.h"
 #include "engine/fileops/tar_extract.h"
 #include "engine/fileops/worker_pool.h"
+#include "engine/patterns/dockerignore.h"
 
 namespace kbuild::fileops {
 namespace {

@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "common/go_path.h"
 #include "common/error.h"
+#include "common/go_path.h"
 #include "common/layer_xattrs.h"
 #include "common/syscall.h"
 #include "engine/fileops/root_path.h"

@@ -8,14 +8,6 @@
 
 namespace kbuild::image {
 
-size_t read_some(int fd, void* data, size_t size, std::string_view name) {
-  for (;;) {
-    ssize_t n = ::read(fd, data, size);
-    if (n < 0 && errno == EINTR) continue;
-    return static_cast<size_t>(check(n, "read", name));
-  }
-}
-
 std::string read_small(int fd, size_t limit, std::string_view name) {
   std::string out;
   char buffer[65536];

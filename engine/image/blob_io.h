@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common/client_stream.h"
+#include "common/fd_io.h"
 #include "common/unique_fd.h"
 #include "engine/store/digest.h"
 
@@ -72,9 +73,6 @@ class StringSink : public ByteSink {
  private:
   std::string bytes_;
 };
-
-// Reads up to `size` bytes, retrying EINTR; returns 0 at end of file.
-size_t read_some(int fd, void* data, size_t size, std::string_view name = {});
 
 // Reads a whole small blob (a manifest, index or config) into memory; throws past `limit` bytes.
 std::string read_small(int fd, size_t limit, std::string_view name = {});

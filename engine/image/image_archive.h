@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "engine/image/blob_io.h"
-#include "engine/image/reference.h"
 #include "engine/image/oci.h"
+#include "engine/image/reference.h"
 
 namespace kbuild::image {
 

@@ -22,8 +22,9 @@
 #include <utility>
 #include <vector>
 
-#include "common/go_path.h"
 #include "common/directory.h"
+#include "common/fd_io.h"
+#include "common/go_path.h"
 #include "common/layer_xattrs.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"

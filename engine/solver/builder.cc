@@ -14,14 +14,14 @@
 #include "common/syscall.h"
 #include "common/temp_dir.h"
 #include "common/unique_fd.h"
-#include "engine/image/image_archive.h"
 #include "engine/image/blob_io.h"
+#include "engine/image/image_archive.h"
 #include "engine/image/layer_tar.h"
 #include "engine/image/oci.h"
-#include "engine/store/mount.h"
 #include "engine/solver/context.h"
 #include "engine/solver/layer_blobs.h"
 #include "engine/solver/step_executor.h"
+#include "engine/store/mount.h"
 
 namespace kbuild::solver {
 namespace {

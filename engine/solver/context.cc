@@ -13,8 +13,8 @@
 #include "engine/context/context_digest.h"
 #include "engine/context/context_reader.h"
 #include "engine/context/tar_context.h"
-#include "engine/patterns/dockerignore.h"
 #include "engine/fileops/fileops.h"
+#include "engine/patterns/dockerignore.h"
 #include "engine/solver/step_executor.h"
 
 namespace kbuild::solver {

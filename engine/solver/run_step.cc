@@ -10,9 +10,9 @@
 
 #include <cstdio>
 
-#include "common/go_path.h"
 #include "common/error.h"
 #include "common/fd_io.h"
+#include "common/go_path.h"
 #include "common/syscall.h"
 #include "common/temp_dir.h"
 #include "common/unique_fd.h"

@@ -11,9 +11,9 @@
 
 #include "common/temp_dir.h"
 #include "engine/graph/build_plan.h"
-#include "engine/store/mount.h"
 #include "engine/solver/builder.h"
 #include "engine/solver/run_step.h"
+#include "engine/store/mount.h"
 #include "engine/store/store.h"
 
 namespace kbuild::solver {

@@ -6,11 +6,11 @@
 #include <string_view>
 
 #include "common/error.h"
-#include "engine/patterns/dockerignore.h"
 #include "engine/dockerfile/instructions.h"
 #include "engine/dockerfile/parser.h"
 #include "engine/dockerfile/resolve.h"
 #include "engine/dockerfile/shell_lexer.h"
+#include "engine/patterns/dockerignore.h"
 
 namespace df = kbuild::dockerfile;
 
