@@ -588,17 +588,23 @@ class DaemonTest(unittest.TestCase):
         save_read, save_write = os.pipe()  # nothing is ever read: the archive never fits
         calls = [raw_call(self.daemon, "LoadImages", "h", [load_read], fds=[load_read]),
                  raw_call(self.daemon, "SaveImages", "ash", [["it-stall-image"], save_write], fds=[save_write])]
+        self.stall_then_leave(calls, save_read, 10, "SaveImages never began writing")
+        self.assert_recovers(self.daemon, before)
+        for fd in (load_read, load_write, save_read, save_write):
+            os.close(fd)
+
+    def stall_then_leave(self, calls, started_fd, timeout, never_began):
+        """Waits until the daemon has begun on `started_fd`, checks every call is still stalled,
+        then kills the clients: they leave without a word."""
         try:
-            self.assertTrue(select.select([save_read], [], [], 10)[0], "SaveImages never began writing")
+            self.assertTrue(select.select([started_fd], [], [], timeout)[0], never_began)
             time.sleep(0.5)
-            self.assertEqual([c.poll() for c in calls], [None, None], [c.stderr.read() for c in calls if c.poll()])
+            self.assertEqual([c.poll() for c in calls], [None] * len(calls),
+                             [c.stderr.read() for c in calls if c.poll()])
         finally:
             for c in calls:
                 c.kill()
                 c.wait()
-        self.assert_recovers(self.daemon, before)
-        for fd in (load_read, load_write, save_read, save_write):
-            os.close(fd)
 
     def test_build_clients_that_stall_on_the_context_or_the_output_then_leave_free_their_threads(self):
         ctx = self.stalled_image()
@@ -612,14 +618,7 @@ class DaemonTest(unittest.TestCase):
         calls = [build_call(self.daemon, "", tar_read, progress_write, null, context_type="tar"),
                  build_call(self.daemon, "FROM scratch\nCOPY big /big\n", context, null, out_write,
                             outputs=[{"type": "tar"}])]
-        try:
-            self.assertTrue(select.select([out_read], [], [], 30)[0], "the tar output never began")
-            time.sleep(0.5)
-            self.assertEqual([c.poll() for c in calls], [None, None], [c.stderr.read() for c in calls if c.poll()])
-        finally:
-            for c in calls:
-                c.kill()
-                c.wait()
+        self.stall_then_leave(calls, out_read, 30, "the tar output never began")
         self.assert_recovers(self.daemon, before)
         for fd in (tar_read, tar_write, out_read, out_write, progress_read, progress_write, null, context):
             os.close(fd)
