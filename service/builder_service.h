@@ -1,8 +1,9 @@
-// kbuildd's implementation of org.kbuild.Builder1: builds through the solver, image
-// management on the store.
+// kbuildd's implementation of org.kbuild.Builder1: D-Bus values converted to and from the
+// solver's builds and the engine's ImageStore.
 #pragma once
 
 #include "dbus/builder_api.h"
+#include "engine/image/image_store.h"
 #include "engine/solver/builder.h"
 #include "engine/store/store.h"
 #include "service/daemon_config.h"
@@ -28,11 +29,8 @@ class BuilderService : public dbus::BuilderApi {
   dbus::Options info(const dbus::CallContext& call) override;
 
  private:
-  // An image named by reference or by id ("sha256:..." or a unique prefix of its hex).
-  store::ImageRecord find_image(const std::string& reference);
-  void unpack_layers(const store::Digest& manifest_digest);
-
   store::Store& store_;
+  image::ImageStore images_;
   DaemonConfig config_;
   solver::Builder builder_;
   std::string sandbox_backend_;  // for Info: the cgroup backend's name, or "none"

@@ -1,0 +1,228 @@
+#include "engine/image/image_store.h"
+
+#include <fcntl.h>
+
+#include <map>
+#include <optional>
+#include <set>
+
+#include "common/error.h"
+#include "common/syscall.h"
+#include "engine/image/image_archive.h"
+#include "engine/image/layer_extract.h"
+#include "engine/image/oci.h"
+#include "engine/image/reference.h"
+
+namespace kbuild::image {
+namespace {
+
+class StoreBlobWriter : public BlobWriter {
+ public:
+  explicit StoreBlobWriter(store::ContentStore::Writer writer) : writer_(std::move(writer)) {}
+  void write(const void* data, size_t size) override { writer_.write(data, size); }
+  store::Digest commit(std::optional<store::Digest> expected) override { return writer_.commit(expected); }
+
+ private:
+  store::ContentStore::Writer writer_;
+};
+
+// Blobs an archive brings, written straight into the content store.
+class StoreBlobs : public BlobSink {
+ public:
+  explicit StoreBlobs(store::ContentStore& content) : content_(content) {}
+  std::unique_ptr<BlobWriter> writer() override { return std::make_unique<StoreBlobWriter>(content_.writer()); }
+
+ private:
+  store::ContentStore& content_;
+};
+
+bool is_hex(std::string_view s) {
+  return !s.empty() && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
+}  // namespace
+
+std::vector<ImageSummary> ImageStore::list() {
+  std::map<store::Digest, ImageSummary> by_config;
+  for (const auto& [name, record] : store_.metadata().list_image_names()) {
+    ImageSummary& summary = by_config[record.config];
+    summary.config = record.config;
+    summary.manifest = record.manifest;
+    summary.created = record.created;
+    summary.names.push_back(name);
+  }
+  std::vector<ImageSummary> out;
+  for (auto& [config, summary] : by_config) {
+    Manifest manifest = parse_manifest(store_.content().read_small(summary.manifest));
+    for (const auto& layer : manifest.layers) summary.size += static_cast<uint64_t>(layer.size);
+    out.push_back(std::move(summary));
+  }
+  return out;
+}
+
+store::ImageRecord ImageStore::resolve(const std::string& reference) {
+  std::string hex = reference.starts_with("sha256:") ? reference.substr(7) : reference;
+  if (is_hex(hex)) {
+    // An id prefix may also read as a name ("abc123"): a stored name wins, as in Docker.
+    try {
+      if (auto record = store_.metadata().image_by_name(normalize_reference(reference))) return *record;
+    } catch (const Error&) {
+      // Not a valid name (a full 64-hex id): only an id.
+    }
+    std::optional<store::ImageRecord> found;
+    for (const auto& [name, record] : store_.metadata().list_image_names()) {
+      if (std::string(record.config.hex()).starts_with(hex)) {
+        if (found && found->config != record.config) {
+          throw Error(ErrorKind::user, "image id " + reference + " is ambiguous");
+        }
+        found = record;
+      }
+    }
+    if (found) return *found;
+  } else if (auto record = store_.metadata().image_by_name(normalize_reference(reference))) {
+    return *record;
+  }
+  throw Error(ErrorKind::not_found, "No such image: " + reference);
+}
+
+std::vector<std::string> ImageStore::remove(const std::string& reference, bool force) {
+  std::vector<std::string> removed;
+  std::optional<std::string> name;
+  try {
+    name = normalize_reference(reference);
+  } catch (const Error&) {
+    // An id, not a name.
+  }
+  if (name) {
+    if (auto record = store_.metadata().image_by_name(*name)) {
+      store_.metadata().remove_image_name(*name);
+      removed.push_back("Untagged: " + familiar_reference(*name));
+      if (store_.metadata().names_for_config(record->config).empty()) removed.push_back("Deleted: " + record->config.str());
+      return removed;
+    }
+  }
+  store::ImageRecord record = resolve(reference);
+  std::vector<std::string> names = store_.metadata().names_for_config(record.config);
+  if (names.size() > 1 && !force) {
+    throw Error(ErrorKind::user, "conflict: unable to delete " + std::string(record.config.hex().substr(0, 12)) +
+                                     " (must be forced) - image is referenced in multiple repositories");
+  }
+  for (const auto& n : names) {
+    store_.metadata().remove_image_name(n);
+    removed.push_back("Untagged: " + familiar_reference(n));
+  }
+  removed.push_back("Deleted: " + record.config.str());
+  return removed;
+}
+
+void ImageStore::tag(const std::string& source, const std::string& target) {
+  std::string name = normalize_reference(target);
+  store_.metadata().set_image_name(name, resolve(source));
+}
+
+void ImageStore::save(const std::vector<std::string>& references, BlobSource& blobs, ByteSink& out) {
+  std::vector<ArchiveImage> images;
+  for (const std::string& reference : references) {
+    store::ImageRecord record = resolve(reference);
+    Descriptor target;
+    target.media_type = document_media_type(store_.content().read_small(record.manifest));
+    target.digest = record.manifest;
+    target.size = static_cast<int64_t>(store_.content().size(record.manifest));
+    // Named in the archive by the name it was asked by, when that is one of its names.
+    std::vector<std::string> names;
+    try {
+      std::string name = normalize_reference(reference);
+      if (store_.metadata().image_by_name(name)) names.push_back(name);
+    } catch (const Error&) {
+      // Asked by id: saved without a name.
+    }
+    images.push_back(ArchiveImage{target, names});
+  }
+  ArchiveWriteOptions options;
+  options.format = ArchiveFormat::docker;
+  write_image_archive(images, blobs, out, options);
+}
+
+void ImageStore::unpack(const store::Digest& manifest_digest) {
+  Manifest manifest = parse_manifest(store_.content().read_small(manifest_digest));
+  ImageConfig config = parse_config(store_.content().read_small(manifest.config.digest));
+  if (config.rootfs.diff_ids.size() != manifest.layers.size()) {
+    throw Error(ErrorKind::user, "image " + manifest_digest.str() + ": the config lists " +
+                                     std::to_string(config.rootfs.diff_ids.size()) + " layers, the manifest " +
+                                     std::to_string(manifest.layers.size()));
+  }
+  if (store_.metadata().get_cache(store::image_chain_key(manifest.config.digest))) return;
+  std::optional<std::string> parent;
+  for (size_t i = 0; i < manifest.layers.size(); ++i) {
+    const Descriptor& layer = manifest.layers[i];
+    store::SnapshotStore::Prepared prepared = store_.snapshots().prepare(parent, "layer");
+    UniqueFd blob = store_.content().open(layer.digest);
+    UniqueFd root(check(::open(prepared.diff_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open",
+                        prepared.diff_path()));
+    ExtractOptions options;
+    options.expected_diff_id = config.rootfs.diff_ids[i];
+    options.devices = DeviceNodes::create;
+    options.layer_name = layer.digest.str();
+    extract_layer(blob.get(), root.get(), options);
+    root.reset();
+    store::SnapshotRecord record = store_.snapshots().commit(std::move(prepared), config.rootfs.diff_ids[i]);
+    store_.metadata().put_layer_blob(config.rootfs.diff_ids[i], store::LayerBlob{layer.digest, layer.media_type});
+    parent = record.id;
+  }
+  store_.metadata().put_cache(store::image_chain_key(manifest.config.digest),
+                              store::CacheResult{parent.value_or(""), ""});
+}
+
+std::vector<std::string> ImageStore::load(int fd, int cancel_fd) {
+  StoreBlobs blobs(store_.content());
+  ImportResult imported = read_image_archive(fd, blobs, cancel_fd);
+  std::vector<std::string> loaded;
+  for (const auto& image : imported.images) {
+    store::Digest manifest_digest = image.target.digest;
+    if (is_index_type(image.target.media_type)) {
+      Index index = parse_index(store_.content().read_small(manifest_digest));
+      if (index.manifests.empty()) throw Error(ErrorKind::user, "image index " + manifest_digest.str() + " is empty");
+      manifest_digest = index.manifests.front().digest;
+    }
+    unpack(manifest_digest);
+    Manifest manifest = parse_manifest(store_.content().read_small(manifest_digest));
+    store::ImageRecord record{manifest_digest, manifest.config.digest, std::chrono::system_clock::now()};
+    if (image.names.empty()) loaded.push_back("Loaded image ID: " + manifest.config.digest.str());
+    for (const std::string& name : image.names) {
+      std::string normalized = normalize_reference(name);
+      store_.metadata().set_image_name(normalized, record);
+      loaded.push_back("Loaded image: " + familiar_reference(normalized));
+    }
+  }
+  return loaded;
+}
+
+StoreUsage ImageStore::usage() {
+  StoreUsage usage;
+  for (const auto& digest : store_.content().list()) usage.blobs_size += store_.content().size(digest);
+  std::map<std::string, store::SnapshotRecord> by_id;
+  for (auto& s : store_.metadata().list_snapshots()) {
+    usage.cache_size += s.size;
+    by_id.emplace(s.id, std::move(s));
+  }
+  usage.cache_records = store_.metadata().list_cache().size();
+  // The layers the tagged images stand on, each counted once however many images share it.
+  std::set<store::Digest> images;
+  std::set<std::string> image_layers;
+  for (const auto& [name, record] : store_.metadata().list_image_names()) {
+    if (!images.insert(record.config).second) continue;
+    auto chain = store_.metadata().get_cache(store::image_chain_key(record.config));
+    for (std::optional<std::string> id = chain ? std::optional(chain->snapshot_id) : std::nullopt;
+         id && !id->empty() && image_layers.insert(*id).second;) {
+      auto found = by_id.find(*id);
+      id = found == by_id.end() ? std::nullopt : found->second.parent;
+    }
+  }
+  usage.images = images.size();
+  for (const std::string& id : image_layers) {
+    if (auto found = by_id.find(id); found != by_id.end()) usage.images_size += found->second.size;
+  }
+  return usage;
+}
+
+}  // namespace kbuild::image

@@ -1,0 +1,57 @@
+// The images of a store: names over manifests in the content store, and the layers unpacked
+// into snapshots. What `kbuildctl images | rmi | tag | save | load` do, with no D-Bus in sight:
+// the service only converts values.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/image/blob_io.h"
+#include "engine/store/store.h"
+
+namespace kbuild::image {
+
+struct ImageSummary {
+  store::Digest config;    // the image id
+  store::Digest manifest;
+  std::chrono::system_clock::time_point created;
+  std::vector<std::string> names;  // normalised
+  uint64_t size = 0;               // of its layer blobs
+};
+
+struct StoreUsage {
+  uint64_t images = 0;         // tagged images
+  uint64_t images_size = 0;    // the snapshots they stand on, each once
+  uint64_t cache_records = 0;
+  uint64_t cache_size = 0;     // every snapshot
+  uint64_t blobs_size = 0;     // the content store
+};
+
+class ImageStore {
+ public:
+  explicit ImageStore(store::Store& store) : store_(store) {}
+
+  std::vector<ImageSummary> list();
+  // An image by reference ("alpine", normalised) or by id ("sha256:..." or a unique prefix of
+  // its hex). Throws not_found "No such image: x", or a user error when a prefix is ambiguous.
+  store::ImageRecord resolve(const std::string& reference);
+  // Docker's rmi: untags a name, or (by id) every name, `force` needed for more than one.
+  // Returns Docker's lines ("Untagged: alpine:latest", "Deleted: sha256:...").
+  std::vector<std::string> remove(const std::string& reference, bool force);
+  void tag(const std::string& source, const std::string& target);
+  // A docker-archive of the images to `out`; layer blobs come from `blobs` (made lazily).
+  void save(const std::vector<std::string>& references, BlobSource& blobs, ByteSink& out);
+  // Reads a docker or OCI archive from `fd`, stores its blobs, unpacks its layers and names its
+  // images; returns Docker's lines ("Loaded image: x"). Reads stop when `cancel_fd` is readable.
+  std::vector<std::string> load(int fd, int cancel_fd = -1);
+  // Extracts the image's layers into snapshots once, verifying each against its diff_id.
+  void unpack(const store::Digest& manifest);
+  StoreUsage usage();
+
+ private:
+  store::Store& store_;
+};
+
+}  // namespace kbuild::image
