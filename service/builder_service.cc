@@ -5,6 +5,7 @@
 #include <stop_token>
 
 #include "common/version.h"
+#include "engine/dockerfile/convert.h"
 #include "engine/image/blob_io.h"
 #include "engine/image/reference.h"
 #include "engine/solver/layer_blobs.h"
@@ -93,12 +94,25 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
   return request;
 }
 
+// The Dockerfile frontend, with the request's options.
+graph::Definition convert_dockerfile(const solver::FrontendInput& input) {
+  dockerfile::ConvertOptions options;
+  options.resolve.target = input.request.target;
+  options.resolve.build_args = input.request.build_args;
+  if (!input.request.platform.empty()) options.resolve.target_platform = dockerfile::Platform::parse(input.request.platform);
+  options.resolve_image = input.resolve_image;
+  options.no_cache = input.request.no_cache;
+  options.no_cache_filter = input.request.no_cache_filter;
+  return dockerfile::convert_dockerfile(input.text, options);
+}
+
 }  // namespace
 
 BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox,
                                std::string context_reader)
     : store_(store), images_(store), config_(std::move(config)), builder_(store) {
   builder_.set_context_reader(std::move(context_reader));
+  builder_.set_frontend(convert_dockerfile);
   sandbox.allow_insecure = config_.entitlement_security_insecure;
   sandbox.allow_network_host = config_.entitlement_network_host;
   sandbox_backend_ = sandbox.cgroups ? std::string(sandbox.cgroups->name()) : "none";

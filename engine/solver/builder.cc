@@ -21,6 +21,7 @@
 #include "engine/solver/context.h"
 #include "engine/solver/layer_blobs.h"
 #include "engine/solver/step_executor.h"
+#include "engine/solver/store_worker.h"
 #include "engine/store/mount.h"
 
 namespace kbuild::solver {
@@ -49,10 +50,6 @@ std::string random_build_name() {
   }
   return name;
 }
-
-// Blobs are read from and written to the content store through the image module's interfaces.
-
-
 
 image::Descriptor descriptor(std::string media_type, const store::Digest& digest, int64_t size) {
   image::Descriptor d;
@@ -114,29 +111,7 @@ graph::ImageConfig from_image_config(const image::ImageConfig& config) {
 
 }  // namespace
 
-void CancelToken::check() const {
-  if (canceled_) throw Error(ErrorKind::canceled, "build canceled");
-}
-
-// A step running now for every build that needs its cache key. It runs on a thread of its own
-// with a cancel of its own, canceled only when the last build waiting for it has left, as
-// BuildKit's shared vertices are: a build that is canceled detaches, the others keep it.
-struct Builder::InFlight {
-  using LogSink = std::function<void(int stream, std::string_view data)>;
-  std::promise<std::string> promise;
-  std::shared_future<std::string> snapshot = promise.get_future().share();  // the snapshot id made
-  CancelToken cancel;
-  std::mutex mutex;
-  std::map<uint64_t, LogSink> waiters;  // guarded by mutex: each waiting build's progress log
-  uint64_t next_waiter = 0;
-
-  void log(int stream, std::string_view data) {
-    std::lock_guard lock(mutex);
-    for (auto& [id, sink] : waiters) sink(stream, data);
-  }
-};
-
-// One build: its plan, the snapshots its stages reached, its progress.
+// One build: its definition, its context, its progress.
 class Builder::Run {
  public:
   Run(Builder& builder, const BuildRequest& request, Progress& progress, const CancelToken& cancel)
@@ -150,57 +125,22 @@ class Builder::Run {
   BuildResult run() {
     // A tar context carries its own Dockerfile: it is read before anything else.
     if (request_.context_is_tar) {
-      prepare_context(true);
+      prepare_context();
       if (context_->dockerfile) dockerfile_ = *context_->dockerfile;
     }
     load_definition();
-    plan();
-    announce_plan();
-    if (!context_) prepare_context(false);
-    build_stages();
-    return export_target();
+    if (!builder_.frontend_) throw Error(ErrorKind::internal, "the builder has no frontend");
+    definition_ = builder_.frontend_(FrontendInput{dockerfile_, request_, [this](const std::string& reference,
+                                                                                const std::string&) {
+                                                      return resolve_image(reference);
+                                                    }});
+    if (!context_ && reads_context()) prepare_context();
+    auto worker = std::make_shared<StoreWorker>(store_, context_, sandbox_);
+    Solved solved = builder_.scheduler_.solve(definition_.graph, definition_.root, worker, progress_, cancel_);
+    return export_target(solved);
   }
 
  private:
-  struct StageResult {
-    std::optional<std::string> top;  // snapshot id of the stage's last layer; nullopt for scratch
-    std::string key;                 // cache key of the stage's filesystem
-    std::vector<store::Digest> base_layers;  // diff_ids of a base image's layers
-    std::optional<store::Digest> base_manifest;  // the base image's manifest, which lists their blobs
-  };
-
-  // Every step's vertex, known from the plan before anything runs (as BuildKit's vertices are
-  // the definition's, not cache keys): a step's is the digest of the vertex before it in its
-  // stage, its definition, and the last vertices of the stages it reads.
-  void announce_plan() {
-    std::map<size_t, std::string> stage_last;
-    for (const graph::StagePlan& stage : plan_.stages) {
-      std::string previous = "scratch";
-      if (stage.base_stage) {
-        previous = stage_last.at(*stage.base_stage);
-      } else if (stage.base_image != "scratch") {
-        previous = vertex_id("from:" + base_images_.at(stage.base_image).config.str());
-        progress_.announced(previous, stage.from_vertex_name);
-      }
-      for (const graph::Step& step : stage.steps) {
-        json definition = {{"previous", previous}, {"kind", static_cast<int>(step.kind)}, {"step", describe_step(step)}};
-        auto read_from = [&](const graph::CopySource& source) -> std::string {
-          if (source.kind == graph::CopySource::Kind::stage) return stage_last.at(source.stage);
-          return source.kind == graph::CopySource::Kind::image ? source.image : "";
-        };
-        if (step.kind == graph::StepKind::copy) definition["from"] = read_from(step.source);
-        json mounts = json::array();
-        for (const graph::CopySource& source : step.mount_sources) mounts.push_back(read_from(source));
-        definition["mounts_from"] = mounts;
-        std::string id = vertex_id("vertex:" + definition.dump());
-        step_vertices_[&step] = id;
-        progress_.announced(id, step.name);
-        previous = id;
-      }
-      stage_last[stage.index] = previous;
-    }
-  }
-
   // "[internal] load build definition from Dockerfile"
   void load_definition() {
     std::string id = vertex_id("dockerfile:" + dockerfile_);
@@ -215,19 +155,7 @@ class Builder::Run {
     progress_.completed(ignore_id, "", false, "");
   }
 
-  void plan() {
-    graph::PlanOptions options;
-    options.resolve.target = request_.target;
-    options.resolve.build_args = request_.build_args;
-    if (!request_.platform.empty()) options.resolve.target_platform = dockerfile::Platform::parse(request_.platform);
-    options.source_date_epoch = request_.source_date_epoch;
-    options.image_config = [this](const std::string& reference, const dockerfile::Platform&) {
-      return base_image_config(reference);
-    };
-    plan_ = graph::plan_build(dockerfile_, options);
-  }
-
-  std::optional<graph::ImageConfig> base_image_config(const std::string& reference) {
+  std::optional<graph::ResolvedImage> resolve_image(const std::string& reference) {
     std::string name = image::normalize_reference(reference);
     std::string id = vertex_id("metadata:" + name);
     progress_.started(id, "[internal] load metadata for " + name);
@@ -238,27 +166,20 @@ class Builder::Run {
       progress_.completed(id, "", false, error);
       throw Error(ErrorKind::not_found, error);
     }
-    base_images_[reference] = *record;
     progress_.completed(id, "", false, "");
-    return from_image_config(image::parse_config(store_.content().read_small(record->config)));
+    return graph::ResolvedImage{from_image_config(image::parse_config(store_.content().read_small(record->config))),
+                                record->config.str()};
   }
 
-  void prepare_context(bool always) {
-    bool needs_context = always;
-    for (const auto& stage : plan_.stages) {
-      for (const auto& step : stage.steps) {
-        if (step.kind == graph::StepKind::copy && step.source.kind == graph::CopySource::Kind::context &&
-            !std::get<dockerfile::CopyInstruction>(step.instruction.body).sources.empty()) {
-          needs_context = true;
-        }
-        if (step.kind == graph::StepKind::run) {
-          for (const auto& mount : std::get<dockerfile::RunInstruction>(step.instruction.body).mounts) {
-            if (mount.type == dockerfile::MountType::bind && mount.from.empty()) needs_context = true;
-          }
-        }
-      }
+  bool reads_context() const {
+    for (graph::OpIndex i : definition_.graph.closure(definition_.root)) {
+      const auto* source = std::get_if<graph::SourceOp>(&definition_.graph.op(i).body);
+      if (source && source->kind == graph::SourceOp::Kind::local) return true;
     }
-    if (!needs_context) return;
+    return false;
+  }
+
+  void prepare_context() {
     std::string id = vertex_id("context");
     progress_.started(id, "[internal] load build context");
     try {
@@ -273,297 +194,12 @@ class Builder::Run {
     progress_.completed(id, "", false, "");
   }
 
-  StageResult stage_result(size_t index) {
-    std::lock_guard lock(stages_mutex_);
-    return stages_.at(index);
-  }
-
-  // Every stage runs as soon as the stages it reads are done, independent ones in parallel.
-  void build_stages() {
-    std::map<size_t, std::shared_future<void>> done;
-    for (const graph::StagePlan& stage : plan_.stages) {
-      std::vector<std::shared_future<void>> needs;
-      for (size_t dependency : stage.depends_on) needs.push_back(done.at(dependency));
-      done[stage.index] = std::async(std::launch::async, [this, &stage, needs] {
-                            for (const auto& need : needs) need.get();
-                            try {
-                              build_stage(stage);
-                            } catch (...) {
-                              failed_ = true;  // stop the other stages at their next step
-                              throw;
-                            }
-                          }).share();
-    }
-    // Report the error of a stage that failed on its own, not the cancellations it caused.
-    std::exception_ptr cause, canceled;
-    for (auto& [index, future] : done) {
-      try {
-        future.get();
-      } catch (const Error& e) {
-        std::exception_ptr& slot = e.kind() == ErrorKind::canceled ? canceled : cause;
-        if (!slot) slot = std::current_exception();
-      } catch (...) {
-        if (!cause) cause = std::current_exception();
-      }
-    }
-    if (cause) std::rethrow_exception(cause);
-    if (canceled) std::rethrow_exception(canceled);
-  }
-
-  void check_not_failed() const {
-    if (failed_) throw Error(ErrorKind::canceled, "build canceled: another stage failed");
-  }
-
-  // Runs the step, or joins the same step a concurrent build started, and waits for its result
-  // until this build is canceled.
-  std::string run_shared(const std::string& key, StepContext& context, const std::string& vertex) {
-    std::shared_ptr<InFlight> entry;
-    uint64_t waiter = 0;
-    bool owner = false;
-    {
-      std::lock_guard lock(builder_.in_flight_mutex_);
-      auto it = builder_.in_flight_.find(key);
-      if (it != builder_.in_flight_.end()) {
-        entry = it->second;
-      } else {
-        entry = std::make_shared<InFlight>();
-        builder_.in_flight_[key] = entry;
-        owner = true;
-      }
-      std::lock_guard entry_lock(entry->mutex);
-      waiter = entry->next_waiter++;
-      entry->waiters[waiter] = [this, vertex](int stream, std::string_view data) { progress_.log(vertex, stream, data); };
-    }
-    if (owner) {
-      try {
-        start_shared_step(key, entry, context);
-      } catch (...) {
-        entry->promise.set_exception(std::current_exception());
-        leave_shared_step(key, entry, waiter);
-        std::lock_guard lock(builder_.in_flight_mutex_);
-        if (auto it = builder_.in_flight_.find(key); it != builder_.in_flight_.end() && it->second == entry) {
-          builder_.in_flight_.erase(it);
-        }
-        throw;
-      }
-    }
-    for (;;) {
-      if (entry->snapshot.wait_for(std::chrono::milliseconds(50)) == std::future_status::ready) {
-        leave_shared_step(key, entry, waiter);
-        return entry->snapshot.get();
-      }
-      if (cancel_.canceled()) {
-        leave_shared_step(key, entry, waiter);
-        throw Error(ErrorKind::canceled, "build canceled");
-      }
-    }
-  }
-
-  // Ends this build's wait; the step itself stops once no build waits for it any more.
-  void leave_shared_step(const std::string& key, const std::shared_ptr<InFlight>& entry, uint64_t waiter) {
-    std::lock_guard lock(builder_.in_flight_mutex_);
-    std::lock_guard entry_lock(entry->mutex);
-    entry->waiters.erase(waiter);
-    if (!entry->waiters.empty() || entry->snapshot.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-      return;
-    }
-    entry->cancel.cancel();
-    // A build that asks for the same step from now on starts it anew.
-    auto it = builder_.in_flight_.find(key);
-    if (it != builder_.in_flight_.end() && it->second == entry) builder_.in_flight_.erase(it);
-  }
-
-  // The step on a thread of its own, holding what it reads (the step, the context tree, the
-  // build's sandbox) so that it may outlive the build that started it.
-  void start_shared_step(const std::string& key, std::shared_ptr<InFlight> entry, const StepContext& context) {
-    struct Job {
-      graph::Step step;
-      std::optional<std::string> parent, source;
-      std::string context_dir;
-      std::shared_ptr<MaterializedContext::State> context_state;
-      std::shared_ptr<BuildSandbox> sandbox;
-      std::vector<MountSource> mount_sources;
-      bool linked;
-    };
-    auto job = std::make_shared<Job>(Job{context.step, context.parent, context.source, context.context_dir,
-                                         context_ ? context_->state : nullptr, sandbox_, context.mount_sources,
-                                         context.linked});
-    Builder& builder = builder_;
-    builder.start_step_thread([&builder, key, entry, job] {
-      try {
-        StepContext step{builder.store_, job->step, job->parent, job->source, job->context_dir, entry->cancel,
-                         [&entry](int stream, std::string_view data) { entry->log(stream, data); },
-                         job->sandbox.get(), job->mount_sources, job->linked};
-        std::string snapshot = execute_step(step);
-        builder.store_.metadata().put_cache(key, store::CacheResult{snapshot, ""});
-        entry->promise.set_value(snapshot);
-      } catch (...) {
-        entry->promise.set_exception(std::current_exception());
-      }
-      std::lock_guard lock(builder.in_flight_mutex_);
-      auto it = builder.in_flight_.find(key);
-      if (it != builder.in_flight_.end() && it->second == entry) builder.in_flight_.erase(it);
-    });
-  }
-
-  // An image in the local store as a source of files (COPY --from=image).
-  StageResult image_source(const std::string& reference) {
-    std::string name = image::normalize_reference(reference);
-    auto record = store_.metadata().image_by_name(name);
-    if (!record) {
-      throw Error(ErrorKind::not_found, name + ": not found in the local store (pulling from registries is not "
-                                               "supported yet; build it or load it with kbuildctl load first)");
-    }
-    auto chain = store_.metadata().get_cache(store::image_chain_key(record->config));
-    if (!chain) throw Error(ErrorKind::internal, "image " + name + " has no unpacked layers in the store");
-    StageResult result;
-    result.key = "image:" + record->config.str();
-    if (!chain->snapshot_id.empty()) result.top = chain->snapshot_id;
-    return result;
-  }
-
-  StageResult base_of(const graph::StagePlan& stage) {
-    if (stage.base_stage) return stage_result(*stage.base_stage);
-    if (stage.base_image == "scratch") return StageResult{std::nullopt, "scratch", {}, std::nullopt};
-    const store::ImageRecord& record = base_images_.at(stage.base_image);
-    std::string id = vertex_id("from:" + record.config.str());
-    progress_.started(id, stage.from_vertex_name);
-    StageResult result;
-    result.key = "image:" + record.config.str();
-    auto chain = store_.metadata().get_cache(store::image_chain_key(record.config));
-    if (!chain) {
-      std::string error = "image " + stage.base_image + " has no unpacked layers in the store";
-      progress_.completed(id, "", false, error);
-      throw Error(ErrorKind::internal, error);
-    }
-    if (!chain->snapshot_id.empty()) result.top = chain->snapshot_id;
-    image::ImageConfig config = image::parse_config(store_.content().read_small(record.config));
-    result.base_layers = config.rootfs.diff_ids;
-    result.base_manifest = record.manifest;
-    progress_.completed(id, "", true, "");
-    return result;
-  }
-
-  void build_stage(const graph::StagePlan& stage) {
-    cancel_.check();
-    StageResult state = base_of(stage);
-    for (const graph::Step& step : stage.steps) {
-      cancel_.check();
-      check_not_failed();
-      std::string source_key;
-      std::optional<std::string> source_top;
-      if (step.kind == graph::StepKind::copy) {
-        switch (step.source.kind) {
-          case graph::CopySource::Kind::context:
-            // A COPY of heredocs only reads nothing from the context.
-            if (!std::get<dockerfile::CopyInstruction>(step.instruction.body).sources.empty()) {
-              source_key = context_selection_key(*context_, step);
-            }
-            break;
-          case graph::CopySource::Kind::stage:
-            source_key = stage_result(step.source.stage).key;
-            source_top = stage_result(step.source.stage).top;
-            break;
-          case graph::CopySource::Kind::image: {
-            StageResult image = image_source(step.source.image);
-            source_key = image.key;
-            source_top = image.top;
-            break;
-          }
-        }
-      }
-      std::vector<MountSource> mount_sources;
-      if (step.kind == graph::StepKind::run) source_key = run_mount_sources(step, mount_sources);
-      std::string key = step_cache_key(state.key, step, source_key);
-      std::string id = step_vertices_.at(&step);
-      progress_.started(id, step.name);
-      bool no_cache = request_.no_cache ||
-                      std::find(request_.no_cache_filter.begin(), request_.no_cache_filter.end(), stage.name) !=
-                          request_.no_cache_filter.end();
-      std::optional<store::CacheResult> cached;
-      if (!no_cache) cached = store_.metadata().get_cache(key);
-      if (cached && store_.metadata().get_snapshot(cached->snapshot_id)) {
-        progress_.completed(id, "", true, "");
-        state.top = cached->snapshot_id;
-        state.key = key;
-        continue;
-      }
-      try {
-        StepContext context{store_, step, state.top, source_top, context_ ? context_->path : std::string(),
-                            cancel_, [&](int stream, std::string_view data) { progress_.log(id, stream, data); },
-                            sandbox_.get(), std::move(mount_sources)};
-        std::string snapshot = is_linked_copy(step) ? run_linked_copy(key, source_key, state, context, no_cache, id)
-                                                    : run_shared(key, context, id);
-        state.top = snapshot;
-        state.key = key;
-      } catch (const Error& e) {
-        progress_.completed(id, "", false, e.what());
-        throw e.at(step.instruction.lines);
-      }
-      progress_.completed(id, "", false, "");
-    }
-    std::lock_guard lock(stages_mutex_);
-    stages_[stage.index] = std::move(state);
-  }
-
-  static bool is_linked_copy(const graph::Step& step) {
-    return step.kind == graph::StepKind::copy && std::get<dockerfile::CopyInstruction>(step.instruction.body).link;
-  }
-
-  // COPY --link: the layer is made on nothing and cached apart from what is below it, then
-  // stacked on the stage so far. A changed base reuses the layer (and its blob) as it is.
-  std::string run_linked_copy(const std::string& key, const std::string& source_key, const StageResult& state,
-                              StepContext& context, bool no_cache, const std::string& vertex) {
-    std::string layer_key = step_cache_key("linked", context.step, source_key);
-    std::optional<store::CacheResult> layer;
-    if (!no_cache) layer = store_.metadata().get_cache(layer_key);
-    std::string layer_id;
-    if (layer && store_.metadata().get_snapshot(layer->snapshot_id)) {
-      layer_id = layer->snapshot_id;
-    } else {
-      context.linked = true;
-      layer_id = run_shared(layer_key, context, vertex);
-    }
-    if (!state.top) return layer_id;
-    std::string stacked = restack_layer(store_, layer_id, state.top);
-    store_.metadata().put_cache(key, store::CacheResult{stacked, ""});
-    return stacked;
-  }
-
-  // What a RUN's mounts read enters its cache key: the files a context bind selects, the
-  // stage or image a from= names. Cache and tmpfs mounts never do.
-  std::string run_mount_sources(const graph::Step& step, std::vector<MountSource>& sources) {
-    const auto& run = std::get<dockerfile::RunInstruction>(step.instruction.body);
-    json keys = json::array();
-    for (size_t i = 0; i < run.mounts.size(); ++i) {
-      const auto& mount = run.mounts[i];
-      const graph::CopySource& from = step.mount_sources.at(i);
-      MountSource source;
-      if (mount.type == dockerfile::MountType::bind && mount.from.empty()) {
-        graph::Step selection = step;
-        dockerfile::CopyInstruction copy;
-        copy.sources = {mount.source.empty() ? "." : mount.source};
-        selection.instruction.body = copy;
-        keys.push_back(context_selection_key(*context_, selection));
-      } else if (!mount.from.empty() && mount.type != dockerfile::MountType::cache) {
-        StageResult result =
-            from.kind == graph::CopySource::Kind::stage ? stage_result(from.stage) : image_source(from.image);
-        source.top = result.top;
-        keys.push_back(result.key);
-      } else {
-        keys.push_back(nullptr);
-      }
-      sources.push_back(std::move(source));
-    }
-    return keys.dump();
-  }
-
-  static std::string step_cache_key(const std::string& parent, const graph::Step& step, const std::string& source) {
-    json def = {{"v", 1}, {"parent", parent}, {"source", source}, {"workdir", step.workdir}, {"user", step.user}};
-    def["kind"] = static_cast<int>(step.kind);
-    def["step"] = describe_step(step);
-    return store::Digest::of(def.dump()).str();
-  }
+  struct StageResult {
+    std::optional<std::string> top;
+    std::string key;
+    std::vector<store::Digest> base_layers;
+    std::optional<store::Digest> base_manifest;
+  };
 
   // The snapshot ids of a chain, bottom first.
   std::vector<store::SnapshotRecord> chain_of(const std::optional<std::string>& top) {
@@ -595,15 +231,14 @@ class Builder::Run {
     return info;
   }
 
-  BuildResult export_target() {
-    const graph::StagePlan& target = plan_.stage(plan_.target);
-    const StageResult& result = stage_result(plan_.target);
+  BuildResult export_target(const Solved& solved) {
+    StageResult result{solved.result.top, solved.key, solved.base.diff_ids, solved.base.manifest};
     std::string id = vertex_id("export:" + result.key);
     progress_.started(id, "exporting to image");
     // What the image and its names refer to must be on disk before they are.
     store_.snapshots().sync();
     try {
-      BuildResult out = write_image(target, result, id);
+      BuildResult out = write_image(result, id);
       progress_.completed(id, "", false, "");
       return out;
     } catch (const Error& e) {
@@ -612,7 +247,7 @@ class Builder::Run {
     }
   }
 
-  BuildResult write_image(const graph::StagePlan& target, const StageResult& result, const std::string& vertex) {
+  BuildResult write_image(const StageResult& result, const std::string& vertex) {
     std::vector<store::SnapshotRecord> chain = chain_of(result.top);
     // The image's time is when its newest layer was made, so that a rebuild that hits the
     // cache everywhere gives the same image ID, as BuildKit's does.
@@ -623,7 +258,7 @@ class Builder::Run {
     std::string created_text = request_.source_date_epoch
                                    ? image::format_time(*request_.source_date_epoch)
                                    : image::format_time(created_ns / 1000000000, static_cast<int32_t>(created_ns % 1000000000));
-    graph::ImageConfig plan_config = target.config;
+    graph::ImageConfig plan_config = definition_.config;
     for (const auto& [key, value] : request_.labels) plan_config.labels[key] = value;
 
     image::ImageConfig config;
@@ -640,7 +275,7 @@ class Builder::Run {
     if (result.base_manifest) add_base_blobs(manifest, result);
 
     progress_.status(vertex, "exporting layers", 0, 0, false);
-    size_t base_layer_snapshots = base_snapshot_count(target);
+    size_t base_layer_snapshots = result.base_layers.size();
     for (size_t i = 0; i < chain.size(); ++i) {
       if (i < base_layer_snapshots) continue;  // the base image's layers, already listed
       LayerInfo layer = layer_of(chain[i]);
@@ -674,20 +309,6 @@ class Builder::Run {
     }
     write_outputs(manifest, out, result);
     return out;
-  }
-
-  size_t base_snapshot_count(const graph::StagePlan& target) const {
-    // Layers of the base image sit at the bottom of the chain, one snapshot each.
-    const graph::StagePlan* stage = &target;
-    while (stage->base_stage) stage = &plan_.stage(*stage->base_stage);
-    return stage->base_image == "scratch" ? 0 : stage_base_layers(*stage);
-  }
-
-  size_t stage_base_layers(const graph::StagePlan& stage) const {
-    auto it = base_images_.find(stage.base_image);
-    if (it == base_images_.end()) return 0;
-    image::ImageConfig config = image::parse_config(store_.content().read_small(it->second.config));
-    return config.rootfs.diff_ids.size();
   }
 
   void add_base_blobs(image::Manifest& manifest, const StageResult& result) {
@@ -748,14 +369,9 @@ class Builder::Run {
   Progress& progress_;
   const CancelToken& cancel_;
   std::string dockerfile_;  // the request's, or the one in a tar context
-  graph::BuildPlan plan_;
+  graph::Definition definition_;
   std::optional<MaterializedContext> context_;
-  std::map<std::string, store::ImageRecord> base_images_;
-  std::map<const graph::Step*, std::string> step_vertices_;  // progress vertex of each step
-  std::mutex stages_mutex_;
-  std::map<size_t, StageResult> stages_;
-  std::atomic<bool> failed_{false};
-  // Shared: a step this build started may outlive it (see start_shared_step).
+  // Shared: an op this build started may outlive it (see Scheduler).
   std::shared_ptr<BuildSandbox> sandbox_ =
       std::make_shared<BuildSandbox>(builder_.sandbox_, random_build_name(), request_.limits, request_.allow);
 };
@@ -767,42 +383,11 @@ Builder::Builder(store::Store& store)
   remove_tree(store.root() + "/contexts");
 }
 
-Builder::~Builder() {
-  // Every build has returned, so no step has a waiter left: each is canceled and ends soon.
-  std::map<uint64_t, std::thread> threads;
-  {
-    std::lock_guard lock(step_threads_mutex_);
-    threads.swap(step_threads_);
-  }
-  for (auto& [id, thread] : threads) thread.join();
-}
-
-void Builder::start_step_thread(std::function<void()> body) {
-  std::lock_guard lock(step_threads_mutex_);
-  for (uint64_t id : finished_step_threads_) {
-    auto it = step_threads_.find(id);
-    if (it == step_threads_.end()) continue;
-    it->second.join();  // it said it finished: a short wait at most
-    step_threads_.erase(it);
-  }
-  finished_step_threads_.clear();
-  const uint64_t id = next_step_thread_++;
-  step_threads_.emplace(id, std::thread([this, id, body = std::move(body)] {
-                          body();
-                          std::lock_guard lock(step_threads_mutex_);
-                          finished_step_threads_.push_back(id);
-                        }));
-}
+Builder::~Builder() = default;
 
 BuildResult Builder::build(const BuildRequest& request, Progress& progress, const CancelToken& cancel) {
   Run run(*this, request, progress, cancel);
   return run.run();
-}
-
-std::optional<graph::ImageConfig> Builder::stored_image_config(const std::string& reference) {
-  auto record = store_.metadata().image_by_name(image::normalize_reference(reference));
-  if (!record) return std::nullopt;
-  return from_image_config(image::parse_config(store_.content().read_small(record->config)));
 }
 
 }  // namespace kbuild::solver

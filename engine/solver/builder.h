@@ -1,7 +1,7 @@
-// Runs a build: Dockerfile → plan → steps executed on overlay snapshots with a content-addressed
-// cache → an image in the store and the requested outputs. One Builder serves every build of
-// a daemon; identical steps requested by concurrent builds run once, for as long as one of them
-// still waits for it.
+// Runs a build: the context read, the frontend's graph solved on overlay snapshots with a
+// content-addressed cache, an image in the store and the requested outputs. One Builder
+// serves every build of a daemon; identical ops requested by concurrent builds run once, for
+// as long as one of them still waits for it (see Scheduler).
 #pragma once
 
 #include <sys/types.h>
@@ -18,10 +18,12 @@
 #include <vector>
 
 #include "common/client_stream.h"
-#include "engine/graph/build_plan.h"
+#include "engine/graph/definition.h"
 #include "engine/sandbox/cgroup.h"
+#include "engine/solver/cancel.h"
 #include "engine/solver/progress.h"
 #include "engine/solver/run_step.h"
+#include "engine/solver/scheduler.h"
 #include "engine/store/store.h"
 
 namespace kbuild::solver {
@@ -68,30 +70,22 @@ struct BuildResult {
   int64_t manifest_size = 0;  // with manifest_digest, the image's descriptor
 };
 
-// Set by the caller to stop a build; checked between and inside steps, and polled (fd()) by
-// every wait on the client's fds.
-class CancelToken {
- public:
-  void cancel() noexcept {
-    canceled_ = true;
-    signal_.cancel();
-  }
-  bool canceled() const { return canceled_; }
-  // Throws kbuild::Error (canceled) when canceled.
-  void check() const;
-  // Readable once canceled.
-  int fd() const { return signal_.fd(); }
-
- private:
-  std::atomic<bool> canceled_{false};
-  CancelSignal signal_;
+// What a frontend gets: the definition's text (a Dockerfile), the request's options, and a
+// way to learn about the images it builds on.
+struct FrontendInput {
+  std::string_view text;
+  const BuildRequest& request;
+  graph::ImageResolver resolve_image;
 };
+using Frontend = std::function<graph::Definition(const FrontendInput& input)>;
 
 class Builder {
  public:
   explicit Builder(store::Store& store);
   // How RUN steps run; without it they are refused. Set before the first build.
   void set_sandbox(SandboxConfig config) { sandbox_ = std::move(config); }
+  // What turns the request's text into a graph. Set before the first build.
+  void set_frontend(Frontend frontend) { frontend_ = std::move(frontend); }
   // The program that reads context directories as their caller (kbuild-context-reader).
   void set_context_reader(std::string program) { context_reader_ = std::move(program); }
   ~Builder();
@@ -100,9 +94,6 @@ class Builder {
 
   BuildResult build(const BuildRequest& request, Progress& progress, const CancelToken& cancel);
 
-  // The config of a stored image, for FROM; nullopt when the store has no such image.
-  std::optional<graph::ImageConfig> stored_image_config(const std::string& reference);
-
  private:
   class Run;
   store::Store& store_;
@@ -110,15 +101,8 @@ class Builder {
   std::string context_reader_ = KBUILD_CONTEXT_READER;
   std::unique_ptr<ContextCache> contexts_;
   std::unique_ptr<LayerJournalCache> layer_journals_;
-  struct InFlight;
-  std::mutex in_flight_mutex_;
-  std::map<std::string, std::shared_ptr<InFlight>> in_flight_;  // cache key → the step running it
-  // Shared steps run on threads of their own, joined once done (and all of them at the end).
-  void start_step_thread(std::function<void()> body);
-  std::mutex step_threads_mutex_;
-  std::map<uint64_t, std::thread> step_threads_;
-  std::vector<uint64_t> finished_step_threads_;
-  uint64_t next_step_thread_ = 0;
+  Frontend frontend_;
+  Scheduler scheduler_;
 };
 
 }  // namespace kbuild::solver

@@ -192,10 +192,9 @@ MaterializedContext materialize_context(store::Store& store, ContextCache& cache
   return out;
 }
 
-std::string context_selection_key(const MaterializedContext& context, const graph::Step& step) {
-  const auto& copy = std::get<dockerfile::CopyInstruction>(step.instruction.body);
+std::string context_selection_key(const MaterializedContext& context, const Selection& wanted) {
   context::Selection selection;
-  for (const std::string& source : copy.sources) {
+  for (const std::string& source : wanted.paths) {
     std::string pattern = go_clean_path("/" + source);
     if (pattern == "/") {  // the whole context: no include pattern selects everything
       selection.include_patterns.clear();
@@ -203,7 +202,7 @@ std::string context_selection_key(const MaterializedContext& context, const grap
     }
     selection.include_patterns.push_back(pattern.substr(1));
   }
-  selection.exclude_patterns = copy.excludes;
+  selection.exclude_patterns = wanted.excludes;
   return context::selection_digest(context.state->manifest, selection).str();
 }
 

@@ -10,8 +10,8 @@
 #include <mutex>
 #include <string>
 
-#include "engine/graph/build_plan.h"
 #include "engine/solver/builder.h"
+#include "engine/solver/worker.h"
 #include "engine/store/store.h"
 
 namespace kbuild::solver {
@@ -47,8 +47,8 @@ MaterializedContext materialize_context(store::Store& store, ContextCache& cache
                                         const std::string& reader_program, int cancel_fd,
                                         const std::function<void(int64_t bytes, bool done)>& on_transfer);
 
-// The part of a COPY's cache key that comes from the context: a digest of the files its
-// sources select (paths, types, modes, link targets and contents; not mtimes).
-std::string context_selection_key(const MaterializedContext& context, const graph::Step& step);
+// The part of a cache key that comes from the context: a digest of the files a selection
+// picks (paths, types, modes, link targets and contents; not mtimes).
+std::string context_selection_key(const MaterializedContext& context, const Selection& selection);
 
 }  // namespace kbuild::solver

@@ -16,7 +16,6 @@
 #include "common/syscall.h"
 #include "common/temp_dir.h"
 #include "common/unique_fd.h"
-#include "engine/dockerfile/parser.h"
 #include "engine/fileops/root_path.h"
 #include "engine/sandbox/step_process.h"
 #include "engine/solver/exec_user.h"
@@ -25,8 +24,6 @@
 
 namespace kbuild::solver {
 namespace {
-
-namespace df = kbuild::dockerfile;
 
 // Docker's default capabilities: CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID
 // SETFCAP SETPCAP NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE.
@@ -99,22 +96,6 @@ bool is_directory(int fd) {
   return S_ISDIR(st.st_mode);
 }
 
-// The argv of a RUN, heredocs included, as BuildKit's dispatchRun builds it.
-struct Command {
-  std::vector<std::string> argv;
-  std::optional<TempDir> script_dir;  // a heredoc with a shebang runs as a file from here
-};
-
-Command command_for(store::Store& store, const graph::Step& step, const df::CommandLine& line) {
-  df::RunCommand run = df::run_command(line, step.shell);
-  Command command{std::move(run.argv), std::nullopt};
-  if (run.script) {
-    command.script_dir.emplace(store.root() + "/mounts", "heredoc-");
-    write_file(command.script_dir->path() + "/" + run.script->name, run.script->content, 0755);
-  }
-  return command;
-}
-
 std::string join_args(const std::vector<std::string>& argv) {
   std::string out;
   for (size_t i = 0; i < argv.size(); ++i) out += (i ? " " : "") + argv[i];
@@ -127,13 +108,13 @@ struct CacheDir {
   std::string path;
 };
 
-CacheDir open_cache_dir(store::Store& store, const df::RunMount& mount) {
+CacheDir open_cache_dir(store::Store& store, const graph::ExecMount& mount) {
   std::string id = mount.cache_id.empty() ? mount.target : mount.cache_id;
   // The id names the cache only through its digest: "../../x" cannot leave the cache root.
   std::string base = store.root() + "/cache";
   if (::mkdir(base.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("mkdir", base);
   std::string name(store::Digest::of(id).hex());
-  df::CacheSharing sharing = mount.sharing.value_or(df::CacheSharing::shared);
+  graph::ExecMount::Sharing sharing = mount.sharing;
   for (int instance = 0;; ++instance) {
     std::string path = base + "/" + name + (instance ? "-" + std::to_string(instance) : "");
     if (::access(path.c_str(), F_OK) != 0) {
@@ -152,8 +133,8 @@ CacheDir open_cache_dir(store::Store& store, const df::RunMount& mount) {
     }
     CacheDir cache{UniqueFd(check(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path)),
                    path + "/data"};
-    if (sharing == df::CacheSharing::shared) return cache;
-    if (sharing == df::CacheSharing::locked) {
+    if (sharing == graph::ExecMount::Sharing::shared) return cache;
+    if (sharing == graph::ExecMount::Sharing::locked) {
       while (::flock(cache.lock.get(), LOCK_EX) != 0) {
         if (errno != EINTR) throw_errno("locking cache", id);
       }
@@ -191,30 +172,36 @@ struct PreparedMounts {
   }
 };
 
-std::string mount_target(const graph::Step& step, const std::string& target) {
-  if (!target.empty() && target[0] == '/') return go_clean_path(target);
-  return go_clean_path("/" + step.workdir + "/" + target);
+const char* mount_type_name(graph::ExecMount::Type type) {
+  switch (type) {
+    case graph::ExecMount::Type::bind: return "bind";
+    case graph::ExecMount::Type::cache: return "cache";
+    case graph::ExecMount::Type::tmpfs: return "tmpfs";
+    case graph::ExecMount::Type::secret: return "secret";
+    case graph::ExecMount::Type::ssh: return "ssh";
+  }
+  return "?";
 }
 
-void prepare_mount(StepContext& context, size_t index, const df::RunMount& mount, PreparedMounts& out) {
-  if (mount.type == df::MountType::secret || mount.type == df::MountType::ssh) {
-    throw Error(ErrorKind::user, std::string("RUN --mount=type=") + df::mount_type_name(mount.type) +
+void prepare_mount(OpContext& context, const graph::ExecMount& mount, PreparedMounts& out) {
+  using Type = graph::ExecMount::Type;
+  if (mount.type == Type::secret || mount.type == Type::ssh) {
+    throw Error(ErrorKind::user, std::string("RUN --mount=type=") + mount_type_name(mount.type) +
                                      " is not supported by this version of kbuild");
   }
-  std::string target = mount_target(context.step, mount.target);
+  const std::string& target = mount.target;
   if (target == "/") throw Error(ErrorKind::user, "mount target cannot be /");
   switch (mount.type) {
-    case df::MountType::bind: {
-      std::string root;
-      if (mount.from.empty()) {
-        if (context.context_dir.empty()) throw Error(ErrorKind::internal, "RUN --mount from the context without one");
-        root = context.context_dir;
-      } else {
-        out.views.push_back(std::make_unique<ChainView>(context.store, context.mount_sources.at(index).top));
+    case Type::bind: {
+      if (!mount.input) throw Error(ErrorKind::internal, "a bind mount without a source");
+      const Ref& input = context.input(*mount.input);
+      std::string root = input.local_path;
+      if (root.empty()) {
+        out.views.push_back(std::make_unique<ChainView>(context.store, input.top));
         root = out.views.back()->dir.path();
       }
       UniqueFd root_fd(check(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC), "open", root));
-      UniqueFd source = open_in_root(root_fd.get(), mount.source.empty() ? "/" : mount.source, "mount source");
+      UniqueFd source = open_in_root(root_fd.get(), mount.selector.empty() ? "/" : mount.selector, "mount source");
       if (!mount.read_only && is_directory(source.get())) {
         // A writable bind: writes land in a scratch upper dir and are thrown away with it.
         TempDir& scratch = out.temps.emplace_back(context.store.root() + "/mounts", "rw-");
@@ -241,32 +228,29 @@ void prepare_mount(StepContext& context, size_t index, const df::RunMount& mount
       }
       break;
     }
-    case df::MountType::cache: {
-      if (!mount.from.empty()) {
-        throw Error(ErrorKind::user, "RUN --mount=type=cache,from= is not supported by this version of kbuild");
-      }
+    case Type::cache: {
       CacheDir& cache = out.caches.emplace_back(open_cache_dir(context.store, mount));
       UniqueFd root_fd(check(::open(cache.path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC), "open", cache.path));
-      UniqueFd source = open_in_root(root_fd.get(), mount.source.empty() ? "/" : mount.source, "cache mount source");
+      UniqueFd source = open_in_root(root_fd.get(), mount.selector.empty() ? "/" : mount.selector, "cache mount source");
       out.bind(std::move(source), target, mount.read_only);
       break;
     }
-    case df::MountType::tmpfs: {
+    case Type::tmpfs: {
       sandbox::MountSpec spec;
       spec.kind = sandbox::MountSpec::Kind::tmpfs;
       spec.target = target;
-      if (mount.size_limit > 0) spec.size = static_cast<uint64_t>(mount.size_limit);
+      if (mount.tmpfs_size > 0) spec.size = static_cast<uint64_t>(mount.tmpfs_size);
       spec.mode = 01777;
       out.specs.push_back(std::move(spec));
       break;
     }
-    case df::MountType::secret:
-    case df::MountType::ssh:
+    case Type::secret:
+    case Type::ssh:
       break;  // refused above
   }
 }
 
-void check_entitlements(BuildSandbox& sandbox, const df::RunInstruction& run) {
+void check_entitlements(BuildSandbox& sandbox, const graph::ExecOp& exec) {
   auto require = [&](const std::string& entitlement, bool daemon_allows) {
     if (!daemon_allows) {
       throw Error(ErrorKind::user,
@@ -276,8 +260,8 @@ void check_entitlements(BuildSandbox& sandbox, const df::RunInstruction& run) {
       throw Error(ErrorKind::user, entitlement + " is not allowed: pass --allow " + entitlement + " to kbuildctl build");
     }
   };
-  if (run.security == "insecure") require("security.insecure", sandbox.config().allow_insecure);
-  if (run.network == "host") require("network.host", sandbox.config().allow_network_host);
+  if (exec.insecure) require("security.insecure", sandbox.config().allow_insecure);
+  if (exec.network == graph::ExecOp::Network::host) require("network.host", sandbox.config().allow_network_host);
 }
 
 // Output of a step as progress logs, clipped as BuildKit clips them.
@@ -418,33 +402,32 @@ std::string format_bytes_binary(uint64_t bytes) {
   return text;
 }
 
-std::string execute_run(StepContext& context) {
-  const graph::Step& step = context.step;
-  const auto& run = std::get<df::RunInstruction>(step.instruction.body);
+Ref execute_exec_op(OpContext& context, const graph::ExecOp& exec) {
   if (!context.sandbox || !context.sandbox->config().cgroups) {
     std::string reason = context.sandbox ? context.sandbox->config().unavailable_reason : std::string();
     throw Error(ErrorKind::user, "RUN steps are disabled in this kbuildd" + (reason.empty() ? "" : ": " + reason));
   }
   BuildSandbox& build = *context.sandbox;
-  check_entitlements(build, run);
-  bool insecure = run.security == "insecure";
+  check_entitlements(build, exec);
+  bool insecure = exec.insecure;
 
   store::Store& store = context.store;
-  std::vector<std::string> lowers = lowers_for(store, context.parent);
+  const Ref& rootfs = context.input(exec.rootfs);
+  if (!rootfs.local_path.empty()) throw Error(ErrorKind::internal, "an exec on a local source");
+  std::vector<std::string> lowers = lowers_for(store, rootfs.top);
   sandbox::StepLaunch launch;
   launch.helper_path = build.config().helper_path;
   launch.step_name = build.next_step_name();
   launch.limits = build.config().step_limits;
 
-  ExecUser user = resolve_exec_user(step.user, [&](const std::string& path) {
+  ExecUser user = resolve_exec_user(exec.user, [&](const std::string& path) {
     return read_file_from_layers(lowers, path);
   });
-  Command command = command_for(store, step, run.command);
   sandbox::RunSpec& spec = launch.spec;
-  spec.argv = command.argv;
-  spec.env = step.env;
+  spec.argv = exec.argv;
+  spec.env = exec.env;
   if (!has_env(spec.env, "HOME")) spec.env.push_back("HOME=" + user.home);
-  spec.cwd = step.workdir.empty() ? "/" : step.workdir;
+  spec.cwd = exec.cwd.empty() ? "/" : exec.cwd;
   spec.uid = user.uid;
   spec.gid = user.gid;
   spec.groups = user.groups;
@@ -454,8 +437,8 @@ std::string execute_run(StepContext& context) {
   PreparedMounts mounts;
   // What kbuild provides lands at these very paths, whatever the image holds there.
   mounts.bind(open_path(hosts_file(store)), "/etc/hosts", true, true);
-  if (run.network == "host" || run.network == "none") {
-    spec.network = run.network == "host" ? sandbox::NetworkMode::host : sandbox::NetworkMode::none;
+  if (exec.network != graph::ExecOp::Network::sandbox) {
+    spec.network = exec.network == graph::ExecOp::Network::host ? sandbox::NetworkMode::host : sandbox::NetworkMode::none;
     if (::access("/etc/resolv.conf", R_OK) == 0) {
       mounts.bind(open_path("/etc/resolv.conf"), "/etc/resolv.conf", true, true);
     }
@@ -466,8 +449,7 @@ std::string execute_run(StepContext& context) {
     spec.netns_fd = mounts.add_fd(UniqueFd(check(::fcntl(network.namespace_fd(), F_DUPFD_CLOEXEC, 0), "dup")));
     mounts.bind(open_path(network.resolv_conf()), "/etc/resolv.conf", true, true);
   }
-  if (command.script_dir) mounts.bind(open_path(command.script_dir->path()), "/dev/pipes", true, true);
-  for (size_t i = 0; i < run.mounts.size(); ++i) prepare_mount(context, i, run.mounts[i], mounts);
+  for (const graph::ExecMount& mount : exec.mounts) prepare_mount(context, mount, mounts);
   spec.mounts = mounts.specs;
   launch.extra_fds = std::move(mounts.fds);
   if (!insecure && !build.config().seccomp_program.empty()) {
@@ -475,10 +457,10 @@ std::string execute_run(StepContext& context) {
     launch.extra_fds.push_back(memfd_holding("kbuild-seccomp", build.config().seccomp_program));
   }
 
-  store::SnapshotStore::Prepared prepared = store.snapshots().prepare(context.parent, "layer");
-  std::string rootfs = store.root() + "/mounts/rootfs";
-  if (::mkdir(rootfs.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("mkdir", rootfs);
-  spec.rootfs = {lowers, prepared.diff_path(), prepared.work_path(), rootfs};
+  store::SnapshotStore::Prepared prepared = store.snapshots().prepare(rootfs.top, "layer");
+  std::string rootfs_dir = store.root() + "/mounts/rootfs";
+  if (::mkdir(rootfs_dir.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("mkdir", rootfs_dir);
+  spec.rootfs = {lowers, prepared.diff_path(), prepared.work_path(), rootfs_dir};
 
   ClippedLog log(context.log);
   sandbox::StepOutcome outcome = sandbox::run_step_process(
@@ -489,10 +471,10 @@ std::string execute_run(StepContext& context) {
     sandbox::ResourceLimits effective = launch.limits;
     effective.memory_bytes = smallest(effective.memory_bytes, build.build_limits().memory_bytes);
     effective.pids = smallest(effective.pids, build.build_limits().pids);
-    throw_step_failure(outcome, command.argv, effective);
+    throw_step_failure(outcome, exec.argv, effective);
   }
   remove_mount_stubs(prepared.diff_path(), lowers, spec.mounts);
-  return store.snapshots().commit_deferred(std::move(prepared)).id;
+  return Ref{store.snapshots().commit_deferred(std::move(prepared)).id, ""};
 }
 
 }  // namespace kbuild::solver

@@ -1,4 +1,4 @@
-// RUN: a step's command in the sandbox, on an overlay of its parent's layers whose upper dir
+// Exec ops: a command in the sandbox, on an overlay of its parent's layers whose upper dir
 // becomes the step's layer.
 #pragma once
 
@@ -10,13 +10,15 @@
 #include <string>
 #include <vector>
 
+#include "engine/graph/op.h"
 #include "engine/network/build_network.h"
 #include "engine/sandbox/cgroup.h"
 #include "engine/sandbox/step_process.h"
+#include "engine/solver/worker.h"
 
 namespace kbuild::solver {
 
-struct StepContext;
+struct OpContext;
 
 // What RUN steps need from the daemon; one for all builds.
 struct SandboxConfig {
@@ -59,13 +61,8 @@ class BuildSandbox {
   std::atomic<int> steps_{0};
 };
 
-// Where a RUN --mount with from= reads: the snapshot its stage or image ends with.
-struct MountSource {
-  std::optional<std::string> top;
-};
-
-// Runs a RUN step and commits its layer; returns the new snapshot's id.
-std::string execute_run(StepContext& context);
+// Runs an exec op in the sandbox on an overlay of its rootfs, and commits the changes as a layer.
+Ref execute_exec_op(OpContext& context, const graph::ExecOp& op);
 
 // "512MiB", as the limit appears in messages.
 std::string format_bytes_binary(uint64_t bytes);

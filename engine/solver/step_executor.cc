@@ -21,87 +21,9 @@
 namespace kbuild::solver {
 namespace {
 
-using nlohmann::json;
-namespace df = kbuild::dockerfile;
 
 UniqueFd open_directory(const std::string& path) {
   return UniqueFd(check(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path));
-}
-
-void make_workdir(int root_fd, const graph::Step& step) {
-  std::optional<fileops::Owner> owner;
-  if (!step.user.empty()) owner = fileops::resolve_chown(step.user, root_fd);
-  fileops::RootedPath path = fileops::resolve_in_root(root_fd, step.workdir);
-  fileops::make_dirs(root_fd, path, path.parts.size(), 0755, owner);
-}
-
-// Heredoc sources become files in a scratch directory that the copy reads like a context.
-TempDir write_inline_sources(store::Store& store, const df::CopyInstruction& copy) {
-  TempDir dir(store.root() + "/mounts", "heredoc-");
-  for (const auto& source : copy.inline_sources) {
-    if (source.path.find('/') != std::string::npos || source.path == "." || source.path == "..") {
-      throw Error(ErrorKind::user, "invalid heredoc name " + source.path);
-    }
-    std::string path = dir.path() + "/" + source.path;
-    UniqueFd fd(check(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644), "create", path));
-    write_all(fd.get(), source.data, path);
-  }
-  return dir;
-}
-
-fileops::CopyRequest copy_request(const graph::Step& step, const df::CopyInstruction& copy, int dest_root_fd) {
-  fileops::CopyRequest request;
-  request.sources = copy.sources;
-  request.dest = copy.dest;
-  request.workdir = step.workdir;
-  if (!copy.chown.empty()) request.owner = fileops::resolve_chown(copy.chown, dest_root_fd);
-  if (!copy.chmod.empty()) request.chmod = fileops::Chmod::parse(copy.chmod);
-  request.parents = copy.parents;
-  request.excludes = copy.excludes;
-  request.unpack = copy.is_add && copy.unpack.value_or(true);
-  request.instruction = copy.is_add ? "ADD" : "COPY";
-  request.source_owner_is_root = step.source.kind == graph::CopySource::Kind::context;
-  return request;
-}
-
-void run_copy(StepContext& context, int dest_root_fd, bool fresh_layer, int name_root_fd = -1) {
-  const auto& copy = std::get<df::CopyInstruction>(context.step.instruction.body);
-  if (!copy.checksum.empty()) throw Error(ErrorKind::user, "ADD --checksum needs a URL source, which is not supported yet");
-  fileops::CopyRequest request = copy_request(context.step, copy, name_root_fd >= 0 ? name_root_fd : dest_root_fd);
-  // The materialized context is never written again: a fresh layer may share its files. Not
-  // with ADD unpacking archives: a hard link in an archive to a file already copied would give
-  // the shared inode the archive's owner, mode and times.
-  request.link_unchanged_files =
-      fresh_layer && context.step.source.kind == graph::CopySource::Kind::context && !request.unpack;
-  if (!copy.sources.empty()) {
-    std::optional<ChainView> view;
-    UniqueFd source;
-    if (context.step.source.kind != graph::CopySource::Kind::context) {
-      view.emplace(context.store, context.source);
-      source = open_directory(view->dir.path());
-    } else {
-      source = open_directory(context.context_dir);
-    }
-    try {
-      fileops::copy_files(source.get(), dest_root_fd, request);
-    } catch (const Error& e) {
-      if (e.kind() == ErrorKind::not_found && context.step.source.kind == graph::CopySource::Kind::context) {
-        throw Error(ErrorKind::not_found, std::string("failed to compute cache key: failed to calculate checksum of ref: ") +
-                                              e.what());
-      }
-      throw;
-    }
-  }
-  if (!copy.inline_sources.empty()) {
-    TempDir inline_dir = write_inline_sources(context.store, copy);
-    fileops::CopyRequest inline_request = request;
-    inline_request.sources.clear();
-    for (const auto& s : copy.inline_sources) inline_request.sources.push_back(s.path);
-    inline_request.source_owner_is_root = true;
-    inline_request.unpack = false;
-    UniqueFd source = open_directory(inline_dir.path());
-    fileops::copy_files(source.get(), dest_root_fd, inline_request);
-  }
 }
 
 void copy_xattrs(int from, int to, const std::string& path) {
@@ -141,12 +63,6 @@ void restack_tree(int from, int to, const std::string& path) {
   }
 }
 
-json command_json(const df::CommandLine& line) {
-  json files = json::array();
-  for (const auto& f : line.files) files.push_back({f.name, f.data, f.chomp});
-  return {{"args", line.args}, {"shell", line.prepend_shell}, {"files", files}};
-}
-
 }  // namespace
 
 // Overlayfs needs a lower layer: a layer without a parent sits on this empty directory.
@@ -168,54 +84,93 @@ ChainView::ChainView(store::Store& store, const std::optional<std::string>& top)
   mount = store::Mount::overlay(lowers_for(store, top), "", "", dir.path());
 }
 
-std::string execute_step(StepContext& context) {
-  const graph::Step& step = context.step;
-  if (step.kind == graph::StepKind::run) return execute_run(context);
-  if (context.linked) return execute_linked_copy(context);
-  store::SnapshotStore& snapshots = context.store.snapshots();
-  store::SnapshotStore::Prepared prepared = snapshots.prepare(context.parent, "layer");
-  auto run = [&](int root, bool fresh_layer) {
-    context.cancel.check();
-    if (step.kind == graph::StepKind::workdir) {
-      make_workdir(root, step);
-    } else {
-      run_copy(context, root, fresh_layer);
-    }
-  };
-  if (!context.parent) {
-    // Nothing below: the layer is the whole tree, written in place without an overlay (and
-    // so on the store's filesystem, where context files can be hard-linked).
-    UniqueFd root = open_directory(prepared.diff_path());
-    run(root.get(), true);
+namespace {
+
+// A tree an action reads, open: a local directory, or a view of a snapshot chain.
+struct OpenTree {
+  std::optional<ChainView> view;
+  UniqueFd fd;
+  bool local = false;
+};
+
+OpenTree open_tree(OpContext& context, graph::OpIndex index) {
+  const Ref& ref = context.input(index);
+  OpenTree tree;
+  if (!ref.local_path.empty()) {
+    tree.fd = open_directory(ref.local_path);
+    tree.local = true;
   } else {
-    TempDir target(context.store.root() + "/mounts", "step-");
-    store::Mount mount = store::Mount::overlay(lowers_for(context.store, context.parent), prepared.diff_path(),
-                                                   prepared.work_path(), target.path());
-    {
-      UniqueFd root = open_directory(target.path());
-      run(root.get(), false);
+    tree.view.emplace(context.store, ref.top);
+    tree.fd = open_directory(tree.view->dir.path());
+  }
+  return tree;
+}
+
+void apply(OpContext& context, const graph::CopyAction& copy, int root, bool fresh_layer) {
+  OpenTree source = open_tree(context, copy.source);
+  // --chown names come from the tree they belong to, which is not always the one written.
+  std::optional<OpenTree> names;
+  if (copy.names) names.emplace(open_tree(context, *copy.names));
+  int names_root = names ? names->fd.get() : root;
+  fileops::CopyRequest request;
+  request.sources = copy.paths;
+  request.dest = copy.dest;
+  request.workdir = copy.cwd;
+  if (!copy.chown.empty()) request.owner = fileops::resolve_chown(copy.chown, names_root);
+  if (!copy.chmod.empty()) request.chmod = fileops::Chmod::parse(copy.chmod);
+  request.parents = copy.parents;
+  request.excludes = copy.excludes;
+  request.unpack = copy.unpack;
+  request.instruction = copy.verb;
+  request.source_owner_is_root = source.local;
+  // A local tree is never written again: a fresh layer may share its files. Not when
+  // unpacking archives: a hard link in an archive to a file already copied would give the
+  // shared inode the archive's owner, mode and times.
+  request.link_unchanged_files = fresh_layer && source.local && !request.unpack;
+  try {
+    fileops::copy_files(source.fd.get(), root, request);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::not_found && source.local) {
+      throw Error(ErrorKind::not_found,
+                  std::string("failed to compute cache key: failed to calculate checksum of ref: ") + e.what());
     }
-    mount.unmount();
+    throw;
   }
-  return snapshots.commit_deferred(std::move(prepared)).id;
 }
 
-std::string execute_linked_copy(StepContext& context) {
-  store::SnapshotStore& snapshots = context.store.snapshots();
-  store::SnapshotStore::Prepared prepared = snapshots.prepare(std::nullopt, "layer");
-  UniqueFd root = open_directory(prepared.diff_path());
-  // --chown names come from the stage's own passwd and group, not from the empty layer.
-  std::optional<ChainView> names;
-  UniqueFd names_root;
-  if (context.parent) {
-    names.emplace(context.store, context.parent);
-    names_root = open_directory(names->dir.path());
-  }
-  context.cancel.check();
-  run_copy(context, root.get(), true, names_root ? names_root.get() : -1);
-  return snapshots.commit_deferred(std::move(prepared)).id;
+void apply(OpContext&, const graph::MkdirAction& mkdir, int root, bool) {
+  std::optional<fileops::Owner> owner;
+  if (!mkdir.chown.empty()) owner = fileops::resolve_chown(mkdir.chown, root);
+  fileops::RootedPath path = fileops::resolve_in_root(root, mkdir.path);
+  fileops::make_dirs(root, path, path.parts.size(), mkdir.mode, owner);
 }
 
+void apply(OpContext&, const graph::MkfileAction& mkfile, int root, bool) {
+  fileops::RootedPath path = fileops::resolve_in_root(root, mkfile.path, false);
+  if (path.parts.empty()) throw Error(ErrorKind::user, "cannot make a file at /");
+  fileops::make_dirs(root, path, path.parts.size() - 1, 0755, std::nullopt);
+  UniqueFd parent = fileops::open_dir_parts(root, path.parts, path.parts.size() - 1);
+  const std::string& leaf = path.parts.back();
+  UniqueFd fd(check(::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600),
+                    "create", mkfile.path));
+  write_all(fd.get(), mkfile.data, mkfile.path);
+  check(::fchmod(fd.get(), mkfile.mode & 07777), "chmod", mkfile.path);
+}
+
+// The snapshots of a chain, bottom first.
+std::vector<store::SnapshotRecord> chain_of(store::Store& store, const std::optional<std::string>& top) {
+  std::vector<store::SnapshotRecord> chain;
+  for (std::optional<std::string> id = top; id;) {
+    auto record = store.metadata().get_snapshot(*id);
+    if (!record) throw Error(ErrorKind::internal, "snapshot " + *id + " is missing from the store");
+    id = record->parent;
+    chain.push_back(std::move(*record));
+  }
+  std::reverse(chain.begin(), chain.end());
+  return chain;
+}
+
+// The same layer again on top of `parent`. Returns the new snapshot's id.
 std::string restack_layer(store::Store& store, const std::string& layer, const std::optional<std::string>& parent) {
   store::SnapshotStore& snapshots = store.snapshots();
   store::SnapshotStore::Prepared prepared = snapshots.prepare(parent, "layer");
@@ -226,28 +181,52 @@ std::string restack_layer(store::Store& store, const std::string& layer, const s
   return snapshots.commit_deferred(std::move(prepared)).id;
 }
 
-json describe_step(const graph::Step& step) {
-  json out = {{"workdir", step.workdir}, {"user", step.user}};
-  std::visit(
-      [&](const auto& body) {
-        using T = std::decay_t<decltype(body)>;
-        if constexpr (std::is_same_v<T, df::CopyInstruction>) {
-          json inline_sources = json::array();
-          for (const auto& s : body.inline_sources) inline_sources.push_back({s.path, s.data});
-          out["copy"] = {{"add", body.is_add},         {"sources", body.sources},   {"inline", inline_sources},
-                         {"dest", body.dest},          {"chown", body.chown},       {"chmod", body.chmod},
-                         {"link", body.link},          {"parents", body.parents},   {"exclude", body.excludes},
-                         {"checksum", body.checksum},  {"unpack", body.unpack ? json(*body.unpack) : json(nullptr)}};
-        } else if constexpr (std::is_same_v<T, df::RunInstruction>) {
-          out["run"] = {{"command", command_json(body.command)}, {"mounts", body.mount_specs},
-                        {"network", body.network},               {"security", body.security},
-                        {"env", step.env},                        {"shell", step.shell}};
-        } else if constexpr (std::is_same_v<T, df::WorkdirInstruction>) {
-          out["mkdir"] = step.workdir;
-        }
-      },
-      step.instruction.body);
-  return out;
+}  // namespace
+
+Ref execute_file_op(OpContext& context, const graph::FileOp& op) {
+  const Ref& base = context.input(op.base);
+  if (!base.local_path.empty()) throw Error(ErrorKind::internal, "a file op on a local source");
+  store::SnapshotStore& snapshots = context.store.snapshots();
+  store::SnapshotStore::Prepared prepared = snapshots.prepare(base.top, "layer");
+  auto run = [&](int root, bool fresh_layer) {
+    for (const graph::FileAction& action : op.actions) {
+      context.cancel.check();
+      std::visit([&](const auto& a) { apply(context, a, root, fresh_layer); }, action);
+    }
+  };
+  if (!base.top) {
+    // Nothing below: the layer is the whole tree, written in place without an overlay (and
+    // so on the store's filesystem, where local files can be hard-linked).
+    UniqueFd root = open_directory(prepared.diff_path());
+    run(root.get(), true);
+  } else {
+    TempDir target(context.store.root() + "/mounts", "step-");
+    store::Mount mount = store::Mount::overlay(lowers_for(context.store, base.top), prepared.diff_path(),
+                                               prepared.work_path(), target.path());
+    {
+      UniqueFd root = open_directory(target.path());
+      run(root.get(), false);
+    }
+    mount.unmount();
+  }
+  return Ref{snapshots.commit_deferred(std::move(prepared)).id, ""};
+}
+
+Ref execute_merge_op(OpContext& context, const graph::MergeOp& op) {
+  std::optional<std::string> top = context.input(op.inputs.at(0)).top;
+  for (size_t i = 1; i < op.inputs.size(); ++i) {
+    const Ref& layers = context.input(op.inputs[i]);
+    if (!layers.local_path.empty()) throw Error(ErrorKind::internal, "a merge of a local source");
+    if (!top) {  // on nothing, a chain is already what the merge would make
+      top = layers.top;
+      continue;
+    }
+    for (const store::SnapshotRecord& layer : chain_of(context.store, layers.top)) {
+      context.cancel.check();
+      top = restack_layer(context.store, layer.id, top);
+    }
+  }
+  return Ref{top, ""};
 }
 
 void make_dirs(const std::string& path) {

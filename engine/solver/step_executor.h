@@ -1,61 +1,50 @@
-// Executing one step on snapshots: the layer a COPY, ADD or WORKDIR makes is the upper dir of
-// an overlay over its parent's layers; the build context is materialized once per build.
+// Executing file and merge ops on snapshots: the layer an op makes is the upper dir of an
+// overlay over its base's layers (or, on nothing, the layer's own directory).
 #pragma once
 
-#include <functional>
+#include <map>
 #include <optional>
 #include <string>
-#include <string_view>
-
-#include <nlohmann/json.hpp>
+#include <vector>
 
 #include "common/temp_dir.h"
-#include "engine/graph/build_plan.h"
-#include "engine/solver/builder.h"
-#include "engine/solver/run_step.h"
+#include "engine/graph/op.h"
+#include "engine/solver/cancel.h"
+#include "engine/solver/worker.h"
 #include "engine/store/mount.h"
 #include "engine/store/store.h"
 
 namespace kbuild::solver {
 
-struct MaterializedContext;
+class BuildSandbox;
 
-struct StepContext {
+// What an op runs with: its inputs' trees, the build's cancel, log and sandbox.
+struct OpContext {
   store::Store& store;
-  const graph::Step& step;
-  std::optional<std::string> parent;         // snapshot the step starts from
-  std::optional<std::string> source;         // COPY --from: the source stage's snapshot
-  std::string context_dir;                   // the materialized build context
+  const std::map<graph::OpIndex, Ref>& inputs;
   const CancelToken& cancel;
-  std::function<void(int stream, std::string_view data)> log;
-  BuildSandbox* sandbox = nullptr;           // RUN: the build's sandbox
-  std::vector<MountSource> mount_sources;    // RUN: one per --mount, the from= snapshot
-  bool linked = false;                       // COPY --link: make the layer on nothing
+  const LogSink& log;
+  BuildSandbox* sandbox = nullptr;  // exec ops: the build's sandbox
+  const Ref& input(graph::OpIndex index) const { return inputs.at(index); }
 };
 
 // The layers an overlay over `top` stacks, top first (an empty directory for none).
 std::vector<std::string> lowers_for(store::Store& store, const std::optional<std::string>& top);
 
-// A read-only view of a snapshot chain (the source stage of COPY --from or RUN --mount from=).
+// A read-only view of a snapshot chain (a copy's or a mount's source).
 struct ChainView {
   TempDir dir;
   std::optional<store::Mount> mount;
   ChainView(store::Store& store, const std::optional<std::string>& top);
 };
 
-// Runs the step and commits its layer; returns the new snapshot's id.
-std::string execute_step(StepContext& context);
+// Applies the actions on the base's tree and commits the changes as a layer.
+Ref execute_file_op(OpContext& context, const graph::FileOp& op);
 
-// COPY --link: the copy made on nothing, so that its layer (and cache key) does not depend
-// on what is below; `name_root` (the stage's view so far) only answers --chown names.
-std::string execute_linked_copy(StepContext& context);
-
-// The same layer again on top of `parent`: directories recreated, everything else
-// hard-linked (layers are never written after their commit). Returns the new snapshot's id.
-std::string restack_layer(store::Store& store, const std::string& layer, const std::optional<std::string>& parent);
-
-// The canonical definition of a step for its cache key: every field that changes its result.
-nlohmann::json describe_step(const graph::Step& step);
+// The inputs' layers stacked in order: the first input's chain, then each other input's
+// layers again on top of it (directories recreated, files hard-linked: layers are never
+// written after their commit).
+Ref execute_merge_op(OpContext& context, const graph::MergeOp& op);
 
 // Creates `path` (recursively) under a directory.
 void make_dirs(const std::string& path);

@@ -1,0 +1,28 @@
+// The Dockerfile frontend's last step: a Dockerfile to an op graph and the image config of its
+// target, as BuildKit's dockerfile2llb builds them. Pure: what it needs of base images comes
+// through a callback.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/dockerfile/platform.h"
+#include "engine/dockerfile/resolve.h"
+#include "engine/graph/definition.h"
+
+namespace kbuild::dockerfile {
+
+struct ConvertOptions {
+  ResolveOptions resolve;
+  graph::ImageResolver resolve_image;  // may be empty: every base is treated as empty
+  bool no_cache = false;                      // every step runs again
+  std::vector<std::string> no_cache_filter;  // the steps of these stages run again
+};
+
+// Throws kbuild::Error with the Dockerfile line where there is one.
+graph::Definition convert_dockerfile(std::string_view dockerfile_text, const ConvertOptions& options);
+
+}  // namespace kbuild::dockerfile

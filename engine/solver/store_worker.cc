@@ -1,0 +1,77 @@
+#include "engine/solver/store_worker.h"
+
+#include "engine/image/oci.h"
+#include "engine/image/reference.h"
+#include "engine/solver/step_executor.h"
+
+namespace kbuild::solver {
+
+Ref StoreWorker::source(const graph::SourceOp& op, BaseImage& base) {
+  switch (op.kind) {
+    case graph::SourceOp::Kind::scratch:
+      return Ref{};
+    case graph::SourceOp::Kind::local:
+      return Ref{std::nullopt, local(op).path};
+    case graph::SourceOp::Kind::image:
+      break;
+  }
+  auto record = store_.metadata().image_by_name(op.name);
+  if (!record) {
+    throw Error(ErrorKind::not_found, op.name + ": not found in the local store (pulling from registries is not "
+                                                "supported yet; build it or load it with kbuildctl load first)");
+  }
+  if (!op.pinned.empty() && record->config.str() != op.pinned) {
+    throw Error(ErrorKind::user, "image " + op.name + " changed during the build (it was " + op.pinned + ")");
+  }
+  auto chain = store_.metadata().get_cache(store::image_chain_key(record->config));
+  if (!chain) throw Error(ErrorKind::internal, "image " + op.name + " has no unpacked layers in the store");
+  base.diff_ids = image::parse_config(store_.content().read_small(record->config)).rootfs.diff_ids;
+  base.manifest = record->manifest;
+  Ref ref;
+  if (!chain->snapshot_id.empty()) ref.top = chain->snapshot_id;
+  return ref;
+}
+
+const MaterializedContext& StoreWorker::local(const graph::SourceOp& op) const {
+  if (op.name != "context") throw Error(ErrorKind::user, "named contexts are not supported yet: " + op.name);
+  if (!context_) throw Error(ErrorKind::internal, "the build reads its context, which was not loaded");
+  return *context_;
+}
+
+std::string StoreWorker::checksum(const graph::SourceOp& op, const Selection& selection) {
+  return context_selection_key(local(op), selection);
+}
+
+std::optional<Ref> StoreWorker::cached(const std::string& key) {
+  std::optional<store::CacheResult> hit = store_.metadata().get_cache(key);
+  if (!hit) return std::nullopt;
+  if (hit->snapshot_id.empty()) return Ref{};
+  // A record may outlive its snapshot (removed with its image): then the op runs again.
+  if (!store_.metadata().get_snapshot(hit->snapshot_id)) return std::nullopt;
+  return Ref{hit->snapshot_id, ""};
+}
+
+void StoreWorker::remember(const std::string& key, const Ref& result) {
+  store_.metadata().put_cache(key, store::CacheResult{result.top.value_or(""), ""});
+}
+
+Ref StoreWorker::execute(const graph::Op& op, const std::map<graph::OpIndex, Ref>& inputs, const CancelToken& cancel,
+                         const LogSink& log) {
+  OpContext context{store_, inputs, cancel, log, sandbox_.get()};
+  return std::visit(
+      [&](const auto& body) -> Ref {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, graph::ExecOp>) {
+          return execute_exec_op(context, body);
+        } else if constexpr (std::is_same_v<T, graph::FileOp>) {
+          return execute_file_op(context, body);
+        } else if constexpr (std::is_same_v<T, graph::MergeOp>) {
+          return execute_merge_op(context, body);
+        } else {
+          throw Error(ErrorKind::internal, "a source op is resolved, not executed");
+        }
+      },
+      op.body);
+}
+
+}  // namespace kbuild::solver
