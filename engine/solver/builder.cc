@@ -19,7 +19,7 @@
 #include "engine/image/layer_tar.h"
 #include "engine/image/oci.h"
 #include "engine/solver/context.h"
-#include "engine/solver/layer_blobs.h"
+#include "engine/image/layer_blobs.h"
 #include "engine/solver/step_executor.h"
 #include "engine/store/mount.h"
 
@@ -585,7 +585,7 @@ class Builder::Run {
   };
 
   LayerInfo layer_of(const store::SnapshotRecord& snapshot) {
-    LayerRecord layer = layer_for_snapshot(store_, snapshot, request_.source_date_epoch, builder_.layer_journals_.get());
+    image::LayerRecord layer = image::layer_for_snapshot(store_, snapshot, request_.source_date_epoch, builder_.layer_journals_.get());
     LayerInfo info;
     info.diff_id = layer.diff_id;
     // Layers stay uncompressed in the store: the blob's digest is the diff_id, and its tar is
@@ -700,7 +700,7 @@ class Builder::Run {
   image::Descriptor export_manifest(image::Manifest manifest) {
     for (image::Descriptor& layer : manifest.layers) {
       if (layer.media_type != image::layer_media_type(image::Compression::none, true)) continue;
-      if (auto compressed = compressed_layer(store_, layer.digest)) layer = *compressed;
+      if (auto compressed = image::compressed_layer(store_, layer.digest)) layer = *compressed;
     }
     std::string bytes = image::serialize_manifest(manifest);
     return descriptor("application/vnd.oci.image.manifest.v1+json", store_.content().put(bytes),
@@ -713,7 +713,7 @@ class Builder::Run {
       if (request_.output_fd < 0) throw Error(ErrorKind::user, "output type " + output.type + " needs a destination");
       image::FdSink sink(request_.output_fd, "output", cancel_.fd());
       if (output.type == "oci" || output.type == "docker") {
-        LazyBlobSource blobs(store_);
+        image::LazyBlobSource blobs(store_);
         image::ArchiveImage archive_image{export_manifest(manifest), result.names};
         if (auto name = output.attributes.find("name"); name != output.attributes.end()) {
           archive_image.names.push_back(image::normalize_reference(name->second));
@@ -761,7 +761,7 @@ class Builder::Run {
 };
 
 Builder::Builder(store::Store& store)
-    : store_(store), contexts_(std::make_unique<ContextCache>()), layer_journals_(std::make_unique<LayerJournalCache>()) {
+    : store_(store), contexts_(std::make_unique<ContextCache>()), layer_journals_(std::make_unique<image::LayerJournalCache>()) {
   make_dirs(store.root() + "/mounts");
   // Materialized contexts of an earlier run are not known to this one.
   remove_tree(store.root() + "/contexts");

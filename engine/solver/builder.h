@@ -24,10 +24,13 @@
 #include "engine/solver/run_step.h"
 #include "engine/store/store.h"
 
+namespace kbuild::image {
+class LayerJournalCache;
+}
+
 namespace kbuild::solver {
 
 class ContextCache;
-class LayerJournalCache;
 
 struct Caller {
   uid_t uid = 0;
@@ -109,7 +112,7 @@ class Builder {
   SandboxConfig sandbox_;
   std::string context_reader_ = KBUILD_CONTEXT_READER;
   std::unique_ptr<ContextCache> contexts_;
-  std::unique_ptr<LayerJournalCache> layer_journals_;
+  std::unique_ptr<image::LayerJournalCache> layer_journals_;
   struct InFlight;
   std::mutex in_flight_mutex_;
   std::map<std::string, std::shared_ptr<InFlight>> in_flight_;  // cache key → the step running it
