@@ -7,8 +7,8 @@
 #include "common/version.h"
 #include "engine/dockerfile/convert.h"
 #include "engine/image/blob_io.h"
+#include "engine/image/layer_blobs.h"
 #include "engine/image/reference.h"
-#include "engine/solver/layer_blobs.h"
 #include "service/solve_progress.h"
 
 namespace kbuild::service {
@@ -167,7 +167,7 @@ void BuilderService::save_images(const dbus::CallContext& call, const std::vecto
                                  UniqueFd output) {
   CancelSignal cancel;
   std::stop_callback on_disconnect(call.stop, [&cancel] { cancel.cancel(); });
-  solver::LazyBlobSource blobs(store_);
+  image::LazyBlobSource blobs(store_);
   image::FdSink sink(output.get(), "output", cancel.fd());
   images_.save(references, blobs, sink);
 }

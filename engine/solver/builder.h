@@ -26,10 +26,13 @@
 #include "engine/solver/scheduler.h"
 #include "engine/store/store.h"
 
+namespace kbuild::image {
+class LayerJournalCache;
+}
+
 namespace kbuild::solver {
 
 class ContextCache;
-class LayerJournalCache;
 
 struct Caller {
   uid_t uid = 0;
@@ -100,7 +103,7 @@ class Builder {
   SandboxConfig sandbox_;
   std::string context_reader_ = KBUILD_CONTEXT_READER;
   std::unique_ptr<ContextCache> contexts_;
-  std::unique_ptr<LayerJournalCache> layer_journals_;
+  std::unique_ptr<image::LayerJournalCache> layer_journals_;
   Frontend frontend_;
   Scheduler scheduler_;
 };

@@ -15,27 +15,27 @@
 #include "engine/image/oci.h"
 #include "engine/store/store.h"
 
-namespace kbuild::solver {
+namespace kbuild::image {
 
 struct LayerRecord {
   store::Digest diff_id;  // also the digest of the uncompressed blob
   uint64_t size = 0;      // bytes of the uncompressed tar
 };
 
-// The journals of the layers hashed last (image::LayerHashJournal), so that a layer that
+// The journals of the layers hashed last (LayerHashJournal), so that a layer that
 // begins as one of them did is hashed only from where the two part: a COPY of a large context
 // after one file changed reads just what follows that file. Shared by a daemon's builds.
 class LayerJournalCache {
  public:
   // The journals whose snapshots are still in `store`, newest first; the others are dropped.
   // A snapshot's record goes before its files do, so its files are all there if it is.
-  image::LayerJournals usable(store::Store& store);
-  void remember(const std::string& snapshot_id, std::shared_ptr<const image::LayerHashJournal> journal);
+  LayerJournals usable(store::Store& store);
+  void remember(const std::string& snapshot_id, std::shared_ptr<const LayerHashJournal> journal);
 
  private:
   static constexpr size_t kKept = 8;
   std::mutex mutex_;
-  std::deque<std::pair<std::string, std::shared_ptr<const image::LayerHashJournal>>> recent_;  // newest first
+  std::deque<std::pair<std::string, std::shared_ptr<const LayerHashJournal>>> recent_;  // newest first
 };
 
 // The layer of a committed snapshot (hashed once, remembered in the metadata). With `journals`,
@@ -45,11 +45,11 @@ LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord&
 
 // The gzip blob of one of our layers (made once, then remembered), for exports; nullopt for a
 // layer that is not ours (a base image's, which keeps the blob it came with).
-std::optional<image::Descriptor> compressed_layer(store::Store& store, const store::Digest& diff_id);
+std::optional<Descriptor> compressed_layer(store::Store& store, const store::Digest& diff_id);
 
 // Reads blobs from the content store, writing a layer's tar there first when it is one of
 // ours that nobody has read yet.
-class LazyBlobSource : public image::BlobSource {
+class LazyBlobSource : public BlobSource {
  public:
   explicit LazyBlobSource(store::Store& store) : store_(store) {}
   UniqueFd open(const store::Digest& digest) override;
@@ -58,4 +58,4 @@ class LazyBlobSource : public image::BlobSource {
   store::Store& store_;
 };
 
-}  // namespace kbuild::solver
+}  // namespace kbuild::image

@@ -1,4 +1,4 @@
-#include "engine/solver/layer_blobs.h"
+#include "engine/image/layer_blobs.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -10,7 +10,7 @@
 #include "common/temp_dir.h"
 #include "common/unique_fd.h"
 
-namespace kbuild::solver {
+namespace kbuild::image {
 namespace {
 
 class LayerBlobsTest : public ::testing::Test {
@@ -37,7 +37,7 @@ TEST_F(LayerBlobsTest, JournalsAreOfferedNewestFirstWhileTheirSnapshotsExist) {
   LayerRecord layer_b = layer_for_snapshot(*store_, b, std::nullopt, &cache);
   EXPECT_NE(layer_a.diff_id, layer_b.diff_id);
 
-  image::LayerJournals usable = cache.usable(*store_);
+  LayerJournals usable = cache.usable(*store_);
   ASSERT_EQ(usable.size(), 2u);
   EXPECT_EQ(usable[0]->checkpoints.back().offset, layer_b.size);
   EXPECT_EQ(usable[1]->checkpoints.back().offset, layer_a.size);
@@ -57,13 +57,13 @@ TEST_F(LayerBlobsTest, AJournalledHashEqualsAPlainOne) {
 
   const std::string diff = store_->snapshots().diff_path(b.id);
   UniqueFd dir(check(::open(diff.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", diff));
-  image::NullSink nowhere;
-  image::LayerOptions options;
-  options.compression = image::Compression::none;
-  image::LayerDigests plain = image::write_layer(dir.get(), nowhere, options);
+  NullSink nowhere;
+  LayerOptions options;
+  options.compression = Compression::none;
+  LayerDigests plain = write_layer(dir.get(), nowhere, options);
   EXPECT_EQ(journalled.diff_id, plain.diff_id);
   EXPECT_EQ(journalled.size, plain.tar_size);
 }
 
 }  // namespace
-}  // namespace kbuild::solver
+}  // namespace kbuild::image

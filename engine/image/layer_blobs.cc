@@ -1,4 +1,4 @@
-#include "engine/solver/layer_blobs.h"
+#include "engine/image/layer_blobs.h"
 
 #include <fcntl.h>
 
@@ -9,10 +9,10 @@
 #include "common/syscall.h"
 #include "engine/image/layer_tar.h"
 
-namespace kbuild::solver {
+namespace kbuild::image {
 namespace {
 
-class WriterSink : public image::ByteSink {
+class WriterSink : public ByteSink {
  public:
   explicit WriterSink(store::ContentStore::Writer& writer) : writer_(writer) {}
   void write(const void* data, size_t size) override { writer_.write(data, size); }
@@ -31,22 +31,22 @@ UniqueFd open_diff(store::Store& store, const std::string& id) {
   return UniqueFd(check(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path));
 }
 
-image::LayerOptions uncompressed(std::optional<int64_t> epoch) {
-  image::LayerOptions options;
-  options.compression = image::Compression::none;
+LayerOptions uncompressed(std::optional<int64_t> epoch) {
+  LayerOptions options;
+  options.compression = Compression::none;
   options.source_date_epoch = epoch;
   return options;
 }
 
 }  // namespace
 
-image::LayerJournals LayerJournalCache::usable(store::Store& store) {
-  std::vector<std::pair<std::string, std::shared_ptr<const image::LayerHashJournal>>> recent;
+LayerJournals LayerJournalCache::usable(store::Store& store) {
+  std::vector<std::pair<std::string, std::shared_ptr<const LayerHashJournal>>> recent;
   {
     std::lock_guard lock(mutex_);
     recent.assign(recent_.begin(), recent_.end());
   }
-  image::LayerJournals journals;
+  LayerJournals journals;
   std::vector<std::string> gone;
   for (const auto& [snapshot_id, journal] : recent) {
     if (store.metadata().get_snapshot(snapshot_id)) {
@@ -60,7 +60,7 @@ image::LayerJournals LayerJournalCache::usable(store::Store& store) {
   return journals;
 }
 
-void LayerJournalCache::remember(const std::string& snapshot_id, std::shared_ptr<const image::LayerHashJournal> journal) {
+void LayerJournalCache::remember(const std::string& snapshot_id, std::shared_ptr<const LayerHashJournal> journal) {
   std::lock_guard lock(mutex_);
   std::erase_if(recent_, [&](const auto& entry) { return entry.first == snapshot_id; });
   recent_.emplace_front(snapshot_id, std::move(journal));
@@ -75,14 +75,14 @@ LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord&
     return LayerRecord{store::Digest::parse(meta.at("diff_id").get<std::string>()), meta.at("size").get<uint64_t>()};
   }
   UniqueFd dir = open_diff(store, snapshot.id);
-  image::LayerDigests digests;
+  LayerDigests digests;
   if (journals) {
-    image::LayerHash hashed = image::hash_layer(dir.get(), source_date_epoch, journals->usable(store));
+    LayerHash hashed = hash_layer(dir.get(), source_date_epoch, journals->usable(store));
     journals->remember(snapshot.id, hashed.journal);
     digests = hashed.digests;
   } else {
-    image::NullSink sink;
-    digests = image::write_layer(dir.get(), sink, uncompressed(source_date_epoch));
+    NullSink sink;
+    digests = write_layer(dir.get(), sink, uncompressed(source_date_epoch));
   }
   nlohmann::json meta = {{"diff_id", digests.diff_id.str()}, {"size", digests.tar_size},
                          {"epoch", source_date_epoch ? nlohmann::json(*source_date_epoch) : nlohmann::json(nullptr)}};
@@ -92,10 +92,10 @@ LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord&
   return LayerRecord{digests.diff_id, digests.tar_size};
 }
 
-std::optional<image::Descriptor> compressed_layer(store::Store& store, const store::Digest& diff_id) {
-  const std::string media_type = image::layer_media_type(image::Compression::gzip, true);
+std::optional<Descriptor> compressed_layer(store::Store& store, const store::Digest& diff_id) {
+  const std::string media_type = layer_media_type(Compression::gzip, true);
   auto describe = [&](const store::Digest& blob) {
-    image::Descriptor d;
+    Descriptor d;
     d.media_type = media_type;
     d.digest = blob;
     d.size = static_cast<int64_t>(store.content().size(blob));
@@ -107,13 +107,13 @@ std::optional<image::Descriptor> compressed_layer(store::Store& store, const sto
   auto layer = store.metadata().get_cache(layer_key(diff_id));
   if (!layer) return std::nullopt;
   nlohmann::json meta = nlohmann::json::parse(layer->metadata);
-  image::LayerOptions options;
-  options.compression = image::Compression::gzip;
+  LayerOptions options;
+  options.compression = Compression::gzip;
   if (!meta.at("epoch").is_null()) options.source_date_epoch = meta.at("epoch").get<int64_t>();
   store::ContentStore::Writer writer = store.content().writer();
   WriterSink sink(writer);
   UniqueFd dir = open_diff(store, layer->snapshot_id);
-  image::LayerDigests digests = image::write_layer(dir.get(), sink, options);
+  LayerDigests digests = write_layer(dir.get(), sink, options);
   if (digests.diff_id != diff_id) {
     throw Error(ErrorKind::internal, "layer " + diff_id.str() + " changed on disk (now " + digests.diff_id.str() + ")");
   }
@@ -132,9 +132,9 @@ UniqueFd LazyBlobSource::open(const store::Digest& digest) {
   store::ContentStore::Writer writer = store_.content().writer();
   WriterSink sink(writer);
   UniqueFd dir = open_diff(store_, layer->snapshot_id);
-  image::write_layer(dir.get(), sink, uncompressed(epoch));
+  write_layer(dir.get(), sink, uncompressed(epoch));
   writer.commit(digest);
   return store_.content().open(digest);
 }
 
-}  // namespace kbuild::solver
+}  // namespace kbuild::image

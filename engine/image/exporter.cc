@@ -1,0 +1,186 @@
+#include "engine/image/exporter.h"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "common/error.h"
+#include "common/syscall.h"
+#include "common/temp_dir.h"
+#include "common/unique_fd.h"
+#include "engine/image/image_archive.h"
+#include "engine/image/layer_tar.h"
+#include "engine/image/plan_config.h"
+#include "engine/image/reference.h"
+#include "engine/store/fs.h"
+#include "engine/store/mount.h"
+
+namespace kbuild::image {
+namespace {
+
+Descriptor describe(std::string_view media_type, const store::Digest& digest, int64_t size) {
+  Descriptor d;
+  d.media_type = media_type;
+  d.digest = digest;
+  d.size = size;
+  return d;
+}
+
+// Stores a config or manifest document.
+Descriptor put_document(store::Store& store, std::string_view media_type, const std::string& bytes) {
+  return describe(media_type, store.content().put(bytes), static_cast<int64_t>(bytes.size()));
+}
+
+// The snapshots of a chain, bottom first.
+std::vector<store::SnapshotRecord> chain_of(store::Store& store, const std::optional<std::string>& top) {
+  std::vector<store::SnapshotRecord> chain;
+  for (std::optional<std::string> id = top; id;) {
+    auto record = store.metadata().get_snapshot(*id);
+    if (!record) throw Error(ErrorKind::internal, "snapshot " + *id + " is missing from the store");
+    id = record->parent;
+    chain.push_back(std::move(*record));
+  }
+  std::reverse(chain.begin(), chain.end());
+  return chain;
+}
+
+// The image's time is when its newest layer was made, so that a rebuild that hits the cache
+// everywhere gives the same image ID, as BuildKit's does; SOURCE_DATE_EPOCH replaces it.
+std::string creation_time(const std::vector<store::SnapshotRecord>& chain, std::optional<int64_t> source_date_epoch) {
+  if (source_date_epoch) return format_time(*source_date_epoch);
+  auto made = chain.empty() ? std::chrono::system_clock::now() : chain.back().created;
+  int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(made.time_since_epoch()).count();
+  return format_time(ns / 1000000000, static_cast<int32_t>(ns % 1000000000));
+}
+
+// The config without its layers: what the plan's instructions set, every history entry dated
+// with the image's time.
+ImageConfig config_of(const graph::ImageConfig& plan, const std::string& created) {
+  ImageConfig config;
+  config.created = created;
+  config.author = plan.author;
+  config.architecture = plan.architecture;
+  config.os = plan.os;
+  config.variant = plan.variant;
+  config.config = to_container_config(plan);
+  for (const graph::HistoryEntry& h : plan.history) {
+    config.history.push_back(HistoryEntry{created, h.created_by, "", h.comment, h.empty_layer});
+  }
+  return config;
+}
+
+// A base image's layers, then one of ours for every snapshot above them. Ours stay
+// uncompressed in the store: the blob's digest is the diff_id, and its tar is written only
+// when an export or docker save reads it.
+void add_layers(store::Store& store, const BuiltImage& built, const std::vector<store::SnapshotRecord>& chain,
+                LayerJournalCache* journals, const ExportStatus& status, ImageConfig& config, Manifest& manifest) {
+  config.rootfs.diff_ids = built.base_diff_ids;
+  if (built.base_manifest) manifest.layers = parse_manifest(store.content().read_small(*built.base_manifest)).layers;
+  status("exporting layers", false);
+  for (size_t i = built.base_diff_ids.size(); i < chain.size(); ++i) {
+    LayerRecord layer = layer_for_snapshot(store, chain[i], built.source_date_epoch, journals);
+    // BuildKit keeps a layer whose diff is empty (a WORKDIR that existed): so do we.
+    config.rootfs.diff_ids.push_back(layer.diff_id);
+    manifest.layers.push_back(
+        describe(layer_media_type(Compression::none, true), layer.diff_id, static_cast<int64_t>(layer.size)));
+  }
+  status("exporting layers", true);
+}
+
+// Image archives carry gzip layers; the manifest that lists them is stored beside the image's.
+Descriptor gzip_manifest(store::Store& store, Manifest manifest) {
+  for (Descriptor& layer : manifest.layers) {
+    if (layer.media_type != layer_media_type(Compression::none, true)) continue;
+    if (auto compressed = compressed_layer(store, layer.digest)) layer = *compressed;
+  }
+  return put_document(store, media_type::oci_manifest, serialize_manifest(manifest));
+}
+
+// "oci" and "docker": the image as an archive.
+class ArchiveExporter : public Exporter {
+ public:
+  ArchiveExporter(store::Store& store, ArchiveFormat format, std::optional<std::string> name)
+      : store_(store), format_(format), name_(std::move(name)) {}
+
+  void write(const StoredImage& image, const BuiltImage&, ByteSink& out) override {
+    ArchiveImage archived{gzip_manifest(store_, image.manifest), image.names};
+    if (name_) archived.names.push_back(*name_);
+    ArchiveWriteOptions options;
+    options.format = format_;
+    LazyBlobSource blobs(store_);
+    write_image_archive({archived}, blobs, out, options);
+  }
+
+ private:
+  store::Store& store_;
+  ArchiveFormat format_;
+  std::optional<std::string> name_;  // normalized
+};
+
+// "tar" and "local": the rootfs, its layers merged by a read-only overlay, as one tar.
+class RootfsExporter : public Exporter {
+ public:
+  explicit RootfsExporter(store::Store& store) : store_(store) {}
+
+  void write(const StoredImage&, const BuiltImage& built, ByteSink& out) override {
+    store::fs::make_dirs(store_.root() + "/mounts", 0700);
+    TempDir view(store_.root() + "/mounts", "view-");
+    std::vector<std::string> lowers;
+    if (built.top) lowers = store_.snapshots().lower_chain(*built.top);
+    std::optional<store::Mount> mount;
+    if (!lowers.empty()) mount = store::Mount::overlay(lowers, "", "", view.path());
+    UniqueFd dir(check(::open(view.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", view.path()));
+    LayerOptions options;
+    options.compression = Compression::none;
+    options.source_date_epoch = built.source_date_epoch;
+    write_layer(dir.get(), out, options);
+  }
+
+ private:
+  store::Store& store_;
+};
+
+}  // namespace
+
+StoredImage store_image(store::Store& store, const BuiltImage& built, const std::vector<std::string>& tags,
+                        LayerJournalCache* journals, const ExportStatus& status) {
+  // What the image and its names refer to must be on disk before they are.
+  store.snapshots().sync();
+  std::vector<store::SnapshotRecord> chain = chain_of(store, built.top);
+  ImageConfig config = config_of(built.config, creation_time(chain, built.source_date_epoch));
+  StoredImage image;
+  image.manifest.media_type = media_type::oci_manifest;
+  add_layers(store, built, chain, journals, status, config, image.manifest);
+
+  image.manifest.config = put_document(store, media_type::oci_config, serialize_config(config));
+  status("writing image " + image.id().str(), true);
+  image.descriptor = put_document(store, media_type::oci_manifest, serialize_manifest(image.manifest));
+  store.metadata().put_cache(store::image_chain_key(image.id()), store::CacheResult{built.top.value_or(""), ""});
+
+  store::ImageRecord record{image.descriptor.digest, image.id(), std::chrono::system_clock::now()};
+  for (const std::string& tag : tags) {
+    std::string name = normalize_reference(tag);
+    store.metadata().set_image_name(name, record);
+    status("naming to " + name, true);
+    image.names.push_back(std::move(name));
+  }
+  return image;
+}
+
+bool is_store_output(std::string_view type) { return type == "image" || type == "moby"; }
+
+std::unique_ptr<Exporter> make_exporter(store::Store& store, const std::string& type,
+                                        const std::map<std::string, std::string>& attributes) {
+  if (type == "oci" || type == "docker") {
+    std::optional<std::string> name;
+    if (auto it = attributes.find("name"); it != attributes.end()) name = normalize_reference(it->second);
+    return std::make_unique<ArchiveExporter>(store, type == "oci" ? ArchiveFormat::oci : ArchiveFormat::docker,
+                                             std::move(name));
+  }
+  if (type == "tar" || type == "local") return std::make_unique<RootfsExporter>(store);
+  if (is_store_output(type)) throw Error(ErrorKind::internal, "output type " + type + " is written by store_image");
+  throw Error(ErrorKind::user, "unsupported output type " + type);
+}
+
+}  // namespace kbuild::image
