@@ -1,5 +1,6 @@
 #include "cli/debug_dockerfile.h"
 
+#include "engine/dockerfile/convert.h"
 #include "engine/dockerfile/instructions.h"
 #include "engine/dockerfile/parser.h"
 #include "engine/dockerfile/resolve.h"
@@ -173,6 +174,33 @@ json describe_dockerfile(const DebugDockerfileRequest& request) {
               {"unused_build_args", resolved.unused_build_args},
               {"stages", stages},
               {"warnings", warnings}};
+  return out;
+}
+
+json describe_plan(const DebugDockerfileRequest& request) {
+  df::ConvertOptions options;
+  options.resolve.target = request.target;
+  options.resolve.build_args = request.build_args;
+  if (!request.platform.empty()) options.resolve.target_platform = df::Platform::parse(request.platform);
+  graph::Definition definition = df::convert_dockerfile(request.dockerfile_text, options);
+  json out = graph::graph_json(definition.graph, definition.root);
+  const graph::ImageConfig& c = definition.config;
+  json history = json::array();
+  for (const auto& h : c.history) {
+    history.push_back({{"created_by", h.created_by}, {"comment", h.comment}, {"empty_layer", h.empty_layer}});
+  }
+  out["config"] = {{"os", c.os},
+                   {"architecture", c.architecture},
+                   {"variant", c.variant},
+                   {"env", c.env},
+                   {"user", c.user},
+                   {"working_dir", c.working_dir},
+                   {"entrypoint", c.entrypoint ? json(*c.entrypoint) : json(nullptr)},
+                   {"cmd", c.cmd ? json(*c.cmd) : json(nullptr)},
+                   {"labels", c.labels},
+                   {"exposed_ports", c.exposed_ports},
+                   {"volumes", c.volumes},
+                   {"history", history}};
   return out;
 }
 

@@ -1,5 +1,5 @@
-// `kbuildctl debug dockerfile`: the stages and instructions of a Dockerfile after expansion, as
-// JSON, without building anything.
+// `kbuildctl debug dockerfile` and `debug plan`: what a Dockerfile says after expansion, and the
+// op graph it converts to, as JSON, without building anything.
 #pragma once
 
 #include <functional>
@@ -23,6 +23,12 @@ struct DebugDockerfileRequest {
 // The JSON view of a Dockerfile. Throws kbuild::Error for a Dockerfile that does not parse or
 // resolve, with BuildKit's message.
 nlohmann::json describe_dockerfile(const DebugDockerfileRequest& request);
+
+// The op graph the Dockerfile converts to, as JSON: each op the target needs with its digest,
+// kind, definition (inputs by digest) and vertex name, inputs first, then the image config.
+// Base images are not looked up (the client has no store): their sources carry no pinned
+// digest, so their ops' digests differ from the daemon's. The same input gives the same text.
+nlohmann::json describe_plan(const DebugDockerfileRequest& request);
 
 // Turns --build-arg values into a map: "K=V" sets K; a bare "K" takes K from the caller's
 // environment and is left out when unset, as docker build does.

@@ -46,7 +46,7 @@ std::string dockerfile_display_name(const DebugDockerfileFlags& flags) {
   return slash == std::string::npos ? flags.file : flags.file.substr(slash + 1);
 }
 
-int run_debug_dockerfile(const DebugDockerfileFlags& flags, std::istream& in, std::ostream& out, std::ostream& err) {
+int run_debug(const DebugDockerfileFlags& flags, bool plan, std::istream& in, std::ostream& out, std::ostream& err) {
   DebugDockerfileRequest request;
   request.dockerfile_text = read_dockerfile(flags, in);
   try {
@@ -57,7 +57,7 @@ int run_debug_dockerfile(const DebugDockerfileFlags& flags, std::istream& in, st
       if (!value) return std::nullopt;
       return std::string(value);
     });
-    out << describe_dockerfile(request).dump(2) << "\n";
+    out << (plan ? describe_plan(request) : describe_dockerfile(request)).dump(2) << "\n";
   } catch (const Error& e) {
     if (e.where()) err << dockerfile_excerpt(dockerfile_display_name(flags), request.dockerfile_text, *e.where());
     throw;
@@ -110,6 +110,12 @@ int run_kbuildctl(int argc, const char* const* argv, std::istream& in, std::ostr
   dockerfile->add_option("--target", flags.target, "Set the target build stage");
   dockerfile->add_option("--build-arg", flags.build_args, "Set build-time variables")->allow_extra_args(false);
   dockerfile->add_option("--platform", flags.platform, "Set the target platform");
+  CLI::App* plan = debug->add_subcommand("plan", "Print the op graph a Dockerfile converts to, as JSON");
+  plan->add_option("PATH", flags.context, "Build context directory (the Dockerfile's default location)");
+  plan->add_option("-f,--file", flags.file, "Name of the Dockerfile (default: PATH/Dockerfile; - reads stdin)");
+  plan->add_option("--target", flags.target, "Set the target build stage");
+  plan->add_option("--build-arg", flags.build_args, "Set build-time variables")->allow_extra_args(false);
+  plan->add_option("--platform", flags.platform, "Set the target platform");
 
   try {
     app.parse(argc, argv);
@@ -121,7 +127,7 @@ int run_kbuildctl(int argc, const char* const* argv, std::istream& in, std::ostr
   }
   std::string socket = socket_path_from_host(host);
   try {
-    if (dockerfile->parsed()) return run_debug_dockerfile(flags, in, out, err);
+    if (dockerfile->parsed() || plan->parsed()) return run_debug(flags, plan->parsed(), in, out, err);
     if (build->parsed()) return run_build(build_flags, socket, out, err);
     return run_image_commands(image_commands, socket, out, err);
   } catch (const Error& e) {

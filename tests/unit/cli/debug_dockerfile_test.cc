@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -53,6 +54,36 @@ TEST(DebugDockerfile, CommandReadsStdinAndPrintsJson) {
   EXPECT_EQ(run({"debug", "dockerfile", "-f", "-", "--build-arg", "V=2"}, "FROM a\nARG V\nENV X=$V\n", out, err), 0) << err;
   nlohmann::json json = nlohmann::json::parse(out);
   EXPECT_EQ(json["stages"][0]["instructions"][1]["env"][0]["value"], "2");
+}
+
+TEST(DebugPlan, PrintsTheOpsTheTargetNeedsInputsFirstAndTheSameTextEachTime) {
+  std::string dockerfile = "FROM scratch AS a\nCOPY x /x\nFROM scratch AS unused\nCOPY y /y\nFROM scratch\n"
+                           "ARG V\nCOPY --from=a /x /x\nRUN --network=none echo $V\nLABEL k=v\n";
+  std::string out, again, err;
+  ASSERT_EQ(run({"debug", "plan", "-f", "-", "--build-arg", "V=1"}, dockerfile, out, err), 0) << err;
+  ASSERT_EQ(run({"debug", "plan", "-f", "-", "--build-arg", "V=1"}, dockerfile, again, err), 0) << err;
+  EXPECT_EQ(out, again);
+  nlohmann::json plan = nlohmann::json::parse(out);
+  std::vector<std::string> names, digests;
+  for (const auto& op : plan["ops"]) {
+    for (const std::string& input : {op["op"].value("base", ""), op["op"].value("rootfs", "")}) {
+      if (!input.empty()) {
+        EXPECT_NE(std::find(digests.begin(), digests.end(), input), digests.end()) << op;
+      }
+    }
+    digests.push_back(op["digest"]);
+    if (op.contains("name")) names.push_back(op["name"]);
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"[a 1/1] COPY x /x", "[stage-2 1/2] COPY --from=a /x /x",
+                                             "[stage-2 2/2] RUN --network=none echo 1"}));
+  EXPECT_EQ(plan["root"], digests.back());
+  EXPECT_EQ(plan["ops"].back()["op"]["network"], "none");
+  EXPECT_EQ(plan["ops"].back()["op"]["env"].back(), "V=1");
+  EXPECT_EQ(plan["config"]["labels"]["k"], "v");
+
+  std::string changed;
+  ASSERT_EQ(run({"debug", "plan", "-f", "-", "--build-arg", "V=2"}, dockerfile, changed, err), 0) << err;
+  EXPECT_NE(nlohmann::json::parse(changed)["root"], plan["root"]);
 }
 
 TEST(DebugDockerfile, CommandReportsParseErrorsWithTheLine) {
