@@ -8,12 +8,18 @@
 #   no-change   the same build again
 #   one-file    the build again after one 1-4 KB file changed
 #
+# With KBUILD_BASELINE_BUILD_DIR an earlier kbuild, kbuild-base, makes the same builds with its
+# own programs and store, and the table adds kbuild's times divided by its.
+#
 # Only the client command is timed (not the daemon's start). Each measurement runs BENCH_RUNS
 # times, the builders taking turns, and the table shows the median. Run as root from anywhere:
 #
 #   bash bench/context.sh
 #
 #   KBUILD_BUILD_DIR       kbuild's build directory (default: build; built with ninja if missing)
+#   KBUILD_BASELINE_BUILD_DIR
+#                          an earlier kbuild's build directory, measured as kbuild-base (default:
+#                          none; never built by the script)
 #   BENCH_RUNS             runs per measurement (default: 3)
 #   BENCH_BUILDERS         which builders, in order (default: "kbuild buildkit buildah")
 #   BENCH_BUILDAH_DRIVER   overlay or vfs (default: overlay if it works here, else vfs)
@@ -55,15 +61,19 @@ cp -p "$small_file" "$work/small-file.orig"
 
 # --- the builders ----------------------------------------------------------------------------
 
-kbuild_sock=$work/kbuild/kbuild.sock
-
+# kbuild and kbuild-base alike (the first argument says which): each with its own programs and
+# its own dir (kbuild_use).
 kbuild_reset() {
+  kbuild_use "$1"
   stop_kbuildd
-  retire "$work/kbuild"
-  mkdir -p "$work/kbuild"
+  retire "$kbuild_dir"
+  mkdir -p "$kbuild_dir"
   start_kbuildd
 }
-kbuild_build() { kbuildctl build --progress plain -t bench "$ctx"; }
+kbuild_build() {
+  kbuild_use "$1"
+  kbuildctl build --progress plain -t bench "$ctx"
+}
 
 dockerd_dir=$work/dockerd
 
@@ -106,7 +116,7 @@ elapsed=
 
 measure() {
   local builder=$1 kind=$2 run=$3
-  timed "$log_dir/$builder-$kind-$run.log" "${builder}_build"
+  timed "$log_dir/$builder-$kind-$run.log" builder_do "$builder" build
   printf '%s\t%s\t%s\t%s\n' "$builder" "$kind" "$run" "$elapsed" >>"$results"
   printf '  %-9s %-10s run %d: %7.3f s\n' "$builder" "$kind" "$run" "$elapsed"
 }
@@ -119,10 +129,10 @@ declare -A labels
 # files is slow for minutes after many were deleted, and buildah deletes its working copies, so
 # whoever follows it pays. Rotating spreads that over all of them.
 for run in $(seq "$runs"); do
-  order=("${builders[@]:$(((run - 1) % ${#builders[@]}))}" "${builders[@]:0:$(((run - 1) % ${#builders[@]}))}")
+  rotation "$run"
   for builder in "${order[@]}"; do
     cp -p "$work/small-file.orig" "$small_file"
-    "${builder}_reset"
+    builder_do "$builder" reset
     [[ -n ${labels[$builder]:-} ]] || labels[$builder]=$(label "$builder")
     measure "$builder" cold "$run"
     measure "$builder" no-change "$run"
@@ -131,7 +141,7 @@ for run in $(seq "$runs"); do
   done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-stop_kbuildd
+stop_kbuildds
 stop_dockerd
 
 # --- the table -------------------------------------------------------------------------------
@@ -152,7 +162,7 @@ for builder in "${builders[@]}"; do
   printf '%-22s %10s %10s %10s\n' "${labels[$builder]}" \
     "${med[$builder.cold]}" "${med[$builder.no-change]}" "${med[$builder.one-file]}"
 done
-for other in buildkit buildah; do
+for other in kbuild-base buildkit buildah; do
   wants kbuild && wants "$other" || continue
   printf '%-22s' "kbuild/${labels[$other]%% *}"
   for kind in "${kinds[@]}"; do
@@ -162,7 +172,7 @@ for other in buildkit buildah; do
   echo
 done
 echo
-echo "versions: $("$kbuildctl_bin" --version 2>/dev/null | head -n1);" \
+echo "versions: $(kbuild_versions);" \
   "docker $("$docker_client" --version 2>/dev/null | awk '{print $3}' | tr -d ,);" \
   "$(buildah --version 2>/dev/null | awk '{print $1, $3}')"
 
@@ -183,7 +193,7 @@ step_times() {
     { times[$2] = times[$2] " " $3 }
     END { for (i = 1; i <= n; i++) printf "    %-50s%s\n", names[i], times[names[i]] }'
 }
-for builder in kbuild buildkit; do
+for builder in kbuild kbuild-base buildkit; do
   wants "$builder" || continue
   for kind in "${kinds[@]}"; do
     walls=$(awk -F'\t' -v b="$builder" -v k="$kind" '$1 == b && $2 == k { printf " %.1fs", $4 }' \

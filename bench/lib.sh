@@ -4,7 +4,7 @@
 
 # --- the temp dir and what runs in it ---------------------------------------------------------
 
-kbuildd_pid=
+declare -A kbuildd_pids=() # by builder: kbuild, kbuild-base
 dockerd_pid=
 
 # Lazily unmounts every mount at or below $1, deepest first (overlay snapshots, dockerd's
@@ -52,9 +52,18 @@ stop_pid() {
   wait "$pid" 2>/dev/null || true
 }
 
+# The kbuildd of the kbuild last chosen with kbuild_use.
 stop_kbuildd() {
-  stop_pid "$kbuildd_pid"
-  kbuildd_pid=
+  stop_pid "${kbuildd_pids[$kbuild_name]:-}"
+  unset "kbuildd_pids[$kbuild_name]"
+}
+
+stop_kbuildds() {
+  local name
+  for name in "${!kbuildd_pids[@]}"; do
+    stop_pid "${kbuildd_pids[$name]}"
+    unset "kbuildd_pids[$name]"
+  done
 }
 
 stop_dockerd() {
@@ -73,7 +82,7 @@ stop_dockerd() {
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  stop_kbuildd
+  stop_kbuildds
   stop_dockerd
   unmount_under "$work"
   rm -rf "$work" || true
@@ -131,14 +140,34 @@ apt_install() {
 
 wants() { [[ " ${builders[*]} " == *" $1 "* ]]; }
 
-# What both benchmarks start with: their settings (KBUILD_BUILD_DIR, BENCH_RUNS,
-# BENCH_BUILDERS), the root check, and the builders' programs. kbuild's are built with ninja when
-# one of the targets given (paths in the build dir) is missing; docker.io and buildah are
-# installed when missing.
+# The builders of run RUN (1, 2, ...) in $order: the list turned by one place per run, so that
+# none always follows the same one (buildah's deletions, or the other kbuild).
+rotation() {
+  local turn=$((($1 - 1) % ${#builders[@]}))
+  order=("${builders[@]:$turn}" "${builders[@]:0:$turn}")
+}
+
+# Runs BUILDER's ACTION (reset, build) with the rest as arguments: BUILDER_ACTION, except that
+# kbuild and kbuild-base share kbuild_ACTION, given the builder's name first.
+builder_do() {
+  local builder=$1 action=$2
+  shift 2
+  case $builder in
+    kbuild | kbuild-base) "kbuild_$action" "$builder" "$@" ;;
+    *) "${builder}_$action" "$@" ;;
+  esac
+}
+
+# What both benchmarks start with: their settings (KBUILD_BUILD_DIR, KBUILD_BASELINE_BUILD_DIR,
+# BENCH_RUNS, BENCH_BUILDERS), the root check, and the builders' programs. kbuild's are built
+# with ninja when one of the targets given (paths in the build dir) is missing; docker.io and
+# buildah are installed when missing.
 bench_prepare() {
-  local name=$1 target missing=0
+  local name=$1 target missing=0 builder
+  local -a with_base=()
   shift
   build_dir=${KBUILD_BUILD_DIR:-build}
+  base_build_dir=${KBUILD_BASELINE_BUILD_DIR:-}
   runs=${BENCH_RUNS:-3}
   read -r -a builders <<<"${BENCH_BUILDERS:-kbuild buildkit buildah}"
   # Debian's docker.io client: it has the classic `docker build` with DOCKER_BUILDKIT=1
@@ -149,8 +178,31 @@ bench_prepare() {
     exit 1
   fi
   [[ $build_dir == /* ]] || build_dir=$repo/$build_dir
-  kbuildd_bin=$build_dir/service/kbuildd
-  kbuildctl_bin=$build_dir/cli/kbuildctl
+  kbuild_build_dirs[kbuild]=$build_dir
+  if [[ -n $base_build_dir ]]; then
+    [[ $base_build_dir == /* ]] || base_build_dir=$repo/$base_build_dir
+    # Never built here: ninja in that directory would rebuild it from its source tree as it is
+    # now, which may well be the current kbuild, and the comparison would compare nothing.
+    for target in "$@"; do
+      if [[ ! -x $base_build_dir/$target ]]; then
+        echo "$name: KBUILD_BASELINE_BUILD_DIR has no $target: build the baseline there first" >&2
+        exit 1
+      fi
+    done
+    kbuild_build_dirs[kbuild-base]=$base_build_dir
+    # Right after kbuild unless BENCH_BUILDERS places it.
+    if ! wants kbuild-base; then
+      for builder in "${builders[@]}"; do
+        with_base+=("$builder")
+        [[ $builder == kbuild ]] && with_base+=(kbuild-base)
+      done
+      wants kbuild || with_base+=(kbuild-base)
+      builders=("${with_base[@]}")
+    fi
+  elif wants kbuild-base; then
+    echo "$name: BENCH_BUILDERS has kbuild-base but KBUILD_BASELINE_BUILD_DIR is not set" >&2
+    exit 1
+  fi
   for target in "$@"; do [[ -x $build_dir/$target ]] || missing=1; done
   if wants kbuild && ((missing)); then
     echo "building kbuild in $build_dir"
@@ -167,7 +219,42 @@ bench_prepare() {
   fi
 }
 
+# kbuild's builders and their build directories: kbuild, and kbuild-base with a baseline.
+declare -A kbuild_build_dirs=()
+
+# Points kbuildctl, start_kbuildd and stop_kbuildd at kbuild builder NAME: its programs, and its
+# private dir under the temp dir (store, socket, daemon.json), so that the two kbuilds share
+# nothing but the machine.
+kbuild_use() {
+  local dir=${kbuild_build_dirs[$1]}
+  kbuild_name=$1
+  kbuildd_bin=$dir/service/kbuildd
+  kbuildctl_bin=$dir/cli/kbuildctl
+  kbuild_exec_bin=$dir/engine/kbuild-exec
+  kbuild_reader_bin=$dir/service/kbuild-context-reader
+  kbuild_dir=$work/$1
+  kbuild_sock=$kbuild_dir/kbuild.sock
+  # kbuildd.log for kbuild, kbuildd-base.log for kbuild-base.
+  kbuild_log=$log_dir/kbuildd${1#kbuild}.log
+}
+
 kbuildctl() { "$kbuildctl_bin" --host "unix://$kbuild_sock" "$@"; }
+
+# kbuild's "kbuildctl version ..." for the versions line; with a baseline, both kbuilds' and
+# where each comes from (their versions may well be the same).
+kbuild_versions() {
+  local builder sep=
+  if [[ -z ${kbuild_build_dirs[kbuild-base]:-} ]]; then
+    "${kbuild_build_dirs[kbuild]}/cli/kbuildctl" --version 2>/dev/null | head -n1
+    return 0
+  fi
+  for builder in kbuild kbuild-base; do
+    printf '%s%s: %s (%s)' "$sep" "$builder" \
+      "$("${kbuild_build_dirs[$builder]}/cli/kbuildctl" --version 2>/dev/null | head -n1)" \
+      "${kbuild_build_dirs[$builder]}"
+    sep='; '
+  done
+}
 
 docker() {
   env -u DOCKER_HOST -u DOCKER_CONTEXT -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH \
@@ -193,6 +280,7 @@ buildah_fresh() {
 label() {
   case $1 in
     kbuild) echo kbuild ;;
+    kbuild-base) echo kbuild-base ;;
     buildkit) echo "BuildKit ($(docker info --format '{{.Driver}}' 2>/dev/null || echo '?'))" ;;
     buildah) echo "buildah ($buildah_driver)" ;;
   esac
@@ -217,13 +305,15 @@ median() {
     awk '{ v[NR] = $1 } END { if (NR) printf "%.3f", v[int((NR + 1) / 2)] }'
 }
 
-# kbuildd on $kbuild_sock with its store under $work/kbuild (and any further flags), ready when
-# it answers.
+# The kbuildd of the kbuild chosen with kbuild_use on $kbuild_sock, with its store under
+# $kbuild_dir (and any further flags), ready when it answers. The context reader is named so
+# that each kbuild reads contexts with its own: kbuildd's default falls back to the installed one.
 start_kbuildd() {
-  setsid "$kbuildd_bin" --listen "$kbuild_sock" --root "$work/kbuild/root" "$@" \
-    </dev/null >>"$log_dir/kbuildd.log" 2>&1 &
-  kbuildd_pid=$!
-  wait_ready "$kbuildd_pid" kbuildd "$log_dir/kbuildd.log" kbuildctl info
+  setsid "$kbuildd_bin" --listen "$kbuild_sock" --root "$kbuild_dir/root" \
+    --context-reader "$kbuild_reader_bin" "$@" </dev/null >>"$kbuild_log" 2>&1 &
+  kbuildd_pids[$kbuild_name]=$!
+  wait_ready "${kbuildd_pids[$kbuild_name]}" "kbuildd${kbuild_name#kbuild}" "$kbuild_log" \
+    kbuildctl info
 }
 
 # A private dockerd under $dockerd_dir, ready when it answers.

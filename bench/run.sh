@@ -14,6 +14,9 @@
 # behind pasta), and a build of one RUN step each way, where the first step pays the stack's
 # start.
 #
+# With KBUILD_BASELINE_BUILD_DIR an earlier kbuild, kbuild-base, measures all that as kbuild
+# does, with its own programs and store, and the table adds kbuild's times divided by its.
+#
 # Only the client command is timed (not the daemon's start nor the base's load). Each
 # measurement runs BENCH_RUNS times, the builders taking turns, and the table shows the median.
 # Run as root from anywhere:
@@ -21,6 +24,9 @@
 #   bash bench/run.sh
 #
 #   KBUILD_BUILD_DIR       kbuild's build directory (default: build; built with ninja if missing)
+#   KBUILD_BASELINE_BUILD_DIR
+#                          an earlier kbuild's build directory, measured as kbuild-base (default:
+#                          none; never built by the script)
 #   BENCH_RUNS             runs per measurement (default: 3)
 #   BENCH_BUILDERS         which builders, in order (default: "kbuild buildkit buildah")
 #   BENCH_BUILDAH_DRIVER   overlay or vfs (default: overlay if it works here, else vfs)
@@ -34,7 +40,6 @@ repo=$PWD
 source "$repo/bench/lib.sh"
 bench_prepare run.sh service/kbuildd service/kbuild-context-reader cli/kbuildctl engine/kbuild-exec
 steps=50
-kbuild_exec_bin=$build_dir/engine/kbuild-exec
 if [[ ! -x /bin/busybox ]]; then
   echo "installing busybox-static"
   apt_install busybox-static
@@ -65,18 +70,20 @@ printf '%s\n' "FROM kbuild-busybox AS a" "RUN sleep 2 && echo a > /a" \
 
 # --- the builders ----------------------------------------------------------------------------
 
-kbuild_sock=$work/kbuild/kbuild.sock
-
+# kbuild and kbuild-base alike (the first argument says which): each with its own programs,
+# kbuild-exec included, and its own dir (kbuild_use).
 kbuild_reset() {
+  kbuild_use "$1"
   stop_kbuildd
-  retire "$work/kbuild"
-  mkdir -p "$work/kbuild"
-  echo '{}' >"$work/kbuild/daemon.json"
-  start_kbuildd --config "$work/kbuild/daemon.json" --exec-helper "$kbuild_exec_bin"
+  retire "$kbuild_dir"
+  mkdir -p "$kbuild_dir"
+  echo '{}' >"$kbuild_dir/daemon.json"
+  start_kbuildd --config "$kbuild_dir/daemon.json" --exec-helper "$kbuild_exec_bin"
   kbuildctl load -i "$base_tar" >/dev/null
 }
 kbuild_build() {
-  kbuildctl build --progress plain --allow network.host -t "bench-$1" -f "$ctx/Dockerfile.$1" "$ctx"
+  kbuild_use "$1"
+  kbuildctl build --progress plain --allow network.host -t "bench-$2" -f "$ctx/Dockerfile.$2" "$ctx"
 }
 
 dockerd_dir=$work/dockerd
@@ -135,7 +142,7 @@ elapsed=
 # measure BUILDER KIND RUN DOCKERFILE-SUFFIX
 measure() {
   local builder=$1 kind=$2 run=$3 file=$4
-  timed "$log_dir/$builder-$kind-$run.log" "${builder}_build" "$file"
+  timed "$log_dir/$builder-$kind-$run.log" builder_do "$builder" build "$file"
   printf '%s\t%s\t%s\t%s\n' "$builder" "$kind" "$run" "$elapsed" >>"$results"
   printf '  %-9s %-7s run %d: %7.3f s\n' "$builder" "$kind" "$run" "$elapsed"
 }
@@ -144,22 +151,27 @@ wants buildah && pick_buildah_driver
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A labels
+# With a baseline the builders take turns in a rotating order, as in context.sh, so that neither
+# kbuild always comes right after the other or after buildah; without one the order stays as it
+# was, so that the numbers compare with earlier runs.
+order=("${builders[@]}")
 for run in $(seq "$runs"); do
-  for builder in "${builders[@]}"; do
-    "${builder}_reset"
+  wants kbuild-base && rotation "$run"
+  for builder in "${order[@]}"; do
+    builder_do "$builder" reset
     [[ -n ${labels[$builder]:-} ]] || labels[$builder]=$(label "$builder")
     measure "$builder" steps "$run" steps
     measure "$builder" warm "$run" steps
     measure "$builder" stages "$run" stages
-    if [[ $builder == kbuild ]]; then
-      measure kbuild hoststeps "$run" hoststeps
-      measure kbuild one "$run" one
-      measure kbuild onehost "$run" onehost
+    if [[ $builder == kbuild || $builder == kbuild-base ]]; then
+      measure "$builder" hoststeps "$run" hoststeps
+      measure "$builder" one "$run" one
+      measure "$builder" onehost "$run" onehost
     fi
   done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-stop_kbuildd
+stop_kbuildds
 stop_dockerd
 
 # --- the table -------------------------------------------------------------------------------
@@ -181,7 +193,7 @@ for builder in "${builders[@]}"; do
   printf '%-22s %14s %14s %14s\n' "${labels[$builder]}" \
     "${med[$builder.step]}" "${med[$builder.warm]}" "${med[$builder.stages]}"
 done
-for other in buildkit buildah; do
+for other in kbuild-base buildkit buildah; do
   wants kbuild && wants "$other" || continue
   printf '%-22s' "kbuild/${labels[$other]%% *}"
   for kind in step warm stages; do
@@ -190,20 +202,21 @@ for other in buildkit buildah; do
   done
   echo
 done
-if wants kbuild; then
-  for kind in hoststeps one onehost; do med[kbuild.$kind]=$(median kbuild "$kind"); done
+for k in kbuild kbuild-base; do
+  wants "$k" || continue
+  for kind in hoststeps one onehost; do med[$k.$kind]=$(median "$k" "$kind"); done
   echo
-  echo "kbuild's RUN network (median of $runs runs):"
+  echo "$k's RUN network (median of $runs runs):"
   # Steps after the first: the 50-step build less the one-step build, over 49 steps.
-  awk -v d="${med[kbuild.steps]}" -v d1="${med[kbuild.one]}" -v h="${med[kbuild.hoststeps]}" \
-    -v h1="${med[kbuild.onehost]}" -v n="$steps" 'BEGIN {
+  awk -v d="${med[$k.steps]}" -v d1="${med[$k.one]}" -v h="${med[$k.hoststeps]}" \
+    -v h1="${med[$k.onehost]}" -v n="$steps" 'BEGIN {
       a = (d - d1) * 1000 / (n - 1); b = (h - h1) * 1000 / (n - 1)
       printf "  ms per RUN step after the first: default network %.1f, --network=host %.1f (%+.1f)\n", a, b, a - b }'
-  awk -v d="${med[kbuild.one]}" -v h="${med[kbuild.onehost]}" \
+  awk -v d="${med[$k.one]}" -v h="${med[$k.onehost]}" \
     'BEGIN { printf "  a one-RUN build, ms: default network %.0f, --network=host %.0f (%+.0f: the stack starts)\n", d * 1000, h * 1000, (d - h) * 1000 }'
-fi
+done
 echo
-echo "versions: $("$kbuildctl_bin" --version 2>/dev/null | head -n1);" \
+echo "versions: $(kbuild_versions);" \
   "docker $("$docker_client" --version 2>/dev/null | awk '{print $3}' | tr -d ,);" \
   "$(buildah --version 2>/dev/null | awk '{print $1, $3}')"
 [[ -n ${BENCH_LOG_DIR:-} ]] && echo "build logs in $log_dir"

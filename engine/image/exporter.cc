@@ -32,19 +32,6 @@ Descriptor put_document(store::Store& store, std::string_view media_type, const 
   return describe(media_type, store.content().put(bytes), static_cast<int64_t>(bytes.size()));
 }
 
-// The snapshots of a chain, bottom first.
-std::vector<store::SnapshotRecord> chain_of(store::Store& store, const std::optional<std::string>& top) {
-  std::vector<store::SnapshotRecord> chain;
-  for (std::optional<std::string> id = top; id;) {
-    auto record = store.metadata().get_snapshot(*id);
-    if (!record) throw Error(ErrorKind::internal, "snapshot " + *id + " is missing from the store");
-    id = record->parent;
-    chain.push_back(std::move(*record));
-  }
-  std::reverse(chain.begin(), chain.end());
-  return chain;
-}
-
 // The image's time is when its newest layer was made, so that a rebuild that hits the cache
 // everywhere gives the same image ID, as BuildKit's does; SOURCE_DATE_EPOCH replaces it.
 std::string creation_time(const std::vector<store::SnapshotRecord>& chain, std::optional<int64_t> source_date_epoch) {
@@ -147,7 +134,7 @@ StoredImage store_image(store::Store& store, const BuiltImage& built, const std:
                         LayerJournalCache* journals, const ExportStatus& status) {
   // What the image and its names refer to must be on disk before they are.
   store.snapshots().sync();
-  std::vector<store::SnapshotRecord> chain = chain_of(store, built.top);
+  std::vector<store::SnapshotRecord> chain = store.snapshots().records_bottom_up(built.top);
   ImageConfig config = config_of(built.config, creation_time(chain, built.source_date_epoch));
   StoredImage image;
   image.manifest.media_type = media_type::oci_manifest;

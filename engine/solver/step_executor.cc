@@ -157,19 +157,6 @@ void apply(OpContext&, const graph::MkfileAction& mkfile, int root, bool) {
   check(::fchmod(fd.get(), mkfile.mode & 07777), "chmod", mkfile.path);
 }
 
-// The snapshots of a chain, bottom first.
-std::vector<store::SnapshotRecord> chain_of(store::Store& store, const std::optional<std::string>& top) {
-  std::vector<store::SnapshotRecord> chain;
-  for (std::optional<std::string> id = top; id;) {
-    auto record = store.metadata().get_snapshot(*id);
-    if (!record) throw Error(ErrorKind::internal, "snapshot " + *id + " is missing from the store");
-    id = record->parent;
-    chain.push_back(std::move(*record));
-  }
-  std::reverse(chain.begin(), chain.end());
-  return chain;
-}
-
 // The same layer again on top of `parent`. Returns the new snapshot's id.
 std::string restack_layer(store::Store& store, const std::string& layer, const std::optional<std::string>& parent) {
   store::SnapshotStore& snapshots = store.snapshots();
@@ -221,7 +208,7 @@ Ref execute_merge_op(OpContext& context, const graph::MergeOp& op) {
       top = layers.top;
       continue;
     }
-    for (const store::SnapshotRecord& layer : chain_of(context.store, layers.top)) {
+    for (const store::SnapshotRecord& layer : context.store.snapshots().records_bottom_up(layers.top)) {
       context.cancel.check();
       top = restack_layer(context.store, layer.id, top);
     }

@@ -8,6 +8,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -186,6 +187,19 @@ void SnapshotStore::remove(std::string_view id) {
     throw_errno("rename", snapshots_path_ + "/" + name);
   }
   remove_tree(snapshots_path_ + "/" + temp_name);
+}
+
+std::vector<SnapshotRecord> SnapshotStore::records_bottom_up(const std::optional<std::string>& top) {
+  std::vector<SnapshotRecord> chain;
+  for (std::optional<std::string> id = top; id;) {
+    if (chain.size() >= kMaxChain) throw Error(ErrorKind::internal, "snapshot " + *top + ": parent chain too long");
+    auto record = metadata_.get_snapshot(*id);
+    if (!record) throw Error(ErrorKind::internal, "snapshot " + *id + " is missing from the store");
+    id = record->parent;
+    chain.push_back(std::move(*record));
+  }
+  std::reverse(chain.begin(), chain.end());
+  return chain;
 }
 
 std::vector<std::string> SnapshotStore::lower_chain(std::string_view id) {

@@ -85,6 +85,9 @@ class SnapshotStore {
   std::string diff_path(std::string_view id) const { return path(id) + "/diff"; }
   // The diff/ dirs of `id` and its ancestors, top first: overlayfs's lowerdir order.
   std::vector<std::string> lower_chain(std::string_view id);
+  // The records of `top` and its ancestors, bottom first (none for no top): a chain's layers in
+  // the order an image lists them.
+  std::vector<SnapshotRecord> records_bottom_up(const std::optional<std::string>& top);
 
   // Whether overlayfs can be mounted with its upper dir on this store's file system (not on
   // overlayfs, not where whiteouts or trusted xattrs cannot be made). Probed once, by a real
