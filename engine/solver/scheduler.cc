@@ -198,8 +198,6 @@ class Scheduler::Solve {
     if (stops_the_build) failed_ = true;
   }
 
-  Ref wait_input(OpIndex input) { return future_of(input).get(); }
-
   Ref run_op(OpIndex i) {
     const graph::Op& op = graph_.op(i);
     if (is_source(op)) return sources_.at(i);
@@ -218,19 +216,20 @@ class Scheduler::Solve {
       }
     }
     // Inputs with vertices of their own finish before this one starts; the rest belong to it.
+    // Every input is started before any is waited for: independent ones run side by side.
     std::map<OpIndex, Ref> inputs;
-    std::vector<OpIndex> part_of_this;
+    std::vector<std::pair<OpIndex, std::shared_future<Ref>>> own_vertices, part_of_this;
     for (OpIndex input : op.inputs()) {
       const graph::Op& in = graph_.op(input);
-      if (is_source(in) || !in.metadata.name.empty()) {
-        inputs[input] = wait_input(input);
-      } else {
-        part_of_this.push_back(input);
-      }
+      bool has_vertex = is_source(in) || !in.metadata.name.empty();
+      (has_vertex ? own_vertices : part_of_this).emplace_back(input, std::shared_future<Ref>());
     }
+    for (auto& [input, future] : own_vertices) future = future_of(input);
+    for (auto& [input, future] : part_of_this) future = future_of(input);
+    for (auto& [input, future] : own_vertices) inputs[input] = future.get();
     if (!name.empty()) progress_.started(vertex, name);
     try {
-      for (OpIndex input : part_of_this) inputs[input] = wait_input(input);
+      for (auto& [input, future] : part_of_this) inputs[input] = future.get();
       Progress& progress = progress_;
       Ref result = scheduler_.run_shared(
           keys_[i], op, std::move(inputs), worker_,
