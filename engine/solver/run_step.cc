@@ -51,9 +51,14 @@ std::string hosts_file(store::Store& store) {
   std::string path = dir + "/hosts";
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
+    // Linked into place, never renamed over: a step that already holds the file must not see
+    // it unlinked under it by a concurrent first step (a deleted file cannot be mounted).
     std::string temp = path + ".tmp" + std::to_string(::getpid()) + "-" + std::to_string(::gettid());
     write_file(temp, kHosts, 0644);
-    check(::rename(temp.c_str(), path.c_str()), "rename", path);
+    int linked = ::link(temp.c_str(), path.c_str());
+    int link_errno = errno;
+    ::unlink(temp.c_str());
+    if (linked != 0 && link_errno != EEXIST) throw_errno("link", path, link_errno);
   }
   return path;
 }
