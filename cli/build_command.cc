@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -17,10 +18,13 @@
 #include "cli/error_excerpt.h"
 #include "cli/progress/renderer.h"
 #include "cli/progress/summary.h"
+#include "cli/registry_auth.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 #include "dbus/builder_client.h"
+#include "engine/dockerfile/convert.h"
 #include "engine/image/layer_extract.h"
+#include "engine/image/reference.h"
 #include "engine/patterns/dockerignore.h"
 
 namespace kbuild::cli {
@@ -174,6 +178,26 @@ void write_text_file(const std::string& path, const std::string& text) {
   file << text;
 }
 
+// The registries a build reads base images from, as far as the client can tell: the image
+// sources of the Dockerfile's graph for the target. A Dockerfile that does not convert here
+// gets no credentials; the daemon reports what is wrong with it.
+std::set<std::string> registries_read(const std::string& dockerfile, const BuildFlags& flags) {
+  std::set<std::string> domains;
+  try {
+    dockerfile::ConvertOptions options;
+    options.resolve.target = flags.target;
+    options.resolve.build_args = parse_build_args(flags.build_args, [](const std::string& n) { return env(n.c_str()); });
+    if (!flags.platform.empty()) options.resolve.target_platform = dockerfile::Platform::parse(flags.platform);
+    graph::Definition definition = dockerfile::convert_dockerfile(dockerfile, options);
+    for (const graph::Op& op : definition.graph.ops()) {
+      const auto* source = std::get_if<graph::SourceOp>(&op.body);
+      if (source && source->kind == graph::SourceOp::Kind::image) domains.insert(image::parse_reference(source->name).domain);
+    }
+  } catch (const Error&) {
+  }
+  return domains;
+}
+
 }  // namespace
 
 uint64_t parse_memory_bytes(const std::string& value) {
@@ -275,7 +299,7 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   if (outputs.size() > 1) throw Error(ErrorKind::user, "multiple outputs are not supported yet");
   std::optional<OutputSink> sink;
   for (const auto& output : outputs) {
-    if (output.type != "image") sink = open_output(output);
+    if (output.type != "image" && output.type != "registry") sink = open_output(output);
   }
   UniqueFd output_fd = sink ? std::move(sink->daemon_end)
                             : UniqueFd(check(::open("/dev/null", O_WRONLY | O_CLOEXEC), "open", "/dev/null"));
@@ -308,6 +332,19 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   if (!flags.cpus.empty()) options["cpus"] = dbus::Value(flags.cpus);
   if (flags.pids_limit > 0) options["pids-limit"] = dbus::Value(static_cast<uint64_t>(flags.pids_limit));
   if (auto buildkit = env("DOCKER_BUILDKIT")) options["buildkit"] = dbus::Value(*buildkit != "0" && *buildkit != "false");
+  if (flags.pull) options["pull"] = dbus::Value(true);
+  bool push = flags.push;
+  for (const auto& o : outputs) {
+    auto attribute = o.attributes.find("push");
+    if (o.type == "registry" || (attribute != o.attributes.end() && attribute->second == "true")) push = true;
+  }
+  if (flags.push) options["push"] = dbus::Value(true);
+  std::set<std::string> domains = registries_read(dockerfile, flags);
+  if (push) {
+    for (const auto& tag : flags.tags) domains.insert(image::parse_reference(tag).domain);
+  }
+  auto credentials = caller_credentials(domains);
+  if (!credentials.empty()) options["registry-auth"] = dbus::Value(dbus::StringMap(credentials.begin(), credentials.end()));
 
   int fds[2];
   check(::pipe2(fds, O_CLOEXEC), "pipe2");

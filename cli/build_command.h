@@ -30,6 +30,8 @@ struct BuildFlags {
   std::string memory;              // "512m": for the build's RUN steps together
   std::string cpus;                // "1.5"
   int64_t pids_limit = 0;
+  bool pull = false;  // base images from their registries, even when stored
+  bool push = false;  // the tags to their registries
 };
 
 // docker's memory sizes: "512m", "1.5g", "1024" (bytes); binary multiples. Throws kbuild::Error.

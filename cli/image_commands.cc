@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/registry_auth.h"
 #include "common/error.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
@@ -88,6 +89,13 @@ void add_image_commands(CLI::App& app, ImageCommands& c) {
   c.load = app.add_subcommand("load", "Load an image from a tar archive or STDIN");
   c.load->add_option("-i,--input", c.file, "Read from tar archive file, instead of STDIN");
   c.load->add_flag("-q,--quiet", c.quiet, "Suppress the load output");
+  c.pull = app.add_subcommand("pull", "Download an image from a registry");
+  c.pull->add_option("NAME", c.references, "Image name[:tag|@digest]")->required()->expected(1);
+  c.pull->add_option("--platform", c.platform, "Set platform if server is multi-platform capable");
+  c.pull->add_flag("-q,--quiet", c.quiet, "Suppress verbose output");
+  c.push = app.add_subcommand("push", "Upload an image to a registry");
+  c.push->add_option("NAME", c.references, "Image name[:tag]")->required()->expected(1);
+  c.push->add_flag("-q,--quiet", c.quiet, "Suppress verbose output");
   c.info = app.add_subcommand("info", "Display information about the build service");
 }
 
@@ -129,6 +137,18 @@ int run_image_commands(const ImageCommands& c, const std::string& socket, std::o
     for (const auto& line : client.load_images(input.get())) {
       if (!c.quiet) out << line << "\n";
     }
+    return 0;
+  }
+  if (c.pull->parsed() || c.push->parsed()) {
+    const std::string& reference = c.references.at(0);
+    dbus::Options options;
+    auto credentials = caller_credentials({image::parse_reference(reference).domain});
+    if (!credentials.empty()) options["registry-auth"] = dbus::Value(dbus::StringMap(credentials.begin(), credentials.end()));
+    if (!c.platform.empty()) options["platform"] = dbus::Value(c.platform);
+    std::vector<std::string> lines =
+        c.pull->parsed() ? client.pull_image(reference, options) : client.push_image(reference, options);
+    if (c.quiet && !lines.empty()) lines = {lines.back()};
+    for (const auto& line : lines) out << line << "\n";
     return 0;
   }
   if (c.info->parsed()) {

@@ -1,4 +1,4 @@
-// kbuildctl's image management: images, rmi, tag, save, load, info, as the docker commands
+// kbuildctl's image management: images, rmi, tag, save, load, pull, push, info, as the docker commands
 // of the same names print them.
 #pragma once
 
@@ -19,6 +19,9 @@ struct ImageCommands {
   CLI::App* save = nullptr;
   CLI::App* load = nullptr;
   CLI::App* info = nullptr;
+  CLI::App* pull = nullptr;
+  CLI::App* push = nullptr;
+  std::string platform;  // pull --platform
   std::vector<std::string> references;
   bool force = false;
   bool quiet = false;

@@ -97,6 +97,8 @@ int run_kbuildctl(int argc, const char* const* argv, std::istream& in, std::ostr
   build->add_option("-m,--memory", build_flags.memory, "Memory limit for the build's RUN steps together");
   build->add_option("--cpus", build_flags.cpus, "Number of CPUs the build's RUN steps may use together");
   build->add_option("--pids-limit", build_flags.pids_limit, "Process limit for the build's RUN steps together");
+  build->add_flag("--pull", build_flags.pull, "Always attempt to pull all referenced images");
+  build->add_flag("--push", build_flags.push, "Shorthand for \"--output=type=registry\"");
 
   ImageCommands image_commands;
   add_image_commands(app, image_commands);

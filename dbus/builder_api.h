@@ -52,6 +52,12 @@ class BuilderApi {
                            UniqueFd output) = 0;
   // LoadImages(h input) -> as loaded
   virtual std::vector<std::string> load_images(const CallContext& call, UniqueFd input) = 0;
+  // PullImage(s reference, a{sv} options) -> as lines
+  virtual std::vector<std::string> pull_image(const CallContext& call, const std::string& reference,
+                                              const Options& options) = 0;
+  // PushImage(s reference, a{sv} options) -> as lines
+  virtual std::vector<std::string> push_image(const CallContext& call, const std::string& reference,
+                                              const Options& options) = 0;
   // DiskUsage() -> a{sv} usage
   virtual Options disk_usage(const CallContext& call) = 0;
   // Info() -> a{sv} info

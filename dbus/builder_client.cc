@@ -176,6 +176,16 @@ std::vector<std::string> BuilderClient::load_images(int input_fd) {
   return call_daemon("LoadImages", [&] { return proxy_->LoadImages(input); });
 }
 
+std::vector<std::string> BuilderClient::pull_image(const std::string& reference, const Options& options) {
+  VariantMap arguments = to_variants(options);
+  return call_daemon("PullImage", [&] { return proxy_->PullImage(reference, arguments); });
+}
+
+std::vector<std::string> BuilderClient::push_image(const std::string& reference, const Options& options) {
+  VariantMap arguments = to_variants(options);
+  return call_daemon("PushImage", [&] { return proxy_->PushImage(reference, arguments); });
+}
+
 Options BuilderClient::disk_usage() {
   return call_daemon("DiskUsage", [&] { return to_options(proxy_->DiskUsage()); });
 }

@@ -28,6 +28,8 @@ class BuilderClient {
   void tag_image(const std::string& source, const std::string& target);
   void save_images(const std::vector<std::string>& references, int output_fd);
   std::vector<std::string> load_images(int input_fd);
+  std::vector<std::string> pull_image(const std::string& reference, const Options& options);
+  std::vector<std::string> push_image(const std::string& reference, const Options& options);
   Options disk_usage();
   Options info();
 

@@ -309,6 +309,24 @@ int on_load_images(sd_bus_message* call, void* userdata, sd_bus_error* error) no
   });
 }
 
+// PullImage and PushImage: (s reference, a{sv} options) -> as lines.
+template <auto Method>
+int on_image_transfer(sd_bus_message* call, void* userdata, sd_bus_error* error) noexcept {
+  return dispatch(call, userdata, error, [](sd_bus_message* m, BuilderApi& api) -> Job {
+    struct Arguments {
+      std::string reference;
+      Options options;
+    };
+    auto args = std::make_shared<Arguments>();
+    args->reference = read_string(m);
+    args->options = read_options(m);
+    return [&api, args](const CallContext& context) -> ReplyWriter {
+      std::vector<std::string> lines = (api.*Method)(context, args->reference, args->options);
+      return [lines = std::move(lines)](sd_bus_message* reply) { append_strings(reply, lines); };
+    };
+  });
+}
+
 int on_disk_usage(sd_bus_message* call, void* userdata, sd_bus_error* error) noexcept {
   return dispatch(call, userdata, error, [](sd_bus_message*, BuilderApi& api) -> Job {
     return [&api](const CallContext& context) -> ReplyWriter {
@@ -347,6 +365,12 @@ const sd_bus_vtable Connection::kBuilderVtable[] = {
                              on_save_images, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("LoadImages", "h", SD_BUS_PARAM(input), "as", SD_BUS_PARAM(loaded),
                              on_load_images, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("PullImage", "sa{sv}", SD_BUS_PARAM(reference) SD_BUS_PARAM(options), "as",
+                             SD_BUS_PARAM(lines), on_image_transfer<&BuilderApi::pull_image>,
+                             SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("PushImage", "sa{sv}", SD_BUS_PARAM(reference) SD_BUS_PARAM(options), "as",
+                             SD_BUS_PARAM(lines), on_image_transfer<&BuilderApi::push_image>,
+                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("DiskUsage", "", , "a{sv}", SD_BUS_PARAM(usage), on_disk_usage,
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Info", "", , "a{sv}", SD_BUS_PARAM(info), on_info, SD_BUS_VTABLE_UNPRIVILEGED),

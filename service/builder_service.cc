@@ -1,5 +1,6 @@
 #include "service/builder_service.h"
 
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <stop_token>
@@ -9,6 +10,7 @@
 #include "engine/image/blob_io.h"
 #include "engine/image/layer_blobs.h"
 #include "engine/image/reference.h"
+#include "engine/registry/transfer.h"
 #include "service/solve_progress.h"
 
 namespace kbuild::service {
@@ -24,6 +26,19 @@ std::optional<T> option(const dbus::Options& options, const std::string& key) {
                                      dbus::Value(T{}).signature());
   }
   return *value;
+}
+
+// registry-auth: the caller's credentials by registry domain, never logged nor stored.
+std::map<std::string, registry::Credentials> registry_auth(const dbus::Options& options) {
+  std::map<std::string, registry::Credentials> out;
+  for (const auto& [domain, auth] : option<dbus::StringMap>(options, "registry-auth").value_or(dbus::StringMap{})) {
+    try {
+      out[domain] = registry::credentials_from_auth(auth);
+    } catch (const Error& e) {
+      throw e.with_context("credentials for " + domain);
+    }
+  }
+  return out;
 }
 
 solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Options& options) {
@@ -51,6 +66,9 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
       throw e.with_context("invalid tag \"" + tag + "\"");  // buildx's words, before anything runs
     }
   }
+  request.pull = option<bool>(options, "pull").value_or(false);
+  request.push = option<bool>(options, "push").value_or(false);
+  request.registry_auth = registry_auth(options);
   request.no_cache = option<bool>(options, "no-cache").value_or(false);
   request.no_cache_filter = option<std::vector<std::string>>(options, "no-cache-filter").value_or(std::vector<std::string>{});
   request.platform = option<std::string>(options, "platform").value_or("");
@@ -109,10 +127,17 @@ graph::Definition convert_dockerfile(const solver::FrontendInput& input) {
 }  // namespace
 
 BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox,
-                               std::string context_reader)
+                               std::string context_reader, std::string certs_dir)
     : store_(store), images_(store), config_(std::move(config)), builder_(store) {
   builder_.set_context_reader(std::move(context_reader));
   builder_.set_frontend(convert_dockerfile);
+  solver::RegistrySettings registry;
+  registry.hosts.insecure_registries = config_.insecure_registries;
+  registry.hosts.mirrors = config_.registry_mirrors;
+  if (!certs_dir.empty()) registry.hosts.certs_dir = certs_dir;
+  registry.max_concurrent_downloads = config_.max_concurrent_downloads;
+  registry.max_concurrent_uploads = config_.max_concurrent_uploads;
+  builder_.set_registry(std::move(registry));
   sandbox.allow_insecure = config_.entitlement_security_insecure;
   sandbox.allow_network_host = config_.entitlement_network_host;
   sandbox_backend_ = sandbox.cgroups ? std::string(sandbox.cgroups->name()) : "none";
@@ -176,6 +201,76 @@ std::vector<std::string> BuilderService::load_images(const dbus::CallContext& ca
   CancelSignal cancel;
   std::stop_callback on_disconnect(call.stop, [&cancel] { cancel.cancel(); });
   return images_.load(input.get(), cancel.fd());
+}
+
+namespace {
+
+registry::RegistryClient client_for(const solver::RegistrySettings& settings, registry::HttpTransport& transport,
+                                    std::map<std::string, registry::Credentials> auth) {
+  return registry::RegistryClient(transport, settings.hosts, [auth = std::move(auth)](const std::string& domain) {
+    auto it = auth.find(domain);
+    return it == auth.end() ? std::nullopt : std::optional<registry::Credentials>(it->second);
+  });
+}
+
+}  // namespace
+
+std::vector<std::string> BuilderService::pull_image(const dbus::CallContext& call, const std::string& reference,
+                                                    const dbus::Options& options) {
+  image::Reference ref = image::parse_reference(reference);
+  std::atomic<bool> canceled{false};
+  std::stop_callback on_disconnect(call.stop, [&canceled] { canceled = true; });
+  auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); });
+  registry::RegistryClient client = client_for(builder_.registry(), *transport, registry_auth(options));
+  registry::PullOptions pull;
+  std::string platform = option<std::string>(options, "platform").value_or("");
+  std::vector<std::string> parts;
+  for (size_t start = 0; !platform.empty() && start <= platform.size();) {
+    size_t slash = platform.find('/', start);
+    parts.push_back(platform.substr(start, slash == std::string::npos ? std::string::npos : slash - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  pull.os = parts.size() > 0 ? parts[0] : "linux";
+  pull.architecture = parts.size() > 1 ? parts[1] : "amd64";
+  pull.variant = parts.size() > 2 ? parts[2] : "";
+  pull.max_concurrent_downloads = builder_.registry().max_concurrent_downloads;
+  std::optional<store::ImageRecord> before = store_.metadata().image_by_name(ref.str());
+  store::ImageRecord record;
+  try {
+    record = registry::pull_image(store_, client, ref, pull);
+  } catch (const Error& e) {
+    throw e.with_context("pulling " + ref.str());
+  }
+  std::vector<std::string> lines;
+  lines.push_back((ref.tag.empty() ? ref.digest : ref.tag) + ": Pulling from " + ref.path);
+  lines.push_back("Digest: " + record.manifest.str());
+  bool same = before && before->manifest == record.manifest;
+  lines.push_back(std::string("Status: ") + (same ? "Image is up to date for " : "Downloaded newer image for ") +
+                  ref.familiar());
+  lines.push_back(ref.str());
+  return lines;
+}
+
+std::vector<std::string> BuilderService::push_image(const dbus::CallContext& call, const std::string& reference,
+                                                    const dbus::Options& options) {
+  image::Reference ref = image::parse_reference(reference);
+  store::ImageRecord record = images_.resolve(reference);
+  std::atomic<bool> canceled{false};
+  std::stop_callback on_disconnect(call.stop, [&canceled] { canceled = true; });
+  auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); });
+  registry::RegistryClient client = client_for(builder_.registry(), *transport, registry_auth(options));
+  registry::PushOptions push;
+  push.max_concurrent_uploads = builder_.registry().max_concurrent_uploads;
+  store::Digest digest;
+  try {
+    digest = registry::push_image(store_, client, record, ref, push);
+  } catch (const Error& e) {
+    throw e.with_context("pushing " + ref.str());
+  }
+  return {"The push refers to repository [" + ref.name() + "]",
+          (ref.tag.empty() ? ref.digest : ref.tag) + ": digest: " + digest.str() + " size: " +
+              std::to_string(store_.content().size(digest))};
 }
 
 dbus::Options BuilderService::disk_usage(const dbus::CallContext&) {

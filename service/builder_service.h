@@ -12,9 +12,10 @@ namespace kbuild::service {
 
 class BuilderService : public dbus::BuilderApi {
  public:
-  // `context_reader` is the kbuild-context-reader program.
+  // `context_reader` is the kbuild-context-reader program; `certs_dir` replaces
+  // /etc/docker/certs.d (tests) when not empty.
   BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox = {},
-                 std::string context_reader = KBUILD_CONTEXT_READER);
+                 std::string context_reader = KBUILD_CONTEXT_READER, std::string certs_dir = "");
 
   dbus::Options build(const dbus::CallContext& call, const dbus::Options& options, UniqueFd context,
                       UniqueFd progress, UniqueFd output) override;
@@ -25,6 +26,10 @@ class BuilderService : public dbus::BuilderApi {
   void save_images(const dbus::CallContext& call, const std::vector<std::string>& references,
                    UniqueFd output) override;
   std::vector<std::string> load_images(const dbus::CallContext& call, UniqueFd input) override;
+  std::vector<std::string> pull_image(const dbus::CallContext& call, const std::string& reference,
+                                      const dbus::Options& options) override;
+  std::vector<std::string> push_image(const dbus::CallContext& call, const std::string& reference,
+                                      const dbus::Options& options) override;
   dbus::Options disk_usage(const dbus::CallContext& call) override;
   dbus::Options info(const dbus::CallContext& call) override;
 

@@ -102,7 +102,8 @@ int run_daemon(const DaemonOptions& options) {
   sandbox_config.step_limits = {options.step_memory, options.step_cpus, options.step_pids};
   sandbox_config.network.pasta = options.pasta;
   sandbox_config.network.slirp4netns = options.slirp4netns;
-  BuilderService service(*store, config, std::move(sandbox_config), context_reader_program(options));
+  BuilderService service(*store, config, std::move(sandbox_config), context_reader_program(options),
+                         options.certs_dir);
   dbus::ServerOptions server_options;
   server_options.group = options.group;
   server_options.idle_timeout =

@@ -25,6 +25,8 @@ struct DaemonOptions {
   // RUN --network=default's user-mode stacks: names looked up in PATH, or paths; "" for none.
   std::string pasta = "pasta";
   std::string slirp4netns = "slirp4netns";
+  // Where registry TLS settings live per host (ca.crt, client.cert/.key), as Docker's.
+  std::string certs_dir = "/etc/docker/certs.d";
 };
 
 // Runs until stopped or idle; returns the exit code.

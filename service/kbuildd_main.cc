@@ -31,6 +31,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--slirp4netns", options.slirp4netns, "The network stack used where pasta is missing; \"\" for none")
       ->capture_default_str();
+  app.add_option("--certs-dir", options.certs_dir,
+                 "Per-registry TLS settings: DIR/<host[:port]>/*.crt (CAs), *.cert and *.key (client), as Docker reads them")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     return kbuild::service::run_daemon(options);

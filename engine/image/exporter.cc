@@ -75,15 +75,6 @@ void add_layers(store::Store& store, const BuiltImage& built, const std::vector<
   status("exporting layers", true);
 }
 
-// Image archives carry gzip layers; the manifest that lists them is stored beside the image's.
-Descriptor gzip_manifest(store::Store& store, Manifest manifest) {
-  for (Descriptor& layer : manifest.layers) {
-    if (layer.media_type != layer_media_type(Compression::none, true)) continue;
-    if (auto compressed = compressed_layer(store, layer.digest)) layer = *compressed;
-  }
-  return put_document(store, media_type::oci_manifest, serialize_manifest(manifest));
-}
-
 // "oci" and "docker": the image as an archive.
 class ArchiveExporter : public Exporter {
  public:
@@ -129,6 +120,14 @@ class RootfsExporter : public Exporter {
 };
 
 }  // namespace
+
+Descriptor gzip_manifest(store::Store& store, Manifest manifest) {
+  for (Descriptor& layer : manifest.layers) {
+    if (layer.media_type != layer_media_type(Compression::none, true)) continue;
+    if (auto compressed = compressed_layer(store, layer.digest)) layer = *compressed;
+  }
+  return put_document(store, media_type::oci_manifest, serialize_manifest(manifest));
+}
 
 StoredImage store_image(store::Store& store, const BuiltImage& built, const std::vector<std::string>& tags,
                         LayerJournalCache* journals, const ExportStatus& status) {

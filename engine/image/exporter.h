@@ -52,6 +52,10 @@ using ExportStatus = std::function<void(const std::string& text, bool done)>;
 StoredImage store_image(store::Store& store, const BuiltImage& built, const std::vector<std::string>& tags,
                         LayerJournalCache* journals, const ExportStatus& status);
 
+// The image's manifest with our layers as gzip blobs (made once, then remembered), stored
+// beside it: what archives carry and registries receive, as BuildKit sends them by default.
+Descriptor gzip_manifest(store::Store& store, Manifest manifest);
+
 // Whether store_image is the exporter of an output type (image, moby).
 bool is_store_output(std::string_view type);
 

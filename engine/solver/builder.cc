@@ -9,6 +9,7 @@
 #include "engine/image/oci.h"
 #include "engine/image/plan_config.h"
 #include "engine/image/reference.h"
+#include "engine/registry/transfer.h"
 #include "engine/solver/context.h"
 #include "engine/solver/step_executor.h"
 #include "engine/solver/store_worker.h"
@@ -53,8 +54,8 @@ class Builder::Run {
     load_definition();
     if (!builder_.frontend_) throw Error(ErrorKind::internal, "the builder has no frontend");
     definition_ = builder_.frontend_(FrontendInput{dockerfile_, request_, [this](const std::string& reference,
-                                                                                const std::string&) {
-                                                      return resolve_image(reference);
+                                                                                const std::string& platform) {
+                                                      return resolve_image(reference, platform);
                                                     }});
     if (!context_ && reads_context()) prepare_context();
     auto worker = std::make_shared<StoreWorker>(store_, context_, sandbox_);
@@ -77,20 +78,50 @@ class Builder::Run {
     progress_.completed(ignore_id, "", false, "");
   }
 
-  std::optional<graph::ResolvedImage> resolve_image(const std::string& reference) {
+  // A base image: from the store, or (missing there, or with --pull) from its registry.
+  std::optional<graph::ResolvedImage> resolve_image(const std::string& reference, const std::string& platform) {
     std::string name = image::normalize_reference(reference);
     std::string id = vertex_id("metadata:" + name);
     progress_.started(id, "[internal] load metadata for " + name);
-    auto record = store_.metadata().image_by_name(name);
-    if (!record) {
-      std::string error = name + ": not found in the local store (pulling from registries is not supported yet; "
-                                 "build it or load it with kbuildctl load first)";
-      progress_.completed(id, "", false, error);
-      throw Error(ErrorKind::not_found, error);
+    std::optional<store::ImageRecord> record;
+    try {
+      if (!request_.pull) record = store_.metadata().image_by_name(name);
+      if (!record) record = pull(name, platform, id);
+    } catch (const Error& e) {
+      progress_.completed(id, "", false, e.what());
+      throw;
     }
     progress_.completed(id, "", false, "");
     return graph::ResolvedImage{image::to_plan_config(image::parse_config(store_.content().read_small(record->config))),
                                 record->config.str()};
+  }
+
+  registry::RegistryClient registry_client(registry::HttpTransport& transport) {
+    return registry::RegistryClient(transport, builder_.registry_.hosts, [this](const std::string& domain) {
+      auto it = request_.registry_auth.find(domain);
+      return it == request_.registry_auth.end() ? std::nullopt : std::optional<registry::Credentials>(it->second);
+    });
+  }
+
+  store::ImageRecord pull(const std::string& name, const std::string& platform, const std::string& vertex) {
+    auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); });
+    registry::RegistryClient client = registry_client(*transport);
+    registry::PullOptions options;
+    std::vector<std::string> parts;
+    for (size_t start = 0; start <= platform.size();) {
+      size_t slash = platform.find('/', start);
+      parts.push_back(platform.substr(start, slash == std::string::npos ? std::string::npos : slash - start));
+      if (slash == std::string::npos) break;
+      start = slash + 1;
+    }
+    options.os = parts.size() > 0 ? parts[0] : "linux";
+    options.architecture = parts.size() > 1 ? parts[1] : "amd64";
+    options.variant = parts.size() > 2 ? parts[2] : "";
+    options.max_concurrent_downloads = builder_.registry_.max_concurrent_downloads;
+    options.progress = [&](const std::string& id, int64_t current, int64_t total, bool done) {
+      progress_.status(vertex, id, current, total, done);
+    };
+    return registry::pull_image(store_, client, image::parse_reference(name), options);
   }
 
   bool reads_context() const {
@@ -136,13 +167,39 @@ class Builder::Run {
     image::StoredImage stored =
         image::store_image(store_, built, request_.tags, builder_.layer_journals_.get(),
                            [&](const std::string& text, bool done) { progress_.status(vertex, text, 0, 0, done); });
+    push(stored, vertex);
     for (const Output& output : request_.outputs) {
-      if (image::is_store_output(output.type)) continue;
+      if (image::is_store_output(output.type) || output.type == "registry") continue;
       if (request_.output_fd < 0) throw Error(ErrorKind::user, "output type " + output.type + " needs a destination");
       image::FdSink sink(request_.output_fd, "output", cancel_.fd());
       image::make_exporter(store_, output.type, output.attributes)->write(stored, built, sink);
     }
     return BuildResult{stored.id(), stored.descriptor.digest, stored.names, stored.descriptor.size};
+  }
+
+  // --push, type=registry, or type=image,push=true: every name goes to its registry.
+  void push(const image::StoredImage& stored, const std::string& vertex) {
+    bool wanted = request_.push;
+    for (const Output& output : request_.outputs) {
+      auto attribute = output.attributes.find("push");
+      if (output.type == "registry" || (attribute != output.attributes.end() && attribute->second == "true")) wanted = true;
+    }
+    if (!wanted) return;
+    if (stored.names.empty()) throw Error(ErrorKind::user, "push needs a name: give the image one with -t");
+    auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); });
+    registry::RegistryClient client = registry_client(*transport);
+    store::ImageRecord record{stored.descriptor.digest, stored.id(), std::chrono::system_clock::now()};
+    registry::PushOptions options;
+    options.max_concurrent_uploads = builder_.registry_.max_concurrent_uploads;
+    options.progress = [&](const std::string& id, int64_t current, int64_t total, bool done) {
+      progress_.status(vertex, id, current, total, done);
+    };
+    for (const std::string& name : stored.names) {
+      progress_.status(vertex, "pushing layers", 0, 0, false);
+      registry::push_image(store_, client, record, image::parse_reference(name), options);
+      progress_.status(vertex, "pushing layers", 0, 0, true);
+      progress_.status(vertex, "pushing manifest for " + name, 0, 0, true);
+    }
   }
 
   Builder& builder_;

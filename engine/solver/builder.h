@@ -19,6 +19,8 @@
 
 #include "common/client_stream.h"
 #include "engine/graph/definition.h"
+#include "engine/registry/auth.h"
+#include "engine/registry/hosts.h"
 #include "engine/sandbox/cgroup.h"
 #include "engine/solver/cancel.h"
 #include "engine/solver/progress.h"
@@ -62,6 +64,9 @@ struct BuildRequest {
   std::vector<Output> outputs;
   int output_fd = -1;  // borrowed: where a stream output goes
   std::optional<int64_t> source_date_epoch;
+  bool pull = false;  // base images come from their registry even when stored
+  bool push = false;  // the tags go to their registries once stored
+  std::map<std::string, registry::Credentials> registry_auth;  // by registry domain
   std::set<std::string> allow;     // entitlements the caller asks for: network.host, security.insecure
   sandbox::ResourceLimits limits;  // for the whole build (its RUN steps together)
 };
@@ -82,11 +87,20 @@ struct FrontendInput {
 };
 using Frontend = std::function<graph::Definition(const FrontendInput& input)>;
 
+// How the daemon reaches registries (daemon.json's settings).
+struct RegistrySettings {
+  registry::HostsConfig hosts;
+  int max_concurrent_downloads = 3;
+  int max_concurrent_uploads = 5;
+};
+
 class Builder {
  public:
   explicit Builder(store::Store& store);
   // How RUN steps run; without it they are refused. Set before the first build.
   void set_sandbox(SandboxConfig config) { sandbox_ = std::move(config); }
+  void set_registry(RegistrySettings settings) { registry_ = std::move(settings); }
+  const RegistrySettings& registry() const { return registry_; }
   // What turns the request's text into a graph. Set before the first build.
   void set_frontend(Frontend frontend) { frontend_ = std::move(frontend); }
   // The program that reads context directories as their caller (kbuild-context-reader).
@@ -105,6 +119,7 @@ class Builder {
   std::unique_ptr<ContextCache> contexts_;
   std::unique_ptr<image::LayerJournalCache> layer_journals_;
   Frontend frontend_;
+  RegistrySettings registry_;
   Scheduler scheduler_;
 };
 

@@ -126,6 +126,17 @@ class FakeBuilder : public BuilderApi {
     return {"Loaded image: " + read_all(input.get())};
   }
 
+  std::vector<std::string> pull_image(const CallContext&, const std::string& reference, const Options& options) override {
+    auto platform = options.find("platform");
+    const std::string* value = platform == options.end() ? nullptr : platform->second.get_if<std::string>();
+    return {"pulled " + reference + (value ? " for " + *value : "")};
+  }
+
+  std::vector<std::string> push_image(const CallContext&, const std::string& reference, const Options&) override {
+    if (reference == "missing") throw Error(ErrorKind::not_found, "No such image: missing");
+    return {"pushed " + reference};
+  }
+
   Options disk_usage(const CallContext&) override {
     return {{"images", std::uint64_t{2}}, {"images-size", std::uint64_t{1234567}}, {"cache-records", std::uint64_t{0}}};
   }

@@ -207,6 +207,18 @@ TEST_F(ServerTest, ServesEveryMethodThroughTheClient) {
   write_all(archive.write.get(), "tar bytes");
   archive.write.reset();
   EXPECT_EQ(client.load_images(archive.read.get()), (std::vector<std::string>{"Loaded image: tar bytes"}));
+
+  EXPECT_EQ(client.pull_image("alpine", {{"platform", "linux/arm64"}}),
+            (std::vector<std::string>{"pulled alpine for linux/arm64"}));
+  EXPECT_EQ(client.push_image("localhost:5000/a:1", {{"registry-auth", StringMap{{"localhost:5000", "dTpw"}}}}),
+            (std::vector<std::string>{"pushed localhost:5000/a:1"}));
+  try {
+    client.push_image("missing", {});
+    FAIL() << "pushing a missing image succeeded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::not_found);
+    EXPECT_STREQ(e.what(), "No such image: missing");
+  }
 }
 
 TEST_F(ServerTest, BuildCarriesEveryOptionTypeAndTheFds) {

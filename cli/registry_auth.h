@@ -1,0 +1,27 @@
+// The caller's registry credentials, read from its docker config as docker does
+// ($DOCKER_CONFIG/config.json, else ~/.docker/config.json), and handed to the daemon only for
+// the registries a call needs. The daemon never reads a home directory.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+
+namespace kbuild::cli {
+
+// The config.json to read: $DOCKER_CONFIG/config.json, else $HOME/.docker/config.json.
+std::string docker_config_path();
+
+// The registry a config.json "auths" key names: "https://index.docker.io/v1/" is docker.io,
+// "https://host:5000/v2/" is host:5000.
+std::string registry_domain_of_key(const std::string& key);
+
+// The base64 "user:password" for each of `domains` that `config_text` (config.json) has, by
+// domain. Throws kbuild::Error (user) naming `source` for JSON that does not parse.
+std::map<std::string, std::string> credentials_for(const std::string& config_text, const std::string& source,
+                                                   const std::set<std::string>& domains);
+
+// The same from the caller's own config file (none: no credentials).
+std::map<std::string, std::string> caller_credentials(const std::set<std::string>& domains);
+
+}  // namespace kbuild::cli

@@ -1,0 +1,332 @@
+#include "engine/registry/client.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "engine/image/oci.h"
+
+namespace kbuild::registry {
+namespace {
+
+using nlohmann::json;
+
+const char* const kManifestTypes =
+    "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, "
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+std::string url_escape(std::string_view text) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+// The registry's own words from an error body ({"errors":[{"code":..., "message":...}]}).
+std::string registry_message(const std::string& body) {
+  try {
+    json doc = json::parse(body);
+    std::string out;
+    for (const auto& e : doc.at("errors")) {
+      std::string message = e.value("message", "");
+      std::string code = e.value("code", "");
+      for (char& c : code) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      std::replace(code.begin(), code.end(), '_', ' ');
+      out += (out.empty() ? "" : "; ") + (message.empty() ? code : code + ": " + message);
+    }
+    return out;
+  } catch (const std::exception&) {
+    return "";
+  }
+}
+
+std::string status_text(long status) {
+  switch (status) {
+    case 400: return "400 Bad Request";
+    case 401: return "401 Unauthorized";
+    case 403: return "403 Forbidden";
+    case 404: return "404 Not Found";
+    case 405: return "405 Method Not Allowed";
+    case 413: return "413 Request Entity Too Large";
+    case 429: return "429 Too Many Requests";
+    case 500: return "500 Internal Server Error";
+    case 502: return "502 Bad Gateway";
+    case 503: return "503 Service Unavailable";
+    default: return std::to_string(status);
+  }
+}
+
+std::string media_type_of(const HttpResponse& response, const std::string& bytes) {
+  std::string type = response.header("content-type");
+  type = type.substr(0, type.find(';'));
+  while (!type.empty() && type.back() == ' ') type.pop_back();
+  if (type.empty() || type == "application/json" || type == "text/plain") {
+    try {
+      std::string inner = image::document_media_type(bytes);
+      if (!inner.empty()) return inner;
+    } catch (const Error&) {
+    }
+  }
+  return type;
+}
+
+}  // namespace
+
+const char* const kManifestAccept = kManifestTypes;
+
+struct RegistryClient::Host {
+  std::string domain;
+  std::string base_url;
+  TlsConfig tls;
+  std::mutex mutex;
+  std::string basic;                           // "Basic ..." once the registry asked for it
+  std::map<std::string, std::string> tokens;  // scope → "Bearer ..."
+};
+
+RegistryClient::Host& RegistryClient::host(const std::string& domain) {
+  std::lock_guard lock(mutex_);
+  if (auto it = hosts_by_domain_.find(domain); it != hosts_by_domain_.end()) return *it->second;
+  // The first endpoint that answers /v2/ as a registry does (200, or 401 asking for auth).
+  std::optional<Error> last;
+  for (const Endpoint& endpoint : endpoints_for(domain, hosts_)) {
+    std::vector<std::string> bases{endpoint.base_url};
+    if (endpoint.plain_http_fallback && endpoint.base_url.starts_with("https://")) {
+      bases.push_back("http://" + endpoint.base_url.substr(8));
+    }
+    for (const std::string& base : bases) {
+      HttpRequest ping;
+      ping.url = base + "/v2/";
+      try {
+        HttpResponse response = transport_.send(ping, endpoint.tls, {});
+        if (response.status != 200 && response.status != 401) {
+          last = Error(ErrorKind::user, domain + ": " + ping.url + " answered " + status_text(response.status) +
+                                            ", not as a registry");
+          continue;
+        }
+      } catch (const Error& e) {
+        if (e.kind() == ErrorKind::canceled) throw;
+        last = e;
+        // A certificate that does not verify is an answer, not a reason to try plain HTTP.
+        if (std::string(e.what()).find("not trusted") != std::string::npos) break;
+        continue;
+      }
+      auto host = std::make_shared<Host>();
+      host->domain = domain;
+      host->base_url = base;
+      host->tls = endpoint.tls;
+      hosts_by_domain_[domain] = host;
+      return *host;
+    }
+  }
+  throw last ? *last : Error(ErrorKind::user, domain + ": no endpoint");
+}
+
+void RegistryClient::authorize(Host& host, const image::Reference& reference, const std::string& actions,
+                               const HttpResponse& response) {
+  std::optional<Challenge> challenge = parse_challenge(response.header("www-authenticate"));
+  std::optional<Credentials> credentials = credentials_ ? credentials_(host.domain) : std::nullopt;
+  if (!challenge) throw Error(ErrorKind::permission, host.domain + ": unauthorized, and the registry gives no way to authenticate");
+  if (challenge->scheme == "basic") {
+    if (!credentials) throw Error(ErrorKind::permission, host.domain + ": unauthorized: authentication required (kbuildctl login " + host.domain + ")");
+    std::lock_guard lock(host.mutex);
+    host.basic = "Basic " + base64_encode(credentials->username + ":" + credentials->password);
+    return;
+  }
+  if (challenge->scheme != "bearer") {
+    throw Error(ErrorKind::user, host.domain + ": unsupported authentication scheme " + challenge->scheme);
+  }
+  std::string scope = "repository:" + reference.path + ":" + actions;
+  std::string realm = challenge->parameters["realm"];
+  if (realm.empty()) throw Error(ErrorKind::user, host.domain + ": a bearer challenge without a realm");
+  HttpRequest token_request;
+  token_request.url = realm + (realm.find('?') == std::string::npos ? "?" : "&") +
+                      "service=" + url_escape(challenge->parameters["service"]) + "&scope=" + url_escape(scope);
+  if (credentials && !credentials->username.empty()) {
+    token_request.headers.emplace_back("Authorization",
+                                       "Basic " + base64_encode(credentials->username + ":" + credentials->password));
+  }
+  std::string body, error_body;
+  TlsConfig tls = host.tls;
+  HttpResponse token_response = transport_.send(
+      token_request, tls, [&](std::string_view data) {
+        if (body.size() + data.size() > (1 << 20)) throw Error(ErrorKind::user, host.domain + ": token too large");
+        body.append(data);
+      },
+      &error_body);
+  if (token_response.status == 401 || token_response.status == 403) {
+    throw Error(ErrorKind::permission, host.domain + ": failed to authorize: failed to fetch token: " +
+                                           status_text(token_response.status) +
+                                           (credentials ? " (incorrect username or password?)" : ""));
+  }
+  if (token_response.status != 200) {
+    throw Error(ErrorKind::user, host.domain + ": failed to fetch token: " + status_text(token_response.status));
+  }
+  std::string token;
+  try {
+    json doc = json::parse(body);
+    token = doc.value("token", "");
+    if (token.empty()) token = doc.value("access_token", "");
+  } catch (const std::exception&) {
+  }
+  if (token.empty()) throw Error(ErrorKind::user, host.domain + ": the token server's answer holds no token");
+  std::lock_guard lock(host.mutex);
+  host.tokens[scope] = "Bearer " + token;
+}
+
+HttpResponse RegistryClient::send(const image::Reference& reference, const std::string& actions, HttpRequest request,
+                                  const BodySink& sink, std::string* error_body) {
+  Host& h = host(reference.domain);
+  std::string path = request.url;
+  auto attempt = [&] {
+    HttpRequest r = request;
+    if (!path.starts_with("http://") && !path.starts_with("https://")) r.url = h.base_url + "/v2/" + path;
+    {
+      std::lock_guard lock(h.mutex);
+      auto token = h.tokens.find("repository:" + reference.path + ":" + actions);
+      if (token != h.tokens.end()) {
+        r.headers.emplace_back("Authorization", token->second);
+      } else if (!h.basic.empty()) {
+        r.headers.emplace_back("Authorization", h.basic);
+      }
+    }
+    if (error_body) error_body->clear();
+    return transport_.send(r, h.tls, sink, error_body);
+  };
+  HttpResponse response = attempt();
+  if (response.status == 401 && !request.body) {
+    authorize(h, reference, actions, response);
+    response = attempt();
+  }
+  return response;
+}
+
+void RegistryClient::fail(const image::Reference& reference, const std::string& what, const HttpResponse& response,
+                          const std::string& body) {
+  std::string message = registry_message(body);
+  std::string text = reference.name() + ": " + what + ": " + status_text(response.status) +
+                     (message.empty() ? "" : ": " + message);
+  ErrorKind kind = response.status == 404   ? ErrorKind::not_found
+                   : response.status == 401 || response.status == 403 ? ErrorKind::permission
+                                                                       : ErrorKind::user;
+  throw Error(kind, text);
+}
+
+FetchedManifest RegistryClient::manifest(const image::Reference& reference, const std::string& tag_or_digest) {
+  HttpRequest request;
+  request.url = reference.path + "/manifests/" + tag_or_digest;
+  request.headers.emplace_back("Accept", kManifestTypes);
+  std::string bytes, error_body;
+  HttpResponse response = send(reference, "pull", request, [&](std::string_view data) {
+    if (bytes.size() + data.size() > kManifestLimit) {
+      throw Error(ErrorKind::user, reference.name() + ": the manifest is larger than " +
+                                       std::to_string(kManifestLimit >> 20) + " MiB");
+    }
+    bytes.append(data);
+  }, &error_body);
+  if (response.status != 200) fail(reference, "fetching manifest " + tag_or_digest, response, error_body);
+  FetchedManifest out;
+  out.bytes = std::move(bytes);
+  out.digest = store::Digest::of(out.bytes);
+  out.media_type = media_type_of(response, out.bytes);
+  if (tag_or_digest.starts_with("sha256:") && out.digest.str() != tag_or_digest) {
+    throw Error(ErrorKind::user, reference.name() + ": the registry sent a manifest whose digest is " +
+                                     out.digest.str() + ", not " + tag_or_digest);
+  }
+  return out;
+}
+
+void RegistryClient::blob(const image::Reference& reference, const store::Digest& digest, int64_t size,
+                          const std::function<void(std::string_view)>& sink) {
+  HttpRequest request;
+  request.url = reference.path + "/blobs/" + digest.str();
+  store::Sha256 hasher;
+  uint64_t received = 0;
+  std::string error_body;
+  HttpResponse response = send(reference, "pull", request, [&](std::string_view data) {
+    received += data.size();
+    if (size >= 0 && received > static_cast<uint64_t>(size)) {
+      throw Error(ErrorKind::user, reference.name() + ": blob " + digest.str() + " is larger than its " +
+                                       std::to_string(size) + " bytes");
+    }
+    hasher.update(data);
+    sink(data);
+  }, &error_body);
+  if (response.status != 200) fail(reference, "fetching blob " + digest.str(), response, error_body);
+  if (size >= 0 && received != static_cast<uint64_t>(size)) {
+    throw Error(ErrorKind::user, reference.name() + ": blob " + digest.str() + " ended after " +
+                                     std::to_string(received) + " of its " + std::to_string(size) + " bytes");
+  }
+  store::Digest got = hasher.finish();
+  if (got != digest) {
+    throw Error(ErrorKind::user, reference.name() + ": blob " + digest.str() + " arrived with digest " + got.str());
+  }
+}
+
+bool RegistryClient::has_blob(const image::Reference& reference, const store::Digest& digest) {
+  HttpRequest request;
+  request.method = "HEAD";
+  request.url = reference.path + "/blobs/" + digest.str();
+  std::string error_body;
+  HttpResponse response = send(reference, "pull,push", request, {}, &error_body);
+  if (response.status == 200) return true;
+  if (response.status == 404) return false;
+  fail(reference, "checking blob " + digest.str(), response, error_body);
+}
+
+void RegistryClient::upload_blob(const image::Reference& reference, const store::Digest& digest, uint64_t size,
+                                 const std::function<size_t(char*, size_t)>& read, const std::string& from_repository) {
+  HttpRequest start;
+  start.method = "POST";
+  start.url = reference.path + "/blobs/uploads/";
+  if (!from_repository.empty()) start.url += "?mount=" + url_escape(digest.str()) + "&from=" + url_escape(from_repository);
+  std::string error_body;
+  HttpResponse started = send(reference, "pull,push", start, {}, &error_body);
+  if (started.status == 201) return;  // mounted from the other repository
+  if (started.status != 202) fail(reference, "starting the upload of " + digest.str(), started, error_body);
+  std::string location = started.header("location");
+  if (location.empty()) throw Error(ErrorKind::user, reference.name() + ": the registry gave no upload location");
+  Host& h = host(reference.domain);
+  if (location.starts_with("/")) location = h.base_url + location;
+  HttpRequest put;
+  put.method = "PUT";
+  put.url = location + (location.find('?') == std::string::npos ? "?" : "&") + "digest=" + url_escape(digest.str());
+  put.headers.emplace_back("Content-Type", "application/octet-stream");
+  put.body = read;
+  put.body_size = size;
+  HttpResponse finished = send(reference, "pull,push", put, {}, &error_body);
+  if (finished.status != 201) fail(reference, "uploading blob " + digest.str(), finished, error_body);
+}
+
+void RegistryClient::put_manifest(const image::Reference& reference, const std::string& tag_or_digest,
+                                  const std::string& media_type, const std::string& bytes) {
+  HttpRequest request;
+  request.method = "PUT";
+  request.url = reference.path + "/manifests/" + tag_or_digest;
+  request.headers.emplace_back("Content-Type", media_type);
+  size_t offset = 0;
+  request.body = [&](char* buffer, size_t room) {
+    size_t n = std::min(room, bytes.size() - offset);
+    std::memcpy(buffer, bytes.data() + offset, n);
+    offset += n;
+    return n;
+  };
+  request.body_size = bytes.size();
+  std::string error_body;
+  HttpResponse response = send(reference, "pull,push", request, {}, &error_body);
+  if (response.status != 201 && response.status != 200) {
+    fail(reference, "pushing manifest " + tag_or_digest, response, error_body);
+  }
+}
+
+}  // namespace kbuild::registry

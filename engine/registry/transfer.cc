@@ -1,0 +1,161 @@
+#include "engine/registry/transfer.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+
+#include "common/error.h"
+#include "common/syscall.h"
+#include "engine/image/exporter.h"
+#include "engine/image/image_store.h"
+#include "engine/image/layer_blobs.h"
+#include "engine/image/oci.h"
+
+namespace kbuild::registry {
+namespace {
+
+bool is_layer_type(const std::string& type) {
+  return type == image::media_type::oci_layer || type == image::media_type::oci_layer_gzip ||
+         type == image::media_type::docker_layer || type == image::media_type::docker_layer_gzip;
+}
+
+// Runs `jobs` with at most `limit` at once; the first failure is rethrown once all have ended.
+void run_bounded(const std::vector<std::function<void()>>& jobs, int limit) {
+  std::atomic<size_t> next{0};
+  std::vector<std::future<void>> workers;
+  size_t count = std::min<size_t>(static_cast<size_t>(std::max(limit, 1)), jobs.size());
+  for (size_t w = 0; w < count; ++w) {
+    workers.push_back(std::async(std::launch::async, [&] {
+      for (size_t i = next++; i < jobs.size(); i = next++) jobs[i]();
+    }));
+  }
+  std::exception_ptr first;
+  for (auto& worker : workers) {
+    try {
+      worker.get();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+      next = jobs.size();  // the other workers stop after their current job
+    }
+  }
+  if (first) std::rethrow_exception(first);
+}
+
+std::string short_digest(const store::Digest& digest) { return std::string(digest.hex().substr(0, 12)); }
+
+// The index entry for the platform asked for: os and architecture must match; a variant
+// only when asked for (else the first entry of that architecture, as containerd picks).
+image::Descriptor pick_platform(const image::Index& index, const PullOptions& options, const image::Reference& ref) {
+  for (const image::Descriptor& d : index.manifests) {
+    if (!d.platform) continue;
+    if (d.platform->os != options.os || d.platform->architecture != options.architecture) continue;
+    if (!options.variant.empty() && d.platform->variant != options.variant) continue;
+    return d;
+  }
+  std::string wanted = options.os + "/" + options.architecture + (options.variant.empty() ? "" : "/" + options.variant);
+  throw Error(ErrorKind::not_found, ref.str() + ": no match for platform " + wanted + " in the manifest list");
+}
+
+}  // namespace
+
+store::ImageRecord pull_image(store::Store& store, RegistryClient& client, const image::Reference& reference,
+                              const PullOptions& options) {
+  std::string wanted = reference.digest.empty() ? reference.tag : reference.digest;
+  FetchedManifest fetched = client.manifest(reference, wanted);
+  if (fetched.media_type == image::media_type::oci_index || fetched.media_type == image::media_type::docker_manifest_list) {
+    image::Index index = image::parse_index(fetched.bytes);
+    image::Descriptor chosen = pick_platform(index, options, reference);
+    fetched = client.manifest(reference, chosen.digest.str());
+  }
+  if (fetched.media_type != image::media_type::oci_manifest && fetched.media_type != image::media_type::docker_manifest) {
+    throw Error(ErrorKind::user, reference.str() + ": unsupported manifest media type \"" + fetched.media_type + "\"");
+  }
+  image::Manifest manifest = image::parse_manifest(fetched.bytes);
+  for (const image::Descriptor& layer : manifest.layers) {
+    if (!is_layer_type(layer.media_type)) {
+      throw Error(ErrorKind::user, reference.str() + ": unsupported layer media type \"" + layer.media_type + "\"");
+    }
+    if (layer.size < 0) throw Error(ErrorKind::user, reference.str() + ": a layer with a negative size");
+  }
+  // The config first: it is small, and the image is useless without it.
+  if (!store.content().has(manifest.config.digest)) {
+    if (manifest.config.size > static_cast<int64_t>(kManifestLimit)) {
+      throw Error(ErrorKind::user, reference.str() + ": the image config is larger than 4 MiB");
+    }
+    std::string config;
+    client.blob(reference, manifest.config.digest, manifest.config.size, [&](std::string_view data) { config.append(data); });
+    store.content().put(config);
+  }
+  std::vector<std::function<void()>> downloads;
+  for (const image::Descriptor& layer : manifest.layers) {
+    if (store.content().has(layer.digest)) {
+      if (options.progress) options.progress("pulling " + short_digest(layer.digest), layer.size, layer.size, true);
+      continue;
+    }
+    downloads.push_back([&, layer] {
+      std::string id = "pulling " + short_digest(layer.digest);
+      store::ContentStore::Writer writer = store.content().writer();
+      int64_t received = 0;
+      auto last_report = std::chrono::steady_clock::now();
+      client.blob(reference, layer.digest, layer.size, [&](std::string_view data) {
+        writer.write(data);
+        received += static_cast<int64_t>(data.size());
+        auto now = std::chrono::steady_clock::now();
+        if (options.progress && now - last_report > std::chrono::milliseconds(100)) {
+          options.progress(id, received, layer.size, false);
+          last_report = now;
+        }
+      });
+      writer.commit(layer.digest);
+      if (options.progress) options.progress(id, layer.size, layer.size, true);
+    });
+  }
+  run_bounded(downloads, options.max_concurrent_downloads);
+  store::Digest manifest_digest = store.content().put(fetched.bytes);
+  image::ImageStore(store).unpack(manifest_digest);
+  store::ImageRecord record{manifest_digest, manifest.config.digest, std::chrono::system_clock::now()};
+  store.snapshots().sync();
+  store.metadata().set_image_name(reference.str(), record);
+  return record;
+}
+
+store::Digest push_image(store::Store& store, RegistryClient& client, const store::ImageRecord& stored,
+                         const image::Reference& target, const PushOptions& options) {
+  image::Manifest ours = image::parse_manifest(store.content().read_small(stored.manifest));
+  image::Descriptor pushed = image::gzip_manifest(store, ours);
+  std::string manifest_bytes = store.content().read_small(pushed.digest);
+  image::Manifest manifest = image::parse_manifest(manifest_bytes);
+  std::vector<image::Descriptor> blobs = manifest.layers;
+  blobs.push_back(manifest.config);
+  std::vector<std::function<void()>> uploads;
+  for (const image::Descriptor& blob : blobs) {
+    uploads.push_back([&, blob] {
+      std::string id = "pushing " + short_digest(blob.digest);
+      if (client.has_blob(target, blob.digest)) {
+        if (options.progress) options.progress(id, blob.size, blob.size, true);
+        return;
+      }
+      image::LazyBlobSource source(store);
+      UniqueFd fd = source.open(blob.digest);
+      int64_t sent = 0;
+      client.upload_blob(target, blob.digest, static_cast<uint64_t>(blob.size), [&](char* buffer, size_t room) {
+        ssize_t n;
+        do {
+          n = ::read(fd.get(), buffer, room);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) throw_errno("reading blob", blob.digest.str());
+        sent += n;
+        if (options.progress) options.progress(id, sent, blob.size, false);
+        return static_cast<size_t>(n);
+      });
+      if (options.progress) options.progress(id, blob.size, blob.size, true);
+    });
+  }
+  run_bounded(uploads, options.max_concurrent_uploads);
+  client.put_manifest(target, target.digest.empty() ? target.tag : target.digest, pushed.media_type, manifest_bytes);
+  return pushed.digest;
+}
+
+}  // namespace kbuild::registry

@@ -1,0 +1,42 @@
+// Pulling an image from a registry into the store, and pushing a stored image to one, as
+// `docker pull` and `docker push` do.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "engine/image/reference.h"
+#include "engine/registry/client.h"
+#include "engine/store/store.h"
+
+namespace kbuild::registry {
+
+// Progress of one transfer: a status line ("pulling sha256:..."), bytes so far and in all.
+using TransferProgress = std::function<void(const std::string& id, int64_t current, int64_t total, bool done)>;
+
+struct PullOptions {
+  std::string os = "linux";
+  std::string architecture;  // "amd64"
+  std::string variant;
+  int max_concurrent_downloads = 3;
+  TransferProgress progress;
+};
+
+// Fetches the manifest (the platform's, from an index), config and missing layer blobs, each
+// verified by digest and size while it streams into the content store, then unpacks the
+// layers into snapshots and names the image `reference`. A blob the store has is not fetched
+// again. Returns the record stored under the name.
+store::ImageRecord pull_image(store::Store& store, RegistryClient& client, const image::Reference& reference,
+                              const PullOptions& options);
+
+struct PushOptions {
+  int max_concurrent_uploads = 5;
+  TransferProgress progress;
+};
+
+// Sends a stored image's blobs the registry lacks (our layers gzip-compressed, once), then its
+// manifest under `target`'s tag. Returns the pushed manifest's digest.
+store::Digest push_image(store::Store& store, RegistryClient& client, const store::ImageRecord& image,
+                         const image::Reference& target, const PushOptions& options);
+
+}  // namespace kbuild::registry
