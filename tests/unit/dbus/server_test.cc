@@ -429,7 +429,8 @@ TEST_F(ServerTest, IntrospectionEqualsTheXml) {
   BuilderClient client(server.path());
   Members served = interface_members(client.introspect(), kBuilderInterface);
   Members defined = interface_members(read_file(KBUILD_BUILDER1_XML), kBuilderInterface);
-  ASSERT_EQ(defined.size(), 8u);
+  ASSERT_EQ(defined.size(), 10u);
+  EXPECT_EQ(defined.at("method PullImage"), (std::vector<Arg>{{"reference", "s", "in"}, {"options", "a{sv}", "in"}, {"lines", "as", "out"}}));
   EXPECT_EQ(defined.at("method Build").size(), 5u);
   EXPECT_EQ(defined.at("method Build")[4], (Arg{"result", "a{sv}", "out"}));
   EXPECT_EQ(served, defined);
