@@ -1,0 +1,259 @@
+#include "engine/registry/client.h"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <functional>
+
+#include "common/error.h"
+
+namespace kbuild::registry {
+namespace {
+
+// Answers requests from a script: a handler per "METHOD URL" (without the query for
+// uploads), and records every request it saw.
+class FakeTransport : public HttpTransport {
+ public:
+  struct Seen {
+    std::string method, url, authorization;
+    std::string body;
+  };
+  using Handler = std::function<HttpResponse(const HttpRequest&, const BodySink&)>;
+
+  void on(const std::string& method_and_url, Handler handler) { handlers_[method_and_url] = std::move(handler); }
+
+  HttpResponse send(const HttpRequest& request, const TlsConfig&, const BodySink& sink, std::string* error_body) override {
+    Seen seen{request.method, request.url, "", ""};
+    for (const auto& [name, value] : request.headers) {
+      if (name == "Authorization") seen.authorization = value;
+    }
+    if (request.body) {
+      char buffer[4096];
+      for (size_t n; (n = request.body(buffer, sizeof buffer)) > 0;) seen.body.append(buffer, n);
+    }
+    requests.push_back(seen);
+    std::string key = request.method + " " + request.url.substr(0, request.url.find('?'));
+    auto it = handlers_.find(key);
+    if (it == handlers_.end()) throw Error(ErrorKind::user, "no route to " + key);
+    HttpResponse response = it->second(request, sink);
+    if (error_body && (response.status < 200 || response.status >= 300)) *error_body = response_body;
+    return response;
+  }
+
+  std::vector<Seen> requests;
+  std::string response_body;  // the error body of the next non-2xx answer
+
+ private:
+  std::map<std::string, Handler> handlers_;
+};
+
+HttpResponse status(long code, Headers headers = {}) { return HttpResponse{code, std::move(headers), ""}; }
+
+HttpResponse body(const BodySink& sink, const std::string& data, Headers headers = {}) {
+  if (sink) sink(data);
+  return HttpResponse{200, std::move(headers), ""};
+}
+
+class ClientTest : public ::testing::Test {
+ protected:
+  RegistryClient client(std::optional<Credentials> credentials = std::nullopt) {
+    return RegistryClient(transport, HostsConfig{}, [credentials](const std::string&) { return credentials; });
+  }
+  image::Reference ref = image::parse_reference("127.0.0.1:5000/team/app:1");
+  FakeTransport transport;
+  const std::string base = "http://127.0.0.1:5000";
+};
+
+TEST_F(ClientTest, LoopbackFallsBackToPlainHttpWhenTlsIsNotSpoken) {
+  transport.on("GET https://127.0.0.1:5000/v2/", [](const HttpRequest&, const BodySink&) -> HttpResponse {
+    throw Error(ErrorKind::user, "127.0.0.1:5000: wrong version number");
+  });
+  transport.on("GET " + base + "/v2/", [](const HttpRequest&, const BodySink&) { return status(200); });
+  transport.on("HEAD " + base + "/v2/team/app/blobs/" + store::Digest::of("x").str(),
+               [](const HttpRequest&, const BodySink&) { return status(404); });
+  auto c = client();
+  EXPECT_FALSE(c.has_blob(ref, store::Digest::of("x")));
+  ASSERT_EQ(transport.requests.size(), 3u);
+  EXPECT_EQ(transport.requests[2].url, base + "/v2/team/app/blobs/" + store::Digest::of("x").str());
+}
+
+TEST_F(ClientTest, AnUntrustedCertificateIsNotAReasonToTryPlainHttp) {
+  transport.on("GET https://127.0.0.1:5000/v2/", [](const HttpRequest&, const BodySink&) -> HttpResponse {
+    throw Error(ErrorKind::user, "127.0.0.1:5000: the registry's TLS certificate is not trusted (x)");
+  });
+  transport.on("GET " + base + "/v2/", [](const HttpRequest&, const BodySink&) { return status(200); });
+  auto c = client();
+  EXPECT_THROW(c.has_blob(ref, store::Digest::of("x")), Error);
+  EXPECT_EQ(transport.requests.size(), 1u);
+}
+
+class HttpClientTest : public ClientTest {
+ protected:
+  void SetUp() override {
+    transport.on("GET https://127.0.0.1:5000/v2/", [](const HttpRequest&, const BodySink&) -> HttpResponse {
+      throw Error(ErrorKind::user, "no TLS here");
+    });
+    transport.on("GET " + base + "/v2/", [](const HttpRequest&, const BodySink&) { return status(401); });
+  }
+};
+
+TEST_F(HttpClientTest, BearerTokensAreFetchedWithTheCredentialsAndReused) {
+  int token_requests = 0;
+  transport.on("GET http://auth.local/token", [&](const HttpRequest& r, const BodySink& sink) {
+    ++token_requests;
+    EXPECT_NE(r.url.find("service=reg"), std::string::npos);
+    EXPECT_NE(r.url.find("scope=repository%3Ateam%2Fapp%3Apull"), std::string::npos);
+    EXPECT_EQ(r.headers.at(0).second, "Basic " + base64_encode("u:p"));
+    return body(sink, R"({"token":"T1"})");
+  });
+  std::string manifest = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"})";
+  transport.on("GET " + base + "/v2/team/app/manifests/1", [&](const HttpRequest& r, const BodySink& sink) {
+    for (const auto& [name, value] : r.headers) {
+      if (name == "Authorization" && value == "Bearer T1") {
+        return body(sink, manifest, {{"content-type", "application/vnd.oci.image.manifest.v1+json"}});
+      }
+    }
+    return status(401, {{"www-authenticate", R"(Bearer realm="http://auth.local/token",service="reg",scope="repository:team/app:pull")"}});
+  });
+  auto c = client(Credentials{"u", "p", ""});
+  FetchedManifest first = c.manifest(ref, "1");
+  FetchedManifest second = c.manifest(ref, "1");
+  EXPECT_EQ(first.bytes, manifest);
+  EXPECT_EQ(first.media_type, "application/vnd.oci.image.manifest.v1+json");
+  EXPECT_EQ(first.digest, store::Digest::of(manifest));
+  EXPECT_EQ(token_requests, 1);
+  EXPECT_EQ(transport.requests.back().authorization, "Bearer T1");
+}
+
+TEST_F(HttpClientTest, BasicChallengesNeedCredentials) {
+  transport.on("GET " + base + "/v2/team/app/manifests/1", [&](const HttpRequest& r, const BodySink& sink) {
+    for (const auto& [name, value] : r.headers) {
+      if (name == "Authorization" && value == "Basic " + base64_encode("u:p")) return body(sink, "{}");
+    }
+    return status(401, {{"www-authenticate", R"(Basic realm="Registry")"}});
+  });
+  try {
+    client().manifest(ref, "1");
+    FAIL() << "no error without credentials";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::permission);
+    EXPECT_NE(std::string(e.what()).find("authentication required"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(client(Credentials{"u", "p", ""}).manifest(ref, "1").bytes, "{}");
+}
+
+TEST_F(HttpClientTest, ARefusedTokenSaysSo) {
+  transport.on("GET http://auth.local/token", [](const HttpRequest&, const BodySink&) { return status(401); });
+  transport.on("GET " + base + "/v2/team/app/manifests/1", [](const HttpRequest&, const BodySink&) {
+    return status(401, {{"www-authenticate", R"(Bearer realm="http://auth.local/token",service="reg")"}});
+  });
+  try {
+    client(Credentials{"u", "wrong", ""}).manifest(ref, "1");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::permission);
+    EXPECT_NE(std::string(e.what()).find("401 Unauthorized"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("wrong"), std::string::npos) << "the password leaked: " << e.what();
+  }
+}
+
+class OpenClientTest : public ClientTest {
+ protected:
+  void SetUp() override {
+    transport.on("GET https://127.0.0.1:5000/v2/", [](const HttpRequest&, const BodySink&) -> HttpResponse {
+      throw Error(ErrorKind::user, "no TLS here");
+    });
+    transport.on("GET " + base + "/v2/", [](const HttpRequest&, const BodySink&) { return status(200); });
+  }
+};
+
+TEST_F(OpenClientTest, AManifestByDigestMustHaveThatDigest) {
+  store::Digest asked = store::Digest::of("what was asked");
+  transport.on("GET " + base + "/v2/team/app/manifests/" + asked.str(),
+               [](const HttpRequest&, const BodySink& sink) { return body(sink, "something else"); });
+  EXPECT_THROW(client().manifest(ref, asked.str()), Error);
+}
+
+TEST_F(OpenClientTest, AHugeManifestIsRefusedWhileItStreams) {
+  transport.on("GET " + base + "/v2/team/app/manifests/1", [](const HttpRequest&, const BodySink& sink) {
+    std::string chunk(1 << 20, ' ');
+    for (int i = 0; i < 5; ++i) sink(chunk);
+    return status(200);
+  });
+  try {
+    client().manifest(ref, "1");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("larger than 4 MiB"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(OpenClientTest, MissingManifestsAreNotFoundInTheRegistrysWords) {
+  transport.response_body = R"({"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]})";
+  transport.on("GET " + base + "/v2/team/app/manifests/1", [](const HttpRequest&, const BodySink&) { return status(404); });
+  try {
+    client().manifest(ref, "1");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::not_found);
+    EXPECT_EQ(std::string(e.what()),
+              "127.0.0.1:5000/team/app: fetching manifest 1: 404 Not Found: manifest unknown: manifest unknown");
+  }
+}
+
+TEST_F(OpenClientTest, BlobsAreCheckedForDigestAndSize) {
+  std::string data = "layer bytes";
+  store::Digest digest = store::Digest::of(data);
+  std::string served = data;
+  transport.on("GET " + base + "/v2/team/app/blobs/" + digest.str(),
+               [&](const HttpRequest&, const BodySink& sink) { return body(sink, served); });
+  std::string got;
+  client().blob(ref, digest, static_cast<int64_t>(data.size()), [&](std::string_view d) { got.append(d); });
+  EXPECT_EQ(got, data);
+  served = "LAYER BYTES";  // same size, other bytes
+  EXPECT_THROW(client().blob(ref, digest, static_cast<int64_t>(data.size()), [](std::string_view) {}), Error);
+  served = data.substr(0, 4);  // truncated
+  try {
+    client().blob(ref, digest, static_cast<int64_t>(data.size()), [](std::string_view) {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ended after 4 of its 11 bytes"), std::string::npos) << e.what();
+  }
+  served = data + "more";  // longer than the manifest said
+  EXPECT_THROW(client().blob(ref, digest, static_cast<int64_t>(data.size()), [](std::string_view) {}), Error);
+}
+
+TEST_F(OpenClientTest, UploadsStartThenPutTheBytesWithTheirDigest) {
+  std::string data = "blob";
+  store::Digest digest = store::Digest::of(data);
+  transport.on("POST " + base + "/v2/team/app/blobs/uploads/", [](const HttpRequest&, const BodySink&) {
+    return status(202, {{"location", "/v2/team/app/blobs/uploads/abc?_state=s"}});
+  });
+  transport.on("PUT " + base + "/v2/team/app/blobs/uploads/abc", [&](const HttpRequest& r, const BodySink&) {
+    EXPECT_NE(r.url.find("_state=s&digest=sha256%3A" + std::string(digest.hex())), std::string::npos) << r.url;
+    return status(201);
+  });
+  size_t offset = 0;
+  client().upload_blob(ref, digest, data.size(), [&](char* buffer, size_t room) {
+    size_t n = std::min(room, data.size() - offset);
+    std::copy_n(data.data() + offset, n, buffer);
+    offset += n;
+    return n;
+  });
+  ASSERT_EQ(transport.requests.back().method, "PUT");
+  EXPECT_EQ(transport.requests.back().body, data);
+}
+
+TEST_F(OpenClientTest, AMountedBlobIsNotUploaded) {
+  store::Digest digest = store::Digest::of("blob");
+  transport.on("POST " + base + "/v2/team/app/blobs/uploads/", [&](const HttpRequest& r, const BodySink&) {
+    EXPECT_NE(r.url.find("mount=sha256%3A"), std::string::npos);
+    EXPECT_NE(r.url.find("from=team%2Fbase"), std::string::npos);
+    return status(201);
+  });
+  client().upload_blob(ref, digest, 4, [](char*, size_t) -> size_t { ADD_FAILURE() << "read"; return 0; }, "team/base");
+  EXPECT_EQ(transport.requests.back().method, "POST");
+}
+
+}  // namespace
+}  // namespace kbuild::registry
