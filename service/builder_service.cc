@@ -135,6 +135,7 @@ BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver:
   registry.hosts.insecure_registries = config_.insecure_registries;
   registry.hosts.mirrors = config_.registry_mirrors;
   if (!certs_dir.empty()) registry.hosts.certs_dir = certs_dir;
+  registry.proxies = registry::ProxyConfig{config_.http_proxy, config_.https_proxy, config_.no_proxy};
   registry.max_concurrent_downloads = config_.max_concurrent_downloads;
   registry.max_concurrent_uploads = config_.max_concurrent_uploads;
   builder_.set_registry(std::move(registry));
@@ -220,7 +221,7 @@ std::vector<std::string> BuilderService::pull_image(const dbus::CallContext& cal
   image::Reference ref = image::parse_reference(reference);
   std::atomic<bool> canceled{false};
   std::stop_callback on_disconnect(call.stop, [&canceled] { canceled = true; });
-  auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); });
+  auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); }, builder_.registry().proxies);
   registry::RegistryClient client = client_for(builder_.registry(), *transport, registry_auth(options));
   registry::PullOptions pull;
   std::string platform = option<std::string>(options, "platform").value_or("");
@@ -258,7 +259,7 @@ std::vector<std::string> BuilderService::push_image(const dbus::CallContext& cal
   store::ImageRecord record = images_.resolve(reference);
   std::atomic<bool> canceled{false};
   std::stop_callback on_disconnect(call.stop, [&canceled] { canceled = true; });
-  auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); });
+  auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); }, builder_.registry().proxies);
   registry::RegistryClient client = client_for(builder_.registry(), *transport, registry_auth(options));
   registry::PushOptions push;
   push.max_concurrent_uploads = builder_.registry().max_concurrent_uploads;

@@ -100,7 +100,10 @@ int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
 
 class CurlTransport : public HttpTransport {
  public:
-  explicit CurlTransport(std::function<bool()> canceled) : canceled_(std::move(canceled)) { global_init(); }
+  CurlTransport(std::function<bool()> canceled, ProxyConfig proxies)
+      : canceled_(std::move(canceled)), proxies_(std::move(proxies)) {
+    global_init();
+  }
 
   HttpResponse send(const HttpRequest& request, const TlsConfig& tls, const BodySink& sink,
                     std::string* error_body) override {
@@ -145,7 +148,9 @@ class CurlTransport : public HttpTransport {
     curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "kbuild/" KBUILD_VERSION);
     // Proxies come from the daemon's configuration only, never from its environment.
-    curl_easy_setopt(curl, CURLOPT_PROXY, "");
+    const std::string& proxy = request.url.starts_with("https://") ? proxies_.https_proxy : proxies_.http_proxy;
+    curl_easy_setopt(curl, CURLOPT_PROXY, proxy.c_str());
+    if (!proxies_.no_proxy.empty()) curl_easy_setopt(curl, CURLOPT_NOPROXY, proxies_.no_proxy.c_str());
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, tls.verify ? 1L : 0L);
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, tls.verify ? 2L : 0L);
     if (!tls.client_cert.empty()) {
@@ -207,6 +212,7 @@ class CurlTransport : public HttpTransport {
   static std::string extra_ca_bundle(const std::vector<std::string>& files);
 
   std::function<bool()> canceled_;
+  ProxyConfig proxies_;
 };
 
 std::string read_text_file(const std::string& path) {
@@ -230,8 +236,8 @@ std::string HttpResponse::header(std::string_view name) const {
   return it == headers.end() ? std::string() : it->second;
 }
 
-std::unique_ptr<HttpTransport> make_curl_transport(std::function<bool()> canceled) {
-  return std::make_unique<CurlTransport>(std::move(canceled));
+std::unique_ptr<HttpTransport> make_curl_transport(std::function<bool()> canceled, ProxyConfig proxies) {
+  return std::make_unique<CurlTransport>(std::move(canceled), std::move(proxies));
 }
 
 }  // namespace kbuild::registry

@@ -56,7 +56,13 @@ class HttpTransport {
                             std::string* error_body = nullptr) = 0;
 };
 
+// The daemon's own proxies (daemon.json "proxies"); its environment is never read for them.
+struct ProxyConfig {
+  std::string http_proxy, https_proxy;
+  std::string no_proxy;  // comma-separated hosts, as curl and Go take it
+};
+
 // libcurl with OpenSSL. `cancel` is polled while transfers run (true stops them).
-std::unique_ptr<HttpTransport> make_curl_transport(std::function<bool()> canceled = {});
+std::unique_ptr<HttpTransport> make_curl_transport(std::function<bool()> canceled = {}, ProxyConfig proxies = {});
 
 }  // namespace kbuild::registry

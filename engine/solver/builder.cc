@@ -104,7 +104,7 @@ class Builder::Run {
   }
 
   store::ImageRecord pull(const std::string& name, const std::string& platform, const std::string& vertex) {
-    auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); });
+    auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); }, builder_.registry_.proxies);
     registry::RegistryClient client = registry_client(*transport);
     registry::PullOptions options;
     std::vector<std::string> parts;
@@ -167,26 +167,29 @@ class Builder::Run {
     image::StoredImage stored =
         image::store_image(store_, built, request_.tags, builder_.layer_journals_.get(),
                            [&](const std::string& text, bool done) { progress_.status(vertex, text, 0, 0, done); });
-    push(stored, vertex);
+    std::optional<store::Digest> pushed = push(stored, vertex);
     for (const Output& output : request_.outputs) {
       if (image::is_store_output(output.type) || output.type == "registry") continue;
       if (request_.output_fd < 0) throw Error(ErrorKind::user, "output type " + output.type + " needs a destination");
       image::FdSink sink(request_.output_fd, "output", cancel_.fd());
       image::make_exporter(store_, output.type, output.attributes)->write(stored, built, sink);
     }
+    // As BuildKit reports it: the manifest the registry holds when the image was pushed.
+    if (pushed) return BuildResult{stored.id(), *pushed, stored.names, static_cast<int64_t>(store_.content().size(*pushed))};
     return BuildResult{stored.id(), stored.descriptor.digest, stored.names, stored.descriptor.size};
   }
 
   // --push, type=registry, or type=image,push=true: every name goes to its registry.
-  void push(const image::StoredImage& stored, const std::string& vertex) {
+  // Returns the digest of the manifest pushed (its layers gzip), when something was pushed.
+  std::optional<store::Digest> push(const image::StoredImage& stored, const std::string& vertex) {
     bool wanted = request_.push;
     for (const Output& output : request_.outputs) {
       auto attribute = output.attributes.find("push");
       if (output.type == "registry" || (attribute != output.attributes.end() && attribute->second == "true")) wanted = true;
     }
-    if (!wanted) return;
+    if (!wanted) return std::nullopt;
     if (stored.names.empty()) throw Error(ErrorKind::user, "push needs a name: give the image one with -t");
-    auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); });
+    auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); }, builder_.registry_.proxies);
     registry::RegistryClient client = registry_client(*transport);
     store::ImageRecord record{stored.descriptor.digest, stored.id(), std::chrono::system_clock::now()};
     registry::PushOptions options;
@@ -194,12 +197,14 @@ class Builder::Run {
     options.progress = [&](const std::string& id, int64_t current, int64_t total, bool done) {
       progress_.status(vertex, id, current, total, done);
     };
+    std::optional<store::Digest> pushed;
     for (const std::string& name : stored.names) {
       progress_.status(vertex, "pushing layers", 0, 0, false);
-      registry::push_image(store_, client, record, image::parse_reference(name), options);
+      pushed = registry::push_image(store_, client, record, image::parse_reference(name), options);
       progress_.status(vertex, "pushing layers", 0, 0, true);
       progress_.status(vertex, "pushing manifest for " + name, 0, 0, true);
     }
+    return pushed;
   }
 
   Builder& builder_;

@@ -21,6 +21,7 @@
 #include "engine/graph/definition.h"
 #include "engine/registry/auth.h"
 #include "engine/registry/hosts.h"
+#include "engine/registry/http.h"
 #include "engine/sandbox/cgroup.h"
 #include "engine/solver/cancel.h"
 #include "engine/solver/progress.h"
@@ -90,6 +91,7 @@ using Frontend = std::function<graph::Definition(const FrontendInput& input)>;
 // How the daemon reaches registries (daemon.json's settings).
 struct RegistrySettings {
   registry::HostsConfig hosts;
+  registry::ProxyConfig proxies;
   int max_concurrent_downloads = 3;
   int max_concurrent_uploads = 5;
 };
