@@ -1,14 +1,45 @@
 #include "cli/registry_auth.h"
 
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/fd_io.h"
+#include "common/syscall.h"
+#include "common/unique_fd.h"
+
+extern char** environ;
 
 namespace kbuild::cli {
+namespace {
+
+std::string base64_of(std::string_view data) {
+  static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (size_t i = 0; i < data.size(); i += 3) {
+    uint32_t n = static_cast<unsigned char>(data[i]) << 16;
+    if (i + 1 < data.size()) n |= static_cast<unsigned char>(data[i + 1]) << 8;
+    if (i + 2 < data.size()) n |= static_cast<unsigned char>(data[i + 2]);
+    out += alphabet[(n >> 18) & 63];
+    out += alphabet[(n >> 12) & 63];
+    out += i + 1 < data.size() ? alphabet[(n >> 6) & 63] : '=';
+    out += i + 2 < data.size() ? alphabet[n & 63] : '=';
+  }
+  return out;
+}
+
+}  // namespace
 
 std::string docker_config_path() {
   if (const char* dir = std::getenv("DOCKER_CONFIG"); dir && *dir) return std::string(dir) + "/config.json";
@@ -25,7 +56,7 @@ std::string registry_domain_of_key(const std::string& key) {
 }
 
 std::map<std::string, std::string> credentials_for(const std::string& config_text, const std::string& source,
-                                                   const std::set<std::string>& domains) {
+                                                   const std::set<std::string>& domains, const CredentialHelper& helper) {
   std::map<std::string, std::string> out;
   nlohmann::json config;
   try {
@@ -33,15 +64,74 @@ std::map<std::string, std::string> credentials_for(const std::string& config_tex
   } catch (const nlohmann::json::exception& e) {
     throw Error(ErrorKind::user, "reading " + source + ": " + e.what());
   }
-  if (!config.is_object() || !config.contains("auths") || !config["auths"].is_object()) return out;
-  for (const auto& [key, entry] : config["auths"].items()) {
-    std::string domain = registry_domain_of_key(key);
-    if (!domains.count(domain) || !entry.is_object()) continue;
-    if (entry.contains("auth") && entry["auth"].is_string() && !entry["auth"].get<std::string>().empty()) {
-      out[domain] = entry["auth"].get<std::string>();
+  if (!config.is_object()) return out;
+  if (config.contains("auths") && config["auths"].is_object()) {
+    for (const auto& [key, entry] : config["auths"].items()) {
+      std::string domain = registry_domain_of_key(key);
+      if (!domains.count(domain) || !entry.is_object()) continue;
+      if (entry.contains("auth") && entry["auth"].is_string() && !entry["auth"].get<std::string>().empty()) {
+        out[domain] = entry["auth"].get<std::string>();
+      }
     }
   }
+  if (!helper) return out;
+  for (const std::string& domain : domains) {
+    if (out.count(domain)) continue;
+    std::string name;
+    if (config.contains("credHelpers") && config["credHelpers"].is_object()) {
+      name = config["credHelpers"].value(domain, "");
+    }
+    if (name.empty() && config.contains("credsStore") && config["credsStore"].is_string()) {
+      name = config["credsStore"].get<std::string>();
+    }
+    if (name.empty()) continue;
+    std::string server = domain == "docker.io" ? "https://index.docker.io/v1/" : domain;
+    if (std::string auth = helper(name, server); !auth.empty()) out[domain] = auth;
+  }
   return out;
+}
+
+std::string run_credential_helper(const std::string& helper, const std::string& server) {
+  for (char c : helper) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
+      throw Error(ErrorKind::user, "credential helper name \"" + helper + "\" is not a plain name");
+    }
+  }
+  std::string program = "docker-credential-" + helper;
+  int to_child[2], from_child[2];
+  check(::pipe2(to_child, O_CLOEXEC), "pipe2");
+  check(::pipe2(from_child, O_CLOEXEC), "pipe2");
+  UniqueFd child_in(to_child[0]), parent_out(to_child[1]), parent_in(from_child[0]), child_out(from_child[1]);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, child_in.get(), STDIN_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, child_out.get(), STDOUT_FILENO);
+  const char* argv[] = {program.c_str(), "get", nullptr};
+  pid_t pid = 0;
+  int spawned = posix_spawnp(&pid, program.c_str(), &actions, nullptr, const_cast<char* const*>(argv), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (spawned != 0) throw Error(ErrorKind::user, "running " + program + ": " + std::strerror(spawned));
+  child_in.reset();
+  child_out.reset();
+  write_all(parent_out.get(), server, program);
+  parent_out.reset();
+  std::string reply = read_all(parent_in.get(), program);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  // A helper that knows nothing of the server says so and exits non-zero: no credentials.
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "";
+  try {
+    nlohmann::json doc = nlohmann::json::parse(reply);
+    std::string user = doc.value("Username", ""), secret = doc.value("Secret", "");
+    if (secret.empty()) return "";
+    if (user == "<token>") {
+      throw Error(ErrorKind::user, program + " gave an identity token for " + server + ", which is not supported yet");
+    }
+    return base64_of(user + ":" + secret);
+  } catch (const nlohmann::json::exception&) {
+    throw Error(ErrorKind::user, program + " get: its answer for " + server + " is not JSON");
+  }
 }
 
 std::map<std::string, std::string> caller_credentials(const std::set<std::string>& domains) {
@@ -50,7 +140,7 @@ std::map<std::string, std::string> caller_credentials(const std::set<std::string
   std::ifstream in(path);
   if (!in) return {};
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return credentials_for(text, path, domains);
+  return credentials_for(text, path, domains, run_credential_helper);
 }
 
 }  // namespace kbuild::cli

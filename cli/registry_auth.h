@@ -3,6 +3,7 @@
 // the registries a call needs. The daemon never reads a home directory.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -16,10 +17,19 @@ std::string docker_config_path();
 // "https://host:5000/v2/" is host:5000.
 std::string registry_domain_of_key(const std::string& key);
 
+// Runs a credential helper ("desktop" → docker-credential-desktop get) for one server; returns
+// the base64 "user:password" it gives, or "" when it has none.
+using CredentialHelper = std::function<std::string(const std::string& helper, const std::string& server)>;
+
 // The base64 "user:password" for each of `domains` that `config_text` (config.json) has, by
-// domain. Throws kbuild::Error (user) naming `source` for JSON that does not parse.
+// domain: from "auths", else from the domain's "credHelpers" entry or the "credsStore", as
+// docker resolves them. Throws kbuild::Error (user) naming `source` for JSON that does not parse.
 std::map<std::string, std::string> credentials_for(const std::string& config_text, const std::string& source,
-                                                   const std::set<std::string>& domains);
+                                                   const std::set<std::string>& domains,
+                                                   const CredentialHelper& helper = {});
+
+// docker-credential-HELPER get, run as the caller with the server on stdin.
+std::string run_credential_helper(const std::string& helper, const std::string& server);
 
 // The same from the caller's own config file (none: no credentials).
 std::map<std::string, std::string> caller_credentials(const std::set<std::string>& domains);

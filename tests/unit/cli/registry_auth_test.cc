@@ -2,6 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
 #include "common/error.h"
 
 namespace kbuild::cli {
@@ -26,6 +33,40 @@ TEST(RegistryAuth, OnlyTheRegistriesAskedForAreSent) {
   EXPECT_TRUE(credentials_for(config, "config.json", {}).empty());
   EXPECT_EQ(credentials_for(config, "config.json", {"localhost:5000"}).at("localhost:5000"), "bG9jYWw6cHc=");
   EXPECT_TRUE(credentials_for("{}", "config.json", {"docker.io"}).empty());
+}
+
+TEST(RegistryAuth, HelpersAnswerForRegistriesAuthsDoesNotHold) {
+  std::string config = R"({"auths": {"a.io": {"auth": "YTpi"}}, "credHelpers": {"b.io": "special"}, "credsStore": "store"})";
+  std::vector<std::pair<std::string, std::string>> asked;
+  auto helper = [&](const std::string& name, const std::string& server) {
+    asked.emplace_back(name, server);
+    return server == "c.io" ? std::string() : name + "@" + server;
+  };
+  auto sent = credentials_for(config, "config.json", {"a.io", "b.io", "c.io", "docker.io"}, helper);
+  EXPECT_EQ(sent, (std::map<std::string, std::string>{
+                      {"a.io", "YTpi"}, {"b.io", "special@b.io"}, {"docker.io", "store@https://index.docker.io/v1/"}}));
+  EXPECT_EQ(asked.size(), 3u);  // b.io, c.io, docker.io: never a.io
+}
+
+TEST(RegistryAuth, ACredentialHelperIsRunAsDockerRunsIt) {
+  char dir_template[] = "/tmp/kbuild-helper-XXXXXX";
+  std::string dir = ::mkdtemp(dir_template);
+  std::string script = dir + "/docker-credential-fake";
+  {
+    std::ofstream out(script);
+    out << "#!/bin/sh\n[ \"$1\" = get ] || exit 3\nread server\n"
+           "if [ \"$server\" = reg.io ]; then echo '{\"ServerURL\":\"reg.io\",\"Username\":\"u\",\"Secret\":\"p\"}';"
+           " else echo 'credentials not found in native keychain'; exit 1; fi\n";
+  }
+  ::chmod(script.c_str(), 0755);
+  std::string path = dir + ":" + (std::getenv("PATH") ? std::getenv("PATH") : "");
+  ::setenv("PATH", path.c_str(), 1);
+  EXPECT_EQ(run_credential_helper("fake", "reg.io"), "dTpw");  // base64 of u:p
+  EXPECT_EQ(run_credential_helper("fake", "other.io"), "");
+  EXPECT_THROW(run_credential_helper("missing-helper", "reg.io"), Error);
+  EXPECT_THROW(run_credential_helper("../evil", "reg.io"), Error);
+  std::remove(script.c_str());
+  ::rmdir(dir.c_str());
 }
 
 TEST(RegistryAuth, ABrokenConfigIsOneClearError) {
