@@ -17,6 +17,9 @@ build_packages=(
   skopeo umoci docker.io golang-go busybox-static buildah systemd-container libc6-dev debootstrap
   # what RUN --network=default runs: pasta (package passt), or slirp4netns where pasta is missing
   passt slirp4netns
+  # the registry tests: a distribution registry (docker-registry), htpasswd for its basic auth
+  # (apache2-utils), openssl for the CA and certificates of its TLS
+  docker-registry apache2-utils openssl
 )
 
 missing=()

@@ -1,0 +1,1219 @@
+#!/usr/bin/env python3
+"""End-to-end tests of pulling and pushing: a real kbuildd on a private socket, store,
+daemon.json and certs dir, against Debian's docker-registry (distribution 2.8) on 127.0.0.1 —
+plain HTTP, htpasswd basic auth, TLS with a CA the test makes — and against a small registry in
+Python that serves what a real one would not: blobs that do not match their digest or end
+early, oversized manifests, unknown layer types, layers that try to write outside their
+snapshot, Bearer tokens, redirects to a blob store, and silence. What a registry holds is
+checked with skopeo. Nothing listens beyond loopback, every process started is stopped, and
+everything lives in one temp dir, removed at the end. Run as root:
+
+    python3 tests/integration/test_registry.py [--build-dir build] [-k PATTERN]
+
+The last line is `registry: N passed, M failed, K skipped` (scripts/test.sh sums it).
+
+Two registries that stop answering are asked in the background while the other tests run: the
+daemon gives up on one that answers its /v2/ ping and then stays silent after its 60 s
+low-speed limit, so the suite takes a little over a minute.
+"""
+import argparse
+import base64
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+import uuid
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import base_image  # noqa: E402
+from daemon_process import terminate, wait_listening  # noqa: E402
+from mounts import unmount_all_under  # noqa: E402
+
+BUILD_DIR = "build"
+BASE = base_image.DEFAULT_TAG
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+TAR_LAYER_TYPES = {"application/vnd.oci.image.layer.v1.tar", GZIP_LAYER,
+                   "application/vnd.docker.image.rootfs.diff.tar",
+                   "application/vnd.docker.image.rootfs.diff.tar.gzip"}
+MANIFEST_LIMIT = 4 << 20
+LAYER_PASSWD = "root:x:0:0:a layer's own:/root:/bin/sh\n"
+# The daemon's transport gives up on a registry that sends less than 1 byte/s for this long,
+# and on a connection (the TLS handshake included) not made after CONNECT_SECONDS.
+LOW_SPEED_SECONDS = 60
+CONNECT_SECONDS = 30
+# A line of docker-registry's access log: "HEAD /v2/t/app/blobs/sha256:... HTTP/1.1" 200
+ACCESS_LINE = re.compile(r'"(GET|HEAD|PUT|POST|PATCH|DELETE) (\S+) HTTP/[\d.]+" (\d{3})')
+# Extra time for slow machines on the waits for a timeout.
+SLACK = 15
+
+
+def run(cmd, check=True, timeout=180, **kwargs):
+    result = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} exited {result.returncode}\nstdout:\n{result.stdout[-4000:]}\n"
+                             f"stderr:\n{result.stderr[-6000:]}")
+    return result
+
+
+def write(path, content, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(content.encode() if isinstance(content, str) else content)
+    os.chmod(path, mode)
+
+
+def digest_of(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def docker_config(directory, auths=None, **extra):
+    """A DOCKER_CONFIG directory whose config.json has `auths` {host: (user, password)}."""
+    config = dict(extra)
+    if auths is not None:
+        config["auths"] = {host: {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+                           for host, (user, password) in auths.items()}
+    write(os.path.join(directory, "config.json"), json.dumps(config))
+    return directory
+
+
+# -- kbuildd ----------------------------------------------------------------------------------
+
+class Daemon:
+    """kbuildd on a socket, store, daemon.json and certs dir of its own, stopped with SIGTERM.
+    Its clients read credentials from `no_credentials` (an empty docker config) unless a call
+    names another, so the host's ~/.docker never counts."""
+
+    def __init__(self, workdir, config=None):
+        os.makedirs(workdir)
+        self.workdir = workdir
+        self.socket = os.path.join(workdir, "kbuild.sock")
+        self.root = os.path.join(workdir, "root")
+        self.certs_dir = os.path.join(workdir, "certs.d")
+        os.makedirs(self.certs_dir)
+        self.no_credentials = docker_config(os.path.join(workdir, "no-credentials"))
+        config_path = os.path.join(workdir, "daemon.json")
+        write(config_path, json.dumps(config or {}))
+        self.log_path = os.path.join(workdir, "kbuildd.log")
+        argv = [os.path.join(BUILD_DIR, "service/kbuildd"), "--listen", self.socket, "--root", self.root,
+                "--config", config_path, "--certs-dir", self.certs_dir,
+                "--exec-helper", os.path.join(BUILD_DIR, "engine/kbuild-exec")]
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        if not wait_listening(self.process, self.socket, 10):
+            terminate(self.process, 5)
+            raise AssertionError(f"kbuildd did not listen on {self.socket}:\n{self.log()[-3000:]}")
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def argv(self, *args):
+        return [os.path.join(BUILD_DIR, "cli/kbuildctl"), "--host", "unix://" + self.socket] + list(args)
+
+    def env(self, credentials=None, path=None):
+        env = dict(os.environ, DOCKER_CONFIG=credentials or self.no_credentials)
+        if path:
+            env["PATH"] = path + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+        return env
+
+    def client(self, *args, check=True, credentials=None, path=None, **kwargs):
+        return run(self.argv(*args), check=check, env=self.env(credentials, path), **kwargs)
+
+    def names(self):
+        """"repository:tag" of every image `kbuildctl images` lists."""
+        lines = self.client("images").stdout.splitlines()[1:]
+        return {f"{fields[0]}:{fields[1]}" for fields in (line.split() for line in lines) if len(fields) >= 2}
+
+    def image_id(self, name):
+        """The image's config digest, from what `kbuildctl save` writes."""
+        with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
+            archive = os.path.join(tmp, "image.tar")
+            self.client("save", name, "-o", archive)
+            with tarfile.open(archive) as tar:
+                config = json.load(tar.extractfile("manifest.json"))[0]["Config"]
+        return "sha256:" + os.path.basename(config).removesuffix(".json")
+
+    def blob_temp_files(self):
+        tmp = os.path.join(self.root, "blobs", "tmp")
+        return sorted(os.listdir(tmp)) if os.path.isdir(tmp) else []
+
+    def stop(self):
+        terminate(self.process)
+
+
+# -- Debian's docker-registry ----------------------------------------------------------------
+
+class DistributionRegistry:
+    """`docker-registry serve` on 127.0.0.1, a free port and a storage dir of its own, with
+    htpasswd auth or TLS when asked; what clients asked it, read back from its access log."""
+
+    def __init__(self, workdir, name, htpasswd=None, tls=None):
+        self.dir = os.path.join(workdir, "registries", name)
+        os.makedirs(os.path.join(self.dir, "storage"))
+        self.log_path = os.path.join(self.dir, "registry.log")
+        self.process = None
+        # Another program may take the free port before the registry binds it: try again.
+        for _ in range(5):
+            self.port = free_port()
+            config = {"version": 0.1, "log": {"level": "info"},
+                      "storage": {"filesystem": {"rootdirectory": os.path.join(self.dir, "storage")},
+                                  "delete": {"enabled": True}},
+                      "http": {"addr": f"127.0.0.1:{self.port}", "secret": uuid.uuid4().hex}}
+            if htpasswd:
+                config["auth"] = {"htpasswd": {"realm": "kbuild-test", "path": htpasswd}}
+            if tls:
+                config["http"]["tls"] = tls
+            config_path = os.path.join(self.dir, "config.yml")
+            write(config_path, json.dumps(config))  # JSON is YAML
+            env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+            with open(self.log_path, "w") as log:
+                self.process = subprocess.Popen(["docker-registry", "serve", config_path], stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+            listening = f"listening on 127.0.0.1:{self.port}"
+            if wait_until(lambda: listening in self.log() or self.process.poll() is not None, 15) \
+                    and self.process.poll() is None:
+                return
+            terminate(self.process, 5)
+            if "address already in use" not in self.log():
+                raise AssertionError(f"docker-registry did not start:\n{self.log()[-3000:]}")
+        raise AssertionError("docker-registry found no free port")
+
+    @property
+    def host(self):
+        return f"127.0.0.1:{self.port}"
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def mark(self):
+        """Where the log is now: requests(since=mark) are those made after it."""
+        return len(self.log())
+
+    def requests(self, since=0, until=None):
+        """(method, path, status) of each request answered after `since`. The registry logs a
+        request just after answering it: with `until`, waits (a few seconds at most) for the
+        list to satisfy it."""
+        found = lambda: [(m.group(1), m.group(2), int(m.group(3)))  # noqa: E731
+                         for m in ACCESS_LINE.finditer(self.log()[since:])]
+        if until is not None:
+            wait_until(lambda: until(found()), 5)
+        return found()
+
+    def stop(self):
+        if self.process is not None:
+            terminate(self.process, 10)
+
+
+# -- a registry in Python ---------------------------------------------------------------------
+
+def tar_entry(name, kind=tarfile.REGTYPE, data=b"", target="", mode=0o644):
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime, info.linkname = kind, mode, base_image.MTIME, target
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    return info, data
+
+
+def layer_tar(entries):
+    """An uncompressed layer with exactly these entries, names as given (tarfile's addfile keeps a
+    leading "/" or a ".." that its add() would strip)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
+    return out.getvalue()
+
+
+class FakeImage:
+    """An image as a registry holds it: its layers gzip'd (or as `layer_media_type` says), a config
+    whose diff_ids are the uncompressed layers' digests, the manifest; `blobs` by digest."""
+
+    def __init__(self, layers, architecture="amd64", layer_media_type=GZIP_LAYER, annotations=None):
+        self.blobs, descriptors, diff_ids = {}, [], []
+        for tar in layers:
+            blob = gzip.compress(tar, mtime=0) if "gzip" in layer_media_type else tar
+            self.blobs[digest_of(blob)] = blob
+            descriptors.append({"mediaType": layer_media_type, "digest": digest_of(blob), "size": len(blob)})
+            diff_ids.append(digest_of(tar))
+        config = {"architecture": architecture, "os": "linux", "created": base_image.CREATED,
+                  "config": {"Env": ["PATH=" + base_image.PATH], "Cmd": ["sh"]},
+                  "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+        self.config = json.dumps(config, sort_keys=True).encode()
+        self.config_digest = digest_of(self.config)
+        self.blobs[self.config_digest] = self.config
+        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": OCI_CONFIG, "digest": self.config_digest, "size": len(self.config)},
+                    "layers": descriptors}
+        if annotations:
+            manifest["annotations"] = annotations
+        self.manifest = json.dumps(manifest).encode()
+        self.digest = digest_of(self.manifest)
+        self.layer_digests = [d["digest"] for d in descriptors]
+        self.platform = {"os": "linux", "architecture": architecture}
+
+
+def padded_image(layers, manifest_size):
+    """A FakeImage whose manifest is exactly `manifest_size` bytes (an annotation pads it)."""
+    image = FakeImage(layers, annotations={"pad": ""})
+    pad = manifest_size - len(image.manifest)
+    return FakeImage(layers, annotations={"pad": "x" * pad})
+
+
+def error_body(code, message):
+    return json.dumps({"errors": [{"code": code, "message": message}]}).encode()
+
+
+class _HttpServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def finish_request(self, request, client_address):
+        # On loopback the daemon tries https:// first. A plain-HTTP registry refuses a TLS
+        # ClientHello at once; http.server would wait for the end of a request line that never
+        # comes, and the daemon would wait out its connect timeout.
+        try:
+            request.settimeout(10)
+            if request.recv(1, socket.MSG_PEEK) == b"\x16":
+                return
+        except OSError:
+            return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request, client_address):
+        pass  # a client that went away mid-answer, as the fault tests make it
+
+
+class FakeRegistry:
+    """The read side of the distribution API on 127.0.0.1 and a free port, serving what a test
+    put in it (`add`, `add_index`), with the faults it asks for:
+
+      faults[digest] = "corrupt"  the blob with one byte changed, under its digest
+                       "short"    Content-Length says all of it; half is sent, then the connection closes
+                       "unsized"  half of it without a Content-Length: the connection's end ends it
+                       "long"     the blob and more bytes, the Content-Length saying so
+      bearer = (user, password)   /v2/... wants `Authorization: Bearer <token>`, the token from
+                                  /token, which wants Basic user:password (`token_field` names its JSON key)
+      blob_store = FakeRegistry   blob GETs are answered 307 to that server, as registries send
+                                  them to object storage
+
+    `requests` records (method, path, Authorization header) of every request; `token_requests`
+    (query, Authorization header) of those of /token."""
+
+    def __init__(self):
+        self.manifests, self.blobs, self.faults = {}, {}, {}
+        self.bearer, self.token_field, self.blob_store = None, "token", None
+        self.token = "tok-" + uuid.uuid4().hex
+        self.requests, self.token_requests = [], []
+        registry = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                registry.answer(self, body=True)
+
+            def do_HEAD(self):
+                registry.answer(self, body=False)
+
+        self.server = _HttpServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def host(self):
+        return f"127.0.0.1:{self.port}"
+
+    def add(self, repository, tag, image):
+        self.blobs.update(image.blobs)
+        for reference in (tag, image.digest):
+            self.manifests[f"{repository}/manifests/{reference}"] = (OCI_MANIFEST, image.manifest)
+
+    def add_index(self, repository, tag, images):
+        for image in images:
+            self.add(repository, image.digest, image)
+        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": i.digest, "size": len(i.manifest), "platform": i.platform}
+            for i in images]}).encode()
+        self.manifests[f"{repository}/manifests/{tag}"] = (OCI_INDEX, index)
+
+    def blob_requests(self):
+        return [path.rsplit("/", 1)[1] for method, path, _ in self.requests if "/blobs/" in path and method == "GET"]
+
+    def answer(self, handler, body):
+        authorization = handler.headers.get("Authorization", "")
+        self.requests.append((handler.command, handler.path, authorization))
+        url = urllib.parse.urlsplit(handler.path)
+        if url.path == "/token":
+            return self.answer_token(handler, url.query, authorization)
+        if not url.path.startswith("/v2/"):
+            return self.send(handler, 404, b"not found\n", "text/plain", body=body)
+        if self.bearer and authorization != "Bearer " + self.token:
+            challenge = (f'Bearer realm="http://{self.host}/token",service="fake",'
+                         f'scope="repository:t/app:pull"')
+            return self.send(handler, 401, error_body("UNAUTHORIZED", "authentication required"),
+                             headers={"WWW-Authenticate": challenge}, body=body)
+        path = url.path[len("/v2/"):]
+        if path == "":
+            return self.send(handler, 200, b"{}", body=body)
+        if "/manifests/" in path:
+            if path not in self.manifests:
+                return self.send(handler, 404, error_body("MANIFEST_UNKNOWN", "manifest unknown"), body=body)
+            media_type, data = self.manifests[path]
+            return self.send(handler, 200, data, media_type, {"Docker-Content-Digest": digest_of(data)}, body=body)
+        if "/blobs/" in path:
+            digest = path.rsplit("/", 1)[1]
+            if self.blob_store is not None:
+                return self.send(handler, 307, b"", headers={"Location": f"http://{self.blob_store.host}/v2/{path}"},
+                                 body=body)
+            if digest not in self.blobs:
+                return self.send(handler, 404, error_body("BLOB_UNKNOWN", "blob unknown to registry"), body=body)
+            return self.send_blob(handler, self.blobs[digest], self.faults.get(digest), body)
+        return self.send(handler, 404, error_body("NAME_UNKNOWN", "repository name not known to registry"), body=body)
+
+    def answer_token(self, handler, query, authorization):
+        self.token_requests.append((urllib.parse.parse_qs(query), authorization))
+        user, password = self.bearer
+        if authorization != "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode():
+            return self.send(handler, 401, json.dumps({"details": "incorrect username or password"}).encode())
+        return self.send(handler, 200, json.dumps({self.token_field: self.token, "expires_in": 300}).encode())
+
+    def send(self, handler, status, data, content_type="application/json", headers=None, body=True):
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.send_header("Docker-Distribution-Api-Version", "registry/2.0")
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        if body:
+            handler.wfile.write(data)
+
+    def send_blob(self, handler, data, fault, body):
+        if not body or fault is None:
+            return self.send(handler, 200, data, "application/octet-stream", body=body)
+        if fault == "corrupt":
+            return self.send(handler, 200, data[:-1] + bytes([data[-1] ^ 0xFF]), "application/octet-stream")
+        if fault == "long":
+            return self.send(handler, 200, data + b"\0" * 4096, "application/octet-stream")
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/octet-stream")
+        if fault == "short":
+            handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data[:len(data) // 2])
+        handler.wfile.flush()
+        handler.close_connection = True
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class SilentRegistry:
+    """Takes connections and never answers them, but for `GET /v2/` when `answer_ping` (then
+    a TLS ClientHello is closed at once too, as a plain-HTTP registry's port does, and only what
+    comes after the ping meets silence). `events` records (seconds, connection, what): "open",
+    the request line or "tls", and "closed" when the client closed its end."""
+
+    def __init__(self, answer_ping):
+        self.answer_ping = answer_ping
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.started = time.monotonic()
+        self.events, self.connections = [], []
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    @property
+    def host(self):
+        return f"127.0.0.1:{self.port}"
+
+    def event(self, number, what):
+        with self.lock:
+            self.events.append((time.monotonic() - self.started, number, what))
+
+    def find(self, what):
+        """(seconds, connection) of the first event starting with `what`, or None."""
+        with self.lock:
+            return next(((t, n) for t, n, w in self.events if w.startswith(what)), None)
+
+    def closed(self, number):
+        with self.lock:
+            return next((t for t, n, w in self.events if n == number and w == "closed"), None)
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections.append(conn)
+                number = len(self.connections)
+            threading.Thread(target=self.serve, args=(conn, number), daemon=True).start()
+
+    def serve(self, conn, number):
+        self.event(number, "open")
+        received, told = b"", False
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                received += data
+                if not told and (received[:1] == b"\x16" or b"\r\n" in received):
+                    told = True
+                    self.event(number, "tls" if received[:1] == b"\x16" else received.split(b"\r\n")[0].decode())
+                if self.answer_ping and received[:1] == b"\x16":
+                    break
+                if self.answer_ping and received.startswith(b"GET /v2/ ") and b"\r\n\r\n" in received:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+                                 b"Docker-Distribution-Api-Version: registry/2.0\r\nConnection: close\r\n\r\n{}")
+                    break
+        except OSError:
+            pass
+        self.event(number, "closed")
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+    def close(self):
+        self.listener.close()
+        with self.lock:
+            connections = list(self.connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class BackgroundPull:
+    """`kbuildctl pull NAME` started now, left running: its start, and its result when done."""
+
+    def __init__(self, daemon, name):
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(daemon.argv("pull", name), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, env=daemon.env(), start_new_session=True)
+
+    def wait(self, timeout):
+        """(exit status, stderr, seconds it ran); status None if it still runs after `timeout`."""
+        try:
+            _, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, "", time.monotonic() - self.started
+        return self.process.returncode, err, time.monotonic() - self.started
+
+    def kill(self):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.communicate()
+
+
+# -- TLS material -----------------------------------------------------------------------------
+
+def make_ca(directory, name):
+    """A CA (ca.crt, ca.key) in `directory`."""
+    os.makedirs(directory, exist_ok=True)
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", os.path.join(directory, "ca.key"), "-out", os.path.join(directory, "ca.crt"), "-days", "2",
+         "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+    return os.path.join(directory, "ca.crt")
+
+
+def issue(ca_dir, out_prefix, common_name, extensions):
+    """A key and a certificate signed by the CA in `ca_dir`: out_prefix.key, out_prefix.crt."""
+    ext = out_prefix + ".ext"
+    write(ext, "\n".join(extensions) + "\n")
+    run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", out_prefix + ".key", "-out", out_prefix + ".csr", "-subj", f"/CN={common_name}"])
+    run(["openssl", "x509", "-req", "-in", out_prefix + ".csr", "-CA", os.path.join(ca_dir, "ca.crt"),
+         "-CAkey", os.path.join(ca_dir, "ca.key"), "-set_serial", str(uuid.uuid4().int >> 64), "-days", "2",
+         "-out", out_prefix + ".crt", "-extfile", ext])
+    return out_prefix + ".crt", out_prefix + ".key"
+
+
+# -- the tests --------------------------------------------------------------------------------
+
+class RegistryTest(unittest.TestCase):
+    # Set by main(): whether the silent-registry test is among those run (its pulls start in
+    # setUpClass, to run beside the other tests).
+    run_silent = True
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="kbuild-registry-")
+        os.chmod(cls.workdir, 0o755)
+        cls.closers = []
+        try:
+            cls.base_archive = os.path.join(cls.workdir, "base.tar")
+            base_image.write_base_image(cls.base_archive, BASE)
+            cls.base_layer = base_image.layer_tar(base_image.ensure_busybox())
+            cls.daemon = Daemon(os.path.join(cls.workdir, "daemon"))
+            cls.closers.append(cls.daemon.stop)
+            cls.daemon.client("load", "-i", cls.base_archive)
+            cls.silent = {}
+            if cls.run_silent:
+                for kind, answer_ping in (("after-ping", True), ("mute", False)):
+                    server = SilentRegistry(answer_ping)
+                    cls.closers.append(server.close)
+                    pull = BackgroundPull(cls.daemon, f"{server.host}/t/app:1")
+                    cls.closers.append(pull.kill)
+                    cls.silent[kind] = (server, pull)
+        except BaseException:
+            cls.tearDownClass()  # unittest does not when setUpClass fails
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for close in reversed(getattr(cls, "closers", [])):
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001 -- the rest must still be stopped
+                print(f"cleanup: {e}", file=sys.stderr)
+        unmount_all_under(cls.workdir)
+        shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def path(self, *parts):
+        return os.path.join(self.workdir, self.id().rsplit(".", 1)[-1], *parts)
+
+    def context(self, dockerfile, files=None, name="ctx"):
+        path = self.path(name)
+        shutil.rmtree(path, ignore_errors=True)
+        write(os.path.join(path, "Dockerfile"), dockerfile)
+        for rel, content in (files or {}).items():
+            write(os.path.join(path, rel), content)
+        return path
+
+    def build(self, ctx, *args, daemon=None, **kwargs):
+        return (daemon or self.daemon).client("build", "--progress", "plain", *args, ".", cwd=ctx, **kwargs)
+
+    def app_context(self):
+        return self.context(f"FROM {BASE}\nRUN echo hi > /hi\nCOPY f /f\n", {"f": "from the context\n"}, name="app")
+
+    def distribution(self, name, **kwargs):
+        registry = DistributionRegistry(self.workdir, f"{self.id().rsplit('.', 1)[-1]}-{name}", **kwargs)
+        self.addCleanup(registry.stop)
+        return registry
+
+    def fake(self):
+        registry = FakeRegistry()
+        self.addCleanup(registry.close)
+        return registry
+
+    def second_daemon(self, name, config=None):
+        daemon = Daemon(self.path(name), config)
+        self.addCleanup(daemon.stop)
+        return daemon
+
+    def skopeo(self, *args, **kwargs):
+        # skopeo's own credentials and proxies must not count either.
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env.update(DOCKER_CONFIG=self.daemon.no_credentials, REGISTRY_AUTH_FILE=self.path("skopeo-auth.json"))
+        write(env["REGISTRY_AUTH_FILE"], "{}")
+        return run(["skopeo"] + list(args), env=env, **kwargs)
+
+    def failing(self, result):
+        self.assertNotEqual(result.returncode, 0, f"expected a failure\nstdout:\n{result.stdout}\n"
+                                                  f"stderr:\n{result.stderr[-3000:]}")
+        return result.stderr + result.stdout
+
+    def assert_pull_fails(self, name, *words, daemon=None, **kwargs):
+        """A failing pull whose message holds one of `words` and that leaves no name behind."""
+        daemon = daemon or self.daemon
+        message = self.failing(daemon.client("pull", name, check=False, **kwargs))
+        self.assertTrue(any(w.lower() in message.lower() for w in words), f"none of {words} in:\n{message}")
+        self.assertNotIn(name, daemon.names())
+        self.assertTrue(wait_until(lambda: not daemon.blob_temp_files(), 5),
+                        f"the failed pull left temp files: {daemon.blob_temp_files()}")
+        return message
+
+    # -- plain HTTP on loopback -----------------------------------------------------------------
+
+    def test_build_push_to_plain_http_loopback_then_inspect_pull_copy_and_push_again(self):
+        registry = self.distribution("plain")
+        name = f"{registry.host}/t/app:1"
+        meta = self.path("metadata.json")
+        built = self.build(self.app_context(), "-t", name, "--push", "--metadata-file", meta)
+        with open(meta) as f:
+            metadata = json.load(f)
+        image_id = metadata["containerimage.config.digest"]
+
+        # What the registry holds: skopeo's view, the manifest's own bytes, the config.
+        inspect = json.loads(self.skopeo("inspect", "--tls-verify=false", "docker://" + name).stdout)
+        raw = self.skopeo("inspect", "--raw", "--tls-verify=false", "docker://" + name).stdout.encode()
+        manifest = json.loads(raw)
+        pushed = inspect["Digest"]
+        self.assertEqual(digest_of(raw), pushed)
+        self.assertEqual(manifest["mediaType"], OCI_MANIFEST)
+        self.assertEqual(manifest["config"]["digest"], image_id)
+        self.assertEqual(len(inspect["Layers"]), 3, inspect)  # the base's, RUN's and COPY's
+        self.assertEqual(inspect["Layers"], [layer["digest"] for layer in manifest["layers"]])
+        for layer in manifest["layers"]:
+            self.assertIn(layer["mediaType"], TAR_LAYER_TYPES, manifest)
+        # The build's metadata names the manifest pushed, as BuildKit's does.
+        self.assertEqual(metadata["containerimage.digest"], pushed, metadata)
+        self.assertEqual(metadata["containerimage.descriptor"]["digest"], pushed, metadata)
+        self.assertEqual(metadata["containerimage.descriptor"]["size"], len(raw), metadata)
+        self.assertIn(f"pushing manifest for {name}", built.stderr)
+
+        # skopeo copies every blob, checking each against its digest; the config is ours, and the
+        # layers hash to its diff_ids.
+        layout = self.path("oci")
+        self.skopeo("copy", "--src-tls-verify=false", "docker://" + name, f"oci:{layout}:copied")
+        with open(os.path.join(layout, "index.json")) as f:
+            target = json.load(f)["manifests"][0]
+        self.assertEqual(target["digest"], pushed)
+
+        def blob(digest):
+            with open(os.path.join(layout, "blobs", *digest.split(":")), "rb") as f:
+                return f.read()
+        copied = json.loads(blob(target["digest"]))
+        self.assertEqual(copied["config"]["digest"], image_id)
+        config = json.loads(blob(image_id))
+        diff_ids = [digest_of(gzip.decompress(blob(layer["digest"])) if layer["mediaType"].endswith("gzip")
+                              else blob(layer["digest"])) for layer in copied["layers"]]
+        self.assertEqual(diff_ids, config["rootfs"]["diff_ids"])
+
+        # Removed, then pulled: the same image.
+        self.daemon.client("rmi", name)
+        self.assertNotIn(name, self.daemon.names())
+        mark = registry.mark()
+        pulled = self.daemon.client("pull", name).stdout
+        self.assertIn(f"Digest: {pushed}", pulled)
+        self.assertIn(name, self.daemon.names())
+        self.assertEqual(self.daemon.image_id(name), image_id)
+        manifest_get = ("GET", "/v2/t/app/manifests/1", 200)
+        self.assertIn(manifest_get, registry.requests(mark, until=lambda r: manifest_get in r))
+
+        # Pushed again: the same digest, and only HEADs for the blobs the registry has.
+        mark = registry.mark()
+        again = self.daemon.client("push", name).stdout
+        self.assertIn(f"1: digest: {pushed} size: {len(raw)}", again)
+        manifest_put = ("PUT", "/v2/t/app/manifests/1", 201)
+        requests = registry.requests(mark, until=lambda r: manifest_put in r)
+        self.assertEqual(sorted(p.rsplit("/", 1)[1] for m, p, s in requests if m == "HEAD" and s == 200),
+                         sorted([image_id] + inspect["Layers"]), requests)
+        self.assertEqual([r for r in requests if "/blobs/uploads" in r[1]], [], "blobs uploaded again")
+        self.assertIn(manifest_put, requests)
+
+    def test_build_from_a_pushed_image_pulls_it(self):
+        registry = self.distribution("plain")
+        name = f"{registry.host}/t/app:from"
+        self.build(self.app_context(), "-t", name, "--push")
+        dockerfile = f"FROM {name}\nRUN cat /hi /f > /both\n"
+
+        # The image removed here: the build pulls the manifest again (the blobs stay in the store).
+        self.daemon.client("rmi", name)
+        mark = registry.mark()
+        out = self.path("rootfs.tar")
+        self.build(self.context(dockerfile), "-o", f"type=tar,dest={out}")
+        with tarfile.open(out) as tar:
+            self.assertEqual(tar.extractfile("both").read(), b"hi\nfrom the context\n")
+        manifest_get = ("GET", "/v2/t/app/manifests/from", 200)
+        self.assertIn(manifest_get, registry.requests(mark, until=lambda r: manifest_get in r))
+        self.assertIn(name, self.daemon.names())
+
+        # A daemon with an empty store (not even the busybox base): every blob comes from the
+        # registry, and the step runs on what came.
+        fresh = self.second_daemon("fresh")
+        mark = registry.mark()
+        self.build(self.context(dockerfile, name="ctx-fresh"), "-o", f"type=tar,dest={out}", daemon=fresh)
+        with tarfile.open(out) as tar:
+            self.assertEqual(tar.extractfile("both").read(), b"hi\nfrom the context\n")
+        inspect = json.loads(self.skopeo("inspect", "--tls-verify=false", "docker://" + name).stdout)
+        expected = set(inspect["Layers"]) | {fresh.image_id(name)}
+
+        def fetched(requests):
+            return {p.rsplit("/", 1)[1] for m, p, s in requests if m == "GET" and "/blobs/" in p and s == 200}
+        self.assertEqual(fetched(registry.requests(mark, until=lambda r: fetched(r) >= expected)), expected)
+
+    def test_build_pull_flag_takes_the_registry_tag_over_the_store(self):
+        registry = self.distribution("plain")
+        name = f"{registry.host}/t/base:1"
+        for text in ("one", "two"):
+            self.build(self.context(f"FROM {BASE}\nRUN echo {text} > /version\n", name=f"base-{text}"), "-t", name,
+                       "--push")
+        # The store's name now holds "two"; the registry too. Put "one" back in the store only.
+        self.build(self.context(f"FROM {BASE}\nRUN echo one > /version\n", name="base-one"), "-t", name)
+        child = self.context(f"FROM {name}\nRUN cp /version /seen\n", name="child")
+        out = self.path("seen.tar")
+
+        def seen(*args):
+            self.build(child, "--no-cache", "-o", f"type=tar,dest={out}", *args)
+            with tarfile.open(out) as tar:
+                return tar.extractfile("seen").read().decode().strip()
+        self.assertEqual(seen(), "one")
+        self.assertEqual(seen("--pull"), "two")
+
+    def assert_output_pushes(self, output):
+        registry = self.distribution("plain")
+        name = f"{registry.host}/t/out:1"
+        meta = self.path("metadata.json")
+        result = self.build(self.app_context(), "-t", name, "-o", output, "--metadata-file", meta, check=False)
+        self.assertEqual(result.returncode, 0, f"-o {output}:\n{result.stderr[-2000:]}")
+        inspect = json.loads(self.skopeo("inspect", "--tls-verify=false", "docker://" + name).stdout)
+        with open(meta) as f:
+            self.assertEqual(json.load(f)["containerimage.digest"], inspect["Digest"])
+
+    def test_registry_output_pushes_the_tags(self):
+        self.assert_output_pushes("type=registry")
+
+    def test_image_output_with_push_true_pushes_the_tags(self):
+        self.assert_output_pushes("type=image,push=true")
+
+    def test_pull_of_a_missing_tag_or_repository_fails_and_names_nothing(self):
+        registry = self.distribution("plain")
+        name = f"{registry.host}/t/app:1"
+        self.build(self.app_context(), "-t", name, "--push")
+        for missing in (f"{registry.host}/t/app:missing", f"{registry.host}/t/nothing:1"):
+            message = self.assert_pull_fails(missing, "not found", "manifest unknown")
+            self.assertIn(missing.rsplit(":", 1)[0], message)
+            ctx = self.context(f"FROM {missing}\nRUN true\n")
+            message = self.failing(self.build(ctx, check=False))
+            self.assertTrue("not found" in message.lower() or "manifest unknown" in message, message)
+            self.assertNotIn(missing, self.daemon.names())
+
+    def test_push_of_an_image_loaded_from_a_docker_archive(self):
+        # `kbuildctl load` keeps the archive's Docker schema 2 manifest; a push must send a
+        # manifest whose body and Content-Type agree.
+        registry = self.distribution("plain")
+        name = f"{registry.host}/t/loaded:1"
+        self.daemon.client("tag", BASE, name)
+        pushed = self.daemon.client("push", name, check=False)
+        self.assertEqual(pushed.returncode, 0, pushed.stderr)
+        inspect = json.loads(self.skopeo("inspect", "--tls-verify=false", "docker://" + name).stdout)
+        self.assertEqual(len(inspect["Layers"]), 1)
+
+    # -- htpasswd -------------------------------------------------------------------------------
+
+    def test_basic_auth_needs_the_right_credentials_and_never_shows_them(self):
+        user, password = "builder", "pw-" + uuid.uuid4().hex
+        htpasswd = self.path("htpasswd")
+        write(htpasswd, run(["htpasswd", "-Bbn", user, password]).stdout)
+        registry = self.distribution("auth", htpasswd=htpasswd)
+        name = f"{registry.host}/t/private:1"
+        ctx = self.app_context()
+        self.build(ctx, "-t", name)
+
+        shown = []  # everything the client printed
+        message = self.failing(self.daemon.client("push", name, check=False))
+        self.assertTrue("unauthorized" in message.lower() or "authentication" in message.lower(), message)
+        wrong_password = "not-" + password
+        wrong = docker_config(self.path("wrong"), {registry.host: (user, wrong_password)})
+        message = self.failing(self.daemon.client("push", name, check=False, credentials=wrong))
+        self.assertIn("401", message)
+        self.assertIn("unauthorized", message.lower())
+        shown.append(message)
+        # Credentials for another registry are not these.
+        elsewhere = docker_config(self.path("elsewhere"), {"127.0.0.2:5000": (user, password)})
+        self.failing(self.daemon.client("push", name, check=False, credentials=elsewhere))
+
+        right = docker_config(self.path("right"), {registry.host: (user, password)})
+        pushed = self.daemon.client("push", name, credentials=right)
+        inspect = json.loads(self.skopeo("inspect", "--tls-verify=false", "--creds", f"{user}:{password}",
+                                         "docker://" + name).stdout)
+        self.assertIn(inspect["Digest"], pushed.stdout)
+        built = self.build(ctx, "-t", f"{registry.host}/t/private:2", "--push", credentials=right)
+        self.daemon.client("rmi", name)
+        self.assert_pull_fails(name, "unauthorized", "authentication")
+        pulled = self.daemon.client("pull", name, credentials=right)
+        self.assertIn(f"Digest: {inspect['Digest']}", pulled.stdout)
+        shown += [r.stdout + r.stderr for r in (pushed, built, pulled)]
+
+        secrets = [password, wrong_password] + [base64.b64encode(f"{user}:{p}".encode()).decode()
+                                                for p in (password, wrong_password)]
+        for secret in secrets:
+            self.assertNotIn(secret, self.daemon.log(), "kbuildd's log")
+            for text in shown:
+                self.assertNotIn(secret, text)
+        for top, _, files in os.walk(self.daemon.root):
+            for file in files:
+                path = os.path.join(top, file)
+                if os.path.isfile(path) and not os.path.islink(path):
+                    with open(path, "rb") as f:
+                        data = f.read()
+                    for secret in secrets:
+                        self.assertNotIn(secret.encode(), data, f"the store's {path}")
+
+    def test_basic_auth_from_a_credential_helper(self):
+        user, password = "helped", "pw-" + uuid.uuid4().hex
+        htpasswd = self.path("htpasswd")
+        write(htpasswd, run(["htpasswd", "-Bbn", user, password]).stdout)
+        registry = self.distribution("auth", htpasswd=htpasswd)
+        name = f"{registry.host}/t/helped:1"
+        self.build(self.app_context(), "-t", name)
+        helpers = self.path("bin")
+        # docker-credential-<name> get: the server on stdin, {"Username", "Secret"} on stdout.
+        write(os.path.join(helpers, "docker-credential-kbuildtest"),
+              f"#!/bin/sh\nread server\n[ \"$server\" = \"{registry.host}\" ] || exit 1\n"
+              f"printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}' \"$server\"\n",
+              mode=0o755)
+        config = docker_config(self.path("helper-config"), credHelpers={registry.host: "kbuildtest"})
+        self.daemon.client("push", name, credentials=config, path=helpers)
+        store = docker_config(self.path("store-config"), credsStore="kbuildtest")
+        self.daemon.client("push", name, credentials=store, path=helpers)
+        self.assertNotIn(password, self.daemon.log())
+
+    # -- TLS ------------------------------------------------------------------------------------
+
+    def test_tls_registry_is_trusted_through_the_certs_dir(self):
+        tls = self.path("tls")
+        make_ca(tls, "kbuild test CA")
+        cert, key = issue(tls, os.path.join(tls, "server"), "127.0.0.1",
+                          ["subjectAltName=IP:127.0.0.1", "basicConstraints=CA:FALSE", "extendedKeyUsage=serverAuth"])
+        registry = self.distribution("tls", tls={"certificate": cert, "key": key})
+        name = f"{registry.host}/t/app:1"
+        self.build(self.app_context(), "-t", name)
+
+        # Untrusted: refused, naming where the CA goes, and never retried over plain HTTP.
+        mark = registry.mark()
+        message = self.failing(self.daemon.client("push", name, check=False))
+        self.assertIn(f"certs.d/{registry.host}/ca.crt", message)
+        self.assertIn("not trusted", message)
+        self.assertNotIn("client sent an HTTP request to an HTTPS server", registry.log()[mark:])
+        self.assertEqual(registry.requests(mark), [])
+
+        # The CA where the daemon's certs dir says: read on the next request, no restart.
+        host_dir = os.path.join(self.daemon.certs_dir, registry.host)
+        os.makedirs(host_dir)
+        shutil.copy(os.path.join(tls, "ca.crt"), os.path.join(host_dir, "ca.crt"))
+        pushed = self.daemon.client("push", name).stdout
+        inspect = json.loads(self.skopeo("inspect", "--cert-dir", host_dir, "docker://" + name).stdout)
+        self.assertIn(inspect["Digest"], pushed)
+        self.daemon.client("rmi", name)
+        self.daemon.client("pull", name)
+        self.assertIn(name, self.daemon.names())
+
+        # insecure-registries: the certificate is not checked.
+        insecure = self.second_daemon("insecure", {"insecure-registries": [registry.host]})
+        insecure.client("load", "-i", self.base_archive)
+        self.build(self.app_context(), "-t", f"{registry.host}/t/insecure:1", "--push", daemon=insecure)
+
+    def test_tls_client_certificate_from_the_certs_dir(self):
+        tls = self.path("tls")
+        make_ca(tls, "kbuild test CA")
+        cert, key = issue(tls, os.path.join(tls, "server"), "127.0.0.1",
+                          ["subjectAltName=IP:127.0.0.1", "basicConstraints=CA:FALSE", "extendedKeyUsage=serverAuth"])
+        clients = self.path("clients")
+        make_ca(clients, "kbuild test client CA")
+        client_cert, client_key = issue(clients, os.path.join(clients, "client"), "kbuild",
+                                        ["basicConstraints=CA:FALSE", "extendedKeyUsage=clientAuth"])
+        registry = self.distribution("mtls", tls={"certificate": cert, "key": key,
+                                                  "clientcas": [os.path.join(clients, "ca.crt")]})
+        name = f"{registry.host}/t/app:1"
+        self.build(self.app_context(), "-t", name)
+        host_dir = os.path.join(self.daemon.certs_dir, registry.host)
+        os.makedirs(host_dir)
+        shutil.copy(os.path.join(tls, "ca.crt"), os.path.join(host_dir, "ca.crt"))
+        self.failing(self.daemon.client("push", name, check=False))
+        shutil.copy(client_cert, os.path.join(host_dir, "client.cert"))
+        shutil.copy(client_key, os.path.join(host_dir, "client.key"))
+        self.daemon.client("push", name)
+
+    # -- a registry's faults --------------------------------------------------------------------
+
+    def small_layer(self, text):
+        return layer_tar([tar_entry("data", data=text.encode())])
+
+    def test_blob_that_does_not_match_its_digest_is_refused(self):
+        registry = self.fake()
+        for part in ("layer", "config"):
+            image = FakeImage([self.small_layer(f"digest check of the {part} {uuid.uuid4()}\n")])
+            bad = image.layer_digests[0] if part == "layer" else image.config_digest
+            registry.add(f"t/{part}", "1", image)
+            name = f"{registry.host}/t/{part}:1"
+            for fault in ("corrupt", "long"):
+                registry.faults[bad] = fault
+                message = self.assert_pull_fails(name, bad)
+                blob_file = os.path.join(self.daemon.root, "blobs", "sha256", bad.split(":")[1])
+                if os.path.exists(blob_file):
+                    with open(blob_file, "rb") as f:
+                        self.assertEqual(digest_of(f.read()), bad, f"the store kept the bad blob ({message})")
+            # The same registry, its blob right again: the pull works.
+            registry.faults.clear()
+            self.daemon.client("pull", name)
+            self.assertEqual(self.daemon.image_id(name), image.config_digest)
+
+    def test_blob_that_ends_early_is_refused(self):
+        registry = self.fake()
+        image = FakeImage([layer_tar([tar_entry("big", data=os.urandom(256 << 10))])])
+        registry.add("t/short", "1", image)
+        name = f"{registry.host}/t/short:1"
+        layer = image.layer_digests[0]
+        registry.faults[layer] = "short"  # the connection closes before Content-Length bytes came
+        message = self.assert_pull_fails(name, "transfer closed", "ended after", "partial")
+        self.assertIn(registry.host, message)
+        registry.faults[layer] = "unsized"  # no Content-Length: only the size in the manifest tells
+        message = self.assert_pull_fails(name, "ended after")
+        self.assertIn(layer, message)
+        registry.faults.clear()
+        self.daemon.client("pull", name)
+
+    def test_manifest_over_4_mib_is_refused(self):
+        registry = self.fake()
+        layers = [self.small_layer("manifest size\n")]
+        at_limit, over = padded_image(layers, MANIFEST_LIMIT), padded_image(layers, MANIFEST_LIMIT + 1)
+        self.assertEqual((len(at_limit.manifest), len(over.manifest)), (MANIFEST_LIMIT, MANIFEST_LIMIT + 1))
+        registry.add("t/huge", "over", over)
+        registry.add("t/huge", "at-limit", at_limit)
+        self.assert_pull_fails(f"{registry.host}/t/huge:over", "larger than 4 MiB")
+        self.assertEqual(registry.blob_requests(), [], "blobs fetched for a refused manifest")
+        self.daemon.client("pull", f"{registry.host}/t/huge:at-limit")
+
+    def test_unsupported_layer_media_type_is_refused_by_name(self):
+        registry = self.fake()
+        media_type = "application/vnd.oci.image.layer.v1.tar+zstd"
+        image = FakeImage([self.small_layer("zstd, they say\n")], layer_media_type=media_type)
+        registry.add("t/zstd", "1", image)
+        self.assert_pull_fails(f"{registry.host}/t/zstd:1", media_type)
+        self.assertEqual([d for d in registry.blob_requests() if d in image.layer_digests], [])
+
+    def test_index_gives_the_platform_asked_for(self):
+        registry = self.fake()
+        images = {arch: FakeImage([self.small_layer(f"{arch}\n")], architecture=arch) for arch in ("arm64", "amd64")}
+        registry.add_index("t/multi", "1", list(images.values()))
+        name = f"{registry.host}/t/multi:1"
+        self.daemon.client("pull", name)
+        self.assertEqual(self.daemon.image_id(name), images["amd64"].config_digest)
+        self.daemon.client("pull", "--platform", "linux/arm64", name)
+        self.assertEqual(self.daemon.image_id(name), images["arm64"].config_digest)
+        self.daemon.client("rmi", name)
+        message = self.failing(self.daemon.client("pull", "--platform", "linux/s390x", name, check=False))
+        self.assertIn("linux/s390x", message)
+        self.assertNotIn(name, self.daemon.names())
+
+    def test_bearer_token_from_the_realm_with_the_callers_credentials(self):
+        user, password = "tokenuser", "pw-" + uuid.uuid4().hex
+        registry = self.fake()
+        right = docker_config(self.path("right"), {registry.host: (user, password)})
+        # A registry that asks for nothing is sent no credentials.
+        public = FakeImage([self.small_layer(f"public {uuid.uuid4()}\n")])
+        registry.add("t/app", "0", public)
+        self.daemon.client("pull", f"{registry.host}/t/app:0", credentials=right)
+        self.assertEqual({a for _, _, a in registry.requests}, {""}, "credentials sent unasked")
+
+        registry.bearer = (user, password)
+        image = FakeImage([self.small_layer(f"behind a token {uuid.uuid4()}\n")])
+        registry.add("t/app", "1", image)
+        name = f"{registry.host}/t/app:1"
+        registry.requests.clear()
+
+        self.assert_pull_fails(name, "unauthorized", "authoriz", "401")
+        wrong = docker_config(self.path("wrong"), {registry.host: (user, "not-" + password)})
+        self.assert_pull_fails(name, "unauthorized", "incorrect", credentials=wrong)
+        self.assertEqual(registry.blob_requests(), [])
+
+        self.daemon.client("pull", name, credentials=right)
+        self.assertEqual(self.daemon.image_id(name), image.config_digest)
+        query, authorization = registry.token_requests[-1]
+        self.assertEqual((query.get("service"), query.get("scope")), (["fake"], ["repository:t/app:pull"]))
+        self.assertEqual(authorization, "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+        answered = [(m, p, a) for m, p, a in registry.requests if "/manifests/" in p or "/blobs/" in p]
+        self.assertTrue(any(a == "Bearer " + registry.token for _, _, a in answered), answered)
+
+        # Blobs redirected to object storage: found there, and the token stays with the registry.
+        # The token server answering {"access_token": ...} instead, as some do.
+        blob_store = self.fake()
+        redirected = FakeImage([self.small_layer(f"in object storage {uuid.uuid4()}\n")])
+        blob_store.blobs.update(redirected.blobs)
+        registry.add("t/app", "2", redirected)
+        registry.blob_store, registry.token_field = blob_store, "access_token"
+        self.daemon.client("pull", f"{registry.host}/t/app:2", credentials=right)
+        self.assertEqual(self.daemon.image_id(f"{registry.host}/t/app:2"), redirected.config_digest)
+        self.assertTrue(blob_store.requests)
+        self.assertEqual({a for _, _, a in blob_store.requests}, {""}, "credentials sent to the blob store")
+        self.assertNotIn(password, self.daemon.log())
+
+    # -- hostile layers -------------------------------------------------------------------------
+
+    def test_hostile_layers_write_nowhere_outside_their_snapshot(self):
+        marker = "kbuild-evil-" + uuid.uuid4().hex[:8]
+        up = "../" * 40
+        cases = {
+            "dotdot": [tar_entry(f"../{marker}-up")],
+            "dotdot-deep": [tar_entry(f"{up}tmp/{marker}-deep")],
+            "absolute": [tar_entry(f"/etc/{marker}-abs"), tar_entry(f"/tmp/{marker}-abs")],
+            "symlink-root": [tar_entry("link", tarfile.SYMTYPE, target="/"),
+                             tar_entry(f"link/tmp/{marker}-link")],
+            "symlink-up": [tar_entry("uplink", tarfile.SYMTYPE, target=up + "tmp"),
+                           tar_entry(f"uplink/{marker}-uplink")],
+            "symlink-file": [tar_entry("passwd-symlink", tarfile.SYMTYPE, target="/etc/passwd"),
+                             tar_entry("passwd-symlink", data=f"{marker}\n".encode())],
+            "hardlink": [tar_entry("passwd-link", tarfile.LNKTYPE, target="/etc/passwd"),
+                         tar_entry("passwd-link", data=f"{marker}\n".encode())],
+            "hardlink-up": [tar_entry("passwd-up", tarfile.LNKTYPE, target=up + "etc/passwd")],
+            # The layer's own /etc/passwd: the link is to it, and the file that replaces the link
+            # does not write through it.
+            "hardlink-own": [tar_entry("etc", tarfile.DIRTYPE, mode=0o755),
+                             tar_entry("etc/passwd", data=LAYER_PASSWD.encode()),
+                             tar_entry("passwd-link", tarfile.LNKTYPE, target="/etc/passwd"),
+                             tar_entry("passwd-link", data=f"{marker}\n".encode())],
+        }
+
+        def passwd_state():
+            st = os.stat("/etc/passwd")
+            with open("/etc/passwd", "rb") as f:
+                return digest_of(f.read()), st.st_ino, st.st_nlink, st.st_mtime_ns, st.st_size
+        before = passwd_state()
+        snapshots = os.path.join(self.daemon.root, "snapshots")
+
+        def outside():
+            """Paths named with the marker that are not inside a snapshot's diff dir."""
+            found = []
+            for top in sorted({"/", "/tmp", "/etc", "/root", os.path.dirname(self.workdir)}):
+                found += [os.path.join(top, n) for n in os.listdir(top) if marker in n]
+            for top, dirs, files in os.walk(self.workdir):
+                rel = os.path.relpath(top, snapshots).split(os.sep)
+                inside = len(rel) >= 2 and rel[0] not in ("..", ".") and rel[1] == "diff"
+                found += [os.path.join(top, n) for n in dirs + files if marker in n and not inside]
+            return found
+
+        registry = self.fake()
+        outcomes = {}
+        for case, entries in cases.items():
+            image = FakeImage([self.base_layer, layer_tar(entries)])
+            registry.add(f"t/{case}", "1", image)
+            name = f"{registry.host}/t/{case}:1"
+            pulled = self.daemon.client("pull", name, check=False)
+            if pulled.returncode != 0:
+                message = pulled.stderr.strip()
+                self.assertIn("ERROR", message)
+                self.assertNotIn(name, self.daemon.names())
+                outcomes[case] = "refused: " + message
+            else:
+                # Contained: a build on it runs, and what its layer made is in the image only.
+                out = self.path(f"{case}.tar")
+                ctx = self.context(f"FROM {name}\nRUN ls -la / /etc /tmp > /dev/null\n", name=f"ctx-{case}")
+                self.build(ctx, "-o", f"type=tar,dest={out}")
+                with tarfile.open(out) as tar:
+                    made = sorted(m.name for m in tar.getmembers() if marker in m.name
+                                  or m.name.lstrip("./") in ("link", "uplink", "passwd-link", "passwd-symlink"))
+                    image_passwd = tar.extractfile("etc/passwd").read()
+                expected = LAYER_PASSWD if case == "hardlink-own" else base_image.PASSWD
+                self.assertEqual(image_passwd.decode(), expected, f"{case}: the image's /etc/passwd")
+                outcomes[case] = f"contained: {made}"
+            self.assertEqual(outside(), [], f"{case} wrote outside its snapshot ({outcomes[case]})")
+            self.assertEqual(passwd_state(), before, f"{case} changed the host's /etc/passwd")
+        print("\n" + "\n".join(f"  {case}: {what}" for case, what in outcomes.items()), file=sys.stderr)
+
+    # -- silence (the pulls started in setUpClass) -----------------------------------------------
+
+    def test_silent_registries_time_out_and_a_gone_client_cancels(self):
+        if not self.silent:
+            self.fail("the silent registries' pulls were not started (main() sets run_silent)")
+        # Silent from the start (TLS ClientHello unanswered): the handshake is given up after
+        # the connect timeout, then plain HTTP is tried; once the client goes away, the daemon
+        # drops the connection it still waits on. Left alone, that pull would fail after
+        # CONNECT_SECONDS + LOW_SPEED_SECONDS (90 s), longer than this suite should take.
+        mute, mute_pull = self.silent["mute"]
+        self.assertTrue(wait_until(lambda: mute.find("GET /v2/"), CONNECT_SECONDS + SLACK, 0.2),
+                        f"no plain-HTTP request after the TLS attempt: {mute.events}")
+        tls_open, tls_conn = mute.find("tls")
+        plain_at, plain_conn = mute.find("GET /v2/")
+        tls_closed = mute.closed(tls_conn)
+        self.assertIsNotNone(tls_closed)
+        self.assertGreater(tls_closed - tls_open, CONNECT_SECONDS - 5, mute.events)
+        self.assertLess(tls_closed - tls_open, CONNECT_SECONDS + SLACK, mute.events)
+        self.assertIsNone(mute.closed(plain_conn), f"the daemon gave up before its client left: {mute.events}")
+        killed = time.monotonic() - mute.started
+        mute_pull.kill()
+        self.assertTrue(wait_until(lambda: mute.closed(plain_conn) is not None, 10, 0.1),
+                        f"the daemon still waits on the registry 10 s after its client left: {mute.events}")
+        print(f"\n  mute registry: TLS given up after {tls_closed - tls_open:.1f}s, plain HTTP at {plain_at:.1f}s, "
+              f"dropped {mute.closed(plain_conn) - killed:.1f}s after the client left", file=sys.stderr)
+
+        # Answers the ping, then silent: the pull fails after the low-speed limit.
+        quiet, pull = self.silent["after-ping"]
+        status, err, took = pull.wait(max(1, LOW_SPEED_SECONDS + SLACK - (time.monotonic() - pull.started)))
+        self.assertIsNotNone(status, f"the pull still runs after {took:.0f}s: {quiet.events}")
+        self.assertNotEqual(status, 0, err)
+        self.assertIn("timed out", err)
+        self.assertIn(quiet.host, err)
+        self.assertGreater(took, LOW_SPEED_SECONDS - 5)
+        self.assertNotIn(f"{quiet.host}/t/app:1", self.daemon.names())
+        print(f"  registry silent after its ping: the pull failed after {took:.1f}s: {err.strip()}", file=sys.stderr)
+
+
+# Runs last: it waits for the pulls that setUpClass started.
+LAST = ["test_silent_registries_time_out_and_a_gone_client_cancels"]
+
+
+def test_order(a, b):
+    key = lambda name: (LAST.index(name) if name in LAST else -1, name)  # noqa: E731
+    return (key(a) > key(b)) - (key(a) < key(b))
+
+
+def main():
+    global BUILD_DIR
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build-dir", default=os.environ.get("KBUILD_BUILD_DIR", "build"))
+    parser.add_argument("-k", dest="pattern")
+    args = parser.parse_args()
+    BUILD_DIR = os.path.abspath(args.build_dir)
+    if os.geteuid() != 0:
+        print("registry tests need root (they run a root daemon)", file=sys.stderr)
+        return 2
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt(f"signal {s}")))
+    loader = unittest.TestLoader()
+    loader.sortTestMethodsUsing = test_order
+    if args.pattern:
+        loader.testNamePatterns = [f"*{args.pattern}*"]
+    suite = loader.loadTestsFromTestCase(RegistryTest)
+    RegistryTest.run_silent = any(t.id().endswith("." + LAST[0]) for t in suite)
+    try:
+        result = unittest.TextTestRunner(verbosity=2).run(suite)
+    except KeyboardInterrupt:
+        print("registry: interrupted", file=sys.stderr)
+        if getattr(RegistryTest, "workdir", None) and os.path.exists(RegistryTest.workdir):
+            RegistryTest.tearDownClass()  # daemons, registries and pulls stopped, the temp dir removed
+        return 130
+    failed = len(result.failures) + len(result.errors)
+    print(f"registry: {result.testsRun - failed - len(result.skipped)} passed, {failed} failed, "
+          f"{len(result.skipped)} skipped")
+    return 0 if failed == 0 and result.testsRun > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
