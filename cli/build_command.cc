@@ -257,7 +257,6 @@ OutputFlag parse_output_flag(const std::string& value) {
   if (std::find(types.begin(), types.end(), output.type) == types.end()) {
     throw Error(ErrorKind::user, "unsupported output type " + output.type);
   }
-  if (output.type == "registry") throw Error(ErrorKind::user, "the registry output is not supported yet");
   return output;
 }
 

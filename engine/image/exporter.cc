@@ -122,7 +122,13 @@ class RootfsExporter : public Exporter {
 }  // namespace
 
 Descriptor gzip_manifest(store::Store& store, Manifest manifest) {
+  // An image loaded from a docker-archive carries Docker's media types; the manifest written
+  // here is an OCI one, and registries hold its members to OCI types.
+  manifest.media_type = media_type::oci_manifest;
+  if (manifest.config.media_type == media_type::docker_config) manifest.config.media_type = media_type::oci_config;
   for (Descriptor& layer : manifest.layers) {
+    if (layer.media_type == media_type::docker_layer) layer.media_type = media_type::oci_layer;
+    if (layer.media_type == media_type::docker_layer_gzip) layer.media_type = media_type::oci_layer_gzip;
     if (layer.media_type != layer_media_type(Compression::none, true)) continue;
     if (auto compressed = compressed_layer(store, layer.digest)) layer = *compressed;
   }
