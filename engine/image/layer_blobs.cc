@@ -1,8 +1,11 @@
 #include "engine/image/layer_blobs.h"
 
 #include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -11,6 +14,41 @@
 
 namespace kbuild::image {
 namespace {
+
+// A stored blob gzip-compressed into the content store (zlib's default level, as Go's).
+store::Digest gzip_blob(store::Store& store, const store::Digest& digest) {
+  UniqueFd in = store.content().open(digest);
+  store::ContentStore::Writer writer = store.content().writer();
+  z_stream z{};
+  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    throw Error(ErrorKind::internal, "deflateInit2 failed");
+  }
+  std::vector<unsigned char> input(1 << 16), output(1 << 16);
+  int flush = Z_NO_FLUSH;
+  try {
+    while (flush != Z_FINISH) {
+      ssize_t n;
+      do {
+        n = ::read(in.get(), input.data(), input.size());
+      } while (n < 0 && errno == EINTR);
+      if (n < 0) throw_errno("reading blob", digest.str());
+      flush = n == 0 ? Z_FINISH : Z_NO_FLUSH;
+      z.next_in = input.data();
+      z.avail_in = static_cast<uInt>(n);
+      do {
+        z.next_out = output.data();
+        z.avail_out = static_cast<uInt>(output.size());
+        deflate(&z, flush);
+        writer.write(output.data(), output.size() - z.avail_out);
+      } while (z.avail_out == 0);
+    }
+  } catch (...) {
+    deflateEnd(&z);
+    throw;
+  }
+  deflateEnd(&z);
+  return writer.commit();
+}
 
 class WriterSink : public ByteSink {
  public:
@@ -105,7 +143,13 @@ std::optional<Descriptor> compressed_layer(store::Store& store, const store::Dig
     return describe(blob->blob);
   }
   auto layer = store.metadata().get_cache(layer_key(diff_id));
-  if (!layer) return std::nullopt;
+  if (!layer) {
+    // A base image's layer that came uncompressed (a docker-archive's): its blob is the tar.
+    if (!store.content().has(diff_id)) return std::nullopt;
+    store::Digest blob = gzip_blob(store, diff_id);
+    store.metadata().put_layer_blob(diff_id, store::LayerBlob{blob, media_type});
+    return describe(blob);
+  }
   nlohmann::json meta = nlohmann::json::parse(layer->metadata);
   LayerOptions options;
   options.compression = Compression::gzip;
