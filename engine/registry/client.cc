@@ -117,8 +117,14 @@ RegistryClient::Host& RegistryClient::host(const std::string& domain) {
       } catch (const Error& e) {
         if (e.kind() == ErrorKind::canceled) throw;
         last = e;
-        // A certificate that does not verify is an answer, not a reason to try plain HTTP.
-        if (std::string(e.what()).find("not trusted") != std::string::npos) break;
+        // Plain HTTP only where TLS is not spoken at all (the server answers the handshake
+        // with something else, or hangs up on it): a certificate that does not verify, a
+        // handshake the server refuses or never answers, is an answer.
+        std::string text = e.what();
+        bool not_tls = text.find("wrong version number") != std::string::npos ||
+                       text.find("SSL_ERROR_SYSCALL") != std::string::npos ||
+                       text.find("unexpected eof") != std::string::npos;
+        if (!not_tls) break;
         continue;
       }
       auto host = std::make_shared<Host>();
@@ -138,7 +144,7 @@ void RegistryClient::authorize(Host& host, const image::Reference& reference, co
   std::optional<Credentials> credentials = credentials_ ? credentials_(host.domain) : std::nullopt;
   if (!challenge) throw Error(ErrorKind::permission, host.domain + ": unauthorized, and the registry gives no way to authenticate");
   if (challenge->scheme == "basic") {
-    if (!credentials) throw Error(ErrorKind::permission, host.domain + ": unauthorized: authentication required (kbuildctl login " + host.domain + ")");
+    if (!credentials) throw Error(ErrorKind::permission, host.domain + ": unauthorized: authentication required (no credentials for it in your docker config.json)");
     std::lock_guard lock(host.mutex);
     host.basic = "Basic " + base64_encode(credentials->username + ":" + credentials->password);
     return;
@@ -207,6 +213,10 @@ HttpResponse RegistryClient::send(const image::Reference& reference, const std::
   if (response.status == 401 && !request.body) {
     authorize(h, reference, actions, response);
     response = attempt();
+    if (response.status == 401) {
+      throw Error(ErrorKind::permission, h.domain + ": unauthorized: the registry refused the credentials "
+                                                    "(incorrect username or password?)");
+    }
   }
   return response;
 }
@@ -214,7 +224,8 @@ HttpResponse RegistryClient::send(const image::Reference& reference, const std::
 void RegistryClient::fail(const image::Reference& reference, const std::string& what, const HttpResponse& response,
                           const std::string& body) {
   std::string message = registry_message(body);
-  std::string text = reference.name() + ": " + what + ": " + status_text(response.status) +
+  (void)reference;
+  std::string text = what + ": " + status_text(response.status) +
                      (message.empty() ? "" : ": " + message);
   ErrorKind kind = response.status == 404   ? ErrorKind::not_found
                    : response.status == 401 || response.status == 403 ? ErrorKind::permission
@@ -229,7 +240,7 @@ FetchedManifest RegistryClient::manifest(const image::Reference& reference, cons
   std::string bytes, error_body;
   HttpResponse response = send(reference, "pull", request, [&](std::string_view data) {
     if (bytes.size() + data.size() > kManifestLimit) {
-      throw Error(ErrorKind::user, reference.name() + ": the manifest is larger than " +
+      throw Error(ErrorKind::user, "the manifest is larger than " +
                                        std::to_string(kManifestLimit >> 20) + " MiB");
     }
     bytes.append(data);
@@ -240,7 +251,7 @@ FetchedManifest RegistryClient::manifest(const image::Reference& reference, cons
   out.digest = store::Digest::of(out.bytes);
   out.media_type = media_type_of(response, out.bytes);
   if (tag_or_digest.starts_with("sha256:") && out.digest.str() != tag_or_digest) {
-    throw Error(ErrorKind::user, reference.name() + ": the registry sent a manifest whose digest is " +
+    throw Error(ErrorKind::user, "the registry sent a manifest whose digest is " +
                                      out.digest.str() + ", not " + tag_or_digest);
   }
   return out;
@@ -253,23 +264,29 @@ void RegistryClient::blob(const image::Reference& reference, const store::Digest
   store::Sha256 hasher;
   uint64_t received = 0;
   std::string error_body;
-  HttpResponse response = send(reference, "pull", request, [&](std::string_view data) {
+  HttpResponse response;
+  try {
+  response = send(reference, "pull", request, [&](std::string_view data) {
     received += data.size();
     if (size >= 0 && received > static_cast<uint64_t>(size)) {
-      throw Error(ErrorKind::user, reference.name() + ": blob " + digest.str() + " is larger than its " +
+      throw Error(ErrorKind::user, "blob " + digest.str() + " is larger than its " +
                                        std::to_string(size) + " bytes");
     }
     hasher.update(data);
     sink(data);
   }, &error_body);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::canceled || std::string(e.what()).find(digest.str()) != std::string::npos) throw;
+    throw e.with_context("fetching blob " + digest.str());
+  }
   if (response.status != 200) fail(reference, "fetching blob " + digest.str(), response, error_body);
   if (size >= 0 && received != static_cast<uint64_t>(size)) {
-    throw Error(ErrorKind::user, reference.name() + ": blob " + digest.str() + " ended after " +
+    throw Error(ErrorKind::user, "blob " + digest.str() + " ended after " +
                                      std::to_string(received) + " of its " + std::to_string(size) + " bytes");
   }
   store::Digest got = hasher.finish();
   if (got != digest) {
-    throw Error(ErrorKind::user, reference.name() + ": blob " + digest.str() + " arrived with digest " + got.str());
+    throw Error(ErrorKind::user, "blob " + digest.str() + " arrived with digest " + got.str());
   }
 }
 
@@ -295,7 +312,7 @@ void RegistryClient::upload_blob(const image::Reference& reference, const store:
   if (started.status == 201) return;  // mounted from the other repository
   if (started.status != 202) fail(reference, "starting the upload of " + digest.str(), started, error_body);
   std::string location = started.header("location");
-  if (location.empty()) throw Error(ErrorKind::user, reference.name() + ": the registry gave no upload location");
+  if (location.empty()) throw Error(ErrorKind::user, "the registry gave no upload location");
   Host& h = host(reference.domain);
   if (location.starts_with("/")) location = h.base_url + location;
   HttpRequest put;

@@ -193,8 +193,9 @@ class CurlTransport : public HttpTransport {
       std::string detail = error_text[0] ? error_text : curl_easy_strerror(code);
       std::string host = host_of(request.url);
       if (code == CURLE_PEER_FAILED_VERIFICATION || code == CURLE_SSL_CACERT_BADFILE) {
+        std::string dir = tls.certs_dir.empty() ? "/etc/docker/certs.d/" + host : tls.certs_dir;
         throw Error(ErrorKind::user, host + ": the registry's TLS certificate is not trusted (" + detail +
-                                         "): put its CA certificate in /etc/docker/certs.d/" + host +
+                                         "): put its CA certificate in " + dir +
                                          "/ca.crt, or list the host in daemon.json's insecure-registries");
       }
       if (code == CURLE_OPERATION_TIMEDOUT) throw Error(ErrorKind::user, host + ": the registry timed out: " + detail);

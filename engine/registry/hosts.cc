@@ -88,6 +88,7 @@ std::vector<Endpoint> endpoints_for(const std::string& domain, const HostsConfig
   std::string host = domain == "docker.io" ? "registry-1.docker.io" : domain;
   origin.base_url = "https://" + host;
   origin.tls = tls_from_certs_dir(config.certs_dir + "/" + domain);
+  origin.tls.certs_dir = config.certs_dir + "/" + domain;
   bool insecure = is_insecure(domain, config);
   if (insecure) origin.tls.verify = false;
   origin.plain_http_fallback = insecure || is_loopback(domain);

@@ -44,6 +44,7 @@ struct TlsConfig {
   std::vector<std::string> ca_files;  // PEM files trusted besides the system's
   std::string client_cert, client_key;
   bool verify = true;
+  std::string certs_dir;  // where the host's CA would go, for the message when it is missing
 };
 
 class HttpTransport {

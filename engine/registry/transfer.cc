@@ -47,7 +47,7 @@ std::string short_digest(const store::Digest& digest) { return std::string(diges
 
 // The index entry for the platform asked for: os and architecture must match; a variant
 // only when asked for (else the first entry of that architecture, as containerd picks).
-image::Descriptor pick_platform(const image::Index& index, const PullOptions& options, const image::Reference& ref) {
+image::Descriptor pick_platform(const image::Index& index, const PullOptions& options) {
   for (const image::Descriptor& d : index.manifests) {
     if (!d.platform) continue;
     if (d.platform->os != options.os || d.platform->architecture != options.architecture) continue;
@@ -55,34 +55,36 @@ image::Descriptor pick_platform(const image::Index& index, const PullOptions& op
     return d;
   }
   std::string wanted = options.os + "/" + options.architecture + (options.variant.empty() ? "" : "/" + options.variant);
-  throw Error(ErrorKind::not_found, ref.str() + ": no match for platform " + wanted + " in the manifest list");
+  throw Error(ErrorKind::not_found, "no match for platform " + wanted + " in the manifest list");
 }
 
 }  // namespace
 
-store::ImageRecord pull_image(store::Store& store, RegistryClient& client, const image::Reference& reference,
-                              const PullOptions& options) {
+namespace {
+
+store::ImageRecord pull(store::Store& store, RegistryClient& client, const image::Reference& reference,
+                        const PullOptions& options) {
   std::string wanted = reference.digest.empty() ? reference.tag : reference.digest;
   FetchedManifest fetched = client.manifest(reference, wanted);
   if (fetched.media_type == image::media_type::oci_index || fetched.media_type == image::media_type::docker_manifest_list) {
     image::Index index = image::parse_index(fetched.bytes);
-    image::Descriptor chosen = pick_platform(index, options, reference);
+    image::Descriptor chosen = pick_platform(index, options);
     fetched = client.manifest(reference, chosen.digest.str());
   }
   if (fetched.media_type != image::media_type::oci_manifest && fetched.media_type != image::media_type::docker_manifest) {
-    throw Error(ErrorKind::user, reference.str() + ": unsupported manifest media type \"" + fetched.media_type + "\"");
+    throw Error(ErrorKind::user, "unsupported manifest media type \"" + fetched.media_type + "\"");
   }
   image::Manifest manifest = image::parse_manifest(fetched.bytes);
   for (const image::Descriptor& layer : manifest.layers) {
     if (!is_layer_type(layer.media_type)) {
-      throw Error(ErrorKind::user, reference.str() + ": unsupported layer media type \"" + layer.media_type + "\"");
+      throw Error(ErrorKind::user, "unsupported layer media type \"" + layer.media_type + "\"");
     }
-    if (layer.size < 0) throw Error(ErrorKind::user, reference.str() + ": a layer with a negative size");
+    if (layer.size < 0) throw Error(ErrorKind::user, "a layer with a negative size");
   }
   // The config first: it is small, and the image is useless without it.
   if (!store.content().has(manifest.config.digest)) {
     if (manifest.config.size > static_cast<int64_t>(kManifestLimit)) {
-      throw Error(ErrorKind::user, reference.str() + ": the image config is larger than 4 MiB");
+      throw Error(ErrorKind::user, "the image config is larger than 4 MiB");
     }
     std::string config;
     client.blob(reference, manifest.config.digest, manifest.config.size, [&](std::string_view data) { config.append(data); });
@@ -121,8 +123,8 @@ store::ImageRecord pull_image(store::Store& store, RegistryClient& client, const
   return record;
 }
 
-store::Digest push_image(store::Store& store, RegistryClient& client, const store::ImageRecord& stored,
-                         const image::Reference& target, const PushOptions& options) {
+store::Digest push(store::Store& store, RegistryClient& client, const store::ImageRecord& stored,
+                   const image::Reference& target, const PushOptions& options) {
   image::Manifest ours = image::parse_manifest(store.content().read_small(stored.manifest));
   image::Descriptor pushed = image::gzip_manifest(store, ours);
   std::string manifest_bytes = store.content().read_small(pushed.digest);
@@ -156,6 +158,26 @@ store::Digest push_image(store::Store& store, RegistryClient& client, const stor
   run_bounded(uploads, options.max_concurrent_uploads);
   client.put_manifest(target, target.digest.empty() ? target.tag : target.digest, pushed.media_type, manifest_bytes);
   return pushed.digest;
+}
+
+}  // namespace
+
+store::ImageRecord pull_image(store::Store& store, RegistryClient& client, const image::Reference& reference,
+                              const PullOptions& options) {
+  try {
+    return pull(store, client, reference, options);
+  } catch (const Error& e) {
+    throw e.with_context("pulling " + reference.str());
+  }
+}
+
+store::Digest push_image(store::Store& store, RegistryClient& client, const store::ImageRecord& image,
+                         const image::Reference& target, const PushOptions& options) {
+  try {
+    return push(store, client, image, target, options);
+  } catch (const Error& e) {
+    throw e.with_context("pushing " + target.str());
+  }
 }
 
 }  // namespace kbuild::registry

@@ -66,7 +66,7 @@ class ClientTest : public ::testing::Test {
 
 TEST_F(ClientTest, LoopbackFallsBackToPlainHttpWhenTlsIsNotSpoken) {
   transport.on("GET https://127.0.0.1:5000/v2/", [](const HttpRequest&, const BodySink&) -> HttpResponse {
-    throw Error(ErrorKind::user, "127.0.0.1:5000: wrong version number");
+    throw Error(ErrorKind::user, "127.0.0.1:5000: error:0A00010B:SSL routines::wrong version number");
   });
   transport.on("GET " + base + "/v2/", [](const HttpRequest&, const BodySink&) { return status(200); });
   transport.on("HEAD " + base + "/v2/team/app/blobs/" + store::Digest::of("x").str(),
@@ -91,7 +91,7 @@ class HttpClientTest : public ClientTest {
  protected:
   void SetUp() override {
     transport.on("GET https://127.0.0.1:5000/v2/", [](const HttpRequest&, const BodySink&) -> HttpResponse {
-      throw Error(ErrorKind::user, "no TLS here");
+      throw Error(ErrorKind::user, "127.0.0.1:5000: wrong version number");
     });
     transport.on("GET " + base + "/v2/", [](const HttpRequest&, const BodySink&) { return status(401); });
   }
@@ -142,6 +142,19 @@ TEST_F(HttpClientTest, BasicChallengesNeedCredentials) {
   EXPECT_EQ(client(Credentials{"u", "p", ""}).manifest(ref, "1").bytes, "{}");
 }
 
+TEST_F(HttpClientTest, RefusedBasicCredentialsSaySo) {
+  transport.on("GET " + base + "/v2/team/app/manifests/1", [](const HttpRequest&, const BodySink&) {
+    return status(401, {{"www-authenticate", R"(Basic realm="Registry")"}});
+  });
+  try {
+    client(Credentials{"u", "wrong", ""}).manifest(ref, "1");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::permission);
+    EXPECT_NE(std::string(e.what()).find("incorrect username or password"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(HttpClientTest, ARefusedTokenSaysSo) {
   transport.on("GET http://auth.local/token", [](const HttpRequest&, const BodySink&) { return status(401); });
   transport.on("GET " + base + "/v2/team/app/manifests/1", [](const HttpRequest&, const BodySink&) {
@@ -161,7 +174,7 @@ class OpenClientTest : public ClientTest {
  protected:
   void SetUp() override {
     transport.on("GET https://127.0.0.1:5000/v2/", [](const HttpRequest&, const BodySink&) -> HttpResponse {
-      throw Error(ErrorKind::user, "no TLS here");
+      throw Error(ErrorKind::user, "127.0.0.1:5000: wrong version number");
     });
     transport.on("GET " + base + "/v2/", [](const HttpRequest&, const BodySink&) { return status(200); });
   }
@@ -196,8 +209,7 @@ TEST_F(OpenClientTest, MissingManifestsAreNotFoundInTheRegistrysWords) {
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::not_found);
-    EXPECT_EQ(std::string(e.what()),
-              "127.0.0.1:5000/team/app: fetching manifest 1: 404 Not Found: manifest unknown: manifest unknown");
+    EXPECT_EQ(std::string(e.what()), "fetching manifest 1: 404 Not Found: manifest unknown: manifest unknown");
   }
 }
 
