@@ -164,8 +164,21 @@ class Builder::Run {
     image::BuiltImage built{solved.result.top, solved.base.diff_ids, solved.base.manifest, definition_.config,
                             request_.source_date_epoch};
     for (const auto& [key, value] : request_.labels) built.config.labels[key] = value;
+    // -t names, and an image or registry output's name= (comma-separated), as buildx takes them.
+    std::vector<std::string> names = request_.tags;
+    for (const Output& output : request_.outputs) {
+      auto name = output.attributes.find("name");
+      if ((output.type != "image" && output.type != "registry") || name == output.attributes.end()) continue;
+      for (size_t start = 0; start <= name->second.size();) {
+        size_t comma = name->second.find(',', start);
+        std::string one = name->second.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (!one.empty()) names.push_back(one);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    }
     image::StoredImage stored =
-        image::store_image(store_, built, request_.tags, builder_.layer_journals_.get(),
+        image::store_image(store_, built, names, builder_.layer_journals_.get(),
                            [&](const std::string& text, bool done) { progress_.status(vertex, text, 0, 0, done); });
     std::optional<store::Digest> pushed = push(stored, vertex);
     for (const Output& output : request_.outputs) {
@@ -188,7 +201,7 @@ class Builder::Run {
       if (output.type == "registry" || (attribute != output.attributes.end() && attribute->second == "true")) wanted = true;
     }
     if (!wanted) return std::nullopt;
-    if (stored.names.empty()) throw Error(ErrorKind::user, "push needs a name: give the image one with -t");
+    if (stored.names.empty()) throw Error(ErrorKind::user, "push needs a name: give the image one with -t or name=");
     auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); }, builder_.registry_.proxies);
     registry::RegistryClient client = registry_client(*transport);
     store::ImageRecord record{stored.descriptor.digest, stored.id(), std::chrono::system_clock::now()};
