@@ -238,11 +238,7 @@ std::vector<std::string> BuilderService::pull_image(const dbus::CallContext& cal
   pull.max_concurrent_downloads = builder_.registry().max_concurrent_downloads;
   std::optional<store::ImageRecord> before = store_.metadata().image_by_name(ref.str());
   store::ImageRecord record;
-  try {
-    record = registry::pull_image(store_, client, ref, pull);
-  } catch (const Error& e) {
-    throw e.with_context("pulling " + ref.str());
-  }
+  record = registry::pull_image(store_, client, ref, pull);
   std::vector<std::string> lines;
   lines.push_back((ref.tag.empty() ? ref.digest : ref.tag) + ": Pulling from " + ref.path);
   lines.push_back("Digest: " + record.manifest.str());
@@ -264,11 +260,7 @@ std::vector<std::string> BuilderService::push_image(const dbus::CallContext& cal
   registry::PushOptions push;
   push.max_concurrent_uploads = builder_.registry().max_concurrent_uploads;
   store::Digest digest;
-  try {
-    digest = registry::push_image(store_, client, record, ref, push);
-  } catch (const Error& e) {
-    throw e.with_context("pushing " + ref.str());
-  }
+  digest = registry::push_image(store_, client, record, ref, push);
   return {"The push refers to repository [" + ref.name() + "]",
           (ref.tag.empty() ? ref.digest : ref.tag) + ": digest: " + digest.str() + " size: " +
               std::to_string(store_.content().size(digest))};
