@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <ctime>
+#include <fstream>
+#include <iostream>
+#include <iterator>
 #include <iomanip>
 #include <ostream>
 
@@ -66,6 +69,51 @@ int list_images(dbus::BuilderClient& client, bool quiet, std::ostream& out) {
   return 0;
 }
 
+// "localhost:5000", "https://index.docker.io/v1/" or nothing (docker.io) to a registry domain.
+std::string login_domain(const std::vector<std::string>& references) {
+  if (references.empty()) return "docker.io";
+  return registry_domain_of_key(references[0]);
+}
+
+std::string read_config_text(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return "";
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// docker login: the daemon checks the credentials with the registry, then they are kept in the
+// caller's config.json; docker logout removes them.
+int login_or_logout(const ImageCommands& c, dbus::BuilderClient& client, std::ostream& out) {
+  std::string domain = login_domain(c.references);
+  std::string path = docker_config_path();
+  if (c.logout->parsed()) {
+    bool removed = false;
+    std::string text = with_login(read_config_text(path), path, domain, "", &removed);
+    if (!removed) {
+      out << "Not logged in to " << domain << "\n";
+      return 0;
+    }
+    write_docker_config(path, text);
+    out << "Removing login credentials for " << auths_key(domain) << "\n";
+    return 0;
+  }
+  std::string password = c.password;
+  if (c.password_stdin) {
+    if (!c.password.empty()) throw Error(ErrorKind::user, "--password and --password-stdin are mutually exclusive");
+    if (c.username.empty()) throw Error(ErrorKind::user, "Must provide --username with --password-stdin");
+    std::getline(std::cin, password);
+    while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) password.pop_back();
+  }
+  if (c.username.empty() || password.empty()) {
+    throw Error(ErrorKind::user, "kbuildctl login needs --username and --password or --password-stdin");
+  }
+  std::string auth = base64_credentials(c.username, password);
+  client.check_login(domain, {{"registry-auth", dbus::Value(dbus::StringMap{{domain, auth}})}});
+  write_docker_config(path, with_login(read_config_text(path), path, domain, auth));
+  out << "Login Succeeded\n";
+  return 0;
+}
+
 }  // namespace
 
 std::string socket_path_from_host(const std::string& host) {
@@ -96,6 +144,13 @@ void add_image_commands(CLI::App& app, ImageCommands& c) {
   c.push = app.add_subcommand("push", "Upload an image to a registry");
   c.push->add_option("NAME", c.references, "Image name[:tag]")->required()->expected(1);
   c.push->add_flag("-q,--quiet", c.quiet, "Suppress verbose output");
+  c.login = app.add_subcommand("login", "Log in to a registry");
+  c.login->add_option("SERVER", c.references, "Registry (default: docker.io)")->expected(0, 1);
+  c.login->add_option("-u,--username", c.username, "Username");
+  c.login->add_option("-p,--password", c.password, "Password");
+  c.login->add_flag("--password-stdin", c.password_stdin, "Take the password from stdin");
+  c.logout = app.add_subcommand("logout", "Log out from a registry");
+  c.logout->add_option("SERVER", c.references, "Registry (default: docker.io)")->expected(0, 1);
   c.info = app.add_subcommand("info", "Display information about the build service");
 }
 
@@ -151,6 +206,7 @@ int run_image_commands(const ImageCommands& c, const std::string& socket, std::o
     for (const auto& line : lines) out << line << "\n";
     return 0;
   }
+  if (c.login->parsed() || c.logout->parsed()) return login_or_logout(c, client, out);
   if (c.info->parsed()) {
     // What the service is, then what its store holds.
     dbus::Options shown = client.info();

@@ -21,6 +21,10 @@ struct ImageCommands {
   CLI::App* info = nullptr;
   CLI::App* pull = nullptr;
   CLI::App* push = nullptr;
+  CLI::App* login = nullptr;
+  CLI::App* logout = nullptr;
+  std::string username, password;  // login
+  bool password_stdin = false;
   std::string platform;  // pull --platform
   std::vector<std::string> references;
   bool force = false;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -65,28 +66,25 @@ std::map<std::string, std::string> credentials_for(const std::string& config_tex
     throw Error(ErrorKind::user, "reading " + source + ": " + e.what());
   }
   if (!config.is_object()) return out;
+  // As docker resolves them: the registry's credHelpers entry, else the credsStore, else auths.
+  for (const std::string& domain : domains) {
+    std::string name;
+    if (config.contains("credHelpers") && config["credHelpers"].is_object()) name = config["credHelpers"].value(domain, "");
+    if (name.empty() && config.contains("credsStore") && config["credsStore"].is_string()) {
+      name = config["credsStore"].get<std::string>();
+    }
+    if (name.empty() || !helper) continue;
+    std::string server = domain == "docker.io" ? "https://index.docker.io/v1/" : domain;
+    if (std::string auth = helper(name, server); !auth.empty()) out[domain] = auth;
+  }
   if (config.contains("auths") && config["auths"].is_object()) {
     for (const auto& [key, entry] : config["auths"].items()) {
       std::string domain = registry_domain_of_key(key);
-      if (!domains.count(domain) || !entry.is_object()) continue;
+      if (!domains.count(domain) || out.count(domain) || !entry.is_object()) continue;
       if (entry.contains("auth") && entry["auth"].is_string() && !entry["auth"].get<std::string>().empty()) {
         out[domain] = entry["auth"].get<std::string>();
       }
     }
-  }
-  if (!helper) return out;
-  for (const std::string& domain : domains) {
-    if (out.count(domain)) continue;
-    std::string name;
-    if (config.contains("credHelpers") && config["credHelpers"].is_object()) {
-      name = config["credHelpers"].value(domain, "");
-    }
-    if (name.empty() && config.contains("credsStore") && config["credsStore"].is_string()) {
-      name = config["credsStore"].get<std::string>();
-    }
-    if (name.empty()) continue;
-    std::string server = domain == "docker.io" ? "https://index.docker.io/v1/" : domain;
-    if (std::string auth = helper(name, server); !auth.empty()) out[domain] = auth;
   }
   return out;
 }
@@ -131,6 +129,64 @@ std::string run_credential_helper(const std::string& helper, const std::string& 
     return base64_of(user + ":" + secret);
   } catch (const nlohmann::json::exception&) {
     throw Error(ErrorKind::user, program + " get: its answer for " + server + " is not JSON");
+  }
+}
+
+std::string base64_credentials(const std::string& username, const std::string& password) {
+  return base64_of(username + ":" + password);
+}
+
+std::string auths_key(const std::string& domain) {
+  return domain == "docker.io" ? "https://index.docker.io/v1/" : domain;
+}
+
+std::string with_login(const std::string& config_text, const std::string& source, const std::string& domain,
+                       const std::string& auth, bool* removed) {
+  nlohmann::json config = nlohmann::json::object();
+  if (!config_text.empty()) {
+    try {
+      config = nlohmann::json::parse(config_text);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(ErrorKind::user, "reading " + source + ": " + e.what());
+    }
+    if (!config.is_object()) throw Error(ErrorKind::user, "reading " + source + ": not a JSON object");
+  }
+  std::string helper;
+  if (config.contains("credHelpers") && config["credHelpers"].is_object()) helper = config["credHelpers"].value(domain, "");
+  if (helper.empty() && config.contains("credsStore") && config["credsStore"].is_string()) {
+    helper = config["credsStore"].get<std::string>();
+  }
+  if (!helper.empty()) {
+    throw Error(ErrorKind::user, source + " keeps the credentials of " + domain + " in docker-credential-" + helper +
+                                     ", which kbuildctl cannot write yet: use docker login");
+  }
+  if (!config.contains("auths") || !config["auths"].is_object()) config["auths"] = nlohmann::json::object();
+  bool had = false;
+  for (auto it = config["auths"].begin(); it != config["auths"].end();) {
+    if (registry_domain_of_key(it.key()) == domain) {
+      had = true;
+      it = config["auths"].erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (removed) *removed = had;
+  if (!auth.empty()) config["auths"][auths_key(domain)] = {{"auth", auth}};
+  return config.dump(1, '\t') + "\n";
+}
+
+void write_docker_config(const std::string& path, const std::string& text) {
+  std::string dir = path.substr(0, path.rfind('/'));
+  if (!dir.empty() && ::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("mkdir", dir);
+  std::string temp = path + ".tmp" + std::to_string(::getpid());
+  UniqueFd fd(check(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), "create", temp));
+  try {
+    write_all(fd.get(), text, temp);
+    check(::fsync(fd.get()), "fsync", temp);
+    check(::rename(temp.c_str(), path.c_str()), "rename", path);
+  } catch (...) {
+    ::unlink(temp.c_str());
+    throw;
   }
 }
 

@@ -31,6 +31,21 @@ std::map<std::string, std::string> credentials_for(const std::string& config_tex
 // docker-credential-HELPER get, run as the caller with the server on stdin.
 std::string run_credential_helper(const std::string& helper, const std::string& server);
 
+// config.json's text with `domain`'s "auths" entry set to `auth` (base64 "user:password"), or
+// removed when `auth` is empty (logout). Throws when a credential helper stores the domain's
+// credentials (storing through one is not supported yet). `removed` says whether there was one.
+std::string with_login(const std::string& config_text, const std::string& source, const std::string& domain,
+                       const std::string& auth, bool* removed = nullptr);
+
+// base64 of "user:password", as config.json's "auth" holds it.
+std::string base64_credentials(const std::string& username, const std::string& password);
+
+// The "auths" key docker writes for a domain ("https://index.docker.io/v1/" for docker.io).
+std::string auths_key(const std::string& domain);
+
+// Writes config.json (0600, its directory 0700) in place of the old one, whole or not at all.
+void write_docker_config(const std::string& path, const std::string& text);
+
 // The same from the caller's own config file (none: no credentials).
 std::map<std::string, std::string> caller_credentials(const std::set<std::string>& domains);
 

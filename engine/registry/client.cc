@@ -233,6 +233,37 @@ void RegistryClient::fail(const image::Reference& reference, const std::string& 
   throw Error(kind, text);
 }
 
+void RegistryClient::check_login(const std::string& domain) {
+  Host& h = host(domain);
+  std::optional<Credentials> credentials = credentials_ ? credentials_(domain) : std::nullopt;
+  if (!credentials) throw Error(ErrorKind::user, domain + ": no credentials to check");
+  std::string basic = "Basic " + base64_encode(credentials->username + ":" + credentials->password);
+  HttpRequest ping;
+  ping.url = h.base_url + "/v2/";
+  HttpResponse first = transport_.send(ping, h.tls, {});
+  if (first.status == 200) return;  // a registry that asks for nothing takes anything
+  std::optional<Challenge> challenge = parse_challenge(first.header("www-authenticate"));
+  if (first.status != 401 || !challenge) {
+    throw Error(ErrorKind::user, domain + ": " + ping.url + " answered " + status_text(first.status));
+  }
+  HttpRequest check;
+  if (challenge->scheme == "basic") {
+    check.url = ping.url;
+  } else if (challenge->scheme == "bearer" && !challenge->parameters["realm"].empty()) {
+    std::string realm = challenge->parameters["realm"];
+    check.url = realm + (realm.find('?') == std::string::npos ? "?" : "&") + "service=" +
+                url_escape(challenge->parameters["service"]);
+  } else {
+    throw Error(ErrorKind::user, domain + ": unsupported authentication scheme " + challenge->scheme);
+  }
+  check.headers.emplace_back("Authorization", basic);
+  HttpResponse answer = transport_.send(check, h.tls, [](std::string_view) {});
+  if (answer.status == 401 || answer.status == 403) {
+    throw Error(ErrorKind::permission, domain + ": unauthorized: incorrect username or password");
+  }
+  if (answer.status != 200) throw Error(ErrorKind::user, domain + ": login check answered " + status_text(answer.status));
+}
+
 FetchedManifest RegistryClient::manifest(const image::Reference& reference, const std::string& tag_or_digest) {
   HttpRequest request;
   request.url = reference.path + "/manifests/" + tag_or_digest;

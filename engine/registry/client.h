@@ -48,6 +48,10 @@ class RegistryClient {
                    const std::function<size_t(char*, size_t)>& read, const std::string& from_repository = "");
   void put_manifest(const image::Reference& reference, const std::string& tag_or_digest, const std::string& media_type,
                     const std::string& bytes);
+  // docker login's check: the registry at `domain` takes the caller's credentials (for
+  // /v2/ itself with Basic, or for a token without a scope with Bearer). Throws a permission
+  // error when it refuses them.
+  void check_login(const std::string& domain);
 
  private:
   struct Host;

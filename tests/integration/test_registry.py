@@ -827,6 +827,41 @@ class RegistryTest(unittest.TestCase):
 
     # -- htpasswd -------------------------------------------------------------------------------
 
+    def test_login_checks_with_the_registry_then_keeps_the_credentials_and_logout_drops_them(self):
+        user, password = "builder", "pw-" + uuid.uuid4().hex
+        htpasswd = self.path("htpasswd-login")
+        write(htpasswd, run(["htpasswd", "-Bbn", user, password]).stdout)
+        registry = self.distribution("login", htpasswd=htpasswd)
+        config_dir = os.path.join(self.workdir, "login-config")
+        config_file = os.path.join(config_dir, "config.json")
+        # A refused password: one clear error, and nothing written.
+        refused = self.daemon.client("login", "-u", user, "--password-stdin", registry.host, check=False,
+                                     credentials=config_dir, input="not-" + password + "\n")
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("incorrect username or password", refused.stderr)
+        self.assertFalse(os.path.exists(config_file))
+        # The right one: checked, then kept as docker keeps it (0600, in a 0700 directory).
+        ok = self.daemon.client("login", "-u", user, "--password-stdin", registry.host,
+                                credentials=config_dir, input=password + "\n")
+        self.assertEqual(ok.stdout, "Login Succeeded\n")
+        self.assertEqual(os.stat(config_file).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(config_dir).st_mode & 0o777, 0o700)
+        with open(config_file) as f:
+            saved = json.load(f)
+        self.assertEqual(base64.b64decode(saved["auths"][registry.host]["auth"]).decode(), f"{user}:{password}")
+        self.assertNotIn(password, self.daemon.log())
+        # What login kept is what push uses.
+        name = f"{registry.host}/t/login:1"
+        self.build(self.app_context(), "-t", name)
+        self.daemon.client("push", name, credentials=config_dir)
+        out = self.daemon.client("logout", registry.host, credentials=config_dir).stdout
+        self.assertEqual(out, f"Removing login credentials for {registry.host}\n")
+        with open(config_file) as f:
+            self.assertNotIn(registry.host, json.load(f)["auths"])
+        self.assertEqual(self.daemon.client("logout", registry.host, credentials=config_dir).stdout,
+                         f"Not logged in to {registry.host}\n")
+        self.failing(self.daemon.client("push", name, check=False, credentials=config_dir))
+
     def test_basic_auth_needs_the_right_credentials_and_never_shows_them(self):
         user, password = "builder", "pw-" + uuid.uuid4().hex
         htpasswd = self.path("htpasswd")

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "common/error.h"
 
 namespace kbuild::cli {
@@ -35,7 +37,7 @@ TEST(RegistryAuth, OnlyTheRegistriesAskedForAreSent) {
   EXPECT_TRUE(credentials_for("{}", "config.json", {"docker.io"}).empty());
 }
 
-TEST(RegistryAuth, HelpersAnswerForRegistriesAuthsDoesNotHold) {
+TEST(RegistryAuth, HelpersComeBeforeAuths) {
   std::string config = R"({"auths": {"a.io": {"auth": "YTpi"}}, "credHelpers": {"b.io": "special"}, "credsStore": "store"})";
   std::vector<std::pair<std::string, std::string>> asked;
   auto helper = [&](const std::string& name, const std::string& server) {
@@ -43,9 +45,13 @@ TEST(RegistryAuth, HelpersAnswerForRegistriesAuthsDoesNotHold) {
     return server == "c.io" ? std::string() : name + "@" + server;
   };
   auto sent = credentials_for(config, "config.json", {"a.io", "b.io", "c.io", "docker.io"}, helper);
-  EXPECT_EQ(sent, (std::map<std::string, std::string>{
-                      {"a.io", "YTpi"}, {"b.io", "special@b.io"}, {"docker.io", "store@https://index.docker.io/v1/"}}));
-  EXPECT_EQ(asked.size(), 3u);  // b.io, c.io, docker.io: never a.io
+  // The helpers come first, as docker asks them; auths answers what they do not know.
+  EXPECT_EQ(sent, (std::map<std::string, std::string>{{"a.io", "store@a.io"},
+                                                      {"b.io", "special@b.io"},
+                                                      {"docker.io", "store@https://index.docker.io/v1/"}}));
+  EXPECT_EQ(asked.size(), 4u);
+  auto unknown = credentials_for(config, "config.json", {"a.io"}, [](const std::string&, const std::string&) { return std::string(); });
+  EXPECT_EQ(unknown.at("a.io"), "YTpi");
 }
 
 TEST(RegistryAuth, ACredentialHelperIsRunAsDockerRunsIt) {
@@ -67,6 +73,24 @@ TEST(RegistryAuth, ACredentialHelperIsRunAsDockerRunsIt) {
   EXPECT_THROW(run_credential_helper("../evil", "reg.io"), Error);
   std::remove(script.c_str());
   ::rmdir(dir.c_str());
+}
+
+TEST(RegistryAuth, LoginKeepsOtherSettingsAndLogoutRemovesEveryKeyOfTheRegistry) {
+  std::string config = R"({"auths": {"https://index.docker.io/v1/": {"auth": "b2xk"}, "x.io": {"auth": "eA=="}},
+                           "psFormat": "table"})";
+  std::string in = with_login(config, "c", "docker.io", "bmV3");
+  nlohmann::json written = nlohmann::json::parse(in);
+  EXPECT_EQ(written["auths"]["https://index.docker.io/v1/"]["auth"], "bmV3");
+  EXPECT_EQ(written["auths"]["x.io"]["auth"], "eA==");
+  EXPECT_EQ(written["psFormat"], "table");
+  bool removed = false;
+  nlohmann::json out = nlohmann::json::parse(with_login(in, "c", "docker.io", "", &removed));
+  EXPECT_TRUE(removed);
+  EXPECT_FALSE(out["auths"].contains("https://index.docker.io/v1/"));
+  with_login(out.dump(), "c", "docker.io", "", &removed);
+  EXPECT_FALSE(removed);
+  EXPECT_EQ(nlohmann::json::parse(with_login("", "c", "localhost:5000", "YQ=="))["auths"]["localhost:5000"]["auth"], "YQ==");
+  EXPECT_THROW(with_login(R"({"credsStore": "desktop"})", "c", "docker.io", "YQ=="), Error);
 }
 
 TEST(RegistryAuth, ABrokenConfigIsOneClearError) {

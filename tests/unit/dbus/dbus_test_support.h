@@ -137,6 +137,10 @@ class FakeBuilder : public BuilderApi {
     return {"pushed " + reference};
   }
 
+  void check_login(const CallContext&, const std::string& server, const Options& options) override {
+    if (server != "good.io" || !options.count("registry-auth")) throw Error(ErrorKind::permission, server + ": unauthorized");
+  }
+
   Options disk_usage(const CallContext&) override {
     return {{"images", std::uint64_t{2}}, {"images-size", std::uint64_t{1234567}}, {"cache-records", std::uint64_t{0}}};
   }

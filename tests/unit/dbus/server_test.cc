@@ -212,6 +212,8 @@ TEST_F(ServerTest, ServesEveryMethodThroughTheClient) {
             (std::vector<std::string>{"pulled alpine for linux/arm64"}));
   EXPECT_EQ(client.push_image("localhost:5000/a:1", {{"registry-auth", StringMap{{"localhost:5000", "dTpw"}}}}),
             (std::vector<std::string>{"pushed localhost:5000/a:1"}));
+  client.check_login("good.io", {{"registry-auth", StringMap{{"good.io", "dTpw"}}}});
+  EXPECT_THROW(client.check_login("bad.io", {}), Error);
   try {
     client.push_image("missing", {});
     FAIL() << "pushing a missing image succeeded";
@@ -429,7 +431,7 @@ TEST_F(ServerTest, IntrospectionEqualsTheXml) {
   BuilderClient client(server.path());
   Members served = interface_members(client.introspect(), kBuilderInterface);
   Members defined = interface_members(read_file(KBUILD_BUILDER1_XML), kBuilderInterface);
-  ASSERT_EQ(defined.size(), 10u);
+  ASSERT_EQ(defined.size(), 11u);
   EXPECT_EQ(defined.at("method PullImage"), (std::vector<Arg>{{"reference", "s", "in"}, {"options", "a{sv}", "in"}, {"lines", "as", "out"}}));
   EXPECT_EQ(defined.at("method Build").size(), 5u);
   EXPECT_EQ(defined.at("method Build")[4], (Arg{"result", "a{sv}", "out"}));

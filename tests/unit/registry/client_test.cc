@@ -170,6 +170,26 @@ TEST_F(HttpClientTest, ARefusedTokenSaysSo) {
   }
 }
 
+TEST_F(HttpClientTest, LoginIsCheckedAgainstTheTokenServer) {
+  transport.on("GET " + base + "/v2/", [](const HttpRequest&, const BodySink&) {
+    return status(401, {{"www-authenticate", R"(Bearer realm="http://auth.local/token",service="reg")"}});
+  });
+  transport.on("GET http://auth.local/token", [](const HttpRequest& r, const BodySink& sink) {
+    EXPECT_EQ(r.url.find("scope="), std::string::npos) << r.url;  // no repository: docker login's check
+    for (const auto& [name, value] : r.headers) {
+      if (name == "Authorization" && value == "Basic " + base64_encode("u:p")) return body(sink, R"({"token":"T"})");
+    }
+    return status(401);
+  });
+  client(Credentials{"u", "p", ""}).check_login("127.0.0.1:5000");
+  try {
+    client(Credentials{"u", "wrong", ""}).check_login("127.0.0.1:5000");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::permission);
+  }
+}
+
 class OpenClientTest : public ClientTest {
  protected:
   void SetUp() override {
