@@ -157,7 +157,9 @@ OpIndex Graph::add(OpBody body, OpMetadata metadata) {
   if (auto it = by_digest_.find(op.digest); it != by_digest_.end()) {
     Op& existing = ops_[it->second];
     existing.metadata.ignore_cache = existing.metadata.ignore_cache || op.metadata.ignore_cache;
-    if (existing.metadata.name.empty()) existing.metadata = op.metadata;
+    if (existing.metadata.name.empty()) {
+      existing.metadata = {op.metadata.name, op.metadata.lines, existing.metadata.ignore_cache};
+    }
     return it->second;
   }
   ops_.push_back(std::move(op));
