@@ -225,15 +225,19 @@ class Scheduler::Solve {
       (has_vertex ? own_vertices : part_of_this).emplace_back(input, std::shared_future<Ref>());
     }
     for (auto& [input, future] : own_vertices) future = future_of(input);
-    for (auto& [input, future] : part_of_this) future = future_of(input);
     for (auto& [input, future] : own_vertices) inputs[input] = future.get();
+    // A sibling may have failed while the inputs ran: nothing more starts then.
+    if (failed_) throw Error(ErrorKind::canceled, "build canceled: another stage failed");
     if (!name.empty()) progress_.started(vertex, name);
     try {
+      // The ops that are part of this vertex start once it has: their logs are its logs.
+      for (auto& [input, future] : part_of_this) future = future_of(input);
       for (auto& [input, future] : part_of_this) inputs[input] = future.get();
       Progress& progress = progress_;
       Ref result = scheduler_.run_shared(
           keys_[i], op, std::move(inputs), worker_,
-          [&progress, vertex](int stream, std::string_view data) { progress.log(vertex, stream, data); }, cancel_);
+          [&progress, vertex](int stream, std::string_view data) { progress.log(vertex, stream, data); },
+          [this] { return cancel_.canceled() || failed_; }, !op.metadata.ignore_cache);
       if (!name.empty()) progress_.completed(vertex, name, false, "");
       return result;
     } catch (const InputFailed& failed) {
@@ -359,7 +363,8 @@ Solved Scheduler::solve(const graph::Graph& graph, OpIndex root, std::shared_ptr
 // Runs the op, or joins the same op a concurrent build started, and waits for its result
 // until this build is canceled.
 Ref Scheduler::run_shared(const std::string& key, const graph::Op& op, std::map<OpIndex, Ref> inputs,
-                          const std::shared_ptr<Worker>& worker, const LogSink& log, const CancelToken& cancel) {
+                          const std::shared_ptr<Worker>& worker, const LogSink& log,
+                          const std::function<bool()>& stopped, bool use_cache) {
   std::shared_ptr<InFlight> entry;
   uint64_t waiter = 0;
   bool owner = false;
@@ -376,6 +381,23 @@ Ref Scheduler::run_shared(const std::string& key, const graph::Op& op, std::map<
     std::lock_guard entry_lock(entry->mutex);
     waiter = entry->next_waiter++;
     entry->waiters[waiter] = log;
+  }
+  if (owner && use_cache) {
+    // A build that ran this op may have finished it between our cache lookup and now.
+    std::optional<Ref> hit;
+    try {
+      hit = worker->cached(key);
+    } catch (...) {
+      entry->promise.set_exception(std::current_exception());
+      leave(key, entry, waiter);
+      forget(key, entry);
+      throw;
+    }
+    if (hit) {
+      entry->promise.set_value(*hit);
+      forget(key, entry);
+      owner = false;
+    }
   }
   if (owner) {
     // The op on a thread of its own, holding what it reads (the op, its inputs, the worker
@@ -398,8 +420,7 @@ Ref Scheduler::run_shared(const std::string& key, const graph::Op& op, std::map<
     } catch (...) {
       entry->promise.set_exception(std::current_exception());
       leave(key, entry, waiter);
-      std::lock_guard lock(in_flight_mutex_);
-      if (auto it = in_flight_.find(key); it != in_flight_.end() && it->second == entry) in_flight_.erase(it);
+      forget(key, entry);
       throw;
     }
   }
@@ -408,11 +429,16 @@ Ref Scheduler::run_shared(const std::string& key, const graph::Op& op, std::map<
       leave(key, entry, waiter);
       return entry->result.get();
     }
-    if (cancel.canceled()) {
+    if (stopped()) {
       leave(key, entry, waiter);
       throw Error(ErrorKind::canceled, "build canceled");
     }
   }
+}
+
+void Scheduler::forget(const std::string& key, const std::shared_ptr<InFlight>& entry) {
+  std::lock_guard lock(in_flight_mutex_);
+  if (auto it = in_flight_.find(key); it != in_flight_.end() && it->second == entry) in_flight_.erase(it);
 }
 
 // Ends one build's wait; the op itself stops once no build waits for it any more.

@@ -48,8 +48,13 @@ class Scheduler {
   class Solve;
   struct InFlight;
   friend class Solve;
+  // Runs the op, or joins the same op another build runs, until `stopped` says this build
+  // no longer waits. With `use_cache`, a result stored meanwhile is taken instead.
   Ref run_shared(const std::string& key, const graph::Op& op, std::map<graph::OpIndex, Ref> inputs,
-                 const std::shared_ptr<Worker>& worker, const LogSink& log, const CancelToken& cancel);
+                 const std::shared_ptr<Worker>& worker, const LogSink& log, const std::function<bool()>& stopped,
+                 bool use_cache);
+  // Drops `entry` from the in-flight ops if it is still the one there for `key`.
+  void forget(const std::string& key, const std::shared_ptr<InFlight>& entry);
   void start_thread(std::function<void()> body);
   void leave(const std::string& key, const std::shared_ptr<InFlight>& entry, uint64_t waiter);
 
