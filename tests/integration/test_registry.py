@@ -965,6 +965,21 @@ class RegistryTest(unittest.TestCase):
         insecure.client("load", "-i", self.base_archive)
         self.build(self.app_context(), "-t", f"{registry.host}/t/insecure:1", "--push", daemon=insecure)
 
+    def test_docker_hub_names_come_from_a_mirror_named_in_daemon_json(self):
+        # The mirror holds library/mirrored:1; the daemon finds docker.io/library/mirrored:1
+        # there, and never asks Docker Hub (the mirror answers first).
+        mirror = self.distribution("mirror")
+        self.build(self.app_context(), "-t", f"{mirror.host}/library/mirrored:1", "--push")
+        hub = self.second_daemon("hub", {"registry-mirrors": [f"http://{mirror.host}"]})
+        pulled = hub.client("pull", "mirrored:1").stdout
+        self.assertIn("docker.io/library/mirrored:1", pulled)
+        self.assertIn("mirrored:1", hub.names())
+        ctx = self.path("from-hub")
+        write(os.path.join(ctx, "Dockerfile"), "FROM mirrored:1\nRUN cat /hi\n")
+        hub.client("rmi", "mirrored:1")
+        built = self.build(ctx, daemon=hub)
+        self.assertIn("load metadata for docker.io/library/mirrored:1", built.stderr)
+
     def test_tls_client_certificate_from_the_certs_dir(self):
         tls = self.path("tls")
         make_ca(tls, "kbuild test CA")
