@@ -45,6 +45,24 @@ void run_bounded(const std::vector<std::function<void()>>& jobs, int limit) {
 
 std::string short_digest(const store::Digest& digest) { return std::string(digest.hex().substr(0, 12)); }
 
+// Where a pulled blob came from ("domain/repository"), so that a push to another repository
+// of the same registry can mount it instead of uploading it.
+std::string blob_source_key(const store::Digest& digest) { return "blob-source:" + digest.str(); }
+
+void remember_source(store::Store& store, const image::Reference& reference, const store::Digest& digest) {
+  store.metadata().put_cache(blob_source_key(digest), store::CacheResult{"", reference.name()});
+}
+
+// The repository of `target`'s registry a blob was pulled from, if another than target's.
+std::string mount_source(store::Store& store, const image::Reference& target, const store::Digest& digest) {
+  std::optional<store::CacheResult> source = store.metadata().get_cache(blob_source_key(digest));
+  if (!source) return "";
+  std::string prefix = target.domain + "/";
+  if (!source->metadata.starts_with(prefix)) return "";
+  std::string repository = source->metadata.substr(prefix.size());
+  return repository == target.path ? "" : repository;
+}
+
 // The index entry for the platform asked for: os and architecture must match; a variant
 // only when asked for (else the first entry of that architecture, as containerd picks).
 image::Descriptor pick_platform(const image::Index& index, const PullOptions& options) {
@@ -94,6 +112,7 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
   for (const image::Descriptor& layer : manifest.layers) {
     if (store.content().has(layer.digest)) {
       if (options.progress) options.progress("pulling " + short_digest(layer.digest), layer.size, layer.size, true);
+      remember_source(store, reference, layer.digest);
       continue;
     }
     downloads.push_back([&, layer] {
@@ -111,6 +130,7 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
         }
       });
       writer.commit(layer.digest);
+      remember_source(store, reference, layer.digest);
       if (options.progress) options.progress(id, layer.size, layer.size, true);
     });
   }
@@ -151,7 +171,7 @@ store::Digest push(store::Store& store, RegistryClient& client, const store::Ima
         sent += n;
         if (options.progress) options.progress(id, sent, blob.size, false);
         return static_cast<size_t>(n);
-      });
+      }, mount_source(store, target, blob.digest));
       if (options.progress) options.progress(id, blob.size, blob.size, true);
     });
   }

@@ -737,6 +737,28 @@ class RegistryTest(unittest.TestCase):
         self.assertEqual([r for r in requests if "/blobs/uploads" in r[1]], [], "blobs uploaded again")
         self.assertIn(manifest_put, requests)
 
+    def test_push_to_another_repository_mounts_the_layers_pulled_from_the_first(self):
+        registry = self.distribution("mount")
+        source = f"{registry.host}/t/source:1"
+        self.build(self.app_context(), "-t", source, "--push")
+        self.daemon.client("rmi", source)
+        self.daemon.client("pull", source)
+        raw = self.skopeo("inspect", "--raw", "--tls-verify=false", "docker://" + source).stdout
+        layers = [layer["digest"] for layer in json.loads(raw)["layers"]]
+        target = f"{registry.host}/t/target:1"
+        self.daemon.client("tag", source, target)
+        mark = registry.mark()
+        self.daemon.client("push", target)
+        manifest_put = ("PUT", "/v2/t/target/manifests/1", 201)
+        requests = registry.requests(mark, until=lambda r: manifest_put in r)
+        mounted = sorted(p.split("mount=")[1].split("&")[0].replace("%3A", ":")
+                         for m, p, s in requests if m == "POST" and "mount=" in p and s == 201)
+        self.assertEqual(mounted, sorted(layers), requests)
+        uploads = [r for r in requests if r[0] in ("PUT", "PATCH") and "/blobs/uploads/" in r[1]]
+        self.assertEqual(len(uploads), 1, f"only the config is uploaded: {requests}")
+        self.assertEqual(json.loads(self.skopeo("inspect", "--raw", "--tls-verify=false", "docker://" + target).stdout)
+                         ["layers"], json.loads(raw)["layers"])
+
     def test_build_from_a_pushed_image_pulls_it(self):
         registry = self.distribution("plain")
         name = f"{registry.host}/t/app:from"
