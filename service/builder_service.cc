@@ -223,18 +223,7 @@ std::vector<std::string> BuilderService::pull_image(const dbus::CallContext& cal
   std::stop_callback on_disconnect(call.stop, [&canceled] { canceled = true; });
   auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); }, builder_.registry().proxies);
   registry::RegistryClient client = client_for(builder_.registry(), *transport, registry_auth(options));
-  registry::PullOptions pull;
-  std::string platform = option<std::string>(options, "platform").value_or("");
-  std::vector<std::string> parts;
-  for (size_t start = 0; !platform.empty() && start <= platform.size();) {
-    size_t slash = platform.find('/', start);
-    parts.push_back(platform.substr(start, slash == std::string::npos ? std::string::npos : slash - start));
-    if (slash == std::string::npos) break;
-    start = slash + 1;
-  }
-  pull.os = parts.size() > 0 ? parts[0] : "linux";
-  pull.architecture = parts.size() > 1 ? parts[1] : "amd64";
-  pull.variant = parts.size() > 2 ? parts[2] : "";
+  registry::PullOptions pull = registry::pull_options_for(option<std::string>(options, "platform").value_or(""));
   pull.max_concurrent_downloads = builder_.registry().max_concurrent_downloads;
   std::optional<store::ImageRecord> before = store_.metadata().image_by_name(ref.str());
   store::ImageRecord record;

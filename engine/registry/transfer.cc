@@ -1,5 +1,6 @@
 #include "engine/registry/transfer.h"
 
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -181,6 +182,35 @@ store::Digest push(store::Store& store, RegistryClient& client, const store::Ima
 }
 
 }  // namespace
+
+PullOptions pull_options_for(const std::string& platform) {
+  PullOptions options;
+  if (platform.empty()) {
+    utsname machine{};
+    ::uname(&machine);
+    std::string arch = machine.machine;
+    options.architecture = arch == "x86_64" ? "amd64" : arch == "aarch64" ? "arm64" : arch;
+    if (arch.starts_with("armv7")) {
+      options.architecture = "arm";
+      options.variant = "v7";
+    }
+    return options;
+  }
+  std::vector<std::string> parts;
+  for (size_t start = 0; start <= platform.size();) {
+    size_t slash = platform.find('/', start);
+    parts.push_back(platform.substr(start, slash == std::string::npos ? std::string::npos : slash - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  options.os = parts[0];
+  if (parts.size() > 1) options.architecture = parts[1];
+  if (parts.size() > 2) options.variant = parts[2];
+  if (options.os.empty() || options.architecture.empty() || parts.size() > 3) {
+    throw Error(ErrorKind::user, "invalid platform \"" + platform + "\": expected os/arch[/variant]");
+  }
+  return options;
+}
 
 store::ImageRecord pull_image(store::Store& store, RegistryClient& client, const image::Reference& reference,
                               const PullOptions& options) {

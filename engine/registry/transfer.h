@@ -22,6 +22,9 @@ struct PullOptions {
   TransferProgress progress;
 };
 
+// Options for `platform` ("linux/arm64/v8", "linux/amd64"; empty: this machine's).
+PullOptions pull_options_for(const std::string& platform);
+
 // Fetches the manifest (the platform's, from an index), config and missing layer blobs, each
 // verified by digest and size while it streams into the content store, then unpacks the
 // layers into snapshots and names the image `reference`. A blob the store has is not fetched

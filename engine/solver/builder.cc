@@ -106,17 +106,7 @@ class Builder::Run {
   store::ImageRecord pull(const std::string& name, const std::string& platform, const std::string& vertex) {
     auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); }, builder_.registry_.proxies);
     registry::RegistryClient client = registry_client(*transport);
-    registry::PullOptions options;
-    std::vector<std::string> parts;
-    for (size_t start = 0; start <= platform.size();) {
-      size_t slash = platform.find('/', start);
-      parts.push_back(platform.substr(start, slash == std::string::npos ? std::string::npos : slash - start));
-      if (slash == std::string::npos) break;
-      start = slash + 1;
-    }
-    options.os = parts.size() > 0 ? parts[0] : "linux";
-    options.architecture = parts.size() > 1 ? parts[1] : "amd64";
-    options.variant = parts.size() > 2 ? parts[2] : "";
+    registry::PullOptions options = registry::pull_options_for(platform);
     options.max_concurrent_downloads = builder_.registry_.max_concurrent_downloads;
     options.progress = [&](const std::string& id, int64_t current, int64_t total, bool done) {
       progress_.status(vertex, id, current, total, done);
