@@ -39,3 +39,10 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Debian's docker-registry package enables a registry service on port 5000 of every interface.
+# The tests start their own on loopback; the packaged one is stopped and kept from starting.
+if [[ -d /run/systemd/system ]] && systemctl is-enabled docker-registry.service >/dev/null 2>&1; then
+  echo "setup-deps: disabling the packaged docker-registry service (the tests run their own on loopback)"
+  systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+fi
