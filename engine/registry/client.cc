@@ -87,6 +87,7 @@ const char* const kManifestAccept = kManifestTypes;
 
 struct RegistryClient::Host {
   std::string domain;
+  bool mirror = false;
   std::string base_url;
   TlsConfig tls;
   std::mutex mutex;
@@ -100,6 +101,7 @@ RegistryClient::Host& RegistryClient::host(const std::string& domain) {
   // The first endpoint that answers /v2/ as a registry does (200, or 401 asking for auth).
   std::optional<Error> last;
   for (const Endpoint& endpoint : endpoints_for(domain, hosts_)) {
+    if (endpoint.mirror && without_mirrors_.count(domain)) continue;
     std::vector<std::string> bases{endpoint.base_url};
     if (endpoint.plain_http_fallback && endpoint.base_url.starts_with("https://")) {
       bases.push_back("http://" + endpoint.base_url.substr(8));
@@ -129,6 +131,7 @@ RegistryClient::Host& RegistryClient::host(const std::string& domain) {
       }
       auto host = std::make_shared<Host>();
       host->domain = domain;
+      host->mirror = endpoint.mirror;
       host->base_url = base;
       host->tls = endpoint.tls;
       hosts_by_domain_[domain] = host;
@@ -265,6 +268,18 @@ void RegistryClient::check_login(const std::string& domain) {
 }
 
 FetchedManifest RegistryClient::manifest(const image::Reference& reference, const std::string& tag_or_digest) {
+  try {
+    return fetch_manifest(reference, tag_or_digest);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::canceled || !host(reference.domain).mirror) throw;
+    std::lock_guard lock(mutex_);
+    without_mirrors_.insert(reference.domain);
+    hosts_by_domain_.erase(reference.domain);
+  }
+  return fetch_manifest(reference, tag_or_digest);
+}
+
+FetchedManifest RegistryClient::fetch_manifest(const image::Reference& reference, const std::string& tag_or_digest) {
   HttpRequest request;
   request.url = reference.path + "/manifests/" + tag_or_digest;
   request.headers.emplace_back("Accept", kManifestTypes);

@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "engine/image/reference.h"
@@ -36,7 +37,8 @@ class RegistryClient {
   RegistryClient(HttpTransport& transport, HostsConfig hosts, CredentialLookup credentials)
       : transport_(transport), hosts_(std::move(hosts)), credentials_(std::move(credentials)) {}
 
-  // The manifest or index a tag or digest names in `reference`'s repository.
+  // The manifest or index a tag or digest names in `reference`'s repository. A mirror that
+  // fails to give it is left for the rest of the client's life, and the origin is asked.
   FetchedManifest manifest(const image::Reference& reference, const std::string& tag_or_digest);
   // A blob, streamed to `sink`, verified against `digest` and `size` (-1: unknown).
   void blob(const image::Reference& reference, const store::Digest& digest, int64_t size,
@@ -68,6 +70,8 @@ class RegistryClient {
   CredentialLookup credentials_;
   std::mutex mutex_;
   std::map<std::string, std::shared_ptr<Host>> hosts_by_domain_;
+  std::set<std::string> without_mirrors_;  // domains whose mirrors failed a manifest
+  FetchedManifest fetch_manifest(const image::Reference& reference, const std::string& tag_or_digest);
 };
 
 }  // namespace kbuild::registry

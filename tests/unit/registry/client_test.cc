@@ -190,6 +190,38 @@ TEST_F(HttpClientTest, LoginIsCheckedAgainstTheTokenServer) {
   }
 }
 
+TEST(MirrorTest, AMirrorWithoutTheImageGivesWayToTheOrigin) {
+  FakeTransport transport;
+  HostsConfig hosts;
+  hosts.mirrors = {"http://mirror.local"};
+  RegistryClient client(transport, hosts, [](const std::string&) { return std::nullopt; });
+  image::Reference hub = image::parse_reference("alpine:3.20");
+  transport.on("GET http://mirror.local/v2/", [](const HttpRequest&, const BodySink&) { return status(200); });
+  transport.on("GET http://mirror.local/v2/library/alpine/manifests/3.20",
+               [](const HttpRequest&, const BodySink&) { return status(404); });
+  transport.on("GET https://registry-1.docker.io/v2/", [](const HttpRequest&, const BodySink&) { return status(200); });
+  transport.on("GET https://registry-1.docker.io/v2/library/alpine/manifests/3.20",
+               [](const HttpRequest&, const BodySink& sink) { return body(sink, "{}"); });
+  EXPECT_EQ(client.manifest(hub, "3.20").bytes, "{}");
+  EXPECT_EQ(transport.requests.back().url, "https://registry-1.docker.io/v2/library/alpine/manifests/3.20");
+  // The rest of the pull goes to the origin too.
+  transport.on("HEAD https://registry-1.docker.io/v2/library/alpine/blobs/" + store::Digest::of("x").str(),
+               [](const HttpRequest&, const BodySink&) { return status(200); });
+  EXPECT_TRUE(client.has_blob(hub, store::Digest::of("x")));
+}
+
+TEST(MirrorTest, AMirrorWithTheImageServesIt) {
+  FakeTransport transport;
+  HostsConfig hosts;
+  hosts.mirrors = {"http://mirror.local"};
+  RegistryClient client(transport, hosts, [](const std::string&) { return std::nullopt; });
+  transport.on("GET http://mirror.local/v2/", [](const HttpRequest&, const BodySink&) { return status(200); });
+  transport.on("GET http://mirror.local/v2/library/alpine/manifests/3.20",
+               [](const HttpRequest&, const BodySink& sink) { return body(sink, "{}"); });
+  EXPECT_EQ(client.manifest(image::parse_reference("alpine:3.20"), "3.20").bytes, "{}");
+  for (const auto& seen : transport.requests) EXPECT_EQ(seen.url.find("docker.io"), std::string::npos) << seen.url;
+}
+
 class OpenClientTest : public ClientTest {
  protected:
   void SetUp() override {
