@@ -3,7 +3,10 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <future>
+#include <thread>
 
 #include "common/error.h"
 #include "common/syscall.h"
@@ -126,12 +129,37 @@ Descriptor gzip_manifest(store::Store& store, Manifest manifest) {
   // here is an OCI one, and registries hold its members to OCI types.
   manifest.media_type = media_type::oci_manifest;
   if (manifest.config.media_type == media_type::docker_config) manifest.config.media_type = media_type::oci_config;
+  std::vector<Descriptor*> uncompressed;
   for (Descriptor& layer : manifest.layers) {
     if (layer.media_type == media_type::docker_layer) layer.media_type = media_type::oci_layer;
     if (layer.media_type == media_type::docker_layer_gzip) layer.media_type = media_type::oci_layer_gzip;
-    if (layer.media_type != layer_media_type(Compression::none, true)) continue;
-    if (auto compressed = compressed_layer(store, layer.digest)) layer = *compressed;
+    if (layer.media_type == layer_media_type(Compression::none, true)) uncompressed.push_back(&layer);
   }
+  // gzip is one core's work per layer: the layers are compressed side by side, one per core.
+  std::atomic<size_t> next{0};
+  auto compress = [&] {
+    for (size_t i = next++; i < uncompressed.size(); i = next++) {
+      if (auto compressed = compressed_layer(store, uncompressed[i]->digest)) *uncompressed[i] = *compressed;
+    }
+  };
+  size_t workers = std::min<size_t>(uncompressed.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::future<void>> running;
+  for (size_t w = 1; w < workers; ++w) running.push_back(std::async(std::launch::async, compress));
+  std::exception_ptr failure;
+  try {
+    compress();
+  } catch (...) {
+    failure = std::current_exception();
+    next = uncompressed.size();
+  }
+  for (auto& worker : running) {
+    try {
+      worker.get();
+    } catch (...) {
+      if (!failure) failure = std::current_exception();
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
   return put_document(store, media_type::oci_manifest, serialize_manifest(manifest));
 }
 
