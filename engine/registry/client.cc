@@ -271,10 +271,14 @@ FetchedManifest RegistryClient::manifest(const image::Reference& reference, cons
   try {
     return fetch_manifest(reference, tag_or_digest);
   } catch (const Error& e) {
-    if (e.kind() == ErrorKind::canceled || !host(reference.domain).mirror) throw;
+    if (e.kind() == ErrorKind::canceled) throw;
     std::lock_guard lock(mutex_);
+    // Only a mirror already chosen gives way; a host that could not be reached was the answer.
+    auto chosen = hosts_by_domain_.find(reference.domain);
+    if (chosen == hosts_by_domain_.end() || !chosen->second->mirror) throw;
     without_mirrors_.insert(reference.domain);
-    hosts_by_domain_.erase(reference.domain);
+    retired_.push_back(chosen->second);  // a request still running may hold it
+    hosts_by_domain_.erase(chosen);
   }
   return fetch_manifest(reference, tag_or_digest);
 }

@@ -7,8 +7,10 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "engine/image/reference.h"
 #include "engine/registry/auth.h"
@@ -71,6 +73,7 @@ class RegistryClient {
   std::mutex mutex_;
   std::map<std::string, std::shared_ptr<Host>> hosts_by_domain_;
   std::set<std::string> without_mirrors_;  // domains whose mirrors failed a manifest
+  std::vector<std::shared_ptr<Host>> retired_;
   FetchedManifest fetch_manifest(const image::Reference& reference, const std::string& tag_or_digest);
 };
 
