@@ -5,9 +5,9 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
-#include <memory>
 #include <set>
 #include <string>
 #include <vector>
