@@ -86,9 +86,15 @@ std::string read_config_text(const std::string& path) {
 int login_or_logout(const ImageCommands& c, dbus::BuilderClient& client, std::ostream& out) {
   std::string domain = login_domain(c.references);
   std::string path = docker_config_path();
+  std::string config = read_config_text(path);
+  std::string helper = credential_helper_of(config, domain);
   if (c.logout->parsed()) {
     bool removed = false;
-    std::string text = with_login(read_config_text(path), path, domain, "", &removed);
+    std::string text = with_login(config, path, domain, "", &removed);
+    if (!helper.empty()) {
+      erase_from_credential_helper(helper, auths_key(domain));
+      removed = true;
+    }
     if (!removed) {
       out << "Not logged in to " << domain << "\n";
       return 0;
@@ -109,7 +115,8 @@ int login_or_logout(const ImageCommands& c, dbus::BuilderClient& client, std::os
   }
   std::string auth = base64_credentials(c.username, password);
   client.check_login(domain, {{"registry-auth", dbus::Value(dbus::StringMap{{domain, auth}})}});
-  write_docker_config(path, with_login(read_config_text(path), path, domain, auth));
+  if (!helper.empty()) store_in_credential_helper(helper, auths_key(domain), c.username, password);
+  write_docker_config(path, with_login(config, path, domain, auth, nullptr, !helper.empty()));
   out << "Login Succeeded\n";
   return 0;
 }

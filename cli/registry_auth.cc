@@ -89,7 +89,15 @@ std::map<std::string, std::string> credentials_for(const std::string& config_tex
   return out;
 }
 
-std::string run_credential_helper(const std::string& helper, const std::string& server) {
+namespace {
+
+struct HelperResult {
+  int status = 0;  // exit status; -1 when it did not exit
+  std::string out;
+};
+
+// docker-credential-HELPER ACTION with `input` on stdin, run as the caller.
+HelperResult run_helper(const std::string& helper, const char* action, const std::string& input) {
   for (char c : helper) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
       throw Error(ErrorKind::user, "credential helper name \"" + helper + "\" is not a plain name");
@@ -104,23 +112,33 @@ std::string run_credential_helper(const std::string& helper, const std::string& 
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, child_in.get(), STDIN_FILENO);
   posix_spawn_file_actions_adddup2(&actions, child_out.get(), STDOUT_FILENO);
-  const char* argv[] = {program.c_str(), "get", nullptr};
+  const char* argv[] = {program.c_str(), action, nullptr};
   pid_t pid = 0;
   int spawned = posix_spawnp(&pid, program.c_str(), &actions, nullptr, const_cast<char* const*>(argv), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (spawned != 0) throw Error(ErrorKind::user, "running " + program + ": " + std::strerror(spawned));
   child_in.reset();
   child_out.reset();
-  write_all(parent_out.get(), server, program);
+  write_all(parent_out.get(), input, program);
   parent_out.reset();
-  std::string reply = read_all(parent_in.get(), program);
+  HelperResult result;
+  result.out = read_all(parent_in.get(), program);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+}  // namespace
+
+std::string run_credential_helper(const std::string& helper, const std::string& server) {
+  std::string program = "docker-credential-" + helper;
+  HelperResult result = run_helper(helper, "get", server);
   // A helper that knows nothing of the server says so and exits non-zero: no credentials.
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "";
+  if (result.status != 0) return "";
   try {
-    nlohmann::json doc = nlohmann::json::parse(reply);
+    nlohmann::json doc = nlohmann::json::parse(result.out);
     std::string user = doc.value("Username", ""), secret = doc.value("Secret", "");
     if (secret.empty()) return "";
     if (user == "<token>") {
@@ -132,6 +150,38 @@ std::string run_credential_helper(const std::string& helper, const std::string& 
   }
 }
 
+void store_in_credential_helper(const std::string& helper, const std::string& server, const std::string& username,
+                                const std::string& secret) {
+  nlohmann::json entry = {{"ServerURL", server}, {"Username", username}, {"Secret", secret}};
+  HelperResult result = run_helper(helper, "store", entry.dump());
+  if (result.status != 0) {
+    throw Error(ErrorKind::user, "docker-credential-" + helper + " store failed for " + server + ": " + result.out);
+  }
+}
+
+void erase_from_credential_helper(const std::string& helper, const std::string& server) {
+  HelperResult result = run_helper(helper, "erase", server);
+  if (result.status != 0) {
+    throw Error(ErrorKind::user, "docker-credential-" + helper + " erase failed for " + server + ": " + result.out);
+  }
+}
+
+std::string credential_helper_of(const std::string& config_text, const std::string& domain) {
+  nlohmann::json config;
+  try {
+    config = nlohmann::json::parse(config_text.empty() ? "{}" : config_text);
+  } catch (const nlohmann::json::exception&) {
+    return "";  // with_login reports it
+  }
+  if (!config.is_object()) return "";
+  std::string helper;
+  if (config.contains("credHelpers") && config["credHelpers"].is_object()) helper = config["credHelpers"].value(domain, "");
+  if (helper.empty() && config.contains("credsStore") && config["credsStore"].is_string()) {
+    helper = config["credsStore"].get<std::string>();
+  }
+  return helper;
+}
+
 std::string base64_credentials(const std::string& username, const std::string& password) {
   return base64_of(username + ":" + password);
 }
@@ -141,7 +191,7 @@ std::string auths_key(const std::string& domain) {
 }
 
 std::string with_login(const std::string& config_text, const std::string& source, const std::string& domain,
-                       const std::string& auth, bool* removed) {
+                       const std::string& auth, bool* removed, bool helper_keeps_it) {
   nlohmann::json config = nlohmann::json::object();
   if (!config_text.empty()) {
     try {
@@ -150,15 +200,6 @@ std::string with_login(const std::string& config_text, const std::string& source
       throw Error(ErrorKind::user, "reading " + source + ": " + e.what());
     }
     if (!config.is_object()) throw Error(ErrorKind::user, "reading " + source + ": not a JSON object");
-  }
-  std::string helper;
-  if (config.contains("credHelpers") && config["credHelpers"].is_object()) helper = config["credHelpers"].value(domain, "");
-  if (helper.empty() && config.contains("credsStore") && config["credsStore"].is_string()) {
-    helper = config["credsStore"].get<std::string>();
-  }
-  if (!helper.empty()) {
-    throw Error(ErrorKind::user, source + " keeps the credentials of " + domain + " in docker-credential-" + helper +
-                                     ", which kbuildctl cannot write yet: use docker login");
   }
   if (!config.contains("auths") || !config["auths"].is_object()) config["auths"] = nlohmann::json::object();
   bool had = false;
@@ -171,7 +212,11 @@ std::string with_login(const std::string& config_text, const std::string& source
     }
   }
   if (removed) *removed = had;
-  if (!auth.empty()) config["auths"][auths_key(domain)] = {{"auth", auth}};
+  if (helper_keeps_it && !auth.empty()) {
+    config["auths"][auths_key(domain)] = nlohmann::json::object();  // docker's mark: the helper has it
+  } else if (!auth.empty()) {
+    config["auths"][auths_key(domain)] = {{"auth", auth}};
+  }
   return config.dump(1, '\t') + "\n";
 }
 

@@ -32,10 +32,19 @@ std::map<std::string, std::string> credentials_for(const std::string& config_tex
 std::string run_credential_helper(const std::string& helper, const std::string& server);
 
 // config.json's text with `domain`'s "auths" entry set to `auth` (base64 "user:password"), or
-// removed when `auth` is empty (logout). Throws when a credential helper stores the domain's
-// credentials (storing through one is not supported yet). `removed` says whether there was one.
+// removed when `auth` is empty (logout); `removed` says whether there was one. When a credential
+// helper keeps the credentials, the entry is left empty, as docker writes it.
 std::string with_login(const std::string& config_text, const std::string& source, const std::string& domain,
-                       const std::string& auth, bool* removed = nullptr);
+                       const std::string& auth, bool* removed = nullptr, bool helper_keeps_it = false);
+
+// The credential helper that keeps `domain`'s credentials ("" for none): its credHelpers entry,
+// else the credsStore.
+std::string credential_helper_of(const std::string& config_text, const std::string& domain);
+
+// docker-credential-HELPER store / erase, as docker login and logout run them.
+void store_in_credential_helper(const std::string& helper, const std::string& server, const std::string& username,
+                                const std::string& secret);
+void erase_from_credential_helper(const std::string& helper, const std::string& server);
 
 // base64 of "user:password", as config.json's "auth" holds it.
 std::string base64_credentials(const std::string& username, const std::string& password);

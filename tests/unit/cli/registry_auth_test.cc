@@ -71,6 +71,23 @@ TEST(RegistryAuth, ACredentialHelperIsRunAsDockerRunsIt) {
   EXPECT_EQ(run_credential_helper("fake", "other.io"), "");
   EXPECT_THROW(run_credential_helper("missing-helper", "reg.io"), Error);
   EXPECT_THROW(run_credential_helper("../evil", "reg.io"), Error);
+  // store and erase: what docker login and logout send a helper.
+  std::string saved = dir + "/saved";
+  {
+    std::ofstream out(dir + "/docker-credential-keeper");
+    out << "#!/bin/sh\ncat > " << saved << ".$1\n";
+  }
+  ::chmod((dir + "/docker-credential-keeper").c_str(), 0755);
+  store_in_credential_helper("keeper", "reg.io", "u", "p");
+  std::ifstream stored(saved + ".store");
+  nlohmann::json entry = nlohmann::json::parse(stored);
+  EXPECT_EQ(entry, (nlohmann::json{{"ServerURL", "reg.io"}, {"Username", "u"}, {"Secret", "p"}}));
+  erase_from_credential_helper("keeper", "reg.io");
+  std::ifstream erased(saved + ".erase");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(erased), {}), "reg.io");
+  std::remove((saved + ".store").c_str());
+  std::remove((saved + ".erase").c_str());
+  std::remove((dir + "/docker-credential-keeper").c_str());
   std::remove(script.c_str());
   ::rmdir(dir.c_str());
 }
@@ -90,7 +107,14 @@ TEST(RegistryAuth, LoginKeepsOtherSettingsAndLogoutRemovesEveryKeyOfTheRegistry)
   with_login(out.dump(), "c", "docker.io", "", &removed);
   EXPECT_FALSE(removed);
   EXPECT_EQ(nlohmann::json::parse(with_login("", "c", "localhost:5000", "YQ=="))["auths"]["localhost:5000"]["auth"], "YQ==");
-  EXPECT_THROW(with_login(R"({"credsStore": "desktop"})", "c", "docker.io", "YQ=="), Error);
+  // A helper keeps the secret; config.json only marks the registry, as docker's does.
+  nlohmann::json kept = nlohmann::json::parse(with_login(R"({"credsStore": "desktop"})", "c", "docker.io", "YQ==",
+                                                         nullptr, true));
+  EXPECT_EQ(kept["auths"]["https://index.docker.io/v1/"], nlohmann::json::object());
+  EXPECT_EQ(kept["credsStore"], "desktop");
+  EXPECT_EQ(credential_helper_of(R"({"credsStore": "desktop", "credHelpers": {"a.io": "pass"}})", "a.io"), "pass");
+  EXPECT_EQ(credential_helper_of(R"({"credsStore": "desktop"})", "b.io"), "desktop");
+  EXPECT_EQ(credential_helper_of("{}", "b.io"), "");
 }
 
 TEST(RegistryAuth, ABrokenConfigIsOneClearError) {
