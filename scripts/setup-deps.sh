@@ -8,7 +8,7 @@ build_packages=(
   meson ninja-build pkg-config g++ clang libclang-rt-14-dev
   libsdbus-c++-dev libsdbus-c++-bin libsystemd-dev libseccomp-dev libarchive-dev
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libsqlite3-dev libcli11-dev
-  libgtest-dev libgmock-dev zlib1g-dev
+  libgtest-dev libgmock-dev libdeflate-dev libzstd-dev
   # what the tests use: image checkers, BuildKit itself (Debian's docker.io), a Go toolchain
   # for byte-for-byte checks against Go's archive/tar, busybox for base images, buildah for
   # the benchmarks, systemd-nspawn for the tests that need a booted systemd, gcc's static libc

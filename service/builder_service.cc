@@ -8,6 +8,7 @@
 #include "common/version.h"
 #include "engine/dockerfile/convert.h"
 #include "engine/image/blob_io.h"
+#include "engine/image/export_format.h"
 #include "engine/image/layer_blobs.h"
 #include "engine/image/reference.h"
 #include "engine/registry/transfer.h"
@@ -79,6 +80,10 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
     output.type = type->second;
     for (const auto& [k, v] : entry) {
       if (k != "type") output.attributes[k] = v;
+    }
+    if (output.type != "tar" && output.type != "local") {
+      // Before anything runs: a format BuildKit would refuse ("compression=lz4").
+      image::parse_export_format(output.attributes, image::default_oci_media_types(output.type));
     }
     request.outputs.push_back(std::move(output));
   }

@@ -3,10 +3,7 @@
 #include <fcntl.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <future>
-#include <thread>
 
 #include "common/error.h"
 #include "common/syscall.h"
@@ -81,11 +78,11 @@ void add_layers(store::Store& store, const BuiltImage& built, const std::vector<
 // "oci" and "docker": the image as an archive.
 class ArchiveExporter : public Exporter {
  public:
-  ArchiveExporter(store::Store& store, ArchiveFormat format, std::optional<std::string> name)
-      : store_(store), format_(format), name_(std::move(name)) {}
+  ArchiveExporter(store::Store& store, ArchiveFormat format, ExportFormat blobs, std::optional<std::string> name)
+      : store_(store), format_(format), blobs_(blobs), name_(std::move(name)) {}
 
   void write(const StoredImage& image, const BuiltImage&, ByteSink& out) override {
-    ArchiveImage archived{gzip_manifest(store_, image.manifest), image.names};
+    ArchiveImage archived{export_manifest(store_, image.manifest, blobs_), image.names};
     if (name_) archived.names.push_back(*name_);
     ArchiveWriteOptions options;
     options.format = format_;
@@ -96,6 +93,7 @@ class ArchiveExporter : public Exporter {
  private:
   store::Store& store_;
   ArchiveFormat format_;
+  ExportFormat blobs_;
   std::optional<std::string> name_;  // normalized
 };
 
@@ -123,45 +121,6 @@ class RootfsExporter : public Exporter {
 };
 
 }  // namespace
-
-Descriptor gzip_manifest(store::Store& store, Manifest manifest) {
-  // An image loaded from a docker-archive carries Docker's media types; the manifest written
-  // here is an OCI one, and registries hold its members to OCI types.
-  manifest.media_type = media_type::oci_manifest;
-  if (manifest.config.media_type == media_type::docker_config) manifest.config.media_type = media_type::oci_config;
-  std::vector<Descriptor*> uncompressed;
-  for (Descriptor& layer : manifest.layers) {
-    if (layer.media_type == media_type::docker_layer) layer.media_type = media_type::oci_layer;
-    if (layer.media_type == media_type::docker_layer_gzip) layer.media_type = media_type::oci_layer_gzip;
-    if (layer.media_type == layer_media_type(Compression::none, true)) uncompressed.push_back(&layer);
-  }
-  // gzip is one core's work per layer: the layers are compressed side by side, one per core.
-  std::atomic<size_t> next{0};
-  auto compress = [&] {
-    for (size_t i = next++; i < uncompressed.size(); i = next++) {
-      if (auto compressed = compressed_layer(store, uncompressed[i]->digest)) *uncompressed[i] = *compressed;
-    }
-  };
-  size_t workers = std::min<size_t>(uncompressed.size(), std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<std::future<void>> running;
-  for (size_t w = 1; w < workers; ++w) running.push_back(std::async(std::launch::async, compress));
-  std::exception_ptr failure;
-  try {
-    compress();
-  } catch (...) {
-    failure = std::current_exception();
-    next = uncompressed.size();
-  }
-  for (auto& worker : running) {
-    try {
-      worker.get();
-    } catch (...) {
-      if (!failure) failure = std::current_exception();
-    }
-  }
-  if (failure) std::rethrow_exception(failure);
-  return put_document(store, media_type::oci_manifest, serialize_manifest(manifest));
-}
 
 StoredImage store_image(store::Store& store, const BuiltImage& built, const std::vector<std::string>& tags,
                         LayerJournalCache* journals, const ExportStatus& status) {
@@ -196,6 +155,7 @@ std::unique_ptr<Exporter> make_exporter(store::Store& store, const std::string& 
     std::optional<std::string> name;
     if (auto it = attributes.find("name"); it != attributes.end()) name = normalize_reference(it->second);
     return std::make_unique<ArchiveExporter>(store, type == "oci" ? ArchiveFormat::oci : ArchiveFormat::docker,
+                                             parse_export_format(attributes, default_oci_media_types(type)),
                                              std::move(name));
   }
   if (type == "tar" || type == "local") return std::make_unique<RootfsExporter>(store);

@@ -15,6 +15,7 @@
 
 #include "engine/graph/image_config.h"
 #include "engine/image/blob_io.h"
+#include "engine/image/export_format.h"
 #include "engine/image/layer_blobs.h"
 #include "engine/image/oci.h"
 #include "engine/store/store.h"
@@ -52,10 +53,6 @@ using ExportStatus = std::function<void(const std::string& text, bool done)>;
 StoredImage store_image(store::Store& store, const BuiltImage& built, const std::vector<std::string>& tags,
                         LayerJournalCache* journals, const ExportStatus& status);
 
-// The image's manifest with our layers as gzip blobs (made once, then remembered), stored
-// beside it: what archives carry and registries receive, as BuildKit sends them by default.
-Descriptor gzip_manifest(store::Store& store, Manifest manifest);
-
 // Whether store_image is the exporter of an output type (image, moby).
 bool is_store_output(std::string_view type);
 
@@ -67,8 +64,8 @@ class Exporter {
   virtual void write(const StoredImage& image, const BuiltImage& built, ByteSink& out) = 0;
 };
 
-// "oci", "docker": an image archive with gzip layers, as BuildKit's exporters write them by
-// default, named with the image's names and the output's name= attribute. "tar", "local": the
+// "oci", "docker": an image archive with its layers in the format the attributes ask for
+// (export_format.h; gzip by default, as BuildKit's exporters write them), named with the image's names and the output's name= attribute. "tar", "local": the
 // rootfs as one uncompressed tar (kbuildctl unpacks `local` itself). Any other type is refused
 // with kbuild::Error (user) "unsupported output type X"; a store one is an internal error.
 std::unique_ptr<Exporter> make_exporter(store::Store& store, const std::string& type,

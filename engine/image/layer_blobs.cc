@@ -1,8 +1,9 @@
 #include "engine/image/layer_blobs.h"
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <fcntl.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <vector>
@@ -15,41 +16,6 @@
 namespace kbuild::image {
 namespace {
 
-// A stored blob gzip-compressed into the content store (zlib's default level, as Go's).
-store::Digest gzip_blob(store::Store& store, const store::Digest& digest) {
-  UniqueFd in = store.content().open(digest);
-  store::ContentStore::Writer writer = store.content().writer();
-  z_stream z{};
-  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-    throw Error(ErrorKind::internal, "deflateInit2 failed");
-  }
-  std::vector<unsigned char> input(1 << 16), output(1 << 16);
-  int flush = Z_NO_FLUSH;
-  try {
-    while (flush != Z_FINISH) {
-      ssize_t n;
-      do {
-        n = ::read(in.get(), input.data(), input.size());
-      } while (n < 0 && errno == EINTR);
-      if (n < 0) throw_errno("reading blob", digest.str());
-      flush = n == 0 ? Z_FINISH : Z_NO_FLUSH;
-      z.next_in = input.data();
-      z.avail_in = static_cast<uInt>(n);
-      do {
-        z.next_out = output.data();
-        z.avail_out = static_cast<uInt>(output.size());
-        deflate(&z, flush);
-        writer.write(output.data(), output.size() - z.avail_out);
-      } while (z.avail_out == 0);
-    }
-  } catch (...) {
-    deflateEnd(&z);
-    throw;
-  }
-  deflateEnd(&z);
-  return writer.commit();
-}
-
 class WriterSink : public ByteSink {
  public:
   explicit WriterSink(store::ContentStore::Writer& writer) : writer_(writer) {}
@@ -58,6 +24,69 @@ class WriterSink : public ByteSink {
  private:
   store::ContentStore::Writer& writer_;
 };
+
+Descriptor stored_blob(store::Store& store, const std::string& media_type, const store::Digest& digest) {
+  Descriptor descriptor;
+  descriptor.media_type = media_type;
+  descriptor.digest = digest;
+  descriptor.size = static_cast<int64_t>(store.content().size(digest));
+  return descriptor;
+}
+
+// Writes to a sink and, when given, a copy.
+class TeeSink : public ByteSink {
+ public:
+  TeeSink(ByteSink& first, ByteSink* second) : first_(first), second_(second) {}
+  void write(const void* data, size_t size) override {
+    first_.write(data, size);
+    if (second_) second_->write(data, size);
+  }
+
+ private:
+  ByteSink& first_;
+  ByteSink* second_;
+};
+
+struct ArchiveReadFree {
+  void operator()(struct archive* a) const { archive_read_free(a); }
+};
+
+// A stored blob decompressed (gzip and zstd in process, as extraction reads them), checked
+// against the layer's diff_id, and compressed again into `out`.
+void recompress_blob(store::Store& store, const store::Digest& diff_id, const Descriptor& source,
+                     const CompressionConfig& compression, ByteSink& out) {
+  UniqueFd fd = store.content().open(source.digest);
+  std::unique_ptr<struct archive, ArchiveReadFree> reader(archive_read_new());
+  if (!reader) throw Error(ErrorKind::internal, "libarchive: out of memory");
+  archive_read_support_filter_gzip(reader.get());
+  archive_read_support_filter_zstd(reader.get());
+  archive_read_support_format_raw(reader.get());
+  auto fail = [&](const std::string& what) {
+    const char* detail = archive_error_string(reader.get());
+    return Error(ErrorKind::user, "decompressing layer " + source.digest.str() + ": " + what +
+                                      (detail ? std::string(": ") + detail : std::string()));
+  };
+  if (archive_read_open_fd(reader.get(), fd.get(), 1 << 20) != ARCHIVE_OK) throw fail("cannot open");
+  archive_entry* entry = nullptr;
+  int rc = archive_read_next_header(reader.get(), &entry);
+  if (rc != ARCHIVE_OK) throw fail("no data");
+  std::unique_ptr<Compressor> compressor = make_compressor(out, compression);
+  store::Sha256 tar;
+  std::vector<char> buffer(1 << 20);
+  for (;;) {
+    la_ssize_t n = archive_read_data(reader.get(), buffer.data(), buffer.size());
+    if (n < 0) throw fail("read failed");
+    if (n == 0) break;
+    tar.update(buffer.data(), static_cast<size_t>(n));
+    compressor->write(buffer.data(), static_cast<size_t>(n));
+  }
+  compressor->finish();
+  store::Digest found = tar.finish();
+  if (found != diff_id) {
+    throw Error(ErrorKind::user, "layer " + source.digest.str() + " holds " + found.str() + ", not its diff_id " +
+                                     diff_id.str());
+  }
+}
 
 std::string layer_key(const store::Digest& diff_id) { return "layer:" + diff_id.str(); }
 
@@ -130,40 +159,40 @@ LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord&
   return LayerRecord{digests.diff_id, digests.tar_size};
 }
 
-std::optional<Descriptor> compressed_layer(store::Store& store, const store::Digest& diff_id) {
-  const std::string media_type = layer_media_type(Compression::gzip, true);
-  auto describe = [&](const store::Digest& blob) {
-    Descriptor d;
-    d.media_type = media_type;
-    d.digest = blob;
-    d.size = static_cast<int64_t>(store.content().size(blob));
-    return d;
-  };
-  if (auto blob = store.metadata().get_layer_blob(diff_id, media_type); blob && store.content().has(blob->blob)) {
-    return describe(blob->blob);
-  }
-  auto layer = store.metadata().get_cache(layer_key(diff_id));
-  if (!layer) {
-    // A base image's layer that came uncompressed (a docker-archive's): its blob is the tar.
-    if (!store.content().has(diff_id)) return std::nullopt;
-    store::Digest blob = gzip_blob(store, diff_id);
-    store.metadata().put_layer_blob(diff_id, store::LayerBlob{blob, media_type});
-    return describe(blob);
-  }
-  nlohmann::json meta = nlohmann::json::parse(layer->metadata);
-  LayerOptions options;
-  options.compression = Compression::gzip;
-  if (!meta.at("epoch").is_null()) options.source_date_epoch = meta.at("epoch").get<int64_t>();
+std::optional<Descriptor> remembered_layer_blob(store::Store& store, const store::Digest& diff_id,
+                                                Compression compression) {
+  const std::string media_type = layer_media_type(compression, true);
+  auto blob = store.metadata().get_layer_blob(diff_id, media_type);
+  if (!blob || !store.content().has(blob->blob)) return std::nullopt;
+  return stored_blob(store, media_type, blob->blob);
+}
+
+Descriptor make_layer_blob(store::Store& store, const store::Digest& diff_id, const Descriptor& source,
+                           const CompressionConfig& compression, ByteSink* copy) {
   store::ContentStore::Writer writer = store.content().writer();
-  WriterSink sink(writer);
-  UniqueFd dir = open_diff(store, layer->snapshot_id);
-  LayerDigests digests = write_layer(dir.get(), sink, options);
-  if (digests.diff_id != diff_id) {
-    throw Error(ErrorKind::internal, "layer " + diff_id.str() + " changed on disk (now " + digests.diff_id.str() + ")");
+  WriterSink to_store(writer);
+  TeeSink sink(to_store, copy);
+  store::Digest blob;
+  if (auto layer = store.metadata().get_cache(layer_key(diff_id))) {
+    nlohmann::json meta = nlohmann::json::parse(layer->metadata);
+    LayerOptions options;
+    options.compression = compression.type;
+    options.level = compression.level;
+    options.compression_threads = compression.threads;
+    if (!meta.at("epoch").is_null()) options.source_date_epoch = meta.at("epoch").get<int64_t>();
+    UniqueFd dir = open_diff(store, layer->snapshot_id);
+    LayerDigests digests = write_layer(dir.get(), sink, options);
+    if (digests.diff_id != diff_id) {
+      throw Error(ErrorKind::internal, "layer " + diff_id.str() + " changed on disk (now " + digests.diff_id.str() + ")");
+    }
+    blob = writer.commit(digests.blob_digest);
+  } else {
+    recompress_blob(store, diff_id, source, compression, sink);
+    blob = writer.commit();
   }
-  store::Digest blob = writer.commit(digests.blob_digest);
+  const std::string media_type = layer_media_type(compression.type, true);
   store.metadata().put_layer_blob(diff_id, store::LayerBlob{blob, media_type});
-  return describe(blob);
+  return stored_blob(store, media_type, blob);
 }
 
 UniqueFd LazyBlobSource::open(const store::Digest& digest) {

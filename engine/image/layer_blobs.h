@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "engine/image/blob_io.h"
+#include "engine/image/compressor.h"
 #include "engine/image/layer_tar.h"
 #include "engine/image/oci.h"
 #include "engine/store/store.h"
@@ -43,9 +44,16 @@ class LayerJournalCache {
 LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord& snapshot,
                                std::optional<int64_t> source_date_epoch, LayerJournalCache* journals = nullptr);
 
-// The gzip blob of one of our layers (made once, then remembered), for exports; nullopt for a
-// layer that is not ours (a base image's, which keeps the blob it came with).
-std::optional<Descriptor> compressed_layer(store::Store& store, const store::Digest& diff_id);
+// The blob of a layer (by diff_id) in `compression`, when one was made before and is still in
+// the content store.
+std::optional<Descriptor> remembered_layer_blob(store::Store& store, const store::Digest& diff_id,
+                                                Compression compression);
+
+// Makes the blob of a layer in `compression` and remembers it: from the layer's snapshot when
+// it is one of ours, else by decompressing `source` (a base image's blob, checked against
+// diff_id). Each byte also goes to `copy`, if given, as it is made (a registry upload).
+Descriptor make_layer_blob(store::Store& store, const store::Digest& diff_id, const Descriptor& source,
+                           const CompressionConfig& compression, ByteSink* copy = nullptr);
 
 // Reads blobs from the content store, writing a layer's tar there first when it is one of
 // ours that nobody has read yet.

@@ -7,7 +7,6 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <array>
@@ -22,6 +21,7 @@
 
 #include "common/directory.h"
 #include "common/syscall.h"
+#include "engine/image/compressor.h"
 #include "engine/image/go_tar.h"
 #include "engine/image/oci.h"
 #include "engine/image/pipelined_sink.h"
@@ -31,50 +31,33 @@ namespace {
 
 constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kOpaqueWhiteout = ".wh..wh..opq";
-constexpr size_t kCopyBuffer = 1 << 20;  // zlib output
 
 
 // The uncompressed tar goes in; diff_id is hashed, the blob is compressed (or not), hashed and
 // handed to the sink.
 class LayerStream : public ByteSink {
  public:
-  LayerStream(ByteSink& out, const LayerOptions& options) : out_(out), compression_(options.compression) {
-    if (compression_ == Compression::zstd) {
-      throw Error(ErrorKind::user, "writing zstd-compressed layers is not supported; use gzip");
-    }
-    if (compression_ == Compression::gzip) {
-      int level = options.gzip_level < 0 ? Z_DEFAULT_COMPRESSION : options.gzip_level;
-      // windowBits 15 + 16: a gzip wrapper. The header Go's compress/gzip writes: no name, mtime
-      // 0, OS 255 (unknown).
-      if (deflateInit2(&z_, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-        throw Error(ErrorKind::internal, "gzip: cannot initialize zlib");
-      }
-      deflating_ = true;
-      header_.os = 255;
-      deflateSetHeader(&z_, &header_);
-      buffer_.resize(kCopyBuffer);
+  LayerStream(ByteSink& out, const LayerOptions& options) : out_(out), blob_sink_(*this) {
+    if (options.compression != Compression::none) {
+      CompressionConfig config{options.compression, options.level, options.compression_threads};
+      compressor_ = make_compressor(blob_sink_, config);
     }
   }
-  ~LayerStream() {
-    if (deflating_) deflateEnd(&z_);
-  }
-  LayerStream(const LayerStream&) = delete;
-  LayerStream& operator=(const LayerStream&) = delete;
 
   void write(const void* data, size_t size) override {
     diff_.update(data, size);
     tar_size_ += size;
-    if (compression_ == Compression::none) {
-      emit(data, size);
+    if (compressor_) {
+      compressor_->write(data, size);
     } else {
-      deflate_some(data, size, Z_NO_FLUSH);
+      emit(data, size);
     }
   }
 
   // Goes on from the SHA-256 state after the first `offset` bytes of an uncompressed tar that
   // were not written here (an earlier layer's, the same up to there).
   void resume(const store::Sha256& state, uint64_t offset) {
-    if (compression_ != Compression::none || tar_size_ != 0) {
+    if (compressor_ || tar_size_ != 0) {
       throw Error(ErrorKind::internal, "layer tar: only a fresh uncompressed stream resumes");
     }
     diff_ = state.copy();
@@ -83,47 +66,41 @@ class LayerStream : public ByteSink {
   store::Sha256 diff_state() const { return diff_.copy(); }
 
   LayerDigests finish() {
-    if (compression_ == Compression::gzip) deflate_some(nullptr, 0, Z_FINISH);
+    if (compressor_) compressor_->finish();
     LayerDigests digests;
     digests.diff_id = diff_.finish();
     digests.tar_size = tar_size_;
-    digests.blob_digest = compression_ == Compression::none ? digests.diff_id : blob_.finish();
+    digests.blob_digest = compressor_ ? blob_.finish() : digests.diff_id;
     digests.blob_size = blob_size_;
     return digests;
   }
 
  private:
+  // What the compressor writes.
+  class BlobSink : public ByteSink {
+   public:
+    explicit BlobSink(LayerStream& stream) : stream_(stream) {}
+    void write(const void* data, size_t size) override { stream_.emit(data, size); }
+
+   private:
+    LayerStream& stream_;
+  };
+
   void emit(const void* data, size_t size) {
     if (size == 0) return;
     // Uncompressed, the blob is the tar: its digest is diff_id, hashed once.
-    if (compression_ != Compression::none) blob_.update(data, size);
+    if (compressor_) blob_.update(data, size);
     blob_size_ += size;
     out_.write(data, size);
   }
 
-  void deflate_some(const void* data, size_t size, int flush) {
-    z_.next_in = static_cast<Bytef*>(const_cast<void*>(data));
-    z_.avail_in = static_cast<uInt>(size);
-    for (;;) {
-      z_.next_out = reinterpret_cast<Bytef*>(buffer_.data());
-      z_.avail_out = static_cast<uInt>(buffer_.size());
-      int rc = deflate(&z_, flush);
-      if (rc == Z_STREAM_ERROR) throw Error(ErrorKind::internal, "gzip: deflate failed");
-      emit(buffer_.data(), buffer_.size() - z_.avail_out);
-      if (flush == Z_FINISH ? rc == Z_STREAM_END : (z_.avail_in == 0 && z_.avail_out != 0)) return;
-    }
-  }
-
   ByteSink& out_;
-  Compression compression_;
+  BlobSink blob_sink_;
+  std::unique_ptr<Compressor> compressor_;
   store::Sha256 diff_;
   store::Sha256 blob_;
   uint64_t tar_size_ = 0;
   uint64_t blob_size_ = 0;
-  z_stream z_{};
-  gz_header header_{};
-  bool deflating_ = false;
-  std::vector<char> buffer_;
 };
 
 // Journal checkpoints come after at least kMinSegment tar bytes, or 1/1024 of the tar so far

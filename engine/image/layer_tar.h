@@ -18,9 +18,10 @@ namespace kbuild::image {
 enum class Compression { none, gzip, zstd };
 
 struct LayerOptions {
-  Compression compression = Compression::gzip;  // zstd is read, not written
-  // gzip level as Go's compress/gzip takes it; -1 is its default (zlib level 6), which BuildKit uses.
-  int gzip_level = -1;
+  Compression compression = Compression::gzip;
+  // gzip 0..9, zstd 1..22; unset: the format's default (see CompressionConfig).
+  std::optional<int> level;
+  unsigned compression_threads = 0;  // 0: one per core
   // SOURCE_DATE_EPOCH: mtimes later than this are clamped to it (BuildKit's rewrite-timestamp).
   std::optional<int64_t> source_date_epoch;
 };

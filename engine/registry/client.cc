@@ -375,6 +375,41 @@ void RegistryClient::upload_blob(const image::Reference& reference, const store:
   if (finished.status != 201) fail(reference, "uploading blob " + digest.str(), finished, error_body);
 }
 
+store::Digest RegistryClient::upload_blob_streamed(const image::Reference& reference,
+                                                  const std::function<size_t(char*, size_t)>& read,
+                                                  const std::function<store::Digest()>& finished) {
+  HttpRequest start;
+  start.method = "POST";
+  start.url = reference.path + "/blobs/uploads/";
+  std::string error_body;
+  HttpResponse started = send(reference, "pull,push", start, {}, &error_body);
+  if (started.status != 202) fail(reference, "starting an upload", started, error_body);
+  Host& h = host(reference.domain);
+  auto absolute = [&](std::string location) {
+    if (location.empty()) throw Error(ErrorKind::user, "the registry gave no upload location");
+    return location.starts_with("/") ? h.base_url + location : location;
+  };
+  std::string location = absolute(started.header("location"));
+  HttpRequest patch;
+  patch.method = "PATCH";
+  patch.url = location;
+  patch.headers.emplace_back("Content-Type", "application/octet-stream");
+  patch.body = read;  // no size: sent chunked, as docker push streams a layer
+  HttpResponse patched = send(reference, "pull,push", patch, {}, &error_body);
+  if (patched.status != 202) fail(reference, "uploading a blob", patched, error_body);
+  if (!patched.header("location").empty()) location = absolute(patched.header("location"));
+  store::Digest digest = finished();
+  HttpRequest put;
+  put.method = "PUT";
+  put.url = location + (location.find('?') == std::string::npos ? "?" : "&") + "digest=" + url_escape(digest.str());
+  put.headers.emplace_back("Content-Type", "application/octet-stream");
+  put.body = [](char*, size_t) { return size_t{0}; };
+  put.body_size = 0;
+  HttpResponse done = send(reference, "pull,push", put, {}, &error_body);
+  if (done.status != 201) fail(reference, "completing the upload of blob " + digest.str(), done, error_body);
+  return digest;
+}
+
 void RegistryClient::put_manifest(const image::Reference& reference, const std::string& tag_or_digest,
                                   const std::string& media_type, const std::string& bytes) {
   HttpRequest request;

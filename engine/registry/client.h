@@ -50,6 +50,11 @@ class RegistryClient {
   // of the same registry gives it.
   void upload_blob(const image::Reference& reference, const store::Digest& digest, uint64_t size,
                    const std::function<size_t(char*, size_t)>& read, const std::string& from_repository = "");
+  // Uploads a blob as it is made, its digest known only at the end: the bytes `read` produces
+  // go in one PATCH, then `finished` (called once they are all sent) gives the digest that
+  // completes the upload. Returns that digest.
+  store::Digest upload_blob_streamed(const image::Reference& reference, const std::function<size_t(char*, size_t)>& read,
+                                     const std::function<store::Digest()>& finished);
   void put_manifest(const image::Reference& reference, const std::string& tag_or_digest, const std::string& media_type,
                     const std::string& bytes);
   // docker login's check: the registry at `domain` takes the caller's credentials (for

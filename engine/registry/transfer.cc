@@ -6,9 +6,12 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <thread>
 
 #include "common/error.h"
 #include "common/syscall.h"
+#include "engine/image/blob_pipe.h"
+#include "engine/image/export_format.h"
 #include "engine/image/exporter.h"
 #include "engine/image/image_store.h"
 #include "engine/image/layer_blobs.h"
@@ -144,39 +147,84 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
   return record;
 }
 
+// Sends a blob the store has, unless the registry has it or can mount it.
+void push_stored_blob(store::Store& store, RegistryClient& client, const image::Reference& target,
+                      const image::Descriptor& blob, const PushOptions& options) {
+  std::string id = "pushing " + short_digest(blob.digest);
+  if (client.has_blob(target, blob.digest)) {
+    if (options.progress) options.progress(id, blob.size, blob.size, true);
+    return;
+  }
+  image::LazyBlobSource source(store);
+  UniqueFd fd = source.open(blob.digest);
+  int64_t sent = 0;
+  client.upload_blob(target, blob.digest, static_cast<uint64_t>(blob.size), [&](char* buffer, size_t room) {
+    ssize_t n;
+    do {
+      n = ::read(fd.get(), buffer, room);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) throw_errno("reading blob", blob.digest.str());
+    sent += n;
+    if (options.progress) options.progress(id, sent, blob.size, false);
+    return static_cast<size_t>(n);
+  }, mount_source(store, target, blob.digest));
+  if (options.progress) options.progress(id, blob.size, blob.size, true);
+}
+
+// Compresses a layer and uploads it at once, the compression on one thread (and its workers),
+// the upload reading what it has made so far: the two overlap instead of adding up.
+void push_new_layer(store::Store& store, RegistryClient& client, const image::Reference& target,
+                    image::ExportLayer& layer, const PushOptions& options) {
+  std::string id = "pushing " + short_digest(layer.diff_id);
+  image::BlobPipe pipe;
+  std::thread maker([&] {
+    try {
+      image::make_export_blob(store, options.format, layer, &pipe);
+      pipe.close();
+    } catch (...) {
+      pipe.fail(std::current_exception());
+    }
+  });
+  // The maker must not outlive this frame, whether the upload ends well or not.
+  struct Joined {
+    image::BlobPipe& pipe;
+    std::thread& maker;
+    ~Joined() {
+      pipe.abandon();
+      if (maker.joinable()) maker.join();
+    }
+  } joined{pipe, maker};
+  int64_t sent = 0;
+  client.upload_blob_streamed(target, [&](char* buffer, size_t room) {
+    size_t n = pipe.read(buffer, room);
+    sent += static_cast<int64_t>(n);
+    if (options.progress) options.progress(id, sent, 0, false);
+    return n;
+  }, [&] {
+    maker.join();
+    return layer.blob->digest;
+  });
+  if (options.progress) options.progress(id, layer.blob->size, layer.blob->size, true);
+}
+
 store::Digest push(store::Store& store, RegistryClient& client, const store::ImageRecord& stored,
                    const image::Reference& target, const PushOptions& options) {
   image::Manifest ours = image::parse_manifest(store.content().read_small(stored.manifest));
-  image::Descriptor pushed = image::gzip_manifest(store, ours);
-  std::string manifest_bytes = store.content().read_small(pushed.digest);
-  image::Manifest manifest = image::parse_manifest(manifest_bytes);
-  std::vector<image::Descriptor> blobs = manifest.layers;
-  blobs.push_back(manifest.config);
+  image::ExportPlan plan = image::plan_export(store, ours, options.format);
   std::vector<std::function<void()>> uploads;
-  for (const image::Descriptor& blob : blobs) {
-    uploads.push_back([&, blob] {
-      std::string id = "pushing " + short_digest(blob.digest);
-      if (client.has_blob(target, blob.digest)) {
-        if (options.progress) options.progress(id, blob.size, blob.size, true);
-        return;
+  for (image::ExportLayer& layer : plan.layers) {
+    uploads.push_back([&] {
+      if (layer.blob) {
+        push_stored_blob(store, client, target, *layer.blob, options);
+      } else {
+        push_new_layer(store, client, target, layer, options);
       }
-      image::LazyBlobSource source(store);
-      UniqueFd fd = source.open(blob.digest);
-      int64_t sent = 0;
-      client.upload_blob(target, blob.digest, static_cast<uint64_t>(blob.size), [&](char* buffer, size_t room) {
-        ssize_t n;
-        do {
-          n = ::read(fd.get(), buffer, room);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0) throw_errno("reading blob", blob.digest.str());
-        sent += n;
-        if (options.progress) options.progress(id, sent, blob.size, false);
-        return static_cast<size_t>(n);
-      }, mount_source(store, target, blob.digest));
-      if (options.progress) options.progress(id, blob.size, blob.size, true);
     });
   }
+  uploads.push_back([&] { push_stored_blob(store, client, target, ours.config, options); });
   run_bounded(uploads, options.max_concurrent_uploads);
+  image::Descriptor pushed = image::store_export_manifest(store, plan);
+  std::string manifest_bytes = store.content().read_small(pushed.digest);
   client.put_manifest(target, target.digest.empty() ? target.tag : target.digest, pushed.media_type, manifest_bytes);
   return pushed.digest;
 }

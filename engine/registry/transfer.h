@@ -5,6 +5,7 @@
 #include <functional>
 #include <string>
 
+#include "engine/image/export_format.h"
 #include "engine/image/reference.h"
 #include "engine/registry/client.h"
 #include "engine/store/store.h"
@@ -34,11 +35,13 @@ store::ImageRecord pull_image(store::Store& store, RegistryClient& client, const
 
 struct PushOptions {
   int max_concurrent_uploads = 5;
+  image::ExportFormat format;  // BuildKit's image exporter defaults: gzip, Docker media types
   TransferProgress progress;
 };
 
-// Sends a stored image's blobs the registry lacks (our layers gzip-compressed, once), then its
-// manifest under `target`'s tag. Returns the pushed manifest's digest.
+// Sends a stored image's blobs the registry lacks, then its manifest under `target`'s tag. Our
+// layers go in `format` (compressed once, then remembered; the first time, compressed as they
+// are uploaded). Returns the pushed manifest's digest.
 store::Digest push_image(store::Store& store, RegistryClient& client, const store::ImageRecord& image,
                          const image::Reference& target, const PushOptions& options);
 

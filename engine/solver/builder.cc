@@ -186,16 +186,19 @@ class Builder::Run {
   // Returns the digest of the manifest pushed (its layers gzip), when something was pushed.
   std::optional<store::Digest> push(const image::StoredImage& stored, const std::string& vertex) {
     bool wanted = request_.push;
+    registry::PushOptions options;
     for (const Output& output : request_.outputs) {
       auto attribute = output.attributes.find("push");
       if (output.type == "registry" || (attribute != output.attributes.end() && attribute->second == "true")) wanted = true;
+      if (output.type == "registry" || output.type == "image") {
+        options.format = image::parse_export_format(output.attributes, image::default_oci_media_types(output.type));
+      }
     }
     if (!wanted) return std::nullopt;
     if (stored.names.empty()) throw Error(ErrorKind::user, "push needs a name: give the image one with -t or name=");
     auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); }, builder_.registry_.proxies);
     registry::RegistryClient client = registry_client(*transport);
     store::ImageRecord record{stored.descriptor.digest, stored.id(), std::chrono::system_clock::now()};
-    registry::PushOptions options;
     options.max_concurrent_uploads = builder_.registry_.max_concurrent_uploads;
     options.progress = [&](const std::string& id, int64_t current, int64_t total, bool done) {
       progress_.status(vertex, id, current, total, done);

@@ -50,6 +50,10 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_GZIP_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 TAR_LAYER_TYPES = {"application/vnd.oci.image.layer.v1.tar", GZIP_LAYER,
                    "application/vnd.docker.image.rootfs.diff.tar",
                    "application/vnd.docker.image.rootfs.diff.tar.gzip"}
@@ -685,31 +689,34 @@ class RegistryTest(unittest.TestCase):
         manifest = json.loads(raw)
         pushed = inspect["Digest"]
         self.assertEqual(digest_of(raw), pushed)
-        self.assertEqual(manifest["mediaType"], OCI_MANIFEST)
+        # BuildKit's image exporter's defaults: Docker media types, gzip layers.
+        self.assertEqual(manifest["mediaType"], DOCKER_MANIFEST)
+        self.assertEqual(manifest["config"]["mediaType"], DOCKER_CONFIG)
         self.assertEqual(manifest["config"]["digest"], image_id)
         self.assertEqual(len(inspect["Layers"]), 3, inspect)  # the base's, RUN's and COPY's
         self.assertEqual(inspect["Layers"], [layer["digest"] for layer in manifest["layers"]])
         for layer in manifest["layers"]:
-            self.assertIn(layer["mediaType"], TAR_LAYER_TYPES, manifest)
+            self.assertEqual(layer["mediaType"], DOCKER_GZIP_LAYER, manifest)
         # The build's metadata names the manifest pushed, as BuildKit's does.
         self.assertEqual(metadata["containerimage.digest"], pushed, metadata)
         self.assertEqual(metadata["containerimage.descriptor"]["digest"], pushed, metadata)
         self.assertEqual(metadata["containerimage.descriptor"]["size"], len(raw), metadata)
         self.assertIn(f"pushing manifest for {name}", built.stderr)
 
-        # skopeo copies every blob, checking each against its digest; the config is ours, and the
-        # layers hash to its diff_ids.
-        layout = self.path("oci")
-        self.skopeo("copy", "--src-tls-verify=false", "docker://" + name, f"oci:{layout}:copied")
-        with open(os.path.join(layout, "index.json")) as f:
-            target = json.load(f)["manifests"][0]
-        self.assertEqual(target["digest"], pushed)
+        # skopeo copies every blob, checking each against its digest, to a directory that keeps
+        # the manifest as it is (an OCI layout would take OCI media types only); the config is
+        # ours, and the layers hash to its diff_ids.
+        layout = self.path("copied")
+        self.skopeo("copy", "--src-tls-verify=false", "docker://" + name, f"dir:{layout}")
+        with open(os.path.join(layout, "manifest.json"), "rb") as f:
+            self.assertEqual(f.read(), raw)
 
         def blob(digest):
-            with open(os.path.join(layout, "blobs", *digest.split(":")), "rb") as f:
-                return f.read()
-        copied = json.loads(blob(target["digest"]))
-        self.assertEqual(copied["config"]["digest"], image_id)
+            with open(os.path.join(layout, digest.split(":")[1]), "rb") as f:
+                data = f.read()
+            self.assertEqual(digest_of(data), digest)
+            return data
+        copied = manifest
         config = json.loads(blob(image_id))
         diff_ids = [digest_of(gzip.decompress(blob(layer["digest"])) if layer["mediaType"].endswith("gzip")
                               else blob(layer["digest"])) for layer in copied["layers"]]
@@ -736,6 +743,95 @@ class RegistryTest(unittest.TestCase):
                          sorted([image_id] + inspect["Layers"]), requests)
         self.assertEqual([r for r in requests if "/blobs/uploads" in r[1]], [], "blobs uploaded again")
         self.assertIn(manifest_put, requests)
+
+    def test_push_writes_the_compression_and_media_types_the_output_asks_for(self):
+        registry = self.distribution("formats")
+        # A base pulled from the registry keeps its gzip blobs unless force-compression says otherwise.
+        base = f"{registry.host}/t/base:1"
+        self.daemon.client("tag", BASE, base)
+        self.daemon.client("push", base)
+        self.daemon.client("rmi", base)
+        self.daemon.client("pull", base)
+        # Random bytes and text in one layer of several 1 MiB blocks: stored pieces and compressed ones.
+        ctx = self.context(f"FROM {base}\nRUN head -c 300000 /dev/urandom > /random && seq 1 300000 > /text\n"
+                           "COPY f /f\n", {"f": "formats\n"}, name="formats")
+        self.build(ctx, "-t", "formats")
+
+        def push(tag, *attributes):
+            name = f"{registry.host}/t/formats:{tag}"
+            self.build(ctx, "--output", ",".join(["type=registry", f"name={name}", *attributes]))
+            raw = self.skopeo("inspect", "--raw", "--tls-verify=false", "docker://" + name).stdout.encode()
+            manifest = json.loads(raw)
+            # skopeo checks every blob against its digest as it copies; an OCI layout takes OCI
+            # manifests as they are, a directory any manifest.
+            oci = manifest["mediaType"] == OCI_MANIFEST
+            layout = self.path("layout-" + tag)
+            self.skopeo("copy", "--src-tls-verify=false", "docker://" + name,
+                        f"oci:{layout}:{tag}" if oci else f"dir:{layout}")
+            if oci:
+                with open(os.path.join(layout, "index.json")) as f:
+                    self.assertEqual(json.load(f)["manifests"][0]["digest"], digest_of(raw))
+
+            def blob(digest):
+                path = os.path.join(layout, "blobs", *digest.split(":")) if oci else \
+                    os.path.join(layout, digest.split(":")[1])
+                with open(path, "rb") as f:
+                    data = f.read()
+                self.assertEqual(digest_of(data), digest)
+                return data
+            config = json.loads(blob(manifest["config"]["digest"]))
+            tars = []
+            for layer in manifest["layers"]:
+                data = blob(layer["digest"])
+                if layer["mediaType"].endswith("zstd"):
+                    data = subprocess.run(["zstd", "-d", "-c"], input=data, capture_output=True, check=True).stdout
+                elif layer["mediaType"].endswith("gzip"):
+                    data = gzip.decompress(data)  # every member of a multi-member gzip
+                tars.append(data)
+            # Whatever the format, the layers are the image's: their tars hash to its diff_ids.
+            self.assertEqual([digest_of(t) for t in tars], config["rootfs"]["diff_ids"], tag)
+            return manifest, layout, tars
+
+        manifest, layout, tars = push("oci", "oci-mediatypes=true")
+        self.assertEqual(manifest["mediaType"], OCI_MANIFEST)
+        self.assertEqual(manifest["config"]["mediaType"], OCI_CONFIG)
+        self.assertEqual([layer["mediaType"] for layer in manifest["layers"]], [GZIP_LAYER] * 3)
+        # Go's gzip reader (umoci's) takes the layers as they are, and finds the files.
+        rootfs = self.path("unpacked")
+        run(["umoci", "unpack", "--rootless", "--image", f"{layout}:oci", rootfs])
+        with open(os.path.join(rootfs, "rootfs", "text")) as f:
+            self.assertEqual(f.read(), "".join(f"{i}\n" for i in range(1, 300001)))
+        self.assertEqual(os.path.getsize(os.path.join(rootfs, "rootfs", "random")), 300000)
+        run_layer = tars[1]
+        gzip_size = manifest["layers"][1]["size"]
+        self.assertLess(gzip_size, len(run_layer) * 0.6, "the text is compressed")
+        self.assertGreater(gzip_size, 300000, "the random bytes cannot be")
+
+        # zstd: OCI media types whatever oci-mediatypes says (Docker has no zstd type); the base
+        # keeps its gzip blob.
+        manifest, _, _ = push("zstd", "compression=zstd", "compression-level=19")
+        self.assertEqual(manifest["mediaType"], OCI_MANIFEST)
+        self.assertEqual([layer["mediaType"] for layer in manifest["layers"]], [GZIP_LAYER, ZSTD_LAYER, ZSTD_LAYER])
+        manifest, _, _ = push("zstd-forced", "compression=zstd", "force-compression=true")
+        self.assertEqual([layer["mediaType"] for layer in manifest["layers"]], [ZSTD_LAYER] * 3)
+
+        manifest, _, tars = push("plain", "compression=uncompressed")
+        self.assertEqual(manifest["mediaType"], DOCKER_MANIFEST)
+        self.assertEqual([layer["mediaType"] for layer in manifest["layers"]],
+                         [DOCKER_GZIP_LAYER] + ["application/vnd.docker.image.rootfs.diff.tar"] * 2)
+        self.assertEqual(manifest["layers"][1]["size"], len(tars[1]))
+
+        # Values BuildKit refuses fail before anything is sent.
+        for attribute, words in [("compression=lz4", "unsupported compression type lz4"),
+                                 ("compression=zstd,compression-level=23", "out of range"),
+                                 ("compression-level=fast", "non-integer value fast"),
+                                 ("force-compression=maybe", "non-bool value maybe"),
+                                 ("oci-mediatypes=yes", "non-bool value yes")]:
+            mark = registry.mark()
+            message = self.failing(self.build(ctx, "--output", f"type=registry,name={registry.host}/t/bad:1,{attribute}",
+                                              check=False))
+            self.assertIn(words, message)
+            self.assertEqual(registry.requests(mark), [], attribute)
 
     def test_push_to_another_repository_mounts_the_layers_pulled_from_the_first(self):
         registry = self.distribution("mount")
