@@ -28,7 +28,7 @@ constexpr size_t kPiece = 64 << 10;
 // nothing, and matches in such data are rare.
 constexpr double kRandomBits = 7.95;
 // Unset, gzip is libdeflate's level 4: its output is the size of Go's default level (BuildKit's
-// gzip) within 2% on text and binaries (bench/README.md, "gzip levels"), at three to four times
+// gzip) within 3% on text and binaries (bench/README.md, "gzip levels"), at three to four times
 // its speed. A level given is libdeflate's level of that number.
 constexpr int kGzipDefaultLevel = 4;
 constexpr int kZstdDefaultLevel = 3;

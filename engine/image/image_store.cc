@@ -2,9 +2,13 @@
 
 #include <fcntl.h>
 
+#include <atomic>
+#include <exception>
+#include <future>
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "common/error.h"
 #include "common/syscall.h"
@@ -151,26 +155,68 @@ void ImageStore::unpack(const store::Digest& manifest_digest) {
                                      std::to_string(config.rootfs.diff_ids.size()) + " layers, the manifest " +
                                      std::to_string(manifest.layers.size()));
   }
-  if (store_.metadata().get_cache(store::image_chain_key(manifest.config.digest))) return;
+  if (unpacked(manifest.config.digest)) return;
+  std::vector<std::optional<store::SnapshotStore::Prepared>> slots(manifest.layers.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < slots.size(); i = next++) slots[i].emplace(extract(manifest.layers[i], config.rootfs.diff_ids[i]));
+  };
+  size_t threads = std::min<size_t>(slots.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::future<void>> running;
+  for (size_t t = 1; t < threads; ++t) running.push_back(std::async(std::launch::async, work));
+  std::exception_ptr failure;
+  try {
+    work();
+  } catch (...) {
+    failure = std::current_exception();
+    next = slots.size();
+  }
+  for (auto& r : running) {
+    try {
+      r.get();
+    } catch (...) {
+      if (!failure) failure = std::current_exception();
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
+  std::vector<store::SnapshotStore::Prepared> extracted;
+  for (auto& slot : slots) extracted.push_back(std::move(*slot));
+  commit_layers(manifest.config.digest, manifest.layers, config.rootfs.diff_ids, extracted);
+}
+
+bool ImageStore::unpacked(const store::Digest& config) {
+  return store_.metadata().get_cache(store::image_chain_key(config)).has_value();
+}
+
+store::SnapshotStore::Prepared ImageStore::extract(const Descriptor& layer, const store::Digest& diff_id) {
+  store::SnapshotStore::Prepared prepared = store_.snapshots().prepare(std::nullopt, "layer");
+  UniqueFd blob = store_.content().open(layer.digest);
+  UniqueFd root(check(::open(prepared.diff_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open",
+                      prepared.diff_path()));
+  ExtractOptions options;
+  options.expected_diff_id = diff_id;
+  options.devices = DeviceNodes::create;
+  options.layer_name = layer.digest.str();
+  extract_layer(blob.get(), root.get(), options);
+  return prepared;
+}
+
+void ImageStore::commit_layers(const store::Digest& config, const std::vector<Descriptor>& layers,
+                               const std::vector<store::Digest>& diff_ids,
+                               std::vector<store::SnapshotStore::Prepared>& extracted) {
+  if (layers.size() != diff_ids.size() || layers.size() != extracted.size()) {
+    throw Error(ErrorKind::internal, "commit_layers: layers, diff_ids and snapshots differ in number");
+  }
   std::optional<std::string> parent;
-  for (size_t i = 0; i < manifest.layers.size(); ++i) {
-    const Descriptor& layer = manifest.layers[i];
-    store::SnapshotStore::Prepared prepared = store_.snapshots().prepare(parent, "layer");
-    UniqueFd blob = store_.content().open(layer.digest);
-    UniqueFd root(check(::open(prepared.diff_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open",
-                        prepared.diff_path()));
-    ExtractOptions options;
-    options.expected_diff_id = config.rootfs.diff_ids[i];
-    options.devices = DeviceNodes::create;
-    options.layer_name = layer.digest.str();
-    extract_layer(blob.get(), root.get(), options);
-    root.reset();
-    store::SnapshotRecord record = store_.snapshots().commit(std::move(prepared), config.rootfs.diff_ids[i]);
-    store_.metadata().put_layer_blob(config.rootfs.diff_ids[i], store::LayerBlob{layer.digest, layer.media_type});
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (parent) store_.snapshots().set_parent(extracted[i], *parent);
+    // One sync for all of them, before the image's chain refers to them.
+    store::SnapshotRecord record = store_.snapshots().commit_deferred(std::move(extracted[i]), diff_ids[i]);
+    store_.metadata().put_layer_blob(diff_ids[i], store::LayerBlob{layers[i].digest, layers[i].media_type});
     parent = record.id;
   }
-  store_.metadata().put_cache(store::image_chain_key(manifest.config.digest),
-                              store::CacheResult{parent.value_or(""), ""});
+  store_.snapshots().sync();
+  store_.metadata().put_cache(store::image_chain_key(config), store::CacheResult{parent.value_or(""), ""});
 }
 
 std::vector<std::string> ImageStore::load(int fd, int cancel_fd) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/image/blob_io.h"
+#include "engine/image/oci.h"
 #include "engine/store/store.h"
 
 namespace kbuild::image {
@@ -46,8 +47,18 @@ class ImageStore {
   // Reads a docker or OCI archive from `fd`, stores its blobs, unpacks its layers and names its
   // images; returns Docker's lines ("Loaded image: x"). Reads stop when `cancel_fd` is readable.
   std::vector<std::string> load(int fd, int cancel_fd = -1);
-  // Extracts the image's layers into snapshots once, verifying each against its diff_id.
+  // Extracts the image's layers into snapshots once, verifying each against its diff_id; the
+  // layers side by side, one per core.
   void unpack(const store::Digest& manifest);
+  // Whether the image of this config has its layers unpacked.
+  bool unpacked(const store::Digest& config);
+  // The pieces of unpack, for a pull that extracts each layer as soon as it has arrived: one
+  // layer extracted into a snapshot of its own, verified against `diff_id`, not yet on the
+  // image's chain (in any order, on any thread); then the layers committed bottom up as the
+  // chain of the image of `config`.
+  store::SnapshotStore::Prepared extract(const Descriptor& layer, const store::Digest& diff_id);
+  void commit_layers(const store::Digest& config, const std::vector<Descriptor>& layers,
+                     const std::vector<store::Digest>& diff_ids, std::vector<store::SnapshotStore::Prepared>& extracted);
   StoreUsage usage();
 
  private:

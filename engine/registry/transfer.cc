@@ -84,6 +84,27 @@ image::Descriptor pick_platform(const image::Index& index, const PullOptions& op
 
 namespace {
 
+// A layer blob into the content store, verified by digest and size as it streams.
+void download_layer(store::Store& store, RegistryClient& client, const image::Reference& reference,
+                    const image::Descriptor& layer, const PullOptions& options) {
+  std::string id = "pulling " + short_digest(layer.digest);
+  store::ContentStore::Writer writer = store.content().writer();
+  int64_t received = 0;
+  auto last_report = std::chrono::steady_clock::now();
+  client.blob(reference, layer.digest, layer.size, [&](std::string_view data) {
+    writer.write(data);
+    received += static_cast<int64_t>(data.size());
+    auto now = std::chrono::steady_clock::now();
+    if (options.progress && now - last_report > std::chrono::milliseconds(100)) {
+      options.progress(id, received, layer.size, false);
+      last_report = now;
+    }
+  });
+  writer.commit(layer.digest);
+  remember_source(store, reference, layer.digest);
+  if (options.progress) options.progress(id, layer.size, layer.size, true);
+}
+
 store::ImageRecord pull(store::Store& store, RegistryClient& client, const image::Reference& reference,
                         const PullOptions& options) {
   std::string wanted = reference.digest.empty() ? reference.tag : reference.digest;
@@ -112,35 +133,36 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
     client.blob(reference, manifest.config.digest, manifest.config.size, [&](std::string_view data) { config.append(data); });
     store.content().put(config);
   }
-  std::vector<std::function<void()>> downloads;
-  for (const image::Descriptor& layer : manifest.layers) {
-    if (store.content().has(layer.digest)) {
+  image::ImageConfig config = image::parse_config(store.content().read_small(manifest.config.digest));
+  if (config.rootfs.diff_ids.size() != manifest.layers.size()) {
+    throw Error(ErrorKind::user, "the image config lists " + std::to_string(config.rootfs.diff_ids.size()) +
+                                     " layers, the manifest " + std::to_string(manifest.layers.size()));
+  }
+  image::ImageStore images(store);
+  const bool unpacked = images.unpacked(manifest.config.digest);
+  // Each layer is extracted as soon as it is in, while the others still download.
+  std::vector<std::optional<store::SnapshotStore::Prepared>> extracted(manifest.layers.size());
+  std::vector<std::function<void()>> jobs;
+  for (size_t i = 0; i < manifest.layers.size(); ++i) {
+    const image::Descriptor& layer = manifest.layers[i];
+    const bool stored = store.content().has(layer.digest);
+    if (stored) {
       if (options.progress) options.progress("pulling " + short_digest(layer.digest), layer.size, layer.size, true);
       remember_source(store, reference, layer.digest);
-      continue;
+      if (unpacked) continue;
     }
-    downloads.push_back([&, layer] {
-      std::string id = "pulling " + short_digest(layer.digest);
-      store::ContentStore::Writer writer = store.content().writer();
-      int64_t received = 0;
-      auto last_report = std::chrono::steady_clock::now();
-      client.blob(reference, layer.digest, layer.size, [&](std::string_view data) {
-        writer.write(data);
-        received += static_cast<int64_t>(data.size());
-        auto now = std::chrono::steady_clock::now();
-        if (options.progress && now - last_report > std::chrono::milliseconds(100)) {
-          options.progress(id, received, layer.size, false);
-          last_report = now;
-        }
-      });
-      writer.commit(layer.digest);
-      remember_source(store, reference, layer.digest);
-      if (options.progress) options.progress(id, layer.size, layer.size, true);
+    jobs.push_back([&, i, stored] {
+      if (!stored) download_layer(store, client, reference, layer, options);
+      if (!unpacked) extracted[i].emplace(images.extract(layer, config.rootfs.diff_ids[i]));
     });
   }
-  run_bounded(downloads, options.max_concurrent_downloads);
+  run_bounded(jobs, options.max_concurrent_downloads);
   store::Digest manifest_digest = store.content().put(fetched.bytes);
-  image::ImageStore(store).unpack(manifest_digest);
+  if (!unpacked) {
+    std::vector<store::SnapshotStore::Prepared> layers;
+    for (auto& layer : extracted) layers.push_back(std::move(*layer));
+    images.commit_layers(manifest.config.digest, manifest.layers, config.rootfs.diff_ids, layers);
+  }
   store::ImageRecord record{manifest_digest, manifest.config.digest, std::chrono::system_clock::now()};
   store.snapshots().sync();
   store.metadata().set_image_name(reference.str(), record);

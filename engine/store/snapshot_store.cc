@@ -126,7 +126,17 @@ SnapshotRecord SnapshotStore::commit(Prepared snapshot, std::optional<Digest> di
   return commit(std::move(snapshot), std::move(diff_id), false);
 }
 
-SnapshotRecord SnapshotStore::commit_deferred(Prepared snapshot) { return commit(std::move(snapshot), {}, true); }
+void SnapshotStore::set_parent(Prepared& snapshot, std::string parent) {
+  if (snapshot.store_ != this) throw Error(ErrorKind::internal, "snapshot store: a foreign snapshot");
+  if (snapshot.parent_) throw Error(ErrorKind::internal, "snapshot " + snapshot.id_ + " has a parent already");
+  check_id(parent);
+  if (!metadata_.get_snapshot(parent)) throw Error(ErrorKind::not_found, "snapshot " + parent + " not found");
+  snapshot.parent_ = std::move(parent);
+}
+
+SnapshotRecord SnapshotStore::commit_deferred(Prepared snapshot, std::optional<Digest> diff_id) {
+  return commit(std::move(snapshot), std::move(diff_id), true);
+}
 
 void SnapshotStore::sync() {
   std::lock_guard sync_lock(sync_mutex_);

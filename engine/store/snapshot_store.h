@@ -64,13 +64,17 @@ class SnapshotStore {
   // A new empty snapshot (diff/ 0755, since it becomes the mount's root directory) on top of
   // `parent`, which must be committed; kind is "layer", "context", ...
   Prepared prepare(std::optional<std::string> parent = {}, std::string kind = "layer");
+  // Puts a snapshot prepared without a parent on top of `parent` (committed) before it is
+  // committed: for one whose files do not depend on what is below them, such as an image layer
+  // extracted while the layers under it are still being extracted.
+  void set_parent(Prepared& snapshot, std::string parent);
   // Makes the snapshot permanent: fsyncs the file system, renames tmp-<id> to <id> and records
   // it with its size and, when known, its diff_id. Unmount it first. On failure nothing remains.
   SnapshotRecord commit(Prepared snapshot, std::optional<Digest> diff_id = {});
   // Commits without waiting for the disk: the snapshot is usable at once, and durable after
   // the next sync(). A crash before that loses it (the next start removes it with its cache
   // entries) but never leaves a snapshot whose files are half there.
-  SnapshotRecord commit_deferred(Prepared snapshot);
+  SnapshotRecord commit_deferred(Prepared snapshot, std::optional<Digest> diff_id = {});
   // One syncfs for every deferred commit so far. Call before anything durable refers to them.
   void sync();
   // Removes a committed snapshot: its record (and the cache entries pointing at it), then its
