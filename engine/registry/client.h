@@ -64,6 +64,10 @@ class RegistryClient {
                     const BodySink& sink, std::string* error_body = nullptr);
   Host& host(const std::string& domain);
   void authorize(Host& host, const image::Reference& reference, const std::string& actions, const HttpResponse& challenge);
+  // A bearer token for `scopes` from the challenge's realm: with an identity token, Docker's
+  // OAuth2 refresh-token grant (a form POST); otherwise a GET, with the credentials as Basic.
+  std::string fetch_token(Host& host, const Challenge& challenge, const std::optional<Credentials>& credentials,
+                          const std::vector<std::string>& scopes);
   [[noreturn]] void fail(const image::Reference& reference, const std::string& what, const HttpResponse& response,
                          const std::string& body);
 
