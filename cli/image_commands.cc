@@ -204,8 +204,7 @@ int run_image_commands(const ImageCommands& c, const std::string& socket, std::o
   if (c.pull->parsed() || c.push->parsed()) {
     const std::string& reference = c.references.at(0);
     dbus::Options options;
-    auto credentials = caller_credentials({image::parse_reference(reference).domain});
-    if (!credentials.empty()) options["registry-auth"] = dbus::Value(dbus::StringMap(credentials.begin(), credentials.end()));
+    add_registry_credentials(options, caller_credentials({image::parse_reference(reference).domain}));
     if (!c.platform.empty()) options["platform"] = dbus::Value(c.platform);
     std::vector<std::string> lines =
         c.pull->parsed() ? client.pull_image(reference, options) : client.push_image(reference, options);

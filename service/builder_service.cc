@@ -28,17 +28,12 @@ std::optional<T> option(const dbus::Options& options, const std::string& key) {
   return *value;
 }
 
-// registry-auth: the caller's credentials by registry domain, never logged nor stored.
+// registry-auth and registry-identity-tokens: the caller's credentials by registry domain,
+// never logged nor stored.
 std::map<std::string, registry::Credentials> registry_auth(const dbus::Options& options) {
-  std::map<std::string, registry::Credentials> out;
-  for (const auto& [domain, auth] : option<dbus::StringMap>(options, "registry-auth").value_or(dbus::StringMap{})) {
-    try {
-      out[domain] = registry::credentials_from_auth(auth);
-    } catch (const Error& e) {
-      throw e.with_context("credentials for " + domain);
-    }
-  }
-  return out;
+  return registry::credentials_by_domain(
+      option<dbus::StringMap>(options, "registry-auth").value_or(dbus::StringMap{}),
+      option<dbus::StringMap>(options, "registry-identity-tokens").value_or(dbus::StringMap{}));
 }
 
 solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Options& options) {
