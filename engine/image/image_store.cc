@@ -153,21 +153,36 @@ void ImageStore::unpack(const store::Digest& manifest_digest) {
   }
   if (store_.metadata().get_cache(store::image_chain_key(manifest.config.digest))) return;
   std::optional<std::string> parent;
-  for (size_t i = 0; i < manifest.layers.size(); ++i) {
-    const Descriptor& layer = manifest.layers[i];
-    store::SnapshotStore::Prepared prepared = store_.snapshots().prepare(parent, "layer");
-    UniqueFd blob = store_.content().open(layer.digest);
-    UniqueFd root(check(::open(prepared.diff_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open",
-                        prepared.diff_path()));
-    ExtractOptions options;
-    options.expected_diff_id = config.rootfs.diff_ids[i];
-    options.devices = DeviceNodes::create;
-    options.layer_name = layer.digest.str();
-    extract_layer(blob.get(), root.get(), options);
-    root.reset();
-    store::SnapshotRecord record = store_.snapshots().commit(std::move(prepared), config.rootfs.diff_ids[i]);
-    store_.metadata().put_layer_blob(config.rootfs.diff_ids[i], store::LayerBlob{layer.digest, layer.media_type});
-    parent = record.id;
+  std::vector<std::string> committed;  // this chain's snapshots, removed again if a layer fails
+  try {
+    for (size_t i = 0; i < manifest.layers.size(); ++i) {
+      const Descriptor& layer = manifest.layers[i];
+      store::SnapshotStore::Prepared prepared = store_.snapshots().prepare(parent, "layer");
+      UniqueFd blob = store_.content().open(layer.digest);
+      UniqueFd root(check(::open(prepared.diff_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open",
+                          prepared.diff_path()));
+      ExtractOptions options;
+      options.expected_diff_id = config.rootfs.diff_ids[i];
+      options.devices = DeviceNodes::create;
+      options.layer_name = layer.digest.str();
+      extract_layer(blob.get(), root.get(), options);
+      root.reset();
+      store::SnapshotRecord record = store_.snapshots().commit(std::move(prepared), config.rootfs.diff_ids[i]);
+      committed.push_back(record.id);
+      store_.metadata().put_layer_blob(config.rootfs.diff_ids[i], store::LayerBlob{layer.digest, layer.media_type});
+      parent = record.id;
+    }
+  } catch (...) {
+    // Nothing refers to a chain before its key is put: an image that cannot be unpacked leaves
+    // none of its layers behind.
+    for (auto id = committed.rbegin(); id != committed.rend(); ++id) {
+      try {
+        store_.snapshots().remove(*id);
+      } catch (...) {
+        // The layer's error is the one to report.
+      }
+    }
+    throw;
   }
   store_.metadata().put_cache(store::image_chain_key(manifest.config.digest),
                               store::CacheResult{parent.value_or(""), ""});

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <mutex>
 
 #include "common/error.h"
 #include "common/syscall.h"
@@ -64,6 +65,36 @@ std::string mount_source(store::Store& store, const image::Reference& target, co
   return repository == target.path ? "" : repository;
 }
 
+// The blobs one pull adds to the content store, removed again unless the pull completes: a
+// failed pull leaves none of its blobs behind (the store has no garbage collection).
+class AddedBlobs {
+ public:
+  explicit AddedBlobs(store::ContentStore& content) : content_(content) {}
+  AddedBlobs(const AddedBlobs&) = delete;
+  AddedBlobs& operator=(const AddedBlobs&) = delete;
+  ~AddedBlobs() {
+    if (kept_) return;
+    for (const store::Digest& digest : added_) {
+      try {
+        content_.remove(digest);
+      } catch (...) {
+        // The error that failed the pull is the one to report.
+      }
+    }
+  }
+  void add(const store::Digest& digest) {
+    std::lock_guard lock(mutex_);
+    added_.push_back(digest);
+  }
+  void keep() { kept_ = true; }
+
+ private:
+  store::ContentStore& content_;
+  std::mutex mutex_;
+  std::vector<store::Digest> added_;
+  bool kept_ = false;
+};
+
 // The index entry for the platform asked for: os and architecture must match; a variant
 // only when asked for (else the first entry of that architecture, as containerd picks).
 image::Descriptor pick_platform(const image::Index& index, const PullOptions& options) {
@@ -100,6 +131,7 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
     }
     if (layer.size < 0) throw Error(ErrorKind::user, "a layer with a negative size");
   }
+  AddedBlobs added(store.content());
   // The config first: it is small, and the image is useless without it.
   if (!store.content().has(manifest.config.digest)) {
     if (manifest.config.size > static_cast<int64_t>(kManifestLimit)) {
@@ -108,6 +140,7 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
     std::string config;
     client.blob(reference, manifest.config.digest, manifest.config.size, [&](std::string_view data) { config.append(data); });
     store.content().put(config);
+    added.add(manifest.config.digest);
   }
   std::vector<std::function<void()>> downloads;
   for (const image::Descriptor& layer : manifest.layers) {
@@ -131,16 +164,19 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
         }
       });
       writer.commit(layer.digest);
+      added.add(layer.digest);
       remember_source(store, reference, layer.digest);
       if (options.progress) options.progress(id, layer.size, layer.size, true);
     });
   }
   run_bounded(downloads, options.max_concurrent_downloads);
+  if (!store.content().has(fetched.digest)) added.add(fetched.digest);
   store::Digest manifest_digest = store.content().put(fetched.bytes);
   image::ImageStore(store).unpack(manifest_digest);
   store::ImageRecord record{manifest_digest, manifest.config.digest, std::chrono::system_clock::now()};
   store.snapshots().sync();
   store.metadata().set_image_name(reference.str(), record);
+  added.keep();
   return record;
 }
 
