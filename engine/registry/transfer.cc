@@ -18,11 +18,6 @@
 namespace kbuild::registry {
 namespace {
 
-bool is_layer_type(const std::string& type) {
-  return type == image::media_type::oci_layer || type == image::media_type::oci_layer_gzip ||
-         type == image::media_type::docker_layer || type == image::media_type::docker_layer_gzip;
-}
-
 // Runs `jobs` with at most `limit` at once; the first failure is rethrown once all have ended.
 void run_bounded(const std::vector<std::function<void()>>& jobs, int limit) {
   std::atomic<size_t> next{0};
@@ -126,7 +121,7 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
   }
   image::Manifest manifest = image::parse_manifest(fetched.bytes);
   for (const image::Descriptor& layer : manifest.layers) {
-    if (!is_layer_type(layer.media_type)) {
+    if (!image::is_layer_type(layer.media_type)) {
       throw Error(ErrorKind::user, "unsupported layer media type \"" + layer.media_type + "\"");
     }
     if (layer.size < 0) throw Error(ErrorKind::user, "a layer with a negative size");

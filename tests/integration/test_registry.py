@@ -50,6 +50,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
 TAR_LAYER_TYPES = {"application/vnd.oci.image.layer.v1.tar", GZIP_LAYER,
                    "application/vnd.docker.image.rootfs.diff.tar",
                    "application/vnd.docker.image.rootfs.diff.tar.gzip"}
@@ -257,6 +258,11 @@ def layer_tar(entries):
     return out.getvalue()
 
 
+def zstd_compress(data):
+    """`data` as one zstd frame, made by the zstd command (python has no zstd module)."""
+    return subprocess.run(["zstd", "-q", "-c", "-3"], input=data, capture_output=True, check=True).stdout
+
+
 class FakeImage:
     """An image as a registry holds it: its layers gzip'd (or as `layer_media_type` says), a config
     whose diff_ids are the uncompressed layers' digests, the manifest; `blobs` by digest."""
@@ -265,6 +271,8 @@ class FakeImage:
         self.blobs, descriptors, diff_ids = {}, [], []
         for tar in layers:
             blob = gzip.compress(tar, mtime=0) if "gzip" in layer_media_type else tar
+            if layer_media_type == ZSTD_LAYER:
+                blob = zstd_compress(tar)
             self.blobs[digest_of(blob)] = blob
             descriptors.append({"mediaType": layer_media_type, "digest": digest_of(blob), "size": len(blob)})
             diff_ids.append(digest_of(tar))
@@ -1073,13 +1081,74 @@ class RegistryTest(unittest.TestCase):
         self.assertEqual(registry.blob_requests(), [], "blobs fetched for a refused manifest")
         self.daemon.client("pull", f"{registry.host}/t/huge:at-limit")
 
-    def test_unsupported_layer_media_type_is_refused_by_name(self):
+    def test_unknown_layer_media_type_is_refused_by_name(self):
         registry = self.fake()
-        media_type = "application/vnd.oci.image.layer.v1.tar+zstd"
-        image = FakeImage([self.small_layer("zstd, they say\n")], layer_media_type=media_type)
-        registry.add("t/zstd", "1", image)
-        self.assert_pull_fails(f"{registry.host}/t/zstd:1", media_type)
+        media_type = "application/vnd.example.layer+lz4"
+        image = FakeImage([self.small_layer("lz4, they say\n")], layer_media_type=media_type)
+        registry.add("t/lz4", "1", image)
+        self.assert_pull_fails(f"{registry.host}/t/lz4:1", media_type)
         self.assertEqual([d for d in registry.blob_requests() if d in image.layer_digests], [])
+
+    def store_entries(self):
+        """The blobs and snapshots in the daemon's store."""
+        return {part: sorted(os.listdir(os.path.join(self.daemon.root, *part.split("/"))))
+                for part in ("blobs/sha256", "snapshots")}
+
+    def test_zstd_layers_are_pulled_and_a_build_runs_on_them(self):
+        registry = self.fake()
+        data = f"compressed with zstd {uuid.uuid4()}\n"
+        image = FakeImage([self.base_layer, layer_tar([tar_entry("zstd", tarfile.DIRTYPE, mode=0o755),
+                                                       tar_entry("zstd/data", data=data.encode())])],
+                          layer_media_type=ZSTD_LAYER)
+        for digest in image.layer_digests:
+            self.assertEqual(image.blobs[digest][:4], b"\x28\xb5\x2f\xfd", "not a zstd frame")
+        registry.add("t/zstd", "1", image)
+        name = f"{registry.host}/t/zstd:1"
+        pulled = self.daemon.client("pull", name)
+        self.assertIn(f"Digest: {image.digest}", pulled.stdout)
+        self.assertEqual(self.daemon.image_id(name), image.config_digest)
+        ctx = self.context(f"FROM {name}\nRUN cat /zstd/data > /copied && echo ran > /ran\n")
+        out = self.path("rootfs.tar")
+        self.build(ctx, "-o", f"type=tar,dest={out}")
+        with tarfile.open(out) as tar:
+            self.assertEqual(tar.extractfile("zstd/data").read().decode(), data)
+            self.assertEqual(tar.extractfile("copied").read().decode(), data)
+            self.assertEqual(tar.extractfile("ran").read(), b"ran\n")
+
+    def test_zstd_layer_that_is_corrupt_or_not_its_digest_leaves_nothing(self):
+        registry = self.fake()
+        tar = self.small_layer(f"zstd fault {uuid.uuid4()}\n")
+        # Below the faulty layer, one that is fine: it comes and unpacks, then goes with the rest.
+        image = FakeImage([self.base_layer, tar], layer_media_type=ZSTD_LAYER)
+        layer = image.layer_digests[1]
+        registry.add("t/zstd-digest", "1", image)
+        name = f"{registry.host}/t/zstd-digest:1"
+        before = self.store_entries()
+        for fault in ("corrupt", "long"):
+            registry.faults[layer] = fault
+            self.assert_pull_fails(name, layer)
+            self.assertEqual(self.store_entries(), before, f"what the pull of a {fault} blob left")
+        registry.faults.clear()
+
+        # A blob that is its digest but no zstd a decoder finishes: a frame cut short, and one
+        # whose compressed bytes are flipped (zstd's checksum of the content tells).
+        frame = zstd_compress(tar)
+        broken = {"cut": frame[:len(frame) // 2],
+                  "flipped": frame[:12] + bytes(b ^ 0x5A for b in frame[12:-4]) + frame[-4:]}
+        for kind, blob in broken.items():
+            bad = FakeImage([self.base_layer, tar], layer_media_type=ZSTD_LAYER)
+            manifest = json.loads(bad.manifest)
+            manifest["layers"][1].update(digest=digest_of(blob), size=len(blob))
+            bad.blobs = {d: b for d, b in bad.blobs.items() if d != bad.layer_digests[1]}
+            bad.blobs[digest_of(blob)] = blob
+            bad.manifest = json.dumps(manifest).encode()
+            bad.digest = digest_of(bad.manifest)
+            registry.add(f"t/zstd-{kind}", "1", bad)
+            message = self.assert_pull_fails(f"{registry.host}/t/zstd-{kind}:1", "malformed layer")
+            self.assertIn(digest_of(blob), message)
+            self.assertEqual(self.store_entries(), before, f"what the pull of a {kind} zstd layer left")
+        self.daemon.client("pull", name)
+        self.assertEqual(self.daemon.image_id(name), image.config_digest)
 
     def test_index_gives_the_platform_asked_for(self):
         registry = self.fake()
