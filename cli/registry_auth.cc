@@ -25,8 +25,6 @@ extern char** environ;
 namespace kbuild::cli {
 namespace {
 
-constexpr const char* kIdentityTokenUsername = "<token>";
-
 std::string base64_of(std::string_view data) {
   static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
@@ -156,7 +154,6 @@ RegistryCredential run_credential_helper(const std::string& helper, const std::s
     nlohmann::json doc = nlohmann::json::parse(result.out);
     std::string user = doc.value("Username", ""), secret = doc.value("Secret", "");
     if (secret.empty()) return {};
-    // docker's credential helpers keep an identity token under this user name.
     if (user == kIdentityTokenUsername) return RegistryCredential{"", secret};
     return RegistryCredential{base64_of(user + ":" + secret), ""};
   } catch (const nlohmann::json::exception&) {
@@ -205,7 +202,7 @@ std::string auths_key(const std::string& domain) {
 }
 
 std::string with_login(const std::string& config_text, const std::string& source, const std::string& domain,
-                       const std::string& auth, bool* removed, bool helper_keeps_it) {
+                       const RegistryCredential& credential, bool* removed, bool helper_keeps_it) {
   nlohmann::json config = nlohmann::json::object();
   if (!config_text.empty()) {
     try {
@@ -226,10 +223,13 @@ std::string with_login(const std::string& config_text, const std::string& source
     }
   }
   if (removed) *removed = had;
-  if (helper_keeps_it && !auth.empty()) {
+  if (helper_keeps_it && !credential.empty()) {
     config["auths"][auths_key(domain)] = nlohmann::json::object();  // docker's mark: the helper has it
-  } else if (!auth.empty()) {
-    config["auths"][auths_key(domain)] = {{"auth", auth}};
+  } else if (!credential.empty()) {
+    nlohmann::json entry = nlohmann::json::object();
+    if (!credential.auth.empty()) entry["auth"] = credential.auth;
+    if (!credential.identity_token.empty()) entry["identitytoken"] = credential.identity_token;
+    config["auths"][auths_key(domain)] = entry;
   }
   return config.dump(1, '\t') + "\n";
 }

@@ -28,6 +28,9 @@ struct RegistryCredential {
   bool operator==(const RegistryCredential&) const = default;
 };
 
+// The user name under which docker's credential helpers keep an identity token.
+inline constexpr const char* kIdentityTokenUsername = "<token>";
+
 // Runs a credential helper ("desktop" → docker-credential-desktop get) for one server; returns
 // what it gives (empty when it has nothing).
 using CredentialHelper = std::function<RegistryCredential(const std::string& helper, const std::string& server)>;
@@ -47,11 +50,12 @@ RegistryCredential run_credential_helper(const std::string& helper, const std::s
 // "registry-identity-tokens", each a{ss} by domain, each only when there is one.
 void add_registry_credentials(dbus::Options& options, const std::map<std::string, RegistryCredential>& credentials);
 
-// config.json's text with `domain`'s "auths" entry set to `auth` (base64 "user:password"), or
-// removed when `auth` is empty (logout); `removed` says whether there was one. When a credential
-// helper keeps the credentials, the entry is left empty, as docker writes it.
+// config.json's text with `domain`'s "auths" entry set to `credential` ("auth", and
+// "identitytoken" when there is one), or removed when it is empty (logout); `removed` says
+// whether there was one. When a credential helper keeps the credentials, the entry is left
+// empty, as docker writes it.
 std::string with_login(const std::string& config_text, const std::string& source, const std::string& domain,
-                       const std::string& auth, bool* removed = nullptr, bool helper_keeps_it = false);
+                       const RegistryCredential& credential, bool* removed = nullptr, bool helper_keeps_it = false);
 
 // The credential helper that keeps `domain`'s credentials ("" for none): its credHelpers entry,
 // else the credsStore.

@@ -250,13 +250,15 @@ std::vector<std::string> BuilderService::push_image(const dbus::CallContext& cal
               std::to_string(store_.content().size(digest))};
 }
 
-void BuilderService::check_login(const dbus::CallContext& call, const std::string& server,
-                                 const dbus::Options& options) {
+dbus::Options BuilderService::check_login(const dbus::CallContext& call, const std::string& server,
+                                          const dbus::Options& options) {
   std::atomic<bool> canceled{false};
   std::stop_callback on_disconnect(call.stop, [&canceled] { canceled = true; });
   auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); }, builder_.registry().proxies);
   registry::RegistryClient client = client_for(builder_.registry(), *transport, registry_auth(options));
-  client.check_login(server);
+  std::string identity_token = client.check_login(server);
+  if (identity_token.empty()) return {};
+  return {{"identity-token", dbus::Value(identity_token)}};
 }
 
 dbus::Options BuilderService::disk_usage(const dbus::CallContext&) {

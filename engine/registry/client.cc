@@ -289,7 +289,7 @@ void RegistryClient::fail(const image::Reference& reference, const std::string& 
   throw Error(kind, text);
 }
 
-void RegistryClient::check_login(const std::string& domain) {
+std::string RegistryClient::check_login(const std::string& domain) {
   Host& h = host(domain);
   std::optional<Credentials> credentials = credentials_ ? credentials_(domain) : std::nullopt;
   if (!credentials) throw Error(ErrorKind::user, domain + ": no credentials to check");
@@ -297,7 +297,7 @@ void RegistryClient::check_login(const std::string& domain) {
   HttpRequest ping;
   ping.url = h.base_url + "/v2/";
   HttpResponse first = transport_.send(ping, h.tls, {});
-  if (first.status == 200) return;  // a registry that asks for nothing takes anything
+  if (first.status == 200) return "";  // a registry that asks for nothing takes anything
   std::optional<Challenge> challenge = parse_challenge(first.header("www-authenticate"));
   if (first.status != 401 || !challenge) {
     throw Error(ErrorKind::user, domain + ": " + ping.url + " answered " + status_text(first.status));
@@ -307,17 +307,32 @@ void RegistryClient::check_login(const std::string& domain) {
     check.url = ping.url;
   } else if (challenge->scheme == "bearer" && !challenge->parameters["realm"].empty()) {
     std::string realm = challenge->parameters["realm"];
+    // docker login asks for a refresh token too, to keep in place of the password.
     check.url = realm + (realm.find('?') == std::string::npos ? "?" : "&") + "service=" +
-                url_escape(challenge->parameters["service"]);
+                url_escape(challenge->parameters["service"]) + "&offline_token=true&client_id=" + kOAuthClientId;
   } else {
     throw Error(ErrorKind::user, domain + ": unsupported authentication scheme " + challenge->scheme);
   }
   check.headers.emplace_back("Authorization", basic);
-  HttpResponse answer = transport_.send(check, h.tls, [](std::string_view) {});
+  std::string body;
+  HttpResponse answer = transport_.send(check, h.tls, [&](std::string_view data) {
+    if (body.size() + data.size() > (1 << 20)) throw Error(ErrorKind::user, domain + ": token too large");
+    body.append(data);
+  });
   if (answer.status == 401 || answer.status == 403) {
     throw Error(ErrorKind::permission, domain + ": unauthorized: incorrect username or password");
   }
   if (answer.status != 200) throw Error(ErrorKind::user, domain + ": login check answered " + status_text(answer.status));
+  if (challenge->scheme != "bearer") return "";
+  try {
+    json doc = json::parse(body);
+    if (doc.is_object() && doc.contains("refresh_token") && doc["refresh_token"].is_string()) {
+      return doc["refresh_token"].get<std::string>();
+    }
+  } catch (const std::exception&) {
+    // The check passed; an answer that is not JSON just holds no refresh token.
+  }
+  return "";
 }
 
 FetchedManifest RegistryClient::manifest(const image::Reference& reference, const std::string& tag_or_digest) {

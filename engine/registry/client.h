@@ -54,8 +54,9 @@ class RegistryClient {
                     const std::string& bytes);
   // docker login's check: the registry at `domain` takes the caller's credentials (for
   // /v2/ itself with Basic, or for a token without a scope with Bearer). Throws a permission
-  // error when it refuses them.
-  void check_login(const std::string& domain);
+  // error when it refuses them. Returns the identity token (OAuth2 refresh token) the token
+  // server gave for them, asked for as docker asks (offline_token=true), or "".
+  std::string check_login(const std::string& domain);
 
  private:
   struct Host;

@@ -1340,6 +1340,43 @@ class RegistryTest(unittest.TestCase):
         self.assertNotIn(refresh, registry.log())
         self.assert_secrets_nowhere([refresh], [message])
 
+    def test_login_keeps_the_identity_token_the_token_server_gives_as_docker_does(self):
+        user, password, refresh = "tokenuser", "pw-" + uuid.uuid4().hex, "refresh-" + uuid.uuid4().hex
+        registry = self.fake()
+        server = self.refresh_token_server(registry, refresh, login=(user, password))
+        image = FakeImage([self.small_layer(f"after login {uuid.uuid4()}\n")])
+        registry.add("t/app", "1", image)
+        name = f"{registry.host}/t/app:1"
+        config_dir = self.path("login-config")
+        os.makedirs(self.path(), exist_ok=True)
+        ok = self.daemon.client("login", "-u", user, "--password-stdin", registry.host, credentials=config_dir,
+                                input=password + "\n")
+        self.assertEqual(ok.stdout, "Login Succeeded\n")
+        with open(os.path.join(config_dir, "config.json")) as f:
+            text = f.read()
+        self.assertNotIn(password, text)
+        self.assertEqual(json.loads(text)["auths"][registry.host],
+                         {"auth": base64.b64encode(f"{user}:".encode()).decode(), "identitytoken": refresh})
+        server.requests.clear()
+        self.daemon.client("pull", name, credentials=config_dir)
+        self.assertEqual(self.daemon.image_id(name), image.config_digest)
+        self.assertEqual({(m, p) for m, p, _, _ in server.requests}, {("POST", "/token")})
+
+        # With a credential helper, the token is what it keeps, under docker's "<token>" user.
+        helpers, kept = self.path("bin"), self.path("kept.json")
+        write(os.path.join(helpers, "docker-credential-kbuildkeep"),
+              f"#!/bin/sh\ncase \"$1\" in store) cat > {kept} ;; get) cat {kept} ;; *) exit 1 ;; esac\n", mode=0o755)
+        helped = docker_config(self.path("helper-config"), credsStore="kbuildkeep")
+        self.daemon.client("login", "-u", user, "--password-stdin", registry.host, credentials=helped, path=helpers,
+                           input=password + "\n")
+        with open(kept) as f:
+            self.assertEqual(json.load(f), {"ServerURL": registry.host, "Username": "<token>", "Secret": refresh})
+        self.daemon.client("rmi", name)
+        server.requests.clear()
+        pulled = self.daemon.client("pull", name, credentials=helped, path=helpers)
+        self.assertEqual({(m, p) for m, p, _, _ in server.requests}, {("POST", "/token")})
+        self.assert_secrets_nowhere([password, refresh], [ok.stdout + ok.stderr, pulled.stdout + pulled.stderr])
+
     # -- hostile layers -------------------------------------------------------------------------
 
     def test_hostile_layers_write_nowhere_outside_their_snapshot(self):

@@ -121,23 +121,27 @@ TEST(RegistryAuth, ACredentialHelperIsRunAsDockerRunsIt) {
 TEST(RegistryAuth, LoginKeepsOtherSettingsAndLogoutRemovesEveryKeyOfTheRegistry) {
   std::string config = R"({"auths": {"https://index.docker.io/v1/": {"auth": "b2xk"}, "x.io": {"auth": "eA=="}},
                            "psFormat": "table"})";
-  std::string in = with_login(config, "c", "docker.io", "bmV3");
+  std::string in = with_login(config, "c", "docker.io", {"bmV3", ""});
   nlohmann::json written = nlohmann::json::parse(in);
   EXPECT_EQ(written["auths"]["https://index.docker.io/v1/"]["auth"], "bmV3");
   EXPECT_EQ(written["auths"]["x.io"]["auth"], "eA==");
   EXPECT_EQ(written["psFormat"], "table");
   bool removed = false;
-  nlohmann::json out = nlohmann::json::parse(with_login(in, "c", "docker.io", "", &removed));
+  nlohmann::json out = nlohmann::json::parse(with_login(in, "c", "docker.io", {}, &removed));
   EXPECT_TRUE(removed);
   EXPECT_FALSE(out["auths"].contains("https://index.docker.io/v1/"));
-  with_login(out.dump(), "c", "docker.io", "", &removed);
+  with_login(out.dump(), "c", "docker.io", {}, &removed);
   EXPECT_FALSE(removed);
-  EXPECT_EQ(nlohmann::json::parse(with_login("", "c", "localhost:5000", "YQ=="))["auths"]["localhost:5000"]["auth"], "YQ==");
+  EXPECT_EQ(nlohmann::json::parse(with_login("", "c", "localhost:5000", {"YQ==", ""}))["auths"]["localhost:5000"]["auth"], "YQ==");
   // A helper keeps the secret; config.json only marks the registry, as docker's does.
-  nlohmann::json kept = nlohmann::json::parse(with_login(R"({"credsStore": "desktop"})", "c", "docker.io", "YQ==",
+  nlohmann::json kept = nlohmann::json::parse(with_login(R"({"credsStore": "desktop"})", "c", "docker.io", {"YQ==", ""},
                                                          nullptr, true));
   EXPECT_EQ(kept["auths"]["https://index.docker.io/v1/"], nlohmann::json::object());
   EXPECT_EQ(kept["credsStore"], "desktop");
+  // An identity token from the registry is kept as docker keeps it: beside "user:", no password.
+  nlohmann::json token = nlohmann::json::parse(with_login("", "c", "t.io", {"dTo=", "refresh"}));
+  EXPECT_EQ(token["auths"]["t.io"], (nlohmann::json{{"auth", "dTo="}, {"identitytoken", "refresh"}}));
+  EXPECT_EQ(credentials_for(token.dump(), "c", {"t.io"}).at("t.io"), (RegistryCredential{"dTo=", "refresh"}));
   EXPECT_EQ(credential_helper_of(R"({"credsStore": "desktop", "credHelpers": {"a.io": "pass"}})", "a.io"), "pass");
   EXPECT_EQ(credential_helper_of(R"({"credsStore": "desktop"})", "b.io"), "desktop");
   EXPECT_EQ(credential_helper_of("{}", "b.io"), "");

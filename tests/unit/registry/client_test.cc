@@ -279,13 +279,24 @@ TEST_F(HttpClientTest, LoginIsCheckedAgainstTheTokenServer) {
     }
     return status(401);
   });
-  client(Credentials{"u", "p", ""}).check_login("127.0.0.1:5000");
+  EXPECT_EQ(client(Credentials{"u", "p", ""}).check_login("127.0.0.1:5000"), "");
   try {
     client(Credentials{"u", "wrong", ""}).check_login("127.0.0.1:5000");
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::permission);
   }
+}
+
+TEST_F(HttpClientTest, LoginAsksForARefreshTokenAsDockerDoesAndReturnsIt) {
+  transport.on("GET " + base + "/v2/", [](const HttpRequest&, const BodySink&) {
+    return status(401, {{"www-authenticate", R"(Bearer realm="http://auth.local/token",service="reg")"}});
+  });
+  transport.on("GET http://auth.local/token", [](const HttpRequest& r, const BodySink& sink) {
+    EXPECT_EQ(r.url, "http://auth.local/token?service=reg&offline_token=true&client_id=kbuild");
+    return body(sink, R"({"token":"T","refresh_token":"R-login"})");
+  });
+  EXPECT_EQ(client(Credentials{"u", "p", ""}).check_login("127.0.0.1:5000"), "R-login");
 }
 
 TEST(MirrorTest, AMirrorWithoutTheImageGivesWayToTheOrigin) {
