@@ -342,8 +342,7 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   if (push) {
     for (const auto& tag : flags.tags) domains.insert(image::parse_reference(tag).domain);
   }
-  auto credentials = caller_credentials(domains);
-  if (!credentials.empty()) options["registry-auth"] = dbus::Value(dbus::StringMap(credentials.begin(), credentials.end()));
+  add_registry_credentials(options, caller_credentials(domains));
 
   int fds[2];
   check(::pipe2(fds, O_CLOEXEC), "pipe2");

@@ -90,7 +90,7 @@ int login_or_logout(const ImageCommands& c, dbus::BuilderClient& client, std::os
   std::string helper = credential_helper_of(config, domain);
   if (c.logout->parsed()) {
     bool removed = false;
-    std::string text = with_login(config, path, domain, "", &removed);
+    std::string text = with_login(config, path, domain, {}, &removed);
     if (!helper.empty()) {
       erase_from_credential_helper(helper, auths_key(domain));
       removed = true;
@@ -114,9 +114,17 @@ int login_or_logout(const ImageCommands& c, dbus::BuilderClient& client, std::os
     throw Error(ErrorKind::user, "kbuildctl login needs --username and --password or --password-stdin");
   }
   std::string auth = base64_credentials(c.username, password);
-  client.check_login(domain, {{"registry-auth", dbus::Value(dbus::StringMap{{domain, auth}})}});
-  if (!helper.empty()) store_in_credential_helper(helper, auths_key(domain), c.username, password);
-  write_docker_config(path, with_login(config, path, domain, auth, nullptr, !helper.empty()));
+  dbus::Options checked = client.check_login(domain, {{"registry-auth", dbus::Value(dbus::StringMap{{domain, auth}})}});
+  // As docker login: an identity token the registry gave is kept in place of the password.
+  std::string identity_token = dbus::option_or(checked, "identity-token", std::string());
+  bool token = !identity_token.empty();
+  RegistryCredential kept = token ? RegistryCredential{base64_credentials(c.username, ""), identity_token}
+                                  : RegistryCredential{auth, ""};
+  if (!helper.empty()) {
+    store_in_credential_helper(helper, auths_key(domain), token ? kIdentityTokenUsername : c.username,
+                               token ? identity_token : password);
+  }
+  write_docker_config(path, with_login(config, path, domain, kept, nullptr, !helper.empty()));
   out << "Login Succeeded\n";
   return 0;
 }
@@ -204,8 +212,7 @@ int run_image_commands(const ImageCommands& c, const std::string& socket, std::o
   if (c.pull->parsed() || c.push->parsed()) {
     const std::string& reference = c.references.at(0);
     dbus::Options options;
-    auto credentials = caller_credentials({image::parse_reference(reference).domain});
-    if (!credentials.empty()) options["registry-auth"] = dbus::Value(dbus::StringMap(credentials.begin(), credentials.end()));
+    add_registry_credentials(options, caller_credentials({image::parse_reference(reference).domain}));
     if (!c.platform.empty()) options["platform"] = dbus::Value(c.platform);
     std::vector<std::string> lines =
         c.pull->parsed() ? client.pull_image(reference, options) : client.push_image(reference, options);

@@ -56,9 +56,10 @@ std::string registry_domain_of_key(const std::string& key) {
   return domain;
 }
 
-std::map<std::string, std::string> credentials_for(const std::string& config_text, const std::string& source,
-                                                   const std::set<std::string>& domains, const CredentialHelper& helper) {
-  std::map<std::string, std::string> out;
+std::map<std::string, RegistryCredential> credentials_for(const std::string& config_text, const std::string& source,
+                                                          const std::set<std::string>& domains,
+                                                          const CredentialHelper& helper) {
+  std::map<std::string, RegistryCredential> out;
   nlohmann::json config;
   try {
     config = nlohmann::json::parse(config_text);
@@ -75,18 +76,30 @@ std::map<std::string, std::string> credentials_for(const std::string& config_tex
     }
     if (name.empty() || !helper) continue;
     std::string server = domain == "docker.io" ? "https://index.docker.io/v1/" : domain;
-    if (std::string auth = helper(name, server); !auth.empty()) out[domain] = auth;
+    if (RegistryCredential found = helper(name, server); !found.empty()) out[domain] = found;
   }
+  auto string_of = [](const nlohmann::json& entry, const char* key) {
+    return entry.contains(key) && entry[key].is_string() ? entry[key].get<std::string>() : std::string();
+  };
   if (config.contains("auths") && config["auths"].is_object()) {
     for (const auto& [key, entry] : config["auths"].items()) {
       std::string domain = registry_domain_of_key(key);
       if (!domains.count(domain) || out.count(domain) || !entry.is_object()) continue;
-      if (entry.contains("auth") && entry["auth"].is_string() && !entry["auth"].get<std::string>().empty()) {
-        out[domain] = entry["auth"].get<std::string>();
-      }
+      RegistryCredential found{string_of(entry, "auth"), string_of(entry, "identitytoken")};
+      if (!found.empty()) out[domain] = found;
     }
   }
   return out;
+}
+
+void add_registry_credentials(dbus::Options& options, const std::map<std::string, RegistryCredential>& credentials) {
+  dbus::StringMap auths, tokens;
+  for (const auto& [domain, credential] : credentials) {
+    if (!credential.auth.empty()) auths[domain] = credential.auth;
+    if (!credential.identity_token.empty()) tokens[domain] = credential.identity_token;
+  }
+  if (!auths.empty()) options["registry-auth"] = dbus::Value(std::move(auths));
+  if (!tokens.empty()) options["registry-identity-tokens"] = dbus::Value(std::move(tokens));
 }
 
 namespace {
@@ -132,19 +145,17 @@ HelperResult run_helper(const std::string& helper, const char* action, const std
 
 }  // namespace
 
-std::string run_credential_helper(const std::string& helper, const std::string& server) {
+RegistryCredential run_credential_helper(const std::string& helper, const std::string& server) {
   std::string program = "docker-credential-" + helper;
   HelperResult result = run_helper(helper, "get", server);
   // A helper that knows nothing of the server says so and exits non-zero: no credentials.
-  if (result.status != 0) return "";
+  if (result.status != 0) return {};
   try {
     nlohmann::json doc = nlohmann::json::parse(result.out);
     std::string user = doc.value("Username", ""), secret = doc.value("Secret", "");
-    if (secret.empty()) return "";
-    if (user == "<token>") {
-      throw Error(ErrorKind::user, program + " gave an identity token for " + server + ", which is not supported yet");
-    }
-    return base64_of(user + ":" + secret);
+    if (secret.empty()) return {};
+    if (user == kIdentityTokenUsername) return RegistryCredential{"", secret};
+    return RegistryCredential{base64_of(user + ":" + secret), ""};
   } catch (const nlohmann::json::exception&) {
     throw Error(ErrorKind::user, program + " get: its answer for " + server + " is not JSON");
   }
@@ -191,7 +202,7 @@ std::string auths_key(const std::string& domain) {
 }
 
 std::string with_login(const std::string& config_text, const std::string& source, const std::string& domain,
-                       const std::string& auth, bool* removed, bool helper_keeps_it) {
+                       const RegistryCredential& credential, bool* removed, bool helper_keeps_it) {
   nlohmann::json config = nlohmann::json::object();
   if (!config_text.empty()) {
     try {
@@ -212,10 +223,13 @@ std::string with_login(const std::string& config_text, const std::string& source
     }
   }
   if (removed) *removed = had;
-  if (helper_keeps_it && !auth.empty()) {
+  if (helper_keeps_it && !credential.empty()) {
     config["auths"][auths_key(domain)] = nlohmann::json::object();  // docker's mark: the helper has it
-  } else if (!auth.empty()) {
-    config["auths"][auths_key(domain)] = {{"auth", auth}};
+  } else if (!credential.empty()) {
+    nlohmann::json entry = nlohmann::json::object();
+    if (!credential.auth.empty()) entry["auth"] = credential.auth;
+    if (!credential.identity_token.empty()) entry["identitytoken"] = credential.identity_token;
+    config["auths"][auths_key(domain)] = entry;
   }
   return config.dump(1, '\t') + "\n";
 }
@@ -235,7 +249,7 @@ void write_docker_config(const std::string& path, const std::string& text) {
   }
 }
 
-std::map<std::string, std::string> caller_credentials(const std::set<std::string>& domains) {
+std::map<std::string, RegistryCredential> caller_credentials(const std::set<std::string>& domains) {
   if (domains.empty()) return {};
   std::string path = docker_config_path();
   std::ifstream in(path);

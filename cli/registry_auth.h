@@ -8,6 +8,8 @@
 #include <set>
 #include <string>
 
+#include "dbus/value.h"
+
 namespace kbuild::cli {
 
 // The config.json to read: $DOCKER_CONFIG/config.json, else $HOME/.docker/config.json.
@@ -17,25 +19,43 @@ std::string docker_config_path();
 // "https://host:5000/v2/" is host:5000.
 std::string registry_domain_of_key(const std::string& key);
 
+// What the caller's docker config holds for one registry: config.json's "auth" (base64
+// "user:password"), its "identitytoken" (an OAuth2 refresh token), or both.
+struct RegistryCredential {
+  std::string auth;
+  std::string identity_token;
+  bool empty() const { return auth.empty() && identity_token.empty(); }
+  bool operator==(const RegistryCredential&) const = default;
+};
+
+// The user name under which docker's credential helpers keep an identity token.
+inline constexpr const char* kIdentityTokenUsername = "<token>";
+
 // Runs a credential helper ("desktop" → docker-credential-desktop get) for one server; returns
-// the base64 "user:password" it gives, or "" when it has none.
-using CredentialHelper = std::function<std::string(const std::string& helper, const std::string& server)>;
+// what it gives (empty when it has nothing).
+using CredentialHelper = std::function<RegistryCredential(const std::string& helper, const std::string& server)>;
 
-// The base64 "user:password" for each of `domains` that `config_text` (config.json) has, by
-// domain: from "auths", else from the domain's "credHelpers" entry or the "credsStore", as
-// docker resolves them. Throws kbuild::Error (user) naming `source` for JSON that does not parse.
-std::map<std::string, std::string> credentials_for(const std::string& config_text, const std::string& source,
-                                                   const std::set<std::string>& domains,
-                                                   const CredentialHelper& helper = {});
+// The credentials for each of `domains` that `config_text` (config.json) has, by domain: from
+// the domain's "credHelpers" entry or the "credsStore", else from "auths", as docker resolves
+// them. Throws kbuild::Error (user) naming `source` for JSON that does not parse.
+std::map<std::string, RegistryCredential> credentials_for(const std::string& config_text, const std::string& source,
+                                                          const std::set<std::string>& domains,
+                                                          const CredentialHelper& helper = {});
 
-// docker-credential-HELPER get, run as the caller with the server on stdin.
-std::string run_credential_helper(const std::string& helper, const std::string& server);
+// docker-credential-HELPER get, run as the caller with the server on stdin. A helper answers
+// Username "<token>" for an identity token, as docker's do.
+RegistryCredential run_credential_helper(const std::string& helper, const std::string& server);
 
-// config.json's text with `domain`'s "auths" entry set to `auth` (base64 "user:password"), or
-// removed when `auth` is empty (logout); `removed` says whether there was one. When a credential
-// helper keeps the credentials, the entry is left empty, as docker writes it.
+// Puts credentials into a call's options as the daemon takes them: "registry-auth" and
+// "registry-identity-tokens", each a{ss} by domain, each only when there is one.
+void add_registry_credentials(dbus::Options& options, const std::map<std::string, RegistryCredential>& credentials);
+
+// config.json's text with `domain`'s "auths" entry set to `credential` ("auth", and
+// "identitytoken" when there is one), or removed when it is empty (logout); `removed` says
+// whether there was one. When a credential helper keeps the credentials, the entry is left
+// empty, as docker writes it.
 std::string with_login(const std::string& config_text, const std::string& source, const std::string& domain,
-                       const std::string& auth, bool* removed = nullptr, bool helper_keeps_it = false);
+                       const RegistryCredential& credential, bool* removed = nullptr, bool helper_keeps_it = false);
 
 // The credential helper that keeps `domain`'s credentials ("" for none): its credHelpers entry,
 // else the credsStore.
@@ -56,6 +76,6 @@ std::string auths_key(const std::string& domain);
 void write_docker_config(const std::string& path, const std::string& text);
 
 // The same from the caller's own config file (none: no credentials).
-std::map<std::string, std::string> caller_credentials(const std::set<std::string>& domains);
+std::map<std::string, RegistryCredential> caller_credentials(const std::set<std::string>& domains);
 
 }  // namespace kbuild::cli

@@ -58,8 +58,8 @@ class BuilderApi {
   // PushImage(s reference, a{sv} options) -> as lines
   virtual std::vector<std::string> push_image(const CallContext& call, const std::string& reference,
                                               const Options& options) = 0;
-  // CheckLogin(s server, a{sv} options)
-  virtual void check_login(const CallContext& call, const std::string& server, const Options& options) = 0;
+  // CheckLogin(s server, a{sv} options) -> a{sv} result
+  virtual Options check_login(const CallContext& call, const std::string& server, const Options& options) = 0;
   // DiskUsage() -> a{sv} usage
   virtual Options disk_usage(const CallContext& call) = 0;
   // Info() -> a{sv} info

@@ -186,9 +186,9 @@ std::vector<std::string> BuilderClient::push_image(const std::string& reference,
   return call_daemon("PushImage", [&] { return proxy_->PushImage(reference, arguments); });
 }
 
-void BuilderClient::check_login(const std::string& server, const Options& options) {
+Options BuilderClient::check_login(const std::string& server, const Options& options) {
   VariantMap arguments = to_variants(options);
-  call_daemon("CheckLogin", [&] { proxy_->CheckLogin(server, arguments); });
+  return call_daemon("CheckLogin", [&] { return to_options(proxy_->CheckLogin(server, arguments)); });
 }
 
 Options BuilderClient::disk_usage() {

@@ -30,7 +30,7 @@ class BuilderClient {
   std::vector<std::string> load_images(int input_fd);
   std::vector<std::string> pull_image(const std::string& reference, const Options& options);
   std::vector<std::string> push_image(const std::string& reference, const Options& options);
-  void check_login(const std::string& server, const Options& options);
+  Options check_login(const std::string& server, const Options& options);
   Options disk_usage();
   Options info();
 

@@ -337,8 +337,8 @@ int on_check_login(sd_bus_message* call, void* userdata, sd_bus_error* error) no
     args->server = read_string(m);
     args->options = read_options(m);
     return [&api, args](const CallContext& context) -> ReplyWriter {
-      api.check_login(context, args->server, args->options);
-      return no_reply_arguments();
+      Options result = api.check_login(context, args->server, args->options);
+      return [result = std::move(result)](sd_bus_message* reply) { append_options(reply, result); };
     };
   });
 }
@@ -387,8 +387,8 @@ const sd_bus_vtable Connection::kBuilderVtable[] = {
     SD_BUS_METHOD_WITH_NAMES("PushImage", "sa{sv}", SD_BUS_PARAM(reference) SD_BUS_PARAM(options), "as",
                              SD_BUS_PARAM(lines), on_image_transfer<&BuilderApi::push_image>,
                              SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_NAMES("CheckLogin", "sa{sv}", SD_BUS_PARAM(server) SD_BUS_PARAM(options), "", ,
-                             on_check_login, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("CheckLogin", "sa{sv}", SD_BUS_PARAM(server) SD_BUS_PARAM(options), "a{sv}",
+                             SD_BUS_PARAM(result), on_check_login, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("DiskUsage", "", , "a{sv}", SD_BUS_PARAM(usage), on_disk_usage,
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Info", "", , "a{sv}", SD_BUS_PARAM(info), on_info, SD_BUS_VTABLE_UNPRIVILEGED),

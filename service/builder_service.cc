@@ -29,17 +29,12 @@ std::optional<T> option(const dbus::Options& options, const std::string& key) {
   return *value;
 }
 
-// registry-auth: the caller's credentials by registry domain, never logged nor stored.
+// registry-auth and registry-identity-tokens: the caller's credentials by registry domain,
+// never logged nor stored.
 std::map<std::string, registry::Credentials> registry_auth(const dbus::Options& options) {
-  std::map<std::string, registry::Credentials> out;
-  for (const auto& [domain, auth] : option<dbus::StringMap>(options, "registry-auth").value_or(dbus::StringMap{})) {
-    try {
-      out[domain] = registry::credentials_from_auth(auth);
-    } catch (const Error& e) {
-      throw e.with_context("credentials for " + domain);
-    }
-  }
-  return out;
+  return registry::credentials_by_domain(
+      option<dbus::StringMap>(options, "registry-auth").value_or(dbus::StringMap{}),
+      option<dbus::StringMap>(options, "registry-identity-tokens").value_or(dbus::StringMap{}));
 }
 
 solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Options& options) {
@@ -260,13 +255,15 @@ std::vector<std::string> BuilderService::push_image(const dbus::CallContext& cal
               std::to_string(store_.content().size(digest))};
 }
 
-void BuilderService::check_login(const dbus::CallContext& call, const std::string& server,
-                                 const dbus::Options& options) {
+dbus::Options BuilderService::check_login(const dbus::CallContext& call, const std::string& server,
+                                          const dbus::Options& options) {
   std::atomic<bool> canceled{false};
   std::stop_callback on_disconnect(call.stop, [&canceled] { canceled = true; });
   auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); }, builder_.registry().proxies);
   registry::RegistryClient client = client_for(builder_.registry(), *transport, registry_auth(options));
-  client.check_login(server);
+  std::string identity_token = client.check_login(server);
+  if (identity_token.empty()) return {};
+  return {{"identity-token", dbus::Value(identity_token)}};
 }
 
 dbus::Options BuilderService::disk_usage(const dbus::CallContext&) {

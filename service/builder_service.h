@@ -30,7 +30,8 @@ class BuilderService : public dbus::BuilderApi {
                                       const dbus::Options& options) override;
   std::vector<std::string> push_image(const dbus::CallContext& call, const std::string& reference,
                                       const dbus::Options& options) override;
-  void check_login(const dbus::CallContext& call, const std::string& server, const dbus::Options& options) override;
+  dbus::Options check_login(const dbus::CallContext& call, const std::string& server,
+                            const dbus::Options& options) override;
   dbus::Options disk_usage(const dbus::CallContext& call) override;
   dbus::Options info(const dbus::CallContext& call) override;
 

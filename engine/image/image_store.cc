@@ -208,12 +208,27 @@ void ImageStore::commit_layers(const store::Digest& config, const std::vector<De
     throw Error(ErrorKind::internal, "commit_layers: layers, diff_ids and snapshots differ in number");
   }
   std::optional<std::string> parent;
-  for (size_t i = 0; i < layers.size(); ++i) {
-    if (parent) store_.snapshots().set_parent(extracted[i], *parent);
-    // One sync for all of them, before the image's chain refers to them.
-    store::SnapshotRecord record = store_.snapshots().commit_deferred(std::move(extracted[i]), diff_ids[i]);
-    store_.metadata().put_layer_blob(diff_ids[i], store::LayerBlob{layers[i].digest, layers[i].media_type});
-    parent = record.id;
+  std::vector<std::string> committed;  // removed again if a later one fails
+  try {
+    for (size_t i = 0; i < layers.size(); ++i) {
+      if (parent) store_.snapshots().set_parent(extracted[i], *parent);
+      // One sync for all of them, before the image's chain refers to them.
+      store::SnapshotRecord record = store_.snapshots().commit_deferred(std::move(extracted[i]), diff_ids[i]);
+      committed.push_back(record.id);
+      store_.metadata().put_layer_blob(diff_ids[i], store::LayerBlob{layers[i].digest, layers[i].media_type});
+      parent = record.id;
+    }
+  } catch (...) {
+    // Nothing refers to a chain before its key is put: an image that cannot be unpacked leaves
+    // none of its layers behind.
+    for (auto id = committed.rbegin(); id != committed.rend(); ++id) {
+      try {
+        store_.snapshots().remove(*id);
+      } catch (...) {
+        // The first error is the one to report.
+      }
+    }
+    throw;
   }
   store_.snapshots().sync();
   store_.metadata().put_cache(store::image_chain_key(config), store::CacheResult{parent.value_or(""), ""});

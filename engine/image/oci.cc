@@ -261,7 +261,8 @@ bool is_index_type(std::string_view t) {
 }
 
 bool is_layer_type(std::string_view t) {
-  return t.starts_with("application/vnd.oci.image.layer.") || t.starts_with("application/vnd.docker.image.rootfs.");
+  return t == media_type::oci_layer || t == media_type::oci_layer_gzip || t == media_type::oci_layer_zstd ||
+         t == media_type::docker_layer || t == media_type::docker_layer_gzip;
 }
 
 std::string serialize_config(const ImageConfig& c) {

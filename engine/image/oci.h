@@ -38,6 +38,9 @@ inline constexpr std::string_view created = "org.opencontainers.image.created";
 
 bool is_manifest_type(std::string_view media_type);
 bool is_index_type(std::string_view media_type);
+// A layer kbuild can unpack: a tar, plain or gzip- or zstd-compressed, by its OCI or Docker
+// media type (zstd has only the OCI one). Others (foreign and non-distributable layers, other
+// compressions) are refused by name.
 bool is_layer_type(std::string_view media_type);
 
 // HEALTHCHECK; durations in nanoseconds as Go's time.Duration marshals them.

@@ -103,4 +103,45 @@ Credentials credentials_from_auth(std::string_view auth) {
   return Credentials{decoded.substr(0, colon), decoded.substr(colon + 1), ""};
 }
 
+std::map<std::string, Credentials> credentials_by_domain(const std::map<std::string, std::string>& auths,
+                                                         const std::map<std::string, std::string>& identity_tokens) {
+  std::map<std::string, Credentials> out;
+  for (const auto& [domain, auth] : auths) {
+    try {
+      out[domain] = credentials_from_auth(auth);
+    } catch (const Error& e) {
+      throw e.with_context("credentials for " + domain);
+    }
+  }
+  for (const auto& [domain, token] : identity_tokens) {
+    if (!token.empty()) out[domain].identity_token = token;
+  }
+  return out;
+}
+
+std::string form_escape(std::string_view text) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else if (c == ' ') {
+      out += '+';
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string refresh_token_form(const std::string& refresh_token, const std::string& service,
+                               const std::vector<std::string>& scopes) {
+  std::string scope;
+  for (const std::string& s : scopes) scope += (scope.empty() ? "" : " ") + s;
+  return "client_id=" + form_escape(kOAuthClientId) + "&grant_type=refresh_token&refresh_token=" +
+         form_escape(refresh_token) + "&scope=" + form_escape(scope) + "&service=" + form_escape(service);
+}
+
 }  // namespace kbuild::registry

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace kbuild::registry {
 
@@ -30,5 +31,22 @@ std::string base64_decode(std::string_view text);
 
 // Docker's config.json "auth" value: base64 of "user:password".
 Credentials credentials_from_auth(std::string_view auth);
+
+// The caller's credentials by registry domain from what a call carries: base64 "user:password"
+// values and identity tokens, each by domain; a domain may have either or both.
+std::map<std::string, Credentials> credentials_by_domain(const std::map<std::string, std::string>& auths,
+                                                         const std::map<std::string, std::string>& identity_tokens);
+
+// The client_id of OAuth token requests (Docker's distribution client sends "docker").
+inline constexpr const char* kOAuthClientId = "kbuild";
+
+// One application/x-www-form-urlencoded value, as Go's url.QueryEscape writes it (space as '+').
+std::string form_escape(std::string_view text);
+
+// The body Docker's distribution client POSTs to a bearer realm to trade an identity token (an
+// OAuth2 refresh token) for an access token: client_id, grant_type=refresh_token,
+// refresh_token, scope (the scopes space-separated) and service, in Go's sorted key order.
+std::string refresh_token_form(const std::string& refresh_token, const std::string& service,
+                               const std::vector<std::string>& scopes);
 
 }  // namespace kbuild::registry

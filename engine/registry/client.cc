@@ -67,6 +67,20 @@ std::string status_text(long status) {
   }
 }
 
+// An OAuth2 error answer's words (RFC 6749 5.2: {"error": ..., "error_description": ...}),
+// or the registry's.
+std::string oauth_message(const std::string& body) {
+  try {
+    json doc = json::parse(body);
+    if (doc.is_object() && doc.contains("error") && doc["error"].is_string()) {
+      std::string description = doc.value("error_description", "");
+      return doc["error"].get<std::string>() + (description.empty() ? "" : ": " + description);
+    }
+  } catch (const std::exception&) {
+  }
+  return registry_message(body);
+}
+
 std::string media_type_of(const HttpResponse& response, const std::string& bytes) {
   std::string type = response.header("content-type");
   type = type.substr(0, type.find(';'));
@@ -148,6 +162,11 @@ void RegistryClient::authorize(Host& host, const image::Reference& reference, co
   if (!challenge) throw Error(ErrorKind::permission, host.domain + ": unauthorized, and the registry gives no way to authenticate");
   if (challenge->scheme == "basic") {
     if (!credentials) throw Error(ErrorKind::permission, host.domain + ": unauthorized: authentication required (no credentials for it in your docker config.json)");
+    if (credentials->password.empty() && !credentials->identity_token.empty()) {
+      throw Error(ErrorKind::permission, host.domain + ": the registry asks for a username and password (Basic "
+                                                       "authentication), and your docker config.json has only an "
+                                                       "identity token for it, which only token authentication takes");
+    }
     std::lock_guard lock(host.mutex);
     host.basic = "Basic " + base64_encode(credentials->username + ":" + credentials->password);
     return;
@@ -156,41 +175,75 @@ void RegistryClient::authorize(Host& host, const image::Reference& reference, co
     throw Error(ErrorKind::user, host.domain + ": unsupported authentication scheme " + challenge->scheme);
   }
   std::string scope = "repository:" + reference.path + ":" + actions;
-  std::string realm = challenge->parameters["realm"];
+  std::string token = fetch_token(host, *challenge, credentials, {scope});
+  std::lock_guard lock(host.mutex);
+  host.tokens[scope] = "Bearer " + token;
+}
+
+std::string RegistryClient::fetch_token(Host& host, const Challenge& challenge, const std::optional<Credentials>& credentials,
+                                        const std::vector<std::string>& scopes) {
+  auto parameter = [&](const std::string& name) {
+    auto it = challenge.parameters.find(name);
+    return it == challenge.parameters.end() ? std::string() : it->second;
+  };
+  std::string realm = parameter("realm"), service = parameter("service");
   if (realm.empty()) throw Error(ErrorKind::user, host.domain + ": a bearer challenge without a realm");
-  HttpRequest token_request;
-  token_request.url = realm + (realm.find('?') == std::string::npos ? "?" : "&") +
-                      "service=" + url_escape(challenge->parameters["service"]) + "&scope=" + url_escape(scope);
-  if (credentials && !credentials->username.empty()) {
-    token_request.headers.emplace_back("Authorization",
-                                       "Basic " + base64_encode(credentials->username + ":" + credentials->password));
+  bool oauth = credentials && !credentials->identity_token.empty();
+  HttpRequest request;
+  std::string form;
+  if (oauth) {
+    // Docker's distribution client trades an identity token with an OAuth2 refresh-token grant.
+    form = refresh_token_form(credentials->identity_token, service, scopes);
+    request.method = "POST";
+    request.url = realm;
+    request.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+    size_t offset = 0;
+    request.body = [&form, offset](char* buffer, size_t room) mutable {
+      size_t n = std::min(room, form.size() - offset);
+      std::memcpy(buffer, form.data() + offset, n);
+      offset += n;
+      return n;
+    };
+    request.body_size = form.size();
+    // The refresh token goes to the realm the registry named, not wherever that redirects.
+    request.follow_redirects = false;
+  } else {
+    request.url = realm + (realm.find('?') == std::string::npos ? "?" : "&") + "service=" + url_escape(service);
+    for (const std::string& scope : scopes) request.url += "&scope=" + url_escape(scope);
+    if (credentials && !credentials->username.empty()) {
+      request.headers.emplace_back("Authorization",
+                                   "Basic " + base64_encode(credentials->username + ":" + credentials->password));
+    }
   }
   std::string body, error_body;
-  TlsConfig tls = host.tls;
-  HttpResponse token_response = transport_.send(
-      token_request, tls, [&](std::string_view data) {
+  HttpResponse response = transport_.send(
+      request, host.tls, [&](std::string_view data) {
         if (body.size() + data.size() > (1 << 20)) throw Error(ErrorKind::user, host.domain + ": token too large");
         body.append(data);
       },
       &error_body);
-  if (token_response.status == 401 || token_response.status == 403) {
-    throw Error(ErrorKind::permission, host.domain + ": failed to authorize: failed to fetch token: " +
-                                           status_text(token_response.status) +
-                                           (credentials ? " (incorrect username or password?)" : ""));
-  }
-  if (token_response.status != 200) {
-    throw Error(ErrorKind::user, host.domain + ": failed to fetch token: " + status_text(token_response.status));
+  std::string what = oauth ? "failed to fetch an OAuth token with the identity token: " : "failed to fetch token: ";
+  if (response.status != 200) {
+    std::string reason = oauth ? oauth_message(error_body) : "";
+    if (oauth && reason.find(credentials->identity_token) != std::string::npos) reason.clear();  // never echoed
+    bool refused = response.status == 401 || response.status == 403 || reason.starts_with("invalid_grant");
+    std::string hint = !refused || !credentials ? ""
+                       : oauth               ? " (has the identity token expired? log in again)"
+                                             : " (incorrect username or password?)";
+    throw Error(refused ? ErrorKind::permission : ErrorKind::user,
+                host.domain + ": " + (refused ? "failed to authorize: " : "") + what +
+                    status_text(response.status) + (reason.empty() ? "" : ": " + reason) + hint);
   }
   std::string token;
   try {
+    // Both names are in use; Docker takes access_token when a server sends both.
     json doc = json::parse(body);
-    token = doc.value("token", "");
-    if (token.empty()) token = doc.value("access_token", "");
+    token = doc.value("access_token", "");
+    if (token.empty()) token = doc.value("token", "");
   } catch (const std::exception&) {
   }
   if (token.empty()) throw Error(ErrorKind::user, host.domain + ": the token server's answer holds no token");
-  std::lock_guard lock(host.mutex);
-  host.tokens[scope] = "Bearer " + token;
+  return token;
 }
 
 HttpResponse RegistryClient::send(const image::Reference& reference, const std::string& actions, HttpRequest request,
@@ -236,7 +289,7 @@ void RegistryClient::fail(const image::Reference& reference, const std::string& 
   throw Error(kind, text);
 }
 
-void RegistryClient::check_login(const std::string& domain) {
+std::string RegistryClient::check_login(const std::string& domain) {
   Host& h = host(domain);
   std::optional<Credentials> credentials = credentials_ ? credentials_(domain) : std::nullopt;
   if (!credentials) throw Error(ErrorKind::user, domain + ": no credentials to check");
@@ -244,7 +297,7 @@ void RegistryClient::check_login(const std::string& domain) {
   HttpRequest ping;
   ping.url = h.base_url + "/v2/";
   HttpResponse first = transport_.send(ping, h.tls, {});
-  if (first.status == 200) return;  // a registry that asks for nothing takes anything
+  if (first.status == 200) return "";  // a registry that asks for nothing takes anything
   std::optional<Challenge> challenge = parse_challenge(first.header("www-authenticate"));
   if (first.status != 401 || !challenge) {
     throw Error(ErrorKind::user, domain + ": " + ping.url + " answered " + status_text(first.status));
@@ -254,17 +307,32 @@ void RegistryClient::check_login(const std::string& domain) {
     check.url = ping.url;
   } else if (challenge->scheme == "bearer" && !challenge->parameters["realm"].empty()) {
     std::string realm = challenge->parameters["realm"];
+    // docker login asks for a refresh token too, to keep in place of the password.
     check.url = realm + (realm.find('?') == std::string::npos ? "?" : "&") + "service=" +
-                url_escape(challenge->parameters["service"]);
+                url_escape(challenge->parameters["service"]) + "&offline_token=true&client_id=" + kOAuthClientId;
   } else {
     throw Error(ErrorKind::user, domain + ": unsupported authentication scheme " + challenge->scheme);
   }
   check.headers.emplace_back("Authorization", basic);
-  HttpResponse answer = transport_.send(check, h.tls, [](std::string_view) {});
+  std::string body;
+  HttpResponse answer = transport_.send(check, h.tls, [&](std::string_view data) {
+    if (body.size() + data.size() > (1 << 20)) throw Error(ErrorKind::user, domain + ": token too large");
+    body.append(data);
+  });
   if (answer.status == 401 || answer.status == 403) {
     throw Error(ErrorKind::permission, domain + ": unauthorized: incorrect username or password");
   }
   if (answer.status != 200) throw Error(ErrorKind::user, domain + ": login check answered " + status_text(answer.status));
+  if (challenge->scheme != "bearer") return "";
+  try {
+    json doc = json::parse(body);
+    if (doc.is_object() && doc.contains("refresh_token") && doc["refresh_token"].is_string()) {
+      return doc["refresh_token"].get<std::string>();
+    }
+  } catch (const std::exception&) {
+    // The check passed; an answer that is not JSON just holds no refresh token.
+  }
+  return "";
 }
 
 FetchedManifest RegistryClient::manifest(const image::Reference& reference, const std::string& tag_or_digest) {

@@ -59,8 +59,9 @@ class RegistryClient {
                     const std::string& bytes);
   // docker login's check: the registry at `domain` takes the caller's credentials (for
   // /v2/ itself with Basic, or for a token without a scope with Bearer). Throws a permission
-  // error when it refuses them.
-  void check_login(const std::string& domain);
+  // error when it refuses them. Returns the identity token (OAuth2 refresh token) the token
+  // server gave for them, asked for as docker asks (offline_token=true), or "".
+  std::string check_login(const std::string& domain);
 
  private:
   struct Host;
@@ -69,6 +70,10 @@ class RegistryClient {
                     const BodySink& sink, std::string* error_body = nullptr);
   Host& host(const std::string& domain);
   void authorize(Host& host, const image::Reference& reference, const std::string& actions, const HttpResponse& challenge);
+  // A bearer token for `scopes` from the challenge's realm: with an identity token, Docker's
+  // OAuth2 refresh-token grant (a form POST); otherwise a GET, with the credentials as Basic.
+  std::string fetch_token(Host& host, const Challenge& challenge, const std::optional<Credentials>& credentials,
+                          const std::vector<std::string>& scopes);
   [[noreturn]] void fail(const image::Reference& reference, const std::string& what, const HttpResponse& response,
                          const std::string& body);
 

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include "common/error.h"
@@ -19,11 +20,6 @@
 
 namespace kbuild::registry {
 namespace {
-
-bool is_layer_type(const std::string& type) {
-  return type == image::media_type::oci_layer || type == image::media_type::oci_layer_gzip ||
-         type == image::media_type::docker_layer || type == image::media_type::docker_layer_gzip;
-}
 
 // Runs `jobs` with at most `limit` at once; the first failure is rethrown once all have ended.
 void run_bounded(const std::vector<std::function<void()>>& jobs, int limit) {
@@ -67,6 +63,36 @@ std::string mount_source(store::Store& store, const image::Reference& target, co
   return repository == target.path ? "" : repository;
 }
 
+// The blobs one pull adds to the content store, removed again unless the pull completes: a
+// failed pull leaves none of its blobs behind (the store has no garbage collection).
+class AddedBlobs {
+ public:
+  explicit AddedBlobs(store::ContentStore& content) : content_(content) {}
+  AddedBlobs(const AddedBlobs&) = delete;
+  AddedBlobs& operator=(const AddedBlobs&) = delete;
+  ~AddedBlobs() {
+    if (kept_) return;
+    for (const store::Digest& digest : added_) {
+      try {
+        content_.remove(digest);
+      } catch (...) {
+        // The error that failed the pull is the one to report.
+      }
+    }
+  }
+  void add(const store::Digest& digest) {
+    std::lock_guard lock(mutex_);
+    added_.push_back(digest);
+  }
+  void keep() { kept_ = true; }
+
+ private:
+  store::ContentStore& content_;
+  std::mutex mutex_;
+  std::vector<store::Digest> added_;
+  bool kept_ = false;
+};
+
 // The index entry for the platform asked for: os and architecture must match; a variant
 // only when asked for (else the first entry of that architecture, as containerd picks).
 image::Descriptor pick_platform(const image::Index& index, const PullOptions& options) {
@@ -86,7 +112,7 @@ namespace {
 
 // A layer blob into the content store, verified by digest and size as it streams.
 void download_layer(store::Store& store, RegistryClient& client, const image::Reference& reference,
-                    const image::Descriptor& layer, const PullOptions& options) {
+                    const image::Descriptor& layer, const PullOptions& options, AddedBlobs& added) {
   std::string id = "pulling " + short_digest(layer.digest);
   store::ContentStore::Writer writer = store.content().writer();
   int64_t received = 0;
@@ -101,6 +127,7 @@ void download_layer(store::Store& store, RegistryClient& client, const image::Re
     }
   });
   writer.commit(layer.digest);
+  added.add(layer.digest);
   remember_source(store, reference, layer.digest);
   if (options.progress) options.progress(id, layer.size, layer.size, true);
 }
@@ -119,11 +146,12 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
   }
   image::Manifest manifest = image::parse_manifest(fetched.bytes);
   for (const image::Descriptor& layer : manifest.layers) {
-    if (!is_layer_type(layer.media_type)) {
+    if (!image::is_layer_type(layer.media_type)) {
       throw Error(ErrorKind::user, "unsupported layer media type \"" + layer.media_type + "\"");
     }
     if (layer.size < 0) throw Error(ErrorKind::user, "a layer with a negative size");
   }
+  AddedBlobs added(store.content());
   // The config first: it is small, and the image is useless without it.
   if (!store.content().has(manifest.config.digest)) {
     if (manifest.config.size > static_cast<int64_t>(kManifestLimit)) {
@@ -132,6 +160,7 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
     std::string config;
     client.blob(reference, manifest.config.digest, manifest.config.size, [&](std::string_view data) { config.append(data); });
     store.content().put(config);
+    added.add(manifest.config.digest);
   }
   image::ImageConfig config = image::parse_config(store.content().read_small(manifest.config.digest));
   if (config.rootfs.diff_ids.size() != manifest.layers.size()) {
@@ -152,11 +181,12 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
       if (unpacked) continue;
     }
     jobs.push_back([&, i, stored] {
-      if (!stored) download_layer(store, client, reference, layer, options);
+      if (!stored) download_layer(store, client, reference, layer, options, added);
       if (!unpacked) extracted[i].emplace(images.extract(layer, config.rootfs.diff_ids[i]));
     });
   }
   run_bounded(jobs, options.max_concurrent_downloads);
+  if (!store.content().has(fetched.digest)) added.add(fetched.digest);
   store::Digest manifest_digest = store.content().put(fetched.bytes);
   if (!unpacked) {
     std::vector<store::SnapshotStore::Prepared> layers;
@@ -166,6 +196,7 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
   store::ImageRecord record{manifest_digest, manifest.config.digest, std::chrono::system_clock::now()};
   store.snapshots().sync();
   store.metadata().set_image_name(reference.str(), record);
+  added.keep();
   return record;
 }
 

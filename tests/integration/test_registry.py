@@ -261,6 +261,11 @@ def layer_tar(entries):
     return out.getvalue()
 
 
+def zstd_compress(data):
+    """`data` as one zstd frame, made by the zstd command (python has no zstd module)."""
+    return subprocess.run(["zstd", "-q", "-c", "-3"], input=data, capture_output=True, check=True).stdout
+
+
 class FakeImage:
     """An image as a registry holds it: its layers gzip'd (or as `layer_media_type` says), a config
     whose diff_ids are the uncompressed layers' digests, the manifest; `blobs` by digest."""
@@ -269,6 +274,8 @@ class FakeImage:
         self.blobs, descriptors, diff_ids = {}, [], []
         for tar in layers:
             blob = gzip.compress(tar, mtime=0) if "gzip" in layer_media_type else tar
+            if layer_media_type == ZSTD_LAYER:
+                blob = zstd_compress(tar)
             self.blobs[digest_of(blob)] = blob
             descriptors.append({"mediaType": layer_media_type, "digest": digest_of(blob), "size": len(blob)})
             diff_ids.append(digest_of(tar))
@@ -329,6 +336,7 @@ class FakeRegistry:
                        "long"     the blob and more bytes, the Content-Length saying so
       bearer = (user, password)   /v2/... wants `Authorization: Bearer <token>`, the token from
                                   /token, which wants Basic user:password (`token_field` names its JSON key)
+      realm = URL                 the token server its challenges name instead of its own /token
       blob_store = FakeRegistry   blob GETs are answered 307 to that server, as registries send
                                   them to object storage
 
@@ -337,7 +345,7 @@ class FakeRegistry:
 
     def __init__(self):
         self.manifests, self.blobs, self.faults = {}, {}, {}
-        self.bearer, self.token_field, self.blob_store = None, "token", None
+        self.bearer, self.token_field, self.blob_store, self.realm = None, "token", None, None
         self.token = "tok-" + uuid.uuid4().hex
         self.requests, self.token_requests = [], []
         registry = self
@@ -386,7 +394,7 @@ class FakeRegistry:
         if not url.path.startswith("/v2/"):
             return self.send(handler, 404, b"not found\n", "text/plain", body=body)
         if self.bearer and authorization != "Bearer " + self.token:
-            challenge = (f'Bearer realm="http://{self.host}/token",service="fake",'
+            challenge = (f'Bearer realm="{self.realm or f"http://{self.host}/token"}",service="fake",'
                          f'scope="repository:t/app:pull"')
             return self.send(handler, 401, error_body("UNAUTHORIZED", "authentication required"),
                              headers={"WWW-Authenticate": challenge}, body=body)
@@ -1169,13 +1177,74 @@ class RegistryTest(unittest.TestCase):
         self.assertEqual(registry.blob_requests(), [], "blobs fetched for a refused manifest")
         self.daemon.client("pull", f"{registry.host}/t/huge:at-limit")
 
-    def test_unsupported_layer_media_type_is_refused_by_name(self):
+    def test_unknown_layer_media_type_is_refused_by_name(self):
         registry = self.fake()
-        media_type = "application/vnd.oci.image.layer.v1.tar+zstd"
-        image = FakeImage([self.small_layer("zstd, they say\n")], layer_media_type=media_type)
-        registry.add("t/zstd", "1", image)
-        self.assert_pull_fails(f"{registry.host}/t/zstd:1", media_type)
+        media_type = "application/vnd.example.layer+lz4"
+        image = FakeImage([self.small_layer("lz4, they say\n")], layer_media_type=media_type)
+        registry.add("t/lz4", "1", image)
+        self.assert_pull_fails(f"{registry.host}/t/lz4:1", media_type)
         self.assertEqual([d for d in registry.blob_requests() if d in image.layer_digests], [])
+
+    def store_entries(self):
+        """The blobs and snapshots in the daemon's store."""
+        return {part: sorted(os.listdir(os.path.join(self.daemon.root, *part.split("/"))))
+                for part in ("blobs/sha256", "snapshots")}
+
+    def test_zstd_layers_are_pulled_and_a_build_runs_on_them(self):
+        registry = self.fake()
+        data = f"compressed with zstd {uuid.uuid4()}\n"
+        image = FakeImage([self.base_layer, layer_tar([tar_entry("zstd", tarfile.DIRTYPE, mode=0o755),
+                                                       tar_entry("zstd/data", data=data.encode())])],
+                          layer_media_type=ZSTD_LAYER)
+        for digest in image.layer_digests:
+            self.assertEqual(image.blobs[digest][:4], b"\x28\xb5\x2f\xfd", "not a zstd frame")
+        registry.add("t/zstd", "1", image)
+        name = f"{registry.host}/t/zstd:1"
+        pulled = self.daemon.client("pull", name)
+        self.assertIn(f"Digest: {image.digest}", pulled.stdout)
+        self.assertEqual(self.daemon.image_id(name), image.config_digest)
+        ctx = self.context(f"FROM {name}\nRUN cat /zstd/data > /copied && echo ran > /ran\n")
+        out = self.path("rootfs.tar")
+        self.build(ctx, "-o", f"type=tar,dest={out}")
+        with tarfile.open(out) as tar:
+            self.assertEqual(tar.extractfile("zstd/data").read().decode(), data)
+            self.assertEqual(tar.extractfile("copied").read().decode(), data)
+            self.assertEqual(tar.extractfile("ran").read(), b"ran\n")
+
+    def test_zstd_layer_that_is_corrupt_or_not_its_digest_leaves_nothing(self):
+        registry = self.fake()
+        tar = self.small_layer(f"zstd fault {uuid.uuid4()}\n")
+        # Below the faulty layer, one that is fine: it comes and unpacks, then goes with the rest.
+        image = FakeImage([self.base_layer, tar], layer_media_type=ZSTD_LAYER)
+        layer = image.layer_digests[1]
+        registry.add("t/zstd-digest", "1", image)
+        name = f"{registry.host}/t/zstd-digest:1"
+        before = self.store_entries()
+        for fault in ("corrupt", "long"):
+            registry.faults[layer] = fault
+            self.assert_pull_fails(name, layer)
+            self.assertEqual(self.store_entries(), before, f"what the pull of a {fault} blob left")
+        registry.faults.clear()
+
+        # A blob that is its digest but no zstd a decoder finishes: a frame cut short, and one
+        # whose compressed bytes are flipped (zstd's checksum of the content tells).
+        frame = zstd_compress(tar)
+        broken = {"cut": frame[:len(frame) // 2],
+                  "flipped": frame[:12] + bytes(b ^ 0x5A for b in frame[12:-4]) + frame[-4:]}
+        for kind, blob in broken.items():
+            bad = FakeImage([self.base_layer, tar], layer_media_type=ZSTD_LAYER)
+            manifest = json.loads(bad.manifest)
+            manifest["layers"][1].update(digest=digest_of(blob), size=len(blob))
+            bad.blobs = {d: b for d, b in bad.blobs.items() if d != bad.layer_digests[1]}
+            bad.blobs[digest_of(blob)] = blob
+            bad.manifest = json.dumps(manifest).encode()
+            bad.digest = digest_of(bad.manifest)
+            registry.add(f"t/zstd-{kind}", "1", bad)
+            message = self.assert_pull_fails(f"{registry.host}/t/zstd-{kind}:1", "malformed layer")
+            self.assertIn(digest_of(blob), message)
+            self.assertEqual(self.store_entries(), before, f"what the pull of a {kind} zstd layer left")
+        self.daemon.client("pull", name)
+        self.assertEqual(self.daemon.image_id(name), image.config_digest)
 
     def test_index_gives_the_platform_asked_for(self):
         registry = self.fake()
@@ -1232,6 +1301,176 @@ class RegistryTest(unittest.TestCase):
         self.assertTrue(blob_store.requests)
         self.assertEqual({a for _, _, a in blob_store.requests}, {""}, "credentials sent to the blob store")
         self.assertNotIn(password, self.daemon.log())
+
+    def refresh_token_server(self, registry, refresh_token, login=None):
+        """A token server on a port of its own, named as `registry`'s realm, that answers only
+        Docker's OAuth2 refresh-token grant for `refresh_token` (a form POST, client_id kbuild)
+        with the registry's token, and, with `login` = (user, password), docker login's GET
+        (Basic, offline_token=true) with a token and `refresh_token`. `requests` records
+        (method, path, headers, body) of everything it is sent."""
+        server = type("TokenServer", (), {"requests": []})()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, document):
+                data = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                server.requests.append(("GET", self.path, dict(self.headers), ""))
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                basic = "Basic " + base64.b64encode(":".join(login or ("", "")).encode()).decode()
+                if login and self.headers.get("Authorization") == basic and query.get("offline_token") == ["true"] \
+                        and query.get("client_id") == ["kbuild"]:
+                    return self.reply(200, {"token": registry.token, "refresh_token": refresh_token})
+                self.reply(401, {"details": "incorrect username or password"})
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+                server.requests.append(("POST", self.path, dict(self.headers), body))
+                form = urllib.parse.parse_qs(body, keep_blank_values=True)
+                if self.headers.get("Content-Type") != "application/x-www-form-urlencoded" or \
+                        form.get("grant_type") != ["refresh_token"] or form.get("client_id") != ["kbuild"]:
+                    return self.reply(400, {"error": "unsupported_grant_type"})
+                if form.get("refresh_token") != [refresh_token]:
+                    return self.reply(400, {"error": "invalid_grant", "error_description": "refresh token expired"})
+                self.reply(200, {"access_token": registry.token, "expires_in": 300,
+                                 "scope": form.get("scope", [""])[0]})
+
+        http_server = _HttpServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=http_server.serve_forever, daemon=True).start()
+        self.addCleanup(http_server.server_close)
+        self.addCleanup(http_server.shutdown)
+        registry.bearer = ("nobody", "no password takes this registry's own /token")
+        registry.realm = f"http://127.0.0.1:{http_server.server_address[1]}/token"
+        return server
+
+    def assert_secrets_nowhere(self, secrets, shown):
+        """None of `secrets` in kbuildd's log, in what the client printed (`shown`), or in a file
+        of the store."""
+        for secret in secrets:
+            self.assertNotIn(secret, self.daemon.log(), "kbuildd's log")
+            for text in shown:
+                self.assertNotIn(secret, text, "the client's output")
+        for top, _, files in os.walk(self.daemon.root):
+            for file in files:
+                path = os.path.join(top, file)
+                if os.path.isfile(path) and not os.path.islink(path):
+                    with open(path, "rb") as f:
+                        data = f.read()
+                    for secret in secrets:
+                        self.assertNotIn(secret.encode(), data, f"the store's {path}")
+
+    def test_identity_token_is_traded_at_the_realm_with_a_refresh_token_grant(self):
+        refresh, expired = "refresh-" + uuid.uuid4().hex, "expired-" + uuid.uuid4().hex
+        registry = self.fake()
+        server = self.refresh_token_server(registry, refresh)
+        image = FakeImage([self.small_layer(f"behind an identity token {uuid.uuid4()}\n")])
+        registry.add("t/app", "1", image)
+        name = f"{registry.host}/t/app:1"
+        shown = []
+
+        # As docker login leaves it: "user:" and the token.
+        config = self.path("token-config")
+        write(os.path.join(config, "config.json"), json.dumps({"auths": {registry.host: {
+            "auth": base64.b64encode(b"tokenuser:").decode(), "identitytoken": refresh}}}))
+        pulled = self.daemon.client("pull", name, credentials=config)
+        shown.append(pulled.stdout + pulled.stderr)
+        self.assertEqual(self.daemon.image_id(name), image.config_digest)
+        self.assertTrue(server.requests)
+        for method, path, headers, body in server.requests:
+            self.assertEqual((method, path), ("POST", "/token"))
+            self.assertEqual(headers.get("Content-Type"), "application/x-www-form-urlencoded")
+            self.assertNotIn("Authorization", headers)
+            self.assertEqual(urllib.parse.parse_qs(body, keep_blank_values=True),
+                             {"grant_type": ["refresh_token"], "refresh_token": [refresh], "client_id": ["kbuild"],
+                              "service": ["fake"], "scope": ["repository:t/app:pull"]})
+        answered = [a for _, p, a in registry.requests if "/manifests/" in p or "/blobs/" in p]
+        self.assertIn("Bearer " + registry.token, answered)
+        for method, path, authorization in registry.requests:
+            self.assertNotIn(refresh, path + authorization, "the identity token went to the registry")
+
+        # From a credential helper (docker's "<token>" user), for a build that pulls its base.
+        helpers = self.path("bin")
+        write(os.path.join(helpers, "docker-credential-kbuildtoken"),
+              f"#!/bin/sh\nread server\n[ \"$server\" = \"{registry.host}\" ] || exit 1\n"
+              f"printf '{{\"ServerURL\":\"%s\",\"Username\":\"<token>\",\"Secret\":\"{refresh}\"}}' \"$server\"\n",
+              mode=0o755)
+        helped = docker_config(self.path("helper-config"), credsStore="kbuildtoken")
+        server.requests.clear()
+        out = self.path("rootfs.tar")
+        built = self.build(self.context(f"FROM {name}\nCOPY f /f\n", {"f": "on the token's image\n"}),
+                           "--pull", "-o", f"type=tar,dest={out}", credentials=helped, path=helpers)
+        shown.append(built.stdout + built.stderr)
+        with tarfile.open(out) as tar:
+            self.assertEqual(tar.extractfile("f").read(), b"on the token's image\n")
+        self.assertEqual({(m, p) for m, p, _, _ in server.requests}, {("POST", "/token")})
+        self.assertTrue(all(f"refresh_token={refresh}" in body for _, _, _, body in server.requests))
+
+        # A token the server no longer takes: one clear error, and nothing pulled.
+        self.daemon.client("rmi", name)
+        stale = self.path("stale-config")
+        write(os.path.join(stale, "config.json"), json.dumps({"auths": {registry.host: {"identitytoken": expired}}}))
+        message = self.assert_pull_fails(name, "identity token", credentials=stale)
+        self.assertIn("invalid_grant", message)
+        shown.append(message)
+        self.assertIn(f"refresh_token={expired}", server.requests[-1][3])
+        self.assert_secrets_nowhere([refresh, expired], shown)
+
+    def test_a_basic_auth_registry_is_not_given_an_identity_token(self):
+        htpasswd = self.path("htpasswd")
+        write(htpasswd, run(["htpasswd", "-Bbn", "builder", "pw-" + uuid.uuid4().hex]).stdout)
+        registry = self.distribution("basic", htpasswd=htpasswd)
+        refresh = "refresh-" + uuid.uuid4().hex
+        config = self.path("token-config")
+        write(os.path.join(config, "config.json"), json.dumps({"auths": {registry.host: {"identitytoken": refresh}}}))
+        message = self.assert_pull_fails(f"{registry.host}/t/app:1", "only an identity token", credentials=config)
+        self.assertNotIn(refresh, message)
+        self.assertNotIn(refresh, registry.log())
+        self.assert_secrets_nowhere([refresh], [message])
+
+    def test_login_keeps_the_identity_token_the_token_server_gives_as_docker_does(self):
+        user, password, refresh = "tokenuser", "pw-" + uuid.uuid4().hex, "refresh-" + uuid.uuid4().hex
+        registry = self.fake()
+        server = self.refresh_token_server(registry, refresh, login=(user, password))
+        image = FakeImage([self.small_layer(f"after login {uuid.uuid4()}\n")])
+        registry.add("t/app", "1", image)
+        name = f"{registry.host}/t/app:1"
+        config_dir = self.path("login-config")
+        os.makedirs(self.path(), exist_ok=True)
+        ok = self.daemon.client("login", "-u", user, "--password-stdin", registry.host, credentials=config_dir,
+                                input=password + "\n")
+        self.assertEqual(ok.stdout, "Login Succeeded\n")
+        with open(os.path.join(config_dir, "config.json")) as f:
+            text = f.read()
+        self.assertNotIn(password, text)
+        self.assertEqual(json.loads(text)["auths"][registry.host],
+                         {"auth": base64.b64encode(f"{user}:".encode()).decode(), "identitytoken": refresh})
+        server.requests.clear()
+        self.daemon.client("pull", name, credentials=config_dir)
+        self.assertEqual(self.daemon.image_id(name), image.config_digest)
+        self.assertEqual({(m, p) for m, p, _, _ in server.requests}, {("POST", "/token")})
+
+        # With a credential helper, the token is what it keeps, under docker's "<token>" user.
+        helpers, kept = self.path("bin"), self.path("kept.json")
+        write(os.path.join(helpers, "docker-credential-kbuildkeep"),
+              f"#!/bin/sh\ncase \"$1\" in store) cat > {kept} ;; get) cat {kept} ;; *) exit 1 ;; esac\n", mode=0o755)
+        helped = docker_config(self.path("helper-config"), credsStore="kbuildkeep")
+        self.daemon.client("login", "-u", user, "--password-stdin", registry.host, credentials=helped, path=helpers,
+                           input=password + "\n")
+        with open(kept) as f:
+            self.assertEqual(json.load(f), {"ServerURL": registry.host, "Username": "<token>", "Secret": refresh})
+        self.daemon.client("rmi", name)
+        server.requests.clear()
+        pulled = self.daemon.client("pull", name, credentials=helped, path=helpers)
+        self.assertEqual({(m, p) for m, p, _, _ in server.requests}, {("POST", "/token")})
+        self.assert_secrets_nowhere([password, refresh], [ok.stdout + ok.stderr, pulled.stdout + pulled.stderr])
 
     # -- hostile layers -------------------------------------------------------------------------
 

@@ -137,8 +137,9 @@ class FakeBuilder : public BuilderApi {
     return {"pushed " + reference};
   }
 
-  void check_login(const CallContext&, const std::string& server, const Options& options) override {
+  Options check_login(const CallContext&, const std::string& server, const Options& options) override {
     if (server != "good.io" || !options.count("registry-auth")) throw Error(ErrorKind::permission, server + ": unauthorized");
+    return {{"identity-token", std::string("refresh-good.io")}};
   }
 
   Options disk_usage(const CallContext&) override {

@@ -212,7 +212,9 @@ TEST_F(ServerTest, ServesEveryMethodThroughTheClient) {
             (std::vector<std::string>{"pulled alpine for linux/arm64"}));
   EXPECT_EQ(client.push_image("localhost:5000/a:1", {{"registry-auth", StringMap{{"localhost:5000", "dTpw"}}}}),
             (std::vector<std::string>{"pushed localhost:5000/a:1"}));
-  client.check_login("good.io", {{"registry-auth", StringMap{{"good.io", "dTpw"}}}});
+  EXPECT_EQ(option_or(client.check_login("good.io", {{"registry-auth", StringMap{{"good.io", "dTpw"}}}}),
+                      "identity-token", std::string()),
+            "refresh-good.io");
   EXPECT_THROW(client.check_login("bad.io", {}), Error);
   try {
     client.push_image("missing", {});

@@ -10,6 +10,7 @@
 #include "common/temp_dir.h"
 #include "engine/image/oci.h"
 #include "engine/image/reference.h"
+#include "tests/unit/image/image_test_util.h"
 
 namespace kbuild::image {
 namespace {
@@ -97,6 +98,31 @@ TEST_F(ImageStoreTest, UsageCountsTaggedImagesOnce) {
   EXPECT_EQ(usage.images, 2u);
   EXPECT_GT(usage.blobs_size, 0u);
   EXPECT_EQ(usage.images_size, 0u);  // no layers unpacked into snapshots here
+}
+
+TEST_F(ImageStoreTest, AnImageWhoseLayerDoesNotUnpackLeavesNoSnapshot) {
+  std::string good = testing::TarBuilder().file("a", "first layer").finish();
+  std::string tar = testing::TarBuilder().file("b", "second layer").finish();
+  std::string corrupt = tar.substr(0, 700);  // the tar ends inside its entry
+  ImageConfig config;
+  config.os = "linux";
+  config.architecture = "amd64";
+  config.rootfs.diff_ids = {store::Digest::of(good), store::Digest::of(tar)};
+  std::string config_bytes = serialize_config(config);
+  Manifest manifest;
+  manifest.media_type = std::string(media_type::oci_manifest);
+  auto describe = [&](std::string_view type, const std::string& bytes) {
+    Descriptor d;
+    d.media_type = std::string(type);
+    d.digest = store_->content().put(bytes);
+    d.size = static_cast<int64_t>(bytes.size());
+    return d;
+  };
+  manifest.config = describe(media_type::oci_config, config_bytes);
+  manifest.layers = {describe(media_type::oci_layer, good), describe(media_type::oci_layer, corrupt)};
+  store::Digest digest = store_->content().put(serialize_manifest(manifest));
+  EXPECT_THAT(error_of([&] { images_.unpack(digest); }), HasSubstr(manifest.layers[1].digest.str()));
+  EXPECT_TRUE(store_->metadata().list_snapshots().empty());
 }
 
 }  // namespace

@@ -176,6 +176,19 @@ TEST(IndexJson, CompactAndIndentedForms) {
   EXPECT_EQ(serialize_index(empty), "{\n  \"schemaVersion\": 2,\n  \"manifests\": []\n}");
 }
 
+TEST(MediaTypes, LayersAreTarsPlainGzipOrZstdAndNothingElse) {
+  for (std::string_view t : {media_type::oci_layer, media_type::oci_layer_gzip, media_type::oci_layer_zstd,
+                             media_type::docker_layer, media_type::docker_layer_gzip}) {
+    EXPECT_TRUE(is_layer_type(t)) << t;
+  }
+  for (std::string_view t : {"application/vnd.example.layer+lz4", "application/vnd.oci.image.layer.v1.tar+lz4",
+                             "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                             "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "application/octet-stream"}) {
+    EXPECT_FALSE(is_layer_type(t)) << t;
+  }
+  EXPECT_FALSE(is_layer_type(media_type::oci_config));
+}
+
 TEST(DockerArchiveManifest, WritesContainerdShape) {
   std::vector<DockerArchiveEntry> entries = {{"blobs/sha256/aa", {"app:latest"}, {"blobs/sha256/bb"}},
                                              {"blobs/sha256/cc", {}, {}}};

@@ -50,5 +50,40 @@ TEST(Credentials, FromDockerConfigAuth) {
   EXPECT_THROW(credentials_from_auth(base64_encode("nocolon")), Error);
 }
 
+TEST(Credentials, IdentityTokensJoinOrStandInForTheAuthOfTheirDomain) {
+  auto by_domain = credentials_by_domain({{"a.io", base64_encode("u:")}, {"b.io", base64_encode("v:pw")}},
+                                         {{"a.io", "refresh-a"}, {"c.io", "refresh-c"}, {"d.io", ""}});
+  ASSERT_EQ(by_domain.size(), 3u);
+  EXPECT_EQ(by_domain.at("a.io").username, "u");
+  EXPECT_EQ(by_domain.at("a.io").password, "");
+  EXPECT_EQ(by_domain.at("a.io").identity_token, "refresh-a");
+  EXPECT_EQ(by_domain.at("b.io").password, "pw");
+  EXPECT_EQ(by_domain.at("b.io").identity_token, "");
+  EXPECT_EQ(by_domain.at("c.io").username, "");
+  EXPECT_EQ(by_domain.at("c.io").identity_token, "refresh-c");
+  try {
+    credentials_by_domain({{"bad.io", "!!"}}, {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("credentials for bad.io"), std::string::npos) << e.what();
+  }
+}
+
+TEST(OAuth, FormValuesAreEscapedAsGoEscapesThem) {
+  EXPECT_EQ(form_escape("aZ09-_.~"), "aZ09-_.~");
+  EXPECT_EQ(form_escape("a b+c/d:e=f&g"), "a+b%2Bc%2Fd%3Ae%3Df%26g");
+}
+
+TEST(OAuth, TheRefreshTokenGrantIsDockersFormWithOurClientId) {
+  EXPECT_EQ(refresh_token_form("r/t+1", "registry.docker.io", {"repository:library/alpine:pull"}),
+            "client_id=kbuild&grant_type=refresh_token&refresh_token=r%2Ft%2B1"
+            "&scope=repository%3Alibrary%2Falpine%3Apull&service=registry.docker.io");
+  // Several scopes go in one value, space-separated; none is an empty value, as Docker sends it.
+  EXPECT_EQ(refresh_token_form("t", "s", {"repository:a:pull", "repository:b:pull,push"}),
+            "client_id=kbuild&grant_type=refresh_token&refresh_token=t"
+            "&scope=repository%3Aa%3Apull+repository%3Ab%3Apull%2Cpush&service=s");
+  EXPECT_EQ(refresh_token_form("t", "", {}), "client_id=kbuild&grant_type=refresh_token&refresh_token=t&scope=&service=");
+}
+
 }  // namespace
 }  // namespace kbuild::registry

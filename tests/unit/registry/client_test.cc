@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <deque>
 #include <functional>
 
@@ -170,6 +171,103 @@ TEST_F(HttpClientTest, ARefusedTokenSaysSo) {
   }
 }
 
+std::string header_of(const HttpRequest& request, const std::string& name) {
+  for (const auto& [key, value] : request.headers) {
+    if (key == name) return value;
+  }
+  return "";
+}
+
+class IdentityTokenTest : public HttpClientTest {
+ protected:
+  void SetUp() override {
+    HttpClientTest::SetUp();
+    transport.on("GET " + base + "/v2/team/app/manifests/1", [this](const HttpRequest& r, const BodySink& sink) {
+      if (header_of(r, "Authorization") == "Bearer A1") return body(sink, manifest);
+      return status(401, {{"www-authenticate", R"(Bearer realm="http://auth.local/token",service="reg")"}});
+    });
+  }
+  // No request but the token POST carries the identity token, in its body only.
+  void expect_token_only_posted(const std::string& token) {
+    for (const auto& seen : transport.requests) {
+      EXPECT_EQ(seen.url.find(token), std::string::npos) << seen.url;
+      EXPECT_EQ(seen.authorization.find(token), std::string::npos) << seen.url;
+      if (seen.method != "POST") {
+        EXPECT_EQ(seen.body.find(token), std::string::npos) << seen.url;
+      }
+    }
+  }
+  std::string manifest = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"})";
+};
+
+TEST_F(IdentityTokenTest, AnIdentityTokenIsTradedWithARefreshTokenGrant) {
+  int grants = 0;
+  transport.on("POST http://auth.local/token", [&](const HttpRequest& r, const BodySink& sink) {
+    ++grants;
+    EXPECT_EQ(r.url, "http://auth.local/token");
+    EXPECT_EQ(header_of(r, "Content-Type"), "application/x-www-form-urlencoded");
+    EXPECT_EQ(header_of(r, "Authorization"), "");
+    EXPECT_FALSE(r.follow_redirects);
+    return body(sink, R"({"access_token":"A1","refresh_token":"R2","expires_in":300})");
+  });
+  auto c = client(Credentials{"u", "", "R1/x"});
+  EXPECT_EQ(c.manifest(ref, "1").bytes, manifest);
+  EXPECT_EQ(c.manifest(ref, "1").bytes, manifest);
+  EXPECT_EQ(grants, 1);
+  auto post = std::find_if(transport.requests.begin(), transport.requests.end(),
+                           [](const auto& seen) { return seen.method == "POST"; });
+  ASSERT_NE(post, transport.requests.end());
+  EXPECT_EQ(post->body, "client_id=kbuild&grant_type=refresh_token&refresh_token=R1%2Fx"
+                        "&scope=repository%3Ateam%2Fapp%3Apull&service=reg");
+  expect_token_only_posted("R1");
+}
+
+TEST_F(IdentityTokenTest, ATokenServerMayAnswerWithTokenInsteadOfAccessToken) {
+  transport.on("POST http://auth.local/token",
+               [](const HttpRequest&, const BodySink& sink) { return body(sink, R"({"token":"A1"})"); });
+  EXPECT_EQ(client(Credentials{"", "", "R1"}).manifest(ref, "1").bytes, manifest);
+}
+
+TEST_F(IdentityTokenTest, ARefusedIdentityTokenSaysSoAndNeverShowsIt) {
+  transport.on("POST http://auth.local/token", [](const HttpRequest&, const BodySink&) { return status(400); });
+  transport.response_body = R"({"error":"invalid_grant","error_description":"refresh token is expired"})";
+  try {
+    client(Credentials{"u", "", "R-secret"}).manifest(ref, "1");
+    FAIL();
+  } catch (const Error& e) {
+    std::string text = e.what();
+    EXPECT_EQ(e.kind(), ErrorKind::permission);
+    EXPECT_NE(text.find("identity token"), std::string::npos) << text;
+    EXPECT_NE(text.find("400 Bad Request: invalid_grant: refresh token is expired"), std::string::npos) << text;
+  }
+  // A token server that echoes the token back: its words are left out.
+  transport.response_body = R"({"error":"invalid_grant","error_description":"R-secret is unknown"})";
+  try {
+    client(Credentials{"u", "", "R-secret"}).manifest(ref, "1");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).find("R-secret"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(std::count_if(transport.requests.begin(), transport.requests.end(),
+                          [](const auto& seen) { return seen.method == "GET" && seen.url.starts_with("http://auth.local"); }),
+            0);
+  expect_token_only_posted("R-secret");
+}
+
+TEST_F(HttpClientTest, BasicRegistriesAreNotGivenAnIdentityTokenAsAPassword) {
+  transport.on("GET " + base + "/v2/team/app/manifests/1", [](const HttpRequest&, const BodySink&) {
+    return status(401, {{"www-authenticate", R"(Basic realm="Registry")"}});
+  });
+  try {
+    client(Credentials{"u", "", "R1"}).manifest(ref, "1");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::permission);
+    EXPECT_NE(std::string(e.what()).find("only an identity token"), std::string::npos) << e.what();
+  }
+  for (const auto& seen : transport.requests) EXPECT_EQ(seen.authorization, "") << seen.url;
+}
+
 TEST_F(HttpClientTest, LoginIsCheckedAgainstTheTokenServer) {
   transport.on("GET " + base + "/v2/", [](const HttpRequest&, const BodySink&) {
     return status(401, {{"www-authenticate", R"(Bearer realm="http://auth.local/token",service="reg")"}});
@@ -181,13 +279,24 @@ TEST_F(HttpClientTest, LoginIsCheckedAgainstTheTokenServer) {
     }
     return status(401);
   });
-  client(Credentials{"u", "p", ""}).check_login("127.0.0.1:5000");
+  EXPECT_EQ(client(Credentials{"u", "p", ""}).check_login("127.0.0.1:5000"), "");
   try {
     client(Credentials{"u", "wrong", ""}).check_login("127.0.0.1:5000");
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::permission);
   }
+}
+
+TEST_F(HttpClientTest, LoginAsksForARefreshTokenAsDockerDoesAndReturnsIt) {
+  transport.on("GET " + base + "/v2/", [](const HttpRequest&, const BodySink&) {
+    return status(401, {{"www-authenticate", R"(Bearer realm="http://auth.local/token",service="reg")"}});
+  });
+  transport.on("GET http://auth.local/token", [](const HttpRequest& r, const BodySink& sink) {
+    EXPECT_EQ(r.url, "http://auth.local/token?service=reg&offline_token=true&client_id=kbuild");
+    return body(sink, R"({"token":"T","refresh_token":"R-login"})");
+  });
+  EXPECT_EQ(client(Credentials{"u", "p", ""}).check_login("127.0.0.1:5000"), "R-login");
 }
 
 TEST(MirrorTest, AMirrorWithoutTheImageGivesWayToTheOrigin) {
