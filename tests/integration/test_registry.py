@@ -841,6 +841,89 @@ class RegistryTest(unittest.TestCase):
             self.assertIn(words, message)
             self.assertEqual(registry.requests(mark), [], attribute)
 
+    def test_a_push_whose_streamed_upload_breaks_fails_and_the_next_one_completes(self):
+        # A layer pushed for the first time is compressed while it is sent: a registry that stops
+        # reading part way, or refuses it at the end, fails the push with the reason, and the
+        # next push (to a working registry) sends the whole layer.
+        seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def answer(self, status, headers=()):
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self):
+                self.answer(200 if self.path == "/v2/" else 404)
+
+            def do_HEAD(self):
+                self.answer(404)
+
+            def do_POST(self):
+                self.answer(202, [("Location", "/v2/t/broken/blobs/uploads/u1"), ("Docker-Upload-UUID", "u1")])
+
+            def do_PATCH(self):
+                seen.append(("PATCH", self.headers.get("Transfer-Encoding")))
+                if "stop" in self.server.mode:
+                    self.rfile.read(65536)  # a little of the first chunk, then the connection goes
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                while True:  # chunked: read it all, then refuse the digest at PUT
+                    size = int(self.rfile.readline().split(b";")[0], 16)
+                    self.rfile.read(size + 2)
+                    if size == 0:
+                        break
+                self.answer(202, [("Location", "/v2/t/broken/blobs/uploads/u1")])
+
+            def do_PUT(self):
+                seen.append(("PUT", self.path))
+                self.answer(400)
+
+        # A dropped connection is a transport error naming the host; a refusal names the blob.
+        for mode, words in (("stop", "/t/broken:1: 127.0.0.1:"), ("refuse", "400 Bad Request")):
+            # A layer of its own for each: never pushed, so compressed while it is sent.
+            ctx = self.context(f"FROM {BASE}\nRUN echo {mode} > /mode && head -c 3000000 /dev/urandom > /r && "
+                               "seq 1 400000 > /t\n", {}, name=f"broken-{mode}")
+            self.build(ctx, "-t", "broken-upload")
+            before = len(seen)
+            server = _HttpServer(("127.0.0.1", 0), Handler)
+            server.mode = mode
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self.addCleanup(server.server_close)
+            self.addCleanup(server.shutdown)
+            name = f"127.0.0.1:{server.server_address[1]}/t/broken:1"
+            self.daemon.client("tag", "broken-upload", name)
+            message = self.failing(self.daemon.client("push", name, check=False))
+            self.assertIn(f"pushing {name}", message, mode)
+            self.assertIn(words, message, mode)
+            self.assertIn(("PATCH", "chunked"), seen[before:], mode)
+            if mode == "refuse":  # the whole layer was sent, then its digest given
+                self.assertTrue(any(m == "PUT" and "digest=sha256%3A" in p for m, p in seen[before:]), seen)
+            self.assertTrue(wait_until(lambda: not self.daemon.blob_temp_files(), 5),
+                            f"{mode}: the failed push left temp files: {self.daemon.blob_temp_files()}")
+
+        registry = self.distribution("after-broken")
+        name = f"{registry.host}/t/whole:1"
+        self.daemon.client("tag", "broken-upload", name)
+        self.daemon.client("push", name)
+        layout = self.path("whole")
+        self.skopeo("copy", "--src-tls-verify=false", "docker://" + name, f"dir:{layout}")
+        with open(os.path.join(layout, "manifest.json")) as f:
+            manifest = json.load(f)
+        with open(os.path.join(layout, manifest["config"]["digest"].split(":")[1])) as f:
+            diff_ids = json.load(f)["rootfs"]["diff_ids"]
+        for layer, diff_id in zip(manifest["layers"], diff_ids):
+            with open(os.path.join(layout, layer["digest"].split(":")[1]), "rb") as f:
+                self.assertEqual(digest_of(gzip.decompress(f.read())), diff_id)
+
     def test_push_to_another_repository_mounts_the_layers_pulled_from_the_first(self):
         registry = self.distribution("mount")
         source = f"{registry.host}/t/source:1"
