@@ -110,6 +110,133 @@ void remove_children(int dir_fd, const std::function<bool(const std::string&)>& 
   }
 }
 
+// The two readers: `blob` decompresses what is read from the fd (raw format: one data stream),
+// `tar` reads entries from what `blob` produces. Everything crossing each boundary is hashed.
+class LayerReader {
+ public:
+  LayerReader(int fd, std::string prefix) : fd_(fd), prefix_(std::move(prefix)), buffer_(1 << 20) {}
+
+  void open() {
+    blob_.reset(archive_read_new());
+    tar_.reset(archive_read_new());
+    if (!blob_ || !tar_) throw Error(ErrorKind::internal, "libarchive: out of memory");
+    // Only in-process decompressors: never an external program on untrusted input.
+    archive_read_support_filter_gzip(blob_.get());
+    archive_read_support_filter_zstd(blob_.get());
+    archive_read_support_format_raw(blob_.get());
+    check_read(blob_.get(), archive_read_open2(blob_.get(), this, nullptr, &LayerReader::read_fd, nullptr, nullptr));
+    archive_entry* raw = nullptr;
+    int rc = archive_read_next_header(blob_.get(), &raw);
+    if (rc == ARCHIVE_EOF) throw Error(ErrorKind::user, prefix_ + "empty layer blob");
+    check_read(blob_.get(), rc);
+    archive_read_support_format_tar(tar_.get());
+    check_read(tar_.get(), archive_read_open2(tar_.get(), this, nullptr, &LayerReader::read_tar, nullptr, nullptr));
+  }
+
+  Compression compression() {
+    switch (archive_filter_code(blob_.get(), 0)) {
+      case ARCHIVE_FILTER_GZIP:
+        return Compression::gzip;
+      case ARCHIVE_FILTER_ZSTD:
+        return Compression::zstd;
+      default:
+        return Compression::none;
+    }
+  }
+
+  // The next entry, or nullptr at the end of the tar.
+  archive_entry* next() {
+    archive_entry* entry = nullptr;
+    int rc = archive_read_next_header(tar_.get(), &entry);
+    if (rc == ARCHIVE_EOF) return nullptr;
+    check_read(tar_.get(), rc);
+    return entry;
+  }
+
+  struct archive* tar() { return tar_.get(); }
+
+  // Reads what is left after the tar's end (its zero blocks and padding), so the digests cover
+  // every byte.
+  void drain() {
+    const void* block = nullptr;
+    size_t size = 0;
+    la_int64_t offset = 0;
+    for (;;) {
+      int rc = archive_read_data_block(blob_.get(), &block, &size, &offset);
+      if (rc == ARCHIVE_EOF) break;
+      check_read(blob_.get(), rc);
+      diff_.update(block, size);
+      tar_size_ += size;
+    }
+    for (;;) {
+      size_t n = read_some(fd_, buffer_.data(), buffer_.size(), "layer");
+      if (n == 0) break;
+      blob_hash_.update(buffer_.data(), n);
+      blob_size_ += n;
+    }
+  }
+
+  ExtractResult result() {
+    ExtractResult r;
+    r.compression = compression();
+    r.diff_id = diff_.finish();
+    r.tar_size = tar_size_;
+    r.blob_digest = blob_hash_.finish();
+    r.blob_size = blob_size_;
+    return r;
+  }
+
+  void check_read(struct archive* a, int rc) {
+    if (rc == ARCHIVE_OK || rc == ARCHIVE_WARN) return;
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+    const char* message = archive_error_string(a);
+    throw Error(ErrorKind::user, prefix_ + "malformed layer: " + (message ? message : "unreadable"));
+  }
+
+ private:
+  static la_ssize_t read_fd(struct archive* a, void* self, const void** data) {
+    auto* reader = static_cast<LayerReader*>(self);
+    try {
+      size_t n = read_some(reader->fd_, reader->buffer_.data(), reader->buffer_.size(), "layer");
+      reader->blob_hash_.update(reader->buffer_.data(), n);
+      reader->blob_size_ += n;
+      *data = reader->buffer_.data();
+      return static_cast<la_ssize_t>(n);
+    } catch (...) {
+      reader->error_ = std::current_exception();
+      archive_set_error(a, EIO, "read failed");
+      return -1;
+    }
+  }
+
+  static la_ssize_t read_tar(struct archive* a, void* self, const void** data) {
+    auto* reader = static_cast<LayerReader*>(self);
+    size_t size = 0;
+    la_int64_t offset = 0;
+    int rc = archive_read_data_block(reader->blob_.get(), data, &size, &offset);
+    if (rc == ARCHIVE_EOF) return 0;
+    if (rc < ARCHIVE_WARN) {
+      const char* message = archive_error_string(reader->blob_.get());
+      archive_set_error(a, EIO, "%s", message ? message : "decompression failed");
+      return -1;
+    }
+    reader->diff_.update(*data, size);
+    reader->tar_size_ += size;
+    return static_cast<la_ssize_t>(size);
+  }
+
+  int fd_;
+  std::string prefix_;
+  std::vector<char> buffer_;
+  Archive blob_;
+  Archive tar_;
+  store::Sha256 diff_;
+  store::Sha256 blob_hash_;
+  uint64_t tar_size_ = 0;
+  uint64_t blob_size_ = 0;
+  std::exception_ptr error_;
+};
+
 // An entry the extractor will not apply; its message reads "entry <name> <why>".
 class Refusal : public Error {
  public:
@@ -434,133 +561,6 @@ class Extractor {
   std::string parent_path_;
   std::vector<std::pair<std::string, std::array<struct timespec, 2>>> dir_times_;
   std::unordered_set<std::string> unpacked_;
-};
-
-// The two readers: `blob` decompresses what is read from the fd (raw format: one data stream),
-// `tar` reads entries from what `blob` produces. Everything crossing each boundary is hashed.
-class LayerReader {
- public:
-  LayerReader(int fd, std::string prefix) : fd_(fd), prefix_(std::move(prefix)), buffer_(1 << 20) {}
-
-  void open() {
-    blob_.reset(archive_read_new());
-    tar_.reset(archive_read_new());
-    if (!blob_ || !tar_) throw Error(ErrorKind::internal, "libarchive: out of memory");
-    // Only in-process decompressors: never an external program on untrusted input.
-    archive_read_support_filter_gzip(blob_.get());
-    archive_read_support_filter_zstd(blob_.get());
-    archive_read_support_format_raw(blob_.get());
-    check_read(blob_.get(), archive_read_open2(blob_.get(), this, nullptr, &LayerReader::read_fd, nullptr, nullptr));
-    archive_entry* raw = nullptr;
-    int rc = archive_read_next_header(blob_.get(), &raw);
-    if (rc == ARCHIVE_EOF) throw Error(ErrorKind::user, prefix_ + "empty layer blob");
-    check_read(blob_.get(), rc);
-    archive_read_support_format_tar(tar_.get());
-    check_read(tar_.get(), archive_read_open2(tar_.get(), this, nullptr, &LayerReader::read_tar, nullptr, nullptr));
-  }
-
-  Compression compression() {
-    switch (archive_filter_code(blob_.get(), 0)) {
-      case ARCHIVE_FILTER_GZIP:
-        return Compression::gzip;
-      case ARCHIVE_FILTER_ZSTD:
-        return Compression::zstd;
-      default:
-        return Compression::none;
-    }
-  }
-
-  // The next entry, or nullptr at the end of the tar.
-  archive_entry* next() {
-    archive_entry* entry = nullptr;
-    int rc = archive_read_next_header(tar_.get(), &entry);
-    if (rc == ARCHIVE_EOF) return nullptr;
-    check_read(tar_.get(), rc);
-    return entry;
-  }
-
-  struct archive* tar() { return tar_.get(); }
-
-  // Reads what is left after the tar's end (its zero blocks and padding), so the digests cover
-  // every byte.
-  void drain() {
-    const void* block = nullptr;
-    size_t size = 0;
-    la_int64_t offset = 0;
-    for (;;) {
-      int rc = archive_read_data_block(blob_.get(), &block, &size, &offset);
-      if (rc == ARCHIVE_EOF) break;
-      check_read(blob_.get(), rc);
-      diff_.update(block, size);
-      tar_size_ += size;
-    }
-    for (;;) {
-      size_t n = read_some(fd_, buffer_.data(), buffer_.size(), "layer");
-      if (n == 0) break;
-      blob_hash_.update(buffer_.data(), n);
-      blob_size_ += n;
-    }
-  }
-
-  ExtractResult result() {
-    ExtractResult r;
-    r.compression = compression();
-    r.diff_id = diff_.finish();
-    r.tar_size = tar_size_;
-    r.blob_digest = blob_hash_.finish();
-    r.blob_size = blob_size_;
-    return r;
-  }
-
-  void check_read(struct archive* a, int rc) {
-    if (rc == ARCHIVE_OK || rc == ARCHIVE_WARN) return;
-    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
-    const char* message = archive_error_string(a);
-    throw Error(ErrorKind::user, prefix_ + "malformed layer: " + (message ? message : "unreadable"));
-  }
-
- private:
-  static la_ssize_t read_fd(struct archive* a, void* self, const void** data) {
-    auto* reader = static_cast<LayerReader*>(self);
-    try {
-      size_t n = read_some(reader->fd_, reader->buffer_.data(), reader->buffer_.size(), "layer");
-      reader->blob_hash_.update(reader->buffer_.data(), n);
-      reader->blob_size_ += n;
-      *data = reader->buffer_.data();
-      return static_cast<la_ssize_t>(n);
-    } catch (...) {
-      reader->error_ = std::current_exception();
-      archive_set_error(a, EIO, "read failed");
-      return -1;
-    }
-  }
-
-  static la_ssize_t read_tar(struct archive* a, void* self, const void** data) {
-    auto* reader = static_cast<LayerReader*>(self);
-    size_t size = 0;
-    la_int64_t offset = 0;
-    int rc = archive_read_data_block(reader->blob_.get(), data, &size, &offset);
-    if (rc == ARCHIVE_EOF) return 0;
-    if (rc < ARCHIVE_WARN) {
-      const char* message = archive_error_string(reader->blob_.get());
-      archive_set_error(a, EIO, "%s", message ? message : "decompression failed");
-      return -1;
-    }
-    reader->diff_.update(*data, size);
-    reader->tar_size_ += size;
-    return static_cast<la_ssize_t>(size);
-  }
-
-  int fd_;
-  std::string prefix_;
-  std::vector<char> buffer_;
-  Archive blob_;
-  Archive tar_;
-  store::Sha256 diff_;
-  store::Sha256 blob_hash_;
-  uint64_t tar_size_ = 0;
-  uint64_t blob_size_ = 0;
-  std::exception_ptr error_;
 };
 
 }  // namespace
