@@ -11,6 +11,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -237,6 +238,39 @@ class LayerReader {
   std::exception_ptr error_;
 };
 
+// Blocks of the file system's usual size: data is cut at their boundaries, so that a block of
+// zeros is never written, whatever the sizes of the pieces the data comes in.
+constexpr size_t kHoleBlock = 4096;
+
+void write_at(int fd, const char* data, size_t size, la_int64_t offset, const std::string& path) {
+  while (size > 0) {
+    ssize_t n = ::pwrite(fd, data, size, offset);
+    if (n < 0 && errno == EINTR) continue;
+    check(n, "write", path);
+    data += n;
+    offset += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+// Writes `size` bytes at `offset` of a file created empty, but for its zeros: what is never
+// written reads back as zeros, and a block only zeros fall in stays a hole. The caller sets
+// the file's length.
+void write_skipping_zeros(int fd, const char* data, size_t size, la_int64_t offset, const std::string& path) {
+  static const char zeros[kHoleBlock] = {};
+  size_t pending = 0;  // where the bytes not written yet begin
+  for (size_t at = 0; at < size;) {
+    auto position = static_cast<uint64_t>(offset) + at;
+    size_t n = std::min<size_t>(size - at, kHoleBlock - position % kHoleBlock);
+    if (std::memcmp(data + at, zeros, n) == 0) {
+      write_at(fd, data + pending, at - pending, offset + static_cast<la_int64_t>(pending), path);
+      pending = at + n;
+    }
+    at += n;
+  }
+  write_at(fd, data + pending, size - pending, offset + static_cast<la_int64_t>(pending), path);
+}
+
 // An entry the extractor will not apply; its message reads "entry <name> <why>".
 class Refusal : public Error {
  public:
@@ -424,22 +458,17 @@ class Extractor {
     const void* block = nullptr;
     size_t size = 0;
     la_int64_t offset = 0;
+    la_int64_t end = 0;
     for (;;) {
       int rc = archive_read_data_block(tar, &block, &size, &offset);
       if (rc == ARCHIVE_EOF) break;
       if (rc < ARCHIVE_WARN) throw Error(ErrorKind::user, archive_error_string(tar) ?: "truncated tar");
-      const char* p = static_cast<const char*>(block);
-      while (size > 0) {
-        ssize_t n = ::pwrite(fd.get(), p, size, offset);
-        if (n < 0 && errno == EINTR) continue;
-        check(n, "write", path);
-        p += n;
-        offset += n;
-        size -= static_cast<size_t>(n);
-      }
+      write_skipping_zeros(fd.get(), static_cast<const char*>(block), size, offset, path);
+      end = std::max<la_int64_t>(end, offset + static_cast<la_int64_t>(size));
     }
-    // A sparse file may end in a hole.
-    if (archive_entry_size_is_set(entry)) check(::ftruncate(fd.get(), archive_entry_size(entry)), "truncate", path);
+    // The file may end in a hole: a sparse entry's, or zeros not written.
+    la_int64_t length = archive_entry_size_is_set(entry) ? archive_entry_size(entry) : end;
+    check(::ftruncate(fd.get(), length), "truncate", path);
     set_metadata(fd.get(), entry, path);
     auto ts = times(entry);
     check(::futimens(fd.get(), ts.data()), "futimens", path);

@@ -48,6 +48,8 @@ struct ExtractResult {
 
 // Reads the layer from `blob_fd` to its end and applies it to the directory `root_fd`. Throws
 // kbuild::Error on a hostile or malformed entry; what was extracted so far stays in place.
+// Zeros in regular files are not written: blocks of them stay holes, and a layer of zeros costs
+// no disk.
 ExtractResult extract_layer(int blob_fd, int root_fd, const ExtractOptions& options = {});
 
 }  // namespace kbuild::image

@@ -266,19 +266,66 @@ def zstd_compress(data):
     return subprocess.run(["zstd", "-q", "-c", "-3"], input=data, capture_output=True, check=True).stdout
 
 
+def zeros_layer(name, size):
+    """An uncompressed layer holding one file of `size` zero bytes, as chunks: never in memory
+    at once."""
+    info, _ = tar_entry(name)
+    info.size = size
+    yield info.tobuf(tarfile.PAX_FORMAT)
+    chunk = bytes(16 << 20)
+    for _ in range(size // len(chunk)):
+        yield chunk
+    yield bytes(size % len(chunk) + (-size) % 512)
+    yield bytes(1024)
+
+
+def compressed_layer(chunks, media_type):
+    """(blob, diff_id) of the layer made of `chunks`, compressed as `media_type` says while the
+    tar is hashed, so a layer of GiBs takes seconds and no memory. gzip: one member per chunk
+    (RFC 1952 allows any number; gzip -d, Go and libarchive read them all), a chunk that repeats
+    compressed once."""
+    tar_hash = hashlib.sha256()
+    if media_type == ZSTD_LAYER:
+        zstd = subprocess.Popen(["zstd", "-q", "-c", "-1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        out = []
+        reader = threading.Thread(target=lambda: out.append(zstd.stdout.read()))
+        reader.start()
+        for chunk in chunks:
+            tar_hash.update(chunk)
+            zstd.stdin.write(chunk)
+        zstd.stdin.close()
+        reader.join()
+        assert zstd.wait() == 0
+        blob = out[0]
+    else:
+        members, parts = {}, []
+        for chunk in chunks:
+            tar_hash.update(chunk)
+            if chunk not in members:
+                members[chunk] = gzip.compress(chunk, mtime=0)
+            parts.append(members[chunk])
+        blob = b"".join(parts)
+    return blob, "sha256:" + tar_hash.hexdigest()
+
+
 class FakeImage:
     """An image as a registry holds it: its layers gzip'd (or as `layer_media_type` says), a config
-    whose diff_ids are the uncompressed layers' digests, the manifest; `blobs` by digest."""
+    whose diff_ids are the uncompressed layers' digests, the manifest; `blobs` by digest. A layer
+    given as (blob, diff_id) is taken as it is."""
 
     def __init__(self, layers, architecture="amd64", layer_media_type=GZIP_LAYER, annotations=None):
         self.blobs, descriptors, diff_ids = {}, [], []
         for tar in layers:
-            blob = gzip.compress(tar, mtime=0) if "gzip" in layer_media_type else tar
-            if layer_media_type == ZSTD_LAYER:
-                blob = zstd_compress(tar)
+            if isinstance(tar, tuple):
+                blob, diff_id = tar
+            else:
+                blob = gzip.compress(tar, mtime=0) if "gzip" in layer_media_type else tar
+                if layer_media_type == ZSTD_LAYER:
+                    blob = zstd_compress(tar)
+                diff_id = digest_of(tar)
             self.blobs[digest_of(blob)] = blob
             descriptors.append({"mediaType": layer_media_type, "digest": digest_of(blob), "size": len(blob)})
-            diff_ids.append(digest_of(tar))
+            diff_ids.append(diff_id)
         config = {"architecture": architecture, "os": "linux", "created": base_image.CREATED,
                   "config": {"Env": ["PATH=" + base_image.PATH], "Cmd": ["sh"]},
                   "rootfs": {"type": "layers", "diff_ids": diff_ids}}
@@ -1626,6 +1673,60 @@ class RegistryTest(unittest.TestCase):
             self.assertEqual(outside(), [], f"{case} wrote outside its snapshot ({outcomes[case]})")
             self.assertEqual(passwd_state(), before, f"{case} changed the host's /etc/passwd")
         print("\n" + "\n".join(f"  {case}: {what}" for case, what in outcomes.items()), file=sys.stderr)
+
+    def daemon_memory_mib(self, field):
+        """kbuildd's VmRSS or VmHWM (its peak since reset_peak_rss()), in MiB."""
+        with open(f"/proc/{self.daemon.process.pid}/status") as f:
+            return int(re.search(field + r":\s+(\d+) kB", f.read()).group(1)) / 1024
+
+    def reset_peak_rss(self):
+        """Makes the daemon's peak its current resident memory; returns that."""
+        with open(f"/proc/{self.daemon.process.pid}/clear_refs", "w") as f:
+            f.write("5")
+        return self.daemon_memory_mib("VmRSS")
+
+    def peak_rss_growth_mib(self, since):
+        return self.daemon_memory_mib("VmHWM") - since
+
+    # -- bombs: layers of GiBs of zeros, a few MB compressed --------------------------------------
+
+    def snapshot_file(self, name):
+        """os.stat of the file `name` in the daemon's snapshots, committed or not; None if none has it."""
+        snapshots = os.path.join(self.daemon.root, "snapshots")
+        for entry in os.listdir(snapshots):
+            try:
+                return os.stat(os.path.join(snapshots, entry, "diff", name))
+            except OSError:
+                continue
+        return None
+
+    def test_zero_bombs_are_extracted_as_holes(self):
+        size = 2 << 30
+        registry = self.fake()
+        for media_type in (GZIP_LAYER, ZSTD_LAYER):
+            marker = "zeros-" + uuid.uuid4().hex[:8]
+            started = time.monotonic()
+            layer = compressed_layer(zeros_layer(marker, size), media_type)
+            made = time.monotonic() - started
+            image = FakeImage([self.base_layer, layer], layer_media_type=media_type)
+            kind = media_type.rsplit("+", 1)[1]
+            registry.add(f"t/bomb-{kind}", "1", image)
+            name = f"{registry.host}/t/bomb-{kind}:1"
+            rss = self.reset_peak_rss()
+            started = time.monotonic()
+            self.daemon.client("pull", name)
+            took, peak = time.monotonic() - started, self.peak_rss_growth_mib(rss)
+            st = self.snapshot_file(marker)
+            self.assertIsNotNone(st, f"no snapshot holds /{marker}")
+            self.assertEqual(st.st_size, size)
+            self.assertLess(st.st_blocks * 512, 1 << 20, f"{kind}: 2 GiB of zeros took disk")
+            self.assertLess(peak, 100)
+            print(f"\n  {kind}: a {len(layer[0]) >> 10} KiB layer of {size >> 30} GiB of zeros (made in {made:.1f}s) "
+                  f"pulled in {took:.1f}s, {st.st_blocks * 512 >> 10} KiB on disk, RSS +{peak:.0f} MiB at most",
+                  file=sys.stderr)
+            ctx = self.context(f"FROM {name}\nRUN test \"$(stat -c %s /{marker})\" = {size} && echo ran > /ran\n",
+                               name=f"ctx-{kind}")
+            self.build(ctx)
 
     # -- silence (the pulls started in setUpClass) -----------------------------------------------
 
