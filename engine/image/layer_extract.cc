@@ -14,9 +14,11 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_set>
@@ -111,6 +113,24 @@ void remove_children(int dir_fd, const std::function<bool(const std::string&)>& 
   }
 }
 
+// What errors start with: "layer sha256:...: ".
+std::string layer_prefix(const ExtractOptions& options) {
+  return options.layer_name.empty() ? "layer: " : "layer " + options.layer_name + ": ";
+}
+
+// The most tar the reader takes in without giving an entry or data: what one entry's headers
+// (pax records, GNU long names, both at most 1 MiB in libarchive, and a GNU sparse map, which
+// libarchive keeps in memory at several times its size) may take. Go's archive/tar, which
+// Docker uses, stops each of them at 1 MiB too.
+constexpr uint64_t kHeaderLimit = 4 << 20;
+
+// The reading of the whole layer stopped (a header too large), its message already naming the
+// layer: not an error of the entry being applied when it happened.
+class LayerError : public Error {
+ public:
+  using Error::Error;
+};
+
 // The two readers: `blob` decompresses what is read from the fd (raw format: one data stream),
 // `tar` reads entries from what `blob` produces. Everything crossing each boundary is hashed.
 class LayerReader {
@@ -151,10 +171,34 @@ class LayerReader {
     int rc = archive_read_next_header(tar_.get(), &entry);
     if (rc == ARCHIVE_EOF) return nullptr;
     check_read(tar_.get(), rc);
+    unread_ = 0;
     return entry;
   }
 
-  struct archive* tar() { return tar_.get(); }
+  // The next block of the current entry's data, at `offset` in the file (a sparse entry's
+  // blocks skip its holes); false at the entry's end. Throws Error on a truncated or malformed
+  // tar, with the tar reader's message and no prefix: the caller names the entry.
+  bool data_block(const void** block, size_t* size, la_int64_t* offset) {
+    int rc = archive_read_data_block(tar_.get(), block, size, offset);
+    if (rc == ARCHIVE_EOF) return false;
+    if (rc < ARCHIVE_WARN) {
+      if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+      const char* message = archive_error_string(tar_.get());
+      throw Error(ErrorKind::user, message ? message : "truncated tar");
+    }
+    unread_ = 0;
+    return true;
+  }
+
+  // Reads the rest of the current entry's data, for an entry whose data is not applied: the
+  // tar reader would skip it unseen, and the header limit would count it.
+  void skip_data() {
+    const void* block = nullptr;
+    size_t size = 0;
+    la_int64_t offset = 0;
+    while (data_block(&block, &size, &offset)) {
+    }
+  }
 
   // Reads what is left after the tar's end (its zero blocks and padding), so the digests cover
   // every byte.
@@ -223,7 +267,23 @@ class LayerReader {
     }
     reader->diff_.update(*data, size);
     reader->tar_size_ += size;
+    try {
+      reader->took(size);
+    } catch (...) {
+      reader->error_ = std::current_exception();
+      archive_set_error(a, ECANCELED, "stopped");
+      return -1;
+    }
     return static_cast<la_ssize_t>(size);
+  }
+
+  // Counts `size` bytes the tar reader took in; throws when one entry's headers take too many.
+  void took(size_t size) {
+    unread_ += size;
+    if (unread_ > kHeaderLimit) {
+      throw LayerError(ErrorKind::user, prefix_ + "malformed layer: an entry's headers take more than " +
+                                            std::to_string(kHeaderLimit >> 20) + " MiB");
+    }
   }
 
   int fd_;
@@ -235,6 +295,7 @@ class LayerReader {
   store::Sha256 blob_hash_;
   uint64_t tar_size_ = 0;
   uint64_t blob_size_ = 0;
+  uint64_t unread_ = 0;  // tar taken in since the last entry or data block given out
   std::exception_ptr error_;
 };
 
@@ -279,14 +340,23 @@ class Refusal : public Error {
 
 class Extractor {
  public:
-  Extractor(int root_fd, const ExtractOptions& options) : root_(root_fd), options_(options) {}
+  Extractor(int root_fd, const ExtractOptions& options, LayerReader& reader)
+      : root_(root_fd), options_(options), reader_(reader) {}
 
-  void apply(struct archive* tar, archive_entry* entry) {
+  void apply(archive_entry* entry) {
     const char* raw = archive_entry_pathname_utf8(entry);
     if (!raw) raw = archive_entry_pathname(entry);
     name_ = raw ? raw : "";
     try {
-      apply_entry(tar, entry);
+      // No path or link that long resolves (PATH_MAX), and an error must not quote megabytes.
+      if (name_.size() >= PATH_MAX) {
+        name_ = shortened(name_);
+        refuse("has a name longer than " + std::to_string(PATH_MAX - 1) + " bytes");
+      }
+      apply_entry(entry);
+      reader_.skip_data();
+    } catch (const LayerError&) {
+      throw;
     } catch (const Refusal& e) {
       throw Error(ErrorKind::user, prefix() + e.what());
     } catch (const Error& e) {
@@ -294,7 +364,8 @@ class Extractor {
     }
   }
 
-  // Directory times last: creating their contents changed them.
+  // Directory times last: creating their contents changed them. Children first (a path sorts
+  // after its parent's), though setting a directory's times does not change its parent's.
   void finish() {
     for (auto it = dir_times_.rbegin(); it != dir_times_.rend(); ++it) {
       UniqueFd fd(open_in_root(root_, it->first, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
@@ -303,14 +374,14 @@ class Extractor {
     }
   }
 
-  std::string prefix() const {
-    return options_.layer_name.empty() ? "layer: " : "layer " + options_.layer_name + ": ";
-  }
+  std::string prefix() const { return layer_prefix(options_); }
 
  private:
   [[noreturn]] void refuse(const std::string& why) { throw Refusal("entry " + name_ + " " + why); }
 
-  void apply_entry(struct archive* tar, archive_entry* entry) {
+  static std::string shortened(const std::string& name) { return name.substr(0, 64) + "..."; }
+
+  void apply_entry(archive_entry* entry) {
     if (!go_clean_path(name_, parts_)) refuse("escapes the root");
     if (parts_.empty()) return;  // the root itself: its metadata belongs to the snapshot, not the layer
     std::string base = parts_.back();
@@ -332,13 +403,14 @@ class Extractor {
     const char* link = archive_entry_hardlink_utf8(entry);
     if (!link) link = archive_entry_hardlink(entry);
     if (link) {
+      if (std::strlen(link) >= PATH_MAX) refuse("links to " + shortened(link) + ", a name longer than PATH_MAX");
       hardlink(parent, base, path, link);
       return;
     }
     mode_t type = archive_entry_filetype(entry);
     switch (type) {
       case AE_IFREG:
-        regular_file(tar, entry, parent, base, path);
+        regular_file(entry, parent, base, path);
         break;
       case AE_IFDIR:
         invalidate();
@@ -449,8 +521,8 @@ class Extractor {
     }
   }
 
-  void regular_file(struct archive* tar, archive_entry* entry, const std::vector<std::string>& parent,
-                    const std::string& base, const std::string& path) {
+  void regular_file(archive_entry* entry, const std::vector<std::string>& parent, const std::string& base,
+                    const std::string& path) {
     int dir = parent_dir(parent);
     clear(dir, base, path, false);
     UniqueFd fd(check(::openat(dir, base.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600),
@@ -459,10 +531,7 @@ class Extractor {
     size_t size = 0;
     la_int64_t offset = 0;
     la_int64_t end = 0;
-    for (;;) {
-      int rc = archive_read_data_block(tar, &block, &size, &offset);
-      if (rc == ARCHIVE_EOF) break;
-      if (rc < ARCHIVE_WARN) throw Error(ErrorKind::user, archive_error_string(tar) ?: "truncated tar");
+    while (reader_.data_block(&block, &size, &offset)) {
       write_skipping_zeros(fd.get(), static_cast<const char*>(block), size, offset, path);
       end = std::max<la_int64_t>(end, offset + static_cast<la_int64_t>(size));
     }
@@ -480,7 +549,7 @@ class Extractor {
     if (!clear(dir, base, path, true)) check(::mkdirat(dir, base.c_str(), 0700), "mkdirat", path);
     UniqueFd fd(check(::openat(dir, base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), "open", path));
     set_metadata(fd.get(), entry, path);
-    dir_times_.emplace_back(path, times(entry));
+    dir_times_[path] = times(entry);
   }
 
   void symlink(archive_entry* entry, const std::vector<std::string>& parent, const std::string& base,
@@ -584,21 +653,24 @@ class Extractor {
 
   int root_;
   const ExtractOptions& options_;
+  LayerReader& reader_;
   std::string name_;
   std::vector<std::string> parts_;
   UniqueFd parent_fd_;
   std::string parent_path_;
-  std::vector<std::pair<std::string, std::array<struct timespec, 2>>> dir_times_;
+  // By path: a layer that names one directory a million times keeps one entry (the last, as
+  // Docker applies them).
+  std::map<std::string, std::array<struct timespec, 2>> dir_times_;
   std::unordered_set<std::string> unpacked_;
 };
 
 }  // namespace
 
 ExtractResult extract_layer(int blob_fd, int root_fd, const ExtractOptions& options) {
-  Extractor extractor(root_fd, options);
-  LayerReader reader(blob_fd, extractor.prefix());
+  LayerReader reader(blob_fd, layer_prefix(options));
+  Extractor extractor(root_fd, options, reader);
   reader.open();
-  while (archive_entry* entry = reader.next()) extractor.apply(reader.tar(), entry);
+  while (archive_entry* entry = reader.next()) extractor.apply(entry);
   extractor.finish();
   reader.drain();
   ExtractResult result = reader.result();

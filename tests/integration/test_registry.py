@@ -266,6 +266,26 @@ def zstd_compress(data):
     return subprocess.run(["zstd", "-q", "-c", "-3"], input=data, capture_output=True, check=True).stdout
 
 
+GNU_MAGIC = b"ustar  \x00"
+
+
+def ustar_header(name, typeflag, size, magic=b"ustar\x0000", fields=()):
+    """One tar header block as written, whatever it claims: `size` up to 8 GiB - 1 in octal,
+    `fields` (offset, bytes) put in before the checksum."""
+    block = bytearray(512)
+    block[0:len(name)] = name.encode()[:100]
+    for offset, width, value in ((100, 8, 0o644), (108, 8, 0), (116, 8, 0), (124, 12, size),
+                                 (136, 12, base_image.MTIME)):
+        block[offset:offset + width] = b"%0*o\0" % (width - 1, value)
+    block[156:157] = typeflag
+    block[257:265] = magic
+    for offset, value in fields:
+        block[offset:offset + len(value)] = value
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
 def zeros_layer(name, size):
     """An uncompressed layer holding one file of `size` zero bytes, as chunks: never in memory
     at once."""
@@ -1687,6 +1707,70 @@ class RegistryTest(unittest.TestCase):
 
     def peak_rss_growth_mib(self, since):
         return self.daemon_memory_mib("VmHWM") - since
+
+    def test_hostile_headers_fail_fast_and_take_no_memory(self):
+        end = bytes(1024)
+
+        def padded(data):
+            return data + bytes(-len(data) % 512)
+
+        def extent(offset, size):
+            return b"%011o\0%011o\0" % (offset, size)
+        # An old GNU sparse file whose map goes on for 128 MiB of extension blocks (21 extents
+        # each, a few hundred KiB gzip'd): libarchive keeps every extent in memory.
+        old_sparse = (ustar_header("sparse", b"S", 0, GNU_MAGIC, [(386, extent(0, 0) * 4), (482, b"\1")])
+                      + (extent(0, 0) * 21 + b"\1" + bytes(7)) * ((128 << 20) // 512)
+                      + extent(0, 0) * 21 + bytes(8) + end)
+        # A pax GNU sparse 1.0 file whose map, in its data, lists 16M extents.
+        count = 16 << 20
+        sparse_map = padded(b"%d\n" % count + b"0\n0\n" * count)
+        info, _ = tar_entry("GNUSparseFile.0/sparse")
+        info.size = len(sparse_map)
+        info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "sparse",
+                            "GNU.sparse.realsize": "0"}
+        sparse_10 = info.tobuf(tarfile.PAX_FORMAT) + sparse_map + end
+        # A file of 8 GiB (its size in a pax record) whose data ends after 1 MiB.
+        big, _ = tar_entry("big")
+        big.size = 8 << 30
+        cases = {
+            "pax-header-of-4-gib": ustar_header("pax", b"x", 4 << 30) + b"30 path=never-read-this-far\n" * 4096,
+            "pax-record-of-9-gb": ustar_header("pax", b"x", 512) + padded(b"9999999999 path=x\n")
+                                  + ustar_header("f", b"0", 0) + end,
+            "gnu-longname-of-8-mib": ustar_header("././@LongLink", b"L", 8 << 20, GNU_MAGIC) + b"n" * (8 << 20)
+                                     + ustar_header("f", b"0", 0, GNU_MAGIC) + end,
+            "gnu-longname-of-1-mb": ustar_header("././@LongLink", b"L", 1000001, GNU_MAGIC)
+                                    + padded(b"d/" + b"n" * 999998 + b"\0")
+                                    + ustar_header("f", b"0", 0, GNU_MAGIC) + end,
+            "gnu-sparse-map-of-128-mib": old_sparse,
+            "pax-sparse-map-of-64-mib": sparse_10,
+            "size-of-8-gib-ending-after-1-mib": big.tobuf(tarfile.PAX_FORMAT) + bytes(1 << 20),
+        }
+        registry = self.fake()
+        before = self.store_entries()
+        outcomes = {}
+        for case, tar in cases.items():
+            image = FakeImage([self.base_layer, tar])
+            registry.add(f"t/{case}", "1", image)
+            name = f"{registry.host}/t/{case}:1"
+            rss = self.reset_peak_rss()
+            started = time.monotonic()
+            pulled = self.daemon.client("pull", name, check=False)
+            took, peak = time.monotonic() - started, self.peak_rss_growth_mib(rss)
+            if pulled.returncode != 0:
+                message = pulled.stderr.strip()
+                self.assertIn(image.layer_digests[1], message, f"{case}: the error does not name the layer")
+                self.assertLess(len(message), 1000, f"{case}: {message[:1000]}")
+                self.assertNotIn(name, self.daemon.names())
+                self.assertEqual(self.store_entries(), before, f"{case}: what the failed pull left")
+                outcomes[case] = f"refused in {took:.1f}s, RSS +{peak:.0f} MiB at most: {message}"
+            else:
+                outcomes[case] = f"pulled in {took:.1f}s, RSS +{peak:.0f} MiB at most"
+                before = self.store_entries()
+            self.assertLess(took, 30, f"{case}: {outcomes[case]}")
+            self.assertLess(peak, 100, f"{case}: {outcomes[case]}")
+        print("\n" + "\n".join(f"  {case}: {what}" for case, what in outcomes.items()), file=sys.stderr)
+        ctx = self.context(f"FROM {BASE}\nRUN echo still builds > /ok\n")
+        self.build(ctx)
 
     # -- bombs: layers of GiBs of zeros, a few MB compressed --------------------------------------
 

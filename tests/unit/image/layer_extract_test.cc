@@ -8,6 +8,10 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <functional>
 #include <string>
 
 #include "engine/image/layer_tar.h"
@@ -326,6 +330,68 @@ TEST_F(LayerExtractTest, WritesZerosAsHolesAndReadsBackTheSame) {
     EXPECT_EQ(st.st_size, static_cast<off_t>(zeros.size()));
     EXPECT_EQ(st.st_blocks, 0);
   }
+}
+
+// A GNU tar header block: `name`, `type`, `size`, with its checksum, and what `fill` puts in.
+std::string gnu_header(const std::string& name, char type, uint64_t size,
+                       const std::function<void(char*)>& fill = {}) {
+  std::string block(512, '\0');
+  std::memcpy(block.data(), name.data(), std::min<size_t>(name.size(), 100));
+  std::snprintf(block.data() + 100, 8, "%07o", 0644);
+  std::snprintf(block.data() + 108, 8, "%07o", 0);
+  std::snprintf(block.data() + 116, 8, "%07o", 0);
+  std::snprintf(block.data() + 124, 12, "%011llo", static_cast<unsigned long long>(size));
+  std::snprintf(block.data() + 136, 12, "%011o", 0);
+  block[156] = type;
+  std::memcpy(block.data() + 257, "ustar  ", 8);
+  if (fill) fill(block.data());
+  std::memset(block.data() + 148, ' ', 8);
+  unsigned sum = 0;
+  for (unsigned char c : block) sum += c;
+  std::snprintf(block.data() + 148, 8, "%06o", sum);
+  return block;
+}
+
+TEST_F(LayerExtractTest, RefusesAnEntryWhoseHeadersTakeMegabytes) {
+  // An old GNU sparse file whose map goes on for 8 MiB of extension blocks, 21 extents each:
+  // libarchive would keep every extent in memory, and the blocks compress to almost nothing.
+  auto extent = [](char* at) {
+    std::snprintf(at, 12, "%011o", 0);
+    std::snprintf(at + 12, 12, "%011o", 1);
+  };
+  std::string tar = gnu_header("sparse", 'S', 0, [&](char* h) {
+    for (int i = 0; i < 4; ++i) extent(h + 386 + 24 * i);
+    h[482] = 1;  // isextended
+  });
+  std::string extension(512, '\0');
+  for (int i = 0; i < 21; ++i) extent(extension.data() + 24 * i);
+  extension[504] = 1;
+  for (int i = 0; i < (8 << 20) / 512; ++i) tar += extension;
+  ExtractOptions named;
+  named.layer_name = "sha256:abc";
+  EXPECT_EQ(failure(tar, named), "layer sha256:abc: malformed layer: an entry's headers take more than 4 MiB");
+
+  // A pax header of 900 KiB (libarchive's limit is 1 MiB) is read.
+  std::string value(900 << 10, 'v');
+  std::string record = " comment=" + value + "\n";
+  record = std::to_string(record.size() + 6) + record;
+  ASSERT_EQ(record.size(), std::stoul(record));
+  std::string big = gnu_header("pax", 'x', record.size()) + record;
+  big.append((512 - record.size() % 512) % 512, '\0');
+  big += gnu_header("big", '0', 2) + "ok" + std::string(510, '\0') + std::string(1024, '\0');
+  extract(big);
+  EXPECT_EQ(read_file(root() + "/big"), "ok");
+}
+
+TEST_F(LayerExtractTest, RefusesNamesLongerThanPathMaxWithoutQuotingThem) {
+  std::string name = "d/" + std::string(100000, 'n');
+  std::string tar = gnu_header("././@LongLink", 'L', name.size() + 1) + name + std::string(1, '\0');
+  tar.append((512 - (name.size() + 1) % 512) % 512, '\0');
+  tar += gnu_header("short", '0', 0) + std::string(1024, '\0');
+  std::string message = failure(tar);
+  EXPECT_NE(message.find("has a name longer than 4095 bytes"), std::string::npos) << message.substr(0, 300);
+  EXPECT_LT(message.size(), 300u);
+  EXPECT_TRUE(outside_is_empty());
 }
 
 TEST_F(LayerExtractTest, RejectsGarbage) {
