@@ -118,14 +118,16 @@ std::string layer_prefix(const ExtractOptions& options) {
   return options.layer_name.empty() ? "layer: " : "layer " + options.layer_name + ": ";
 }
 
+// How often, in bytes of the uncompressed tar, the reader asks whether to stop.
+constexpr uint64_t kCancelCheckBytes = 4 << 20;
 // The most tar the reader takes in without giving an entry or data: what one entry's headers
 // (pax records, GNU long names, both at most 1 MiB in libarchive, and a GNU sparse map, which
 // libarchive keeps in memory at several times its size) may take. Go's archive/tar, which
 // Docker uses, stops each of them at 1 MiB too.
 constexpr uint64_t kHeaderLimit = 4 << 20;
 
-// The reading of the whole layer stopped (a header too large), its message already naming the
-// layer: not an error of the entry being applied when it happened.
+// The reading of the whole layer stopped (canceled, or a header too large), its message already
+// naming the layer: not an error of the entry being applied when it happened.
 class LayerError : public Error {
  public:
   using Error::Error;
@@ -135,7 +137,8 @@ class LayerError : public Error {
 // `tar` reads entries from what `blob` produces. Everything crossing each boundary is hashed.
 class LayerReader {
  public:
-  LayerReader(int fd, std::string prefix) : fd_(fd), prefix_(std::move(prefix)), buffer_(1 << 20) {}
+  LayerReader(int fd, std::string prefix, const std::function<bool()>& canceled)
+      : fd_(fd), prefix_(std::move(prefix)), canceled_(canceled), buffer_(1 << 20) {}
 
   void open() {
     blob_.reset(archive_read_new());
@@ -167,6 +170,7 @@ class LayerReader {
 
   // The next entry, or nullptr at the end of the tar.
   archive_entry* next() {
+    check_canceled();
     archive_entry* entry = nullptr;
     int rc = archive_read_next_header(tar_.get(), &entry);
     if (rc == ARCHIVE_EOF) return nullptr;
@@ -200,18 +204,28 @@ class LayerReader {
     }
   }
 
+  void check_canceled() const {
+    if (canceled_ && canceled_()) throw LayerError(ErrorKind::canceled, prefix_ + "extraction canceled");
+  }
+
   // Reads what is left after the tar's end (its zero blocks and padding), so the digests cover
   // every byte.
   void drain() {
     const void* block = nullptr;
     size_t size = 0;
     la_int64_t offset = 0;
+    uint64_t since_check = 0;
     for (;;) {
       int rc = archive_read_data_block(blob_.get(), &block, &size, &offset);
       if (rc == ARCHIVE_EOF) break;
       check_read(blob_.get(), rc);
       diff_.update(block, size);
       tar_size_ += size;
+      // After the tar's end there may be any amount of it, all of it hashed.
+      if ((since_check += size) >= kCancelCheckBytes) {
+        since_check = 0;
+        check_canceled();
+      }
     }
     for (;;) {
       size_t n = read_some(fd_, buffer_.data(), buffer_.size(), "layer");
@@ -277,17 +291,22 @@ class LayerReader {
     return static_cast<la_ssize_t>(size);
   }
 
-  // Counts `size` bytes the tar reader took in; throws when one entry's headers take too many.
+  // Counts `size` bytes the tar reader took in; throws when it is time to stop.
   void took(size_t size) {
     unread_ += size;
     if (unread_ > kHeaderLimit) {
       throw LayerError(ErrorKind::user, prefix_ + "malformed layer: an entry's headers take more than " +
                                             std::to_string(kHeaderLimit >> 20) + " MiB");
     }
+    if ((since_check_ += size) >= kCancelCheckBytes) {
+      since_check_ = 0;
+      check_canceled();
+    }
   }
 
   int fd_;
   std::string prefix_;
+  const std::function<bool()>& canceled_;
   std::vector<char> buffer_;
   Archive blob_;
   Archive tar_;
@@ -295,7 +314,8 @@ class LayerReader {
   store::Sha256 blob_hash_;
   uint64_t tar_size_ = 0;
   uint64_t blob_size_ = 0;
-  uint64_t unread_ = 0;  // tar taken in since the last entry or data block given out
+  uint64_t unread_ = 0;       // tar taken in since the last entry or data block given out
+  uint64_t since_check_ = 0;  // tar taken in since canceled_ was last asked
   std::exception_ptr error_;
 };
 
@@ -667,7 +687,7 @@ class Extractor {
 }  // namespace
 
 ExtractResult extract_layer(int blob_fd, int root_fd, const ExtractOptions& options) {
-  LayerReader reader(blob_fd, layer_prefix(options));
+  LayerReader reader(blob_fd, layer_prefix(options), options.canceled);
   Extractor extractor(root_fd, options, reader);
   reader.open();
   while (archive_entry* entry = reader.next()) extractor.apply(entry);

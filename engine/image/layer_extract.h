@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -36,6 +37,9 @@ struct ExtractOptions {
   bool set_owners = true;
   // Names the layer in errors: "layer sha256:...: entry ../x escapes the root".
   std::string layer_name;
+  // Asked between entries and every few MiB of the layer; true stops the extraction with a
+  // canceled error (the caller went away: a layer of many GiB must not run to its end).
+  std::function<bool()> canceled;
 };
 
 struct ExtractResult {

@@ -1812,6 +1812,32 @@ class RegistryTest(unittest.TestCase):
                                name=f"ctx-{kind}")
             self.build(ctx)
 
+    def test_a_client_that_leaves_stops_the_extraction_of_a_bomb(self):
+        # 8 GiB of zeros, 8 MB gzip'd: seconds of decompressing and hashing. Its diff_id is right:
+        # left to its end, the pull would name the image and keep its blobs.
+        size, marker = 8 << 30, "zeros-" + uuid.uuid4().hex[:8]
+        registry = self.fake()
+        image = FakeImage([self.base_layer, compressed_layer(zeros_layer(marker, size), GZIP_LAYER)])
+        registry.add("t/bomb-left", "1", image)
+        name = f"{registry.host}/t/bomb-left:1"
+        before = self.store_entries()
+        pull = BackgroundPull(self.daemon, name)
+        try:
+            self.assertTrue(wait_until(lambda: self.snapshot_file(marker) is not None, 60, 0.05),
+                            f"the extraction did not start: {pull.wait(0)}")
+        finally:
+            pull.kill()
+        left = time.monotonic()
+        self.assertTrue(wait_until(lambda: self.store_entries() == before and not self.daemon.blob_temp_files(), 10),
+                        f"10 s after its client left, the pull still has {self.store_entries()} "
+                        f"(before: {before}), temp files {self.daemon.blob_temp_files()}")
+        print(f"\n  the extraction stopped, and its snapshot and blobs were gone, "
+              f"{time.monotonic() - left:.1f}s after the client left", file=sys.stderr)
+        self.assertNotIn(name, self.daemon.names())
+        # The next pull of it is whole (its extraction runs to the end: only its start is checked).
+        ctx = self.context(f"FROM {BASE}\nRUN echo still builds > /ok\n")
+        self.build(ctx)
+
     # -- silence (the pulls started in setUpClass) -----------------------------------------------
 
     def test_silent_registries_time_out_and_a_gone_client_cancels(self):

@@ -332,6 +332,31 @@ TEST_F(LayerExtractTest, WritesZerosAsHolesAndReadsBackTheSame) {
   }
 }
 
+TEST_F(LayerExtractTest, StopsWhenCanceled) {
+  std::string tar = TarBuilder().file("first", "x").file("big", std::string(32 << 20, 'z')).finish();
+  int asked = 0;
+  ExtractOptions options;
+  options.layer_name = "sha256:abc";
+  options.canceled = [&asked] { return ++asked > 3; };
+  std::string path = work_.path() + "/layer";
+  write_file(path, tar);
+  UniqueFd fd = testing::open_read(path);
+  UniqueFd dir = open_dir(root());
+  if (!is_root()) options.set_owners = false;
+  try {
+    extract_layer(fd.get(), dir.get(), options);
+    ADD_FAILURE() << "not canceled";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::canceled);
+    EXPECT_EQ(std::string(e.what()), "layer sha256:abc: extraction canceled");
+  }
+  EXPECT_LT(lstat_of(root() + "/big").st_size, 32 << 20) << "the data after the cancel was written";
+
+  // Asked before the first entry, too.
+  options.canceled = [] { return true; };
+  EXPECT_NE(failure(tar, options).find("extraction canceled"), std::string::npos);
+}
+
 // A GNU tar header block: `name`, `type`, `size`, with its checksum, and what `fill` puts in.
 std::string gnu_header(const std::string& name, char type, uint64_t size,
                        const std::function<void(char*)>& fill = {}) {
