@@ -88,6 +88,13 @@ int open_in_root(int root_fd, const std::string& path, int flags) {
   }
 }
 
+// The target of the symlink `name` in `dir_fd`, or "" if it is none.
+std::string link_target(int dir_fd, const std::string& name) {
+  char buffer[PATH_MAX];
+  ssize_t n = ::readlinkat(dir_fd, name.c_str(), buffer, sizeof buffer);
+  return n <= 0 ? std::string() : std::string(buffer, static_cast<size_t>(n));
+}
+
 // Removes everything in the directory `dir_fd` for which `remove` says so, without following
 // symlinks.
 void remove_children(int dir_fd, const std::function<bool(const std::string&)>& remove, const std::string& path);
@@ -487,7 +494,11 @@ class Extractor {
         int at = previous ? previous.get() : root_;
         if (::mkdirat(at, parent[i].c_str(), 0755) < 0) {
           // It exists but does not resolve to a directory: a dangling or looping symlink.
-          if (errno == EEXIST) refuse("has a parent, " + prefix + ", that is not a directory");
+          if (errno == EEXIST) {
+            std::string link = link_target(at, parent[i]);
+            refuse("has a parent, " + prefix + ", that is not a directory" +
+                   (link.empty() ? "" : ": a symlink to " + link + ", which is no directory in this layer"));
+          }
           throw_errno("mkdirat", prefix);
         }
         if (options_.whiteouts == WhiteoutMode::apply) unpacked_.insert(prefix);

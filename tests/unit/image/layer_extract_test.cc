@@ -226,6 +226,17 @@ TEST_F(LayerExtractTest, DoesNotWriteThroughSymlinksOutOfTheRoot) {
   EXPECT_EQ(read_file(root() + "/real/f"), "ok");
 }
 
+TEST_F(LayerExtractTest, AParentSymlinkToNoDirectoryOfTheLayerIsNamedWithItsTarget) {
+  // Debian's /var/run -> /run, in a layer without /run: the host's /run is not looked at.
+  std::string message = failure(TarBuilder().dir("var/").symlink("var/run", "/run").file("var/run/x", "x").finish());
+  EXPECT_EQ(message, "layer: entry var/run/x has a parent, var/run, that is not a directory: a symlink to /run, "
+                     "which is no directory in this layer");
+  EXPECT_FALSE(exists(root() + "/run"));
+  extract(TarBuilder().dir("run/").finish());
+  extract(TarBuilder().dir("var/").symlink("var/run", "../run").file("var/run/x", "x").finish());
+  EXPECT_EQ(read_file(root() + "/run/x"), "x");
+}
+
 TEST_F(LayerExtractTest, ReplacesASymlinkRatherThanWritingThroughIt) {
   write_file(outside() + "/target", "original");
   extract(TarBuilder().symlink("f", outside() + "/target").file("f", "new").finish());
