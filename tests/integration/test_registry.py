@@ -1646,7 +1646,40 @@ class RegistryTest(unittest.TestCase):
                              tar_entry("etc/passwd", data=LAYER_PASSWD.encode()),
                              tar_entry("passwd-link", tarfile.LNKTYPE, target="/etc/passwd"),
                              tar_entry("passwd-link", data=f"{marker}\n".encode())],
+            # Debian's own /var/run -> /run, at a host path that exists: a file under it lands
+            # in the layer's /run, or nowhere.
+            "var-run": [tar_entry("var", tarfile.DIRTYPE, mode=0o755),
+                        tar_entry("var/run", tarfile.SYMTYPE, target="/run"),
+                        tar_entry(f"var/run/{marker}-run")],
+            "var-run-relative": [tar_entry("var", tarfile.DIRTYPE, mode=0o755),
+                                 tar_entry("var/run", tarfile.SYMTYPE, target="../run"),
+                                 tar_entry(f"var/run/{marker}-run-relative")],
+            "var-run-own": [tar_entry("run", tarfile.DIRTYPE, mode=0o755),
+                            tar_entry("var", tarfile.DIRTYPE, mode=0o755),
+                            tar_entry("var/run", tarfile.SYMTYPE, target="/run"),
+                            tar_entry(f"var/run/{marker}-run-own")],
+            "var-run-own-relative": [tar_entry("run", tarfile.DIRTYPE, mode=0o755),
+                                     tar_entry("var", tarfile.DIRTYPE, mode=0o755),
+                                     tar_entry("var/run", tarfile.SYMTYPE, target="../run"),
+                                     tar_entry(f"var/run/{marker}-run-own-relative")],
+            # A hardlink made through a symlink to a host directory, by its name or its target.
+            "hardlink-into-symlinked-dir": [tar_entry("runlink", tarfile.SYMTYPE, target="/run"),
+                                            tar_entry(f"own-{marker}", data=b"the layer's\n"),
+                                            tar_entry(f"runlink/{marker}-hardlink", tarfile.LNKTYPE,
+                                                      target=f"own-{marker}")],
+            "hardlink-through-symlinked-dir": [tar_entry("etclink", tarfile.SYMTYPE, target="../" * 8 + "etc"),
+                                               tar_entry("passwd-through", tarfile.LNKTYPE,
+                                                         target="etclink/passwd"),
+                                               tar_entry("passwd-through", data=f"{marker}\n".encode())],
+            "hardlink-through-symlinked-own-dir": [tar_entry("etc", tarfile.DIRTYPE, mode=0o755),
+                                                   tar_entry("etc/passwd", data=LAYER_PASSWD.encode()),
+                                                   tar_entry("etclink", tarfile.SYMTYPE, target="/etc"),
+                                                   tar_entry("passwd-through", tarfile.LNKTYPE,
+                                                             target="etclink/passwd"),
+                                                   tar_entry("passwd-through", data=f"{marker}\n".encode())],
         }
+        # Where the contained cases' files must be: in the layer's own /run.
+        lands = {"var-run-own": f"run/{marker}-run-own", "var-run-own-relative": f"run/{marker}-run-own-relative"}
 
         def passwd_state():
             st = os.stat("/etc/passwd")
@@ -1658,7 +1691,7 @@ class RegistryTest(unittest.TestCase):
         def outside():
             """Paths named with the marker that are not inside a snapshot's diff dir."""
             found = []
-            for top in sorted({"/", "/tmp", "/etc", "/root", os.path.dirname(self.workdir)}):
+            for top in sorted({"/", "/tmp", "/etc", "/root", "/run", os.path.dirname(self.workdir)}):
                 found += [os.path.join(top, n) for n in os.listdir(top) if marker in n]
             for top, dirs, files in os.walk(self.workdir):
                 rel = os.path.relpath(top, snapshots).split(os.sep)
@@ -1685,10 +1718,14 @@ class RegistryTest(unittest.TestCase):
                 self.build(ctx, "-o", f"type=tar,dest={out}")
                 with tarfile.open(out) as tar:
                     made = sorted(m.name for m in tar.getmembers() if marker in m.name
-                                  or m.name.lstrip("./") in ("link", "uplink", "passwd-link", "passwd-symlink"))
+                                  or m.name.lstrip("./") in ("link", "uplink", "passwd-link", "passwd-symlink",
+                                                             "passwd-through", "var/run", "runlink", "etclink"))
                     image_passwd = tar.extractfile("etc/passwd").read()
-                expected = LAYER_PASSWD if case == "hardlink-own" else base_image.PASSWD
+                own = ("hardlink-own", "hardlink-through-symlinked-own-dir")
+                expected = LAYER_PASSWD if case in own else base_image.PASSWD
                 self.assertEqual(image_passwd.decode(), expected, f"{case}: the image's /etc/passwd")
+                if case in lands:
+                    self.assertIn(lands[case], made)
                 outcomes[case] = f"contained: {made}"
             self.assertEqual(outside(), [], f"{case} wrote outside its snapshot ({outcomes[case]})")
             self.assertEqual(passwd_state(), before, f"{case} changed the host's /etc/passwd")
