@@ -1731,6 +1731,51 @@ class RegistryTest(unittest.TestCase):
             self.assertEqual(passwd_state(), before, f"{case} changed the host's /etc/passwd")
         print("\n" + "\n".join(f"  {case}: {what}" for case, what in outcomes.items()), file=sys.stderr)
 
+    def device_node(self, name, kind, major, minor):
+        info, data = tar_entry(name, kind, mode=0o666)
+        info.devmajor, info.devminor = major, minor
+        return info, data
+
+    def test_device_nodes_in_a_layer_open_no_host_device_in_a_build(self):
+        # The host's first disk, as /proc/partitions lists it: reading it would read the host's files.
+        with open("/proc/partitions") as f:
+            major, minor = (int(n) for n in f.read().split("\n")[2].split()[:2])
+        lower = layer_tar([tar_entry("gone", data=b"lower\n"), tar_entry("gone-too", data=b"lower\n")])
+        devices = layer_tar([self.device_node("mem", tarfile.CHRTYPE, 1, 1),
+                             self.device_node("null-node", tarfile.CHRTYPE, 1, 3),
+                             self.device_node("disk", tarfile.BLKTYPE, major, minor),
+                             tar_entry("fifo", tarfile.FIFOTYPE),
+                             # Whiteouts, as a .wh. file and as overlayfs's own 0/0 node.
+                             tar_entry(".wh.gone"),
+                             self.device_node("gone-too", tarfile.CHRTYPE, 0, 0)])
+        registry = self.fake()
+        registry.add("t/devices", "1", FakeImage([self.base_layer, lower, devices]))
+        name = f"{registry.host}/t/devices:1"
+        self.daemon.client("pull", name)  # as Docker does: layers may carry device nodes
+
+        # A step sees them, and the whiteouts hide the lower files.
+        ok = self.context(f"FROM {name}\nRUN test -c /mem && test -c /null-node && test -b /disk && test -p /fifo "
+                          "&& test ! -e /gone && test ! -e /gone-too && echo ran > /ran\n", name="ok")
+        self.build(ok, "-o", f"type=tar,dest={self.path('ok.tar')}")
+        with tarfile.open(self.path("ok.tar")) as tar:
+            names = set(tar.getnames())
+        self.assertIn("ran", names)
+        self.assertFalse({"gone", "gone-too"} & names, names)
+
+        # But none of them opens: the rootfs, and a bind mount of the image, are nodev.
+        steps = {"mem": f"FROM {name}\nRUN cat /mem > /dev/null",
+                 "disk": f"FROM {name}\nRUN head -c1 /disk > /dev/null",
+                 "null-write": f"FROM {name}\nRUN echo x > /null-node",
+                 "bind-mount": f"FROM {BASE}\nRUN --mount=type=bind,from={name},target=/m head -c1 /m/disk > /dev/null",
+                 "copied": f"FROM {BASE}\nCOPY --from={name} /disk /copied\nRUN head -c1 /copied > /dev/null"}
+        refused = {}
+        for case, dockerfile in steps.items():
+            result = self.build(self.context(dockerfile + "\n", name=f"ctx-{case}"), check=False)
+            message = self.failing(result)
+            self.assertIn("Permission denied", message, f"{case}: {message[-2000:]}")
+            refused[case] = next(line for line in message.splitlines() if "Permission denied" in line)
+        print("\n" + "\n".join(f"  {case}: {line.strip()}" for case, line in refused.items()), file=sys.stderr)
+
     def daemon_memory_mib(self, field):
         """kbuildd's VmRSS or VmHWM (its peak since reset_peak_rss()), in MiB."""
         with open(f"/proc/{self.daemon.process.pid}/status") as f:
