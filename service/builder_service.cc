@@ -225,6 +225,7 @@ std::vector<std::string> BuilderService::pull_image(const dbus::CallContext& cal
   registry::RegistryClient client = client_for(builder_.registry(), *transport, registry_auth(options));
   registry::PullOptions pull = registry::pull_options_for(option<std::string>(options, "platform").value_or(""));
   pull.max_concurrent_downloads = builder_.registry().max_concurrent_downloads;
+  pull.canceled = [&canceled] { return canceled.load(); };
   std::optional<store::ImageRecord> before = store_.metadata().image_by_name(ref.str());
   store::ImageRecord record;
   record = registry::pull_image(store_, client, ref, pull);

@@ -1,6 +1,7 @@
 #include "engine/image/image_store.h"
 
 #include <fcntl.h>
+#include <poll.h>
 
 #include <atomic>
 #include <exception>
@@ -147,7 +148,7 @@ void ImageStore::save(const std::vector<std::string>& references, BlobSource& bl
   write_image_archive(images, blobs, out, options);
 }
 
-void ImageStore::unpack(const store::Digest& manifest_digest) {
+void ImageStore::unpack(const store::Digest& manifest_digest, const std::function<bool()>& canceled) {
   Manifest manifest = parse_manifest(store_.content().read_small(manifest_digest));
   ImageConfig config = parse_config(store_.content().read_small(manifest.config.digest));
   if (config.rootfs.diff_ids.size() != manifest.layers.size()) {
@@ -159,7 +160,9 @@ void ImageStore::unpack(const store::Digest& manifest_digest) {
   std::vector<std::optional<store::SnapshotStore::Prepared>> slots(manifest.layers.size());
   std::atomic<size_t> next{0};
   auto work = [&] {
-    for (size_t i = next++; i < slots.size(); i = next++) slots[i].emplace(extract(manifest.layers[i], config.rootfs.diff_ids[i]));
+    for (size_t i = next++; i < slots.size(); i = next++) {
+      slots[i].emplace(extract(manifest.layers[i], config.rootfs.diff_ids[i], canceled));
+    }
   };
   size_t threads = std::min<size_t>(slots.size(), std::max(1u, std::thread::hardware_concurrency()));
   std::vector<std::future<void>> running;
@@ -188,7 +191,8 @@ bool ImageStore::unpacked(const store::Digest& config) {
   return store_.metadata().get_cache(store::image_chain_key(config)).has_value();
 }
 
-store::SnapshotStore::Prepared ImageStore::extract(const Descriptor& layer, const store::Digest& diff_id) {
+store::SnapshotStore::Prepared ImageStore::extract(const Descriptor& layer, const store::Digest& diff_id,
+                                                   const std::function<bool()>& canceled) {
   store::SnapshotStore::Prepared prepared = store_.snapshots().prepare(std::nullopt, "layer");
   UniqueFd blob = store_.content().open(layer.digest);
   UniqueFd root(check(::open(prepared.diff_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open",
@@ -197,6 +201,7 @@ store::SnapshotStore::Prepared ImageStore::extract(const Descriptor& layer, cons
   options.expected_diff_id = diff_id;
   options.devices = DeviceNodes::create;
   options.layer_name = layer.digest.str();
+  options.canceled = canceled;
   extract_layer(blob.get(), root.get(), options);
   return prepared;
 }
@@ -245,7 +250,10 @@ std::vector<std::string> ImageStore::load(int fd, int cancel_fd) {
       if (index.manifests.empty()) throw Error(ErrorKind::user, "image index " + manifest_digest.str() + " is empty");
       manifest_digest = index.manifests.front().digest;
     }
-    unpack(manifest_digest);
+    unpack(manifest_digest, [cancel_fd] {
+      struct pollfd p = {cancel_fd, POLLIN, 0};
+      return cancel_fd >= 0 && ::poll(&p, 1, 0) > 0;
+    });
     Manifest manifest = parse_manifest(store_.content().read_small(manifest_digest));
     store::ImageRecord record{manifest_digest, manifest.config.digest, std::chrono::system_clock::now()};
     if (image.names.empty()) loaded.push_back("Loaded image ID: " + manifest.config.digest.str());

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -45,18 +46,20 @@ class ImageStore {
   // A docker-archive of the images to `out`; layer blobs come from `blobs` (made lazily).
   void save(const std::vector<std::string>& references, BlobSource& blobs, ByteSink& out);
   // Reads a docker or OCI archive from `fd`, stores its blobs, unpacks its layers and names its
-  // images; returns Docker's lines ("Loaded image: x"). Reads stop when `cancel_fd` is readable.
+  // images; returns Docker's lines ("Loaded image: x"). Reads and extraction stop when
+  // `cancel_fd` is readable.
   std::vector<std::string> load(int fd, int cancel_fd = -1);
   // Extracts the image's layers into snapshots once, verifying each against its diff_id; the
-  // layers side by side, one per core.
-  void unpack(const store::Digest& manifest);
+  // layers side by side, one per core. Stops, leaving nothing, once `canceled` says so.
+  void unpack(const store::Digest& manifest, const std::function<bool()>& canceled = {});
   // Whether the image of this config has its layers unpacked.
   bool unpacked(const store::Digest& config);
   // The pieces of unpack, for a pull that extracts each layer as soon as it has arrived: one
   // layer extracted into a snapshot of its own, verified against `diff_id`, not yet on the
   // image's chain (in any order, on any thread); then the layers committed bottom up as the
   // chain of the image of `config`.
-  store::SnapshotStore::Prepared extract(const Descriptor& layer, const store::Digest& diff_id);
+  store::SnapshotStore::Prepared extract(const Descriptor& layer, const store::Digest& diff_id,
+                                         const std::function<bool()>& canceled = {});
   void commit_layers(const store::Digest& config, const std::vector<Descriptor>& layers,
                      const std::vector<store::Digest>& diff_ids, std::vector<store::SnapshotStore::Prepared>& extracted);
   StoreUsage usage();

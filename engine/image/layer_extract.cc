@@ -11,11 +11,14 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_set>
@@ -85,6 +88,13 @@ int open_in_root(int root_fd, const std::string& path, int flags) {
   }
 }
 
+// The target of the symlink `name` in `dir_fd`, or "" if it is none.
+std::string link_target(int dir_fd, const std::string& name) {
+  char buffer[PATH_MAX];
+  ssize_t n = ::readlinkat(dir_fd, name.c_str(), buffer, sizeof buffer);
+  return n <= 0 ? std::string() : std::string(buffer, static_cast<size_t>(n));
+}
+
 // Removes everything in the directory `dir_fd` for which `remove` says so, without following
 // symlinks.
 void remove_children(int dir_fd, const std::function<bool(const std::string&)>& remove, const std::string& path);
@@ -110,6 +120,245 @@ void remove_children(int dir_fd, const std::function<bool(const std::string&)>& 
   }
 }
 
+// What errors start with: "layer sha256:...: ".
+std::string layer_prefix(const ExtractOptions& options) {
+  return options.layer_name.empty() ? "layer: " : "layer " + options.layer_name + ": ";
+}
+
+// How often, in bytes of the uncompressed tar, the reader asks whether to stop.
+constexpr uint64_t kCancelCheckBytes = 4 << 20;
+// The most tar the reader takes in without giving an entry or data: what one entry's headers
+// (pax records, GNU long names, both at most 1 MiB in libarchive, and a GNU sparse map, which
+// libarchive keeps in memory at several times its size) may take. Go's archive/tar, which
+// Docker uses, stops each of them at 1 MiB too.
+constexpr uint64_t kHeaderLimit = 4 << 20;
+
+// The reading of the whole layer stopped (canceled, or a header too large), its message already
+// naming the layer: not an error of the entry being applied when it happened.
+class LayerError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The two readers: `blob` decompresses what is read from the fd (raw format: one data stream),
+// `tar` reads entries from what `blob` produces. Everything crossing each boundary is hashed.
+class LayerReader {
+ public:
+  LayerReader(int fd, std::string prefix, const std::function<bool()>& canceled)
+      : fd_(fd), prefix_(std::move(prefix)), canceled_(canceled), buffer_(1 << 20) {}
+
+  void open() {
+    blob_.reset(archive_read_new());
+    tar_.reset(archive_read_new());
+    if (!blob_ || !tar_) throw Error(ErrorKind::internal, "libarchive: out of memory");
+    // Only in-process decompressors: never an external program on untrusted input.
+    archive_read_support_filter_gzip(blob_.get());
+    archive_read_support_filter_zstd(blob_.get());
+    archive_read_support_format_raw(blob_.get());
+    check_read(blob_.get(), archive_read_open2(blob_.get(), this, nullptr, &LayerReader::read_fd, nullptr, nullptr));
+    archive_entry* raw = nullptr;
+    int rc = archive_read_next_header(blob_.get(), &raw);
+    if (rc == ARCHIVE_EOF) throw Error(ErrorKind::user, prefix_ + "empty layer blob");
+    check_read(blob_.get(), rc);
+    archive_read_support_format_tar(tar_.get());
+    check_read(tar_.get(), archive_read_open2(tar_.get(), this, nullptr, &LayerReader::read_tar, nullptr, nullptr));
+  }
+
+  Compression compression() {
+    switch (archive_filter_code(blob_.get(), 0)) {
+      case ARCHIVE_FILTER_GZIP:
+        return Compression::gzip;
+      case ARCHIVE_FILTER_ZSTD:
+        return Compression::zstd;
+      default:
+        return Compression::none;
+    }
+  }
+
+  // The next entry, or nullptr at the end of the tar.
+  archive_entry* next() {
+    check_canceled();
+    archive_entry* entry = nullptr;
+    int rc = archive_read_next_header(tar_.get(), &entry);
+    if (rc == ARCHIVE_EOF) return nullptr;
+    check_read(tar_.get(), rc);
+    unread_ = 0;
+    return entry;
+  }
+
+  // The next block of the current entry's data, at `offset` in the file (a sparse entry's
+  // blocks skip its holes); false at the entry's end. Throws Error on a truncated or malformed
+  // tar, with the tar reader's message and no prefix: the caller names the entry.
+  bool data_block(const void** block, size_t* size, la_int64_t* offset) {
+    int rc = archive_read_data_block(tar_.get(), block, size, offset);
+    if (rc == ARCHIVE_EOF) return false;
+    if (rc < ARCHIVE_WARN) {
+      if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+      const char* message = archive_error_string(tar_.get());
+      throw Error(ErrorKind::user, message ? message : "truncated tar");
+    }
+    unread_ = 0;
+    return true;
+  }
+
+  // Reads the rest of the current entry's data, for an entry whose data is not applied: the
+  // tar reader would skip it unseen, and the header limit would count it.
+  void skip_data() {
+    const void* block = nullptr;
+    size_t size = 0;
+    la_int64_t offset = 0;
+    while (data_block(&block, &size, &offset)) {
+    }
+  }
+
+  void check_canceled() const {
+    if (canceled_ && canceled_()) throw LayerError(ErrorKind::canceled, prefix_ + "extraction canceled");
+  }
+
+  // Reads what is left after the tar's end (its zero blocks and padding), so the digests cover
+  // every byte.
+  void drain() {
+    const void* block = nullptr;
+    size_t size = 0;
+    la_int64_t offset = 0;
+    uint64_t since_check = 0;
+    for (;;) {
+      int rc = archive_read_data_block(blob_.get(), &block, &size, &offset);
+      if (rc == ARCHIVE_EOF) break;
+      check_read(blob_.get(), rc);
+      diff_.update(block, size);
+      tar_size_ += size;
+      // After the tar's end there may be any amount of it, all of it hashed.
+      if ((since_check += size) >= kCancelCheckBytes) {
+        since_check = 0;
+        check_canceled();
+      }
+    }
+    for (;;) {
+      size_t n = read_some(fd_, buffer_.data(), buffer_.size(), "layer");
+      if (n == 0) break;
+      blob_hash_.update(buffer_.data(), n);
+      blob_size_ += n;
+    }
+  }
+
+  ExtractResult result() {
+    ExtractResult r;
+    r.compression = compression();
+    r.diff_id = diff_.finish();
+    r.tar_size = tar_size_;
+    r.blob_digest = blob_hash_.finish();
+    r.blob_size = blob_size_;
+    return r;
+  }
+
+  void check_read(struct archive* a, int rc) {
+    if (rc == ARCHIVE_OK || rc == ARCHIVE_WARN) return;
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+    const char* message = archive_error_string(a);
+    throw Error(ErrorKind::user, prefix_ + "malformed layer: " + (message ? message : "unreadable"));
+  }
+
+ private:
+  static la_ssize_t read_fd(struct archive* a, void* self, const void** data) {
+    auto* reader = static_cast<LayerReader*>(self);
+    try {
+      size_t n = read_some(reader->fd_, reader->buffer_.data(), reader->buffer_.size(), "layer");
+      reader->blob_hash_.update(reader->buffer_.data(), n);
+      reader->blob_size_ += n;
+      *data = reader->buffer_.data();
+      return static_cast<la_ssize_t>(n);
+    } catch (...) {
+      reader->error_ = std::current_exception();
+      archive_set_error(a, EIO, "read failed");
+      return -1;
+    }
+  }
+
+  static la_ssize_t read_tar(struct archive* a, void* self, const void** data) {
+    auto* reader = static_cast<LayerReader*>(self);
+    size_t size = 0;
+    la_int64_t offset = 0;
+    int rc = archive_read_data_block(reader->blob_.get(), data, &size, &offset);
+    if (rc == ARCHIVE_EOF) return 0;
+    if (rc < ARCHIVE_WARN) {
+      const char* message = archive_error_string(reader->blob_.get());
+      archive_set_error(a, EIO, "%s", message ? message : "decompression failed");
+      return -1;
+    }
+    reader->diff_.update(*data, size);
+    reader->tar_size_ += size;
+    try {
+      reader->took(size);
+    } catch (...) {
+      reader->error_ = std::current_exception();
+      archive_set_error(a, ECANCELED, "stopped");
+      return -1;
+    }
+    return static_cast<la_ssize_t>(size);
+  }
+
+  // Counts `size` bytes the tar reader took in; throws when it is time to stop.
+  void took(size_t size) {
+    unread_ += size;
+    if (unread_ > kHeaderLimit) {
+      throw LayerError(ErrorKind::user, prefix_ + "malformed layer: an entry's headers take more than " +
+                                            std::to_string(kHeaderLimit >> 20) + " MiB");
+    }
+    if ((since_check_ += size) >= kCancelCheckBytes) {
+      since_check_ = 0;
+      check_canceled();
+    }
+  }
+
+  int fd_;
+  std::string prefix_;
+  const std::function<bool()>& canceled_;
+  std::vector<char> buffer_;
+  Archive blob_;
+  Archive tar_;
+  store::Sha256 diff_;
+  store::Sha256 blob_hash_;
+  uint64_t tar_size_ = 0;
+  uint64_t blob_size_ = 0;
+  uint64_t unread_ = 0;       // tar taken in since the last entry or data block given out
+  uint64_t since_check_ = 0;  // tar taken in since canceled_ was last asked
+  std::exception_ptr error_;
+};
+
+// Blocks of the file system's usual size: data is cut at their boundaries, so that a block of
+// zeros is never written, whatever the sizes of the pieces the data comes in.
+constexpr size_t kHoleBlock = 4096;
+
+void write_at(int fd, const char* data, size_t size, la_int64_t offset, const std::string& path) {
+  while (size > 0) {
+    ssize_t n = ::pwrite(fd, data, size, offset);
+    if (n < 0 && errno == EINTR) continue;
+    check(n, "write", path);
+    data += n;
+    offset += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+// Writes `size` bytes at `offset` of a file created empty, but for its zeros: what is never
+// written reads back as zeros, and a block only zeros fall in stays a hole. The caller sets
+// the file's length.
+void write_skipping_zeros(int fd, const char* data, size_t size, la_int64_t offset, const std::string& path) {
+  static const char zeros[kHoleBlock] = {};
+  size_t pending = 0;  // where the bytes not written yet begin
+  for (size_t at = 0; at < size;) {
+    auto position = static_cast<uint64_t>(offset) + at;
+    size_t n = std::min<size_t>(size - at, kHoleBlock - position % kHoleBlock);
+    if (std::memcmp(data + at, zeros, n) == 0) {
+      write_at(fd, data + pending, at - pending, offset + static_cast<la_int64_t>(pending), path);
+      pending = at + n;
+    }
+    at += n;
+  }
+  write_at(fd, data + pending, size - pending, offset + static_cast<la_int64_t>(pending), path);
+}
+
 // An entry the extractor will not apply; its message reads "entry <name> <why>".
 class Refusal : public Error {
  public:
@@ -118,14 +367,23 @@ class Refusal : public Error {
 
 class Extractor {
  public:
-  Extractor(int root_fd, const ExtractOptions& options) : root_(root_fd), options_(options) {}
+  Extractor(int root_fd, const ExtractOptions& options, LayerReader& reader)
+      : root_(root_fd), options_(options), reader_(reader) {}
 
-  void apply(struct archive* tar, archive_entry* entry) {
+  void apply(archive_entry* entry) {
     const char* raw = archive_entry_pathname_utf8(entry);
     if (!raw) raw = archive_entry_pathname(entry);
     name_ = raw ? raw : "";
     try {
-      apply_entry(tar, entry);
+      // No path or link that long resolves (PATH_MAX), and an error must not quote megabytes.
+      if (name_.size() >= PATH_MAX) {
+        name_ = shortened(name_);
+        refuse("has a name longer than " + std::to_string(PATH_MAX - 1) + " bytes");
+      }
+      apply_entry(entry);
+      reader_.skip_data();
+    } catch (const LayerError&) {
+      throw;
     } catch (const Refusal& e) {
       throw Error(ErrorKind::user, prefix() + e.what());
     } catch (const Error& e) {
@@ -133,7 +391,8 @@ class Extractor {
     }
   }
 
-  // Directory times last: creating their contents changed them.
+  // Directory times last: creating their contents changed them. Children first (a path sorts
+  // after its parent's), though setting a directory's times does not change its parent's.
   void finish() {
     for (auto it = dir_times_.rbegin(); it != dir_times_.rend(); ++it) {
       UniqueFd fd(open_in_root(root_, it->first, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
@@ -142,14 +401,14 @@ class Extractor {
     }
   }
 
-  std::string prefix() const {
-    return options_.layer_name.empty() ? "layer: " : "layer " + options_.layer_name + ": ";
-  }
+  std::string prefix() const { return layer_prefix(options_); }
 
  private:
   [[noreturn]] void refuse(const std::string& why) { throw Refusal("entry " + name_ + " " + why); }
 
-  void apply_entry(struct archive* tar, archive_entry* entry) {
+  static std::string shortened(const std::string& name) { return name.substr(0, 64) + "..."; }
+
+  void apply_entry(archive_entry* entry) {
     if (!go_clean_path(name_, parts_)) refuse("escapes the root");
     if (parts_.empty()) return;  // the root itself: its metadata belongs to the snapshot, not the layer
     std::string base = parts_.back();
@@ -171,13 +430,14 @@ class Extractor {
     const char* link = archive_entry_hardlink_utf8(entry);
     if (!link) link = archive_entry_hardlink(entry);
     if (link) {
+      if (std::strlen(link) >= PATH_MAX) refuse("links to " + shortened(link) + ", a name longer than PATH_MAX");
       hardlink(parent, base, path, link);
       return;
     }
     mode_t type = archive_entry_filetype(entry);
     switch (type) {
       case AE_IFREG:
-        regular_file(tar, entry, parent, base, path);
+        regular_file(entry, parent, base, path);
         break;
       case AE_IFDIR:
         invalidate();
@@ -234,7 +494,11 @@ class Extractor {
         int at = previous ? previous.get() : root_;
         if (::mkdirat(at, parent[i].c_str(), 0755) < 0) {
           // It exists but does not resolve to a directory: a dangling or looping symlink.
-          if (errno == EEXIST) refuse("has a parent, " + prefix + ", that is not a directory");
+          if (errno == EEXIST) {
+            std::string link = link_target(at, parent[i]);
+            refuse("has a parent, " + prefix + ", that is not a directory" +
+                   (link.empty() ? "" : ": a symlink to " + link + ", which is no directory in this layer"));
+          }
           throw_errno("mkdirat", prefix);
         }
         if (options_.whiteouts == WhiteoutMode::apply) unpacked_.insert(prefix);
@@ -288,8 +552,8 @@ class Extractor {
     }
   }
 
-  void regular_file(struct archive* tar, archive_entry* entry, const std::vector<std::string>& parent,
-                    const std::string& base, const std::string& path) {
+  void regular_file(archive_entry* entry, const std::vector<std::string>& parent, const std::string& base,
+                    const std::string& path) {
     int dir = parent_dir(parent);
     clear(dir, base, path, false);
     UniqueFd fd(check(::openat(dir, base.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600),
@@ -297,22 +561,14 @@ class Extractor {
     const void* block = nullptr;
     size_t size = 0;
     la_int64_t offset = 0;
-    for (;;) {
-      int rc = archive_read_data_block(tar, &block, &size, &offset);
-      if (rc == ARCHIVE_EOF) break;
-      if (rc < ARCHIVE_WARN) throw Error(ErrorKind::user, archive_error_string(tar) ?: "truncated tar");
-      const char* p = static_cast<const char*>(block);
-      while (size > 0) {
-        ssize_t n = ::pwrite(fd.get(), p, size, offset);
-        if (n < 0 && errno == EINTR) continue;
-        check(n, "write", path);
-        p += n;
-        offset += n;
-        size -= static_cast<size_t>(n);
-      }
+    la_int64_t end = 0;
+    while (reader_.data_block(&block, &size, &offset)) {
+      write_skipping_zeros(fd.get(), static_cast<const char*>(block), size, offset, path);
+      end = std::max<la_int64_t>(end, offset + static_cast<la_int64_t>(size));
     }
-    // A sparse file may end in a hole.
-    if (archive_entry_size_is_set(entry)) check(::ftruncate(fd.get(), archive_entry_size(entry)), "truncate", path);
+    // The file may end in a hole: a sparse entry's, or zeros not written.
+    la_int64_t length = archive_entry_size_is_set(entry) ? archive_entry_size(entry) : end;
+    check(::ftruncate(fd.get(), length), "truncate", path);
     set_metadata(fd.get(), entry, path);
     auto ts = times(entry);
     check(::futimens(fd.get(), ts.data()), "futimens", path);
@@ -324,7 +580,7 @@ class Extractor {
     if (!clear(dir, base, path, true)) check(::mkdirat(dir, base.c_str(), 0700), "mkdirat", path);
     UniqueFd fd(check(::openat(dir, base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), "open", path));
     set_metadata(fd.get(), entry, path);
-    dir_times_.emplace_back(path, times(entry));
+    dir_times_[path] = times(entry);
   }
 
   void symlink(archive_entry* entry, const std::vector<std::string>& parent, const std::string& base,
@@ -428,148 +684,24 @@ class Extractor {
 
   int root_;
   const ExtractOptions& options_;
+  LayerReader& reader_;
   std::string name_;
   std::vector<std::string> parts_;
   UniqueFd parent_fd_;
   std::string parent_path_;
-  std::vector<std::pair<std::string, std::array<struct timespec, 2>>> dir_times_;
+  // By path: a layer that names one directory a million times keeps one entry (the last, as
+  // Docker applies them).
+  std::map<std::string, std::array<struct timespec, 2>> dir_times_;
   std::unordered_set<std::string> unpacked_;
-};
-
-// The two readers: `blob` decompresses what is read from the fd (raw format: one data stream),
-// `tar` reads entries from what `blob` produces. Everything crossing each boundary is hashed.
-class LayerReader {
- public:
-  LayerReader(int fd, std::string prefix) : fd_(fd), prefix_(std::move(prefix)), buffer_(1 << 20) {}
-
-  void open() {
-    blob_.reset(archive_read_new());
-    tar_.reset(archive_read_new());
-    if (!blob_ || !tar_) throw Error(ErrorKind::internal, "libarchive: out of memory");
-    // Only in-process decompressors: never an external program on untrusted input.
-    archive_read_support_filter_gzip(blob_.get());
-    archive_read_support_filter_zstd(blob_.get());
-    archive_read_support_format_raw(blob_.get());
-    check_read(blob_.get(), archive_read_open2(blob_.get(), this, nullptr, &LayerReader::read_fd, nullptr, nullptr));
-    archive_entry* raw = nullptr;
-    int rc = archive_read_next_header(blob_.get(), &raw);
-    if (rc == ARCHIVE_EOF) throw Error(ErrorKind::user, prefix_ + "empty layer blob");
-    check_read(blob_.get(), rc);
-    archive_read_support_format_tar(tar_.get());
-    check_read(tar_.get(), archive_read_open2(tar_.get(), this, nullptr, &LayerReader::read_tar, nullptr, nullptr));
-  }
-
-  Compression compression() {
-    switch (archive_filter_code(blob_.get(), 0)) {
-      case ARCHIVE_FILTER_GZIP:
-        return Compression::gzip;
-      case ARCHIVE_FILTER_ZSTD:
-        return Compression::zstd;
-      default:
-        return Compression::none;
-    }
-  }
-
-  // The next entry, or nullptr at the end of the tar.
-  archive_entry* next() {
-    archive_entry* entry = nullptr;
-    int rc = archive_read_next_header(tar_.get(), &entry);
-    if (rc == ARCHIVE_EOF) return nullptr;
-    check_read(tar_.get(), rc);
-    return entry;
-  }
-
-  struct archive* tar() { return tar_.get(); }
-
-  // Reads what is left after the tar's end (its zero blocks and padding), so the digests cover
-  // every byte.
-  void drain() {
-    const void* block = nullptr;
-    size_t size = 0;
-    la_int64_t offset = 0;
-    for (;;) {
-      int rc = archive_read_data_block(blob_.get(), &block, &size, &offset);
-      if (rc == ARCHIVE_EOF) break;
-      check_read(blob_.get(), rc);
-      diff_.update(block, size);
-      tar_size_ += size;
-    }
-    for (;;) {
-      size_t n = read_some(fd_, buffer_.data(), buffer_.size(), "layer");
-      if (n == 0) break;
-      blob_hash_.update(buffer_.data(), n);
-      blob_size_ += n;
-    }
-  }
-
-  ExtractResult result() {
-    ExtractResult r;
-    r.compression = compression();
-    r.diff_id = diff_.finish();
-    r.tar_size = tar_size_;
-    r.blob_digest = blob_hash_.finish();
-    r.blob_size = blob_size_;
-    return r;
-  }
-
-  void check_read(struct archive* a, int rc) {
-    if (rc == ARCHIVE_OK || rc == ARCHIVE_WARN) return;
-    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
-    const char* message = archive_error_string(a);
-    throw Error(ErrorKind::user, prefix_ + "malformed layer: " + (message ? message : "unreadable"));
-  }
-
- private:
-  static la_ssize_t read_fd(struct archive* a, void* self, const void** data) {
-    auto* reader = static_cast<LayerReader*>(self);
-    try {
-      size_t n = read_some(reader->fd_, reader->buffer_.data(), reader->buffer_.size(), "layer");
-      reader->blob_hash_.update(reader->buffer_.data(), n);
-      reader->blob_size_ += n;
-      *data = reader->buffer_.data();
-      return static_cast<la_ssize_t>(n);
-    } catch (...) {
-      reader->error_ = std::current_exception();
-      archive_set_error(a, EIO, "read failed");
-      return -1;
-    }
-  }
-
-  static la_ssize_t read_tar(struct archive* a, void* self, const void** data) {
-    auto* reader = static_cast<LayerReader*>(self);
-    size_t size = 0;
-    la_int64_t offset = 0;
-    int rc = archive_read_data_block(reader->blob_.get(), data, &size, &offset);
-    if (rc == ARCHIVE_EOF) return 0;
-    if (rc < ARCHIVE_WARN) {
-      const char* message = archive_error_string(reader->blob_.get());
-      archive_set_error(a, EIO, "%s", message ? message : "decompression failed");
-      return -1;
-    }
-    reader->diff_.update(*data, size);
-    reader->tar_size_ += size;
-    return static_cast<la_ssize_t>(size);
-  }
-
-  int fd_;
-  std::string prefix_;
-  std::vector<char> buffer_;
-  Archive blob_;
-  Archive tar_;
-  store::Sha256 diff_;
-  store::Sha256 blob_hash_;
-  uint64_t tar_size_ = 0;
-  uint64_t blob_size_ = 0;
-  std::exception_ptr error_;
 };
 
 }  // namespace
 
 ExtractResult extract_layer(int blob_fd, int root_fd, const ExtractOptions& options) {
-  Extractor extractor(root_fd, options);
-  LayerReader reader(blob_fd, extractor.prefix());
+  LayerReader reader(blob_fd, layer_prefix(options), options.canceled);
+  Extractor extractor(root_fd, options, reader);
   reader.open();
-  while (archive_entry* entry = reader.next()) extractor.apply(reader.tar(), entry);
+  while (archive_entry* entry = reader.next()) extractor.apply(entry);
   extractor.finish();
   reader.drain();
   ExtractResult result = reader.result();

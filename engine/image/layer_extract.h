@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -36,6 +37,9 @@ struct ExtractOptions {
   bool set_owners = true;
   // Names the layer in errors: "layer sha256:...: entry ../x escapes the root".
   std::string layer_name;
+  // Asked between entries and every few MiB of the layer; true stops the extraction with a
+  // canceled error (the caller went away: a layer of many GiB must not run to its end).
+  std::function<bool()> canceled;
 };
 
 struct ExtractResult {
@@ -48,6 +52,8 @@ struct ExtractResult {
 
 // Reads the layer from `blob_fd` to its end and applies it to the directory `root_fd`. Throws
 // kbuild::Error on a hostile or malformed entry; what was extracted so far stays in place.
+// Zeros in regular files are not written: blocks of them stay holes, and a layer of zeros costs
+// no disk.
 ExtractResult extract_layer(int blob_fd, int root_fd, const ExtractOptions& options = {});
 
 }  // namespace kbuild::image

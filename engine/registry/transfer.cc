@@ -182,7 +182,7 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
     }
     jobs.push_back([&, i, stored] {
       if (!stored) download_layer(store, client, reference, layer, options, added);
-      if (!unpacked) extracted[i].emplace(images.extract(layer, config.rootfs.diff_ids[i]));
+      if (!unpacked) extracted[i].emplace(images.extract(layer, config.rootfs.diff_ids[i], options.canceled));
     });
   }
   run_bounded(jobs, options.max_concurrent_downloads);

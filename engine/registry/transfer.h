@@ -21,6 +21,8 @@ struct PullOptions {
   std::string variant;
   int max_concurrent_downloads = 3;
   TransferProgress progress;
+  // The transport's own: true once the caller went away. Extraction asks it as it goes.
+  std::function<bool()> canceled;
 };
 
 // Options for `platform` ("linux/arm64/v8", "linux/amd64"; empty: this machine's).

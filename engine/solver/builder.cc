@@ -108,6 +108,7 @@ class Builder::Run {
     registry::RegistryClient client = registry_client(*transport);
     registry::PullOptions options = registry::pull_options_for(platform);
     options.max_concurrent_downloads = builder_.registry_.max_concurrent_downloads;
+    options.canceled = [this] { return cancel_.canceled(); };
     options.progress = [&](const std::string& id, int64_t current, int64_t total, bool done) {
       progress_.status(vertex, id, current, total, done);
     };

@@ -266,19 +266,86 @@ def zstd_compress(data):
     return subprocess.run(["zstd", "-q", "-c", "-3"], input=data, capture_output=True, check=True).stdout
 
 
+GNU_MAGIC = b"ustar  \x00"
+
+
+def ustar_header(name, typeflag, size, magic=b"ustar\x0000", fields=()):
+    """One tar header block as written, whatever it claims: `size` up to 8 GiB - 1 in octal,
+    `fields` (offset, bytes) put in before the checksum."""
+    block = bytearray(512)
+    block[0:len(name)] = name.encode()[:100]
+    for offset, width, value in ((100, 8, 0o644), (108, 8, 0), (116, 8, 0), (124, 12, size),
+                                 (136, 12, base_image.MTIME)):
+        block[offset:offset + width] = b"%0*o\0" % (width - 1, value)
+    block[156:157] = typeflag
+    block[257:265] = magic
+    for offset, value in fields:
+        block[offset:offset + len(value)] = value
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def zeros_layer(name, size):
+    """An uncompressed layer holding one file of `size` zero bytes, as chunks: never in memory
+    at once."""
+    info, _ = tar_entry(name)
+    info.size = size
+    yield info.tobuf(tarfile.PAX_FORMAT)
+    chunk = bytes(16 << 20)
+    for _ in range(size // len(chunk)):
+        yield chunk
+    yield bytes(size % len(chunk) + (-size) % 512)
+    yield bytes(1024)
+
+
+def compressed_layer(chunks, media_type):
+    """(blob, diff_id) of the layer made of `chunks`, compressed as `media_type` says while the
+    tar is hashed, so a layer of GiBs takes seconds and no memory. gzip: one member per chunk
+    (RFC 1952 allows any number; gzip -d, Go and libarchive read them all), a chunk that repeats
+    compressed once."""
+    tar_hash = hashlib.sha256()
+    if media_type == ZSTD_LAYER:
+        zstd = subprocess.Popen(["zstd", "-q", "-c", "-1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        out = []
+        reader = threading.Thread(target=lambda: out.append(zstd.stdout.read()))
+        reader.start()
+        for chunk in chunks:
+            tar_hash.update(chunk)
+            zstd.stdin.write(chunk)
+        zstd.stdin.close()
+        reader.join()
+        assert zstd.wait() == 0
+        blob = out[0]
+    else:
+        members, parts = {}, []
+        for chunk in chunks:
+            tar_hash.update(chunk)
+            if chunk not in members:
+                members[chunk] = gzip.compress(chunk, mtime=0)
+            parts.append(members[chunk])
+        blob = b"".join(parts)
+    return blob, "sha256:" + tar_hash.hexdigest()
+
+
 class FakeImage:
     """An image as a registry holds it: its layers gzip'd (or as `layer_media_type` says), a config
-    whose diff_ids are the uncompressed layers' digests, the manifest; `blobs` by digest."""
+    whose diff_ids are the uncompressed layers' digests, the manifest; `blobs` by digest. A layer
+    given as (blob, diff_id) is taken as it is."""
 
     def __init__(self, layers, architecture="amd64", layer_media_type=GZIP_LAYER, annotations=None):
         self.blobs, descriptors, diff_ids = {}, [], []
         for tar in layers:
-            blob = gzip.compress(tar, mtime=0) if "gzip" in layer_media_type else tar
-            if layer_media_type == ZSTD_LAYER:
-                blob = zstd_compress(tar)
+            if isinstance(tar, tuple):
+                blob, diff_id = tar
+            else:
+                blob = gzip.compress(tar, mtime=0) if "gzip" in layer_media_type else tar
+                if layer_media_type == ZSTD_LAYER:
+                    blob = zstd_compress(tar)
+                diff_id = digest_of(tar)
             self.blobs[digest_of(blob)] = blob
             descriptors.append({"mediaType": layer_media_type, "digest": digest_of(blob), "size": len(blob)})
-            diff_ids.append(digest_of(tar))
+            diff_ids.append(diff_id)
         config = {"architecture": architecture, "os": "linux", "created": base_image.CREATED,
                   "config": {"Env": ["PATH=" + base_image.PATH], "Cmd": ["sh"]},
                   "rootfs": {"type": "layers", "diff_ids": diff_ids}}
@@ -1579,7 +1646,40 @@ class RegistryTest(unittest.TestCase):
                              tar_entry("etc/passwd", data=LAYER_PASSWD.encode()),
                              tar_entry("passwd-link", tarfile.LNKTYPE, target="/etc/passwd"),
                              tar_entry("passwd-link", data=f"{marker}\n".encode())],
+            # Debian's own /var/run -> /run, at a host path that exists: a file under it lands
+            # in the layer's /run, or nowhere.
+            "var-run": [tar_entry("var", tarfile.DIRTYPE, mode=0o755),
+                        tar_entry("var/run", tarfile.SYMTYPE, target="/run"),
+                        tar_entry(f"var/run/{marker}-run")],
+            "var-run-relative": [tar_entry("var", tarfile.DIRTYPE, mode=0o755),
+                                 tar_entry("var/run", tarfile.SYMTYPE, target="../run"),
+                                 tar_entry(f"var/run/{marker}-run-relative")],
+            "var-run-own": [tar_entry("run", tarfile.DIRTYPE, mode=0o755),
+                            tar_entry("var", tarfile.DIRTYPE, mode=0o755),
+                            tar_entry("var/run", tarfile.SYMTYPE, target="/run"),
+                            tar_entry(f"var/run/{marker}-run-own")],
+            "var-run-own-relative": [tar_entry("run", tarfile.DIRTYPE, mode=0o755),
+                                     tar_entry("var", tarfile.DIRTYPE, mode=0o755),
+                                     tar_entry("var/run", tarfile.SYMTYPE, target="../run"),
+                                     tar_entry(f"var/run/{marker}-run-own-relative")],
+            # A hardlink made through a symlink to a host directory, by its name or its target.
+            "hardlink-into-symlinked-dir": [tar_entry("runlink", tarfile.SYMTYPE, target="/run"),
+                                            tar_entry(f"own-{marker}", data=b"the layer's\n"),
+                                            tar_entry(f"runlink/{marker}-hardlink", tarfile.LNKTYPE,
+                                                      target=f"own-{marker}")],
+            "hardlink-through-symlinked-dir": [tar_entry("etclink", tarfile.SYMTYPE, target="../" * 8 + "etc"),
+                                               tar_entry("passwd-through", tarfile.LNKTYPE,
+                                                         target="etclink/passwd"),
+                                               tar_entry("passwd-through", data=f"{marker}\n".encode())],
+            "hardlink-through-symlinked-own-dir": [tar_entry("etc", tarfile.DIRTYPE, mode=0o755),
+                                                   tar_entry("etc/passwd", data=LAYER_PASSWD.encode()),
+                                                   tar_entry("etclink", tarfile.SYMTYPE, target="/etc"),
+                                                   tar_entry("passwd-through", tarfile.LNKTYPE,
+                                                             target="etclink/passwd"),
+                                                   tar_entry("passwd-through", data=f"{marker}\n".encode())],
         }
+        # Where the contained cases' files must be: in the layer's own /run.
+        lands = {"var-run-own": f"run/{marker}-run-own", "var-run-own-relative": f"run/{marker}-run-own-relative"}
 
         def passwd_state():
             st = os.stat("/etc/passwd")
@@ -1591,7 +1691,7 @@ class RegistryTest(unittest.TestCase):
         def outside():
             """Paths named with the marker that are not inside a snapshot's diff dir."""
             found = []
-            for top in sorted({"/", "/tmp", "/etc", "/root", os.path.dirname(self.workdir)}):
+            for top in sorted({"/", "/tmp", "/etc", "/root", "/run", os.path.dirname(self.workdir)}):
                 found += [os.path.join(top, n) for n in os.listdir(top) if marker in n]
             for top, dirs, files in os.walk(self.workdir):
                 rel = os.path.relpath(top, snapshots).split(os.sep)
@@ -1618,14 +1718,207 @@ class RegistryTest(unittest.TestCase):
                 self.build(ctx, "-o", f"type=tar,dest={out}")
                 with tarfile.open(out) as tar:
                     made = sorted(m.name for m in tar.getmembers() if marker in m.name
-                                  or m.name.lstrip("./") in ("link", "uplink", "passwd-link", "passwd-symlink"))
+                                  or m.name.lstrip("./") in ("link", "uplink", "passwd-link", "passwd-symlink",
+                                                             "passwd-through", "var/run", "runlink", "etclink"))
                     image_passwd = tar.extractfile("etc/passwd").read()
-                expected = LAYER_PASSWD if case == "hardlink-own" else base_image.PASSWD
+                own = ("hardlink-own", "hardlink-through-symlinked-own-dir")
+                expected = LAYER_PASSWD if case in own else base_image.PASSWD
                 self.assertEqual(image_passwd.decode(), expected, f"{case}: the image's /etc/passwd")
+                if case in lands:
+                    self.assertIn(lands[case], made)
                 outcomes[case] = f"contained: {made}"
             self.assertEqual(outside(), [], f"{case} wrote outside its snapshot ({outcomes[case]})")
             self.assertEqual(passwd_state(), before, f"{case} changed the host's /etc/passwd")
         print("\n" + "\n".join(f"  {case}: {what}" for case, what in outcomes.items()), file=sys.stderr)
+
+    def device_node(self, name, kind, major, minor):
+        info, data = tar_entry(name, kind, mode=0o666)
+        info.devmajor, info.devminor = major, minor
+        return info, data
+
+    def test_device_nodes_in_a_layer_open_no_host_device_in_a_build(self):
+        # The host's first disk, as /proc/partitions lists it: reading it would read the host's files.
+        with open("/proc/partitions") as f:
+            major, minor = (int(n) for n in f.read().split("\n")[2].split()[:2])
+        lower = layer_tar([tar_entry("gone", data=b"lower\n"), tar_entry("gone-too", data=b"lower\n")])
+        devices = layer_tar([self.device_node("mem", tarfile.CHRTYPE, 1, 1),
+                             self.device_node("null-node", tarfile.CHRTYPE, 1, 3),
+                             self.device_node("disk", tarfile.BLKTYPE, major, minor),
+                             tar_entry("fifo", tarfile.FIFOTYPE),
+                             # Whiteouts, as a .wh. file and as overlayfs's own 0/0 node.
+                             tar_entry(".wh.gone"),
+                             self.device_node("gone-too", tarfile.CHRTYPE, 0, 0)])
+        registry = self.fake()
+        registry.add("t/devices", "1", FakeImage([self.base_layer, lower, devices]))
+        name = f"{registry.host}/t/devices:1"
+        self.daemon.client("pull", name)  # as Docker does: layers may carry device nodes
+
+        # A step sees them, and the whiteouts hide the lower files.
+        ok = self.context(f"FROM {name}\nRUN test -c /mem && test -c /null-node && test -b /disk && test -p /fifo "
+                          "&& test ! -e /gone && test ! -e /gone-too && echo ran > /ran\n", name="ok")
+        self.build(ok, "-o", f"type=tar,dest={self.path('ok.tar')}")
+        with tarfile.open(self.path("ok.tar")) as tar:
+            names = set(tar.getnames())
+        self.assertIn("ran", names)
+        self.assertFalse({"gone", "gone-too"} & names, names)
+
+        # But none of them opens: the rootfs, and a bind mount of the image, are nodev.
+        steps = {"mem": f"FROM {name}\nRUN cat /mem > /dev/null",
+                 "disk": f"FROM {name}\nRUN head -c1 /disk > /dev/null",
+                 "null-write": f"FROM {name}\nRUN echo x > /null-node",
+                 "bind-mount": f"FROM {BASE}\nRUN --mount=type=bind,from={name},target=/m head -c1 /m/disk > /dev/null",
+                 "copied": f"FROM {BASE}\nCOPY --from={name} /disk /copied\nRUN head -c1 /copied > /dev/null"}
+        refused = {}
+        for case, dockerfile in steps.items():
+            result = self.build(self.context(dockerfile + "\n", name=f"ctx-{case}"), check=False)
+            message = self.failing(result)
+            self.assertIn("Permission denied", message, f"{case}: {message[-2000:]}")
+            refused[case] = next(line for line in message.splitlines() if "Permission denied" in line)
+        print("\n" + "\n".join(f"  {case}: {line.strip()}" for case, line in refused.items()), file=sys.stderr)
+
+    def daemon_memory_mib(self, field):
+        """kbuildd's VmRSS or VmHWM (its peak since reset_peak_rss()), in MiB."""
+        with open(f"/proc/{self.daemon.process.pid}/status") as f:
+            return int(re.search(field + r":\s+(\d+) kB", f.read()).group(1)) / 1024
+
+    def reset_peak_rss(self):
+        """Makes the daemon's peak its current resident memory; returns that."""
+        with open(f"/proc/{self.daemon.process.pid}/clear_refs", "w") as f:
+            f.write("5")
+        return self.daemon_memory_mib("VmRSS")
+
+    def peak_rss_growth_mib(self, since):
+        return self.daemon_memory_mib("VmHWM") - since
+
+    def test_hostile_headers_fail_fast_and_take_no_memory(self):
+        end = bytes(1024)
+
+        def padded(data):
+            return data + bytes(-len(data) % 512)
+
+        def extent(offset, size):
+            return b"%011o\0%011o\0" % (offset, size)
+        # An old GNU sparse file whose map goes on for 128 MiB of extension blocks (21 extents
+        # each, a few hundred KiB gzip'd): libarchive keeps every extent in memory.
+        old_sparse = (ustar_header("sparse", b"S", 0, GNU_MAGIC, [(386, extent(0, 0) * 4), (482, b"\1")])
+                      + (extent(0, 0) * 21 + b"\1" + bytes(7)) * ((128 << 20) // 512)
+                      + extent(0, 0) * 21 + bytes(8) + end)
+        # A pax GNU sparse 1.0 file whose map, in its data, lists 16M extents.
+        count = 16 << 20
+        sparse_map = padded(b"%d\n" % count + b"0\n0\n" * count)
+        info, _ = tar_entry("GNUSparseFile.0/sparse")
+        info.size = len(sparse_map)
+        info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "sparse",
+                            "GNU.sparse.realsize": "0"}
+        sparse_10 = info.tobuf(tarfile.PAX_FORMAT) + sparse_map + end
+        # A file of 8 GiB (its size in a pax record) whose data ends after 1 MiB.
+        big, _ = tar_entry("big")
+        big.size = 8 << 30
+        cases = {
+            "pax-header-of-4-gib": ustar_header("pax", b"x", 4 << 30) + b"30 path=never-read-this-far\n" * 4096,
+            "pax-record-of-9-gb": ustar_header("pax", b"x", 512) + padded(b"9999999999 path=x\n")
+                                  + ustar_header("f", b"0", 0) + end,
+            "gnu-longname-of-8-mib": ustar_header("././@LongLink", b"L", 8 << 20, GNU_MAGIC) + b"n" * (8 << 20)
+                                     + ustar_header("f", b"0", 0, GNU_MAGIC) + end,
+            "gnu-longname-of-1-mb": ustar_header("././@LongLink", b"L", 1000001, GNU_MAGIC)
+                                    + padded(b"d/" + b"n" * 999998 + b"\0")
+                                    + ustar_header("f", b"0", 0, GNU_MAGIC) + end,
+            "gnu-sparse-map-of-128-mib": old_sparse,
+            "pax-sparse-map-of-64-mib": sparse_10,
+            "size-of-8-gib-ending-after-1-mib": big.tobuf(tarfile.PAX_FORMAT) + bytes(1 << 20),
+        }
+        registry = self.fake()
+        before = self.store_entries()
+        outcomes = {}
+        for case, tar in cases.items():
+            image = FakeImage([self.base_layer, tar])
+            registry.add(f"t/{case}", "1", image)
+            name = f"{registry.host}/t/{case}:1"
+            rss = self.reset_peak_rss()
+            started = time.monotonic()
+            pulled = self.daemon.client("pull", name, check=False)
+            took, peak = time.monotonic() - started, self.peak_rss_growth_mib(rss)
+            if pulled.returncode != 0:
+                message = pulled.stderr.strip()
+                self.assertIn(image.layer_digests[1], message, f"{case}: the error does not name the layer")
+                self.assertLess(len(message), 1000, f"{case}: {message[:1000]}")
+                self.assertNotIn(name, self.daemon.names())
+                self.assertEqual(self.store_entries(), before, f"{case}: what the failed pull left")
+                outcomes[case] = f"refused in {took:.1f}s, RSS +{peak:.0f} MiB at most: {message}"
+            else:
+                outcomes[case] = f"pulled in {took:.1f}s, RSS +{peak:.0f} MiB at most"
+                before = self.store_entries()
+            self.assertLess(took, 30, f"{case}: {outcomes[case]}")
+            self.assertLess(peak, 100, f"{case}: {outcomes[case]}")
+        print("\n" + "\n".join(f"  {case}: {what}" for case, what in outcomes.items()), file=sys.stderr)
+        ctx = self.context(f"FROM {BASE}\nRUN echo still builds > /ok\n")
+        self.build(ctx)
+
+    # -- bombs: layers of GiBs of zeros, a few MB compressed --------------------------------------
+
+    def snapshot_file(self, name):
+        """os.stat of the file `name` in the daemon's snapshots, committed or not; None if none has it."""
+        snapshots = os.path.join(self.daemon.root, "snapshots")
+        for entry in os.listdir(snapshots):
+            try:
+                return os.stat(os.path.join(snapshots, entry, "diff", name))
+            except OSError:
+                continue
+        return None
+
+    def test_zero_bombs_are_extracted_as_holes(self):
+        size = 2 << 30
+        registry = self.fake()
+        for media_type in (GZIP_LAYER, ZSTD_LAYER):
+            marker = "zeros-" + uuid.uuid4().hex[:8]
+            started = time.monotonic()
+            layer = compressed_layer(zeros_layer(marker, size), media_type)
+            made = time.monotonic() - started
+            image = FakeImage([self.base_layer, layer], layer_media_type=media_type)
+            kind = media_type.rsplit("+", 1)[1]
+            registry.add(f"t/bomb-{kind}", "1", image)
+            name = f"{registry.host}/t/bomb-{kind}:1"
+            rss = self.reset_peak_rss()
+            started = time.monotonic()
+            self.daemon.client("pull", name)
+            took, peak = time.monotonic() - started, self.peak_rss_growth_mib(rss)
+            st = self.snapshot_file(marker)
+            self.assertIsNotNone(st, f"no snapshot holds /{marker}")
+            self.assertEqual(st.st_size, size)
+            self.assertLess(st.st_blocks * 512, 1 << 20, f"{kind}: 2 GiB of zeros took disk")
+            self.assertLess(peak, 100)
+            print(f"\n  {kind}: a {len(layer[0]) >> 10} KiB layer of {size >> 30} GiB of zeros (made in {made:.1f}s) "
+                  f"pulled in {took:.1f}s, {st.st_blocks * 512 >> 10} KiB on disk, RSS +{peak:.0f} MiB at most",
+                  file=sys.stderr)
+            ctx = self.context(f"FROM {name}\nRUN test \"$(stat -c %s /{marker})\" = {size} && echo ran > /ran\n",
+                               name=f"ctx-{kind}")
+            self.build(ctx)
+
+    def test_a_client_that_leaves_stops_the_extraction_of_a_bomb(self):
+        # 8 GiB of zeros, 8 MB gzip'd: seconds of decompressing and hashing. Its diff_id is right:
+        # left to its end, the pull would name the image and keep its blobs.
+        size, marker = 8 << 30, "zeros-" + uuid.uuid4().hex[:8]
+        registry = self.fake()
+        image = FakeImage([self.base_layer, compressed_layer(zeros_layer(marker, size), GZIP_LAYER)])
+        registry.add("t/bomb-left", "1", image)
+        name = f"{registry.host}/t/bomb-left:1"
+        before = self.store_entries()
+        pull = BackgroundPull(self.daemon, name)
+        try:
+            self.assertTrue(wait_until(lambda: self.snapshot_file(marker) is not None, 60, 0.05),
+                            f"the extraction did not start: {pull.wait(0)}")
+        finally:
+            pull.kill()
+        left = time.monotonic()
+        self.assertTrue(wait_until(lambda: self.store_entries() == before and not self.daemon.blob_temp_files(), 10),
+                        f"10 s after its client left, the pull still has {self.store_entries()} "
+                        f"(before: {before}), temp files {self.daemon.blob_temp_files()}")
+        print(f"\n  the extraction stopped, and its snapshot and blobs were gone, "
+              f"{time.monotonic() - left:.1f}s after the client left", file=sys.stderr)
+        self.assertNotIn(name, self.daemon.names())
+        # The next pull of it is whole (its extraction runs to the end: only its start is checked).
+        ctx = self.context(f"FROM {BASE}\nRUN echo still builds > /ok\n")
+        self.build(ctx)
 
     # -- silence (the pulls started in setUpClass) -----------------------------------------------
 

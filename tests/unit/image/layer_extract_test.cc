@@ -8,6 +8,10 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <functional>
 #include <string>
 
 #include "engine/image/layer_tar.h"
@@ -40,10 +44,10 @@ std::string xattr(const std::string& path, const char* name) {
   return n < 0 ? std::string() : std::string(buffer, static_cast<size_t>(n));
 }
 
-std::string zstd_compress(const std::string& data) {
+std::string compress(const std::string& data, int (*add_filter)(struct archive*)) {
   std::string out;
   struct archive* a = archive_write_new();
-  archive_write_add_filter_zstd(a);
+  add_filter(a);
   archive_write_set_format_raw(a);
   archive_write_set_bytes_per_block(a, 0);
   archive_write_open2(
@@ -62,6 +66,8 @@ std::string zstd_compress(const std::string& data) {
   archive_write_free(a);
   return out;
 }
+
+std::string zstd_compress(const std::string& data) { return compress(data, archive_write_add_filter_zstd); }
 
 class LayerExtractTest : public ::testing::Test {
  protected:
@@ -220,6 +226,17 @@ TEST_F(LayerExtractTest, DoesNotWriteThroughSymlinksOutOfTheRoot) {
   EXPECT_EQ(read_file(root() + "/real/f"), "ok");
 }
 
+TEST_F(LayerExtractTest, AParentSymlinkToNoDirectoryOfTheLayerIsNamedWithItsTarget) {
+  // Debian's /var/run -> /run, in a layer without /run: the host's /run is not looked at.
+  std::string message = failure(TarBuilder().dir("var/").symlink("var/run", "/run").file("var/run/x", "x").finish());
+  EXPECT_EQ(message, "layer: entry var/run/x has a parent, var/run, that is not a directory: a symlink to /run, "
+                     "which is no directory in this layer");
+  EXPECT_FALSE(exists(root() + "/run"));
+  extract(TarBuilder().dir("run/").finish());
+  extract(TarBuilder().dir("var/").symlink("var/run", "../run").file("var/run/x", "x").finish());
+  EXPECT_EQ(read_file(root() + "/run/x"), "x");
+}
+
 TEST_F(LayerExtractTest, ReplacesASymlinkRatherThanWritingThroughIt) {
   write_file(outside() + "/target", "original");
   extract(TarBuilder().symlink("f", outside() + "/target").file("f", "new").finish());
@@ -301,6 +318,116 @@ TEST_F(LayerExtractTest, DetectsZstd) {
   EXPECT_EQ(result.diff_id, store::Digest::of(tar));
   EXPECT_EQ(result.blob_digest, store::Digest::of(blob));
   EXPECT_EQ(read_file(root() + "/z"), "zstd content");
+}
+
+TEST_F(LayerExtractTest, WritesZerosAsHolesAndReadsBackTheSame) {
+  std::string content = std::string(5000, 'a') + std::string(4 << 20, '\0') + std::string(3000, 'b') +
+                        std::string(1 << 20, '\0') + std::string(100, '\0');
+  std::string zeros(3 << 20, '\0');
+  std::string tar = TarBuilder().file("zeros", content).file("all-zeros", zeros).finish();
+  // Uncompressed and gzip'd: the data comes in pieces of other sizes, unaligned to the file's blocks.
+  for (const std::string& blob : {tar, compress(tar, archive_write_add_filter_gzip)}) {
+    testing::run("rm -rf " + root() + "/*");
+    ExtractOptions options;
+    options.expected_diff_id = store::Digest::of(tar);
+    EXPECT_EQ(extract(blob, options).diff_id, store::Digest::of(tar));
+    EXPECT_EQ(read_file(root() + "/zeros"), content);
+    EXPECT_EQ(read_file(root() + "/all-zeros"), zeros);
+    struct stat st = lstat_of(root() + "/zeros");
+    EXPECT_EQ(st.st_size, static_cast<off_t>(content.size()));
+    // Only the blocks with data: 5000 bytes, then 3000 across at most two blocks.
+    EXPECT_LE(st.st_blocks * 512, 5 * 4096) << "the 5 MiB of zeros take disk";
+    st = lstat_of(root() + "/all-zeros");
+    EXPECT_EQ(st.st_size, static_cast<off_t>(zeros.size()));
+    EXPECT_EQ(st.st_blocks, 0);
+  }
+}
+
+TEST_F(LayerExtractTest, StopsWhenCanceled) {
+  std::string tar = TarBuilder().file("first", "x").file("big", std::string(32 << 20, 'z')).finish();
+  int asked = 0;
+  ExtractOptions options;
+  options.layer_name = "sha256:abc";
+  options.canceled = [&asked] { return ++asked > 3; };
+  std::string path = work_.path() + "/layer";
+  write_file(path, tar);
+  UniqueFd fd = testing::open_read(path);
+  UniqueFd dir = open_dir(root());
+  if (!is_root()) options.set_owners = false;
+  try {
+    extract_layer(fd.get(), dir.get(), options);
+    ADD_FAILURE() << "not canceled";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::canceled);
+    EXPECT_EQ(std::string(e.what()), "layer sha256:abc: extraction canceled");
+  }
+  EXPECT_LT(lstat_of(root() + "/big").st_size, 32 << 20) << "the data after the cancel was written";
+
+  // Asked before the first entry, too.
+  options.canceled = [] { return true; };
+  EXPECT_NE(failure(tar, options).find("extraction canceled"), std::string::npos);
+}
+
+// A GNU tar header block: `name`, `type`, `size`, with its checksum, and what `fill` puts in.
+std::string gnu_header(const std::string& name, char type, uint64_t size,
+                       const std::function<void(char*)>& fill = {}) {
+  std::string block(512, '\0');
+  std::memcpy(block.data(), name.data(), std::min<size_t>(name.size(), 100));
+  std::snprintf(block.data() + 100, 8, "%07o", 0644);
+  std::snprintf(block.data() + 108, 8, "%07o", 0);
+  std::snprintf(block.data() + 116, 8, "%07o", 0);
+  std::snprintf(block.data() + 124, 12, "%011llo", static_cast<unsigned long long>(size));
+  std::snprintf(block.data() + 136, 12, "%011o", 0);
+  block[156] = type;
+  std::memcpy(block.data() + 257, "ustar  ", 8);
+  if (fill) fill(block.data());
+  std::memset(block.data() + 148, ' ', 8);
+  unsigned sum = 0;
+  for (unsigned char c : block) sum += c;
+  std::snprintf(block.data() + 148, 8, "%06o", sum);
+  return block;
+}
+
+TEST_F(LayerExtractTest, RefusesAnEntryWhoseHeadersTakeMegabytes) {
+  // An old GNU sparse file whose map goes on for 8 MiB of extension blocks, 21 extents each:
+  // libarchive would keep every extent in memory, and the blocks compress to almost nothing.
+  auto extent = [](char* at) {
+    std::snprintf(at, 12, "%011o", 0);
+    std::snprintf(at + 12, 12, "%011o", 1);
+  };
+  std::string tar = gnu_header("sparse", 'S', 0, [&](char* h) {
+    for (int i = 0; i < 4; ++i) extent(h + 386 + 24 * i);
+    h[482] = 1;  // isextended
+  });
+  std::string extension(512, '\0');
+  for (int i = 0; i < 21; ++i) extent(extension.data() + 24 * i);
+  extension[504] = 1;
+  for (int i = 0; i < (8 << 20) / 512; ++i) tar += extension;
+  ExtractOptions named;
+  named.layer_name = "sha256:abc";
+  EXPECT_EQ(failure(tar, named), "layer sha256:abc: malformed layer: an entry's headers take more than 4 MiB");
+
+  // A pax header of 900 KiB (libarchive's limit is 1 MiB) is read.
+  std::string value(900 << 10, 'v');
+  std::string record = " comment=" + value + "\n";
+  record = std::to_string(record.size() + 6) + record;
+  ASSERT_EQ(record.size(), std::stoul(record));
+  std::string big = gnu_header("pax", 'x', record.size()) + record;
+  big.append((512 - record.size() % 512) % 512, '\0');
+  big += gnu_header("big", '0', 2) + "ok" + std::string(510, '\0') + std::string(1024, '\0');
+  extract(big);
+  EXPECT_EQ(read_file(root() + "/big"), "ok");
+}
+
+TEST_F(LayerExtractTest, RefusesNamesLongerThanPathMaxWithoutQuotingThem) {
+  std::string name = "d/" + std::string(100000, 'n');
+  std::string tar = gnu_header("././@LongLink", 'L', name.size() + 1) + name + std::string(1, '\0');
+  tar.append((512 - (name.size() + 1) % 512) % 512, '\0');
+  tar += gnu_header("short", '0', 0) + std::string(1024, '\0');
+  std::string message = failure(tar);
+  EXPECT_NE(message.find("has a name longer than 4095 bytes"), std::string::npos) << message.substr(0, 300);
+  EXPECT_LT(message.size(), 300u);
+  EXPECT_TRUE(outside_is_empty());
 }
 
 TEST_F(LayerExtractTest, RejectsGarbage) {
