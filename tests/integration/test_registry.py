@@ -952,6 +952,10 @@ class RegistryTest(unittest.TestCase):
 
             def do_PUT(self):
                 seen.append(("PUT", self.path))
+                if "stop" in self.server.mode:  # a blob stored before is sent with PUT: dropped too
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 self.answer(400)
 
         # A dropped connection is a transport error naming the host; a refusal names the blob.
