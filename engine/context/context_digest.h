@@ -1,7 +1,10 @@
 // Cache-key digests of build context content, with BuildKit's contenthash idea: a file counts by
 // what its tar header holds minus name and mtime (type, mode, uid, gid, size, link target) plus
 // its content; a selection counts by each selected path and that file digest. An mtime change
-// alone never changes a key; a content, mode, owner or link change always does.
+// alone never changes a key; a content, mode, owner or link change always does. A build
+// context's owners are always 0 (the client's are reset on the way in, as BuildKit's client
+// does), so the same files give the same digests on any host, whoever owns them there. Modes
+// stay in: bits that differ by umask or checkout are a real difference, as in BuildKit.
 #pragma once
 
 #include <string>

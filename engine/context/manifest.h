@@ -38,7 +38,8 @@ struct Entry {
   std::string path;  // relative, "/"-separated, cleaned ("a/b.txt")
   EntryType type = EntryType::regular;
   std::uint32_t mode = 0;  // permission, setuid, setgid and sticky bits (07777)
-  std::uint32_t uid = 0;   // as in the source: COPY decides the image's ownership later
+  // Always 0 in a build context: the client's owners are reset (receiver.cc, tar_context.cc).
+  std::uint32_t uid = 0;
   std::uint32_t gid = 0;
   std::int64_t size = 0;      // regular files
   std::int64_t mtime_ns = 0;  // nanoseconds since the epoch

@@ -102,8 +102,9 @@ Entry entry_of(const wire::EntryHeader& h, std::uint32_t scope) {
   e.path = h.path;
   e.type = h.type;
   e.mode = h.type == EntryType::symlink ? 0777 : h.mode;
-  e.uid = h.uid;
-  e.gid = h.gid;
+  // The client's owners are left out (uid and gid stay 0), as BuildKit's client resets them
+  // (resetUIDAndGID, client/solve.go): they are the caller's, not the build's, so they must
+  // not enter cache keys, and a RUN bind mount of the context sees root's files.
   e.mtime_ns = h.mtime_ns;
   e.link_target = h.link_target;
   if (h.type == EntryType::regular) {

@@ -124,11 +124,8 @@ class TarExtractor {
     e.path = context_path_of(raw);
     if (e.path.empty()) return;  // the root itself ("./")
     e.mode = archive_entry_perm(entry) & 07777;
-    const la_int64_t uid = archive_entry_uid(entry);
-    const la_int64_t gid = archive_entry_gid(entry);
-    if (uid < 0 || uid > 0xFFFFFFFFll || gid < 0 || gid > 0xFFFFFFFFll) refuse(raw, "owner out of range");
-    e.uid = static_cast<std::uint32_t>(uid);
-    e.gid = static_cast<std::uint32_t>(gid);
+    // The tar's owners are left out (uid and gid stay 0), as for a context directory
+    // (receiver.cc): whoever made the tar, the same files give the same cache keys.
     e.mtime_ns = static_cast<std::int64_t>(archive_entry_mtime(entry)) * 1'000'000'000 + archive_entry_mtime_nsec(entry);
     captured_.erase(e.path);  // a later member replaces an earlier one
 

@@ -37,7 +37,7 @@ struct FrameHeader {
 struct EntryHeader {
   EntryType type = EntryType::regular;
   std::uint32_t mode = 0;  // 07777 bits
-  std::uint32_t uid = 0;
+  std::uint32_t uid = 0;  // sent as found; the daemon resets owners to 0 (receiver.cc)
   std::uint32_t gid = 0;
   std::uint32_t nlink = 1;
   std::uint64_t dev = 0;

@@ -48,7 +48,8 @@ MaterializedContext materialize_context(store::Store& store, ContextCache& cache
                                         const std::function<void(int64_t bytes, bool done)>& on_transfer);
 
 // The part of a cache key that comes from the context: a digest of the files a selection
-// picks (paths, types, modes, link targets and contents; not mtimes).
+// picks (paths, types, modes, link targets and contents; not mtimes, and no owners: a
+// context's are reset to 0 as it is read).
 std::string context_selection_key(const MaterializedContext& context, const Selection& selection);
 
 }  // namespace kbuild::solver

@@ -73,7 +73,10 @@ std::vector<std::string> cache_keys(const graph::Graph& graph, OpIndex root,
       continue;
     }
     json definition = graph::describe_op(op, [&](OpIndex input) { return json(keys[input]); }, true);
-    json key = {{"v", 2}, {"op", definition}, {"content", content_checksums(graph, op, checksum)}};
+    // "v" is the key format's version: any change to what enters a key (describe_op, the
+    // context's entry_digest and selection_digest, this JSON) bumps it, so that keys made
+    // before never match by accident. 3: context owners reset to 0 (engine/context/receiver.cc).
+    json key = {{"v", 3}, {"op", definition}, {"content", content_checksums(graph, op, checksum)}};
     keys[i] = store::Digest::of(key.dump()).str();
   }
   return keys;

@@ -10,6 +10,7 @@ import functools
 import grp
 import gzip
 import hashlib
+import io
 import json
 import os
 import pwd
@@ -197,6 +198,39 @@ class DaemonTest(unittest.TestCase):
         self.build(ctx)
         os.utime(os.path.join(ctx, "a"), (1, 1))
         self.assertIn("CACHED", self.build(ctx).stderr)
+
+    # The context's owners are the caller's, not the build's: reset to 0 as BuildKit's client
+    # does, so the same files owned by another user (another host's CI runner) hit the cache.
+    def test_the_same_context_owned_by_another_user_is_all_cached(self):
+        dockerfile = "FROM scratch\nCOPY f /f\n"
+        iids = []
+        for uid in (1000, 2000):
+            ctx = self.context(f"owned-{uid}", {"Dockerfile": dockerfile, "f": "whoever owns it\n"})
+            for rel in ("", "Dockerfile", "f"):
+                os.lchown(os.path.join(ctx, rel), uid, uid)
+            iid = os.path.join(self.workdir, f"owned-{uid}.iid")
+            result = self.build(ctx, "--iidfile", iid)
+            with open(iid) as f:
+                iids.append(f.read().strip())
+            if uid == 1000:
+                self.assertIn("[1/1] COPY f /f", result.stderr)
+                self.assertNotIn("CACHED", result.stderr)
+        self.assertEqual(result.stderr.count("CACHED"), 1, result.stderr)  # every step: the one COPY
+        self.assertEqual(iids[0], iids[1])
+
+    def test_the_same_tar_context_made_by_another_user_is_all_cached(self):
+        stderr = []
+        for uid in (1000, 2000):
+            archive = os.path.join(self.workdir, f"owned-{uid}.tar")
+            with tarfile.open(archive, "w") as t:
+                for name, text in (("Dockerfile", "FROM scratch\nCOPY f /f\n"), ("f", "tarred by whoever\n")):
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mtime, info.uid, info.gid = len(text), 1600000000, uid, uid
+                    t.addfile(info, io.BytesIO(text.encode()))
+            with open(archive, "rb") as stdin:
+                stderr.append(kbuildctl(self.daemon, "build", "--progress", "plain", "-", stdin=stdin).stderr)
+        self.assertNotIn("CACHED", stderr[0])
+        self.assertEqual(stderr[1].count("CACHED"), 1, stderr[1])
 
     def test_oci_and_docker_outputs_are_valid_images(self):
         ctx = self.context("outputs", {

@@ -1055,6 +1055,23 @@ class RunTest(unittest.TestCase):
         self.assertEqual(fs.text("rw"), "read-only\n")
         self.assertEqual(fs.under("m"), [])
 
+    # BuildKit's client resets the context's owners to 0 (resetUIDAndGID): whoever owns the
+    # files, a bind mount of the context shows them as root's.
+    def test_bind_mount_of_the_context_shows_its_files_owned_by_root(self):
+        ctx = self.context(f"FROM {BASE}\nRUN --mount=type=bind,target=/ctx ls -ln /ctx > /listing\n",
+                           {"d/x": "x\n", "f": "f\n"})
+        os.symlink("f", os.path.join(ctx, "link"))
+        for rel, uid in (("Dockerfile", 1000), ("d", 1000), ("d/x", 2000), ("f", 2000), ("link", 1000)):
+            os.lchown(os.path.join(ctx, rel), uid, uid + 1)
+        fs, _ = self.rootfs(ctx)
+        owners = {}
+        for line in fs.text("listing").splitlines():
+            fields = line.split()  # mode links uid gid size month day time|year name [-> target]
+            if fields[0] != "total":
+                owners[fields[fields.index("->") - 1] if "->" in fields else fields[-1]] = fields[2:4]
+        self.assertEqual(owners, {name: ["0", "0"] for name in ("Dockerfile", "d", "f", "link")},
+                         fs.text("listing"))
+
     def test_rw_bind_mount_changes_are_discarded(self):
         ctx = self.context(f"FROM {BASE}\nRUN --mount=type=bind,target=/m,rw echo changed > /m/x && touch /m/new "
                            "&& cat /m/x > /seen\n"

@@ -130,8 +130,9 @@ TEST_F(ContextRead, CopiesFilesDirectoriesAndSymlinksWithTheirMetadata) {
   EXPECT_EQ(read_file(dest + "/src/main.c"), "int main() {}\n");
   const struct stat tool = lstat_of(dest + "/tool");
   EXPECT_EQ(tool.st_mode & 07777, 04755u);
-  EXPECT_EQ(tool.st_uid, 1234u);
-  EXPECT_EQ(tool.st_gid, 5678u);
+  // Owners are reset to root, as BuildKit's client does (see OwnersAreResetToRoot...).
+  EXPECT_EQ(tool.st_uid, 0u);
+  EXPECT_EQ(tool.st_gid, 0u);
   const struct stat main_c = lstat_of(dest + "/src/main.c");
   EXPECT_EQ(main_c.st_mtim.tv_sec, 1600000000);
   EXPECT_EQ(main_c.st_mtim.tv_nsec, 123456789);
@@ -142,7 +143,8 @@ TEST_F(ContextRead, CopiesFilesDirectoriesAndSymlinksWithTheirMetadata) {
   EXPECT_EQ(src.st_mode & 07777, 0755u);
   const struct stat link = lstat_of(dest + "/src/link");
   EXPECT_TRUE(S_ISLNK(link.st_mode));
-  EXPECT_EQ(link.st_uid, 42u);
+  EXPECT_EQ(link.st_uid, 0u);
+  EXPECT_EQ(link.st_gid, 0u);
   EXPECT_EQ(link.st_mtim.tv_nsec, 123456789);
   EXPECT_EQ(read_link(dest + "/src/link"), "main.c");
   EXPECT_TRUE(S_ISFIFO(lstat_of(dest + "/pipe").st_mode));
@@ -153,6 +155,37 @@ TEST_F(ContextRead, CopiesFilesDirectoriesAndSymlinksWithTheirMetadata) {
   EXPECT_EQ(e->digest, store::Digest::of("int main() {}\n"));
   EXPECT_EQ(e->size, 14);
   EXPECT_EQ(e->mtime_ns, 1600000000123456789);
+}
+
+// The client's owners are the caller's, not the build's: a CI runner (uid 1001) and a laptop
+// (uid 1000) must get the same cache keys for the same files, and a RUN bind mount of the
+// context sees root's files, as with BuildKit.
+TEST_F(ContextRead, OwnersAreResetToRootSoTheSameFilesGiveTheSameDigestWhoeverOwnsThem) {
+  make_dir(c("src"), 0755);
+  write_file(c("src/a.txt"), "a\n", 0644);
+  check(::symlink("a.txt", c("src/link").c_str()), "symlink", "link");
+  check(::mkfifo(c("pipe").c_str(), 0644), "mkfifo", "pipe");
+  const auto own_all = [&](uid_t uid, gid_t gid) {
+    for (const char* rel : {"src", "src/a.txt", "src/link", "pipe"}) {
+      check(::lchown(c(rel).c_str(), uid, gid), "lchown", rel);
+    }
+  };
+  own_all(1000, 1000);
+  const ContextReadResult first = read_as_nobody(new_dest());
+  own_all(2000, 2001);
+  const std::string tree = new_dest();
+  const ContextReadResult second = read_as_nobody(tree);
+
+  EXPECT_EQ(paths_of(second.manifest), (std::vector<std::string>{"pipe", "src", "src/a.txt", "src/link"}));
+  EXPECT_EQ(selection_digest(second.manifest, {}), selection_digest(first.manifest, {}));
+  EXPECT_EQ(selection_digest(second.manifest, {{"src/a.txt"}, {}}), selection_digest(first.manifest, {{"src/a.txt"}, {}}));
+  for (const Entry& e : second.manifest.entries()) {
+    EXPECT_EQ(e.uid, 0u) << e.path;
+    EXPECT_EQ(e.gid, 0u) << e.path;
+    const struct stat st = lstat_of(tree + "/" + e.path);
+    EXPECT_EQ(st.st_uid, 0u) << e.path;
+    EXPECT_EQ(st.st_gid, 0u) << e.path;
+  }
 }
 
 TEST_F(ContextRead, NeverFollowsASymlinkOutOfTheContext) {

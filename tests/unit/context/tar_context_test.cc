@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/temp_dir.h"
+#include "engine/context/context_digest.h"
 #include "tests/unit/context/context_test_util.h"
 
 namespace kbuild::context {
@@ -36,8 +37,14 @@ class TarBuilder {
   }
   ~TarBuilder() { archive_write_free(a_); }
 
-  TarBuilder& file(const std::string& path, const std::string& content, int mode = 0644, int uid = 0, int gid = 0) {
-    return add(path, AE_IFREG, mode, content, "", "", uid, gid);
+  // The members added after this carry these owners (0:0 until then).
+  TarBuilder& owner(int uid, int gid) {
+    uid_ = uid;
+    gid_ = gid;
+    return *this;
+  }
+  TarBuilder& file(const std::string& path, const std::string& content, int mode = 0644) {
+    return add(path, AE_IFREG, mode, content, "", "");
   }
   TarBuilder& dir(const std::string& path, int mode = 0755) { return add(path, AE_IFDIR, mode, "", "", ""); }
   TarBuilder& symlink(const std::string& path, const std::string& target) { return add(path, AE_IFLNK, 0777, "", target, ""); }
@@ -56,13 +63,13 @@ class TarBuilder {
   }
 
   TarBuilder& add(const std::string& path, unsigned type, int mode, const std::string& content, const std::string& symlink,
-                  const std::string& hardlink, int uid = 0, int gid = 0) {
+                  const std::string& hardlink) {
     struct archive_entry* e = archive_entry_new();
     archive_entry_set_pathname(e, path.c_str());
     archive_entry_set_filetype(e, type);
     archive_entry_set_perm(e, static_cast<mode_t>(mode));
-    archive_entry_set_uid(e, uid);
-    archive_entry_set_gid(e, gid);
+    archive_entry_set_uid(e, uid_);
+    archive_entry_set_gid(e, gid_);
     archive_entry_set_mtime(e, 1600000000, 500);
     archive_entry_set_size(e, static_cast<la_int64_t>(content.size()));
     if (!symlink.empty()) archive_entry_set_symlink(e, symlink.c_str());
@@ -78,6 +85,8 @@ class TarBuilder {
 
   struct archive* a_;
   std::string out_;
+  int uid_ = 0;
+  int gid_ = 0;
 };
 
 std::vector<std::string> paths_of(const Manifest& m) {
@@ -128,7 +137,9 @@ class TarContext : public ::testing::Test {
 TEST_F(TarContext, UnpacksFilesDirectoriesAndLinksWithTheirMetadata) {
   const std::string tar = TarBuilder()
                               .dir("./")
-                              .file("./a/b/c.txt", "deep", 0640, 1000, 100)
+                              .owner(1000, 100)
+                              .file("./a/b/c.txt", "deep", 0640)
+                              .owner(0, 0)
                               .dir("src", 0750)
                               .file("src/main.c", "int main;", 04755)
                               .symlink("src/link", "/etc/passwd")
@@ -140,8 +151,8 @@ TEST_F(TarContext, UnpacksFilesDirectoriesAndLinksWithTheirMetadata) {
             (std::vector<std::string>{"a", "a/b", "a/b/c.txt", "src", "src/again", "src/link", "src/main.c"}));
   EXPECT_EQ(read_file(dest_ + "/a/b/c.txt"), "deep");
   const struct stat deep = lstat_of(dest_ + "/a/b/c.txt");
-  EXPECT_EQ(deep.st_uid, 1000u);
-  EXPECT_EQ(deep.st_gid, 100u);
+  EXPECT_EQ(deep.st_uid, 0u);  // the tar's owners are reset (see ResetsOwners...)
+  EXPECT_EQ(deep.st_gid, 0u);
   EXPECT_EQ(deep.st_mode & 07777, 0640u);
   EXPECT_EQ(deep.st_mtim.tv_sec, 1600000000);
   EXPECT_EQ(deep.st_mtim.tv_nsec, 500);
@@ -153,6 +164,32 @@ TEST_F(TarContext, UnpacksFilesDirectoriesAndLinksWithTheirMetadata) {
   EXPECT_EQ(result.manifest.find("src/again")->digest, store::Digest::of("int main;"));
   EXPECT_EQ(result.manifest.find("src/again")->hardlink_to, "src/main.c");
   EXPECT_FALSE(exists(dest_ + "/dev"));
+}
+
+// As for a context directory: whoever made the tar, the same files give the same cache keys.
+TEST_F(TarContext, ResetsOwnersSoTheSameFilesGiveTheSameDigestWhoeverMadeTheTar) {
+  const auto tar_owned_by = [](int uid, int gid) {
+    return TarBuilder()
+        .owner(uid, gid)
+        .dir("src")
+        .file("src/a.txt", "a\n")
+        .symlink("src/link", "a.txt")
+        .hardlink("src/again", "src/a.txt")
+        .finish();
+  };
+  const TarContextResult first = unpack(tar_owned_by(1000, 1000));
+  testing::remove_tree_contents(dest_);
+  const TarContextResult second = unpack(tar_owned_by(2000, 2001));
+
+  EXPECT_EQ(second.manifest, first.manifest);
+  EXPECT_EQ(selection_digest(second.manifest, {}), selection_digest(first.manifest, {}));
+  for (const Entry& e : second.manifest.entries()) {
+    EXPECT_EQ(e.uid, 0u) << e.path;
+    EXPECT_EQ(e.gid, 0u) << e.path;
+    const struct stat st = lstat_of(dest_ + "/" + e.path);
+    EXPECT_EQ(st.st_uid, 0u) << e.path;
+    EXPECT_EQ(st.st_gid, 0u) << e.path;
+  }
 }
 
 TEST_F(TarContext, AppliesTheDockerignoreTheTarCarries) {
