@@ -261,6 +261,10 @@ OutputFlag parse_output_flag(const std::string& value) {
 }
 
 int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& out, std::ostream& err) {
+  for (const auto& [name, values] : {std::pair{"--cache-from", &flags.cache_from}, std::pair{"--cache-to", &flags.cache_to},
+                                     std::pair{"--secret", &flags.secrets}, std::pair{"--ssh", &flags.ssh}}) {
+    if (!values->empty()) throw Error(ErrorKind::user, std::string(name) + " is not supported yet");
+  }
   progress::DisplayChoice display = progress::choose_display_mode(flags.progress, flags.quiet, ::isatty(STDERR_FILENO),
                                                                   env("BUILDKIT_PROGRESS"));
   std::string dockerfile, dockerfile_name;

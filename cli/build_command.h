@@ -32,6 +32,8 @@ struct BuildFlags {
   int64_t pids_limit = 0;
   bool pull = false;  // base images from their registries, even when stored
   bool push = false;  // the tags to their registries
+  // Known to buildx but not built here yet: refused by name rather than as unknown arguments.
+  std::vector<std::string> cache_from, cache_to, secrets, ssh;
 };
 
 // docker's memory sizes: "512m", "1.5g", "1024" (bytes); binary multiples. Throws kbuild::Error.

@@ -543,6 +543,13 @@ class DaemonTest(unittest.TestCase):
         bad = self.build(ctx, "-o", "type=floppy,dest=x", check=False)
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn("unsupported output type floppy", bad.stderr)
+        # buildx flags not built yet: refused by name, before anything runs.
+        for flag, value in (("--cache-to", "type=local,dest=x"), ("--cache-from", "type=local,src=x"),
+                            ("--secret", "id=a,src=/etc/hostname"), ("--ssh", "default")):
+            refused = self.build(ctx, flag, value, check=False)
+            self.assertNotEqual(refused.returncode, 0, flag)
+            self.assertIn(f"{flag} is not supported yet", refused.stderr)
+            self.assertNotIn("FROM scratch", refused.stderr, flag)
 
     def test_image_names_are_held_to_dockers_grammar(self):
         ctx = self.context("badref", {"Dockerfile": "FROM scratch\nCOPY f /f\n", "f": "x\n"})
