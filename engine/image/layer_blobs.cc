@@ -179,13 +179,14 @@ Descriptor make_layer_blob(store::Store& store, const store::Digest& diff_id, co
     options.compression = compression.type;
     options.level = compression.level;
     options.compression_threads = compression.threads;
+    options.hash_blob = false;  // the content store's writer hashes it
     if (!meta.at("epoch").is_null()) options.source_date_epoch = meta.at("epoch").get<int64_t>();
     UniqueFd dir = open_diff(store, layer->snapshot_id);
     LayerDigests digests = write_layer(dir.get(), sink, options);
     if (digests.diff_id != diff_id) {
       throw Error(ErrorKind::internal, "layer " + diff_id.str() + " changed on disk (now " + digests.diff_id.str() + ")");
     }
-    blob = writer.commit(digests.blob_digest);
+    blob = writer.commit();
   } else {
     recompress_blob(store, diff_id, source, compression, sink);
     blob = writer.commit();

@@ -37,7 +37,8 @@ constexpr std::string_view kOpaqueWhiteout = ".wh..wh..opq";
 // handed to the sink.
 class LayerStream : public ByteSink {
  public:
-  LayerStream(ByteSink& out, const LayerOptions& options) : out_(out), blob_sink_(*this) {
+  LayerStream(ByteSink& out, const LayerOptions& options)
+      : out_(out), blob_sink_(*this), hash_blob_(options.hash_blob) {
     if (options.compression != Compression::none) {
       CompressionConfig config{options.compression, options.level, options.compression_threads};
       compressor_ = make_compressor(blob_sink_, config);
@@ -70,7 +71,11 @@ class LayerStream : public ByteSink {
     LayerDigests digests;
     digests.diff_id = diff_.finish();
     digests.tar_size = tar_size_;
-    digests.blob_digest = compressor_ ? blob_.finish() : digests.diff_id;
+    if (!compressor_) {
+      digests.blob_digest = digests.diff_id;
+    } else if (hash_blob_) {
+      digests.blob_digest = blob_.finish();
+    }
     digests.blob_size = blob_size_;
     return digests;
   }
@@ -89,7 +94,7 @@ class LayerStream : public ByteSink {
   void emit(const void* data, size_t size) {
     if (size == 0) return;
     // Uncompressed, the blob is the tar: its digest is diff_id, hashed once.
-    if (compressor_) blob_.update(data, size);
+    if (compressor_ && hash_blob_) blob_.update(data, size);
     blob_size_ += size;
     out_.write(data, size);
   }
@@ -99,6 +104,7 @@ class LayerStream : public ByteSink {
   std::unique_ptr<Compressor> compressor_;
   store::Sha256 diff_;
   store::Sha256 blob_;
+  const bool hash_blob_;
   uint64_t tar_size_ = 0;
   uint64_t blob_size_ = 0;
 };

@@ -22,6 +22,9 @@ struct LayerOptions {
   // gzip 0..9, zstd 1..22; unset: the format's default (see CompressionConfig).
   std::optional<int> level;
   unsigned compression_threads = 0;  // 0: one per core
+  // false when the sink hashes what it keeps (a content-store writer): a compressed blob is
+  // then hashed once, and blob_digest is left empty.
+  bool hash_blob = true;
   // SOURCE_DATE_EPOCH: mtimes later than this are clamped to it (BuildKit's rewrite-timestamp).
   std::optional<int64_t> source_date_epoch;
 };

@@ -218,6 +218,18 @@ TEST_F(LayerTarTest, GzipBlobHasGoHeaderAndDecompressesToTheTar) {
   EXPECT_EQ(entries.size(), read_entries(plain).size());
 }
 
+TEST_F(LayerTarTest, ABlobLeftToTheSinkToHashIsTheSameBytes) {
+  std::string hashed, left;
+  LayerDigests with = write(hashed, opts(Compression::gzip));
+  LayerOptions options = opts(Compression::gzip);
+  options.hash_blob = false;
+  LayerDigests without = write(left, options);
+  EXPECT_EQ(left, hashed);
+  EXPECT_EQ(without.diff_id, with.diff_id);
+  EXPECT_EQ(without.blob_size, with.blob_size);
+  EXPECT_EQ(without.blob_digest, store::Digest());
+}
+
 TEST_F(LayerTarTest, SameTreeGivesSameDigests) {
   std::string a, b;
   LayerDigests first = write(a, {});
