@@ -27,10 +27,10 @@ constexpr size_t kPiece = 64 << 10;
 // (4-6); compressed or encrypted data is above 7.99. Above this, Huffman coding gains almost
 // nothing, and matches in such data are rare.
 constexpr double kRandomBits = 7.95;
-// Unset, gzip is libdeflate's level 4: its output is the size of Go's default level (BuildKit's
-// gzip) within 3% on text and binaries (bench/README.md, "gzip levels"), at three to four times
+// Unset, gzip is libdeflate's level 3: its output is the size of Go's default level (BuildKit's
+// gzip) within 3% on text and binaries (bench/README.md, "gzip levels"), at 3.5 to 5 times
 // its speed. A level given is libdeflate's level of that number.
-constexpr int kGzipDefaultLevel = 4;
+constexpr int kGzipDefaultLevel = 3;
 constexpr int kZstdDefaultLevel = 3;
 
 unsigned thread_count(unsigned asked) {

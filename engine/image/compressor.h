@@ -19,7 +19,7 @@ namespace kbuild::image {
 
 struct CompressionConfig {
   Compression type = Compression::gzip;
-  // gzip 0..9 (0 stores; libdeflate's levels), zstd 0..22 (0 is zstd's default); unset: gzip 4,
+  // gzip 0..9 (0 stores; libdeflate's levels), zstd 0..22 (0 is zstd's default); unset: gzip 3,
   // which matches the size of BuildKit's default gzip output, and zstd 3, BuildKit's default.
   std::optional<int> level;
   unsigned threads = 0;  // 0: one per core
