@@ -107,11 +107,7 @@ Descriptor store_export_manifest(store::Store& store, const ExportPlan& plan) {
     manifest.layers.push_back(std::move(blob));
   }
   std::string bytes = serialize_manifest(manifest);
-  Descriptor descriptor;
-  descriptor.media_type = manifest.media_type;
-  descriptor.digest = store.content().put(bytes);
-  descriptor.size = static_cast<int64_t>(bytes.size());
-  return descriptor;
+  return describe(manifest.media_type, store.content().put(bytes), static_cast<int64_t>(bytes.size()));
 }
 
 Descriptor export_manifest(store::Store& store, const Manifest& stored, const ExportFormat& format) {

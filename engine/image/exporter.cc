@@ -19,14 +19,6 @@
 namespace kbuild::image {
 namespace {
 
-Descriptor describe(std::string_view media_type, const store::Digest& digest, int64_t size) {
-  Descriptor d;
-  d.media_type = media_type;
-  d.digest = digest;
-  d.size = size;
-  return d;
-}
-
 // Stores a config or manifest document.
 Descriptor put_document(store::Store& store, std::string_view media_type, const std::string& bytes) {
   return describe(media_type, store.content().put(bytes), static_cast<int64_t>(bytes.size()));

@@ -3,9 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 
-#include <atomic>
-#include <exception>
-#include <future>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -15,6 +13,7 @@
 #include "common/syscall.h"
 #include "engine/image/image_archive.h"
 #include "engine/image/layer_extract.h"
+#include "engine/image/parallel.h"
 #include "engine/image/oci.h"
 #include "engine/image/reference.h"
 
@@ -158,30 +157,11 @@ void ImageStore::unpack(const store::Digest& manifest_digest, const std::functio
   }
   if (unpacked(manifest.config.digest)) return;
   std::vector<std::optional<store::SnapshotStore::Prepared>> slots(manifest.layers.size());
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i = next++; i < slots.size(); i = next++) {
-      slots[i].emplace(extract(manifest.layers[i], config.rootfs.diff_ids[i], canceled));
-    }
-  };
-  size_t threads = std::min<size_t>(slots.size(), std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<std::future<void>> running;
-  for (size_t t = 1; t < threads; ++t) running.push_back(std::async(std::launch::async, work));
-  std::exception_ptr failure;
-  try {
-    work();
-  } catch (...) {
-    failure = std::current_exception();
-    next = slots.size();
+  std::vector<std::function<void()>> jobs;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    jobs.push_back([&, i] { slots[i].emplace(extract(manifest.layers[i], config.rootfs.diff_ids[i], canceled)); });
   }
-  for (auto& r : running) {
-    try {
-      r.get();
-    } catch (...) {
-      if (!failure) failure = std::current_exception();
-    }
-  }
-  if (failure) std::rethrow_exception(failure);
+  run_bounded(jobs, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   std::vector<store::SnapshotStore::Prepared> extracted;
   for (auto& slot : slots) extracted.push_back(std::move(*slot));
   commit_layers(manifest.config.digest, manifest.layers, config.rootfs.diff_ids, extracted);

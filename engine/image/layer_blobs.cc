@@ -26,11 +26,7 @@ class WriterSink : public ByteSink {
 };
 
 Descriptor stored_blob(store::Store& store, const std::string& media_type, const store::Digest& digest) {
-  Descriptor descriptor;
-  descriptor.media_type = media_type;
-  descriptor.digest = digest;
-  descriptor.size = static_cast<int64_t>(store.content().size(digest));
-  return descriptor;
+  return describe(media_type, digest, static_cast<int64_t>(store.content().size(digest)));
 }
 
 // Writes to a sink and, when given, a copy.

@@ -493,4 +493,12 @@ int64_t parse_time(std::string_view text) {
   return static_cast<int64_t>(timegm(&tm)) - offset;
 }
 
+Descriptor describe(std::string_view media_type, const store::Digest& digest, int64_t size) {
+  Descriptor d;
+  d.media_type = media_type;
+  d.digest = digest;
+  d.size = size;
+  return d;
+}
+
 }  // namespace kbuild::image

@@ -170,6 +170,8 @@ std::string serialize_index(const Index& index, JsonStyle style = JsonStyle::ind
 Index parse_index(std::string_view json);
 std::string serialize_descriptor(const Descriptor& descriptor);
 Descriptor parse_descriptor(std::string_view json);
+// A descriptor of just a media type, digest and size.
+Descriptor describe(std::string_view media_type, const store::Digest& digest, int64_t size);
 
 // The media type found in a manifest or index document, "" if it has none.
 std::string document_media_type(std::string_view json);

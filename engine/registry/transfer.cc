@@ -3,9 +3,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
-#include <future>
 #include <mutex>
 #include <thread>
 
@@ -17,31 +15,10 @@
 #include "engine/image/image_store.h"
 #include "engine/image/layer_blobs.h"
 #include "engine/image/oci.h"
+#include "engine/image/parallel.h"
 
 namespace kbuild::registry {
 namespace {
-
-// Runs `jobs` with at most `limit` at once; the first failure is rethrown once all have ended.
-void run_bounded(const std::vector<std::function<void()>>& jobs, int limit) {
-  std::atomic<size_t> next{0};
-  std::vector<std::future<void>> workers;
-  size_t count = std::min<size_t>(static_cast<size_t>(std::max(limit, 1)), jobs.size());
-  for (size_t w = 0; w < count; ++w) {
-    workers.push_back(std::async(std::launch::async, [&] {
-      for (size_t i = next++; i < jobs.size(); i = next++) jobs[i]();
-    }));
-  }
-  std::exception_ptr first;
-  for (auto& worker : workers) {
-    try {
-      worker.get();
-    } catch (...) {
-      if (!first) first = std::current_exception();
-      next = jobs.size();  // the other workers stop after their current job
-    }
-  }
-  if (first) std::rethrow_exception(first);
-}
 
 std::string short_digest(const store::Digest& digest) { return std::string(digest.hex().substr(0, 12)); }
 
@@ -185,7 +162,7 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
       if (!unpacked) extracted[i].emplace(images.extract(layer, config.rootfs.diff_ids[i], options.canceled));
     });
   }
-  run_bounded(jobs, options.max_concurrent_downloads);
+  image::run_bounded(jobs, options.max_concurrent_downloads);
   if (!store.content().has(fetched.digest)) added.add(fetched.digest);
   store::Digest manifest_digest = store.content().put(fetched.bytes);
   if (!unpacked) {
@@ -275,7 +252,7 @@ store::Digest push(store::Store& store, RegistryClient& client, const store::Ima
     });
   }
   uploads.push_back([&] { push_stored_blob(store, client, target, ours.config, options); });
-  run_bounded(uploads, options.max_concurrent_uploads);
+  image::run_bounded(uploads, options.max_concurrent_uploads);
   image::Descriptor pushed = image::store_export_manifest(store, plan);
   std::string manifest_bytes = store.content().read_small(pushed.digest);
   client.put_manifest(target, target.digest.empty() ? target.tag : target.digest, pushed.media_type, manifest_bytes);
