@@ -214,6 +214,15 @@ TEST_F(LayerExtractTest, TakesAbsolutePathsRelativeToTheRoot) {
   EXPECT_EQ(read_file(root() + "/a/c"), "clean");
 }
 
+TEST_F(LayerExtractTest, NamesWithMountOptionAndControlCharactersAreFilesLikeAnyOther) {
+  extract(TarBuilder().file("a:b", "1").file("c,d", "2").file("e\\f", "3").file("g\nh", "4").finish());
+  EXPECT_TRUE(outside_is_empty());
+  EXPECT_EQ(read_file(root() + "/a:b"), "1");
+  EXPECT_EQ(read_file(root() + "/c,d"), "2");
+  EXPECT_EQ(read_file(root() + "/e\\f"), "3");
+  EXPECT_EQ(read_file(root() + "/g\nh"), "4");
+}
+
 TEST_F(LayerExtractTest, DoesNotWriteThroughSymlinksOutOfTheRoot) {
   std::string depth = "../../../../../../../../../..";
   for (const std::string& target : {outside(), depth + outside()}) {
