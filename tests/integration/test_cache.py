@@ -27,6 +27,7 @@ import signal
 import sys
 import tarfile
 import tempfile
+import time
 import unittest
 import urllib.request
 import uuid
@@ -279,7 +280,8 @@ def local_cache_refusal(workdir):
         result = daemon.client("build", "--progress", "plain", "--cache-to",
                                f"type=local,dest={os.path.join(workdir, 'probe-cache')}", ".", cwd=ctx, check=False)
         message = (result.stderr + result.stdout).strip()
-        if result.returncode != 0 and "not supported" in message.lower():
+        if result.returncode != 0 and any(word in message.lower() for word in ("not supported", "unsupported",
+                                                                                   "unknown cache")):
             return message.splitlines()[-1]
         return None
     finally:
@@ -557,10 +559,14 @@ class CacheTest(unittest.TestCase):
         imported = self.build(b, self.context(name="ctx-b"), "-t", "app:b",
                               "--cache-from", f"type=registry,ref={cache}")
         self.assert_steps(imported, ALL_STEPS, [], "host B's build from A's cache")
-        _, repository, tag = split_ref(cache)
-        manifest_get = ("GET", f"/v2/{repository}/manifests/{tag}", 200)
-        requests = self.registry.requests(mark, until=lambda r: manifest_get in r)
-        self.assertIn(manifest_get, requests, "B's import is not in the registry's log")
+        _, repository, _ = split_ref(cache)
+
+        def manifest_got(requests):
+            return any(m == "GET" and p.startswith(f"/v2/{repository}/manifests/") for m, p, _ in requests)
+        self.assertTrue(manifest_got(self.registry.requests(mark, until=manifest_got)),
+                        f"B's import is not in the registry's log: {self.registry.requests(mark)}")
+        time.sleep(1)  # the registry logs a request just after answering it
+        requests = self.registry.requests(mark)
         blob_gets = [path.rsplit("/", 1)[1] for method, path, _ in requests if method == "GET" and "/blobs/" in path]
         fetched = builder_only & set(blob_gets)
         self.assertFalse(fetched, f"B fetched the builder stage's blobs {sorted(fetched)}; all its blob GETs: {blob_gets}")
