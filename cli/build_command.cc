@@ -260,9 +260,28 @@ OutputFlag parse_output_flag(const std::string& value) {
   return output;
 }
 
+CacheFlag parse_cache_flag(const std::string& value) {
+  CacheFlag cache;
+  // A bare name is a registry ref, as buildx takes it.
+  if (value.find('=') == std::string::npos) return CacheFlag{"registry", {{"ref", value}}};
+  std::stringstream fields(value);
+  for (std::string field; std::getline(fields, field, ',');) {
+    size_t eq = field.find('=');
+    if (eq == std::string::npos) throw Error(ErrorKind::user, "invalid value " + field);
+    std::string key = field.substr(0, eq), v = field.substr(eq + 1);
+    std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (key == "type") {
+      cache.type = v;
+    } else {
+      cache.attributes[key] = v;
+    }
+  }
+  if (cache.type.empty()) throw Error(ErrorKind::user, "type required form> \"" + value + "\"");
+  return cache;
+}
+
 int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& out, std::ostream& err) {
-  for (const auto& [name, values] : {std::pair{"--cache-from", &flags.cache_from}, std::pair{"--cache-to", &flags.cache_to},
-                                     std::pair{"--secret", &flags.secrets}, std::pair{"--ssh", &flags.ssh}}) {
+  for (const auto& [name, values] : {std::pair{"--secret", &flags.secrets}, std::pair{"--ssh", &flags.ssh}}) {
     if (!values->empty()) throw Error(ErrorKind::user, std::string(name) + " is not supported yet");
   }
   progress::DisplayChoice display = progress::choose_display_mode(flags.progress, flags.quiet, ::isatty(STDERR_FILENO),
@@ -329,6 +348,20 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
     output_maps.push_back(m);
   }
   options["outputs"] = dbus::Value(output_maps);
+  std::set<std::string> cache_domains;
+  for (const auto& [key, values] : {std::pair{"cache-from", &flags.cache_from}, std::pair{"cache-to", &flags.cache_to}}) {
+    std::vector<dbus::StringMap> maps;
+    for (const std::string& value : *values) {
+      CacheFlag cache = parse_cache_flag(value);
+      if (cache.type == "registry" && cache.attributes.count("ref")) {
+        cache_domains.insert(image::parse_reference(cache.attributes["ref"]).domain);
+      }
+      dbus::StringMap m = cache.attributes;
+      m["type"] = cache.type;
+      maps.push_back(std::move(m));
+    }
+    if (!maps.empty()) options[key] = dbus::Value(maps);
+  }
   if (auto epoch = env("SOURCE_DATE_EPOCH")) options["source-date-epoch"] = dbus::Value(*epoch);
   if (!flags.allow.empty()) options["allow"] = dbus::Value(flags.allow);
   if (!flags.memory.empty()) options["memory"] = dbus::Value(static_cast<uint64_t>(parse_memory_bytes(flags.memory)));
@@ -343,6 +376,7 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   }
   if (flags.push) options["push"] = dbus::Value(true);
   std::set<std::string> domains = registries_read(dockerfile, flags);
+  domains.insert(cache_domains.begin(), cache_domains.end());
   if (push) {
     for (const auto& tag : flags.tags) domains.insert(image::parse_reference(tag).domain);
   }

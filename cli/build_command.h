@@ -46,6 +46,14 @@ struct OutputFlag {
 };
 OutputFlag parse_output_flag(const std::string& value);
 
+// A --cache-from or --cache-to value, as buildx parses it: CSV key=value pairs, or a bare
+// registry ref ("reg/app:cache" is type=registry,ref=reg/app:cache).
+struct CacheFlag {
+  std::string type;
+  std::map<std::string, std::string> attributes;
+};
+CacheFlag parse_cache_flag(const std::string& value);
+
 // Runs a build against the daemon at `socket`; returns the exit code.
 int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& out, std::ostream& err);
 

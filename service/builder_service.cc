@@ -12,6 +12,7 @@
 #include "engine/image/layer_blobs.h"
 #include "engine/image/reference.h"
 #include "engine/registry/transfer.h"
+#include "engine/remotecache/cache_manifest.h"
 #include "service/solve_progress.h"
 
 namespace kbuild::service {
@@ -35,6 +36,41 @@ std::map<std::string, registry::Credentials> registry_auth(const dbus::Options& 
   return registry::credentials_by_domain(
       option<dbus::StringMap>(options, "registry-auth").value_or(dbus::StringMap{}),
       option<dbus::StringMap>(options, "registry-identity-tokens").value_or(dbus::StringMap{}));
+}
+
+// --cache-from (`key` "cache-from") or --cache-to entries, checked as BuildKit checks them
+// before anything runs: a known type, a ref for a registry, a format it would take.
+std::vector<solver::CacheEntry> cache_entries(const dbus::Options& options, const std::string& key) {
+  const bool to = key == "cache-to";
+  std::vector<solver::CacheEntry> entries;
+  for (const auto& map : option<std::vector<dbus::StringMap>>(options, key).value_or(std::vector<dbus::StringMap>{})) {
+    solver::CacheEntry entry;
+    for (const auto& [k, v] : map) {
+      if (k == "type") {
+        entry.type = v;
+      } else {
+        entry.attributes[k] = v;
+      }
+    }
+    bool known = entry.type == "registry" || entry.type == "local" || (to && entry.type == "inline");
+    if (!known) {
+      throw Error(ErrorKind::user, std::string(to ? "unknown cache exporter: " : "unknown cache importer: ") + "\"" +
+                                       entry.type + "\"");
+    }
+    if (entry.type == "registry") {
+      auto ref = entry.attributes.find("ref");
+      if (ref == entry.attributes.end() || ref->second.empty()) throw Error(ErrorKind::user, key + ": ref is required");
+      try {
+        image::parse_reference(ref->second);
+      } catch (const Error& e) {
+        throw e.with_context(key + ": invalid ref \"" + ref->second + "\"");
+      }
+    }
+    if (entry.type == "local") throw Error(ErrorKind::user, key + ": cache type local is not supported yet");
+    if (to) remotecache::parse_cache_format(entry.attributes);
+    entries.push_back(std::move(entry));
+  }
+  return entries;
 }
 
 solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Options& options) {
@@ -82,6 +118,8 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
     }
     request.outputs.push_back(std::move(output));
   }
+  request.cache_from = cache_entries(options, "cache-from");
+  request.cache_to = cache_entries(options, "cache-to");
   for (const std::string& entitlement : option<std::vector<std::string>>(options, "allow").value_or(std::vector<std::string>{})) {
     if (entitlement != "network.host" && entitlement != "security.insecure") {
       throw Error(ErrorKind::user, "invalid entitlement: " + entitlement);

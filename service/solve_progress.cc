@@ -64,4 +64,15 @@ void SolveProgress::log(const std::string& vertex, int stream, std::string_view 
   writer_.write(status);
 }
 
+void SolveProgress::warning(const std::string& vertex, const std::string& text) {
+  std::lock_guard lock(mutex_);
+  progress::SolveStatus status;
+  progress::VertexWarning warning;
+  warning.vertex = vertex;
+  warning.level = 1;
+  warning.short_text = text;
+  status.warnings.push_back(std::move(warning));
+  writer_.write(status);
+}
+
 }  // namespace kbuild::service

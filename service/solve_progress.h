@@ -19,6 +19,7 @@ class SolveProgress : public solver::Progress {
   void completed(const std::string& vertex, const std::string& name, bool cached, const std::string& error) override;
   void status(const std::string& vertex, const std::string& id, int64_t current, int64_t total, bool done) override;
   void log(const std::string& vertex, int stream, std::string_view data) override;
+  void warning(const std::string& vertex, const std::string& text) override;
 
  private:
   std::mutex mutex_;

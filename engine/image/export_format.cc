@@ -61,17 +61,16 @@ ExportFormat parse_export_format(const std::map<std::string, std::string>& attri
   return format;
 }
 
-ExportPlan plan_export(store::Store& store, const Manifest& stored, const ExportFormat& format) {
-  ExportPlan plan{stored, format, {}};
-  ImageConfig config = parse_config(store.content().read_small(stored.config.digest));
-  if (config.rootfs.diff_ids.size() != stored.layers.size()) {
-    throw Error(ErrorKind::internal, "image config " + stored.config.digest.str() + " lists " +
-                                         std::to_string(config.rootfs.diff_ids.size()) + " layers, its manifest " +
-                                         std::to_string(stored.layers.size()));
+std::vector<ExportLayer> plan_layers(store::Store& store, const std::vector<Descriptor>& stored,
+                                     const std::vector<store::Digest>& diff_ids, const ExportFormat& format) {
+  if (diff_ids.size() != stored.size()) {
+    throw Error(ErrorKind::internal, "plan_layers: " + std::to_string(diff_ids.size()) + " diff_ids for " +
+                                         std::to_string(stored.size()) + " layers");
   }
   const Compression wanted = format.compression.type;
-  for (size_t i = 0; i < stored.layers.size(); ++i) {
-    ExportLayer layer{stored.layers[i], config.rootfs.diff_ids[i], std::nullopt};
+  std::vector<ExportLayer> layers;
+  for (size_t i = 0; i < stored.size(); ++i) {
+    ExportLayer layer{stored[i], diff_ids[i], std::nullopt};
     std::optional<Compression> current = compression_of(layer.stored.media_type);
     // Kept as they are: foreign types, blobs already in the format, and a base image's
     // compressed blobs unless force-compression asks for them to be converted.
@@ -81,9 +80,19 @@ ExportPlan plan_export(store::Store& store, const Manifest& stored, const Export
     } else {
       layer.blob = remembered_layer_blob(store, layer.diff_id, wanted);
     }
-    plan.layers.push_back(std::move(layer));
+    layers.push_back(std::move(layer));
   }
-  return plan;
+  return layers;
+}
+
+ExportPlan plan_export(store::Store& store, const Manifest& stored, const ExportFormat& format) {
+  ImageConfig config = parse_config(store.content().read_small(stored.config.digest));
+  if (config.rootfs.diff_ids.size() != stored.layers.size()) {
+    throw Error(ErrorKind::internal, "image config " + stored.config.digest.str() + " lists " +
+                                         std::to_string(config.rootfs.diff_ids.size()) + " layers, its manifest " +
+                                         std::to_string(stored.layers.size()));
+  }
+  return ExportPlan{stored, format, plan_layers(store, stored.layers, config.rootfs.diff_ids, format)};
 }
 
 void make_export_blob(store::Store& store, const ExportFormat& format, ExportLayer& layer, ByteSink* copy) {

@@ -45,6 +45,11 @@ struct ExportPlan {
   std::vector<ExportLayer> layers;
 };
 
+// Layers as stored (ours uncompressed, others as they came), each blob in `format` as far as
+// it exists or needs no work.
+std::vector<ExportLayer> plan_layers(store::Store& store, const std::vector<Descriptor>& stored,
+                                     const std::vector<store::Digest>& diff_ids, const ExportFormat& format);
+
 // Which blobs exist already (or need no work) and which must be made.
 ExportPlan plan_export(store::Store& store, const Manifest& stored, const ExportFormat& format);
 

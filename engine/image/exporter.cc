@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include <nlohmann/json.hpp>
+
 #include "common/error.h"
 #include "common/syscall.h"
 #include "common/temp_dir.h"
@@ -58,13 +60,23 @@ void add_layers(store::Store& store, const BuiltImage& built, const std::vector<
   if (built.base_manifest) manifest.layers = parse_manifest(store.content().read_small(*built.base_manifest)).layers;
   status("exporting layers", false);
   for (size_t i = built.base_diff_ids.size(); i < chain.size(); ++i) {
-    LayerRecord layer = layer_for_snapshot(store, chain[i], built.source_date_epoch, journals);
+    ChainLayer layer = chain_layer(store, chain[i], built.source_date_epoch, journals);
     // BuildKit keeps a layer whose diff is empty (a WORKDIR that existed): so do we.
     config.rootfs.diff_ids.push_back(layer.diff_id);
-    manifest.layers.push_back(
-        describe(layer_media_type(Compression::none, true), layer.diff_id, static_cast<int64_t>(layer.size)));
+    manifest.layers.push_back(layer.blob);
   }
   status("exporting layers", true);
+}
+
+// The inline cache's records in the config (remotecache::kInlineCacheMember), sorted by key.
+std::string inline_cache_json(const BuiltImage& built) {
+  std::vector<std::pair<std::string, int>> records = built.inline_cache;
+  std::sort(records.begin(), records.end());
+  records.erase(std::unique(records.begin(), records.end()), records.end());
+  nlohmann::ordered_json cache = {{"kbuildCache", 1}, {"keyScheme", built.inline_cache_scheme},
+                                  {"records", nlohmann::ordered_json::array()}};
+  for (const auto& [key, layer] : records) cache["records"].push_back({{"key", key}, {"layer", layer}});
+  return cache.dump();
 }
 
 // "oci" and "docker": the image as an archive.
@@ -123,6 +135,7 @@ StoredImage store_image(store::Store& store, const BuiltImage& built, const std:
   StoredImage image;
   image.manifest.media_type = media_type::oci_manifest;
   add_layers(store, built, chain, journals, status, config, image.manifest);
+  if (!built.inline_cache.empty()) config.kbuild_cache = inline_cache_json(built);
 
   image.manifest.config = put_document(store, media_type::oci_config, serialize_config(config));
   status("writing image " + image.id().str(), true);

@@ -29,6 +29,10 @@ struct BuiltImage {
   std::optional<store::Digest> base_manifest;  // the base image's manifest, which lists their blobs
   graph::ImageConfig config;                   // the target stage's, the build's --label values merged in
   std::optional<int64_t> source_date_epoch;
+  // Records of the image's own layers for an inline cache, as the config carries them:
+  // (cache key, index in rootfs.diff_ids or -1 for an empty tree).
+  std::vector<std::pair<std::string, int>> inline_cache;
+  std::string inline_cache_scheme;
 };
 
 // The image as store_image left it in the content store.

@@ -147,6 +147,15 @@ void ImageStore::save(const std::vector<std::string>& references, BlobSource& bl
   write_image_archive(images, blobs, out, options);
 }
 
+std::string chain_key(const std::vector<store::Digest>& diff_ids) {
+  // ChainID(L0) = DiffID(L0); ChainID(L0..n) = sha256(ChainID(L0..n-1) + " " + DiffID(Ln)).
+  std::string chain;
+  for (const store::Digest& diff_id : diff_ids) {
+    chain = chain.empty() ? diff_id.str() : store::Digest::of(chain + " " + diff_id.str()).str();
+  }
+  return "chain:" + chain;
+}
+
 void ImageStore::unpack(const store::Digest& manifest_digest, const std::function<bool()>& canceled) {
   Manifest manifest = parse_manifest(store_.content().read_small(manifest_digest));
   ImageConfig config = parse_config(store_.content().read_small(manifest.config.digest));
@@ -173,7 +182,7 @@ bool ImageStore::unpacked(const store::Digest& config) {
 
 store::SnapshotStore::Prepared ImageStore::extract(const Descriptor& layer, const store::Digest& diff_id,
                                                    const std::function<bool()>& canceled) {
-  store::SnapshotStore::Prepared prepared = store_.snapshots().prepare(std::nullopt, "layer");
+  store::SnapshotStore::Prepared prepared = store_.snapshots().prepare(std::nullopt, std::string(kExtractedKind));
   UniqueFd blob = store_.content().open(layer.digest);
   UniqueFd root(check(::open(prepared.diff_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open",
                       prepared.diff_path()));
@@ -189,23 +198,33 @@ store::SnapshotStore::Prepared ImageStore::extract(const Descriptor& layer, cons
 void ImageStore::commit_layers(const store::Digest& config, const std::vector<Descriptor>& layers,
                                const std::vector<store::Digest>& diff_ids,
                                std::vector<store::SnapshotStore::Prepared>& extracted) {
-  if (layers.size() != diff_ids.size() || layers.size() != extracted.size()) {
-    throw Error(ErrorKind::internal, "commit_layers: layers, diff_ids and snapshots differ in number");
+  std::vector<std::string> chain = commit_chain(std::nullopt, layers, diff_ids, extracted);
+  // Every prefix, so that an imported cache whose layers start as this image's reuses them.
+  for (size_t i = 0; i < chain.size(); ++i) {
+    remember_chain(std::vector<store::Digest>(diff_ids.begin(), diff_ids.begin() + static_cast<long>(i) + 1), chain[i]);
   }
-  std::optional<std::string> parent;
+  store_.metadata().put_cache(store::image_chain_key(config), store::CacheResult{chain.empty() ? "" : chain.back(), ""});
+}
+
+std::vector<std::string> ImageStore::commit_chain(std::optional<std::string> parent, const std::vector<Descriptor>& layers,
+                                                  const std::vector<store::Digest>& diff_ids,
+                                                  std::vector<store::SnapshotStore::Prepared>& extracted) {
+  if (layers.size() != diff_ids.size() || layers.size() != extracted.size()) {
+    throw Error(ErrorKind::internal, "commit_chain: layers, diff_ids and snapshots differ in number");
+  }
   std::vector<std::string> committed;  // removed again if a later one fails
   try {
     for (size_t i = 0; i < layers.size(); ++i) {
       if (parent) store_.snapshots().set_parent(extracted[i], *parent);
-      // One sync for all of them, before the image's chain refers to them.
+      // One sync for all of them, before anything refers to them.
       store::SnapshotRecord record = store_.snapshots().commit_deferred(std::move(extracted[i]), diff_ids[i]);
       committed.push_back(record.id);
       store_.metadata().put_layer_blob(diff_ids[i], store::LayerBlob{layers[i].digest, layers[i].media_type});
       parent = record.id;
     }
   } catch (...) {
-    // Nothing refers to a chain before its key is put: an image that cannot be unpacked leaves
-    // none of its layers behind.
+    // Nothing refers to a chain before its key is put: layers that cannot all be committed
+    // leave none of theirs behind.
     for (auto id = committed.rbegin(); id != committed.rend(); ++id) {
       try {
         store_.snapshots().remove(*id);
@@ -216,7 +235,17 @@ void ImageStore::commit_layers(const store::Digest& config, const std::vector<De
     throw;
   }
   store_.snapshots().sync();
-  store_.metadata().put_cache(store::image_chain_key(config), store::CacheResult{parent.value_or(""), ""});
+  return committed;
+}
+
+std::optional<std::string> ImageStore::find_chain(const std::vector<store::Digest>& diff_ids) {
+  auto hit = store_.metadata().get_cache(chain_key(diff_ids));
+  if (!hit || hit->snapshot_id.empty() || !store_.metadata().get_snapshot(hit->snapshot_id)) return std::nullopt;
+  return hit->snapshot_id;
+}
+
+void ImageStore::remember_chain(const std::vector<store::Digest>& diff_ids, const std::string& top) {
+  store_.metadata().put_cache(chain_key(diff_ids), store::CacheResult{top, ""});
 }
 
 std::vector<std::string> ImageStore::load(int fd, int cancel_fd) {

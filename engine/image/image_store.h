@@ -6,7 +6,9 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/image/blob_io.h"
@@ -14,6 +16,14 @@
 #include "engine/store/store.h"
 
 namespace kbuild::image {
+
+// The kind of a snapshot extracted from a layer blob (pulled, loaded, imported from a cache):
+// its diff_id is the blob's, verified while it was extracted. Re-tarring its files is not
+// guaranteed to give that tar again, so exports list the blob it came from.
+inline constexpr std::string_view kExtractedKind = "extracted";
+
+// The OCI chain id of layers (bottom first) as a cache key: "chain:" + ChainID.
+std::string chain_key(const std::vector<store::Digest>& diff_ids);
 
 struct ImageSummary {
   store::Digest config;    // the image id
@@ -62,6 +72,15 @@ class ImageStore {
                                          const std::function<bool()>& canceled = {});
   void commit_layers(const store::Digest& config, const std::vector<Descriptor>& layers,
                      const std::vector<store::Digest>& diff_ids, std::vector<store::SnapshotStore::Prepared>& extracted);
+  // Extracted layers committed bottom up on `parent` (committed), synced, each blob remembered
+  // for its diff_id. Returns the snapshot ids, bottom first; on failure none remains.
+  std::vector<std::string> commit_chain(std::optional<std::string> parent, const std::vector<Descriptor>& layers,
+                                        const std::vector<store::Digest>& diff_ids,
+                                        std::vector<store::SnapshotStore::Prepared>& extracted);
+  // The snapshot whose chain holds exactly these layers (bottom first), when one was
+  // remembered and is still there: an imported cache reuses what a pull or import extracted.
+  std::optional<std::string> find_chain(const std::vector<store::Digest>& diff_ids);
+  void remember_chain(const std::vector<store::Digest>& diff_ids, const std::string& top);
   StoreUsage usage();
 
  private:

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/syscall.h"
+#include "engine/image/image_store.h"
 #include "engine/image/layer_tar.h"
 
 namespace kbuild::image {
@@ -153,6 +154,19 @@ LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord&
   store.metadata().put_cache(layer_key(digests.diff_id), store::CacheResult{snapshot.id, meta.dump()});
   if (!source_date_epoch) store.metadata().set_snapshot_diff_id(snapshot.id, digests.diff_id);
   return LayerRecord{digests.diff_id, digests.tar_size};
+}
+
+ChainLayer chain_layer(store::Store& store, const store::SnapshotRecord& snapshot,
+                       std::optional<int64_t> source_date_epoch, LayerJournalCache* journals) {
+  if (snapshot.kind == kExtractedKind && snapshot.diff_id && !source_date_epoch) {
+    auto blob = store.metadata().get_layer_blob(*snapshot.diff_id);
+    if (blob && store.content().has(blob->blob)) {
+      return ChainLayer{stored_blob(store, blob->media_type, blob->blob), *snapshot.diff_id};
+    }
+  }
+  LayerRecord layer = layer_for_snapshot(store, snapshot, source_date_epoch, journals);
+  return ChainLayer{describe(layer_media_type(Compression::none, true), layer.diff_id, static_cast<int64_t>(layer.size)),
+                    layer.diff_id};
 }
 
 std::optional<Descriptor> remembered_layer_blob(store::Store& store, const store::Digest& diff_id,

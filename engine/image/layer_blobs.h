@@ -44,6 +44,16 @@ class LayerJournalCache {
 LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord& snapshot,
                                std::optional<int64_t> source_date_epoch, LayerJournalCache* journals = nullptr);
 
+// A snapshot's layer as a manifest lists it, with its diff_id. One extracted from a blob (kind
+// kExtractedKind) is that blob, unless SOURCE_DATE_EPOCH asks for its tar to be written again;
+// one of ours is its uncompressed tar, named by its diff_id (see layer_for_snapshot).
+struct ChainLayer {
+  Descriptor blob;
+  store::Digest diff_id;
+};
+ChainLayer chain_layer(store::Store& store, const store::SnapshotRecord& snapshot,
+                       std::optional<int64_t> source_date_epoch, LayerJournalCache* journals = nullptr);
+
 // The blob of a layer (by diff_id) in `compression`, when one was made before and is still in
 // the content store.
 std::optional<Descriptor> remembered_layer_blob(store::Store& store, const store::Digest& diff_id,

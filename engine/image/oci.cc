@@ -288,6 +288,7 @@ std::string serialize_config(const ImageConfig& c) {
     }
     o["history"] = std::move(history);
   }
+  if (!c.kbuild_cache.empty()) o["kbuild.cache.v1"] = ordered_json::parse(c.kbuild_cache);
   o["os"] = c.os;
   put_strings(o, "os.features", c.os_features);
   put_string(o, "os.version", c.os_version);
@@ -334,6 +335,7 @@ ImageConfig parse_config(std::string_view text) {
         c.history.push_back(std::move(entry));
       }
     }
+    if (const json* cache = member(o, "kbuild.cache.v1"); cache && cache->is_object()) c.kbuild_cache = cache->dump();
     return c;
   });
 }

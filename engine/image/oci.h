@@ -101,6 +101,9 @@ struct ImageConfig {
   ContainerConfig config;
   RootFs rootfs;
   std::vector<HistoryEntry> history;
+  // The inline build cache (--cache-to type=inline), the JSON of the top-level member
+  // "kbuild.cache.v1" (remotecache/imported_cache.h); empty: none.
+  std::string kbuild_cache;
   bool operator==(const ImageConfig&) const = default;
 };
 

@@ -9,7 +9,9 @@
 #include "engine/image/oci.h"
 #include "engine/image/plan_config.h"
 #include "engine/image/reference.h"
+#include "engine/registry/registry_cache.h"
 #include "engine/registry/transfer.h"
+#include "engine/remotecache/cache_export.h"
 #include "engine/solver/context.h"
 #include "engine/solver/step_executor.h"
 #include "engine/solver/store_worker.h"
@@ -58,9 +60,12 @@ class Builder::Run {
                                                       return resolve_image(reference, platform);
                                                     }});
     if (!context_ && reads_context()) prepare_context();
-    auto worker = std::make_shared<StoreWorker>(store_, context_, sandbox_);
-    Solved solved = builder_.scheduler_.solve(definition_.graph, definition_.root, worker, progress_, cancel_);
-    return export_target(solved);
+    worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_);
+    import_caches();
+    Solved solved = builder_.scheduler_.solve(definition_.graph, definition_.root, worker_, progress_, cancel_);
+    BuildResult result = export_target(solved);
+    export_caches(solved);
+    return result;
   }
 
  private:
@@ -96,11 +101,154 @@ class Builder::Run {
                                 record->config.str()};
   }
 
-  registry::RegistryClient registry_client(registry::HttpTransport& transport) {
-    return registry::RegistryClient(transport, builder_.registry_.hosts, [this](const std::string& domain) {
+  // --- build caches -----------------------------------------------------------------------
+
+  // The build's registry client for caches, made once: its tokens serve every cache entry.
+  registry::RegistryClient& cache_registry() {
+    std::lock_guard lock(cache_registry_mutex_);
+    if (!cache_client_) {
+      cache_transport_ =
+          registry::make_curl_transport([this] { return cancel_.canceled(); }, builder_.registry_.proxies);
+      cache_client_ = std::make_unique<registry::RegistryClient>(*cache_transport_, builder_.registry_.hosts,
+                                                                 credential_lookup());
+    }
+    return *cache_client_;
+  }
+
+  static std::string attribute(const CacheEntry& entry, const std::string& name) {
+    auto it = entry.attributes.find(name);
+    return it == entry.attributes.end() ? "" : it->second;
+  }
+
+  // A registry entry's repository, or the client's directory behind a local entry's socket.
+  std::shared_ptr<remotecache::CacheSource> cache_source(const CacheEntry& entry) {
+    if (entry.type == "local") return local_cache(entry);
+    return std::make_shared<registry::RegistryCache>(cache_registry(), image::parse_reference(attribute(entry, "ref")));
+  }
+
+  std::shared_ptr<remotecache::CacheSource> local_cache(const CacheEntry&) {
+    throw Error(ErrorKind::user, "cache type local is not supported yet");
+  }
+
+  // --cache-from: each cache's manifest and config read before the solve, as BuildKit's
+  // "importing cache manifest from ..." vertices do. One that cannot be read is left out with
+  // a warning; the build goes on without it.
+  void import_caches() {
+    std::vector<std::shared_ptr<const remotecache::ImportedCache>> imports;
+    for (const CacheEntry& entry : request_.cache_from) {
+      std::string shown = entry.type == "local" ? "local:" + attribute(entry, "src") : attribute(entry, "ref");
+      std::string id = vertex_id("cache-import:" + entry.type + ":" + shown);
+      progress_.started(id, "importing cache manifest from " + shown);
+      try {
+        std::vector<std::string> warnings;
+        auto imported = std::make_shared<const remotecache::ImportedCache>(
+            remotecache::import_cache(cache_source(entry), kCacheKeyScheme, warnings));
+        for (const std::string& warning : warnings) progress_.warning(id, "cache " + shown + ": " + warning);
+        imports.push_back(std::move(imported));
+      } catch (const Error& e) {
+        if (e.kind() == ErrorKind::canceled) {
+          progress_.completed(id, "", false, e.what());
+          throw;
+        }
+        progress_.warning(id, "cache " + shown + " is not used: " + e.what());
+      }
+      progress_.completed(id, "", false, "");
+    }
+    if (imports.empty()) return;
+    remotecache::MaterializeOptions options;
+    options.max_concurrent_downloads = builder_.registry_.max_concurrent_downloads;
+    options.canceled = [this] { return cancel_.canceled(); };
+    std::string warn_vertex = vertex_id("cache-import-hits");
+    worker_->import_caches(std::move(imports), options, [this, warn_vertex](const std::string& text) {
+      progress_.warning(warn_vertex, "an imported cache hit is not used: " + text);
+    });
+  }
+
+  // The result of op `i`: what this build made or found, else what the store still holds.
+  std::optional<Ref> result_of(const Solved& solved, graph::OpIndex i) {
+    if (auto it = solved.results.find(i); it != solved.results.end()) return it->second;
+    return worker_->cached_locally(solved.keys[i]);
+  }
+
+  // mode=min: the final result and the steps under it, down to its base (the layers of the
+  // final image); mode=max: every step of every stage the target needs.
+  std::vector<remotecache::ExportRecord> cache_records(const Solved& solved, remotecache::CacheFormat::Mode mode) {
+    const graph::Graph& graph = definition_.graph;
+    std::vector<graph::OpIndex> ops;
+    if (mode == remotecache::CacheFormat::Mode::max) {
+      ops = graph.closure(definition_.root);
+    } else {
+      for (std::optional<graph::OpIndex> i = definition_.root; i; i = bottom_input(graph.op(*i))) ops.push_back(*i);
+    }
+    std::vector<remotecache::ExportRecord> records;
+    for (graph::OpIndex i : ops) {
+      if (std::holds_alternative<graph::SourceOp>(graph.op(i).body)) continue;
+      if (std::optional<Ref> ref = result_of(solved, i); ref && ref->local_path.empty()) {
+        records.push_back(remotecache::ExportRecord{solved.keys[i], ref->top});
+      }
+    }
+    return records;
+  }
+
+  // --cache-to registry and local, after the image: a cache never changes what was built.
+  void export_caches(const Solved& solved) {
+    for (const CacheEntry& entry : request_.cache_to) {
+      if (entry.type == "inline") continue;  // in the image's config (write_image)
+      std::string id = vertex_id("cache-export:" + entry.type + ":" + attribute(entry, "ref"));
+      std::string name = entry.type == "local" ? "exporting cache to client directory" : "exporting cache to registry";
+      remotecache::CacheFormat format = remotecache::parse_cache_format(entry.attributes);
+      progress_.started(id, name);
+      try {
+        std::shared_ptr<remotecache::CacheSource> source = cache_source(entry);
+        auto* target = dynamic_cast<remotecache::CacheTarget*>(source.get());
+        if (!target) throw Error(ErrorKind::internal, "cache type " + entry.type + " cannot be exported to");
+        remotecache::export_cache(store_, cache_records(solved, format.mode), format, kCacheKeyScheme, *target,
+                                  [&](const std::string& text, bool done) { progress_.status(id, text, 0, 0, done); });
+        progress_.completed(id, "", false, "");
+      } catch (const Error& e) {
+        if (e.kind() == ErrorKind::canceled || !format.ignore_error) {
+          progress_.completed(id, "", false, e.what());
+          throw e.with_context("exporting cache to " + target_name(entry));
+        }
+        progress_.warning(id, "exporting cache to " + target_name(entry) + " failed (ignore-error): " + e.what());
+        progress_.completed(id, "", false, "");
+      }
+    }
+  }
+
+  static std::string target_name(const CacheEntry& entry) {
+    return entry.type == "local" ? attribute(entry, "dest") : attribute(entry, "ref");
+  }
+
+  // --cache-to type=inline: the final image's own steps (mode=min), each by the index of its
+  // result's top layer in the image.
+  void add_inline_cache(const Solved& solved, image::BuiltImage& built) {
+    bool wanted = std::ranges::any_of(request_.cache_to, [](const CacheEntry& e) { return e.type == "inline"; });
+    if (!wanted) return;
+    std::map<std::string, int> layer_of_snapshot;
+    int index = 0;
+    for (const store::SnapshotRecord& snapshot : store_.snapshots().records_bottom_up(built.top)) {
+      layer_of_snapshot[snapshot.id] = index++;
+    }
+    for (const remotecache::ExportRecord& record : cache_records(solved, remotecache::CacheFormat::Mode::min)) {
+      if (!record.top) {
+        built.inline_cache.emplace_back(record.key, -1);
+      } else if (auto it = layer_of_snapshot.find(*record.top); it != layer_of_snapshot.end()) {
+        built.inline_cache.emplace_back(record.key, it->second);
+      }
+    }
+    built.inline_cache_scheme = kCacheKeyScheme;
+  }
+
+  registry::CredentialLookup credential_lookup() {
+    return [this](const std::string& domain) {
       auto it = request_.registry_auth.find(domain);
       return it == request_.registry_auth.end() ? std::nullopt : std::optional<registry::Credentials>(it->second);
-    });
+    };
+  }
+
+  registry::RegistryClient registry_client(registry::HttpTransport& transport) {
+    return registry::RegistryClient(transport, builder_.registry_.hosts, credential_lookup());
   }
 
   store::ImageRecord pull(const std::string& name, const std::string& platform, const std::string& vertex) {
@@ -153,7 +301,8 @@ class Builder::Run {
 
   BuildResult write_image(const Solved& solved, const std::string& vertex) {
     image::BuiltImage built{solved.result.top, solved.base.diff_ids, solved.base.manifest, definition_.config,
-                            request_.source_date_epoch};
+                            request_.source_date_epoch, {}, ""};
+    add_inline_cache(solved, built);
     for (const auto& [key, value] : request_.labels) built.config.labels[key] = value;
     // -t names, and an image or registry output's name= (comma-separated), as buildx takes them.
     std::vector<std::string> names = request_.tags;
@@ -222,6 +371,10 @@ class Builder::Run {
   std::string dockerfile_;  // the request's, or the one in a tar context
   graph::Definition definition_;
   std::optional<MaterializedContext> context_;
+  std::shared_ptr<StoreWorker> worker_;
+  std::mutex cache_registry_mutex_;
+  std::unique_ptr<registry::HttpTransport> cache_transport_;
+  std::unique_ptr<registry::RegistryClient> cache_client_;
   // Shared: an op this build started may outlive it (see Scheduler).
   std::shared_ptr<BuildSandbox> sandbox_ =
       std::make_shared<BuildSandbox>(builder_.sandbox_, random_build_name(), request_.limits, request_.allow);

@@ -48,6 +48,14 @@ struct Output {
   std::map<std::string, std::string> attributes;
 };
 
+// A --cache-from or --cache-to entry: type registry (ref=...), local (a client's directory,
+// reached through `fd`) or inline (to only), with BuildKit's attributes.
+struct CacheEntry {
+  std::string type;
+  std::map<std::string, std::string> attributes;
+  int fd = -1;  // borrowed: local's socket to the client that serves the directory
+};
+
 struct BuildRequest {
   std::string dockerfile;
   std::string dockerfile_name = "Dockerfile";
@@ -67,6 +75,7 @@ struct BuildRequest {
   std::optional<int64_t> source_date_epoch;
   bool pull = false;  // base images come from their registry even when stored
   bool push = false;  // the tags go to their registries once stored
+  std::vector<CacheEntry> cache_from, cache_to;
   std::map<std::string, registry::Credentials> registry_auth;  // by registry domain
   std::set<std::string> allow;     // entitlements the caller asks for: network.host, security.insecure
   sandbox::ResourceLimits limits;  // for the whole build (its RUN steps together)

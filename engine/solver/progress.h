@@ -20,6 +20,8 @@ class Progress {
   // A sub-status of a vertex, e.g. "transferring context:" with bytes; done closes it.
   virtual void status(const std::string& vertex, const std::string& id, int64_t current, int64_t total, bool done) = 0;
   virtual void log(const std::string& vertex, int stream, std::string_view data) = 0;
+  // Something the user should know that does not fail the build (a cache that cannot be read).
+  virtual void warning(const std::string& vertex, const std::string& text) { (void)vertex, (void)text; }
 };
 
 // Discards everything (tests, quiet internal work).

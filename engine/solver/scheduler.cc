@@ -46,14 +46,6 @@ json content_checksums(const graph::Graph& graph, const graph::Op& op,
   return out;
 }
 
-// The input whose tree the op's result stands on.
-std::optional<OpIndex> bottom_input(const graph::Op& op) {
-  if (const auto* exec = std::get_if<graph::ExecOp>(&op.body)) return exec->rootfs;
-  if (const auto* file = std::get_if<graph::FileOp>(&op.body)) return file->base;
-  if (const auto* merge = std::get_if<graph::MergeOp>(&op.body)) return merge->inputs.at(0);
-  return std::nullopt;
-}
-
 bool is_source(const graph::Op& op) { return std::holds_alternative<graph::SourceOp>(op.body); }
 
 // An input's failure, passed through the ops that waited for it: not their own.
@@ -62,6 +54,13 @@ struct InputFailed {
 };
 
 }  // namespace
+
+std::optional<OpIndex> bottom_input(const graph::Op& op) {
+  if (const auto* exec = std::get_if<graph::ExecOp>(&op.body)) return exec->rootfs;
+  if (const auto* file = std::get_if<graph::FileOp>(&op.body)) return file->base;
+  if (const auto* merge = std::get_if<graph::MergeOp>(&op.body)) return merge->inputs.at(0);
+  return std::nullopt;
+}
 
 std::vector<std::string> cache_keys(const graph::Graph& graph, OpIndex root,
                                     const std::function<std::string(const graph::SourceOp&, const Selection&)>& checksum) {
@@ -76,7 +75,7 @@ std::vector<std::string> cache_keys(const graph::Graph& graph, OpIndex root,
     // "v" is the key format's version: any change to what enters a key (describe_op, the
     // context's entry_digest and selection_digest, this JSON) bumps it, so that keys made
     // before never match by accident. 3: context owners reset to 0 (engine/context/receiver.cc).
-    json key = {{"v", 3}, {"op", definition}, {"content", content_checksums(graph, op, checksum)}};
+    json key = {{"v", kCacheKeyVersion}, {"op", definition}, {"content", content_checksums(graph, op, checksum)}};
     keys[i] = store::Digest::of(key.dump()).str();
   }
   return keys;
@@ -134,7 +133,10 @@ class Scheduler::Solve {
     }
     wait_for_all();
     if (failure) std::rethrow_exception(cause_of(failure));
-    return Solved{result, bases[root_], keys_[root_]};
+    Solved solved{result, bases[root_], keys_[root_], keys_, {}};
+    std::lock_guard lock(mutex_);
+    for (const auto& [index, future] : futures_) solved.results.emplace(index, future.get());
+    return solved;
   }
 
  private:

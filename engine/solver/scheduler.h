@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,8 +24,19 @@ namespace kbuild::solver {
 struct Solved {
   Ref result;
   BaseImage base;
-  std::string key;  // the root op's cache key
+  std::string key;                         // the root op's cache key
+  std::vector<std::string> keys;           // every op's, by index (empty for ops the root does not need)
+  std::map<graph::OpIndex, Ref> results;   // what each op this build ran or found cached gave
 };
+
+// The version of the cache key format ("v" in each key's JSON), and the scheme name exported
+// caches record: caches of another scheme cannot hit.
+inline constexpr int kCacheKeyVersion = 3;
+inline constexpr const char* kCacheKeyScheme = "kbuild-key-v3";
+
+// The input whose tree an op's result stands on: an exec's rootfs, a file op's base, a
+// merge's first input; none for a source.
+std::optional<graph::OpIndex> bottom_input(const graph::Op& op);
 
 // Every op's cache key: the digest of its definition with inputs by their keys (not their
 // digests, so an image pinned the same way keys the same), plus, for each local source it

@@ -43,6 +43,24 @@ std::string StoreWorker::checksum(const graph::SourceOp& op, const Selection& se
 }
 
 std::optional<Ref> StoreWorker::cached(const std::string& key) {
+  if (std::optional<Ref> local = cached_locally(key)) return local;
+  for (const auto& imported : imports_) {
+    std::optional<std::vector<remotecache::CacheLayer>> chain = imported->find(key);
+    if (!chain) continue;
+    try {
+      Ref ref{remotecache::materialize_chain(store_, imported->source(), *chain, materialize_options_), ""};
+      // Kept as the store's own, as BuildKit keeps what it imported: the next build hits locally.
+      remember(key, ref);
+      return ref;
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::canceled) throw;
+      if (warn_) warn_(e.what());
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<Ref> StoreWorker::cached_locally(const std::string& key) {
   std::optional<store::CacheResult> hit = store_.metadata().get_cache(key);
   if (!hit) return std::nullopt;
   if (hit->snapshot_id.empty()) return Ref{};

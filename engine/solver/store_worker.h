@@ -2,9 +2,14 @@
 // the store's cache, ops run on snapshots and in the build's sandbox.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
+#include "engine/remotecache/imported_cache.h"
+#include "engine/remotecache/materialize.h"
 #include "engine/solver/context.h"
 #include "engine/solver/run_step.h"
 #include "engine/solver/worker.h"
@@ -16,6 +21,18 @@ class StoreWorker : public Worker {
  public:
   StoreWorker(store::Store& store, std::optional<MaterializedContext> context, std::shared_ptr<BuildSandbox> sandbox)
       : store_(store), context_(std::move(context)), sandbox_(std::move(sandbox)) {}
+
+  // Caches imported for the build (--cache-from), asked in order after the store's own: a hit
+  // there is made local (its layers fetched and extracted) and recorded in the store's cache.
+  // A hit that cannot be made local is a miss, reported through `warn`.
+  void import_caches(std::vector<std::shared_ptr<const remotecache::ImportedCache>> imports,
+                     remotecache::MaterializeOptions options, std::function<void(const std::string&)> warn) {
+    imports_ = std::move(imports);
+    materialize_options_ = std::move(options);
+    warn_ = std::move(warn);
+  }
+  // The store's own result for `key`, never an import's.
+  std::optional<Ref> cached_locally(const std::string& key);
 
   Ref source(const graph::SourceOp& op, BaseImage& base) override;
   std::string checksum(const graph::SourceOp& local, const Selection& selection) override;
@@ -30,6 +47,9 @@ class StoreWorker : public Worker {
   store::Store& store_;
   std::optional<MaterializedContext> context_;  // held: an op may outlive the build
   std::shared_ptr<BuildSandbox> sandbox_;
+  std::vector<std::shared_ptr<const remotecache::ImportedCache>> imports_;
+  remotecache::MaterializeOptions materialize_options_;
+  std::function<void(const std::string&)> warn_;
 };
 
 }  // namespace kbuild::solver

@@ -62,7 +62,8 @@ SnapshotStore::Prepared::Prepared(Prepared&& other) noexcept
       id_(std::move(other.id_)),
       parent_(std::move(other.parent_)),
       kind_(std::move(other.kind_)),
-      path_(std::move(other.path_)) {}
+      path_(std::move(other.path_)),
+      created_(other.created_) {}
 
 SnapshotStore::Prepared::~Prepared() {
   if (!store_) return;
@@ -134,6 +135,11 @@ void SnapshotStore::set_parent(Prepared& snapshot, std::string parent) {
   snapshot.parent_ = std::move(parent);
 }
 
+void SnapshotStore::set_created(Prepared& snapshot, Clock::time_point created) {
+  if (snapshot.store_ != this) throw Error(ErrorKind::internal, "snapshot store: a foreign snapshot");
+  snapshot.created_ = created;
+}
+
 SnapshotRecord SnapshotStore::commit_deferred(Prepared snapshot, std::optional<Digest> diff_id) {
   return commit(std::move(snapshot), std::move(diff_id), true);
 }
@@ -158,7 +164,8 @@ void SnapshotStore::sync() {
 
 SnapshotRecord SnapshotStore::commit(Prepared snapshot, std::optional<Digest> diff_id, bool deferred) {
   if (snapshot.store_ != this) throw Error(ErrorKind::internal, "snapshot store: commit of a foreign snapshot");
-  SnapshotRecord record{snapshot.id_, snapshot.parent_, snapshot.kind_, std::move(diff_id), 0, Clock::now()};
+  SnapshotRecord record{snapshot.id_, snapshot.parent_, snapshot.kind_, std::move(diff_id), 0,
+                        snapshot.created_.value_or(Clock::now())};
   record.unsynced = deferred;
   {
     UniqueFd diff = fs::open_dir(snapshot.diff_path());

@@ -51,6 +51,7 @@ class SnapshotStore {
     std::optional<std::string> parent_;
     std::string kind_;
     std::string path_;
+    std::optional<Clock::time_point> created_;
   };
 
   // Opens the snapshots under <root>/snapshots (created as needed); `metadata` outlives it.
@@ -68,6 +69,9 @@ class SnapshotStore {
   // committed: for one whose files do not depend on what is below them, such as an image layer
   // extracted while the layers under it are still being extracted.
   void set_parent(Prepared& snapshot, std::string parent);
+  // Dates a snapshot made elsewhere first (a layer imported from a cache) with its first
+  // making, so that images built on it are dated as the exporter's were.
+  void set_created(Prepared& snapshot, Clock::time_point created);
   // Makes the snapshot permanent: fsyncs the file system, renames tmp-<id> to <id> and records
   // it with its size and, when known, its diff_id. Unmount it first. On failure nothing remains.
   SnapshotRecord commit(Prepared snapshot, std::optional<Digest> diff_id = {});

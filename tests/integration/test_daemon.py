@@ -544,12 +544,23 @@ class DaemonTest(unittest.TestCase):
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn("unsupported output type floppy", bad.stderr)
         # buildx flags not built yet: refused by name, before anything runs.
-        for flag, value in (("--cache-to", "type=local,dest=x"), ("--cache-from", "type=local,src=x"),
-                            ("--secret", "id=a,src=/etc/hostname"), ("--ssh", "default")):
+        for flag, value in (("--secret", "id=a,src=/etc/hostname"), ("--ssh", "default")):
             refused = self.build(ctx, flag, value, check=False)
             self.assertNotEqual(refused.returncode, 0, flag)
             self.assertIn(f"{flag} is not supported yet", refused.stderr)
             self.assertNotIn("FROM scratch", refused.stderr, flag)
+        # Cache types BuildKit has and kbuild does not, and malformed entries: BuildKit's words.
+        for flag, value, expected in (("--cache-to", "type=gha", 'unknown cache exporter: "gha"'),
+                                      ("--cache-from", "type=s3,bucket=b", 'unknown cache importer: "s3"'),
+                                      ("--cache-from", "type=inline", 'unknown cache importer: "inline"'),
+                                      ("--cache-to", "mode=max", 'type required form> "mode=max"'),
+                                      ("--cache-to", "type=registry", "cache-to: ref is required"),
+                                      ("--cache-to", "type=registry,ref=r/a:c,mode=most", "mode"),
+                                      ("--cache-to", "type=registry,ref=r/a:c,compression=lz4", "lz4")):
+            refused = self.build(ctx, flag, value, check=False)
+            self.assertNotEqual(refused.returncode, 0, value)
+            self.assertIn(expected, refused.stderr, value)
+            self.assertNotIn("FROM scratch", refused.stderr, value)
 
     def test_image_names_are_held_to_dockers_grammar(self):
         ctx = self.context("badref", {"Dockerfile": "FROM scratch\nCOPY f /f\n", "f": "x\n"})

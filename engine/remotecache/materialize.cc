@@ -1,0 +1,129 @@
+#include "engine/remotecache/materialize.h"
+
+#include <cctype>
+#include <chrono>
+#include <mutex>
+
+#include "common/error.h"
+#include "engine/image/image_store.h"
+#include "engine/image/oci.h"
+#include "engine/image/parallel.h"
+
+namespace kbuild::remotecache {
+namespace {
+
+std::vector<store::Digest> diff_ids_of(const std::vector<CacheLayer>& chain, size_t count) {
+  std::vector<store::Digest> out;
+  for (size_t i = 0; i < count; ++i) out.push_back(chain[i].diff_id);
+  return out;
+}
+
+// Blobs fetched for a chain, removed again unless it is committed.
+class FetchedBlobs {
+ public:
+  explicit FetchedBlobs(store::ContentStore& content) : content_(content) {}
+  FetchedBlobs(const FetchedBlobs&) = delete;
+  FetchedBlobs& operator=(const FetchedBlobs&) = delete;
+  ~FetchedBlobs() {
+    if (kept_) return;
+    for (const store::Digest& digest : fetched_) {
+      try {
+        content_.remove(digest);
+      } catch (...) {
+        // The error that failed the chain is the one to report.
+      }
+    }
+  }
+  void add(const store::Digest& digest) {
+    std::lock_guard lock(mutex_);
+    fetched_.push_back(digest);
+  }
+  void keep() { kept_ = true; }
+
+ private:
+  store::ContentStore& content_;
+  std::mutex mutex_;
+  std::vector<store::Digest> fetched_;
+  bool kept_ = false;
+};
+
+void fetch_blob(store::Store& store, CacheSource& source, const image::Descriptor& blob,
+                const MaterializeOptions& options, FetchedBlobs& fetched) {
+  std::string id = "pulling " + blob.digest.str();
+  store::ContentStore::Writer writer = store.content().writer();
+  int64_t received = 0;
+  source.blob(blob, [&](std::string_view data) {
+    writer.write(data);
+    received += static_cast<int64_t>(data.size());
+    if (options.progress) options.progress(id, received, blob.size, false);
+  });
+  writer.commit(blob.digest);
+  fetched.add(blob.digest);
+  if (options.progress) options.progress(id, blob.size, blob.size, true);
+}
+
+// An RFC 3339 time to the nanosecond, as the exporter wrote it (parse_time keeps seconds only).
+store::Clock::time_point time_of(const std::string& text) {
+  auto ns = std::chrono::seconds(image::parse_time(text));
+  std::chrono::nanoseconds fraction(0);
+  size_t dot = text.find('.');
+  if (dot != std::string::npos) {
+    int64_t value = 0;
+    int digits = 0;
+    for (size_t i = dot + 1; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])) && digits < 9; ++i) {
+      value = value * 10 + (text[i] - '0');
+      ++digits;
+    }
+    for (; digits < 9; ++digits) value *= 10;
+    fraction = std::chrono::nanoseconds(value);
+  }
+  return store::Clock::time_point(std::chrono::duration_cast<store::Clock::duration>(ns + fraction));
+}
+
+// Materializations one at a time: two builds hitting the same chain extract it once.
+std::mutex materializing;
+
+}  // namespace
+
+std::optional<std::string> materialize_chain(store::Store& store, CacheSource& source,
+                                             const std::vector<CacheLayer>& chain, const MaterializeOptions& options) {
+  if (chain.empty()) return std::nullopt;
+  std::lock_guard lock(materializing);
+  image::ImageStore images(store);
+  size_t have = chain.size();
+  std::optional<std::string> parent;
+  for (; have > 0; --have) {
+    if ((parent = images.find_chain(diff_ids_of(chain, have)))) break;
+  }
+  if (have == chain.size()) return parent;
+  FetchedBlobs fetched(store.content());
+  std::vector<std::optional<store::SnapshotStore::Prepared>> slots(chain.size() - have);
+  std::vector<std::function<void()>> jobs;
+  for (size_t i = have; i < chain.size(); ++i) {
+    jobs.push_back([&, i] {
+      const CacheLayer& layer = chain[i];
+      if (!store.content().has(layer.blob.digest)) fetch_blob(store, source, layer.blob, options, fetched);
+      slots[i - have].emplace(images.extract(layer.blob, layer.diff_id, options.canceled));
+      if (!layer.created.empty()) store.snapshots().set_created(*slots[i - have], time_of(layer.created));
+    });
+  }
+  try {
+    image::run_bounded(jobs, options.max_concurrent_downloads);
+  } catch (const Error& e) {
+    throw e.with_context("importing cache from " + source.name());
+  }
+  std::vector<image::Descriptor> blobs;
+  std::vector<store::Digest> diff_ids;
+  std::vector<store::SnapshotStore::Prepared> extracted;
+  for (size_t i = have; i < chain.size(); ++i) {
+    blobs.push_back(chain[i].blob);
+    diff_ids.push_back(chain[i].diff_id);
+    extracted.push_back(std::move(*slots[i - have]));
+  }
+  std::vector<std::string> committed = images.commit_chain(parent, blobs, diff_ids, extracted);
+  for (size_t i = 0; i < committed.size(); ++i) images.remember_chain(diff_ids_of(chain, have + i + 1), committed[i]);
+  fetched.keep();
+  return committed.back();
+}
+
+}  // namespace kbuild::remotecache
