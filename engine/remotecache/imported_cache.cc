@@ -55,11 +55,14 @@ CacheConfig inline_config(const std::string& config_bytes, const std::vector<ima
   json whole = cache;
   whole["layers"] = json::array();
   for (size_t i = 0; i < layers.size(); ++i) {
-    whole["layers"].push_back({{"blob", layers[i].digest.str()},
-                               {"mediaType", layers[i].media_type},
-                               {"size", layers[i].size},
-                               {"diffID", (*diff_ids)[i]},
-                               {"parent", static_cast<int>(i) - 1}});
+    json layer = {{"blob", layers[i].digest.str()},
+                  {"mediaType", layers[i].media_type},
+                  {"size", layers[i].size},
+                  {"diffID", (*diff_ids)[i]},
+                  {"parent", static_cast<int>(i) - 1}};
+    // The image's date is its last layer's: built on, the layers date the new image as before.
+    if (config.contains("created") && config["created"].is_string()) layer["created"] = config["created"];
+    whole["layers"].push_back(std::move(layer));
   }
   return parse_cache_config(whole.dump(), warnings);
 }
