@@ -18,8 +18,28 @@ namespace {
 struct LayerCollector {
   store::Store& store;
   const CacheFormat& format;
-  std::map<std::string, int> index_of_snapshot;
+  std::map<std::string, int> index_of_snapshot;  // also "remote:<blob> on <parent index>"
   CacheConfig config;
+  std::map<store::Digest, CacheSource*> remote_blobs;  // where blobs not in the store are
+
+  // The layer index of an imported chain's top, its layers as the imported cache lists them.
+  int add_remote(const std::vector<CacheLayer>& chain, CacheSource* source) {
+    int parent = -1;
+    for (const CacheLayer& layer : chain) {
+      std::string id = "remote:" + layer.blob.digest.str() + " on " + std::to_string(parent);
+      auto it = index_of_snapshot.find(id);
+      if (it == index_of_snapshot.end()) {
+        CacheLayer out = layer;
+        out.blob.media_type = cache_layer_media_type(out.blob.media_type, format.oci_media_types);
+        out.parent = parent;
+        config.layers.push_back(std::move(out));
+        if (!store.content().has(layer.blob.digest)) remote_blobs.emplace(layer.blob.digest, source);
+        it = index_of_snapshot.emplace(id, static_cast<int>(config.layers.size()) - 1).first;
+      }
+      parent = it->second;
+    }
+    return parent;
+  }
 
   // The layer index of `top`, its chain collected first.
   int add_chain(const std::optional<std::string>& top) {
@@ -71,18 +91,37 @@ std::function<size_t(char*, size_t)> string_reader(const std::string& bytes) {
   };
 }
 
-}  // namespace
 
-CacheConfig make_cache_config(store::Store& store, const std::vector<ExportRecord>& records, const CacheFormat& format,
-                              const std::string& key_scheme) {
-  LayerCollector collector{store, format, {}, {}};
+LayerCollector collect(store::Store& store, const std::vector<ExportRecord>& records, const CacheFormat& format,
+                       const std::string& key_scheme) {
+  LayerCollector collector{store, format, {}, {}, {}};
   collector.config.key_scheme = key_scheme;
   std::set<std::string> seen;
   for (const ExportRecord& record : records) {
     if (!seen.insert(record.key).second) continue;
-    collector.config.records.push_back(CacheRecord{record.key, collector.add_chain(record.top)});
+    int layer = record.remote ? collector.add_remote(*record.remote, record.remote_source) : collector.add_chain(record.top);
+    collector.config.records.push_back(CacheRecord{record.key, layer});
   }
-  return collector.config;
+  return collector;
+}
+
+// A blob the target lacks: from the store, or first fetched into it from the imported cache.
+void send_blob(store::Store& store, const image::Descriptor& blob, CacheSource* remote, CacheTarget& target) {
+  if (!store.content().has(blob.digest)) {
+    if (!remote) throw Error(ErrorKind::internal, "blob " + blob.digest.str() + " is nowhere to export from");
+    store::ContentStore::Writer writer = store.content().writer();
+    remote->blob(blob, [&](std::string_view data) { writer.write(data); });
+    writer.commit(blob.digest);
+  }
+  UniqueFd fd = store.content().open(blob.digest);
+  target.put_blob(blob, fd_reader(fd.get(), blob.digest.str()));
+}
+
+}  // namespace
+
+CacheConfig make_cache_config(store::Store& store, const std::vector<ExportRecord>& records, const CacheFormat& format,
+                              const std::string& key_scheme) {
+  return collect(store, records, format, key_scheme).config;
 }
 
 image::Descriptor export_cache(store::Store& store, const std::vector<ExportRecord>& records, const CacheFormat& format,
@@ -90,7 +129,8 @@ image::Descriptor export_cache(store::Store& store, const std::vector<ExportReco
   status("preparing build cache for export", false);
   // The canonical bytes, parsed back: layers merged and ordered as the envelope lists them.
   std::vector<std::string> unused;
-  std::string config_bytes = serialize_cache_config(make_cache_config(store, records, format, key_scheme));
+  LayerCollector collected = collect(store, records, format, key_scheme);
+  std::string config_bytes = serialize_cache_config(collected.config);
   CacheConfig config = parse_cache_config(config_bytes, unused);
   status("preparing build cache for export", true);
   std::vector<image::Descriptor> layers;
@@ -103,8 +143,8 @@ image::Descriptor export_cache(store::Store& store, const std::vector<ExportReco
     std::string line = "writing layer " + layer.blob.digest.str();
     status(line, false);
     if (!target.has_blob(layer.blob.digest)) {
-      UniqueFd fd = store.content().open(layer.blob.digest);
-      target.put_blob(layer.blob, fd_reader(fd.get(), layer.blob.digest.str()));
+      auto remote = collected.remote_blobs.find(layer.blob.digest);
+      send_blob(store, layer.blob, remote == collected.remote_blobs.end() ? nullptr : remote->second, target);
     }
     status(line, true);
   }

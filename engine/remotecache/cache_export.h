@@ -15,10 +15,14 @@
 
 namespace kbuild::remotecache {
 
-// A result to export: its key and the top snapshot of its chain (nullopt: an empty tree).
+// A result to export: its key and the top snapshot of its chain (nullopt: an empty tree); or,
+// for a hit in an imported cache that this build never needed locally, that cache's chain,
+// whose blobs are copied from `remote_source` only when the target lacks them.
 struct ExportRecord {
   std::string key;
   std::optional<std::string> top;
+  std::optional<std::vector<CacheLayer>> remote;
+  CacheSource* remote_source = nullptr;
 };
 
 // The cache config of these records, with every layer's blob made in `format` (stored).

@@ -184,7 +184,13 @@ class Builder::Run {
     for (graph::OpIndex i : ops) {
       if (std::holds_alternative<graph::SourceOp>(graph.op(i).body)) continue;
       if (std::optional<Ref> ref = result_of(solved, i); ref && ref->local_path.empty()) {
-        records.push_back(remotecache::ExportRecord{solved.keys[i], ref->top});
+        records.push_back(remotecache::ExportRecord{solved.keys[i], ref->top, std::nullopt, nullptr});
+      } else if (auto imported = worker_->find_imported(solved.keys[i])) {
+        // Under a hit, never needed here: passed on as imported, so --cache-from X --cache-to X
+        // keeps what X had.
+        exported_from_.push_back(imported->cache);
+        records.push_back(remotecache::ExportRecord{solved.keys[i], std::nullopt, std::move(imported->chain),
+                                                    &imported->cache->source()});
       }
     }
     return records;
@@ -372,6 +378,7 @@ class Builder::Run {
   graph::Definition definition_;
   std::optional<MaterializedContext> context_;
   std::shared_ptr<StoreWorker> worker_;
+  std::vector<std::shared_ptr<const remotecache::ImportedCache>> exported_from_;  // kept while exports read them
   std::mutex cache_registry_mutex_;
   std::unique_ptr<registry::HttpTransport> cache_transport_;
   std::unique_ptr<registry::RegistryClient> cache_client_;

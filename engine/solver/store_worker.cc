@@ -60,6 +60,13 @@ std::optional<Ref> StoreWorker::cached(const std::string& key) {
   return std::nullopt;
 }
 
+std::optional<StoreWorker::ImportedResult> StoreWorker::find_imported(const std::string& key) const {
+  for (const auto& imported : imports_) {
+    if (auto chain = imported->find(key)) return ImportedResult{std::move(*chain), imported};
+  }
+  return std::nullopt;
+}
+
 std::optional<Ref> StoreWorker::cached_locally(const std::string& key) {
   std::optional<store::CacheResult> hit = store_.metadata().get_cache(key);
   if (!hit) return std::nullopt;

@@ -33,6 +33,12 @@ class StoreWorker : public Worker {
   }
   // The store's own result for `key`, never an import's.
   std::optional<Ref> cached_locally(const std::string& key);
+  // The chain an imported cache records for `key`, and that cache, without fetching anything.
+  struct ImportedResult {
+    std::vector<remotecache::CacheLayer> chain;
+    std::shared_ptr<const remotecache::ImportedCache> cache;
+  };
+  std::optional<ImportedResult> find_imported(const std::string& key) const;
 
   Ref source(const graph::SourceOp& op, BaseImage& base) override;
   std::string checksum(const graph::SourceOp& local, const Selection& selection) override;

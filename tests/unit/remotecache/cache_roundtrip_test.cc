@@ -66,6 +66,13 @@ class MemoryCache : public CacheSource, public CacheTarget {
 
 class CacheRoundTripTest : public ::testing::Test {
  protected:
+  static std::vector<ExportRecord> records(
+      std::initializer_list<std::pair<std::string, std::optional<std::string>>> keys_and_tops) {
+    std::vector<ExportRecord> out;
+    for (const auto& [k, top] : keys_and_tops) out.push_back(ExportRecord{k, top, std::nullopt, nullptr});
+    return out;
+  }
+
   // A committed snapshot on `parent` holding `files` (name → content).
   std::string layer(store::Store& store, std::optional<std::string> parent,
                     const std::map<std::string, std::string>& files) {
@@ -95,7 +102,7 @@ TEST_F(CacheRoundTripTest, ImportedChainHasTheExportersLayersAndDates) {
   std::string base = layer(*a_, std::nullopt, {{"base", "base\n"}});
   std::string built = layer(*a_, base, {{"built", "random 1234\n"}});
   std::string final_layer = layer(*a_, built, {{"final", "final\n"}});
-  export_cache(*a_, {{key("step1"), built}, {key("step2"), final_layer}, {key("empty"), std::nullopt}}, format_, kScheme,
+  export_cache(*a_, records({{key("step1"), built}, {key("step2"), final_layer}, {key("empty"), std::nullopt}}), format_, kScheme,
                *cache_, [](const std::string&, bool) {});
 
   ImportedCache imported = import_cache(cache_, kScheme, warnings_);
@@ -125,9 +132,9 @@ TEST_F(CacheRoundTripTest, ExportingTheSameResultsAgainSendsTheSameManifestAndNo
   std::string base = layer(*a_, std::nullopt, {{"f", "x\n"}});
   std::string top = layer(*a_, base, {{"g", "y\n"}});
   auto noop = [](const std::string&, bool) {};
-  image::Descriptor first = export_cache(*a_, {{key("1"), base}, {key("2"), top}}, format_, kScheme, *cache_, noop);
+  image::Descriptor first = export_cache(*a_, records({{key("1"), base}, {key("2"), top}}), format_, kScheme, *cache_, noop);
   int puts = cache_->puts;
-  image::Descriptor second = export_cache(*a_, {{key("2"), top}, {key("1"), base}}, format_, kScheme, *cache_, noop);
+  image::Descriptor second = export_cache(*a_, records({{key("2"), top}, {key("1"), base}}), format_, kScheme, *cache_, noop);
   EXPECT_EQ(first.digest, second.digest);
   EXPECT_EQ(cache_->puts, puts);
 }
@@ -136,7 +143,7 @@ TEST_F(CacheRoundTripTest, OnlyTheBlobsAboveWhatTheStoreHasAreFetched) {
   std::string base = layer(*a_, std::nullopt, {{"base", "shared\n"}});
   std::string builder = layer(*a_, base, {{"tool", "only the builder has this\n"}});
   std::string final_layer = layer(*a_, base, {{"app", "app\n"}});
-  export_cache(*a_, {{key("builder"), builder}, {key("final"), final_layer}, {key("base"), base}}, format_, kScheme,
+  export_cache(*a_, records({{key("builder"), builder}, {key("final"), final_layer}, {key("base"), base}}), format_, kScheme,
                *cache_, [](const std::string&, bool) {});
   ImportedCache imported = import_cache(cache_, kScheme, warnings_);
   // B has the base already (as a pull would leave it): only the final step's own blob comes.
@@ -155,7 +162,7 @@ TEST_F(CacheRoundTripTest, OnlyTheBlobsAboveWhatTheStoreHasAreFetched) {
 TEST_F(CacheRoundTripTest, ALayerThatIsNotItsDiffIdLeavesNothingBehind) {
   std::string honest = layer(*a_, std::nullopt, {{"f", "honest\n"}});
   std::string other = layer(*a_, std::nullopt, {{"f", "something else\n"}});
-  export_cache(*a_, {{key("honest"), honest}}, format_, kScheme, *cache_, [](const std::string&, bool) {});
+  export_cache(*a_, records({{key("honest"), honest}}), format_, kScheme, *cache_, [](const std::string&, bool) {});
   ImportedCache imported = import_cache(cache_, kScheme, warnings_);
   // The cache claims the other layer's diff_id for its blob: a poisoned chain.
   std::vector<CacheLayer> chain = *imported.find(key("honest"));
@@ -167,10 +174,28 @@ TEST_F(CacheRoundTripTest, ALayerThatIsNotItsDiffIdLeavesNothingBehind) {
   EXPECT_FALSE(image::ImageStore(*b_).find_chain({chain[0].diff_id}));
 }
 
+TEST_F(CacheRoundTripTest, ARecordNeverNeededLocallyIsPassedOnFromItsImport) {
+  std::string base = layer(*a_, std::nullopt, {{"base", "base\n"}});
+  std::string builder = layer(*a_, base, {{"tool", "tool\n"}});
+  export_cache(*a_, records({{key("builder"), builder}}), format_, kScheme, *cache_, [](const std::string&, bool) {});
+  ImportedCache imported = import_cache(cache_, kScheme, warnings_);
+  // B re-exports the builder's record to another cache without having extracted it: the
+  // blobs are copied from the import, and the record is the same.
+  auto other = std::make_shared<MemoryCache>();
+  std::vector<ExportRecord> passed{ExportRecord{key("builder"), std::nullopt, imported.find(key("builder")), cache_.get()}};
+  export_cache(*b_, passed, format_, kScheme, *other, [](const std::string&, bool) {});
+  EXPECT_TRUE(b_->metadata().list_snapshots().empty());
+  ImportedCache again = import_cache(other, kScheme, warnings_);
+  ASSERT_TRUE(again.find(key("builder")));
+  EXPECT_EQ(*again.find(key("builder")), *imported.find(key("builder")));
+  materialize_chain(*b_, *other, *again.find(key("builder")), {});
+  EXPECT_EQ(b_->metadata().list_snapshots().size(), 2u);
+}
+
 TEST_F(CacheRoundTripTest, ForeignAndBrokenCachesAreRefusedWithAReason) {
   EXPECT_THAT(error_of([&] { import_cache(cache_, kScheme, warnings_); }), HasSubstr("no root"));
   std::string base = layer(*a_, std::nullopt, {{"f", "x\n"}});
-  export_cache(*a_, {{key("1"), base}}, format_, kScheme, *cache_, [](const std::string&, bool) {});
+  export_cache(*a_, records({{key("1"), base}}), format_, kScheme, *cache_, [](const std::string&, bool) {});
   EXPECT_THAT(error_of([&] { import_cache(cache_, "kbuild-key-v9", warnings_); }), HasSubstr("kbuild-key-v9"));
   // A config whose layer the manifest does not list.
   RootDocument root = cache_->root();
