@@ -629,6 +629,23 @@ class CacheTest(unittest.TestCase):
         print("\n" + "\n".join(shown), file=sys.stderr)
         self.assertFalse(problems, "\n".join(problems))
 
+    def test_a_bad_cache_source_beside_a_good_one_leaves_its_hits(self):
+        cache = self.ref("buildcache")
+        _, _, a_image = self.export_from_a(cache, "mode=max")
+        _, repository, _ = split_ref(cache)
+        self.http.push_manifest(repository, "garbage", CACHE_CONFIG, b"{this is not JSON")
+        garbage, missing = f"{self.registry.host}/{repository}:garbage", f"{self.registry.host}/{repository}:missing"
+        b = self.host("b")
+        imported = self.build(b, self.context(name="ctx-b"), "-t", "app:b",
+                              "--cache-from", f"type=registry,ref={garbage}",
+                              "--cache-from", f"type=registry,ref={missing}",
+                              "--cache-from", f"type=registry,ref={cache}")
+        self.assert_steps(imported, ALL_STEPS, [], "host B's build from a good cache after two bad ones")
+        for ref in (garbage, missing):
+            self.assertTrue(imported.progress.warnings_about(ref, "importing cache manifest from"),
+                            f"no warning about {ref}:\n{imported.progress.describe()}")
+        self.assertEqual(self.saved(b, "app:b").files["random"], a_image.files["random"])
+
     # -- 7. an export the registry refuses ------------------------------------------------------
 
     def test_a_refused_export_fails_the_build_unless_ignore_error(self):
