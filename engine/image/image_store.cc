@@ -147,6 +147,10 @@ void ImageStore::save(const std::vector<std::string>& references, BlobSource& bl
   write_image_archive(images, blobs, out, options);
 }
 
+bool is_extracted(const store::SnapshotRecord& snapshot) {
+  return snapshot.kind == kExtractedKind || snapshot.kind == kImportedKind;
+}
+
 std::string chain_key(const std::vector<store::Digest>& diff_ids) {
   // ChainID(L0) = DiffID(L0); ChainID(L0..n) = sha256(ChainID(L0..n-1) + " " + DiffID(Ln)).
   std::string chain;
@@ -181,8 +185,8 @@ bool ImageStore::unpacked(const store::Digest& config) {
 }
 
 store::SnapshotStore::Prepared ImageStore::extract(const Descriptor& layer, const store::Digest& diff_id,
-                                                   const std::function<bool()>& canceled) {
-  store::SnapshotStore::Prepared prepared = store_.snapshots().prepare(std::nullopt, std::string(kExtractedKind));
+                                                   const std::function<bool()>& canceled, std::string_view kind) {
+  store::SnapshotStore::Prepared prepared = store_.snapshots().prepare(std::nullopt, std::string(kind));
   UniqueFd blob = store_.content().open(layer.digest);
   UniqueFd root(check(::open(prepared.diff_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open",
                       prepared.diff_path()));

@@ -21,6 +21,10 @@ namespace kbuild::image {
 // its diff_id is the blob's, verified while it was extracted. Re-tarring its files is not
 // guaranteed to give that tar again, so exports list the blob it came from.
 inline constexpr std::string_view kExtractedKind = "extracted";
+// The same, extracted from an imported build cache: made by a build elsewhere, whose date it
+// keeps (an image's layers are dated when they arrive).
+inline constexpr std::string_view kImportedKind = "imported";
+bool is_extracted(const store::SnapshotRecord& snapshot);
 
 // The OCI chain id of layers (bottom first) as a cache key: "chain:" + ChainID.
 std::string chain_key(const std::vector<store::Digest>& diff_ids);
@@ -69,7 +73,8 @@ class ImageStore {
   // image's chain (in any order, on any thread); then the layers committed bottom up as the
   // chain of the image of `config`.
   store::SnapshotStore::Prepared extract(const Descriptor& layer, const store::Digest& diff_id,
-                                         const std::function<bool()>& canceled = {});
+                                         const std::function<bool()>& canceled = {},
+                                         std::string_view kind = kExtractedKind);
   void commit_layers(const store::Digest& config, const std::vector<Descriptor>& layers,
                      const std::vector<store::Digest>& diff_ids, std::vector<store::SnapshotStore::Prepared>& extracted);
   // Extracted layers committed bottom up on `parent` (committed), synced, each blob remembered

@@ -158,7 +158,7 @@ LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord&
 
 ChainLayer chain_layer(store::Store& store, const store::SnapshotRecord& snapshot,
                        std::optional<int64_t> source_date_epoch, LayerJournalCache* journals) {
-  if (snapshot.kind == kExtractedKind && snapshot.diff_id && !source_date_epoch) {
+  if (is_extracted(snapshot) && snapshot.diff_id && !source_date_epoch) {
     auto blob = store.metadata().get_layer_blob(*snapshot.diff_id);
     if (blob && store.content().has(blob->blob)) {
       return ChainLayer{stored_blob(store, blob->media_type, blob->blob), *snapshot.diff_id};

@@ -45,7 +45,7 @@ LayerRecord layer_for_snapshot(store::Store& store, const store::SnapshotRecord&
                                std::optional<int64_t> source_date_epoch, LayerJournalCache* journals = nullptr);
 
 // A snapshot's layer as a manifest lists it, with its diff_id. One extracted from a blob (kind
-// kExtractedKind) is that blob, unless SOURCE_DATE_EPOCH asks for its tar to be written again;
+// is_extracted) is that blob, unless SOURCE_DATE_EPOCH asks for its tar to be written again;
 // one of ours is its uncompressed tar, named by its diff_id (see layer_for_snapshot).
 struct ChainLayer {
   Descriptor blob;

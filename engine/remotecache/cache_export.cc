@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "common/syscall.h"
 #include "engine/image/export_format.h"
+#include "engine/image/image_store.h"
 #include "engine/image/layer_blobs.h"
 
 namespace kbuild::remotecache {
@@ -62,8 +63,11 @@ struct LayerCollector {
     out.blob = *planned[0].blob;
     out.blob.media_type = cache_layer_media_type(out.blob.media_type, format.oci_media_types);
     out.diff_id = layer.diff_id;
-    int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(snapshot.created.time_since_epoch()).count();
-    out.created = image::format_time(ns / 1000000000, static_cast<int32_t>(ns % 1000000000));
+    // A pulled or loaded layer is dated when it arrived here, which no other host shares.
+    if (snapshot.kind != image::kExtractedKind) {
+      int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(snapshot.created.time_since_epoch()).count();
+      out.created = image::format_time(ns / 1000000000, static_cast<int32_t>(ns % 1000000000));
+    }
     out.parent = parent;
     config.layers.push_back(std::move(out));
     return static_cast<int>(config.layers.size()) - 1;

@@ -103,7 +103,7 @@ std::optional<std::string> materialize_chain(store::Store& store, CacheSource& s
     jobs.push_back([&, i] {
       const CacheLayer& layer = chain[i];
       if (!store.content().has(layer.blob.digest)) fetch_blob(store, source, layer.blob, options, fetched);
-      slots[i - have].emplace(images.extract(layer.blob, layer.diff_id, options.canceled));
+      slots[i - have].emplace(images.extract(layer.blob, layer.diff_id, options.canceled, image::kImportedKind));
       if (!layer.created.empty()) store.snapshots().set_created(*slots[i - have], time_of(layer.created));
     });
   }

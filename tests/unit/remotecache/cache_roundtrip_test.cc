@@ -122,7 +122,7 @@ TEST_F(CacheRoundTripTest, ImportedChainHasTheExportersLayersAndDates) {
     EXPECT_EQ(image::chain_layer(*b_, ours[i], std::nullopt).diff_id,
               image::layer_for_snapshot(*a_, theirs[i], std::nullopt).diff_id);
     EXPECT_EQ(ours[i].created, theirs[i].created);
-    EXPECT_EQ(ours[i].kind, image::kExtractedKind);
+    EXPECT_EQ(ours[i].kind, image::kImportedKind);
   }
   EXPECT_EQ(read_file(b_->snapshots().diff_path(ours[1].id) + "/built"), "random 1234\n");
   EXPECT_FALSE(materialize_chain(*b_, *cache_, *imported.find(key("empty")), {}));
