@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <sdbus-c++/sdbus-c++.h>
+#include <type_traits>
 
 #include "common/error.h"
 #include "common/syscall.h"
@@ -67,6 +68,10 @@ Value to_value(const std::string& key, const sdbus::Variant& variant) {
   if (type == "a{ss}") return variant.get<StringMap>();
   if (type == "aa{ss}") return variant.get<std::vector<StringMap>>();
   if (type == "ay") return variant.get<Bytes>();
+  if (type == "h") {
+    sdbus::UnixFd fd = variant.get<sdbus::UnixFd>();
+    return Fd(UniqueFd(check(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 3), "fcntl F_DUPFD_CLOEXEC")));
+  }
   throw Error(ErrorKind::internal, "kbuildd sent " + key + " of the unexpected type " + type);
 }
 
@@ -85,7 +90,15 @@ Options to_options(const VariantMap& map) {
 VariantMap to_variants(const Options& options) {
   VariantMap map;
   for (const auto& [key, value] : options)
-    std::visit([&map, &key](const auto& v) { map.emplace(key, sdbus::Variant(v)); }, value.variant());
+    std::visit(
+        [&map, &key](const auto& v) {
+          if constexpr (std::is_same_v<std::decay_t<decltype(v)>, Fd>) {
+            map.emplace(key, sdbus::Variant(send_fd(v.get())));
+          } else {
+            map.emplace(key, sdbus::Variant(v));
+          }
+        },
+        value.variant());
   return map;
 }
 

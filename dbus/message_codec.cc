@@ -91,6 +91,7 @@ std::optional<Value> read_variant_contents(sd_bus_message* message, std::string_
   if (type == "a{ss}") return Value(read_string_map(message));
   if (type == "aa{ss}") return Value(read_string_maps(message));
   if (type == "ay") return Value(read_bytes(message));
+  if (type == "h") return Value(Fd(read_fd(message)));
   check_read(sd_bus_message_skip(message, std::string(type).c_str()), "sd_bus_message_skip");
   return std::nullopt;
 }
@@ -124,9 +125,13 @@ void append_value(sd_bus_message* message, const Value& value) {
             check_bus(sd_bus_message_close_container(message), "sd_bus_message_close_container");
           }
           check_bus(sd_bus_message_close_container(message), "sd_bus_message_close_container");
-        } else {
-          static_assert(std::is_same_v<T, Bytes>);
+        } else if constexpr (std::is_same_v<T, Bytes>) {
           check_bus(sd_bus_message_append_array(message, 'y', v.data(), v.size()), "sd_bus_message_append_array");
+        } else {
+          static_assert(std::is_same_v<T, Fd>);
+          // sd-bus sends a duplicate: the Value keeps its fd.
+          int fd = v.get();
+          check_bus(sd_bus_message_append_basic(message, 'h', &fd), "sd_bus_message_append_basic");
         }
       },
       value.variant());

@@ -17,6 +17,7 @@ std::string read_string(sd_bus_message* message);
 bool read_bool(sd_bus_message* message);
 std::vector<std::string> read_strings(sd_bus_message* message);
 // a{sv}; entries whose value has a type Value cannot hold are skipped, as unknown keys are.
+// An fd (h) in it is a duplicate (O_CLOEXEC) the caller owns, as read_fd's.
 Options read_options(sd_bus_message* message);
 // h; the message keeps its fd, the caller gets a duplicate (O_CLOEXEC).
 UniqueFd read_fd(sd_bus_message* message);

@@ -3,23 +3,41 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <variant>
 #include <vector>
 
+#include "common/unique_fd.h"
+
 namespace kbuild::dbus {
 
 using StringMap = std::map<std::string, std::string>;  // a{ss}
 using Bytes = std::vector<std::uint8_t>;               // ay
 
+// One file descriptor (h). Copies of an Options dict share it; the last copy closes it.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(UniqueFd fd) : fd_(std::make_shared<UniqueFd>(std::move(fd))) {}
+
+  int get() const { return fd_ ? fd_->get() : -1; }
+  // Equal when both refer to the same file (device and inode), as an fd sent and the duplicate
+  // that arrives do; two empty Fds are equal.
+  bool operator==(const Fd& other) const;
+
+ private:
+  std::shared_ptr<UniqueFd> fd_;
+};
+
 // One value of an a{sv} dict, limited to the D-Bus types the API uses:
-// s, b, x, t, as, a{ss}, aa{ss}, ay.
+// s, b, x, t, as, a{ss}, aa{ss}, ay, h.
 class Value {
  public:
   using Variant = std::variant<std::string, bool, std::int64_t, std::uint64_t,
-                               std::vector<std::string>, StringMap, std::vector<StringMap>, Bytes>;
+                               std::vector<std::string>, StringMap, std::vector<StringMap>, Bytes, Fd>;
 
   Value() = default;
   Value(std::string v) : value_(std::move(v)) {}
@@ -32,8 +50,9 @@ class Value {
   Value(StringMap v) : value_(std::move(v)) {}
   Value(std::vector<StringMap> v) : value_(std::move(v)) {}
   Value(Bytes v) : value_(std::move(v)) {}
+  Value(Fd v) : value_(std::move(v)) {}
 
-  // The D-Bus signature of the value: "s", "b", "x", "t", "as", "a{ss}", "aa{ss}" or "ay".
+  // The D-Bus signature of the value: "s", "b", "x", "t", "as", "a{ss}", "aa{ss}", "ay" or "h".
   const char* signature() const;
 
   template <typename T>
@@ -62,6 +81,7 @@ constexpr const char* signature_of() {
   else if constexpr (std::is_same_v<T, StringMap>) return "a{ss}";
   else if constexpr (std::is_same_v<T, std::vector<StringMap>>) return "aa{ss}";
   else if constexpr (std::is_same_v<T, Bytes>) return "ay";
+  else if constexpr (std::is_same_v<T, Fd>) return "h";
   else static_assert(sizeof(T) == 0, "not a type of Value");
 }
 

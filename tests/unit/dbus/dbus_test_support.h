@@ -64,6 +64,7 @@ struct Pipe {
 //   wait b       block until release() or until the call is cancelled
 //   fail s       throw kbuild::Error of that kind name ("user", "not_found", ...), "std" for
 //                a std::exception, "bad-utf8" for a message that is not UTF-8
+//   write-to h   write "written by the daemon" to that fd
 class FakeBuilder : public BuilderApi {
  public:
   Options build(const CallContext& call, const Options& options, UniqueFd context, UniqueFd progress,
@@ -86,6 +87,7 @@ class FakeBuilder : public BuilderApi {
       }
     }
     if (const std::string* kind = find_option<std::string>(options, "fail")) throw_kind(*kind);
+    if (const Fd* fd = find_option<Fd>(options, "write-to")) write_all(fd->get(), "written by the daemon");
 
     Options result = options;
     result["image-id"] = "sha256:1234";

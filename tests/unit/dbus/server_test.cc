@@ -238,7 +238,8 @@ TEST_F(ServerTest, BuildCarriesEveryOptionTypeAndTheFds) {
       {"size", std::uint64_t{1} << 63},
       {"outputs", std::vector<StringMap>{{{"type", "oci"}, {"dest", "-"}}, {{"type", "image"}}}},
   };
-  Pipe context, progress, output;
+  Pipe context, progress, output, cache;
+  options["write-to"] = Fd(UniqueFd(::dup(cache.write.get())));
   write_all(context.write.get(), "context tar");
   context.write.reset();
 
@@ -251,6 +252,34 @@ TEST_F(ServerTest, BuildCarriesEveryOptionTypeAndTheFds) {
   for (const auto& [key, value] : options) EXPECT_EQ(result.at(key), value) << key;
   EXPECT_EQ(read_all(progress.read.get()), "{\"vertex\":\"step 1\"}\n");
   EXPECT_EQ(read_all(output.read.get()), "output of the build");
+
+  // The fd went to the daemon and came back in the result: a duplicate of the same pipe, close-on-exec.
+  const Fd* returned = find_option<Fd>(result, "write-to");
+  ASSERT_NE(returned, nullptr);
+  EXPECT_NE(returned->get(), options.at("write-to").get_if<Fd>()->get());
+  EXPECT_NE(::fcntl(returned->get(), F_GETFD) & FD_CLOEXEC, 0);
+  write_all(returned->get(), ", then by the client");
+  options.erase("write-to");
+  result.clear();
+  cache.write.reset();
+  EXPECT_EQ(read_all(cache.read.get()), "written by the daemon, then by the client");
+}
+
+TEST_F(ServerTest, FdOptionsArriveAsTypeH) {
+  TestServer server(fake);
+  Pipe context, progress, output, cache;
+  context.write.reset();
+  RawBus raw(server.address());
+  sd_bus_message* reply = nullptr;
+  sd_bus_error error = SD_BUS_ERROR_NULL;
+  int r = sd_bus_call_method(raw.bus, kBuilderInterface, kBuilderObjectPath, kBuilderInterface, "Build", &error,
+                             &reply, "a{sv}hhh", 1, "write-to", "h", cache.write.get(), context.read.get(),
+                             progress.write.get(), output.write.get());
+  ASSERT_GE(r, 0) << (error.message ? error.message : "");
+  sd_bus_error_free(&error);
+  sd_bus_message_unref(reply);
+  cache.write.reset();
+  EXPECT_EQ(read_all(cache.read.get()), "written by the daemon");
 }
 
 TEST_F(ServerTest, ErrorsKeepTheirKindAndMessage) {

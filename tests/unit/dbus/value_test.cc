@@ -1,6 +1,8 @@
 #include "dbus/value.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "common/error.h"
 #include "dbus/errors.h"
@@ -17,6 +19,35 @@ TEST(Value, NamesItsDBusType) {
   EXPECT_STREQ(Value(StringMap{{"a", "b"}}).signature(), "a{ss}");
   EXPECT_STREQ(Value(std::vector<StringMap>{}).signature(), "aa{ss}");
   EXPECT_STREQ(Value(Bytes{1, 2}).signature(), "ay");
+  EXPECT_STREQ(Value(Fd()).signature(), "h");
+}
+
+TEST(Value, FdsAreEqualWhenTheyReferToTheSameFile) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  UniqueFd read_end(fds[0]), write_end(fds[1]);
+  Fd a(UniqueFd(::dup(read_end.get()))), b(UniqueFd(::dup(read_end.get()))), other(UniqueFd(::dup(write_end.get())));
+  EXPECT_EQ(Value(a), Value(b));
+  EXPECT_EQ(a, a);
+  EXPECT_EQ(Fd(), Fd());
+  EXPECT_FALSE(a == Fd());
+  // A pipe's two ends are one inode: equality is about the file, as D-Bus can only preserve that.
+  EXPECT_EQ(a, other);
+  UniqueFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  EXPECT_FALSE(a == Fd(std::move(null)));
+}
+
+TEST(Value, CopiesShareTheFdAndTheLastClosesIt) {
+  int raw = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(raw, 0);
+  {
+    Options options{{"fd", Fd(UniqueFd(raw))}};
+    Options copy = options;
+    options.clear();
+    EXPECT_EQ(find_option<Fd>(copy, "fd")->get(), raw);
+    EXPECT_EQ(::fcntl(raw, F_GETFD) >= 0, true);
+  }
+  EXPECT_EQ(::fcntl(raw, F_GETFD), -1);
 }
 
 TEST(Value, StringLiteralIsAStringNotABool) {
