@@ -1,6 +1,7 @@
 #include "cli/build_command.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/cache_layout.h"
 #include "cli/debug_dockerfile.h"
 #include "cli/error_excerpt.h"
 #include "cli/progress/renderer.h"
@@ -349,12 +351,29 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   }
   options["outputs"] = dbus::Value(output_maps);
   std::set<std::string> cache_domains;
+  // A local cache directory is read and written here, as the user: kbuildd reaches it through
+  // a socket this process serves for the length of the build.
+  std::vector<std::unique_ptr<CacheLayoutServer>> cache_dirs;
   for (const auto& [key, values] : {std::pair{"cache-from", &flags.cache_from}, std::pair{"cache-to", &flags.cache_to}}) {
     std::vector<dbus::StringMap> maps;
     for (const std::string& value : *values) {
       CacheFlag cache = parse_cache_flag(value);
       if (cache.type == "registry" && cache.attributes.count("ref")) {
         cache_domains.insert(image::parse_reference(cache.attributes["ref"]).domain);
+      }
+      if (cache.type == "local") {
+        const char* dir_key = std::string_view(key) == "cache-to" ? "dest" : "src";
+        auto dir = cache.attributes.find(dir_key);
+        if (dir == cache.attributes.end() || dir->second.empty()) {
+          throw Error(ErrorKind::user, std::string(dir_key) + " is required for local cache " +
+                                           (std::string_view(key) == "cache-to" ? "exporter" : "importer"));
+        }
+        int pair[2];
+        check(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), "socketpair");
+        std::string index = std::to_string(cache_dirs.size());
+        options["cache-fd-" + index] = dbus::Value(dbus::Fd(UniqueFd(pair[0])));
+        cache.attributes["fd"] = index;
+        cache_dirs.push_back(std::make_unique<CacheLayoutServer>(UniqueFd(pair[1]), dir->second));
       }
       dbus::StringMap m = cache.attributes;
       m["type"] = cache.type;
@@ -407,6 +426,14 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   }
   progress_write.reset();
   output_fd.reset();
+  for (auto& dir : cache_dirs) {
+    try {
+      dir->finish();
+    } catch (const Error& e) {
+      if (!failure) failure = e;
+    }
+  }
+  options.clear();  // our ends of the cache sockets
   context.reset();
   if (from_stdin && from_stdin->feeder.joinable()) from_stdin->feeder.join();
   display_thread.join();

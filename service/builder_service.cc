@@ -66,7 +66,15 @@ std::vector<solver::CacheEntry> cache_entries(const dbus::Options& options, cons
         throw e.with_context(key + ": invalid ref \"" + ref->second + "\"");
       }
     }
-    if (entry.type == "local") throw Error(ErrorKind::user, key + ": cache type local is not supported yet");
+    if (entry.type == "local") {
+      // The client serves its directory on a socket of its own (cli/cache_layout.h).
+      auto fd = entry.attributes.find("fd");
+      const dbus::Fd* socket = fd == entry.attributes.end() ? nullptr
+                                                            : dbus::find_option<dbus::Fd>(options, "cache-fd-" + fd->second);
+      if (!socket || socket->get() < 0) throw Error(ErrorKind::user, key + ": a local cache needs its cache-fd-N socket");
+      entry.fd = socket->get();
+      entry.attributes.erase("fd");
+    }
     if (to) remotecache::parse_cache_format(entry.attributes);
     entries.push_back(std::move(entry));
   }

@@ -1,5 +1,6 @@
 #include "engine/solver/builder.h"
 
+#include <fcntl.h>
 #include <sys/random.h>
 
 #include "common/syscall.h"
@@ -12,6 +13,7 @@
 #include "engine/registry/registry_cache.h"
 #include "engine/registry/transfer.h"
 #include "engine/remotecache/cache_export.h"
+#include "engine/remotecache/layout_channel.h"
 #include "engine/solver/context.h"
 #include "engine/solver/step_executor.h"
 #include "engine/solver/store_worker.h"
@@ -126,8 +128,10 @@ class Builder::Run {
     return std::make_shared<registry::RegistryCache>(cache_registry(), image::parse_reference(attribute(entry, "ref")));
   }
 
-  std::shared_ptr<remotecache::CacheSource> local_cache(const CacheEntry&) {
-    throw Error(ErrorKind::user, "cache type local is not supported yet");
+  std::shared_ptr<remotecache::LayoutChannel> local_cache(const CacheEntry& entry) {
+    UniqueFd socket(check(::fcntl(entry.fd, F_DUPFD_CLOEXEC, 3), "dup cache socket"));
+    return std::make_shared<remotecache::LayoutChannel>(std::move(socket), attribute(entry, "tag"), cancel_.fd(),
+                                                        "local " + target_name(entry));
   }
 
   // --cache-from: each cache's manifest and config read before the solve, as BuildKit's
@@ -222,8 +226,10 @@ class Builder::Run {
     }
   }
 
+  // What a user calls the cache: its ref, or a local one's directory.
   static std::string target_name(const CacheEntry& entry) {
-    return entry.type == "local" ? attribute(entry, "dest") : attribute(entry, "ref");
+    if (entry.type != "local") return attribute(entry, "ref");
+    return attribute(entry, entry.attributes.count("dest") ? "dest" : "src");
   }
 
   // --cache-to type=inline: the final image's own steps (mode=min), each by the index of its
