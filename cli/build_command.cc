@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/build_secrets.h"
 #include "cli/cache_layout.h"
 #include "cli/debug_dockerfile.h"
 #include "cli/error_excerpt.h"
@@ -283,7 +284,11 @@ CacheFlag parse_cache_flag(const std::string& value) {
 }
 
 int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& out, std::ostream& err) {
-  for (const auto& [name, values] : {std::pair{"--secret", &flags.secrets}, std::pair{"--ssh", &flags.ssh}}) {
+  // Secrets are opened first: a bad one stops the build before anything is sent.
+  std::vector<SecretFlag> secret_flags;
+  for (const std::string& value : flags.secrets) secret_flags.push_back(parse_secret_flag(value));
+  std::vector<SecretFd> secrets = open_secrets(secret_flags, [](const std::string& name) { return env(name.c_str()); });
+  for (const auto& [name, values] : {std::pair{"--ssh", &flags.ssh}}) {
     if (!values->empty()) throw Error(ErrorKind::user, std::string(name) + " is not supported yet");
   }
   progress::DisplayChoice display = progress::choose_display_mode(flags.progress, flags.quiet, ::isatty(STDERR_FILENO),
@@ -350,6 +355,14 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
     output_maps.push_back(m);
   }
   options["outputs"] = dbus::Value(output_maps);
+  if (!secrets.empty()) {
+    std::vector<std::string> ids;
+    for (SecretFd& secret : secrets) {
+      options["secret-fd-" + std::to_string(ids.size())] = dbus::Value(dbus::Fd(std::move(secret.fd)));
+      ids.push_back(secret.id);
+    }
+    options["secrets"] = dbus::Value(ids);
+  }
   std::set<std::string> cache_domains;
   // A local cache directory is read and written here, as the user: kbuildd reaches it through
   // a socket this process serves for the length of the build.

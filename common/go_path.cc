@@ -38,4 +38,12 @@ std::string go_clean_path(std::string_view path) {
   return out.empty() ? std::string(".") : out;
 }
 
+std::string go_path_base(std::string_view path) {
+  if (path.empty()) return ".";
+  while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+  if (path == "/") return "/";
+  size_t slash = path.rfind('/');
+  return std::string(slash == std::string_view::npos ? path : path.substr(slash + 1));
+}
+
 }  // namespace kbuild

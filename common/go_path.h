@@ -8,5 +8,7 @@
 namespace kbuild {
 
 std::string go_clean_path(std::string_view path);
+// Go's path.Base: the last element, trailing slashes removed; "." for "", "/" for slashes only.
+std::string go_path_base(std::string_view path);
 
 }  // namespace kbuild

@@ -13,6 +13,7 @@
 #include "engine/image/reference.h"
 #include "engine/registry/transfer.h"
 #include "engine/remotecache/cache_manifest.h"
+#include "service/build_secrets.h"
 #include "service/solve_progress.h"
 
 namespace kbuild::service {
@@ -36,6 +37,22 @@ std::map<std::string, registry::Credentials> registry_auth(const dbus::Options& 
   return registry::credentials_by_domain(
       option<dbus::StringMap>(options, "registry-auth").value_or(dbus::StringMap{}),
       option<dbus::StringMap>(options, "registry-identity-tokens").value_or(dbus::StringMap{}));
+}
+
+// --secret: option "secrets" lists the ids, "secret-fd-N" holds the N-th one's fd.
+std::map<std::string, std::string> build_secrets(const dbus::Options& options) {
+  std::map<std::string, std::string> secrets;
+  std::vector<std::string> ids = option<std::vector<std::string>>(options, "secrets").value_or(std::vector<std::string>{});
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::string& id = ids[i];
+    if (id.empty()) throw Error(ErrorKind::user, "secret missing ID");
+    const dbus::Fd* fd = dbus::find_option<dbus::Fd>(options, "secret-fd-" + std::to_string(i));
+    if (!fd || fd->get() < 0) throw Error(ErrorKind::user, "secret " + id + ": no secret-fd-" + std::to_string(i) + " given");
+    if (!secrets.emplace(id, read_secret_fd(fd->get(), id)).second) {
+      throw Error(ErrorKind::user, "secret " + id + " is given twice");
+    }
+  }
+  return secrets;
 }
 
 // --cache-from (`key` "cache-from") or --cache-to entries, checked as BuildKit checks them
@@ -126,6 +143,7 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
     }
     request.outputs.push_back(std::move(output));
   }
+  request.secrets = build_secrets(options);
   request.cache_from = cache_entries(options, "cache-from");
   request.cache_to = cache_entries(options, "cache-to");
   for (const std::string& entitlement : option<std::vector<std::string>>(options, "allow").value_or(std::vector<std::string>{})) {

@@ -494,7 +494,18 @@ class StageConverter {
       mount.target = "/dev/pipes";
       exec.mounts.push_back(std::move(mount));
     }
-    for (const RunMount& m : run.mounts) exec.mounts.push_back(exec_mount(m, exec.cwd));
+    int ssh_mounts = 0;
+    for (const RunMount& m : run.mounts) {
+      graph::ExecMount mount = exec_mount(m, exec.cwd);
+      if (m.type == MountType::ssh && mount.target.empty()) {
+        mount.target = "/run/buildkit/ssh_agent." + std::to_string(ssh_mounts);
+      }
+      // As BuildKit's llb does: the first agent socket is SSH_AUTH_SOCK unless one is set.
+      if (m.type == MountType::ssh && ssh_mounts++ == 0 && !get_env(exec.env, "SSH_AUTH_SOCK")) {
+        exec.env.push_back("SSH_AUTH_SOCK=" + mount.target);
+      }
+      exec.mounts.push_back(std::move(mount));
+    }
     out.state = writer_.graph().add(std::move(exec), std::move(metadata));
     history(config, "RUN " + run_command_string(command.argv, out.state_env) + " # buildkit", true);
   }
@@ -515,7 +526,27 @@ class StageConverter {
       throw Error(ErrorKind::user, "RUN --mount=type=cache,from= is not supported by this version of kbuild");
     }
     if (m.type == MountType::bind) mount.input = m.from.empty() ? writer_.context() : source_named(m.from);
+    if (m.type == MountType::secret) secret_mount(m, cwd, mount);
+    if (m.type == MountType::ssh) {
+      mount.cache_id = m.cache_id.empty() ? "default" : m.cache_id;
+      mount.target = m.target.empty() ? "" : mount_target(cwd, m.target);
+      mount.required = m.required;
+    }
     return mount;
+  }
+
+  // BuildKit's defaults: the id is source= or id=, else the target's base name; the target is
+  // /run/secrets/<id> unless env= alone asks for a variable.
+  static void secret_mount(const RunMount& m, const std::string& cwd, graph::ExecMount& mount) {
+    std::string id = !m.source.empty() ? m.source : m.cache_id;
+    if (id.empty()) id = go_path_base(m.target);
+    std::string target = m.target;
+    if (target.empty() && !m.env) target = "/run/secrets/" + go_path_base(id);
+    mount.cache_id = id;
+    mount.selector.clear();
+    mount.target = target.empty() ? "" : mount_target(cwd, target);
+    mount.required = m.required;
+    mount.env = m.env;
   }
 
   // What a --from= (of COPY, or of a RUN mount) names: a stage, by index or name, else an image.

@@ -58,17 +58,24 @@ json describe(const SourceOp& op, const InputId&, bool) {
 json describe(const ExecOp& op, const InputId& input, bool) {
   json mounts = json::array();
   for (const ExecMount& m : op.mounts) {
-    mounts.push_back({{"type", mount_type(m.type)},
-                      {"input", m.input ? input(*m.input) : json(nullptr)},
-                      {"selector", m.selector},
-                      {"target", m.target},
-                      {"readonly", m.read_only},
-                      {"tmpfs_size", m.tmpfs_size},
-                      {"cache_id", m.cache_id},
-                      {"sharing", sharing_name(m.sharing)},
-                      {"mode", optional_number(m.mode)},
-                      {"uid", optional_number(m.uid)},
-                      {"gid", optional_number(m.gid)}});
+    json mount = {{"type", mount_type(m.type)},
+                  {"input", m.input ? input(*m.input) : json(nullptr)},
+                  {"selector", m.selector},
+                  {"target", m.target},
+                  {"readonly", m.read_only},
+                  {"tmpfs_size", m.tmpfs_size},
+                  {"cache_id", m.cache_id},
+                  {"sharing", sharing_name(m.sharing)},
+                  {"mode", optional_number(m.mode)},
+                  {"uid", optional_number(m.uid)},
+                  {"gid", optional_number(m.gid)}};
+    // Only where they mean something, so that other mounts keep the keys they had. A secret's
+    // id and how it is exposed are part of the key; its value never is.
+    if (m.type == ExecMount::Type::secret || m.type == ExecMount::Type::ssh) {
+      mount["required"] = m.required;
+      mount["env"] = m.env ? json(*m.env) : json(nullptr);
+    }
+    mounts.push_back(std::move(mount));
   }
   return {{"rootfs", input(op.rootfs)}, {"argv", op.argv},       {"env", op.env},
           {"cwd", op.cwd},              {"user", op.user},       {"mounts", mounts},

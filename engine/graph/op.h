@@ -45,6 +45,10 @@ struct ExecMount {
   enum class Sharing { shared, private_, locked };
   Sharing sharing = Sharing::shared;
   std::optional<uint32_t> mode, uid, gid;
+  // secret and ssh: `cache_id` is the secret's or agent's id; a missing one fails the step
+  // only when required. secret: `env` also (or, with no target, only) sets that variable.
+  bool required = false;
+  std::optional<std::string> env;
   bool operator==(const ExecMount&) const = default;
 };
 

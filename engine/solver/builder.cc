@@ -390,7 +390,8 @@ class Builder::Run {
   std::unique_ptr<registry::RegistryClient> cache_client_;
   // Shared: an op this build started may outlive it (see Scheduler).
   std::shared_ptr<BuildSandbox> sandbox_ =
-      std::make_shared<BuildSandbox>(builder_.sandbox_, random_build_name(), request_.limits, request_.allow);
+      std::make_shared<BuildSandbox>(builder_.sandbox_, random_build_name(), request_.limits, request_.allow,
+                                     request_.secrets);
 };
 
 Builder::Builder(store::Store& store)

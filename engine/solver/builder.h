@@ -76,6 +76,9 @@ struct BuildRequest {
   bool pull = false;  // base images come from their registry even when stored
   bool push = false;  // the tags go to their registries once stored
   std::vector<CacheEntry> cache_from, cache_to;
+  // --secret values by id, read from the caller's fds: in memory only, never in a key, a
+  // layer, a log or a file.
+  std::map<std::string, std::string> secrets;
   std::map<std::string, registry::Credentials> registry_auth;  // by registry domain
   std::set<std::string> allow;     // entitlements the caller asks for: network.host, security.insecure
   sandbox::ResourceLimits limits;  // for the whole build (its RUN steps together)

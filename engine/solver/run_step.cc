@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -158,8 +159,9 @@ struct PreparedMounts {
   std::vector<UniqueFd> fds;
   std::vector<TempDir> temps;
   std::vector<std::unique_ptr<ChainView>> views;
-  std::vector<store::Mount> overlays;
+  std::vector<store::Mount> overlays;  // and secrets' tmpfs
   std::vector<CacheDir> caches;
+  std::vector<std::string> env;  // secrets given as variables
 
   int add_fd(UniqueFd fd) {
     fds.push_back(std::move(fd));
@@ -188,11 +190,37 @@ const char* mount_type_name(graph::ExecMount::Type type) {
   return "?";
 }
 
+// A secret as BuildKit gives it: a file of its own on a tmpfs of its own (nothing on disk),
+// bind-mounted read-only at the target, and/or a variable. Missing, it fails the step only
+// when required.
+void prepare_secret(OpContext& context, const graph::ExecMount& mount, PreparedMounts& out) {
+  const std::string* value = context.sandbox ? context.sandbox->secret(mount.cache_id) : nullptr;
+  if (!value && mount.required) throw Error(ErrorKind::user, "secret " + mount.cache_id + ": not found");
+  if (mount.env) out.env.push_back(*mount.env + "=" + (value ? *value : std::string()));
+  if (!value || mount.target.empty()) return;
+  if (mount.target == "/") throw Error(ErrorKind::user, "mount target cannot be /");
+  const uint32_t mode = mount.mode.value_or(0400);
+  TempDir& dir = out.temps.emplace_back(context.store.root() + "/mounts", "secret-");
+  unsigned long flags = MS_NODEV | MS_NOSUID | ((mode & 0111) ? 0 : MS_NOEXEC);
+  out.overlays.push_back(
+      store::Mount::tmpfs(dir.path(), flags, "mode=0700,size=" + std::to_string(value->size() + 65536)));
+  std::string file = dir.path() + "/secret";
+  UniqueFd fd(check(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600), "open", file));
+  write_all(fd.get(), *value, "secret " + mount.cache_id);
+  check(::fchown(fd.get(), mount.uid.value_or(0), mount.gid.value_or(0)), "chown", file);
+  check(::fchmod(fd.get(), mode), "chmod", file);
+  out.bind(open_path(file), mount.target, true);
+}
+
 void prepare_mount(OpContext& context, const graph::ExecMount& mount, PreparedMounts& out) {
   using Type = graph::ExecMount::Type;
-  if (mount.type == Type::secret || mount.type == Type::ssh) {
+  if (mount.type == Type::ssh) {
     throw Error(ErrorKind::user, std::string("RUN --mount=type=") + mount_type_name(mount.type) +
                                      " is not supported by this version of kbuild");
+  }
+  if (mount.type == Type::secret) {
+    prepare_secret(context, mount, out);
+    return;
   }
   const std::string& target = mount.target;
   if (target == "/") throw Error(ErrorKind::user, "mount target cannot be /");
@@ -251,7 +279,7 @@ void prepare_mount(OpContext& context, const graph::ExecMount& mount, PreparedMo
     }
     case Type::secret:
     case Type::ssh:
-      break;  // refused above
+      break;  // above
   }
 }
 
@@ -373,10 +401,14 @@ void remove_mount_stubs(const std::string& upper, const std::vector<std::string>
 }  // namespace
 
 BuildSandbox::BuildSandbox(const SandboxConfig& config, std::string build_name, sandbox::ResourceLimits limits,
-                           std::set<std::string> allowed)
-    : config_(config), build_name_(std::move(build_name)), limits_(limits), allowed_(std::move(allowed)) {}
+                           std::set<std::string> allowed, std::map<std::string, std::string> secrets)
+    : config_(config), build_name_(std::move(build_name)), limits_(limits), allowed_(std::move(allowed)),
+      secrets_(std::move(secrets)) {}
 
-BuildSandbox::~BuildSandbox() = default;
+BuildSandbox::~BuildSandbox() {
+  // Not left in freed memory for whatever is allocated there next.
+  for (auto& [id, value] : secrets_) ::explicit_bzero(value.data(), value.size());
+}
 
 sandbox::BuildCgroup& BuildSandbox::cgroup() {
   std::lock_guard lock(mutex_);
@@ -456,6 +488,8 @@ Ref execute_exec_op(OpContext& context, const graph::ExecOp& exec) {
   }
   for (const graph::ExecMount& mount : exec.mounts) prepare_mount(context, mount, mounts);
   spec.mounts = mounts.specs;
+  // After the image's ENV, as BuildKit appends them: a secret variable wins.
+  spec.env.insert(spec.env.end(), mounts.env.begin(), mounts.env.end());
   launch.extra_fds = std::move(mounts.fds);
   if (!insecure && !build.config().seccomp_program.empty()) {
     spec.seccomp_fd = static_cast<int>(launch.extra_fds.size());

@@ -37,7 +37,7 @@ struct SandboxConfig {
 class BuildSandbox {
  public:
   BuildSandbox(const SandboxConfig& config, std::string build_name, sandbox::ResourceLimits limits,
-               std::set<std::string> allowed);
+               std::set<std::string> allowed, std::map<std::string, std::string> secrets = {});
   ~BuildSandbox();
   const SandboxConfig& config() const { return config_; }
   sandbox::BuildCgroup& cgroup();
@@ -47,12 +47,18 @@ class BuildSandbox {
   bool allowed(const std::string& entitlement) const { return allowed_.count(entitlement) != 0; }
   const sandbox::ResourceLimits& build_limits() const { return limits_; }
   sandbox::StepReaper& reaper() { return reaper_; }
+  // The build's secret of this id (--secret), or null. Held in memory only.
+  const std::string* secret(const std::string& id) const {
+    auto it = secrets_.find(id);
+    return it == secrets_.end() ? nullptr : &it->second;
+  }
 
  private:
   const SandboxConfig& config_;
   std::string build_name_;
   sandbox::ResourceLimits limits_;
   std::set<std::string> allowed_;
+  std::map<std::string, std::string> secrets_;
   std::mutex mutex_;
   std::unique_ptr<sandbox::BuildCgroup> cgroup_;
   std::mutex network_mutex_;  // its own: starting the stack must not hold up steps' cgroups

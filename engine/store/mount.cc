@@ -124,6 +124,11 @@ Mount Mount::bind(const std::string& source, const std::string& target, bool rea
   return mount;
 }
 
+Mount Mount::tmpfs(const std::string& target, unsigned long flags, const std::string& options) {
+  check(::mount("tmpfs", target.c_str(), "tmpfs", flags, options.c_str()), "mounting tmpfs at", target);
+  return Mount(target);
+}
+
 Mount Mount::clone(int source_fd, const std::string& target) {
   UniqueFd tree(check(::open_tree(source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE),
                       "open_tree", target));

@@ -38,6 +38,8 @@ class Mount {
   // A copy of the mount tree at `source_fd` (any fd of this mount namespace, O_PATH too) at
   // `target`: where the source's path is not to be trusted, it is never spelled.
   static Mount clone(int source_fd, const std::string& target);
+  // A tmpfs at `target` with mount(2)'s `flags` (MS_NODEV, ...) and `options` ("size=...").
+  static Mount tmpfs(const std::string& target, unsigned long flags, const std::string& options);
 
   const std::string& target() const { return target_; }
   // Unmounts now: waits up to half a second while the mount is busy, then detaches it;
