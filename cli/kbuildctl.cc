@@ -99,9 +99,9 @@ int run_kbuildctl(int argc, const char* const* argv, std::istream& in, std::ostr
   build->add_option("--pids-limit", build_flags.pids_limit, "Process limit for the build's RUN steps together");
   build->add_flag("--pull", build_flags.pull, "Always attempt to pull all referenced images");
   build->add_flag("--push", build_flags.push, "Shorthand for \"--output=type=registry\"");
-  build->add_option("--cache-from", build_flags.cache_from, "External cache sources (not supported yet)")
+  build->add_option("--cache-from", build_flags.cache_from, "External cache sources (e.g. \"user/app:cache\", \"type=local,src=path/to/dir\")")
       ->allow_extra_args(false);
-  build->add_option("--cache-to", build_flags.cache_to, "Cache export destinations (not supported yet)")
+  build->add_option("--cache-to", build_flags.cache_to, "Cache export destinations (e.g. \"user/app:cache\", \"type=local,dest=path/to/dir\")")
       ->allow_extra_args(false);
   build->add_option("--secret", build_flags.secrets, "Secret to expose to the build (format: \"id=mysecret[,src=/local/secret]\")")
       ->allow_extra_args(false);
