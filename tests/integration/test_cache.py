@@ -547,9 +547,20 @@ class CacheTest(unittest.TestCase):
 
     # -- 4. an import fetches only the blobs a hit needs ----------------------------------------
 
+    def blob_gets(self, mark, repository):
+        """Digests of the blobs fetched (GET) since `mark`, once the import's manifest GET is logged."""
+        def manifest_got(requests):
+            return any(m == "GET" and p.startswith(f"/v2/{repository}/manifests/") for m, p, _ in requests)
+        self.assertTrue(manifest_got(self.registry.requests(mark, until=manifest_got)),
+                        f"the import is not in the registry's log: {self.registry.requests(mark)}")
+        time.sleep(1)  # the registry logs a request just after answering it
+        return [path.rsplit("/", 1)[1] for method, path, _ in self.registry.requests(mark)
+                if method == "GET" and "/blobs/" in path]
+
     def test_a_final_step_hit_does_not_fetch_the_builder_stages_blobs(self):
         cache = self.ref("buildcache")
         _, _, a_image = self.export_from_a(cache, "mode=max")
+        _, repository, _ = split_ref(cache)
         _, config = self.cache_documents(cache)
         builder_only = {layer["blob"] for layer in config.get("layers", []) if layer["diffID"] not in a_image.diff_ids}
         self.assertTrue(builder_only, f"the mode=max cache has no layer of the builder stage alone: {config}")
@@ -559,19 +570,23 @@ class CacheTest(unittest.TestCase):
         imported = self.build(b, self.context(name="ctx-b"), "-t", "app:b",
                               "--cache-from", f"type=registry,ref={cache}")
         self.assert_steps(imported, ALL_STEPS, [], "host B's build from A's cache")
-        _, repository, _ = split_ref(cache)
-
-        def manifest_got(requests):
-            return any(m == "GET" and p.startswith(f"/v2/{repository}/manifests/") for m, p, _ in requests)
-        self.assertTrue(manifest_got(self.registry.requests(mark, until=manifest_got)),
-                        f"B's import is not in the registry's log: {self.registry.requests(mark)}")
-        time.sleep(1)  # the registry logs a request just after answering it
-        requests = self.registry.requests(mark)
-        blob_gets = [path.rsplit("/", 1)[1] for method, path, _ in requests if method == "GET" and "/blobs/" in path]
+        blob_gets = self.blob_gets(mark, repository)
         fetched = builder_only & set(blob_gets)
         self.assertFalse(fetched, f"B fetched the builder stage's blobs {sorted(fetched)}; all its blob GETs: {blob_gets}")
-        print(f"\n  B fetched {len(blob_gets)} blobs, none of the {len(builder_only)} of the builder stage alone",
-              file=sys.stderr)
+
+        # Nor when the final stage misses after COPY --from: what it copied is the hit, not the
+        # builder's RUN.
+        c = self.host("c")
+        mark = self.registry.mark()
+        changed = self.build(c, self.context("changed\n", name="ctx-c"), "-t", "app:c",
+                             "--cache-from", f"type=registry,ref={cache}")
+        self.assert_steps(changed, [BUILDER_RUN, COPY_FROM_BUILDER], [COPY_LAST, FINAL_RUN], "host C's build")
+        changed_gets = self.blob_gets(mark, repository)
+        fetched = builder_only & set(changed_gets)
+        self.assertFalse(fetched, f"with last.txt changed, C fetched the builder stage's blobs {sorted(fetched)}; "
+                                  f"all its blob GETs: {changed_gets}")
+        print(f"\n  B fetched {len(blob_gets)} blobs, C (last.txt changed) {len(changed_gets)}, none of the "
+              f"{len(builder_only)} of the builder stage alone", file=sys.stderr)
 
     # -- 5. inline ------------------------------------------------------------------------------
 
@@ -758,6 +773,7 @@ class CacheTest(unittest.TestCase):
                  if "warn" in line.lower() and missing in line]
         said += imported.progress.warnings_about(missing, "importing cache")
         self.assertTrue(said, f"no warning about {missing}:\n{imported.progress.describe()}")
+        print(f"\n  {said[0].strip()[:300]}", file=sys.stderr)
         self.assertTrue(imported.progress.ran(BUILDER_RUN))
         self.assertFalse(os.path.exists(missing), "the import made the directory it reads")
 
