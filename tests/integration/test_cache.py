@@ -19,16 +19,19 @@ refused as not supported (local_cache_refusal(), probed once in main()).
 import argparse
 import base64
 import gzip
+import io
 import json
 import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 import unittest
+import urllib.error
 import urllib.request
 import uuid
 
@@ -43,6 +46,8 @@ BASE = base_image.DEFAULT_TAG
 OCI_MANIFEST = harness.OCI_MANIFEST
 OCI_INDEX = harness.OCI_INDEX
 GZIP_LAYER = harness.GZIP_LAYER
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CACHE_CONFIG = "application/vnd.kbuild.cache.config.v1+json"
 BUILDKIT_CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
 # A build step's vertex: "[builder 2/2] RUN ...", "[final 3/4] COPY last.txt /last.txt".
@@ -171,7 +176,11 @@ class SavedImage:
             config = tar.extractfile(entry["Config"]).read()
             self.files = {}
             for layer in entry["Layers"]:
-                with tarfile.open(fileobj=tar.extractfile(layer), mode="r:*") as layer_tar:
+                data = tar.extractfile(layer).read()
+                if data.startswith(ZSTD_MAGIC):  # blobs are saved as stored; tarfile reads no zstd
+                    data = subprocess.run(["zstd", "-q", "-d", "-c"], input=data, capture_output=True,
+                                          check=True).stdout
+                with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as layer_tar:
                     for member in layer_tar:
                         if member.isfile():
                             self.files[member.name.removeprefix("./")] = layer_tar.extractfile(member).read()
@@ -196,7 +205,8 @@ class RegistryHttp:
 
     def manifest(self, repository, reference):
         _, headers, data = self.call("GET", f"{repository}/manifests/{reference}",
-                                     headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"})
+                                     headers={"Accept": ", ".join([OCI_MANIFEST, OCI_INDEX, harness.DOCKER_MANIFEST,
+                                                                       DOCKER_MANIFEST_LIST])})
         return headers.get("Content-Type", ""), data
 
     def blob(self, repository, digest):
@@ -587,6 +597,54 @@ class CacheTest(unittest.TestCase):
                                   f"all its blob GETs: {changed_gets}")
         print(f"\n  B fetched {len(blob_gets)} blobs, C (last.txt changed) {len(changed_gets)}, none of the "
               f"{len(builder_only)} of the builder stage alone", file=sys.stderr)
+
+    def test_every_envelope_and_compression_round_trips(self):
+        # docs/cache-format.md: image-manifest=false is an OCI index of the blobs and the config
+        # (a Docker manifest list with oci-mediatypes=false); compression as for image exports.
+        variants = {"image-manifest=false": ("image-manifest=false", OCI_INDEX),
+                    "oci-mediatypes=false": ("oci-mediatypes=false", DOCKER_MANIFEST_LIST),
+                    "compression=zstd": ("compression=zstd", OCI_MANIFEST)}
+        a = self.host("a")
+        problems = []
+        for number, (what, (attribute, media_type)) in enumerate(variants.items()):
+            cache = self.ref(f"cache-{number}")
+            _, a_built, a_image = self.export_from_a(cache, "mode=max", attribute, daemon=a)
+            _, repository, tag = split_ref(cache)
+            got_type, data = self.http.manifest(repository, tag)
+            envelope = json.loads(data)
+            if envelope.get("mediaType", got_type) != media_type:
+                problems.append(f"{what}: the envelope is {envelope.get('mediaType', got_type)}, not {media_type}")
+            if what == "compression=zstd" and not all(layer["mediaType"].endswith("+zstd")
+                                                      for layer in envelope.get("layers", [])):
+                problems.append(f"{what}: layers {[layer['mediaType'] for layer in envelope.get('layers', [])]}")
+            b = self.host(f"b{number}")
+            imported = self.build(b, self.context(name="ctx-b"), "-t", "app:b",
+                                  "--cache-from", f"type=registry,ref={cache}", check=False)
+            if imported.returncode != 0:
+                problems.append(f"{what}: B's build failed: {imported.message()[-1000:]}")
+                continue
+            missed = [step for step in ALL_STEPS if not imported.progress.cached(step)]
+            if missed or imported.progress.warnings:
+                problems.append(f"{what}: not CACHED on B: {missed}\n{imported.progress.describe()}")
+            elif self.saved(b, "app:b").files["random"] != a_image.files["random"]:
+                problems.append(f"{what}: B's /random is not A's")
+            b.stop()
+        self.assertFalse(problems, "\n".join(problems))
+
+    def test_attributes_buildkit_refuses_are_refused_and_nothing_is_pushed(self):
+        cache = self.ref("buildcache")
+        a = self.host("a")
+        refused = {}
+        for attributes in ("mode=maximum", "oci-mediatypes=false,image-manifest=true", "ignore-error=maybe"):
+            built = self.build(a, self.context(name="ctx-a"), "--cache-to", f"type=registry,ref={cache},{attributes}",
+                               check=False)
+            message = built.message()
+            self.assertNotEqual(built.returncode, 0, f"{attributes} was taken:\n{built.progress.describe()}")
+            refused[attributes] = message.strip().splitlines()[-1] if message.strip() else ""
+        _, repository, tag = split_ref(cache)
+        with self.assertRaises(urllib.error.HTTPError, msg="a refused export pushed a cache"):
+            self.http.manifest(repository, tag)
+        print("\n" + "\n".join(f"  {what}: {line[:200]}" for what, line in refused.items()), file=sys.stderr)
 
     # -- 5. inline ------------------------------------------------------------------------------
 
