@@ -9,11 +9,11 @@
 #include <cerrno>
 #include <cstring>
 #include <set>
-#include <sstream>
 
 #include "common/error.h"
 #include "common/fd_io.h"
 #include "common/syscall.h"
+#include "engine/dockerfile/go_values.h"
 
 namespace kbuild::cli {
 namespace {
@@ -65,8 +65,14 @@ UniqueFd sealed_value(const std::string& id, const std::string& value) {
 SecretFlag parse_secret_flag(const std::string& value) {
   SecretFlag secret;
   std::string type;
-  std::stringstream fields(value);
-  for (std::string field; std::getline(fields, field, ',');) {
+  // One CSV record, as buildx reads it: a quoted field may hold a comma.
+  std::vector<std::string> fields;
+  try {
+    fields = dockerfile::parse_csv_fields(value);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::user, std::string("failed to parse csv secret: ") + e.what());
+  }
+  for (const std::string& field : fields) {
     size_t eq = field.find('=');
     if (eq == std::string::npos) throw Error(ErrorKind::user, "invalid field '" + field + "' must be a key=value pair");
     std::string key = lower(field.substr(0, eq)), v = field.substr(eq + 1);

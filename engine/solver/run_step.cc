@@ -406,7 +406,8 @@ BuildSandbox::BuildSandbox(const SandboxConfig& config, std::string build_name, 
       secrets_(std::move(secrets)) {}
 
 BuildSandbox::~BuildSandbox() {
-  // Not left in freed memory for whatever is allocated there next.
+  // The build's own copies are not left in freed memory for whatever is allocated there next
+  // (best effort: the copies made to start a step, e.g. an env= variable, are not wiped).
   for (auto& [id, value] : secrets_) ::explicit_bzero(value.data(), value.size());
 }
 
