@@ -12,9 +12,6 @@ in one temp dir, removed at the end. Run as root:
     python3 tests/integration/test_cache.py [--build-dir build] [-k PATTERN]
 
 The last line is `cache: N passed, M failed, K skipped` (scripts/test.sh sums it).
-
-The `type=local` tests are skipped while `kbuildctl build --cache-to type=local,dest=DIR` is
-refused as not supported (local_cache_refusal(), probed once in main()).
 """
 import argparse
 import base64
@@ -275,27 +272,6 @@ def session_members(sid):
         if int(fields[3]) == sid and int(pid) != sid:
             members.append(int(pid))
     return members
-
-
-# -- type=local's probe -------------------------------------------------------------------------
-
-def local_cache_refusal(workdir):
-    """The message with which `kbuildctl build --cache-to type=local,dest=DIR` is refused as not
-    supported, or None when it is taken (or fails for another reason: the tests then show it)."""
-    daemon = harness.Daemon(os.path.join(workdir, "probe"))
-    try:
-        ctx = os.path.join(workdir, "probe-ctx")
-        write(os.path.join(ctx, "Dockerfile"), "FROM scratch\nCOPY f /f\n")
-        write(os.path.join(ctx, "f"), "probe\n")
-        result = daemon.client("build", "--progress", "plain", "--cache-to",
-                               f"type=local,dest={os.path.join(workdir, 'probe-cache')}", ".", cwd=ctx, check=False)
-        message = (result.stderr + result.stdout).strip()
-        if result.returncode != 0 and any(word in message.lower() for word in ("not supported", "unsupported",
-                                                                                   "unknown cache")):
-            return message.splitlines()[-1]
-        return None
-    finally:
-        daemon.stop()
 
 
 # -- the tests ----------------------------------------------------------------------------------
@@ -582,7 +558,8 @@ class CacheTest(unittest.TestCase):
         self.assert_steps(imported, ALL_STEPS, [], "host B's build from A's cache")
         blob_gets = self.blob_gets(mark, repository)
         fetched = builder_only & set(blob_gets)
-        self.assertFalse(fetched, f"B fetched the builder stage's blobs {sorted(fetched)}; all its blob GETs: {blob_gets}")
+        self.assertFalse(fetched, f"B fetched the builder stage's blobs {sorted(fetched)}; "
+                                  f"all its blob GETs: {blob_gets}")
 
         # Nor when the final stage misses after COPY --from: what it copied is the hit, not the
         # builder's RUN.
@@ -799,7 +776,7 @@ class CacheTest(unittest.TestCase):
                 lines.append(f"record {key}: {r1.get(key, 'absent')} != {r2.get(key, 'absent')}")
         return "\n".join(lines) or "the envelopes differ in bytes only"
 
-    # -- 9. type=local (skipped until it is built: see main()) ------------------------------------
+    # -- 9. type=local -----------------------------------------------------------------------
 
     def test_local_cache_directory_serves_a_fresh_host(self):
         directory = self.path("cache-dir")
@@ -836,10 +813,6 @@ class CacheTest(unittest.TestCase):
         self.assertFalse(os.path.exists(missing), "the import made the directory it reads")
 
 
-LOCAL_CACHE_TESTS = ["test_local_cache_directory_serves_a_fresh_host",
-                     "test_local_cache_from_a_missing_directory_is_a_warning"]
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--build-dir", default=os.environ.get("KBUILD_BUILD_DIR", "build"))
@@ -851,17 +824,6 @@ def main():
         return 2
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt(f"signal {s}")))
-
-    # type=local comes after the registry's: its tests wait for it (this probe goes once it has).
-    probe_dir = tempfile.mkdtemp(prefix="kbuild-cache-probe-")
-    try:
-        refusal = local_cache_refusal(probe_dir)
-    finally:
-        unmount_all_under(probe_dir)
-        shutil.rmtree(probe_dir, ignore_errors=True)
-    for name in LOCAL_CACHE_TESTS:
-        setattr(CacheTest, name, unittest.skipUnless(refusal is None, f"--cache-to type=local is refused: {refusal}")(
-            getattr(CacheTest, name)))
 
     loader = unittest.TestLoader()
     if args.pattern:
