@@ -66,8 +66,8 @@ std::size_t thread_count() {
   return count;
 }
 
-// Processes whose parent is this one.
-std::vector<pid_t> children() {
+// Processes whose parent is this one, but `except`.
+std::vector<pid_t> children(pid_t except = -1) {
   std::vector<pid_t> pids;
   DIR* dir = ::opendir("/proc");
   while (dirent* entry = ::readdir(dir)) {
@@ -80,7 +80,10 @@ std::vector<pid_t> children() {
     if (paren == std::string::npos) continue;
     char state = 0;
     int ppid = 0;
-    if (std::sscanf(line.c_str() + paren + 1, " %c %d", &state, &ppid) == 2 && ppid == ::getpid()) pids.push_back(pid);
+    if (std::sscanf(line.c_str() + paren + 1, " %c %d", &state, &ppid) == 2 && ppid == ::getpid() &&
+        pid != except) {
+      pids.push_back(pid);
+    }
   }
   ::closedir(dir);
   return pids;
@@ -147,19 +150,26 @@ class SshForwardTest : public ::testing::Test {
     client_end_.reset(pair[1]);
   }
 
-  void TearDown() override {
-    if (agent_pid_ > 0) ::kill(agent_pid_, SIGTERM);
+  // Ends the user's agent (its socket removed before it exits), so that the temp dir is
+  // removed whole.
+  void TearDown() override { stop_user_agent(); }
+
+  void stop_user_agent() {
+    if (agent_pid_ <= 0) return;
+    ::kill(agent_pid_, SIGTERM);
+    ::waitpid(std::exchange(agent_pid_, -1), nullptr, 0);
   }
 
-  // The user's agent, holding the key: a real ssh-agent, daemonized (not our child).
+  // The user's agent, holding the key: a real ssh-agent, in the foreground as our child.
   std::string start_user_agent() {
-    const std::string socket = dir_.path() + "/user-agent.sock";
-    const CommandResult started = run("ssh-agent -s -a " + socket);
-    EXPECT_EQ(started.status, 0) << started.output;
-    const std::size_t at = started.output.find("SSH_AGENT_PID=");
-    if (at != std::string::npos) agent_pid_ = std::atoi(started.output.c_str() + at + 14);
-    EXPECT_EQ(ssh_add(socket, key_).status, 0);
-    return socket;
+    agent_pid_ = ::fork();
+    if (agent_pid_ == 0) {
+      ::execlp("ssh-agent", "ssh-agent", "-D", "-a", agent_socket_.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    for (int i = 0; i < 500 && !exists(agent_socket_); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(ssh_add(agent_socket_, key_).status, 0);
+    return agent_socket_;
   }
 
   std::unique_ptr<SshAgentForwarder> forwarder(std::vector<std::string> paths) {
@@ -180,6 +190,7 @@ class SshForwardTest : public ::testing::Test {
   std::unique_ptr<TempDir> mounts_;
   UniqueFd daemon_end_;
   UniqueFd client_end_;
+  std::string agent_socket_ = dir_.path() + "/user-agent.sock";
   pid_t agent_pid_ = -1;
   std::mutex mutex_;
   std::vector<std::string> connection_errors_;
@@ -273,7 +284,7 @@ TEST_F(SshForwardTest, DestructionDuringOpenConnectionsLeavesNothingBehind) {
   client.reset();
   EXPECT_FALSE(exists(socket));
   EXPECT_EQ(thread_count(), threads_before);
-  EXPECT_TRUE(children().empty());
+  EXPECT_TRUE(children(agent_pid_).empty());
 }
 
 TEST_F(SshForwardTest, AClientThatClosesTheControlSocketEndsForwardingWithoutHanging) {
@@ -404,8 +415,7 @@ TEST_F(SshForwardTest, AnAgentThatIsGoneFailsOnlyItsConnection) {
   const std::string agent = start_user_agent();
   auto client = forwarder({agent});
   auto daemon = proxy();
-  ::kill(agent_pid_, SIGTERM);
-  for (int i = 0; i < 100 && exists(agent); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  stop_user_agent();
   EXPECT_NE(ssh_add(daemon->socket_path()).status, 0);
   daemon.reset();
   client->finish();  // the forwarding itself was fine
@@ -439,7 +449,7 @@ TEST_F(SshForwardTest, PathsThatAreNotAnAgentOrKeysAreRefused) {
   EXPECT_THAT(forwarder_error({key_ + ".pub"}),
               HasSubstr("ssh agent deploy: failed to add " + key_ + ".pub to agent: "));
   EXPECT_THAT(forwarder_error({}), HasSubstr("invalid empty ssh agent socket"));
-  EXPECT_TRUE(children().empty());
+  EXPECT_TRUE(children(agent_pid_).empty());
 }
 
 }  // namespace
