@@ -20,6 +20,9 @@ build_packages=(
   # the registry tests: a distribution registry (docker-registry), htpasswd for its basic auth
   # (apache2-utils), openssl for the CA and certificates of its TLS
   docker-registry apache2-utils openssl
+  # SSH agent forwarding (--ssh): kbuildctl runs ssh-agent and ssh-add for key files; the tests
+  # also make keys with ssh-keygen
+  openssh-client
 )
 
 missing=()
