@@ -17,6 +17,7 @@
 
 #include "cli/build_secrets.h"
 #include "cli/cache_layout.h"
+#include "cli/ssh_forward.h"
 #include "cli/debug_dockerfile.h"
 #include "cli/error_excerpt.h"
 #include "cli/progress/renderer.h"
@@ -288,8 +289,20 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   std::vector<SecretFlag> secret_flags;
   for (const std::string& value : flags.secrets) secret_flags.push_back(parse_secret_flag(value));
   std::vector<SecretFd> secrets = open_secrets(secret_flags, [](const std::string& name) { return env(name.c_str()); });
-  for (const auto& [name, values] : {std::pair{"--ssh", &flags.ssh}}) {
-    if (!values->empty()) throw Error(ErrorKind::user, std::string(name) + " is not supported yet");
+  // And the SSH agents (or key files) checked and, for keys, loaded into an agent of ours.
+  std::vector<SshSpec> ssh_specs = parse_ssh_flags(flags.ssh, std::getenv("SSH_AUTH_SOCK"));
+  auto ssh_errors = std::make_shared<std::pair<std::mutex, std::vector<std::string>>>();
+  std::vector<std::unique_ptr<SshAgentForwarder>> ssh_forwarders;
+  std::vector<UniqueFd> ssh_daemon_ends;
+  for (const SshSpec& spec : ssh_specs) {
+    int pair[2];
+    check(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), "socketpair");
+    ssh_daemon_ends.emplace_back(pair[0]);
+    // A connection's trouble is told after the build, not into the progress display.
+    ssh_forwarders.push_back(std::make_unique<SshAgentForwarder>(spec, UniqueFd(pair[1]), [ssh_errors](const Error& e) {
+      std::lock_guard lock(ssh_errors->first);
+      if (ssh_errors->second.size() < 20) ssh_errors->second.push_back(e.what());
+    }));
   }
   progress::DisplayChoice display = progress::choose_display_mode(flags.progress, flags.quiet, ::isatty(STDERR_FILENO),
                                                                   env("BUILDKIT_PROGRESS"));
@@ -355,6 +368,14 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
     output_maps.push_back(m);
   }
   options["outputs"] = dbus::Value(output_maps);
+  if (!ssh_specs.empty()) {
+    std::vector<std::string> ids;
+    for (size_t i = 0; i < ssh_specs.size(); ++i) {
+      options["ssh-fd-" + std::to_string(i)] = dbus::Value(dbus::Fd(std::move(ssh_daemon_ends[i])));
+      ids.push_back(ssh_specs[i].id);
+    }
+    options["ssh"] = dbus::Value(ids);
+  }
   if (!secrets.empty()) {
     std::vector<std::string> ids;
     for (SecretFd& secret : secrets) {
@@ -446,7 +467,14 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
       if (!failure) failure = e;
     }
   }
-  options.clear();  // our ends of the cache sockets
+  for (auto& forwarder : ssh_forwarders) {
+    try {
+      forwarder->finish();
+    } catch (const Error& e) {
+      if (!failure) failure = e;
+    }
+  }
+  options.clear();  // our ends of the cache and agent sockets
   context.reset();
   if (from_stdin && from_stdin->feeder.joinable()) from_stdin->feeder.join();
   display_thread.join();
@@ -454,6 +482,7 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   if (!failure && sink && *sink->unpack_error) failure = **sink->unpack_error;
   renderer->finish();
   if (display.print_warnings) err << progress::warnings_summary(renderer->warnings());
+  for (const std::string& line : ssh_errors->second) err << "WARNING: ssh agent: " << line << "\n";
 
   if (failure) {
     if (failure->where() && !dockerfile.empty()) err << dockerfile_excerpt(dockerfile_name, dockerfile, *failure->where());

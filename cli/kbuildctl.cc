@@ -105,7 +105,7 @@ int run_kbuildctl(int argc, const char* const* argv, std::istream& in, std::ostr
       ->allow_extra_args(false);
   build->add_option("--secret", build_flags.secrets, "Secret to expose to the build (format: \"id=mysecret[,src=/local/secret]\")")
       ->allow_extra_args(false);
-  build->add_option("--ssh", build_flags.ssh, "SSH agent socket or keys to expose to the build (not supported yet)")
+  build->add_option("--ssh", build_flags.ssh, "SSH agent socket or keys to expose to the build (format: \"default|<id>[=<socket>|<key>[,<key>]]\")")
       ->allow_extra_args(false);
 
   ImageCommands image_commands;

@@ -1,5 +1,7 @@
 #include "service/builder_service.h"
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -53,6 +55,29 @@ std::map<std::string, std::string> build_secrets(const dbus::Options& options) {
     }
   }
   return secrets;
+}
+
+// --ssh: option "ssh" lists the ids, "ssh-fd-N" holds the N-th one's control socket, which
+// must be an AF_UNIX stream socket. The fds stay the options' for the length of the build.
+std::map<std::string, int> ssh_agents(const dbus::Options& options) {
+  std::map<std::string, int> agents;
+  std::vector<std::string> ids = option<std::vector<std::string>>(options, "ssh").value_or(std::vector<std::string>{});
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::string& id = ids[i];
+    const dbus::Fd* fd = dbus::find_option<dbus::Fd>(options, "ssh-fd-" + std::to_string(i));
+    if (!fd || fd->get() < 0) throw Error(ErrorKind::user, "ssh " + id + ": no ssh-fd-" + std::to_string(i) + " given");
+    int domain = 0, type = 0;
+    socklen_t size = sizeof domain;
+    bool unix_socket = ::getsockopt(fd->get(), SOL_SOCKET, SO_DOMAIN, &domain, &size) == 0 && domain == AF_UNIX;
+    size = sizeof type;
+    if (!unix_socket || ::getsockopt(fd->get(), SOL_SOCKET, SO_TYPE, &type, &size) != 0 || type != SOCK_STREAM) {
+      throw Error(ErrorKind::user, "ssh " + id + ": the fd is not an AF_UNIX stream socket");
+    }
+    if (!agents.emplace(id.empty() ? "default" : id, fd->get()).second) {
+      throw Error(ErrorKind::user, "invalid duplicate ID " + id);
+    }
+  }
+  return agents;
 }
 
 // --cache-from (`key` "cache-from") or --cache-to entries, checked as BuildKit checks them
@@ -144,6 +169,7 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
     request.outputs.push_back(std::move(output));
   }
   request.secrets = build_secrets(options);
+  request.ssh_agents = ssh_agents(options);
   request.cache_from = cache_entries(options, "cache-from");
   request.cache_to = cache_entries(options, "cache-to");
   for (const std::string& entitlement : option<std::vector<std::string>>(options, "allow").value_or(std::vector<std::string>{})) {

@@ -391,7 +391,7 @@ class Builder::Run {
   // Shared: an op this build started may outlive it (see Scheduler).
   std::shared_ptr<BuildSandbox> sandbox_ =
       std::make_shared<BuildSandbox>(builder_.sandbox_, random_build_name(), request_.limits, request_.allow,
-                                     request_.secrets);
+                                     request_.secrets, request_.ssh_agents);
 };
 
 Builder::Builder(store::Store& store)

@@ -79,6 +79,9 @@ struct BuildRequest {
   // --secret values by id, read from the caller's fds: in memory only, never in a key, a
   // layer, a log or a file.
   std::map<std::string, std::string> secrets;
+  // --ssh: each agent's control socket by id (borrowed, open for the build; see
+  // engine/sandbox/ssh_forward_protocol.h).
+  std::map<std::string, int> ssh_agents;
   std::map<std::string, registry::Credentials> registry_auth;  // by registry domain
   std::set<std::string> allow;     // entitlements the caller asks for: network.host, security.insecure
   sandbox::ResourceLimits limits;  // for the whole build (its RUN steps together)

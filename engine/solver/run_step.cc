@@ -18,6 +18,7 @@
 #include "common/temp_dir.h"
 #include "common/unique_fd.h"
 #include "engine/fileops/root_path.h"
+#include "engine/sandbox/ssh_proxy.h"
 #include "engine/sandbox/step_process.h"
 #include "engine/solver/exec_user.h"
 #include "engine/solver/step_executor.h"
@@ -162,6 +163,7 @@ struct PreparedMounts {
   std::vector<store::Mount> overlays;  // and secrets' tmpfs
   std::vector<CacheDir> caches;
   std::vector<std::string> env;  // secrets given as variables
+  std::vector<std::unique_ptr<sandbox::SshAgentProxy>> ssh_agents;  // until the step has ended
 
   int add_fd(UniqueFd fd) {
     fds.push_back(std::move(fd));
@@ -178,17 +180,6 @@ struct PreparedMounts {
     specs.push_back(std::move(spec));
   }
 };
-
-const char* mount_type_name(graph::ExecMount::Type type) {
-  switch (type) {
-    case graph::ExecMount::Type::bind: return "bind";
-    case graph::ExecMount::Type::cache: return "cache";
-    case graph::ExecMount::Type::tmpfs: return "tmpfs";
-    case graph::ExecMount::Type::secret: return "secret";
-    case graph::ExecMount::Type::ssh: return "ssh";
-  }
-  return "?";
-}
 
 // A secret as BuildKit gives it: a file of its own on a tmpfs of its own (nothing on disk),
 // bind-mounted read-only at the target, and/or a variable. Missing, it fails the step only
@@ -212,11 +203,32 @@ void prepare_secret(OpContext& context, const graph::ExecMount& mount, PreparedM
   out.bind(open_path(file), mount.target, true);
 }
 
+// The caller's SSH agent as BuildKit forwards it: a socket of the step's own at the target,
+// each connection to it handed to kbuildctl, which talks to the agent. Not forwarded, it fails
+// the step only when required.
+void prepare_ssh(OpContext& context, const graph::ExecMount& mount, PreparedMounts& out) {
+  BuildSandbox* build = context.sandbox;
+  int control = build ? build->ssh_agent(mount.cache_id) : -1;
+  if (control < 0) {
+    if (!mount.required) return;
+    if (build && build->has_ssh_agents()) throw Error(ErrorKind::user, "unset ssh forward key " + mount.cache_id);
+    throw Error(ErrorKind::user, "no SSH key \"" + mount.cache_id + "\" forwarded from the client");
+  }
+  if (mount.target.empty() || mount.target == "/") throw Error(ErrorKind::user, "mount target cannot be /");
+  sandbox::SshSocketOwner owner;
+  owner.mode = mount.mode.value_or(0600);
+  owner.uid = mount.uid.value_or(0);
+  owner.gid = mount.gid.value_or(0);
+  auto& proxy = out.ssh_agents.emplace_back(std::make_unique<sandbox::SshAgentProxy>(
+      control, context.store.root() + "/mounts", owner, context.cancel.fd(), mount.cache_id));
+  out.bind(open_path(proxy->socket_path()), mount.target, true);
+}
+
 void prepare_mount(OpContext& context, const graph::ExecMount& mount, PreparedMounts& out) {
   using Type = graph::ExecMount::Type;
   if (mount.type == Type::ssh) {
-    throw Error(ErrorKind::user, std::string("RUN --mount=type=") + mount_type_name(mount.type) +
-                                     " is not supported by this version of kbuild");
+    prepare_ssh(context, mount, out);
+    return;
   }
   if (mount.type == Type::secret) {
     prepare_secret(context, mount, out);
@@ -401,9 +413,10 @@ void remove_mount_stubs(const std::string& upper, const std::vector<std::string>
 }  // namespace
 
 BuildSandbox::BuildSandbox(const SandboxConfig& config, std::string build_name, sandbox::ResourceLimits limits,
-                           std::set<std::string> allowed, std::map<std::string, std::string> secrets)
+                           std::set<std::string> allowed, std::map<std::string, std::string> secrets,
+                           std::map<std::string, int> ssh_agents)
     : config_(config), build_name_(std::move(build_name)), limits_(limits), allowed_(std::move(allowed)),
-      secrets_(std::move(secrets)) {}
+      secrets_(std::move(secrets)), ssh_agents_(std::move(ssh_agents)) {}
 
 BuildSandbox::~BuildSandbox() {
   // The build's own copies are not left in freed memory for whatever is allocated there next

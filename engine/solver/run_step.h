@@ -37,7 +37,8 @@ struct SandboxConfig {
 class BuildSandbox {
  public:
   BuildSandbox(const SandboxConfig& config, std::string build_name, sandbox::ResourceLimits limits,
-               std::set<std::string> allowed, std::map<std::string, std::string> secrets = {});
+               std::set<std::string> allowed, std::map<std::string, std::string> secrets = {},
+               std::map<std::string, int> ssh_agents = {});
   ~BuildSandbox();
   const SandboxConfig& config() const { return config_; }
   sandbox::BuildCgroup& cgroup();
@@ -47,6 +48,12 @@ class BuildSandbox {
   bool allowed(const std::string& entitlement) const { return allowed_.count(entitlement) != 0; }
   const sandbox::ResourceLimits& build_limits() const { return limits_; }
   sandbox::StepReaper& reaper() { return reaper_; }
+  // The control socket of the build's SSH agent of this id (--ssh), or -1; whether it has any.
+  int ssh_agent(const std::string& id) const {
+    auto it = ssh_agents_.find(id);
+    return it == ssh_agents_.end() ? -1 : it->second;
+  }
+  bool has_ssh_agents() const { return !ssh_agents_.empty(); }
   // The build's secret of this id (--secret), or null. Held in memory only.
   const std::string* secret(const std::string& id) const {
     auto it = secrets_.find(id);
@@ -59,6 +66,7 @@ class BuildSandbox {
   sandbox::ResourceLimits limits_;
   std::set<std::string> allowed_;
   std::map<std::string, std::string> secrets_;
+  std::map<std::string, int> ssh_agents_;  // borrowed: the Build call's fds, open for the build
   std::mutex mutex_;
   std::unique_ptr<sandbox::BuildCgroup> cgroup_;
   std::mutex network_mutex_;  // its own: starting the stack must not hold up steps' cgroups
