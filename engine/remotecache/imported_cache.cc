@@ -111,7 +111,9 @@ ImportedCache import_cache(std::shared_ptr<CacheSource> source, const std::strin
     throw Error(ErrorKind::user, "its keys are of scheme \"" + config.key_scheme + "\", this kbuild's are \"" +
                                      key_scheme + "\"");
   }
-  return ImportedCache(std::move(source), std::move(config));
+  ImportedCache imported(std::move(source), std::move(config));
+  imported.set_media_type(found.media_type);
+  return imported;
 }
 
 }  // namespace kbuild::remotecache

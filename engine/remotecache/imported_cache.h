@@ -23,11 +23,15 @@ class ImportedCache {
   std::optional<std::vector<CacheLayer>> find(const std::string& key) const;
   CacheSource& source() const { return *source_; }
   const CacheConfig& config() const { return config_; }
+  // The media type of the root document it was read from (BuildKit reports it).
+  const std::string& media_type() const { return media_type_; }
+  void set_media_type(std::string media_type) { media_type_ = std::move(media_type); }
 
  private:
   std::shared_ptr<CacheSource> source_;
   CacheConfig config_;
   std::map<std::string, int> layer_of_key_;
+  std::string media_type_;
 };
 
 // The image config member that carries an inline cache (--cache-to type=inline): the records

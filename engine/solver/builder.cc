@@ -147,6 +147,7 @@ class Builder::Run {
         std::vector<std::string> warnings;
         auto imported = std::make_shared<const remotecache::ImportedCache>(
             remotecache::import_cache(cache_source(entry), kCacheKeyScheme, warnings));
+        progress_.status(id, "inferred cache manifest type: " + imported->media_type(), 0, 0, true);
         for (const std::string& warning : warnings) progress_.warning(id, "cache " + shown + ": " + warning);
         imports.push_back(std::move(imported));
       } catch (const Error& e) {
