@@ -16,6 +16,7 @@
 #include "engine/image/layer_blobs.h"
 #include "engine/image/oci.h"
 #include "engine/image/parallel.h"
+#include "engine/store/added_blobs.h"
 
 namespace kbuild::registry {
 namespace {
@@ -40,36 +41,6 @@ std::string mount_source(store::Store& store, const image::Reference& target, co
   return repository == target.path ? "" : repository;
 }
 
-// The blobs one pull adds to the content store, removed again unless the pull completes: a
-// failed pull leaves none of its blobs behind (the store has no garbage collection).
-class AddedBlobs {
- public:
-  explicit AddedBlobs(store::ContentStore& content) : content_(content) {}
-  AddedBlobs(const AddedBlobs&) = delete;
-  AddedBlobs& operator=(const AddedBlobs&) = delete;
-  ~AddedBlobs() {
-    if (kept_) return;
-    for (const store::Digest& digest : added_) {
-      try {
-        content_.remove(digest);
-      } catch (...) {
-        // The error that failed the pull is the one to report.
-      }
-    }
-  }
-  void add(const store::Digest& digest) {
-    std::lock_guard lock(mutex_);
-    added_.push_back(digest);
-  }
-  void keep() { kept_ = true; }
-
- private:
-  store::ContentStore& content_;
-  std::mutex mutex_;
-  std::vector<store::Digest> added_;
-  bool kept_ = false;
-};
-
 // The index entry for the platform asked for: os and architecture must match; a variant
 // only when asked for (else the first entry of that architecture, as containerd picks).
 image::Descriptor pick_platform(const image::Index& index, const PullOptions& options) {
@@ -89,7 +60,7 @@ namespace {
 
 // A layer blob into the content store, verified by digest and size as it streams.
 void download_layer(store::Store& store, RegistryClient& client, const image::Reference& reference,
-                    const image::Descriptor& layer, const PullOptions& options, AddedBlobs& added) {
+                    const image::Descriptor& layer, const PullOptions& options, store::AddedBlobs& added) {
   std::string id = "pulling " + short_digest(layer.digest);
   store::ContentStore::Writer writer = store.content().writer();
   int64_t received = 0;
@@ -128,7 +99,7 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
     }
     if (layer.size < 0) throw Error(ErrorKind::user, "a layer with a negative size");
   }
-  AddedBlobs added(store.content());
+  store::AddedBlobs added(store.content());
   // The config first: it is small, and the image is useless without it.
   if (!store.content().has(manifest.config.digest)) {
     if (manifest.config.size > static_cast<int64_t>(kManifestLimit)) {

@@ -8,6 +8,7 @@
 #include "engine/image/image_store.h"
 #include "engine/image/oci.h"
 #include "engine/image/parallel.h"
+#include "engine/store/added_blobs.h"
 
 namespace kbuild::remotecache {
 namespace {
@@ -18,37 +19,8 @@ std::vector<store::Digest> diff_ids_of(const std::vector<CacheLayer>& chain, siz
   return out;
 }
 
-// Blobs fetched for a chain, removed again unless it is committed.
-class FetchedBlobs {
- public:
-  explicit FetchedBlobs(store::ContentStore& content) : content_(content) {}
-  FetchedBlobs(const FetchedBlobs&) = delete;
-  FetchedBlobs& operator=(const FetchedBlobs&) = delete;
-  ~FetchedBlobs() {
-    if (kept_) return;
-    for (const store::Digest& digest : fetched_) {
-      try {
-        content_.remove(digest);
-      } catch (...) {
-        // The error that failed the chain is the one to report.
-      }
-    }
-  }
-  void add(const store::Digest& digest) {
-    std::lock_guard lock(mutex_);
-    fetched_.push_back(digest);
-  }
-  void keep() { kept_ = true; }
-
- private:
-  store::ContentStore& content_;
-  std::mutex mutex_;
-  std::vector<store::Digest> fetched_;
-  bool kept_ = false;
-};
-
 void fetch_blob(store::Store& store, CacheSource& source, const image::Descriptor& blob,
-                const MaterializeOptions& options, FetchedBlobs& fetched) {
+                const MaterializeOptions& options, store::AddedBlobs& fetched) {
   std::string id = "pulling " + blob.digest.str();
   store::ContentStore::Writer writer = store.content().writer();
   int64_t received = 0;
@@ -96,7 +68,7 @@ std::optional<std::string> materialize_chain(store::Store& store, CacheSource& s
     if ((parent = images.find_chain(diff_ids_of(chain, have)))) break;
   }
   if (have == chain.size()) return parent;
-  FetchedBlobs fetched(store.content());
+  store::AddedBlobs fetched(store.content());
   std::vector<std::optional<store::SnapshotStore::Prepared>> slots(chain.size() - have);
   std::vector<std::function<void()>> jobs;
   for (size_t i = have; i < chain.size(); ++i) {
