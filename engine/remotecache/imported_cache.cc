@@ -80,6 +80,7 @@ std::optional<std::vector<CacheLayer>> ImportedCache::find(const std::string& ke
   std::vector<CacheLayer> chain;
   // Parents are below their layers (parse_cache_config checks it), so this ends.
   for (int layer = it->second; layer >= 0; layer = config_.layers[static_cast<size_t>(layer)].parent) {
+    if (chain.size() == kMaxChainLayers) return std::nullopt;
     chain.push_back(config_.layers[static_cast<size_t>(layer)]);
   }
   return std::vector<CacheLayer>(chain.rbegin(), chain.rend());

@@ -14,12 +14,16 @@
 
 namespace kbuild::remotecache {
 
+// The deepest chain a record may stand for: an overlay cannot stack many more layers, and a
+// cache must not make a build fetch and extract thousands of blobs for one hit.
+inline constexpr size_t kMaxChainLayers = 256;
+
 class ImportedCache {
  public:
   ImportedCache(std::shared_ptr<CacheSource> source, CacheConfig config);
 
   // The layers of the result recorded under `key`, bottom first (empty for an empty tree);
-  // nullopt when the cache has no record of it.
+  // nullopt when the cache has no record of it, or only one deeper than kMaxChainLayers.
   std::optional<std::vector<CacheLayer>> find(const std::string& key) const;
   CacheSource& source() const { return *source_; }
   const CacheConfig& config() const { return config_; }

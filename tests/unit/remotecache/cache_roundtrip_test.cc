@@ -192,6 +192,26 @@ TEST_F(CacheRoundTripTest, ARecordNeverNeededLocallyIsPassedOnFromItsImport) {
   EXPECT_EQ(b_->metadata().list_snapshots().size(), 2u);
 }
 
+TEST_F(CacheRoundTripTest, AChainDeeperThanAnOverlayCanStackIsNoHit) {
+  // A config of one blob stacked on itself kMaxChainLayers + 1 times: cheap to write, and it
+  // would make a hit fetch and extract that many layers.
+  std::string base = layer(*a_, std::nullopt, {{"f", "x\n"}});
+  export_cache(*a_, records({{key("one"), base}}), format_, kScheme, *cache_, [](const std::string&, bool) {});
+  ImportedCache one = import_cache(cache_, kScheme, warnings_);
+  CacheConfig deep = one.config();
+  for (size_t i = 1; i <= kMaxChainLayers; ++i) {
+    CacheLayer next = deep.layers[0];
+    next.parent = static_cast<int>(i) - 1;
+    deep.layers.push_back(next);
+  }
+  deep.records = {CacheRecord{key("deep"), static_cast<int>(kMaxChainLayers)},
+                  CacheRecord{key("fits"), static_cast<int>(kMaxChainLayers) - 1}};
+  ImportedCache imported(cache_, deep);
+  EXPECT_FALSE(imported.find(key("deep")));
+  ASSERT_TRUE(imported.find(key("fits")));
+  EXPECT_EQ(imported.find(key("fits"))->size(), kMaxChainLayers);
+}
+
 TEST_F(CacheRoundTripTest, ForeignAndBrokenCachesAreRefusedWithAReason) {
   EXPECT_THAT(error_of([&] { import_cache(cache_, kScheme, warnings_); }), HasSubstr("no root"));
   std::string base = layer(*a_, std::nullopt, {{"f", "x\n"}});
