@@ -21,8 +21,9 @@ build_packages=(
   # (apache2-utils), openssl for the CA and certificates of its TLS
   docker-registry apache2-utils openssl
   # SSH agent forwarding (--ssh): kbuildctl runs ssh-agent and ssh-add for key files; the tests
-  # also make keys with ssh-keygen
-  openssh-client
+  # also make keys with ssh-keygen, and clone a git repository over ssh from an sshd of their own
+  # (openssh-server)
+  openssh-client openssh-server
 )
 
 missing=()
@@ -48,4 +49,12 @@ fi
 if [[ -d /run/systemd/system ]] && systemctl is-enabled docker-registry.service >/dev/null 2>&1; then
   echo "setup-deps: disabling the packaged docker-registry service (the tests run their own on loopback)"
   systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+fi
+
+# Debian's openssh-server package enables sshd on port 22 of every interface. The ssh tests start
+# their own on loopback with a config of their own; the packaged one is stopped and kept from
+# starting.
+if [[ -d /run/systemd/system ]] && systemctl is-enabled ssh.service >/dev/null 2>&1; then
+  echo "setup-deps: disabling the packaged ssh service (the tests run their own sshd on loopback)"
+  systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
 fi

@@ -35,7 +35,8 @@ if [[ "$fuzz_seconds" != 0 ]]; then
 fi
 
 # The daemon end to end, pulling and pushing against local registries, exporting and importing
-# build caches between two daemons, build secrets, and against BuildKit itself (Debian's dockerd).
+# build caches between two daemons, build secrets, SSH agent forwarding (with an sshd of its own),
+# and against BuildKit itself (Debian's dockerd).
 # All need root.
 suite_logs=$(mktemp -d)
 trap 'rm -rf "$suite_logs"' EXIT
@@ -44,6 +45,7 @@ python3 tests/integration/test_run.py --build-dir "$build_dir" 2>&1 | tee "$suit
 python3 tests/integration/test_registry.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/registry.log" || status=1
 python3 tests/integration/test_cache.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/cache.log" || status=1
 python3 tests/integration/test_secrets.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/secrets.log" || status=1
+python3 tests/integration/test_ssh.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/ssh.log" || status=1
 python3 tests/integration/differential/test_image_tree.py 2>&1 | tee "$suite_logs/harness.log" || status=1
 python3 tests/integration/differential/run.py --build-dir "$build_dir" --require-kbuild 2>&1 |
   tee "$suite_logs/differential.log" || status=1

@@ -148,16 +148,18 @@ class Dockerd(Daemon):
         self._wait_until(lambda: self.client(["version"], check=False).returncode == 0,
                          60, "answering `docker version`")
 
-    def client_env(self):
+    def client_env(self, extra=None):
         unwanted = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
         env = {k: v for k, v in os.environ.items() if k not in unwanted}
         env["DOCKER_BUILDKIT"] = "1"
         env["DOCKER_CONFIG"] = self.config_dir  # not the caller's ~/.docker
+        env.update(extra or {})
         return env
 
-    def client(self, args, cwd=None, check=True, timeout=180):
+    def client(self, args, cwd=None, check=True, timeout=180, env=None):
+        """`env`: variables added to the client's environment."""
         result = subprocess.run([DOCKER_CLIENT, "-H", "unix://" + self.socket] + args, cwd=cwd,
-                                env=self.client_env(), stdout=subprocess.PIPE,
+                                env=self.client_env(env), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, timeout=timeout)
         if check and result.returncode != 0:
             raise BuildFailed(f"docker {' '.join(args)}", result)
@@ -199,10 +201,11 @@ class Kbuildd(Daemon):
         self._spawn(argv)
         self._wait_until(lambda: _connectable(self.socket), 60, f"listening on {self.socket}")
 
-    def client(self, args, cwd=None, check=True, timeout=180):
+    def client(self, args, cwd=None, check=True, timeout=180, env=None):
+        """`env`: variables added to the client's environment."""
         result = subprocess.run([self.kbuildctl, "--host", "unix://" + self.socket] + args,
                                 cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                timeout=timeout)
+                                timeout=timeout, env=dict(os.environ, **env) if env else None)
         if check and result.returncode != 0:
             raise BuildFailed(f"kbuildctl {' '.join(args)}", result)
         return result

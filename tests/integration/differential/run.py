@@ -22,6 +22,9 @@ Dockerfile plus its context; it may also have:
               writes for Dockerfile, compared with kbuild's instead of BuildKit's
   pre/<tag>/  images built first, in name order, by each builder and tagged <tag>, for the
               case's Dockerfile to use in FROM (ONBUILD); they are compared too
+  ssh-agent   (any content) the builds need an SSH agent: the harness starts an `ssh-agent`
+              holding a new ed25519 key for the case and gives both clients its socket as
+              SSH_AUTH_SOCK (the case's `args` say `--ssh default`)
 
 Every case is built FROM scratch, FROM kbuild-diff-base, built from base/ by dockerd first
 and handed to kbuild with `kbuildctl load`, or FROM kbuild-diff-busybox (for RUN: Debian's
@@ -78,7 +81,7 @@ MAX_DIFF_LINES = 40
 
 
 # Files of a case that are not part of its context.
-CASE_FILES = ("args", "args.kbuild", "created_by.json")
+CASE_FILES = ("args", "args.kbuild", "created_by.json", "ssh-agent")
 # A case's Dockerfile for BuildKit alone, for features Docker 20.10's frontend lacks.
 BUILDKIT_DOCKERFILE = "Dockerfile.buildkit"
 
@@ -92,6 +95,7 @@ class Case:
         if os.path.exists(os.path.join(source, "created_by.json")):
             with open(os.path.join(source, "created_by.json")) as expected:
                 self.created_by = json.load(expected)
+        self.ssh_agent = os.path.exists(os.path.join(source, "ssh-agent"))
         pre = os.path.join(source, "pre")
         self.pre = [(tag, os.path.join(pre, tag)) for tag in
                     (sorted(os.listdir(pre)) if os.path.isdir(pre) else [])]
@@ -163,6 +167,44 @@ def write_layerless_archive(inspected, history, tag, archive):
             tar.addfile(info, io.BytesIO(data))
 
 
+class SshAgent:
+    """A case's SSH agent: `ssh-agent -D` (the harness's child, killed by stop()) at a socket
+    in `directory`, holding one ed25519 key made for it. Both builders reach the same agent, so
+    what a step derives from its keys is the same on both sides."""
+
+    def __init__(self, directory):
+        self.socket = os.path.join(directory, "agent.sock")
+        key = os.path.join(directory, "id_ed25519")
+        self.process = None
+        try:
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kbuild-diff", "-f", key],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self.process = subprocess.Popen(["ssh-agent", "-D", "-a", self.socket], stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while not os.path.exists(self.socket):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise HarnessError(f"ssh-agent did not listen on {self.socket}")
+                time.sleep(0.02)
+            subprocess.run(["ssh-add", "-q", key], check=True, env=self.env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+        except (OSError, subprocess.CalledProcessError) as error:
+            self.stop()
+            raise HarnessError(f"starting an ssh-agent (Debian's openssh-client): {error}") from error
+        except BaseException:
+            self.stop()
+            raise
+
+    def env(self):
+        return {"SSH_AUTH_SOCK": self.socket}
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait()
+
+
 class BuildKitBuilder:
     """The reference: `docker build` with BuildKit on the private dockerd."""
 
@@ -172,11 +214,11 @@ class BuildKitBuilder:
         self.dockerd = dockerd
         self.rootfs_export = rootfs_export
 
-    def build(self, tag, context, args, out):
+    def build(self, tag, context, args, out, env=None):
         if os.path.exists(os.path.join(context, BUILDKIT_DOCKERFILE)):
             args = ["-f", BUILDKIT_DOCKERFILE] + args
         flags = dockerfile_flags(args)
-        self.dockerd.client(["build", "--network", "host", "-t", tag] + flags + ["."], cwd=context)
+        self.dockerd.client(["build", "--network", "host", "-t", tag] + flags + ["."], cwd=context, env=env)
         archive, rootfs = os.path.join(out, "image.tar"), None
         saved = self.dockerd.client(["save", tag, "-o", archive], check=False)
         if saved.returncode != 0:
@@ -190,7 +232,7 @@ class BuildKitBuilder:
             # The same build again (from cache) for BuildKit's own rootfs export.
             rootfs = os.path.join(out, "rootfs.tar")
             self.dockerd.client(["build", "--network", "host", "-o", f"type=tar,dest={rootfs}"]
-                                + flags + ["."], cwd=context)
+                                + flags + ["."], cwd=context, env=env)
         return archive, rootfs
 
     def provide(self, tag, archive):
@@ -205,11 +247,11 @@ class KbuildBuilder:
     def __init__(self, kbuildd):
         self.kbuildd = kbuildd
 
-    def build(self, tag, context, args, out, extra_args=()):
+    def build(self, tag, context, args, out, extra_args=(), env=None):
         archive, rootfs = os.path.join(out, "image.tar"), os.path.join(out, "rootfs.tar")
         flags = ["build", "-t", tag] + dockerfile_flags(args) + list(extra_args)
-        self.kbuildd.client(flags + ["--output", f"type=docker,dest={archive}", "."], cwd=context)
-        self.kbuildd.client(flags + ["--output", f"type=tar,dest={rootfs}", "."], cwd=context)
+        self.kbuildd.client(flags + ["--output", f"type=docker,dest={archive}", "."], cwd=context, env=env)
+        self.kbuildd.client(flags + ["--output", f"type=tar,dest={rootfs}", "."], cwd=context, env=env)
         return archive, rootfs
 
     def provide(self, tag, archive):
@@ -343,6 +385,15 @@ class Session:
         return report
 
     def _run_case(self, case, report):
+        agent = SshAgent(self.workspace.sub("ssh-agents", case.name)) if case.ssh_agent else None
+        try:
+            self._build_and_compare(case, report, agent.env() if agent else None)
+        finally:
+            if agent is not None:
+                agent.stop()
+
+    def _build_and_compare(self, case, report, env):
+        """`env`: what the clients' environment gets added (the case's SSH_AUTH_SOCK)."""
         root = self.workspace.sub("cases", case.name)
         contexts = [(tag, prepare_context(src, os.path.join(root, "pre", tag)),
                      read_args(os.path.join(src, "args"))) for tag, src in case.pre]
@@ -356,7 +407,7 @@ class Session:
                 try:
                     main_kbuild = builder is self.kbuild and tag is None
                     extra = {"extra_args": case.kbuild_args} if main_kbuild else {}
-                    outputs[builder.name, tag] = builder.build(image, context, args, out, **extra)
+                    outputs[builder.name, tag] = builder.build(image, context, args, out, env=env, **extra)
                     if tag is not None:
                         builder.provide(tag, outputs[builder.name, tag][0])
                 except (BuildFailed, subprocess.TimeoutExpired) as error:
