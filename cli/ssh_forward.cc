@@ -181,22 +181,28 @@ std::vector<char*> c_strings(std::vector<std::string>& strings) {
 class ChildProcess {
  public:
   // Runs `argv` (argv[0] a path) with `env`, its stdin `stdin_fd` and stdout and stderr
-  // `output_fd`, no other fd, and SIGTERM when the thread that started it ends.
-  ChildProcess(std::vector<std::string> argv, std::vector<std::string> env, int stdin_fd, int output_fd) {
+  // `output_fd`, no other fd, and SIGTERM when the thread that started it ends. With
+  // `watched`, also SIGTERM when this process dies, however it dies: a program that is setgid
+  // (Debian's ssh-agent) loses the parent-death signal at exec, so a watcher of ours sends it.
+  ChildProcess(std::vector<std::string> argv, std::vector<std::string> env, int stdin_fd, int output_fd,
+               bool watched = false) {
     std::vector<char*> args = c_strings(argv);
     std::vector<char*> envp = c_strings(env);
     const pid_t parent = ::getpid();
     pid_ = check(::fork(), "fork", argv[0]);
-    if (pid_ != 0) return;
-    // The child: async-signal-safe calls only.
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(127);
-    if (::dup2(stdin_fd, 0) < 0 || ::dup2(output_fd, 1) < 0 || ::dup2(output_fd, 2) < 0) ::_exit(127);
-    ::close_range(3, ~0U, 0);
-    ::execve(args[0], args.data(), envp.data());
-    ::_exit(127);
+    if (pid_ == 0) {
+      // The child: async-signal-safe calls only.
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != parent) ::_exit(127);
+      if (::dup2(stdin_fd, 0) < 0 || ::dup2(output_fd, 1) < 0 || ::dup2(output_fd, 2) < 0) ::_exit(127);
+      ::close_range(3, ~0U, 0);
+      ::execve(args[0], args.data(), envp.data());
+      ::_exit(127);
+    }
+    if (watched) start_watcher();
   }
   ~ChildProcess() {
+    stop_watcher();
     if (pid_ <= 0) return;
     ::kill(pid_, SIGTERM);
     while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
@@ -205,20 +211,59 @@ class ChildProcess {
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
 
+  // A process that holds only the read end of a pipe whose write end only we hold: at its end
+  // of file (we died, or stop_watcher) it signals the child. The child is reaped only after the
+  // watcher has ended, so its pid cannot be another process's by then.
+  void start_watcher() {
+    int fds[2];
+    check(::pipe2(fds, O_CLOEXEC), "pipe2");
+    UniqueFd read_end(fds[0]);
+    watcher_pipe_.reset(fds[1]);
+    const pid_t child = pid_;
+    watcher_ = check(::fork(), "fork", "watcher");
+    if (watcher_ != 0) return;
+    // The watcher: async-signal-safe calls only, and no fd of ours but the pipe.
+    if (::dup2(read_end.get(), 0) < 0) ::_exit(127);
+    ::close_range(1, ~0U, 0);
+    char byte;
+    while (::read(0, &byte, 1) != 0) {
+      if (errno != EINTR) break;
+    }
+    ::kill(child, SIGTERM);
+    ::_exit(0);
+  }
+  void stop_watcher() {
+    if (watcher_ <= 0) return;
+    watcher_pipe_.reset();
+    while (::waitpid(watcher_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    watcher_ = -1;
+  }
+
   // Its wait status once it exited; nullopt while it runs (when `block` is false).
   std::optional<int> wait(bool block) {
+    if (!block) {
+      // Looked at without reaping it: the watcher must end before the pid is free.
+      siginfo_t info{};
+      while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == EINTR) {
+      }
+      if (info.si_pid == 0) return std::nullopt;
+    }
+    stop_watcher();
     int status = 0;
     pid_t got;
-    while ((got = ::waitpid(pid_, &status, block ? 0 : WNOHANG)) < 0 && errno == EINTR) {
+    while ((got = ::waitpid(pid_, &status, 0)) < 0 && errno == EINTR) {
     }
     check(got, "waitpid");
-    if (got == 0) return std::nullopt;
     pid_ = -1;
     return status;
   }
 
+
  private:
   pid_t pid_ = -1;
+  pid_t watcher_ = -1;
+  UniqueFd watcher_pipe_;
 };
 
 // What a child wrote to `output` (a memfd), trimmed, for an error message.
@@ -307,7 +352,7 @@ class SshAgentForwarder::PrivateAgent {
     UniqueFd output = memfd_holding("ssh-agent output", "");
     // -D: in the foreground, so that it is our child to kill; -a: at our socket.
     agent_.emplace(std::vector<std::string>{find_program("ssh-agent"), "-D", "-a", socket_},
-                   environment_with("SSH_AUTH_SOCK", ""), null.get(), output.get());
+                   environment_with("SSH_AUTH_SOCK", ""), null.get(), output.get(), true);
     wait_until_listening(output.get());
     for (const std::string& key : keys) add(key);
   }

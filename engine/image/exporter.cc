@@ -12,6 +12,7 @@
 #include "common/temp_dir.h"
 #include "common/unique_fd.h"
 #include "engine/image/image_archive.h"
+#include "engine/image/image_store.h"
 #include "engine/image/layer_tar.h"
 #include "engine/image/plan_config.h"
 #include "engine/image/reference.h"
@@ -58,6 +59,13 @@ void add_layers(store::Store& store, const BuiltImage& built, const std::vector<
                 LayerJournalCache* journals, const ExportStatus& status, ImageConfig& config, Manifest& manifest) {
   config.rootfs.diff_ids = built.base_diff_ids;
   if (built.base_manifest) manifest.layers = parse_manifest(store.content().read_small(*built.base_manifest)).layers;
+  // A base layer whose registry blob never came here (its layer was extracted from an imported
+  // cache's blob instead): listed by the blob it was extracted from.
+  for (size_t i = 0; i < manifest.layers.size() && i < chain.size(); ++i) {
+    if (store.content().has(manifest.layers[i].digest) || !is_extracted(chain[i])) continue;
+    ChainLayer layer = chain_layer(store, chain[i], std::nullopt);
+    if (layer.diff_id == config.rootfs.diff_ids[i] && store.content().has(layer.blob.digest)) manifest.layers[i] = layer.blob;
+  }
   status("exporting layers", false);
   for (size_t i = built.base_diff_ids.size(); i < chain.size(); ++i) {
     ChainLayer layer = chain_layer(store, chain[i], built.source_date_epoch, journals);

@@ -80,8 +80,8 @@ void download_layer(store::Store& store, RegistryClient& client, const image::Re
   if (options.progress) options.progress(id, layer.size, layer.size, true);
 }
 
-store::ImageRecord pull(store::Store& store, RegistryClient& client, const image::Reference& reference,
-                        const PullOptions& options) {
+ResolvedManifest resolve(store::Store& store, RegistryClient& client, const image::Reference& reference,
+                         const PullOptions& options, store::AddedBlobs* added) {
   std::string wanted = reference.digest.empty() ? reference.tag : reference.digest;
   FetchedManifest fetched = client.manifest(reference, wanted);
   if (fetched.media_type == image::media_type::oci_index || fetched.media_type == image::media_type::docker_manifest_list) {
@@ -99,7 +99,6 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
     }
     if (layer.size < 0) throw Error(ErrorKind::user, "a layer with a negative size");
   }
-  store::AddedBlobs added(store.content());
   // The config first: it is small, and the image is useless without it.
   if (!store.content().has(manifest.config.digest)) {
     if (manifest.config.size > static_cast<int64_t>(kManifestLimit)) {
@@ -108,13 +107,23 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
     std::string config;
     client.blob(reference, manifest.config.digest, manifest.config.size, [&](std::string_view data) { config.append(data); });
     store.content().put(config);
-    added.add(manifest.config.digest);
+    if (added) added->add(manifest.config.digest);
   }
   image::ImageConfig config = image::parse_config(store.content().read_small(manifest.config.digest));
   if (config.rootfs.diff_ids.size() != manifest.layers.size()) {
     throw Error(ErrorKind::user, "the image config lists " + std::to_string(config.rootfs.diff_ids.size()) +
                                      " layers, the manifest " + std::to_string(manifest.layers.size()));
   }
+  return ResolvedManifest{std::move(fetched), std::move(manifest)};
+}
+
+store::ImageRecord pull(store::Store& store, RegistryClient& client, const image::Reference& reference,
+                        const PullOptions& options) {
+  store::AddedBlobs added(store.content());
+  ResolvedManifest resolved = resolve(store, client, reference, options, &added);
+  const FetchedManifest& fetched = resolved.fetched;
+  const image::Manifest& manifest = resolved.manifest;
+  image::ImageConfig config = image::parse_config(store.content().read_small(manifest.config.digest));
   image::ImageStore images(store);
   const bool unpacked = images.unpacked(manifest.config.digest);
   // Each layer is extracted as soon as it is in, while the others still download.
@@ -259,6 +268,15 @@ PullOptions pull_options_for(const std::string& platform) {
     throw Error(ErrorKind::user, "invalid platform \"" + platform + "\": expected os/arch[/variant]");
   }
   return options;
+}
+
+ResolvedManifest resolve_manifest(store::Store& store, RegistryClient& client, const image::Reference& reference,
+                                  const PullOptions& options) {
+  try {
+    return resolve(store, client, reference, options, nullptr);
+  } catch (const Error& e) {
+    throw e.with_context("resolving " + reference.str());
+  }
 }
 
 store::ImageRecord pull_image(store::Store& store, RegistryClient& client, const image::Reference& reference,

@@ -28,6 +28,15 @@ struct PullOptions {
 // Options for `platform` ("linux/arm64/v8", "linux/amd64"; empty: this machine's).
 PullOptions pull_options_for(const std::string& platform);
 
+// An image's manifest (the platform's, from an index) and its config, which is stored; no
+// layer is fetched. What a build needs to plan on an image it may never unpack.
+struct ResolvedManifest {
+  FetchedManifest fetched;
+  image::Manifest manifest;
+};
+ResolvedManifest resolve_manifest(store::Store& store, RegistryClient& client, const image::Reference& reference,
+                                  const PullOptions& options);
+
 // Fetches the manifest (the platform's, from an index), config and missing layer blobs, each
 // verified by digest and size while it streams into the content store, then unpacks the
 // layers into snapshots and names the image `reference`. A blob the store has is not fetched

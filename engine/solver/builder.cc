@@ -63,6 +63,7 @@ class Builder::Run {
                                                     }});
     if (!context_ && reads_context()) prepare_context();
     worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_);
+    worker_->set_pending_images(pending_);
     import_caches();
     Solved solved = builder_.scheduler_.solve(definition_.graph, definition_.root, worker_, progress_, cancel_);
     BuildResult result = export_target(solved);
@@ -85,22 +86,61 @@ class Builder::Run {
     progress_.completed(ignore_id, "", false, "");
   }
 
-  // A base image: from the store, or (missing there, or with --pull) from its registry.
+  // A base image: from the store, or (missing there, or with --pull) its manifest and config
+  // from its registry, as BuildKit resolves it. Its layers are pulled only if an op reads it
+  // (PendingImages): a build whose steps all hit downloads no base.
   std::optional<graph::ResolvedImage> resolve_image(const std::string& reference, const std::string& platform) {
     std::string name = image::normalize_reference(reference);
     std::string id = vertex_id("metadata:" + name);
     progress_.started(id, "[internal] load metadata for " + name);
-    std::optional<store::ImageRecord> record;
+    store::Digest config;
     try {
+      std::optional<store::ImageRecord> record;
       if (!request_.pull) record = store_.metadata().image_by_name(name);
-      if (!record) record = pull(name, platform, id);
+      if (record && store_.metadata().get_cache(store::image_chain_key(record->config))) {
+        config = record->config;
+      } else {
+        config = resolve_remote(name, platform);
+      }
     } catch (const Error& e) {
       progress_.completed(id, "", false, e.what());
       throw;
     }
     progress_.completed(id, "", false, "");
-    return graph::ResolvedImage{image::to_plan_config(image::parse_config(store_.content().read_small(record->config))),
-                                record->config.str()};
+    return graph::ResolvedImage{image::to_plan_config(image::parse_config(store_.content().read_small(config))),
+                                config.str()};
+  }
+
+  store::Digest resolve_remote(const std::string& name, const std::string& platform) {
+    auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); }, builder_.registry_.proxies);
+    registry::RegistryClient client = registry_client(*transport);
+    registry::ResolvedManifest resolved =
+        registry::resolve_manifest(store_, client, image::parse_reference(name), registry::pull_options_for(platform));
+    store::Digest manifest = store_.content().put(resolved.fetched.bytes);
+    pending_->add(name, platform, resolved.manifest.config.digest.str(), manifest.str());
+    return resolved.manifest.config.digest;
+  }
+
+  // How a pending base image is pulled when an op first reads it. It may run after this build
+  // has gone (an op another build shares), so it holds copies of what it needs, never `this`.
+  PendingImages::Pull pending_puller() {
+    return [&store = store_, settings = builder_.registry_, auth = request_.registry_auth](
+               const std::string& name, const std::string& platform, const CancelToken& cancel,
+               const LogSink& log) -> std::optional<std::string> {
+      auto transport = registry::make_curl_transport([&cancel] { return cancel.canceled(); }, settings.proxies);
+      registry::RegistryClient client(*transport, settings.hosts, [&auth](const std::string& domain) {
+        auto it = auth.find(domain);
+        return it == auth.end() ? std::nullopt : std::optional<registry::Credentials>(it->second);
+      });
+      registry::PullOptions options = registry::pull_options_for(platform);
+      options.max_concurrent_downloads = settings.max_concurrent_downloads;
+      options.canceled = [&cancel] { return cancel.canceled(); };
+      if (log) log(1, "pulling " + name + "\n");
+      store::ImageRecord record = registry::pull_image(store, client, image::parse_reference(name), options);
+      auto chain = store.metadata().get_cache(store::image_chain_key(record.config));
+      if (!chain) throw Error(ErrorKind::internal, "image " + name + " has no unpacked layers after its pull");
+      return chain->snapshot_id.empty() ? std::nullopt : std::optional<std::string>(chain->snapshot_id);
+    };
   }
 
   // --- build caches -----------------------------------------------------------------------
@@ -264,18 +304,6 @@ class Builder::Run {
     return registry::RegistryClient(transport, builder_.registry_.hosts, credential_lookup());
   }
 
-  store::ImageRecord pull(const std::string& name, const std::string& platform, const std::string& vertex) {
-    auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); }, builder_.registry_.proxies);
-    registry::RegistryClient client = registry_client(*transport);
-    registry::PullOptions options = registry::pull_options_for(platform);
-    options.max_concurrent_downloads = builder_.registry_.max_concurrent_downloads;
-    options.canceled = [this] { return cancel_.canceled(); };
-    options.progress = [&](const std::string& id, int64_t current, int64_t total, bool done) {
-      progress_.status(vertex, id, current, total, done);
-    };
-    return registry::pull_image(store_, client, image::parse_reference(name), options);
-  }
-
   bool reads_context() const {
     for (graph::OpIndex i : definition_.graph.closure(definition_.root)) {
       const auto* source = std::get_if<graph::SourceOp>(&definition_.graph.op(i).body);
@@ -313,7 +341,11 @@ class Builder::Run {
   }
 
   BuildResult write_image(const Solved& solved, const std::string& vertex) {
-    image::BuiltImage built{solved.result.top, solved.base.diff_ids, solved.base.manifest, definition_.config,
+    // FROM an image and nothing else: the image is the result, pulled now.
+    Ref result = worker_->materialize(solved.result, cancel_, [&](int, std::string_view text) {
+      progress_.status(vertex, std::string(text.substr(0, text.find('\n'))), 0, 0, true);
+    });
+    image::BuiltImage built{result.top, solved.base.diff_ids, solved.base.manifest, definition_.config,
                             request_.source_date_epoch, {}, ""};
     add_inline_cache(solved, built);
     for (const auto& [key, value] : request_.labels) built.config.labels[key] = value;
@@ -385,6 +417,8 @@ class Builder::Run {
   graph::Definition definition_;
   std::optional<MaterializedContext> context_;
   std::shared_ptr<StoreWorker> worker_;
+  // Shared: an op that pulls one may outlive the build (see Scheduler).
+  std::shared_ptr<PendingImages> pending_ = std::make_shared<PendingImages>(pending_puller());
   std::vector<std::shared_ptr<const remotecache::ImportedCache>> exported_from_;  // kept while exports read them
   std::mutex cache_registry_mutex_;
   std::unique_ptr<registry::HttpTransport> cache_transport_;

@@ -16,6 +16,16 @@ Ref StoreWorker::source(const graph::SourceOp& op, BaseImage& base) {
       break;
   }
   auto record = store_.metadata().image_by_name(op.name);
+  bool unpacked = record && (op.pinned.empty() || record->config.str() == op.pinned) &&
+                  store_.metadata().get_cache(store::image_chain_key(record->config));
+  if (!unpacked && pending_) {
+    if (auto pending = pending_->find(op.name); pending && (op.pinned.empty() || pending->first == op.pinned)) {
+      store::Digest config = store::Digest::parse(pending->first);
+      base.diff_ids = image::parse_config(store_.content().read_small(config)).rootfs.diff_ids;
+      base.manifest = store::Digest::parse(pending->second);
+      return Ref{std::nullopt, "", op.name};
+    }
+  }
   if (!record) {
     throw Error(ErrorKind::not_found, op.name + ": not found in the local store (pulling from registries is not "
                                                 "supported yet; build it or load it with kbuildctl load first)");
@@ -80,8 +90,37 @@ void StoreWorker::remember(const std::string& key, const Ref& result) {
   store_.metadata().put_cache(key, store::CacheResult{result.top.value_or(""), ""});
 }
 
-Ref StoreWorker::execute(const graph::Op& op, const std::map<graph::OpIndex, Ref>& inputs, const CancelToken& cancel,
+std::optional<std::string> PendingImages::materialize(const std::string& name, const CancelToken& cancel,
+                                                     const LogSink& log) {
+  std::shared_ptr<std::once_flag> once;
+  std::string platform;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = images_.find(name);
+    if (it == images_.end()) throw Error(ErrorKind::internal, "image " + name + " was not resolved by this build");
+    once = it->second.pulled;
+    platform = it->second.platform;
+  }
+  // One pull per image; a failed one lets the next caller try again (call_once's rule).
+  std::call_once(*once, [&] {
+    std::optional<std::string> top = pull_(name, platform, cancel, log);
+    std::lock_guard lock(mutex_);
+    images_[name].top = std::move(top);
+  });
+  std::lock_guard lock(mutex_);
+  return images_[name].top;
+}
+
+Ref StoreWorker::materialize(const Ref& ref, const CancelToken& cancel, const LogSink& log) {
+  if (ref.pending_image.empty()) return ref;
+  if (!pending_) throw Error(ErrorKind::internal, "a pending image without a way to pull it");
+  return Ref{pending_->materialize(ref.pending_image, cancel, log), ""};
+}
+
+Ref StoreWorker::execute(const graph::Op& op, const std::map<graph::OpIndex, Ref>& given, const CancelToken& cancel,
                          const LogSink& log) {
+  std::map<graph::OpIndex, Ref> inputs;
+  for (const auto& [index, ref] : given) inputs.emplace(index, materialize(ref, cancel, log));
   OpContext context{store_, inputs, cancel, log, sandbox_.get()};
   return std::visit(
       [&](const auto& body) -> Ref {

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,6 +18,45 @@
 #include "engine/store/store.h"
 
 namespace kbuild::solver {
+
+// Base images a build resolved in their registries (manifest and config only), pulled the
+// first time an op reads one; each once, however many ops ask at the same time.
+class PendingImages {
+ public:
+  // Pulls the image named `name` for `platform` (its layers unpacked, its name set) and returns
+  // its chain's top. It may run after the build that resolved the image has gone (an op shared
+  // with another build), so it holds nothing of that build but what it was given.
+  using Pull = std::function<std::optional<std::string>(const std::string& name, const std::string& platform,
+                                                        const CancelToken& cancel, const LogSink& log)>;
+  explicit PendingImages(Pull pull) : pull_(std::move(pull)) {}
+
+  void add(const std::string& name, const std::string& platform, const std::string& config,
+           const std::string& manifest) {
+    std::lock_guard lock(mutex_);
+    Image& image = images_[name];
+    image.platform = platform;
+    image.config = config;
+    image.manifest = manifest;
+  }
+  // The config and manifest digests of a pending image, if `name` is one.
+  std::optional<std::pair<std::string, std::string>> find(const std::string& name) const {
+    std::lock_guard lock(mutex_);
+    auto it = images_.find(name);
+    if (it == images_.end()) return std::nullopt;
+    return std::pair{it->second.config, it->second.manifest};
+  }
+  std::optional<std::string> materialize(const std::string& name, const CancelToken& cancel, const LogSink& log);
+
+ private:
+  struct Image {
+    std::string platform, config, manifest;
+    std::shared_ptr<std::once_flag> pulled = std::make_shared<std::once_flag>();
+    std::optional<std::string> top;
+  };
+  Pull pull_;
+  mutable std::mutex mutex_;
+  std::map<std::string, Image> images_;
+};
 
 class StoreWorker : public Worker {
  public:
@@ -31,6 +72,10 @@ class StoreWorker : public Worker {
     materialize_options_ = std::move(options);
     warn_ = std::move(warn);
   }
+  // Base images the build resolved but did not pull: pulled when an op reads them.
+  void set_pending_images(std::shared_ptr<PendingImages> pending) { pending_ = std::move(pending); }
+  // `ref`, pulled first if it is a pending image (the pull's lines go to `log`).
+  Ref materialize(const Ref& ref, const CancelToken& cancel, const LogSink& log);
   // The store's own result for `key`, never an import's.
   std::optional<Ref> cached_locally(const std::string& key);
   // The chain an imported cache records for `key`, and that cache, without fetching anything.
@@ -56,6 +101,7 @@ class StoreWorker : public Worker {
   std::vector<std::shared_ptr<const remotecache::ImportedCache>> imports_;
   remotecache::MaterializeOptions materialize_options_;
   std::function<void(const std::string&)> warn_;
+  std::shared_ptr<PendingImages> pending_;
 };
 
 }  // namespace kbuild::solver

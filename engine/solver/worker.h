@@ -17,10 +17,13 @@
 namespace kbuild::solver {
 
 // A tree the solver holds: a chain of snapshots (its top; none for an empty tree) or a
-// directory a local source names.
+// directory a local source names; or a base image resolved in its registry but not pulled yet
+// (`pending_image`, its name), which the worker pulls when an op first reads it: a build whose
+// steps all hit never downloads the bases they were made on.
 struct Ref {
   std::optional<std::string> top;
   std::string local_path;
+  std::string pending_image = {};
   bool operator==(const Ref&) const = default;
 };
 

@@ -575,6 +575,56 @@ class CacheTest(unittest.TestCase):
         print(f"\n  B fetched {len(blob_gets)} blobs, C (last.txt changed) {len(changed_gets)}, none of the "
               f"{len(builder_only)} of the builder stage alone", file=sys.stderr)
 
+    def test_bases_in_a_registry_are_not_pulled_when_every_step_hits(self):
+        # The stages' bases come from the registry: the builder's has a layer of its own. B has
+        # neither; its build from A's cache resolves both (manifest and config) and pulls none:
+        # the final stage's base layer is the busybox one B has, the rest comes from the cache.
+        a = self.host("a")
+        builder_base, final_base = self.ref("builder-base"), self.ref("final-base")
+        base_ctx = self.path("ctx-bases")
+        write(os.path.join(base_ctx, "Dockerfile"),
+              f"FROM {BASE}\nRUN head -c 1048576 /dev/urandom > /only-in-the-builder-base\n")
+        self.build(a, base_ctx, "-t", builder_base, "--push")
+        write(os.path.join(base_ctx, "Dockerfile.final"), f"FROM {BASE}\nLABEL base=final\n")
+        self.build(a, base_ctx, "-f", "Dockerfile.final", "-t", final_base, "--push")
+        _, base_repository, _ = split_ref(builder_base)
+        _, base_manifest = self.http.manifest(base_repository, "builder-base")
+        base_only = json.loads(base_manifest)["layers"][-1]["digest"]
+
+        ctx = self.context(name="ctx-a")
+        dockerfile = open(os.path.join(ctx, "Dockerfile")).read()
+        dockerfile = dockerfile.replace(f"FROM {BASE} AS builder", f"FROM {builder_base} AS builder", 1)
+        dockerfile = dockerfile.replace(f"FROM {BASE} AS final", f"FROM {final_base} AS final", 1)
+        self.assertIn(builder_base, dockerfile)
+        self.assertIn(final_base, dockerfile)
+        write(os.path.join(ctx, "Dockerfile"), dockerfile)
+        cache = self.ref("buildcache")
+        self.build(a, ctx, "-t", "app:a", "--cache-to", f"type=registry,ref={cache},mode=max")
+        a_image = self.saved(a, "app:a")
+
+        b = self.host("b")
+        ctx_b = self.context(name="ctx-b")
+        write(os.path.join(ctx_b, "Dockerfile"), dockerfile)
+        mark = self.registry.mark()
+        imported = self.build(b, ctx_b, "-t", "app:b", "--cache-from", f"type=registry,ref={cache}")
+        self.assert_steps(imported, [BUILDER_RUN, COPY_FROM_BUILDER, COPY_LAST, FINAL_RUN], [],
+                          "host B's build from A's cache")
+        gets = self.blob_gets(mark, split_ref(cache)[1])
+        gets += [path.rsplit("/", 1)[1] for method, path, _ in self.registry.requests(mark)
+                 if method == "GET" and path.startswith(f"/v2/{base_repository}/blobs/")]
+        self.assertNotIn(base_only, gets, f"B pulled the builder base's own layer; its blob GETs: {gets}")
+        b_image = self.saved(b, "app:b")
+        self.assertEqual(b_image.diff_ids, a_image.diff_ids)
+        self.assertEqual(b_image.files["random"], a_image.files["random"])
+
+        # Without a cache the same build pulls what it runs on, and works.
+        c = self.host("c")
+        ctx_c = self.context(name="ctx-c")
+        write(os.path.join(ctx_c, "Dockerfile"), dockerfile)
+        cold = self.build(c, ctx_c, "-t", "app:c")
+        self.assert_steps(cold, [], [BUILDER_RUN, COPY_FROM_BUILDER, COPY_LAST, FINAL_RUN], "host C's cold build")
+        self.assertEqual(self.saved(c, "app:c").diff_ids[:1], a_image.diff_ids[:1])
+
     def test_every_envelope_and_compression_round_trips(self):
         # docs/cache-format.md: image-manifest=false is an OCI index of the blobs and the config
         # (a Docker manifest list with oci-mediatypes=false); compression as for image exports.

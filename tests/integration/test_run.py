@@ -1003,12 +1003,6 @@ class RunTest(unittest.TestCase):
 
     # -- mounts ---------------------------------------------------------------------------------
 
-    @kbuild_only("ssh mounts are not implemented by kbuild yet; BuildKit runs them")
-    def test_ssh_mounts_are_refused_with_a_clear_error(self):
-        ctx = self.context(f"FROM {BASE}\nRUN --mount=type=ssh true\n", name="ssh")
-        result = self.failing(ctx)
-        self.assertIn("RUN --mount=type=ssh is not supported", result.stderr)
-
     def test_cache_mount_persists_between_builds_and_stays_out_of_the_image(self):
         ctx = self.context(f"FROM {BASE}\nARG N\n"
                            "RUN --mount=type=cache,target=/c echo $N >> /c/count && wc -l < /c/count > /count\n")
