@@ -249,7 +249,9 @@ TEST_F(SshForwardTest, KeyFilesAreServedByAPrivateAgentRemovedAfterwards) {
   auto client = forwarder({key_});
   const std::string private_socket = client->agent_socket();
   EXPECT_TRUE(exists(private_socket));
-  EXPECT_EQ(children().size(), 1u);  // the private ssh-agent
+  // The private ssh-agent, and the watcher that kills it should this process die (Debian's
+  // ssh-agent is setgid, which clears the parent-death signal).
+  EXPECT_EQ(children().size(), 2u);
   auto daemon = proxy();
   const std::string proxy_socket = daemon->socket_path();
   const CommandResult listed = ssh_add(proxy_socket);
