@@ -129,6 +129,46 @@ int login_or_logout(const ImageCommands& c, dbus::BuilderClient& client, std::os
   return 0;
 }
 
+// Info's scalar values, one "key: value" line each, sorted; maps and lists are left out.
+void print_scalars(const dbus::Options& values, std::ostream& out) {
+  for (const auto& [key, value] : values) {
+    std::visit(
+        [&, &key = key](const auto& v) {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, int64_t> || std::is_same_v<T, uint64_t>) {
+            out << key << ": " << v << "\n";
+          } else if constexpr (std::is_same_v<T, bool>) {
+            out << key << ": " << (v ? "true" : "false") << "\n";
+          }
+        },
+        value.variant());
+  }
+}
+
+// What the service is, daemon.json's settings with where each came from, then what its store
+// holds.
+int show_info(dbus::BuilderClient& client, std::ostream& out) {
+  dbus::Options info = client.info();
+  const auto settings = dbus::option_or(info, "config", dbus::StringMap{});
+  const auto sources = dbus::option_or(info, "config-sources", dbus::StringMap{});
+  const bool found = dbus::option_or(info, "config-file-found", true);
+  info.erase("config-file-found");
+  if (!found && info.count("config-file")) {
+    info["config-file"] = dbus::Value(dbus::option_or(info, "config-file", std::string()) + " (missing: defaults)");
+  }
+  print_scalars(info, out);
+  for (const auto& [key, value] : settings) {
+    auto source = sources.find(key);
+    out << key << ": " << value;
+    if (source != sources.end()) out << (source->second == "default" ? " (default)" : " (from " + source->second + ")");
+    out << "\n";
+  }
+  dbus::Options usage;
+  for (auto& [key, value] : client.disk_usage()) usage.emplace("disk." + key, std::move(value));
+  print_scalars(usage, out);
+  return 0;
+}
+
 }  // namespace
 
 std::string socket_path_from_host(const std::string& host) {
@@ -167,6 +207,7 @@ void add_image_commands(CLI::App& app, ImageCommands& c) {
   c.logout = app.add_subcommand("logout", "Log out from a registry");
   c.logout->add_option("SERVER", c.references, "Registry (default: docker.io)")->expected(0, 1);
   c.info = app.add_subcommand("info", "Display information about the build service");
+  c.reload = app.add_subcommand("reload", "Make the build service read its daemon.json again");
 }
 
 int run_image_commands(const ImageCommands& c, const std::string& socket, std::ostream& out, std::ostream& err) {
@@ -221,24 +262,14 @@ int run_image_commands(const ImageCommands& c, const std::string& socket, std::o
     return 0;
   }
   if (c.login->parsed() || c.logout->parsed()) return login_or_logout(c, client, out);
-  if (c.info->parsed()) {
-    // What the service is, then what its store holds.
-    dbus::Options shown = client.info();
-    for (auto& [key, value] : client.disk_usage()) shown.emplace("disk." + key, std::move(value));
-    for (const auto& [key, value] : shown) {
-      out << key << ": ";
-      std::visit(
-          [&](const auto& v) {
-            using T = std::decay_t<decltype(v)>;
-            if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, int64_t> || std::is_same_v<T, uint64_t>) {
-              out << v;
-            } else if constexpr (std::is_same_v<T, bool>) {
-              out << (v ? "true" : "false");
-            }
-          },
-          value.variant());
-      out << "\n";
-    }
+  if (c.info->parsed()) return show_info(client, out);
+  if (c.reload->parsed()) {
+    dbus::Options result = client.reload();
+    const auto changed = dbus::option_or(result, "changed", std::vector<std::string>{});
+    out << "Reloaded " << dbus::option_or(result, "config-file", std::string()) << ": ";
+    if (changed.empty()) out << "nothing changed";
+    for (size_t i = 0; i < changed.size(); ++i) out << (i ? ", " : "changed ") << changed[i];
+    out << "\n";
     return 0;
   }
   return 0;

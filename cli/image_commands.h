@@ -1,5 +1,5 @@
 // kbuildctl's image management: images, rmi, tag, save, load, pull, push, info, as the docker commands
-// of the same names print them.
+// of the same names print them; and reload, which has the service read its daemon.json again.
 #pragma once
 
 #include <iosfwd>
@@ -19,6 +19,7 @@ struct ImageCommands {
   CLI::App* save = nullptr;
   CLI::App* load = nullptr;
   CLI::App* info = nullptr;
+  CLI::App* reload = nullptr;
   CLI::App* pull = nullptr;
   CLI::App* push = nullptr;
   CLI::App* login = nullptr;

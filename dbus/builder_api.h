@@ -64,6 +64,8 @@ class BuilderApi {
   virtual Options disk_usage(const CallContext& call) = 0;
   // Info() -> a{sv} info
   virtual Options info(const CallContext& call) = 0;
+  // Reload() -> a{sv} result
+  virtual Options reload(const CallContext& call) = 0;
 };
 
 }  // namespace kbuild::dbus

@@ -212,6 +212,10 @@ Options BuilderClient::info() {
   return call_daemon("Info", [&] { return to_options(proxy_->Info()); });
 }
 
+Options BuilderClient::reload() {
+  return call_daemon("Reload", [&] { return to_options(proxy_->Reload()); });
+}
+
 std::string BuilderClient::introspect() {
   return call_daemon("Introspect", [&] { return proxy_->Introspect(); });
 }

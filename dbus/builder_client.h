@@ -33,6 +33,7 @@ class BuilderClient {
   Options check_login(const std::string& server, const Options& options);
   Options disk_usage();
   Options info();
+  Options reload();
 
   // The daemon's introspection XML of /org/kbuild/Builder1.
   std::string introspect();

@@ -361,6 +361,15 @@ int on_info(sd_bus_message* call, void* userdata, sd_bus_error* error) noexcept 
   });
 }
 
+int on_reload(sd_bus_message* call, void* userdata, sd_bus_error* error) noexcept {
+  return dispatch(call, userdata, error, [](sd_bus_message*, BuilderApi& api) -> Job {
+    return [&api](const CallContext& context) -> ReplyWriter {
+      Options result = api.reload(context);
+      return [result = std::move(result)](sd_bus_message* reply) { append_options(reply, result); };
+    };
+  });
+}
+
 }  // namespace
 
 // Must match dbus/org.kbuild.Builder1.xml; dbus_server_test holds the served introspection
@@ -392,6 +401,7 @@ const sd_bus_vtable Connection::kBuilderVtable[] = {
     SD_BUS_METHOD_WITH_NAMES("DiskUsage", "", , "a{sv}", SD_BUS_PARAM(usage), on_disk_usage,
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Info", "", , "a{sv}", SD_BUS_PARAM(info), on_info, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("Reload", "", , "a{sv}", SD_BUS_PARAM(result), on_reload, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,
 };
 

@@ -218,27 +218,19 @@ graph::Definition convert_dockerfile(const solver::FrontendInput& input) {
 
 BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox,
                                std::string context_reader, std::string certs_dir)
-    : store_(store), images_(store), config_(std::move(config)), builder_(store) {
+    : store_(store),
+      images_(store),
+      builder_(store),
+      sandbox_backend_(sandbox.cgroups ? std::string(sandbox.cgroups->name()) : "none"),
+      config_(builder_, std::move(sandbox), std::move(certs_dir), std::move(config)) {
   builder_.set_context_reader(std::move(context_reader));
   builder_.set_frontend(convert_dockerfile);
-  solver::RegistrySettings registry;
-  registry.hosts.insecure_registries = config_.insecure_registries;
-  registry.hosts.mirrors = config_.registry_mirrors;
-  if (!certs_dir.empty()) registry.hosts.certs_dir = certs_dir;
-  registry.proxies = registry::ProxyConfig{config_.http_proxy, config_.https_proxy, config_.no_proxy};
-  registry.max_concurrent_downloads = config_.max_concurrent_downloads;
-  registry.max_concurrent_uploads = config_.max_concurrent_uploads;
-  builder_.set_registry(std::move(registry));
-  sandbox.allow_insecure = config_.entitlement_security_insecure;
-  sandbox.allow_network_host = config_.entitlement_network_host;
-  sandbox_backend_ = sandbox.cgroups ? std::string(sandbox.cgroups->name()) : "none";
-  builder_.set_sandbox(std::move(sandbox));
 }
 
 dbus::Options BuilderService::build(const dbus::CallContext& call, const dbus::Options& options, UniqueFd context,
                                     UniqueFd progress_fd, UniqueFd output) {
   solver::BuildRequest request = build_request(call, options);
-  if (auto buildkit = option<bool>(options, "buildkit"); buildkit.value_or(config_.buildkit) == false) {
+  if (auto buildkit = option<bool>(options, "buildkit"); buildkit.value_or(config_.current()->buildkit) == false) {
     throw Error(ErrorKind::user, "the legacy builder (DOCKER_BUILDKIT=0 or features.buildkit=false) is not supported yet");
   }
   request.context_fd = context.get();
@@ -311,10 +303,11 @@ std::vector<std::string> BuilderService::pull_image(const dbus::CallContext& cal
   image::Reference ref = image::parse_reference(reference);
   std::atomic<bool> canceled{false};
   std::stop_callback on_disconnect(call.stop, [&canceled] { canceled = true; });
-  auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); }, builder_.registry().proxies);
-  registry::RegistryClient client = client_for(builder_.registry(), *transport, registry_auth(options));
+  std::shared_ptr<const solver::RegistrySettings> settings = builder_.registry();
+  auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); }, settings->proxies);
+  registry::RegistryClient client = client_for(*settings, *transport, registry_auth(options));
   registry::PullOptions pull = registry::pull_options_for(option<std::string>(options, "platform").value_or(""));
-  pull.max_concurrent_downloads = builder_.registry().max_concurrent_downloads;
+  pull.max_concurrent_downloads = settings->max_concurrent_downloads;
   pull.canceled = [&canceled] { return canceled.load(); };
   std::optional<store::ImageRecord> before = store_.metadata().image_by_name(ref.str());
   store::ImageRecord record;
@@ -335,10 +328,11 @@ std::vector<std::string> BuilderService::push_image(const dbus::CallContext& cal
   store::ImageRecord record = images_.resolve(reference);
   std::atomic<bool> canceled{false};
   std::stop_callback on_disconnect(call.stop, [&canceled] { canceled = true; });
-  auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); }, builder_.registry().proxies);
-  registry::RegistryClient client = client_for(builder_.registry(), *transport, registry_auth(options));
+  std::shared_ptr<const solver::RegistrySettings> settings = builder_.registry();
+  auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); }, settings->proxies);
+  registry::RegistryClient client = client_for(*settings, *transport, registry_auth(options));
   registry::PushOptions push;
-  push.max_concurrent_uploads = builder_.registry().max_concurrent_uploads;
+  push.max_concurrent_uploads = settings->max_concurrent_uploads;
   store::Digest digest;
   digest = registry::push_image(store_, client, record, ref, push);
   return {"The push refers to repository [" + ref.name() + "]",
@@ -350,8 +344,9 @@ dbus::Options BuilderService::check_login(const dbus::CallContext& call, const s
                                           const dbus::Options& options) {
   std::atomic<bool> canceled{false};
   std::stop_callback on_disconnect(call.stop, [&canceled] { canceled = true; });
-  auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); }, builder_.registry().proxies);
-  registry::RegistryClient client = client_for(builder_.registry(), *transport, registry_auth(options));
+  std::shared_ptr<const solver::RegistrySettings> settings = builder_.registry();
+  auto transport = registry::make_curl_transport([&canceled] { return canceled.load(); }, settings->proxies);
+  registry::RegistryClient client = client_for(*settings, *transport, registry_auth(options));
   std::string identity_token = client.check_login(server);
   if (identity_token.empty()) return {};
   return {{"identity-token", dbus::Value(identity_token)}};
@@ -367,11 +362,26 @@ dbus::Options BuilderService::disk_usage(const dbus::CallContext&) {
 }
 
 dbus::Options BuilderService::info(const dbus::CallContext&) {
+  std::shared_ptr<const DaemonConfig> config = config_.current();
+  dbus::StringMap settings, sources;
+  for (auto& [key, value] : describe_config(*config)) {
+    sources.emplace(key, config_source(*config, key));
+    settings.emplace(key, std::move(value));
+  }
   return {{"version", dbus::Value(std::string(kVersion))},
           {"root", dbus::Value(store_.root())},
           {"snapshotter", dbus::Value(std::string(store_.snapshots().overlay_supported() ? "overlayfs" : "none"))},
           {"sandbox-backend", dbus::Value(sandbox_backend_)},
-          {"buildkit", dbus::Value(config_.buildkit)}};
+          {"buildkit", dbus::Value(config->buildkit)},
+          {"config-file", dbus::Value(config->path)},
+          {"config-file-found", dbus::Value(config->file_found)},
+          {"config", dbus::Value(std::move(settings))},
+          {"config-sources", dbus::Value(std::move(sources))}};
+}
+
+dbus::Options BuilderService::reload(const dbus::CallContext&) {
+  ReloadResult result = config_.reload();
+  return {{"config-file", dbus::Value(result.path)}, {"changed", dbus::Value(result.changed)}};
 }
 
 }  // namespace kbuild::service

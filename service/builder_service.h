@@ -7,6 +7,7 @@
 #include "engine/solver/builder.h"
 #include "engine/store/store.h"
 #include "service/daemon_config.h"
+#include "service/live_config.h"
 
 namespace kbuild::service {
 
@@ -34,13 +35,17 @@ class BuilderService : public dbus::BuilderApi {
                             const dbus::Options& options) override;
   dbus::Options disk_usage(const dbus::CallContext& call) override;
   dbus::Options info(const dbus::CallContext& call) override;
+  dbus::Options reload(const dbus::CallContext& call) override;
+
+  // daemon.json as it is in use, for the daemon's own reload (SIGHUP).
+  LiveConfig& config() { return config_; }
 
  private:
   store::Store& store_;
   image::ImageStore images_;
-  DaemonConfig config_;
   solver::Builder builder_;
   std::string sandbox_backend_;  // for Info: the cgroup backend's name, or "none"
+  LiveConfig config_;
 };
 
 }  // namespace kbuild::service

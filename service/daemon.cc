@@ -13,7 +13,6 @@
 #include "engine/store/digest.h"
 #include "engine/store/mount.h"
 #include "engine/store/store.h"
-#include "seccomp/seccomp.h"
 #include "service/builder_service.h"
 #include "service/daemon_config.h"
 
@@ -30,21 +29,25 @@ dbus::Listener open_listener(const DaemonOptions& options) {
   throw Error(ErrorKind::user, "no listening socket: start kbuildd through kbuild.socket or pass --listen PATH");
 }
 
-int on_signal(sd_event_source*, const signalfd_siginfo* info, void* userdata) {
-  auto* server = static_cast<dbus::Server*>(userdata);
-  if (info->ssi_signo == SIGHUP) return 0;  // configuration is read per start; reload is a no-op for now
-  sd_notify(0, "STOPPING=1");
-  server->stop();
-  return 0;
-}
+// What the signal handler acts on.
+struct SignalTargets {
+  dbus::Server& server;
+  LiveConfig& config;
+};
 
-// The seccomp program default RUN steps get, compiled once: daemon.json's seccomp-profile
-// or the built-in default; "unconfined" turns it off.
-std::string seccomp_program(const DaemonConfig& config) {
-  if (config.seccomp_profile == "unconfined") return {};
-  seccomp::Profile profile =
-      config.seccomp_profile.empty() ? seccomp::default_profile() : seccomp::read_profile(config.seccomp_profile);
-  return seccomp::serialize(seccomp::compile(profile, seccomp::docker_default_capabilities()));
+int on_signal(sd_event_source*, const signalfd_siginfo* info, void* userdata) {
+  auto* targets = static_cast<SignalTargets*>(userdata);
+  if (info->ssi_signo == SIGHUP) {
+    try {
+      targets->config.reload();
+    } catch (const std::exception&) {
+      // reload() logged why; the configuration in use stays.
+    }
+    return 0;
+  }
+  sd_notify(0, "STOPPING=1");
+  targets->server.stop();
+  return 0;
 }
 
 // The direct backend's group: "kbuild" for the default store, one of its own for any other
@@ -73,6 +76,7 @@ std::string context_reader_program(const DaemonOptions& options) {
 int run_daemon(const DaemonOptions& options) {
   // Mounts of layers stay in the daemon's own namespace and vanish with it.
   store::enter_private_mount_namespace();
+  // Without a valid daemon.json there is nothing to run with: start-up refuses.
   DaemonConfig config = load_daemon_config(options.config_path);
   std::unique_ptr<store::Store> store = store::Store::open(options.root);
   dbus::Listener listener = open_listener(options);
@@ -98,7 +102,6 @@ int run_daemon(const DaemonOptions& options) {
   }
   sandbox_config.helper_path = options.exec_helper;
   sandbox_config.cgroups = cgroups.get();
-  sandbox_config.seccomp_program = seccomp_program(config);
   sandbox_config.step_limits = {options.step_memory, options.step_cpus, options.step_pids};
   sandbox_config.network.pasta = options.pasta;
   sandbox_config.network.slirp4netns = options.slirp4netns;
@@ -109,8 +112,9 @@ int run_daemon(const DaemonOptions& options) {
   server_options.idle_timeout =
       std::chrono::seconds(options.idle_timeout_seconds.value_or(socket_activated ? 300 : 0));
   dbus::Server server(std::move(listener), service, server_options);
+  SignalTargets targets{server, service.config()};
   for (int s : {SIGTERM, SIGINT, SIGHUP}) {
-    sd_event_add_signal(server.event(), nullptr, s, on_signal, &server);
+    sd_event_add_signal(server.event(), nullptr, s, on_signal, &targets);
   }
   sd_event_set_watchdog(server.event(), 1);
   sd_notifyf(0, "READY=1\nSTATUS=serving builds from %s", store->root().c_str());

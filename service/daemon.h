@@ -1,5 +1,6 @@
 // kbuildd's lifecycle: private mount namespace, configuration, store, listening socket, the
-// D-Bus server, sd_notify READY/STATUS/WATCHDOG/STOPPING, SIGTERM/SIGINT/SIGHUP and idle exit.
+// D-Bus server, sd_notify READY/STATUS/WATCHDOG/STOPPING, SIGTERM/SIGINT, SIGHUP (reloads
+// daemon.json) and idle exit.
 #pragma once
 
 #include <cstdint>

@@ -169,7 +169,7 @@ std::unique_ptr<BuildNetwork> BuildNetwork::create(const NetworkConfig& config, 
     const std::string& program = use_pasta ? pasta : slirp;
     if (program.empty()) continue;
     // pasta mirrors the host's addresses, IPv6 included; slirp4netns is run without IPv6.
-    StepResolvConf resolv = step_resolv_conf(host, use_pasta ? kPastaDnsForwarder : kSlirpDnsForwarder, use_pasta);
+    StepResolvConf resolv = step_resolv_conf(host, use_pasta ? kPastaDnsForwarder : kSlirpDnsForwarder, use_pasta, config.dns);
     network->resolv_conf_ = network->scratch_->path() + "/resolv.conf";
     UniqueFd file(check(::open(network->resolv_conf_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644),
                         "create", network->resolv_conf_));

@@ -15,6 +15,7 @@
 
 #include "common/temp_dir.h"
 #include "common/unique_fd.h"
+#include "engine/network/resolv_conf.h"
 
 namespace kbuild::network {
 
@@ -24,6 +25,7 @@ struct NetworkConfig {
   std::string pasta = "pasta";
   std::string slirp4netns = "slirp4netns";
   std::string host_resolv_conf = "/etc/resolv.conf";
+  DnsSettings dns;  // daemon.json's dns, dns-search, dns-opts
   std::chrono::milliseconds start_timeout{10000};
 };
 

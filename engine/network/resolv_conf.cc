@@ -37,7 +37,7 @@ bool usable_from_step(std::string_view address, bool ipv6) {
 
 }  // namespace
 
-StepResolvConf step_resolv_conf(std::string_view host, std::string_view forwarder, bool ipv6) {
+StepResolvConf step_resolv_conf(std::string_view host, std::string_view forwarder, bool ipv6, const DnsSettings& dns) {
   StepResolvConf out;
   bool kept_any = false;
   size_t start = 0;
@@ -46,13 +46,28 @@ StepResolvConf step_resolv_conf(std::string_view host, std::string_view forwarde
     std::string_view line = host.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
     start = end == std::string_view::npos ? host.size() : end + 1;
     std::vector<std::string_view> fields = words(line);
-    if (!fields.empty() && fields[0] == "nameserver") {
-      if (fields.size() < 2 || !usable_from_step(fields[1], ipv6)) continue;
+    const std::string_view kind = fields.empty() ? std::string_view() : fields[0];
+    if (kind == "nameserver") {
+      if (!dns.nameservers.empty() || fields.size() < 2 || !usable_from_step(fields[1], ipv6)) continue;
       kept_any = true;
     }
+    if ((kind == "search" || kind == "domain") && !dns.search.empty()) continue;
+    if (kind == "options" && !dns.options.empty()) continue;
     out.text.append(line);
     out.text.push_back('\n');
   }
+  for (const std::string& address : dns.nameservers) {
+    if (!usable_from_step(address, ipv6)) continue;
+    out.text += "nameserver " + address + "\n";
+    kept_any = true;
+  }
+  auto joined = [](const std::vector<std::string>& items) {
+    std::string text;
+    for (const std::string& item : items) text += " " + item;
+    return text;
+  };
+  if (!dns.search.empty()) out.text += "search" + joined(dns.search) + "\n";
+  if (!dns.options.empty()) out.text += "options" + joined(dns.options) + "\n";
   if (!kept_any) {
     out.text += "nameserver " + std::string(forwarder) + "\n";
     out.uses_forwarder = true;

@@ -36,6 +36,21 @@ std::string random_build_name() {
   return name;
 }
 
+// The build's sandbox together with the settings it refers to, which live as long as it.
+struct SandboxWithConfig {
+  SandboxWithConfig(std::shared_ptr<const SandboxConfig> settings, const BuildRequest& request)
+      : config(std::move(settings)),
+        sandbox(*config, random_build_name(), request.limits, request.allow, request.secrets, request.ssh_agents) {}
+  std::shared_ptr<const SandboxConfig> config;
+  BuildSandbox sandbox;
+};
+
+std::shared_ptr<BuildSandbox> make_build_sandbox(std::shared_ptr<const SandboxConfig> config,
+                                                 const BuildRequest& request) {
+  auto holder = std::make_shared<SandboxWithConfig>(std::move(config), request);
+  return std::shared_ptr<BuildSandbox>(holder, &holder->sandbox);
+}
+
 }  // namespace
 
 // One build: its definition, its context, its progress.
@@ -112,7 +127,7 @@ class Builder::Run {
   }
 
   store::Digest resolve_remote(const std::string& name, const std::string& platform) {
-    auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); }, builder_.registry_.proxies);
+    auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); }, registry_->proxies);
     registry::RegistryClient client = registry_client(*transport);
     registry::ResolvedManifest resolved =
         registry::resolve_manifest(store_, client, image::parse_reference(name), registry::pull_options_for(platform));
@@ -124,16 +139,16 @@ class Builder::Run {
   // How a pending base image is pulled when an op first reads it. It may run after this build
   // has gone (an op another build shares), so it holds copies of what it needs, never `this`.
   PendingImages::Pull pending_puller() {
-    return [&store = store_, settings = builder_.registry_, auth = request_.registry_auth](
+    return [&store = store_, settings = registry_, auth = request_.registry_auth](
                const std::string& name, const std::string& platform, const CancelToken& cancel,
                const LogSink& log) -> std::optional<std::string> {
-      auto transport = registry::make_curl_transport([&cancel] { return cancel.canceled(); }, settings.proxies);
-      registry::RegistryClient client(*transport, settings.hosts, [&auth](const std::string& domain) {
+      auto transport = registry::make_curl_transport([&cancel] { return cancel.canceled(); }, settings->proxies);
+      registry::RegistryClient client(*transport, settings->hosts, [&auth](const std::string& domain) {
         auto it = auth.find(domain);
         return it == auth.end() ? std::nullopt : std::optional<registry::Credentials>(it->second);
       });
       registry::PullOptions options = registry::pull_options_for(platform);
-      options.max_concurrent_downloads = settings.max_concurrent_downloads;
+      options.max_concurrent_downloads = settings->max_concurrent_downloads;
       options.canceled = [&cancel] { return cancel.canceled(); };
       if (log) log(1, "pulling " + name + "\n");
       store::ImageRecord record = registry::pull_image(store, client, image::parse_reference(name), options);
@@ -150,8 +165,8 @@ class Builder::Run {
     std::lock_guard lock(cache_registry_mutex_);
     if (!cache_client_) {
       cache_transport_ =
-          registry::make_curl_transport([this] { return cancel_.canceled(); }, builder_.registry_.proxies);
-      cache_client_ = std::make_unique<registry::RegistryClient>(*cache_transport_, builder_.registry_.hosts,
+          registry::make_curl_transport([this] { return cancel_.canceled(); }, registry_->proxies);
+      cache_client_ = std::make_unique<registry::RegistryClient>(*cache_transport_, registry_->hosts,
                                                                  credential_lookup());
     }
     return *cache_client_;
@@ -201,7 +216,7 @@ class Builder::Run {
     }
     if (imports.empty()) return;
     remotecache::MaterializeOptions options;
-    options.max_concurrent_downloads = builder_.registry_.max_concurrent_downloads;
+    options.max_concurrent_downloads = registry_->max_concurrent_downloads;
     options.canceled = [this] { return cancel_.canceled(); };
     std::string warn_vertex = vertex_id("cache-import-hits");
     worker_->import_caches(std::move(imports), options, [this, warn_vertex](const std::string& text) {
@@ -301,7 +316,7 @@ class Builder::Run {
   }
 
   registry::RegistryClient registry_client(registry::HttpTransport& transport) {
-    return registry::RegistryClient(transport, builder_.registry_.hosts, credential_lookup());
+    return registry::RegistryClient(transport, registry_->hosts, credential_lookup());
   }
 
   bool reads_context() const {
@@ -391,10 +406,10 @@ class Builder::Run {
     }
     if (!wanted) return std::nullopt;
     if (stored.names.empty()) throw Error(ErrorKind::user, "push needs a name: give the image one with -t or name=");
-    auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); }, builder_.registry_.proxies);
+    auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); }, registry_->proxies);
     registry::RegistryClient client = registry_client(*transport);
     store::ImageRecord record{stored.descriptor.digest, stored.id(), std::chrono::system_clock::now()};
-    options.max_concurrent_uploads = builder_.registry_.max_concurrent_uploads;
+    options.max_concurrent_uploads = registry_->max_concurrent_uploads;
     options.progress = [&](const std::string& id, int64_t current, int64_t total, bool done) {
       progress_.status(vertex, id, current, total, done);
     };
@@ -413,6 +428,9 @@ class Builder::Run {
   const BuildRequest& request_;
   Progress& progress_;
   const CancelToken& cancel_;
+  // The daemon's settings as this build started, kept for all of it however often they change.
+  const Settings settings_ = builder_.settings();
+  const std::shared_ptr<const RegistrySettings> registry_ = settings_.registry;
   std::string dockerfile_;  // the request's, or the one in a tar context
   graph::Definition definition_;
   std::optional<MaterializedContext> context_;
@@ -424,13 +442,44 @@ class Builder::Run {
   std::unique_ptr<registry::HttpTransport> cache_transport_;
   std::unique_ptr<registry::RegistryClient> cache_client_;
   // Shared: an op this build started may outlive it (see Scheduler).
-  std::shared_ptr<BuildSandbox> sandbox_ =
-      std::make_shared<BuildSandbox>(builder_.sandbox_, random_build_name(), request_.limits, request_.allow,
-                                     request_.secrets, request_.ssh_agents);
+  std::shared_ptr<BuildSandbox> sandbox_ = make_build_sandbox(settings_.sandbox, request_);
 };
 
+void Builder::set_sandbox(SandboxConfig config) {
+  auto snapshot = std::make_shared<const SandboxConfig>(std::move(config));
+  std::lock_guard lock(settings_mutex_);
+  sandbox_ = std::move(snapshot);
+}
+
+void Builder::set_registry(RegistrySettings settings) {
+  auto snapshot = std::make_shared<const RegistrySettings>(std::move(settings));
+  std::lock_guard lock(settings_mutex_);
+  registry_ = std::move(snapshot);
+}
+
+void Builder::set_settings(SandboxConfig config, RegistrySettings settings) {
+  auto sandbox = std::make_shared<const SandboxConfig>(std::move(config));
+  auto registry = std::make_shared<const RegistrySettings>(std::move(settings));
+  std::lock_guard lock(settings_mutex_);
+  sandbox_ = std::move(sandbox);
+  registry_ = std::move(registry);
+}
+
+Builder::Settings Builder::settings() const {
+  std::lock_guard lock(settings_mutex_);
+  return {sandbox_, registry_};
+}
+
+std::shared_ptr<const RegistrySettings> Builder::registry() const {
+  std::lock_guard lock(settings_mutex_);
+  return registry_;
+}
+
 Builder::Builder(store::Store& store)
-    : store_(store), contexts_(std::make_unique<ContextCache>()), layer_journals_(std::make_unique<image::LayerJournalCache>()) {
+    : store_(store),
+      sandbox_(std::make_shared<const SandboxConfig>()),
+      registry_(std::make_shared<const RegistrySettings>()),
+      contexts_(std::make_unique<ContextCache>()), layer_journals_(std::make_unique<image::LayerJournalCache>()) {
   make_dirs(store.root() + "/mounts");
   // Materialized contexts of an earlier run are not known to this one.
   remove_tree(store.root() + "/contexts");

@@ -114,10 +114,14 @@ struct RegistrySettings {
 class Builder {
  public:
   explicit Builder(store::Store& store);
-  // How RUN steps run; without it they are refused. Set before the first build.
-  void set_sandbox(SandboxConfig config) { sandbox_ = std::move(config); }
-  void set_registry(RegistrySettings settings) { registry_ = std::move(settings); }
-  const RegistrySettings& registry() const { return registry_; }
+  // How RUN steps run (without it they are refused) and how registries are reached. Safe to
+  // call while builds run (a reload): each build keeps the settings it started with.
+  void set_sandbox(SandboxConfig config);
+  void set_registry(RegistrySettings settings);
+  // Both at once: no build starts with one old and one new.
+  void set_settings(SandboxConfig config, RegistrySettings settings);
+  // The registry settings now, for work outside a build (pull, push, login).
+  std::shared_ptr<const RegistrySettings> registry() const;
   // What turns the request's text into a graph. Set before the first build.
   void set_frontend(Frontend frontend) { frontend_ = std::move(frontend); }
   // The program that reads context directories as their caller (kbuild-context-reader).
@@ -131,12 +135,19 @@ class Builder {
  private:
   class Run;
   store::Store& store_;
-  SandboxConfig sandbox_;
+  // Immutable snapshots, swapped whole; a build reads each once, at its start.
+  mutable std::mutex settings_mutex_;
+  std::shared_ptr<const SandboxConfig> sandbox_;      // guarded by settings_mutex_
+  std::shared_ptr<const RegistrySettings> registry_;  // guarded by settings_mutex_
+  struct Settings {
+    std::shared_ptr<const SandboxConfig> sandbox;
+    std::shared_ptr<const RegistrySettings> registry;
+  };
+  Settings settings() const;
   std::string context_reader_ = KBUILD_CONTEXT_READER;
   std::unique_ptr<ContextCache> contexts_;
   std::unique_ptr<image::LayerJournalCache> layer_journals_;
   Frontend frontend_;
-  RegistrySettings registry_;
   Scheduler scheduler_;
 };
 

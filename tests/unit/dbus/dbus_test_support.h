@@ -158,6 +158,10 @@ class FakeBuilder : public BuilderApi {
             {"caller-groups", groups}};
   }
 
+  Options reload(const CallContext&) override {
+    return {{"config-file", "/etc/docker/daemon.json"}, {"changed", std::vector<std::string>{"dns"}}};
+  }
+
   // Waits until a build blocks in "wait"; false after `timeout`.
   bool wait_started(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
     std::unique_lock lock(mutex_);

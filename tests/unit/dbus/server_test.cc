@@ -462,11 +462,20 @@ TEST_F(ServerTest, IntrospectionEqualsTheXml) {
   BuilderClient client(server.path());
   Members served = interface_members(client.introspect(), kBuilderInterface);
   Members defined = interface_members(read_file(KBUILD_BUILDER1_XML), kBuilderInterface);
-  ASSERT_EQ(defined.size(), 11u);
+  ASSERT_EQ(defined.size(), 12u);
+  EXPECT_EQ(defined.at("method Reload"), (std::vector<Arg>{{"result", "a{sv}", "out"}}));
   EXPECT_EQ(defined.at("method PullImage"), (std::vector<Arg>{{"reference", "s", "in"}, {"options", "a{sv}", "in"}, {"lines", "as", "out"}}));
   EXPECT_EQ(defined.at("method Build").size(), 5u);
   EXPECT_EQ(defined.at("method Build")[4], (Arg{"result", "a{sv}", "out"}));
   EXPECT_EQ(served, defined);
+}
+
+TEST_F(ServerTest, ReloadReturnsWhatTheServiceSays) {
+  TestServer server(fake);
+  BuilderClient client(server.path());
+  Options result = client.reload();
+  EXPECT_EQ(option_or(result, "config-file", std::string()), "/etc/docker/daemon.json");
+  EXPECT_EQ(option_or(result, "changed", std::vector<std::string>{}), (std::vector<std::string>{"dns"}));
 }
 
 TEST_F(ServerTest, BusctlIntrospectShowsTheMethods) {

@@ -72,5 +72,21 @@ TEST(StepResolvConf, TabsSeparateFieldsToo) {
   EXPECT_EQ(out.text, "nameserver\t192.0.2.1\n");
 }
 
+TEST(StepResolvConf, DaemonDnsSettingsReplaceTheHostsLines) {
+  DnsSettings dns{{"192.0.2.53", "127.0.0.1"}, {"corp.example", "example"}, {"ndots:2"}};
+  StepResolvConf out = step_resolv_conf("nameserver 198.51.100.1\nsearch home\ndomain home\noptions edns0\n# kept\n",
+                                        "10.0.2.3", true, dns);
+  EXPECT_FALSE(out.uses_forwarder);
+  EXPECT_EQ(out.text, "# kept\nnameserver 192.0.2.53\nsearch corp.example example\noptions ndots:2\n");
+}
+
+TEST(StepResolvConf, DaemonDnsSettingsLeaveWhatTheyDoNotNameAlone) {
+  DnsSettings dns;
+  dns.search = {"corp.example"};
+  StepResolvConf out = step_resolv_conf("nameserver 127.0.0.53\nsearch home\noptions edns0\n", "169.254.1.1", true, dns);
+  EXPECT_TRUE(out.uses_forwarder);
+  EXPECT_EQ(out.text, "options edns0\nsearch corp.example\nnameserver 169.254.1.1\n");
+}
+
 }  // namespace
 }  // namespace kbuild::network

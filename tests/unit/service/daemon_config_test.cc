@@ -57,17 +57,77 @@ TEST(DaemonConfig, MalformedJsonIsReportedWithLineAndColumn) {
   EXPECT_NE(error.find("invalid JSON"), std::string::npos);
 }
 
-TEST(DaemonConfig, WrongTypesNameTheKey) {
-  EXPECT_EQ(error_of(R"({"features": {"buildkit": "yes"}})"), "/etc/docker/daemon.json: features.buildkit must be a boolean");
-  EXPECT_EQ(error_of(R"({"registry-mirrors": "x"})"), "/etc/docker/daemon.json: registry-mirrors must be a list of strings");
+TEST(DaemonConfig, WrongTypesNameTheKeyAndWhereItsValueIs) {
+  EXPECT_EQ(error_of(R"({"features": {"buildkit": "yes"}})"),
+            "/etc/docker/daemon.json:1:27: features.buildkit must be a boolean");
+  EXPECT_EQ(error_of("{\n  \"registry-mirrors\": \"x\"\n}"),
+            "/etc/docker/daemon.json:2:23: registry-mirrors must be a list of strings");
   EXPECT_EQ(error_of(R"({"max-concurrent-downloads": -1})"),
-            "/etc/docker/daemon.json: max-concurrent-downloads must be a whole number from 0 to 1024");
-  EXPECT_EQ(error_of("[]"), "/etc/docker/daemon.json: the top level must be an object");
-  EXPECT_EQ(error_of(R"({"features": 3})"), "/etc/docker/daemon.json: features must be an object");
+            "/etc/docker/daemon.json:1:30: max-concurrent-downloads must be a whole number from 0 to 1024");
+  EXPECT_EQ(error_of("[]"), "/etc/docker/daemon.json:1:1: the top level must be an object");
+  EXPECT_EQ(error_of(R"({"features": 3})"), "/etc/docker/daemon.json:1:14: features must be an object");
+}
+
+TEST(DaemonConfig, AWrongItemInAListIsPointedAt) {
+  EXPECT_EQ(error_of("{\"dns\": [\"1.1.1.1\",\n        8]}"), "/etc/docker/daemon.json:2:9: dns[1] must be a string");
+  EXPECT_EQ(error_of(R"({"builder": {"gc": {"policy": [{"all": true}, {"keepStorage": 10}]}}})"),
+            "/etc/docker/daemon.json:1:63: builder.gc.policy[1].keepStorage must be a string");
+}
+
+TEST(DaemonConfig, ARepeatedKeyIsPointedAtWhereItsLastValueIs) {
+  EXPECT_EQ(error_of(R"({"dns": [], "dns": 3})"), "/etc/docker/daemon.json:1:20: dns must be a list of strings");
+}
+
+TEST(DaemonConfig, ReadsDnsSettings) {
+  DaemonConfig c = parse_daemon_config(
+      R"({"dns": ["192.0.2.53"], "dns-search": ["corp.example"], "dns-opts": ["ndots:2"]})", "daemon.json");
+  EXPECT_EQ(c.dns, (std::vector<std::string>{"192.0.2.53"}));
+  EXPECT_EQ(c.dns_search, (std::vector<std::string>{"corp.example"}));
+  EXPECT_EQ(c.dns_opts, (std::vector<std::string>{"ndots:2"}));
+}
+
+TEST(DaemonConfig, RemembersWhichSettingsTheFileGave) {
+  DaemonConfig c = parse_daemon_config(R"({"registry-mirrors": ["https://m"], "dns": null,
+                                           "builder": {"entitlements": {"network-host": false}}})",
+                                       "/etc/docker/daemon.json");
+  EXPECT_EQ(config_source(c, "registry-mirrors"), "/etc/docker/daemon.json");
+  EXPECT_EQ(config_source(c, "builder.entitlements.network-host"), "/etc/docker/daemon.json");
+  EXPECT_EQ(config_source(c, "dns"), "default");  // null means the default, as dockerd reads it
+  EXPECT_EQ(config_source(c, "features.buildkit"), "default");
+  EXPECT_TRUE(c.file_found);
+}
+
+TEST(DaemonConfig, DescribesEverySettingAsJson) {
+  DaemonConfig c = parse_daemon_config(R"({"registry-mirrors": ["https://m"],
+      "builder": {"gc": {"policy": [{"keepStorage": "10GB", "all": true}]}}})", "daemon.json");
+  std::map<std::string, std::string> shown = describe_config(c);
+  EXPECT_EQ(shown.at("registry-mirrors"), R"(["https://m"])");
+  EXPECT_EQ(shown.at("features.buildkit"), "true");
+  EXPECT_EQ(shown.at("max-concurrent-uploads"), "5");
+  EXPECT_EQ(shown.at("proxies.http-proxy"), R"("")");
+  EXPECT_EQ(shown.at("builder.gc.policy"), R"([{"all":true,"keepStorage":"10GB"}])");
+  EXPECT_EQ(shown.size(), 17u);
+}
+
+TEST(DaemonConfig, ChangedSettingsListsOnlyWhatDiffers) {
+  DaemonConfig before = parse_daemon_config(R"({"insecure-registries": ["a:5000"]})", "daemon.json");
+  DaemonConfig after = parse_daemon_config(
+      R"({"insecure-registries": ["a:5000"], "builder": {"entitlements": {"network-host": false}}, "dns": ["192.0.2.1"]})",
+      "daemon.json");
+  EXPECT_EQ(changed_settings(before, after), (std::vector<std::string>{"builder.entitlements.network-host", "dns"}));
+  EXPECT_TRUE(changed_settings(after, after).empty());
 }
 
 TEST(DaemonConfig, MissingFileMeansDefaults) {
-  EXPECT_TRUE(load_daemon_config("/nonexistent/daemon.json").buildkit);
+  DaemonConfig c = load_daemon_config("/nonexistent/daemon.json");
+  EXPECT_TRUE(c.buildkit);
+  EXPECT_FALSE(c.file_found);
+  EXPECT_EQ(config_source(c, "features.buildkit"), "default");
+}
+
+TEST(DaemonConfig, AnUnreadableFileIsAnError) {
+  // A directory opens but does not read.
+  EXPECT_THROW(load_daemon_config("/"), Error);
 }
 
 }  // namespace
