@@ -55,7 +55,12 @@ if ((${#missing[@]})); then
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kbuild-package.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# KBUILD_PACKAGE_KEEP=1 keeps the build tree for a look after a failure.
+if [[ ${KBUILD_PACKAGE_KEEP:-} == 1 ]]; then
+  trap 'echo "package: build tree kept in $work"' EXIT
+else
+  trap 'rm -rf "$work"' EXIT
+fi
 src=$work/kbuild-$version
 
 # The sources as they are in the checkout, edits included; build directories and dist/ are
@@ -95,9 +100,12 @@ build_deb() {
     cp "$f" "$dist/"
     files+=("$dist/$(basename "$f")")
   done
-  echo "package: lintian"
-  lintian --info --display-info --pedantic "$work"/*.changes || true
   printf 'package: built %s\n' "${files[@]}"
+  # Errors and warnings fail the run; overrides carry their reasons in
+  # packaging/deb/debian/kbuild.lintian-overrides.
+  echo "package: lintian"
+  lintian --pedantic --display-info --fail-on error,warning "$dist/kbuild_${version}_"*.changes ||
+    die "lintian found errors or warnings (above)"
 }
 
 build_rpm() {
@@ -119,8 +127,10 @@ build_rpm() {
   fi
   # --nodeps: rpmbuild checks BuildRequires against rpm's own database, which is empty on Debian
   # (the build dependencies are dpkg's, checked above); on an RPM distribution drop it.
+  # _buildshell: rpm's brp-compress uses bash's read -d, and Debian's /bin/sh is dash.
   echo "package: rpmbuild -bb in $work/rpm (log: $work/build.log)"
   if ! rpmbuild "${macros[@]}" -bb --nodeps \
+    --define "_buildshell /bin/bash" \
     --define "_topdir $work/rpm" \
     --define "_kbuild_rpm_dir $top/packaging/rpm" \
     packaging/rpm/kbuild.spec >"$work/build.log" 2>&1; then
@@ -135,9 +145,10 @@ build_rpm() {
     files+=("$dist/$(basename "$f")")
   done < <(find "$work/rpm/RPMS" -name '*.rpm' -print0)
   ((${#files[@]})) || die "rpmbuild made no package"
-  echo "package: rpmlint"
-  rpmlint -r "$top/packaging/rpm/kbuild.rpmlintrc" "${files[@]}" || true
   printf 'package: built %s\n' "${files[@]}"
+  # Filters carry their reasons in packaging/rpm/kbuild.rpmlintrc.
+  echo "package: rpmlint"
+  rpmlint -r "$top/packaging/rpm/kbuild.rpmlintrc" "${files[@]}" || die "rpmlint found errors (above)"
 }
 
 "build_$kind"
