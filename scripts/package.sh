@@ -127,10 +127,10 @@ build_rpm() {
   fi
   # --nodeps: rpmbuild checks BuildRequires against rpm's own database, which is empty on Debian
   # (the build dependencies are dpkg's, checked above); on an RPM distribution drop it.
-  # _buildshell: rpm's brp-compress uses bash's read -d, and Debian's /bin/sh is dash.
+  # brp-compress (man pages) uses bash's read -d under #!/bin/sh, and Debian's /bin/sh is dash.
   echo "package: rpmbuild -bb in $work/rpm (log: $work/build.log)"
   if ! rpmbuild "${macros[@]}" -bb --nodeps \
-    --define "_buildshell /bin/bash" \
+    --define "__brp_compress /bin/bash %{_rpmconfigdir}/brp-compress %{?_prefix}" \
     --define "_topdir $work/rpm" \
     --define "_kbuild_rpm_dir $top/packaging/rpm" \
     packaging/rpm/kbuild.spec >"$work/build.log" 2>&1; then
