@@ -146,9 +146,9 @@ build_rpm() {
   done < <(find "$work/rpm/RPMS" -name '*.rpm' -print0)
   ((${#files[@]})) || die "rpmbuild made no package"
   printf 'package: built %s\n' "${files[@]}"
-  # Filters carry their reasons in packaging/rpm/kbuild.rpmlintrc.
+  # Filters and settings carry their reasons in packaging/rpm/kbuild.rpmlintrc and rpmlint.toml.
   echo "package: rpmlint"
-  rpmlint -r "$top/packaging/rpm/kbuild.rpmlintrc" "${files[@]}" || die "rpmlint found errors (above)"
+  rpmlint -c "$top/packaging/rpm/rpmlint.toml" -r "$top/packaging/rpm/kbuild.rpmlintrc" "${files[@]}" || die "rpmlint found errors (above)"
 }
 
 "build_$kind"
