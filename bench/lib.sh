@@ -325,3 +325,52 @@ start_dockerd() {
   dockerd_pid=$!
   wait_ready "$dockerd_pid" dockerd "$log_dir/dockerd.log" docker version
 }
+
+# `docker-registry serve` on 127.0.0.1 and a free port, with its storage in $registry_dir and its
+# log in $registry_log (the caller sets both), as tests/integration/test_registry.py starts it.
+# Another program may take the port between the probe and the registry's bind: then it tries
+# another. Sets $registry (host:port) and $registry_pid.
+start_registry() {
+  local port secret _
+  mkdir -p "$registry_dir/storage"
+  secret=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  for _ in 1 2 3 4 5; do
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # JSON is YAML.
+    printf '{"version": 0.1, "log": {"level": "info"}, "storage": {"filesystem": {"rootdirectory": "%s"}}, "http": {"addr": "127.0.0.1:%s", "secret": "%s"}}\n' \
+      "$registry_dir/storage" "$port" "$secret" >"$registry_dir/config.yml"
+    : >"$registry_log"
+    # REGISTRY_* variables would override the config.
+    (
+      while read -r var; do unset "$var"; done < <(compgen -e | grep '^REGISTRY_' || true)
+      exec setsid docker-registry serve "$registry_dir/config.yml" </dev/null >"$registry_log" 2>&1
+    ) &
+    registry_pid=$!
+    if registry_ready "$port"; then
+      registry=127.0.0.1:$port
+      return 0
+    fi
+  done
+  echo "docker-registry found no free port" >&2
+  exit 1
+}
+# Up to 60 s for the registry to listen on PORT. False when it lost the race for the port (it
+# exits saying so); any other exit or a timeout ends the script.
+registry_ready() {
+  local _
+  for _ in $(seq 300); do
+    grep -q "listening on 127.0.0.1:$1" "$registry_log" && return 0
+    if ! alive "$registry_pid"; then
+      wait "$registry_pid" 2>/dev/null || true
+      registry_pid=
+      grep -q 'address already in use' "$registry_log" && return 1
+      echo "docker-registry exited before it was ready:" >&2
+      tail -n 25 "$registry_log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  echo "docker-registry was not ready within 60 s:" >&2
+  tail -n 25 "$registry_log" >&2
+  exit 1
+}
