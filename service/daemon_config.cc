@@ -12,6 +12,17 @@
 namespace kbuild::service {
 namespace {
 
+// A proxy URL as Info shows it: a password in it is masked, as dockerd masks it.
+std::string without_password(const std::string& url) {
+  size_t scheme = url.find("://");
+  size_t start = scheme == std::string::npos ? 0 : scheme + 3;
+  size_t at = url.find('@', start);
+  if (at == std::string::npos) return url;
+  size_t colon = url.find(':', start);
+  if (colon == std::string::npos || colon > at) return url;
+  return url.substr(0, colon + 1) + "xxxxx" + url.substr(at);
+}
+
 using nlohmann::json;
 
 std::string line_and_column(std::string_view text, size_t byte) {
@@ -259,8 +270,8 @@ std::map<std::string, std::string> describe_config(const DaemonConfig& c) {
       {"insecure-registries", c.insecure_registries},
       {"max-concurrent-downloads", c.max_concurrent_downloads},
       {"max-concurrent-uploads", c.max_concurrent_uploads},
-      {"proxies.http-proxy", c.http_proxy},
-      {"proxies.https-proxy", c.https_proxy},
+      {"proxies.http-proxy", without_password(c.http_proxy)},
+      {"proxies.https-proxy", without_password(c.https_proxy)},
       {"proxies.no-proxy", c.no_proxy},
       {"seccomp-profile", c.seccomp_profile},
       {"dns", c.dns},

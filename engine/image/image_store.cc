@@ -195,7 +195,13 @@ store::SnapshotStore::Prepared ImageStore::extract(const Descriptor& layer, cons
   options.devices = DeviceNodes::create;
   options.layer_name = layer.digest.str();
   options.canceled = canceled;
-  extract_layer(blob.get(), root.get(), options);
+  ExtractResult extracted = extract_layer(blob.get(), root.get(), options);
+  // The media type is remembered with the blob and listed by every export of this layer: a
+  // registry or cache must not call a gzip blob zstd (or a tar gzip).
+  if (layer_media_type(extracted.compression, true) != layer.media_type &&
+      layer_media_type(extracted.compression, false) != layer.media_type) {
+    throw Error(ErrorKind::user, "layer " + layer.digest.str() + " is not " + layer.media_type);
+  }
   return prepared;
 }
 

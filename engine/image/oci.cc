@@ -1,5 +1,7 @@
 #include "engine/image/oci.h"
 
+#include "engine/image/json_depth.h"
+
 #include <ctime>
 
 #include <nlohmann/json.hpp>
@@ -335,7 +337,10 @@ ImageConfig parse_config(std::string_view text) {
         c.history.push_back(std::move(entry));
       }
     }
-    if (const json* cache = member(o, "kbuild.cache.v1"); cache && cache->is_object()) c.kbuild_cache = cache->dump();
+    if (const json* cache = member(o, "kbuild.cache.v1"); cache && cache->is_object()) {
+      // Kept as text, so it is written out: not if it nests deeper than a cache ever does.
+      if (!json_deeper_than(*cache, kJsonDepthLimit)) c.kbuild_cache = cache->dump();
+    }
     return c;
   });
 }

@@ -1,3 +1,4 @@
+#include "engine/image/json_depth.h"
 #include "engine/remotecache/cache_config.h"
 
 #include <algorithm>
@@ -263,6 +264,7 @@ CacheConfig parse_cache_config(std::string_view text, std::vector<std::string>& 
     broken(e.what());
   }
   if (!o.is_object()) broken("not a JSON object");
+  if (image::json_deeper_than(o, image::kJsonDepthLimit)) broken("nested too deep");
   const json* version = member(o, "kbuildCache");
   if (!version) broken("no \"kbuildCache\" version");
   if (!version->is_number_integer()) broken("\"kbuildCache\" is not an integer");

@@ -1,3 +1,4 @@
+#include "engine/image/json_depth.h"
 #include "engine/remotecache/cache_manifest.h"
 
 #include <nlohmann/json.hpp>
@@ -214,6 +215,7 @@ FoundCache inspect_cache(std::string_view media_type, std::string_view bytes) {
   try {
     nlohmann::json doc = nlohmann::json::parse(bytes);
     if (!doc.is_object()) return unknown(type, "not a JSON object");
+    if (image::json_deeper_than(doc, image::kJsonDepthLimit)) return unknown(type, "nested too deep");
     std::string why;
     std::string inferred = infer_media_type(doc, why);
     if (inferred.empty()) return unknown(type, why);

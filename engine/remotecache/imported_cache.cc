@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "engine/image/json_depth.h"
 #include "engine/remotecache/cache_manifest.h"
 
 namespace kbuild::remotecache {
@@ -40,6 +41,9 @@ void check_layers_listed(const CacheConfig& config, const std::vector<image::Des
 CacheConfig inline_config(const std::string& config_bytes, const std::vector<image::Descriptor>& layers,
                           std::vector<std::string>& warnings) {
   json config = json::parse(config_bytes, nullptr, false);
+  if (image::json_deeper_than(config, image::kJsonDepthLimit)) {
+    throw Error(ErrorKind::user, "its config nests deeper than " + std::to_string(image::kJsonDepthLimit) + " levels");
+  }
   if (!config.is_object() || !config.contains(kInlineCacheMember)) {
     throw Error(ErrorKind::user, "the image has no kbuild cache (build it with --cache-to type=inline)");
   }

@@ -2,6 +2,8 @@
 
 #include <cctype>
 #include <chrono>
+#include <map>
+#include <memory>
 #include <mutex>
 
 #include "common/error.h"
@@ -52,15 +54,26 @@ store::Clock::time_point time_of(const std::string& text) {
   return store::Clock::time_point(std::chrono::duration_cast<store::Clock::duration>(ns + fraction));
 }
 
-// Materializations one at a time: two builds hitting the same chain extract it once.
-std::mutex materializing;
+// One materialization of a chain at a time: two builds hitting the same chain extract it once,
+// while builds hitting other chains go on.
+std::mutex chains_mutex;
+std::map<std::string, std::weak_ptr<std::mutex>> chain_locks;
+
+std::shared_ptr<std::mutex> lock_for(const std::string& chain) {
+  std::lock_guard lock(chains_mutex);
+  std::erase_if(chain_locks, [](const auto& entry) { return entry.second.expired(); });
+  std::shared_ptr<std::mutex> found = chain_locks[chain].lock();
+  if (!found) chain_locks[chain] = found = std::make_shared<std::mutex>();
+  return found;
+}
 
 }  // namespace
 
 std::optional<std::string> materialize_chain(store::Store& store, CacheSource& source,
                                              const std::vector<CacheLayer>& chain, const MaterializeOptions& options) {
   if (chain.empty()) return std::nullopt;
-  std::lock_guard lock(materializing);
+  std::shared_ptr<std::mutex> chain_lock = lock_for(image::chain_key(diff_ids_of(chain, chain.size())));
+  std::lock_guard lock(*chain_lock);
   image::ImageStore images(store);
   size_t have = chain.size();
   std::optional<std::string> parent;

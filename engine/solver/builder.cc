@@ -140,8 +140,8 @@ class Builder::Run {
   // has gone (an op another build shares), so it holds copies of what it needs, never `this`.
   PendingImages::Pull pending_puller() {
     return [&store = store_, settings = registry_, auth = request_.registry_auth](
-               const std::string& name, const std::string& platform, const CancelToken& cancel,
-               const LogSink& log) -> std::optional<std::string> {
+               const std::string& name, const std::string& platform, const std::string& config,
+               const CancelToken& cancel, const LogSink& log) -> std::optional<std::string> {
       auto transport = registry::make_curl_transport([&cancel] { return cancel.canceled(); }, settings->proxies);
       registry::RegistryClient client(*transport, settings->hosts, [&auth](const std::string& domain) {
         auto it = auth.find(domain);
@@ -152,6 +152,10 @@ class Builder::Run {
       options.canceled = [&cancel] { return cancel.canceled(); };
       if (log) log(1, "pulling " + name + "\n");
       store::ImageRecord record = registry::pull_image(store, client, image::parse_reference(name), options);
+      if (record.config.str() != config) {
+        throw Error(ErrorKind::user, "image " + name + " changed during the build (it was " + config + ", now " +
+                                         record.config.str() + ")");
+      }
       auto chain = store.metadata().get_cache(store::image_chain_key(record.config));
       if (!chain) throw Error(ErrorKind::internal, "image " + name + " has no unpacked layers after its pull");
       return chain->snapshot_id.empty() ? std::nullopt : std::optional<std::string>(chain->snapshot_id);

@@ -416,7 +416,11 @@ BuildSandbox::BuildSandbox(const SandboxConfig& config, std::string build_name, 
                            std::set<std::string> allowed, std::map<std::string, std::string> secrets,
                            std::map<std::string, int> ssh_agents)
     : config_(config), build_name_(std::move(build_name)), limits_(limits), allowed_(std::move(allowed)),
-      secrets_(std::move(secrets)), ssh_agents_(std::move(ssh_agents)) {}
+      secrets_(std::move(secrets)) {
+  for (const auto& [id, fd] : ssh_agents) {
+    ssh_agents_.emplace(id, UniqueFd(check(::fcntl(fd, F_DUPFD_CLOEXEC, 3), "dup ssh control socket")));
+  }
+}
 
 BuildSandbox::~BuildSandbox() {
   // The build's own copies are not left in freed memory for whatever is allocated there next

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "engine/graph/op.h"
 #include "engine/network/build_network.h"
 #include "engine/sandbox/cgroup.h"
@@ -51,7 +52,7 @@ class BuildSandbox {
   // The control socket of the build's SSH agent of this id (--ssh), or -1; whether it has any.
   int ssh_agent(const std::string& id) const {
     auto it = ssh_agents_.find(id);
-    return it == ssh_agents_.end() ? -1 : it->second;
+    return it == ssh_agents_.end() ? -1 : it->second.get();
   }
   bool has_ssh_agents() const { return !ssh_agents_.empty(); }
   // The build's secret of this id (--secret), or null. Held in memory only.
@@ -66,7 +67,9 @@ class BuildSandbox {
   sandbox::ResourceLimits limits_;
   std::set<std::string> allowed_;
   std::map<std::string, std::string> secrets_;
-  std::map<std::string, int> ssh_agents_;  // borrowed: the Build call's fds, open for the build
+  // Duplicates of the Build call's fds: a step shared with another build may run after the call
+  // that passed them has returned and closed its own.
+  std::map<std::string, UniqueFd> ssh_agents_;
   std::mutex mutex_;
   std::unique_ptr<sandbox::BuildCgroup> cgroup_;
   std::mutex network_mutex_;  // its own: starting the stack must not hold up steps' cgroups

@@ -93,17 +93,18 @@ void StoreWorker::remember(const std::string& key, const Ref& result) {
 std::optional<std::string> PendingImages::materialize(const std::string& name, const CancelToken& cancel,
                                                      const LogSink& log) {
   std::shared_ptr<std::once_flag> once;
-  std::string platform;
+  std::string platform, config;
   {
     std::lock_guard lock(mutex_);
     auto it = images_.find(name);
     if (it == images_.end()) throw Error(ErrorKind::internal, "image " + name + " was not resolved by this build");
     once = it->second.pulled;
     platform = it->second.platform;
+    config = it->second.config;
   }
   // One pull per image; a failed one lets the next caller try again (call_once's rule).
   std::call_once(*once, [&] {
-    std::optional<std::string> top = pull_(name, platform, cancel, log);
+    std::optional<std::string> top = pull_(name, platform, config, cancel, log);
     std::lock_guard lock(mutex_);
     images_[name].top = std::move(top);
   });

@@ -26,8 +26,11 @@ class PendingImages {
   // Pulls the image named `name` for `platform` (its layers unpacked, its name set) and returns
   // its chain's top. It may run after the build that resolved the image has gone (an op shared
   // with another build), so it holds nothing of that build but what it was given.
+  // `config` is the digest the build resolved: a pull that gets another image (the tag moved, or
+  // a registry answers differently) must fail, not run steps keyed for one image on another.
   using Pull = std::function<std::optional<std::string>(const std::string& name, const std::string& platform,
-                                                        const CancelToken& cancel, const LogSink& log)>;
+                                                        const std::string& config, const CancelToken& cancel,
+                                                        const LogSink& log)>;
   explicit PendingImages(Pull pull) : pull_(std::move(pull)) {}
 
   void add(const std::string& name, const std::string& platform, const std::string& config,

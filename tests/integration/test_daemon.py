@@ -543,12 +543,6 @@ class DaemonTest(unittest.TestCase):
         bad = self.build(ctx, "-o", "type=floppy,dest=x", check=False)
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn("unsupported output type floppy", bad.stderr)
-        # buildx flags not built yet: refused by name, before anything runs.
-        for flag, value in (("--ssh", "default"),):
-            refused = self.build(ctx, flag, value, check=False)
-            self.assertNotEqual(refused.returncode, 0, flag)
-            self.assertIn(f"{flag} is not supported yet", refused.stderr)
-            self.assertNotIn("FROM scratch", refused.stderr, flag)
         # Cache types BuildKit has and kbuild does not, and malformed entries: BuildKit's words.
         for flag, value, expected in (("--cache-to", "type=gha", 'unknown cache exporter: "gha"'),
                                       ("--cache-from", "type=s3,bucket=b", 'unknown cache importer: "s3"'),

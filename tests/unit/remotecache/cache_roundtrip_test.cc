@@ -174,6 +174,18 @@ TEST_F(CacheRoundTripTest, ALayerThatIsNotItsDiffIdLeavesNothingBehind) {
   EXPECT_FALSE(image::ImageStore(*b_).find_chain({chain[0].diff_id}));
 }
 
+TEST_F(CacheRoundTripTest, ALayerWhoseMediaTypeLiesLeavesNothingBehind) {
+  // The media type is remembered with the blob and listed by later exports: a gzip blob the
+  // cache calls zstd is refused.
+  std::string base = layer(*a_, std::nullopt, {{"f", "x\n"}});
+  export_cache(*a_, records({{key("one"), base}}), format_, kScheme, *cache_, [](const std::string&, bool) {});
+  std::vector<CacheLayer> chain = *import_cache(cache_, kScheme, warnings_).find(key("one"));
+  chain[0].blob.media_type = std::string(image::media_type::oci_layer_zstd);
+  EXPECT_THAT(error_of([&] { materialize_chain(*b_, *cache_, chain, {}); }), HasSubstr("is not"));
+  EXPECT_TRUE(b_->metadata().list_snapshots().empty());
+  EXPECT_FALSE(b_->metadata().get_layer_blob(chain[0].diff_id));
+}
+
 TEST_F(CacheRoundTripTest, ARecordNeverNeededLocallyIsPassedOnFromItsImport) {
   std::string base = layer(*a_, std::nullopt, {{"base", "base\n"}});
   std::string builder = layer(*a_, base, {{"tool", "tool\n"}});
@@ -210,6 +222,24 @@ TEST_F(CacheRoundTripTest, AChainDeeperThanAnOverlayCanStackIsNoHit) {
   EXPECT_FALSE(imported.find(key("deep")));
   ASSERT_TRUE(imported.find(key("fits")));
   EXPECT_EQ(imported.find(key("fits"))->size(), kMaxChainLayers);
+}
+
+TEST_F(CacheRoundTripTest, ADocumentNestedMilesDeepIsRefusedNotFollowed) {
+  // Copying or writing out JSON recurses: a few MiB of "[[[[" from a registry would overflow
+  // the daemon's stack. An inline cache, a cache config and a manifest that deep are refused.
+  std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  std::string config = "{\"rootfs\":{\"diff_ids\":[]},\"kbuild.cache.v1\":{\"a\":" + deep + "}}";
+  EXPECT_TRUE(image::parse_config(config).kbuild_cache.empty());
+  image::Manifest manifest;
+  manifest.media_type = std::string(image::media_type::oci_manifest);
+  manifest.config = image::describe(image::media_type::oci_config, store::Digest::of(config),
+                                    static_cast<int64_t>(config.size()));
+  cache_->blobs[manifest.config.digest] = config;
+  cache_->put_root(manifest.media_type, image::serialize_manifest(manifest));
+  EXPECT_THAT(error_of([&] { import_cache(cache_, kScheme, warnings_); }), HasSubstr("deeper"));
+  EXPECT_THAT(error_of([&] { parse_cache_config("{\"kbuildCache\":1,\"x\":" + deep + "}", warnings_); }),
+              HasSubstr("nested too deep"));
+  EXPECT_EQ(inspect_cache("", "{\"x\":" + deep + "}").kind, FoundCache::Kind::unknown);
 }
 
 TEST_F(CacheRoundTripTest, ForeignAndBrokenCachesAreRefusedWithAReason) {
