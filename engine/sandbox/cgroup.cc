@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/printable_text.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 #include "engine/sandbox/direct_backend.h"
@@ -27,6 +28,15 @@ std::unique_ptr<CgroupBackend> make_cgroup_backend(std::string_view choice, cons
   }
   if (systemd_is_available()) return make_systemd_backend();
   return make_direct_backend(direct);
+}
+
+std::string build_description(std::string_view build_name, uid_t caller_uid) {
+  return "kbuild build " + printable_text(build_name, 64) + " (uid " + std::to_string(caller_uid) + ")";
+}
+
+std::string step_description(std::string_view step_display_name) {
+  // systemctl cuts the column to the terminal anyway; the unit keeps enough to tell steps apart.
+  return "kbuild: " + printable_text(step_display_name, 200);
 }
 
 namespace cgroupfs {

@@ -37,8 +37,9 @@ class BuildCgroup {
  public:
   virtual ~BuildCgroup() = default;  // removes the build's cgroup/slice (its steps are gone by then)
   // Moves `pid` (a process that has not started the step yet) into a new cgroup for the step.
-  // `step_name` is unique within the build and made of [A-Za-z0-9_-].
-  virtual std::unique_ptr<StepCgroup> add_step(pid_t pid, const std::string& step_name,
+  // `step_name` is unique within the build and made of [A-Za-z0-9_-]; `description` is what
+  // the step's unit shows, from step_description() (the direct backend has nowhere to show it).
+  virtual std::unique_ptr<StepCgroup> add_step(pid_t pid, const std::string& step_name, const std::string& description,
                                                const ResourceLimits& limits) = 0;
 };
 
@@ -46,8 +47,10 @@ class CgroupBackend {
  public:
   virtual ~CgroupBackend() = default;
   virtual std::string_view name() const = 0;  // "systemd" or "direct"
-  // `build_name` is unique among live builds and made of [A-Za-z0-9_-].
-  virtual std::unique_ptr<BuildCgroup> create_build(const std::string& build_name, const ResourceLimits& limits) = 0;
+  // `build_name` is unique among live builds and made of [A-Za-z0-9_-]; `description` is what
+  // its unit shows, from build_description().
+  virtual std::unique_ptr<BuildCgroup> create_build(const std::string& build_name, const std::string& description,
+                                                    const ResourceLimits& limits) = 0;
   // Removes what a crashed daemon left, called once at start before any build: every kbuild
   // cgroup or unit still there is a leftover, so its processes are killed and it is removed.
   virtual void sweep() = 0;
@@ -58,6 +61,13 @@ class CgroupBackend {
 // direct backend's group in each hierarchy: one per daemon (per store), since sweep()
 // removes everything below it.
 std::unique_ptr<CgroupBackend> make_cgroup_backend(std::string_view choice, const std::string& direct_parent = "kbuild");
+
+// What a build's and a step's units show in `systemctl list-units 'kbuild-*'`, so that the list
+// reads like the build's progress: "kbuild build 1a2b3c (uid 1000)" and
+// "kbuild: [stage-1 2/5] RUN make". The step's name comes from a Dockerfile: it becomes one
+// printable line (a newline cannot start a second one), cut to a length a listing can show.
+std::string build_description(std::string_view build_name, uid_t caller_uid);
+std::string step_description(std::string_view step_display_name);
 
 // Shared by the two backends: reading and writing cgroup files.
 namespace cgroupfs {

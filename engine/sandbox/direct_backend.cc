@@ -271,7 +271,8 @@ class DirectBuild : public BuildCgroup {
   DirectBuild(GroupDirs dirs, ResourceLimits limits) : dirs_(std::move(dirs)), limits_(limits) {}
   ~DirectBuild() override { dirs_.destroy(); }
 
-  std::unique_ptr<StepCgroup> add_step(pid_t pid, const std::string& step_name, const ResourceLimits& limits) override {
+  std::unique_ptr<StepCgroup> add_step(pid_t pid, const std::string& step_name, const std::string& /*description*/,
+                                       const ResourceLimits& limits) override {
     cgroupfs::check_name(step_name, "step");
     GroupDirs step_dirs = dirs_.child(step_name);
     for (const CgroupHierarchy& h : step_dirs.dirs) {
@@ -416,7 +417,8 @@ DirectBackend::~DirectBackend() {
   for (const CgroupHierarchy& h : hierarchies_) ::rmdir(h.parent_dir.c_str());
 }
 
-std::unique_ptr<BuildCgroup> DirectBackend::create_build(const std::string& build_name, const ResourceLimits& limits) {
+std::unique_ptr<BuildCgroup> DirectBackend::create_build(const std::string& build_name, const std::string& /*description*/,
+                                                        const ResourceLimits& limits) {
   cgroupfs::check_name(build_name, "build");
   // Someone may have removed an empty parent since the start.
   for (const CgroupHierarchy& h : hierarchies_) make_dir(h.parent_dir);

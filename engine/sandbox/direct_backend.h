@@ -46,7 +46,8 @@ class DirectBackend : public CgroupBackend {
   DirectBackend& operator=(const DirectBackend&) = delete;
 
   std::string_view name() const override { return "direct"; }
-  std::unique_ptr<BuildCgroup> create_build(const std::string& build_name, const ResourceLimits& limits) override;
+  std::unique_ptr<BuildCgroup> create_build(const std::string& build_name, const std::string& description,
+                                            const ResourceLimits& limits) override;
   void sweep() override;
 
   bool unified() const { return unified_; }

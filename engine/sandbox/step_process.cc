@@ -203,7 +203,7 @@ StepOutcome run_step_process(StepLaunch& launch, BuildCgroup& cgroup,
   control_helper.reset();
   spec.reset();
 
-  std::unique_ptr<StepCgroup> step = cgroup.add_step(helper.pid(), launch.step_name, launch.limits);
+  std::unique_ptr<StepCgroup> step = cgroup.add_step(helper.pid(), launch.step_name, launch.description, launch.limits);
   if (::send(control_daemon.get(), "g", 1, MSG_NOSIGNAL) != 1) {
     // The helper gave up before the step started; what it said is on the socket.
     int error = errno;

@@ -23,6 +23,7 @@ struct StepLaunch {
   RunSpec spec;
   std::vector<UniqueFd> extra_fds;  // the spec's fd indexes point here
   std::string step_name;            // unique within the build, [A-Za-z0-9_-]
+  std::string description;          // what its unit shows: step_description()
   ResourceLimits limits;
 };
 

@@ -391,9 +391,9 @@ class SystemdBuild : public BuildCgroup {
   SystemdBuild(std::shared_ptr<SystemdManager> manager, std::string build_name)
       : manager_(std::move(manager)), build_name_(std::move(build_name)), slice_(build_slice_name(build_name_)) {}
 
-  void start(const ResourceLimits& limits) {
+  void start(const std::string& description, const ResourceLimits& limits) {
     Properties properties = limit_properties(limits);
-    properties.push_back({"Description", sdbus::Variant("kbuild build " + build_name_)});
+    properties.push_back({"Description", sdbus::Variant(description)});
     manager_->start_transient(slice_, properties);
     slice_cgroup_ = manager_->control_group(slice_, "org.freedesktop.systemd1.Slice");
   }
@@ -406,13 +406,14 @@ class SystemdBuild : public BuildCgroup {
     }
   }
 
-  std::unique_ptr<StepCgroup> add_step(pid_t pid, const std::string& step_name, const ResourceLimits& limits) override {
+  std::unique_ptr<StepCgroup> add_step(pid_t pid, const std::string& step_name, const std::string& description,
+                                       const ResourceLimits& limits) override {
     cgroupfs::check_name(step_name, "step");
     std::string scope = step_scope_name(build_name_, step_name);
     Properties properties = limit_properties(limits);
     properties.push_back({"PIDs", sdbus::Variant(std::vector<uint32_t>{static_cast<uint32_t>(pid)})});
     properties.push_back({"Slice", sdbus::Variant(slice_)});
-    properties.push_back({"Description", sdbus::Variant("kbuild build " + build_name_ + " step " + step_name)});
+    properties.push_back({"Description", sdbus::Variant(description)});
     // Stopping a step kills at once, as a cancel does.
     properties.push_back({"KillSignal", sdbus::Variant(int32_t{SIGKILL})});
     auto step = std::make_unique<SystemdStep>(manager_, scope, slice_cgroup_);
@@ -434,10 +435,11 @@ class SystemdBackend : public CgroupBackend {
 
   std::string_view name() const override { return "systemd"; }
 
-  std::unique_ptr<BuildCgroup> create_build(const std::string& build_name, const ResourceLimits& limits) override {
+  std::unique_ptr<BuildCgroup> create_build(const std::string& build_name, const std::string& description,
+                                            const ResourceLimits& limits) override {
     cgroupfs::check_name(build_name, "build");
     auto build = std::make_unique<SystemdBuild>(manager_, build_name);
-    build->start(limits);
+    build->start(description, limits);
     return build;
   }
 

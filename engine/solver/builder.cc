@@ -23,8 +23,27 @@ namespace {
 
 std::string vertex_id(std::string_view seed) { return store::Digest::of(seed).str(); }
 
-// A build's name among live ones, for its cgroup or slice: random, so that no two collide.
-std::string random_build_name() {
+// The build's sandbox together with the settings it refers to, which live as long as it.
+struct SandboxWithConfig {
+  SandboxWithConfig(std::shared_ptr<const SandboxConfig> settings, const BuildRequest& request, std::string name)
+      : config(std::move(settings)),
+        sandbox(*config, name, sandbox::build_description(name, request.caller.uid), request.limits, request.allow,
+                request.secrets, request.ssh_agents) {}
+  std::shared_ptr<const SandboxConfig> config;
+  BuildSandbox sandbox;
+};
+
+std::shared_ptr<BuildSandbox> make_build_sandbox(std::shared_ptr<const SandboxConfig> config,
+                                                 const BuildRequest& request) {
+  std::string name = request.build_name.empty() ? new_build_name() : request.build_name;
+  auto holder = std::make_shared<SandboxWithConfig>(std::move(config), request, std::move(name));
+  return std::shared_ptr<BuildSandbox>(holder, &holder->sandbox);
+}
+
+}  // namespace
+
+// Random, so that no two collide.
+std::string new_build_name() {
   unsigned char bytes[6];
   if (::getrandom(bytes, sizeof bytes, 0) != sizeof bytes) throw_errno("getrandom");
   static const char digits[] = "0123456789abcdef";
@@ -35,23 +54,6 @@ std::string random_build_name() {
   }
   return name;
 }
-
-// The build's sandbox together with the settings it refers to, which live as long as it.
-struct SandboxWithConfig {
-  SandboxWithConfig(std::shared_ptr<const SandboxConfig> settings, const BuildRequest& request)
-      : config(std::move(settings)),
-        sandbox(*config, random_build_name(), request.limits, request.allow, request.secrets, request.ssh_agents) {}
-  std::shared_ptr<const SandboxConfig> config;
-  BuildSandbox sandbox;
-};
-
-std::shared_ptr<BuildSandbox> make_build_sandbox(std::shared_ptr<const SandboxConfig> config,
-                                                 const BuildRequest& request) {
-  auto holder = std::make_shared<SandboxWithConfig>(std::move(config), request);
-  return std::shared_ptr<BuildSandbox>(holder, &holder->sandbox);
-}
-
-}  // namespace
 
 // One build: its definition, its context, its progress.
 class Builder::Run {

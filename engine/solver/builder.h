@@ -57,6 +57,9 @@ struct CacheEntry {
 };
 
 struct BuildRequest {
+  // Names the build among live ones: its slice or cgroup, its units' descriptions, the
+  // daemon's log entries. Made of [A-Za-z0-9_-]; empty: new_build_name() gives one.
+  std::string build_name;
   std::string dockerfile;
   std::string dockerfile_name = "Dockerfile";
   std::vector<std::string> dockerignore;  // lines of the .dockerignore that applies
@@ -86,6 +89,9 @@ struct BuildRequest {
   std::set<std::string> allow;     // entitlements the caller asks for: network.host, security.insecure
   sandbox::ResourceLimits limits;  // for the whole build (its RUN steps together)
 };
+
+// A random name no live build has: 12 hex digits.
+std::string new_build_name();
 
 struct BuildResult {
   store::Digest config_digest;

@@ -412,10 +412,11 @@ void remove_mount_stubs(const std::string& upper, const std::vector<std::string>
 
 }  // namespace
 
-BuildSandbox::BuildSandbox(const SandboxConfig& config, std::string build_name, sandbox::ResourceLimits limits,
-                           std::set<std::string> allowed, std::map<std::string, std::string> secrets,
-                           std::map<std::string, int> ssh_agents)
-    : config_(config), build_name_(std::move(build_name)), limits_(limits), allowed_(std::move(allowed)),
+BuildSandbox::BuildSandbox(const SandboxConfig& config, std::string build_name, std::string description,
+                           sandbox::ResourceLimits limits, std::set<std::string> allowed,
+                           std::map<std::string, std::string> secrets, std::map<std::string, int> ssh_agents)
+    : config_(config), build_name_(std::move(build_name)), description_(std::move(description)), limits_(limits),
+      allowed_(std::move(allowed)),
       secrets_(std::move(secrets)) {
   for (const auto& [id, fd] : ssh_agents) {
     ssh_agents_.emplace(id, UniqueFd(check(::fcntl(fd, F_DUPFD_CLOEXEC, 3), "dup ssh control socket")));
@@ -430,7 +431,7 @@ BuildSandbox::~BuildSandbox() {
 
 sandbox::BuildCgroup& BuildSandbox::cgroup() {
   std::lock_guard lock(mutex_);
-  if (!cgroup_) cgroup_ = config_.cgroups->create_build(build_name_, limits_);
+  if (!cgroup_) cgroup_ = config_.cgroups->create_build(build_name_, description_, limits_);
   return *cgroup_;
 }
 
@@ -473,6 +474,8 @@ Ref execute_exec_op(OpContext& context, const graph::ExecOp& exec) {
   sandbox::StepLaunch launch;
   launch.helper_path = build.config().helper_path;
   launch.step_name = build.next_step_name();
+  // An exec op without a vertex name of its own is none a Dockerfile makes.
+  launch.description = sandbox::step_description(context.name.empty() ? "RUN " + join_args(exec.argv) : context.name);
   launch.limits = build.config().step_limits;
 
   ExecUser user = resolve_exec_user(exec.user, [&](const std::string& path) {

@@ -37,9 +37,10 @@ struct SandboxConfig {
 // needs it), step names.
 class BuildSandbox {
  public:
-  BuildSandbox(const SandboxConfig& config, std::string build_name, sandbox::ResourceLimits limits,
-               std::set<std::string> allowed, std::map<std::string, std::string> secrets = {},
-               std::map<std::string, int> ssh_agents = {});
+  // `description` is what the build's unit shows (sandbox::build_description).
+  BuildSandbox(const SandboxConfig& config, std::string build_name, std::string description,
+               sandbox::ResourceLimits limits, std::set<std::string> allowed,
+               std::map<std::string, std::string> secrets = {}, std::map<std::string, int> ssh_agents = {});
   ~BuildSandbox();
   const SandboxConfig& config() const { return config_; }
   sandbox::BuildCgroup& cgroup();
@@ -64,6 +65,7 @@ class BuildSandbox {
  private:
   const SandboxConfig& config_;
   std::string build_name_;
+  std::string description_;
   sandbox::ResourceLimits limits_;
   std::set<std::string> allowed_;
   std::map<std::string, std::string> secrets_;

@@ -25,6 +25,7 @@ struct OpContext {
   const CancelToken& cancel;
   const LogSink& log;
   BuildSandbox* sandbox = nullptr;  // exec ops: the build's sandbox
+  std::string_view name;            // the op's vertex name ("[2/3] RUN make"), if it has one
   const Ref& input(graph::OpIndex index) const { return inputs.at(index); }
 };
 

@@ -122,7 +122,7 @@ Ref StoreWorker::execute(const graph::Op& op, const std::map<graph::OpIndex, Ref
                          const LogSink& log) {
   std::map<graph::OpIndex, Ref> inputs;
   for (const auto& [index, ref] : given) inputs.emplace(index, materialize(ref, cancel, log));
-  OpContext context{store_, inputs, cancel, log, sandbox_.get()};
+  OpContext context{store_, inputs, cancel, log, sandbox_.get(), op.metadata.name};
   return std::visit(
       [&](const auto& body) -> Ref {
         using T = std::decay_t<decltype(body)>;

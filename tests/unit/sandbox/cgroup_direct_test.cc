@@ -72,9 +72,9 @@ class DirectCgroup : public ::testing::Test {
 TEST_F(DirectCgroup, PlacesStepInsideItsBuildGroupWithTheLimits) {
   ResourceLimits build_limits{256 * kMiB, 2.0, 64};
   ResourceLimits step_limits{64 * kMiB, 0.5, 16};
-  auto build = backend_->create_build("b1", build_limits);
+  auto build = backend_->create_build("b1", "", build_limits);
   Child child(sleep_forever);
-  auto step = build->add_step(child.pid(), "step-7", step_limits);
+  auto step = build->add_step(child.pid(), "step-7", "", step_limits);
 
   std::string cgroups = read_file("/proc/" + std::to_string(child.pid()) + "/cgroup");
   std::string suffix = "/" + parent_name_ + "/kbuild-b1/step-7";
@@ -110,7 +110,7 @@ TEST_F(DirectCgroup, PlacesStepInsideItsBuildGroupWithTheLimits) {
 }
 
 TEST_F(DirectCgroup, StepOverItsMemoryLimitIsOomKilled) {
-  auto build = backend_->create_build("oom", {});
+  auto build = backend_->create_build("oom", "", {});
   Child child([] {
     size_t size = 256 * kMiB;
     auto* memory = static_cast<char*>(::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
@@ -118,7 +118,7 @@ TEST_F(DirectCgroup, StepOverItsMemoryLimitIsOomKilled) {
     for (size_t i = 0; i < size; i += 4096) memory[i] = 1;
     return 0;
   });
-  auto step = build->add_step(child.pid(), "hog", {32 * kMiB, std::nullopt, std::nullopt});
+  auto step = build->add_step(child.pid(), "hog", "", {32 * kMiB, std::nullopt, std::nullopt});
   child.release();
   int status = child.wait();
   ASSERT_TRUE(WIFSIGNALED(status)) << "exit status " << WEXITSTATUS(status);
@@ -129,7 +129,7 @@ TEST_F(DirectCgroup, StepOverItsMemoryLimitIsOomKilled) {
 }
 
 TEST_F(DirectCgroup, BuildMemoryLimitCountsAsTheStepsOomKill) {
-  auto build = backend_->create_build("oom-build", {32 * kMiB, std::nullopt, std::nullopt});
+  auto build = backend_->create_build("oom-build", "", {32 * kMiB, std::nullopt, std::nullopt});
   Child child([] {
     size_t size = 256 * kMiB;
     auto* memory = static_cast<char*>(::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
@@ -137,14 +137,14 @@ TEST_F(DirectCgroup, BuildMemoryLimitCountsAsTheStepsOomKill) {
     for (size_t i = 0; i < size; i += 4096) memory[i] = 1;
     return 0;
   });
-  auto step = build->add_step(child.pid(), "hog", {});
+  auto step = build->add_step(child.pid(), "hog", "", {});
   child.release();
   EXPECT_EQ(WTERMSIG(child.wait()), SIGKILL);
   EXPECT_TRUE(step->usage().oom_killed);
 }
 
 TEST_F(DirectCgroup, ForksBeyondThePidsLimitFail) {
-  auto build = backend_->create_build("pids", {});
+  auto build = backend_->create_build("pids", "", {});
   Child child([] {
     std::vector<pid_t> children;
     int result = 1;
@@ -164,7 +164,7 @@ TEST_F(DirectCgroup, ForksBeyondThePidsLimitFail) {
     for (pid_t pid : children) ::waitpid(pid, nullptr, 0);
     return result;
   });
-  auto step = build->add_step(child.pid(), "forker", {std::nullopt, std::nullopt, 8});
+  auto step = build->add_step(child.pid(), "forker", "", {std::nullopt, std::nullopt, 8});
   child.release();
   int status = child.wait();
   ASSERT_TRUE(WIFEXITED(status));
@@ -175,9 +175,9 @@ TEST_F(DirectCgroup, ForksBeyondThePidsLimitFail) {
 }
 
 TEST_F(DirectCgroup, KillEndsASleepingStep) {
-  auto build = backend_->create_build("cancel", {});
+  auto build = backend_->create_build("cancel", "", {});
   Child child(sleep_forever);
-  auto step = build->add_step(child.pid(), "sleeper", {});
+  auto step = build->add_step(child.pid(), "sleeper", "", {});
   child.release();
   auto start = std::chrono::steady_clock::now();
   step->kill();
@@ -191,9 +191,9 @@ TEST_F(DirectCgroup, NothingRemainsAfterDestruction) {
   std::vector<std::string> parents;
   for (const CgroupHierarchy& h : backend_->hierarchies()) parents.push_back(h.parent_dir);
   {
-    auto build = backend_->create_build("gone", {64 * kMiB, 1.0, 32});
+    auto build = backend_->create_build("gone", "", {64 * kMiB, 1.0, 32});
     Child child(sleep_forever);
-    auto step = build->add_step(child.pid(), "s", {});
+    auto step = build->add_step(child.pid(), "s", "", {});
     child.release();
     for (const std::string& parent : parents) EXPECT_TRUE(exists(parent + "/kbuild-gone/s")) << parent;
     // Destroyed with its process still running: the destructor kills it.
@@ -210,8 +210,8 @@ TEST_F(DirectCgroup, SweepRemovesALeftoverGroupAndItsProcesses) {
   Child child(sleep_forever);
   {
     // A crashed daemon: its groups stay, with a process in them.
-    auto build = backend_->create_build("crashed", {});
-    auto step = build->add_step(child.pid(), "s", {});
+    auto build = backend_->create_build("crashed", "", {});
+    auto step = build->add_step(child.pid(), "s", "", {});
     static_cast<void>(step.release());
     static_cast<void>(build.release());
   }
@@ -223,11 +223,11 @@ TEST_F(DirectCgroup, SweepRemovesALeftoverGroupAndItsProcesses) {
 }
 
 TEST_F(DirectCgroup, RejectsNamesThatAreNotPlainWords) {
-  EXPECT_THROW(backend_->create_build("../escape", {}), Error);
-  EXPECT_THROW(backend_->create_build("", {}), Error);
-  auto build = backend_->create_build("names", {});
-  EXPECT_THROW(build->add_step(::getpid(), "a/b", {}), Error);
-  EXPECT_THROW(build->add_step(::getpid(), "cgroup.procs", {}), Error);
+  EXPECT_THROW(backend_->create_build("../escape", "", {}), Error);
+  EXPECT_THROW(backend_->create_build("", "", {}), Error);
+  auto build = backend_->create_build("names", "", {});
+  EXPECT_THROW(build->add_step(::getpid(), "a/b", "", {}), Error);
+  EXPECT_THROW(build->add_step(::getpid(), "cgroup.procs", "", {}), Error);
 }
 
 TEST(CgroupBackendChoice, UnknownNameIsAUserError) {

@@ -92,23 +92,26 @@ class SystemdCgroup : public ::testing::Test {
 
 TEST_F(SystemdCgroup, SliceAndScopeCarryTheLimitsWhileTheStepRuns) {
   EXPECT_EQ(backend_->name(), "systemd");
-  auto build = backend_->create_build(build_, {256 * kMiB, 2.0, 64});
+  auto build = backend_->create_build(build_, build_description("1a2b3c", 1000), {256 * kMiB, 2.0, 64});
   std::string slice = build_slice_name(build_);
   std::string scope = step_scope_name(build_, "step-7");
   Child child(sleep_forever);
-  auto step = build->add_step(child.pid(), "step-7", {64 * kMiB, 0.5, 16});
+  auto step = build->add_step(child.pid(), "step-7", step_description("[stage-1 2/5] RUN make\nX=1"),
+                              {64 * kMiB, 0.5, 16});
 
   auto slice_properties = show(slice);
   EXPECT_EQ(slice_properties["ActiveState"], "active");
   EXPECT_EQ(slice_properties["MemoryMax"], std::to_string(256 * kMiB));
   EXPECT_EQ(slice_properties["TasksMax"], "64");
   EXPECT_EQ(slice_properties["CPUQuotaPerSecUSec"], "2s");
+  EXPECT_EQ(slice_properties["Description"], "kbuild build 1a2b3c (uid 1000)");
   auto scope_properties = show(scope);
   EXPECT_EQ(scope_properties["ActiveState"], "active");
   EXPECT_EQ(scope_properties["Slice"], slice);
   EXPECT_EQ(scope_properties["MemoryMax"], std::to_string(64 * kMiB));
   EXPECT_EQ(scope_properties["TasksMax"], "16");
   EXPECT_EQ(scope_properties["CPUQuotaPerSecUSec"], "500ms");
+  EXPECT_EQ(scope_properties["Description"], "kbuild: [stage-1 2/5] RUN make\\nX=1");
   EXPECT_NE(read_file("/proc/" + std::to_string(child.pid()) + "/cgroup").find("/" + slice + "/" + scope),
             std::string::npos);
 
@@ -126,9 +129,9 @@ TEST_F(SystemdCgroup, SliceAndScopeCarryTheLimitsWhileTheStepRuns) {
 TEST_F(SystemdCgroup, AutoChoosesSystemd) { EXPECT_EQ(make_cgroup_backend("auto")->name(), "systemd"); }
 
 TEST_F(SystemdCgroup, StepOverItsMemoryMaxIsOomKilled) {
-  auto build = backend_->create_build(build_, {});
+  auto build = backend_->create_build(build_, "", {});
   Child child(allocate_256_mib);
-  auto step = build->add_step(child.pid(), "hog", {32 * kMiB, std::nullopt, std::nullopt});
+  auto step = build->add_step(child.pid(), "hog", "", {32 * kMiB, std::nullopt, std::nullopt});
   child.release();
   int status = child.wait();
   ASSERT_TRUE(WIFSIGNALED(status)) << "exit status " << WEXITSTATUS(status);
@@ -140,7 +143,7 @@ TEST_F(SystemdCgroup, StepOverItsMemoryMaxIsOomKilled) {
 // pids.events is not hierarchical) the hit is counted only in the scope's own group, which
 // systemd removes as soon as the scope is empty.
 TEST_F(SystemdCgroup, ForksBeyondTasksMaxFail) {
-  auto build = backend_->create_build(build_, {});
+  auto build = backend_->create_build(build_, "", {});
   Child child([] {
     std::vector<pid_t> children;
     int result = 1;
@@ -158,7 +161,7 @@ TEST_F(SystemdCgroup, ForksBeyondTasksMaxFail) {
     }
     return result;
   });
-  auto step = build->add_step(child.pid(), "forker", {std::nullopt, std::nullopt, 8});
+  auto step = build->add_step(child.pid(), "forker", "", {std::nullopt, std::nullopt, 8});
   child.release();
   int status = child.wait();
   ASSERT_TRUE(WIFEXITED(status));
@@ -168,9 +171,9 @@ TEST_F(SystemdCgroup, ForksBeyondTasksMaxFail) {
 }
 
 TEST_F(SystemdCgroup, DestroyingARunningStepKillsItAndRemovesTheScope) {
-  auto build = backend_->create_build(build_, {});
+  auto build = backend_->create_build(build_, "", {});
   Child child(sleep_forever);
-  auto step = build->add_step(child.pid(), "s", {});
+  auto step = build->add_step(child.pid(), "s", "", {});
   child.release();
   step.reset();
   EXPECT_EQ(WTERMSIG(child.wait()), SIGKILL);
@@ -179,8 +182,8 @@ TEST_F(SystemdCgroup, DestroyingARunningStepKillsItAndRemovesTheScope) {
 
 TEST_F(SystemdCgroup, SweepStopsLeftoverUnitsAndTheirProcesses) {
   Child child(sleep_forever);
-  auto build = backend_->create_build(build_, {});
-  auto step = build->add_step(child.pid(), "s", {});
+  auto build = backend_->create_build(build_, "", {});
+  auto step = build->add_step(child.pid(), "s", "", {});
   // A crashed daemon: its units stay, with a process in them.
   static_cast<void>(step.release());
   static_cast<void>(build.release());

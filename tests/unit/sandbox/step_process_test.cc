@@ -59,7 +59,7 @@ class StepProcessTest : public ::testing::Test {
     DirectBackendOptions options;
     options.parent_name = "kbuild-steptest-" + std::to_string(::getpid());
     backend_ = make_direct_backend(options);
-    build_ = backend_->create_build("steps", {});
+    build_ = backend_->create_build("steps", "", {});
   }
 
   // A fresh upper dir over the base for each run.
