@@ -222,7 +222,11 @@ BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver:
       images_(store),
       builder_(store),
       sandbox_backend_(sandbox.cgroups ? std::string(sandbox.cgroups->name()) : "none"),
-      config_(builder_, std::move(sandbox), std::move(certs_dir), std::move(config)) {
+      config_(builder_, std::move(sandbox), std::move(certs_dir), std::move(config)),
+      monitor_(make_log_sink(), [this] {
+        image::StoreUsage usage = images_.usage();
+        return usage.blobs_size + usage.cache_size;
+      }) {
   builder_.set_context_reader(std::move(context_reader));
   builder_.set_frontend(convert_dockerfile);
 }
@@ -238,7 +242,16 @@ dbus::Options BuilderService::build(const dbus::CallContext& call, const dbus::O
   solver::CancelToken cancel;
   std::stop_callback on_disconnect(call.stop, [&cancel] { cancel.cancel(); });
   SolveProgress progress(std::move(progress_fd), cancel.fd());
-  solver::BuildResult result = builder_.build(request, progress, cancel);
+  request.build_name = solver::new_build_name();
+  BuildMonitor::Build monitored(monitor_, request, progress);
+  solver::BuildResult result;
+  try {
+    result = builder_.build(request, monitored, cancel);
+  } catch (...) {
+    monitored.failed(std::current_exception());
+    throw;
+  }
+  monitored.succeeded(result);
   std::string names;
   for (const auto& name : result.names) names += (names.empty() ? "" : ",") + name;
   return {{"image-id", dbus::Value(result.config_digest.str())},

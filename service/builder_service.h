@@ -6,6 +6,7 @@
 #include "engine/image/image_store.h"
 #include "engine/solver/builder.h"
 #include "engine/store/store.h"
+#include "service/build_monitor.h"
 #include "service/daemon_config.h"
 #include "service/live_config.h"
 
@@ -39,6 +40,8 @@ class BuilderService : public dbus::BuilderApi {
 
   // daemon.json as it is in use, for the daemon's own reload (SIGHUP).
   LiveConfig& config() { return config_; }
+  // Its builds as the log and the daemon's status line show them.
+  BuildMonitor& monitor() { return monitor_; }
 
  private:
   store::Store& store_;
@@ -46,6 +49,7 @@ class BuilderService : public dbus::BuilderApi {
   solver::Builder builder_;
   std::string sandbox_backend_;  // for Info: the cgroup backend's name, or "none"
   LiveConfig config_;
+  BuildMonitor monitor_;
 };
 
 }  // namespace kbuild::service

@@ -50,6 +50,19 @@ int on_signal(sd_event_source*, const signalfd_siginfo* info, void* userdata) {
   return 0;
 }
 
+// How often the STATUS= line may change: builds and steps come and go faster than anyone reads.
+constexpr uint64_t kStatusInterval = 1000000;  // µs
+
+// Sends the status line when it changed, and comes back in kStatusInterval.
+int on_status_timer(sd_event_source* source, uint64_t, void* userdata) {
+  if (auto status = static_cast<BuildMonitor*>(userdata)->take_status()) {
+    sd_notifyf(0, "STATUS=%s", status->c_str());
+  }
+  sd_event_source_set_time_relative(source, kStatusInterval);
+  sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+  return 0;
+}
+
 // The direct backend's group: "kbuild" for the default store, one of its own for any other
 // (tests run several daemons at once, and each sweeps its group at start). Builds' groups
 // inside are kbuild-<build>; the daemon's own is not named like them.
@@ -116,8 +129,12 @@ int run_daemon(const DaemonOptions& options) {
   for (int s : {SIGTERM, SIGINT, SIGHUP}) {
     sd_event_add_signal(server.event(), nullptr, s, on_signal, &targets);
   }
+  // WATCHDOG=1 from the loop, at half of the unit's WatchdogSec (none without one): a loop that
+  // hangs stops answering systemd as it stops answering callers.
   sd_event_set_watchdog(server.event(), 1);
-  sd_notifyf(0, "READY=1\nSTATUS=serving builds from %s", store->root().c_str());
+  sd_event_add_time_relative(server.event(), nullptr, CLOCK_MONOTONIC, kStatusInterval, kStatusInterval / 10,
+                             on_status_timer, &service.monitor());
+  sd_notifyf(0, "READY=1\nSTATUS=%s", service.monitor().take_status().value_or("").c_str());
   dbus::Server::Exit exit = server.run();
   // Cache entries of builds that ended without an export become durable too.
   store->snapshots().sync();
