@@ -366,6 +366,11 @@ class Daemon:
         with open(os.path.join(self.workdir, "kbuildd.log"), errors="replace") as f:
             return "".join(f.readlines()[-30:])
 
+    def log_text(self):
+        """All kbuildd wrote to stdout and stderr so far."""
+        with open(os.path.join(self.workdir, "kbuildd.log"), errors="replace") as f:
+            return f.read()
+
     def stop(self):
         if self.process is not None:
             terminate(self.process)
@@ -825,6 +830,38 @@ class RunTest(unittest.TestCase):
         self.assertIn(">>> RUN exit 3", result.stderr)
         self.assertRegex(result.stderr, r"ERROR: (failed to build: )?failed to solve: process \"/bin/sh -c exit 3\"")
         self.assertNotIn("it-run-fails", self.daemon.client("images").stdout)
+
+    @kbuild_only("kbuildd's own log of builds")
+    def test_each_build_leaves_a_summary_line_in_the_log_and_no_secret_does(self):
+        if os.path.exists("/run/systemd/journal/socket"):
+            self.skipTest("a journal runs here: kbuildd logs builds there, not on stderr")
+        secret = "it-run-secret-" + uuid.uuid4().hex[:12]
+        env = dict(os.environ, IT_TOKEN=secret)
+        summary = re.compile(r"^kbuildd: build ([0-9a-f]{12}) by uid 0: (success|failure) in \d+\.\d\ds(.*)$", re.M)
+        # The Dockerfile names the value too: the step's name is logged, the value taken out.
+        ctx = self.context(f'FROM {BASE}\nRUN --mount=type=secret,id=tok,env=TOK test "$TOK" = "{secret}"\n')
+        iid = os.path.join(self.workdir, "iid-" + uuid.uuid4().hex[:8])
+        self.daemon.client("build", "--progress", "plain", "--no-cache", "--secret", "id=tok,env=IT_TOKEN",
+                           "--iidfile", iid, ".", cwd=ctx, env=env)
+        with open(iid) as f:
+            image = f.read().strip()
+        failing = self.context(f"FROM {BASE}\nRUN --mount=type=secret,id=tok,env=TOK echo \"$TOK\" >&2; exit 4\n",
+                               name="summary-failing")
+        result = self.daemon.client("build", "--progress", "plain", "--no-cache", "--secret", "id=tok,env=IT_TOKEN",
+                                    ".", cwd=failing, env=env, check=False)
+        self.assertNotEqual(result.returncode, 0, result.stderr[-2000:])
+        self.assertIn(secret, result.stderr, "the failing step's output is the client's to see")
+
+        log = self.daemon.log_text()
+        found = {m.group(2): m for m in summary.finditer(log)}
+        self.assertIn("success", found, log[-3000:])
+        self.assertTrue(found["success"].group(3).startswith(f", image {image}"), found["success"].group(0))
+        self.assertIn("failure", found, log[-3000:])
+        self.assertIn("exit code: 4", found["failure"].group(3))
+        build_id = found["success"].group(1)
+        self.assertRegex(log, rf"kbuildd: build {build_id} step started: \[2/2\] RUN --mount=type=secret,id=tok,"
+                              rf"env=TOK test .*\*\*\*\*")
+        self.assertNotIn(secret, log, "kbuildd's log")
 
     @kbuild_only("20.10's client spins after the clipped log (checked by hand: the same marker after 11 s)")
     def test_log_is_clipped_at_two_mebibytes_per_step(self):
