@@ -34,7 +34,20 @@ std::string shown(std::string_view text, std::size_t pos, DecodedRune rune) {
   return escaped;
 }
 
+constexpr std::string_view kRedacted = "****";
+
 }  // namespace
+
+std::string redact_secrets(std::string_view text, const std::map<std::string, std::string>& secrets) {
+  std::string out(text);
+  for (const auto& [id, value] : secrets) {
+    if (value.empty()) continue;
+    for (std::size_t at = out.find(value); at != std::string::npos; at = out.find(value, at + kRedacted.size())) {
+      out.replace(at, value.size(), kRedacted);
+    }
+  }
+  return out;
+}
 
 std::string printable_text(std::string_view text, std::size_t max_bytes) {
   std::string out;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -13,5 +14,10 @@ namespace kbuild {
 // (\n, \t, \r, \xNN, \uNNNN, \UNNNNNNNN), so is every byte of invalid UTF-8 (\xNN); a longer
 // result is cut at a character, never inside an escape, and ends with "...".
 std::string printable_text(std::string_view text, std::size_t max_bytes);
+
+// `text` with each occurrence of a secret's value (the map's values; empty ones are none)
+// replaced by "****": for text a build's own Dockerfile wrote, which may spell out a value it
+// also passed as a --secret. Do it before printable_text(), so no part of a value is left at a cut.
+std::string redact_secrets(std::string_view text, const std::map<std::string, std::string>& secrets);
 
 }  // namespace kbuild

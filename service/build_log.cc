@@ -17,21 +17,10 @@ namespace {
 // an error, not a whole heredoc.
 constexpr std::size_t kMaxStep = 512;
 constexpr std::size_t kMaxError = 2048;
-constexpr std::string_view kRedacted = "****";
-
-// `text` without any of the build's secret values, as one printable line. The values are
-// taken out before anything is escaped or cut, so no part of one is left at a cut.
+// `text` without any of the build's secret values, as one printable line.
 std::string shown(const BuildIdentity& build, std::string_view text, std::size_t max_bytes) {
-  std::string out(text);
-  if (build.secrets) {
-    for (const auto& [id, value] : *build.secrets) {
-      if (value.empty()) continue;
-      for (std::size_t at = out.find(value); at != std::string::npos; at = out.find(value, at + kRedacted.size())) {
-        out.replace(at, value.size(), kRedacted);
-      }
-    }
-  }
-  return printable_text(out, max_bytes);
+  if (!build.secrets) return printable_text(text, max_bytes);
+  return printable_text(redact_secrets(text, *build.secrets), max_bytes);
 }
 
 const char* result_name(BuildOutcome result) {

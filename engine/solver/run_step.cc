@@ -475,7 +475,9 @@ Ref execute_exec_op(OpContext& context, const graph::ExecOp& exec) {
   launch.helper_path = build.config().helper_path;
   launch.step_name = build.next_step_name();
   // An exec op without a vertex name of its own is none a Dockerfile makes.
-  launch.description = sandbox::step_description(context.name.empty() ? "RUN " + join_args(exec.argv) : context.name);
+  // systemd logs it too ("Started ... - kbuild: [2/2] RUN ..."): no secret the Dockerfile spells out.
+  launch.description = sandbox::step_description(
+      build.without_secrets(context.name.empty() ? "RUN " + join_args(exec.argv) : std::string(context.name)));
   launch.limits = build.config().step_limits;
 
   ExecUser user = resolve_exec_user(exec.user, [&](const std::string& path) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/printable_text.h"
 #include "common/unique_fd.h"
 #include "engine/graph/op.h"
 #include "engine/network/build_network.h"
@@ -61,6 +62,8 @@ class BuildSandbox {
     auto it = secrets_.find(id);
     return it == secrets_.end() ? nullptr : &it->second;
   }
+  // Text for outside the build (a unit's description) with each secret's value taken out.
+  std::string without_secrets(std::string_view text) const { return redact_secrets(text, secrets_); }
 
  private:
   const SandboxConfig& config_;

@@ -10,14 +10,16 @@ systemd-nspawn container of tests/system/nspawn.sh:
 (or `meson test -C BUILD --suite system`). The store lives on /var/lib/kbuild, which nspawn.sh
 mounts as a tmpfs (overlayfs upper dirs cannot live on the container's overlayfs /var).
 
-Cases: the build's slice and step scope with the build's limits and the step's process in the
-scope's cgroup; a failing step and an OOM-killed one; cancel on a killed client and on the
+Cases: the build's slice and step scope with the build's limits, their descriptions, and the
+step's process in the scope's cgroup; a failing step and an OOM-killed one; the journal's entries
+of a build and its steps (and no secret in the journal); cancel on a killed client and on the
 daemon's SIGTERM; the step's capabilities and hostname; the time per step of a cold build of
 20 RUN steps (printed, not checked); and the installed kbuild.socket starting kbuild.service,
-which builds a RUN step. The last line is `system-run: N passed, M failed`.
+which builds a RUN step and then shows its counts in StatusText. The last line is `system-run: N passed, M failed`.
 """
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -116,6 +118,24 @@ def wait_no_units(timeout=10):
         if not units or time.monotonic() > deadline:
             return units
         time.sleep(0.1)
+
+
+# -- the journal ----------------------------------------------------------------------------------
+
+def journal_cursor():
+    """Where the journal ends now (the cursor of its last entry): entries after it are this case's."""
+    out = run(["journalctl", "-n", "1", "-o", "json", "--no-pager"]).stdout.strip()
+    assert out, "the journal is empty: is systemd-journald running?"
+    return json.loads(out.splitlines()[-1])["__CURSOR"]
+
+
+def journal(since, *matches):
+    """The journal's entries after cursor `since` that have every FIELD=VALUE of `matches`.
+    (Matched here: systemd 252's journalctl finds nothing when --after-cursor and matches meet.)"""
+    out = run(["journalctl", "-o", "json", "--no-pager", "--after-cursor", since]).stdout
+    wanted = [match.split("=", 1) for match in matches]
+    entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [e for e in entries if all(e.get(name) == value for name, value in wanted)]
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -322,13 +342,17 @@ class SystemRunTest:
         listed = run(["systemctl", "list-units", "--all", "--no-pager", "kbuild-*.slice", "kbuild-*.scope"]).stdout
         log(listed.rstrip())
 
-        sl = show(slice_unit, "ActiveState", "ControlGroup", "MemoryMax", "TasksMax")
-        sc = show(scope_unit, "ActiveState", "Slice", "ControlGroup", "MemoryMax", "TasksMax")
+        sl = show(slice_unit, "ActiveState", "ControlGroup", "MemoryMax", "TasksMax", "Description")
+        sc = show(scope_unit, "ActiveState", "Slice", "ControlGroup", "MemoryMax", "TasksMax", "Description")
         log(f"  {slice_unit}: {sl}")
         log(f"  {scope_unit}: {sc}")
         assert sl["ActiveState"] == "active", sl
         assert sc["ActiveState"] == "active", sc
         assert sc["Slice"] == slice_unit, f"the scope is in {sc['Slice']!r}, not {slice_unit}"
+        # The list reads like the build's progress.
+        assert sc["Description"] == "kbuild: [2/2] RUN sleep 5", sc["Description"]
+        assert sl["Description"] == f"kbuild build {build_name} (uid 0)", sl["Description"]
+        assert "kbuild: [2/2] RUN sleep 5" in listed, listed
         assert sl["MemoryMax"] == str(256 << 20), f"slice MemoryMax={sl['MemoryMax']}, want {256 << 20}"
         assert sl["TasksMax"] == "100", f"slice TasksMax={sl['TasksMax']}, want 100"
         assert sc["ControlGroup"].startswith(sl["ControlGroup"] + "/"), \
@@ -395,6 +419,50 @@ class SystemRunTest:
         self.assert_no_units("after kbuildd exited", timeout=5)
         self.assert_no_process("sleep 31", "after kbuildd exited", timeout=5)
         assert status in (0, -signal.SIGTERM), f"kbuildd exited with {status} on SIGTERM:\n{self.daemon.log_tail()}"
+
+    def test_builds_and_steps_are_in_the_journal_without_secrets(self):
+        secret = "system-secret-" + uuid.uuid4().hex[:12]
+        since = journal_cursor()
+        ctx = self.context(f'FROM {BASE}\nRUN --mount=type=secret,id=tok,env=TOK test "$TOK" = "{secret}"\n')
+        iid = os.path.join(self.workdir, "iid-journal")
+        self.daemon.client("build", "--progress", "plain", "--no-cache", "--secret", "id=tok,env=SYSTEM_TOKEN",
+                           "--iidfile", iid, ".", cwd=ctx, env=dict(os.environ, SYSTEM_TOKEN=secret))
+        with open(iid) as f:
+            image = f.read().strip()
+        summaries = wait_for(lambda: journal(since, f"KBUILD_IMAGE={image}"), 10)
+        assert len(summaries) == 1, f"one summary entry of the build expected, have {summaries}"
+        summary = summaries[0]
+        log(f"  {summary['MESSAGE']}")
+        build_id = summary.get("KBUILD_BUILD_ID", "")
+        assert re.fullmatch(r"[0-9a-f]{12}", build_id), summary
+        with open(os.path.join(ctx, "Dockerfile"), "rb") as f:
+            dockerfile_digest = "sha256:" + hashlib.sha256(f.read()).hexdigest()
+        want = {"KBUILD_CALLER_UID": "0", "KBUILD_RESULT": "success", "KBUILD_IMAGE": image,
+                "KBUILD_DOCKERFILE_DIGEST": dockerfile_digest, "KBUILD_IMAGE_NAMES": ""}
+        assert {k: summary.get(k) for k in want} == want, summary
+        assert int(summary["KBUILD_DURATION_USEC"]) > 0, summary
+        assert re.fullmatch(rf"build {build_id} by uid 0: success in \d+\.\d\ds, image {image}", summary["MESSAGE"]), \
+            summary["MESSAGE"]
+        entries = journal(since, f"KBUILD_BUILD_ID={build_id}")
+        steps = [e for e in entries if e.get("KBUILD_STEP", "").startswith("[2/2] RUN ")]
+        for entry in steps:
+            log(f"  {entry['MESSAGE']}")
+        assert any(e["MESSAGE"].startswith(f"build {build_id} step started: ") for e in steps), entries
+        assert any(e["MESSAGE"].startswith(f"build {build_id} step done in ") for e in steps), entries
+        assert len([e for e in entries if "KBUILD_RESULT" in e]) == 1, "more than one summary of the build"
+        leaks = [e.get("MESSAGE") for e in journal(since) if secret in json.dumps(e)]
+        assert not leaks, f"the --secret value is in the journal: {leaks}"
+
+    def test_a_failed_build_leaves_a_failure_summary(self):
+        since = journal_cursor()
+        result = self.daemon.build(self.context(f"FROM {BASE}\nRUN exit 5\n"), "--no-cache", check=False)
+        assert result.returncode != 0, "a RUN that exits 5 built"
+        failed = wait_for(lambda: journal(since, "KBUILD_RESULT=failure"), 10)
+        assert len(failed) == 1, f"one failure summary expected, have {failed}"
+        log(f"  {failed[0]['MESSAGE']}")
+        assert failed[0]["KBUILD_IMAGE"] == "" and "exit code: 5" in failed[0]["MESSAGE"], failed[0]
+        steps = journal(since, f"KBUILD_BUILD_ID={failed[0]['KBUILD_BUILD_ID']}", "PRIORITY=5")
+        assert any(e.get("KBUILD_STEP") == "[2/2] RUN exit 5" for e in steps), steps
 
     def test_default_capabilities_and_hostname(self):
         result = self.daemon.build(self.context(f"FROM {BASE}\nRUN grep CapEff /proc/self/status && hostname\n"),
@@ -480,6 +548,7 @@ class SystemRunTest:
         run(["systemd-tmpfiles", "--create", "/usr/local/lib/tmpfiles.d/kbuild.conf"])
         run(["systemctl", "daemon-reload"])
         run(["systemctl", "start", "kbuild.socket"])
+        since = journal_cursor()
         try:
             assert show("kbuild.service", "ActiveState")["ActiveState"] == "inactive", "started before any call"
             client = "/usr/local/bin/kbuildctl"
@@ -497,6 +566,15 @@ class SystemRunTest:
                         timeout=300)
             with open(os.path.join(out, "made")) as f:
                 assert f.read() == "from-the-service\n", built.stderr[-2000:]
+            # STATUS= says what the service did (it may take a second: the line is rate-limited).
+            status = re.compile(r"^0 builds running, [1-9]\d* steps? run, \d+ steps? cached, \d+(\.\d)? [kMGT]?B stored$")
+            text = wait_for(lambda: status.match(show("kbuild.service", "StatusText")["StatusText"]), 5)
+            assert text, f"StatusText={show('kbuild.service', 'StatusText')['StatusText']!r}"
+            log(f"  StatusText={text.group(0)}")
+            watchdog = show("kbuild.service", "WatchdogUSec")["WatchdogUSec"]
+            assert watchdog == "1min", f"WatchdogUSec={watchdog}"
+            entries = wait_for(lambda: journal(since, "_SYSTEMD_UNIT=kbuild.service", "KBUILD_RESULT=success"), 10)
+            assert len(entries) == 1, f"one summary entry of the service's build expected, have {entries}"
             assert os.path.isdir("/var/lib/kbuild/snapshots"), "the service's store is not /var/lib/kbuild"
         finally:
             run(["systemctl", "stop", "kbuild.socket", "kbuild.service"], check=False)
@@ -534,6 +612,8 @@ class SystemRunTest:
             self.test_oom_kill_is_reported,
             self.test_killed_client_cancels_the_build,
             self.test_daemon_sigterm_stops_the_running_step,
+            self.test_builds_and_steps_are_in_the_journal_without_secrets,
+            self.test_a_failed_build_leaves_a_failure_summary,
             self.test_default_capabilities_and_hostname,
             self.test_timing_of_a_cold_build,
             self.test_socket_activation_starts_the_installed_service,

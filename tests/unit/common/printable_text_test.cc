@@ -37,5 +37,12 @@ TEST(PrintableText, CutsLongTextAtACharacterAndSaysSo) {
   EXPECT_EQ(printable_text(std::string(5000, 'x'), 100).size(), 100u);
 }
 
+TEST(RedactSecrets, TakesOutEveryOccurrenceOfEachValue) {
+  std::map<std::string, std::string> secrets = {{"a", "s3cr3t"}, {"b", "tok"}, {"empty", ""}};
+  EXPECT_EQ(redact_secrets("x=s3cr3t y=tok z=s3cr3ts3cr3t", secrets), "x=**** y=**** z=********");
+  EXPECT_EQ(redact_secrets("nothing here", secrets), "nothing here");
+  EXPECT_EQ(redact_secrets("****", {{"a", "**"}}), "********");
+}
+
 }  // namespace
 }  // namespace kbuild
