@@ -416,8 +416,7 @@ BuildSandbox::BuildSandbox(const SandboxConfig& config, std::string build_name, 
                            sandbox::ResourceLimits limits, std::set<std::string> allowed,
                            std::map<std::string, std::string> secrets, std::map<std::string, int> ssh_agents)
     : config_(config), build_name_(std::move(build_name)), description_(std::move(description)), limits_(limits),
-      allowed_(std::move(allowed)),
-      secrets_(std::move(secrets)) {
+      allowed_(std::move(allowed)), secrets_(std::move(secrets)) {
   for (const auto& [id, fd] : ssh_agents) {
     ssh_agents_.emplace(id, UniqueFd(check(::fcntl(fd, F_DUPFD_CLOEXEC, 3), "dup ssh control socket")));
   }
@@ -474,8 +473,8 @@ Ref execute_exec_op(OpContext& context, const graph::ExecOp& exec) {
   sandbox::StepLaunch launch;
   launch.helper_path = build.config().helper_path;
   launch.step_name = build.next_step_name();
-  // An exec op without a vertex name of its own is none a Dockerfile makes.
-  // systemd logs it too ("Started ... - kbuild: [2/2] RUN ..."): no secret the Dockerfile spells out.
+  // The step as progress names it (a Dockerfile's RUN always has a vertex name), without a
+  // secret value the Dockerfile spells out: systemd logs it ("Started ... - kbuild: [2/2] RUN ...").
   launch.description = sandbox::step_description(
       build.without_secrets(context.name.empty() ? "RUN " + join_args(exec.argv) : std::string(context.name)));
   launch.limits = build.config().step_limits;
