@@ -367,9 +367,9 @@ TEST_F(LayoutChannelTest, FdThatIsNoSocketIsRefused) {
 // A client that answers with `bytes` whatever it is asked, then hangs up.
 std::future<void> answer_raw(UniqueFd client, std::string bytes) {
   return std::async(std::launch::async, [fd = std::make_shared<UniqueFd>(std::move(client)), bytes] {
-    // The whole request: closing with unread bytes would reset the connection instead.
-    char request[4096];
-    [[maybe_unused]] ssize_t n = ::read(fd->get(), request, sizeof request);
+    // The whole request frame first: one read(2) may return only its header, and hanging up
+    // while the daemon still writes the rest fails its write (EPIPE), not its read of the answer.
+    FrameStream(fd->get(), -1, "kbuildd").receive(layout::kFrameLimit);
     [[maybe_unused]] ssize_t w = ::write(fd->get(), bytes.data(), bytes.size());
     fd->reset();
   });
