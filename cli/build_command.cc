@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cctype>
 #include <cstdlib>
 #include <fstream>
@@ -441,10 +442,23 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   std::unique_ptr<progress::Renderer> renderer =
       progress::make_renderer(display.mode, err, progress::display_options_from_env([](const char* n) { return env(n); }),
                               progress::system_clock(), [] { return progress::terminal_size_of(STDERR_FILENO); });
+  // A classic build (DOCKER_BUILDKIT=0, or the daemon's features.buildkit=false) streams the
+  // classic builder's text: printed as it comes, on stdout as docker's client prints it.
+  std::optional<std::string> buildkit_env = env("DOCKER_BUILDKIT");
+  std::atomic<bool> classic = buildkit_env && (*buildkit_env == "0" || *buildkit_env == "false");
+  auto print_classic = [&](const progress::SolveStatus& status) {
+    bool diverted = false;
+    for (const progress::VertexLog& log : status.logs) {
+      if (log.vertex != progress::kClassicOutputVertex) continue;
+      classic = diverted = true;
+      if (!flags.quiet) out << log.data << std::flush;
+    }
+    return diverted;
+  };
   std::thread display_thread([&] {
     progress::ProgressReader reader(std::move(progress_read));
     try {
-      progress::run_display(reader, *renderer);
+      progress::run_display(reader, *renderer, std::chrono::milliseconds(150), print_classic);
     } catch (const Error&) {
       // A garbled stream ends the display; the build's own result still decides the exit.
     }
@@ -480,7 +494,11 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   display_thread.join();
   if (sink && sink->unpacker.joinable()) sink->unpacker.join();
   if (!failure && sink && *sink->unpack_error) failure = **sink->unpack_error;
-  renderer->finish();
+  if (classic && failure) {
+    err << failure->what() << "\n";  // the classic builder's error, as docker prints it
+    return 1;
+  }
+  if (!classic) renderer->finish();
   if (display.print_warnings) err << progress::warnings_summary(renderer->warnings());
   for (const std::string& line : ssh_errors->second) err << "WARNING: ssh agent: " << line << "\n";
 

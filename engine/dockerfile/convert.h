@@ -20,6 +20,9 @@ struct ConvertOptions {
   graph::ImageResolver resolve_image;  // may be empty: every base is treated as empty
   bool no_cache = false;                      // every step runs again
   std::vector<std::string> no_cache_filter;  // the steps of these stages run again
+  // The classic builder's build: every stage up to the target, BuildKit-only features refused
+  // (classic_builder.h), and the definition's `steps` listed.
+  bool classic = false;
 };
 
 // Throws kbuild::Error with the Dockerfile line where there is one.

@@ -1,0 +1,20 @@
+// What the classic (legacy) builder of Docker 20.10 refuses, in its own words: a Dockerfile
+// feature or a build option that only BuildKit has.
+#pragma once
+
+#include <string>
+
+#include "engine/dockerfile/instructions.h"
+
+namespace kbuild::dockerfile {
+
+// "the --mount option requires BuildKit. Refer to ...", as the classic builder says it of a
+// flag it knows but cannot honour (RUN --mount, COPY --chmod) and as kbuild says it of the
+// other BuildKit-only options (--secret, --ssh, --output, ...).
+std::string requires_buildkit(const std::string& option);
+
+// Throws kbuild::Error (user) for an instruction the classic builder cannot run: RUN flags,
+// COPY/ADD --chmod, --link, --parents, --exclude, heredocs.
+void refuse_buildkit_only(const Instruction& instruction);
+
+}  // namespace kbuild::dockerfile
