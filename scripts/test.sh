@@ -51,6 +51,8 @@ python3 tests/integration/test_legacy.py --build-dir "$build_dir" 2>&1 | tee "$s
 python3 tests/integration/differential/test_image_tree.py 2>&1 | tee "$suite_logs/harness.log" || status=1
 python3 tests/integration/differential/run.py --build-dir "$build_dir" --require-kbuild 2>&1 |
   tee "$suite_logs/differential.log" || status=1
+python3 tests/integration/differential/run.py --build-dir "$build_dir" --require-kbuild --legacy 2>&1 |
+  tee "$suite_logs/legacy_differential.log" || status=1
 
 python3 scripts/test_summary.py "$root/$build_dir" "$suite_logs" "$fuzz_status" "$status" || status=1
 exit $status

@@ -54,7 +54,8 @@ std::string human_size(int64_t bytes) {
 std::string sending_context(int64_t bytes) {
   std::string size = human_size(bytes);
   if (size.size() < 8) size.insert(0, 8 - size.size(), ' ');
-  return "Sending build context to Docker daemon " + size + "\n";
+  // Docker's client ends its progress line so even when stdout is no terminal.
+  return "Sending build context to Docker daemon " + size + "\r\r\n";
 }
 
 int64_t context_tar_size(int dir_fd) {

@@ -12,7 +12,8 @@ namespace kbuild::solver::classic {
 
 // Go's units.HumanSizeWithPrecision(bytes, 4): "2.048kB", "25.6kB", "512B".
 std::string human_size(int64_t bytes);
-// "Sending build context to Docker daemon  2.048kB\n" (the size right-aligned in 8 columns).
+// "Sending build context to Docker daemon  2.048kB\r\r\n" (the size right-aligned in 8 columns,
+// the line ended as docker's client ends it).
 std::string sending_context(int64_t bytes);
 // The bytes of the tar docker's client would send of the directory at `dir_fd`: a 512-byte
 // header per entry (a hardlink after its first name is a header alone), file data rounded up to

@@ -16,6 +16,7 @@ COPY, ADD; no `# buildkit` history comments): those are not compared, as the iss
 for rootfs and output.
 """
 
+import difflib
 import os
 import re
 
@@ -47,17 +48,8 @@ def normalize_output(text, base_ids):
 
 
 def diff_lines(reference, other):
-    """The first differing lines of two outputs, numbered, or [] when they are equal."""
-    if reference == other:
-        return []
-    out = []
-    for n in range(max(len(reference), len(other))):
-        a = reference[n] if n < len(reference) else "(nothing)"
-        b = other[n] if n < len(other) else "(nothing)"
-        if a != b:
-            out.append(f"line {n + 1}: docker {a!r}")
-            out.append(f"line {n + 1}: kbuild {b!r}")
-    return out
+    """A unified diff of two outputs (docker's first), or [] when they are equal."""
+    return [line.rstrip("\n") for line in difflib.unified_diff(reference, other, "docker", "kbuild", n=1, lineterm="")]
 
 
 def base_image_ids(dockerd):

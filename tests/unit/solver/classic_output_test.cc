@@ -22,8 +22,8 @@ TEST(ClassicOutput, HumanSizeIsGosFourDigitDecimalUnits) {
 }
 
 TEST(ClassicOutput, SendingContextRightAlignsTheSize) {
-  EXPECT_EQ(sending_context(2048), "Sending build context to Docker daemon  2.048kB\n");
-  EXPECT_EQ(sending_context(2560), "Sending build context to Docker daemon   2.56kB\n");
+  EXPECT_EQ(sending_context(2048), "Sending build context to Docker daemon  2.048kB\r\r\n");
+  EXPECT_EQ(sending_context(2560), "Sending build context to Docker daemon   2.56kB\r\r\n");
 }
 
 // The sizes docker 20.10's client printed for these trees.
