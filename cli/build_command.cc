@@ -24,6 +24,7 @@
 #include "cli/progress/renderer.h"
 #include "cli/progress/summary.h"
 #include "cli/registry_auth.h"
+#include "common/go_text.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 #include "dbus/builder_client.h"
@@ -201,6 +202,19 @@ std::set<std::string> registries_read(const std::string& dockerfile, const Build
   } catch (const Error&) {
   }
   return domains;
+}
+
+// DOCKER_BUILDKIT as docker's client reads it (Go's strconv.ParseBool); unset or empty: the
+// daemon's choice (features.buildkit).
+std::optional<bool> buildkit_from_env() {
+  std::optional<std::string> value = env("DOCKER_BUILDKIT");
+  if (!value || value->empty()) return std::nullopt;
+  static const std::set<std::string> yes = {"1", "t", "T", "TRUE", "true", "True"};
+  static const std::set<std::string> no = {"0", "f", "F", "FALSE", "false", "False"};
+  if (yes.count(*value)) return true;
+  if (no.count(*value)) return false;
+  throw Error(ErrorKind::user, "DOCKER_BUILDKIT environment variable expects boolean value: strconv.ParseBool: parsing " +
+                                   go_quote(*value) + ": invalid syntax");
 }
 
 }  // namespace
@@ -421,7 +435,8 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   if (!flags.memory.empty()) options["memory"] = dbus::Value(static_cast<uint64_t>(parse_memory_bytes(flags.memory)));
   if (!flags.cpus.empty()) options["cpus"] = dbus::Value(flags.cpus);
   if (flags.pids_limit > 0) options["pids-limit"] = dbus::Value(static_cast<uint64_t>(flags.pids_limit));
-  if (auto buildkit = env("DOCKER_BUILDKIT")) options["buildkit"] = dbus::Value(*buildkit != "0" && *buildkit != "false");
+  std::optional<bool> buildkit = buildkit_from_env();
+  if (buildkit) options["buildkit"] = dbus::Value(*buildkit);
   if (flags.pull) options["pull"] = dbus::Value(true);
   bool push = flags.push;
   for (const auto& o : outputs) {
@@ -444,8 +459,7 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
                               progress::system_clock(), [] { return progress::terminal_size_of(STDERR_FILENO); });
   // A classic build (DOCKER_BUILDKIT=0, or the daemon's features.buildkit=false) streams the
   // classic builder's text: printed as it comes, on stdout as docker's client prints it.
-  std::optional<std::string> buildkit_env = env("DOCKER_BUILDKIT");
-  std::atomic<bool> classic = buildkit_env && (*buildkit_env == "0" || *buildkit_env == "false");
+  std::atomic<bool> classic = buildkit == false;
   auto print_classic = [&](const progress::SolveStatus& status) {
     bool diverted = false;
     for (const progress::VertexLog& log : status.logs) {

@@ -228,6 +228,7 @@ graph::Definition convert_dockerfile(const solver::FrontendInput& input) {
   options.no_cache = input.request.no_cache;
   options.no_cache_filter = input.request.no_cache_filter;
   options.classic = input.request.classic;
+  if (options.classic) options.labels = input.request.labels;
   return dockerfile::convert_dockerfile(input.text, options);
 }
 

@@ -224,12 +224,11 @@ class StageConverter {
       } catch (const Error& e) {
         throw e.at(stage.commands[n].lines);
       }
-      // A base's ONBUILD triggers run as part of FROM (the classic builder numbers no step for them).
+      graph::Step::Kind kind = out.state == before ? graph::Step::Kind::metadata : graph::Step::Kind::op;
       if (n < stage.onbuild_count) {
-        if (steps_) steps_->back().state = out.state;
+        add_trigger(kind, stage.commands[n].original, out);
       } else {
-        add_step(out.state == before ? graph::Step::Kind::metadata : graph::Step::Kind::op, stage.commands[n].original,
-                 out);
+        add_step(kind, stage.commands[n].original, out);
       }
     }
     return out;
@@ -246,6 +245,14 @@ class StageConverter {
     step.state = out.state;
     steps_->push_back(std::move(step));
     out.last_step = steps_->size() - 1;
+  }
+
+  // A base's ONBUILD trigger runs as part of FROM: the classic builder numbers no step for it.
+  void add_trigger(graph::Step::Kind kind, const std::string& text, StageOutcome& out) {
+    if (!steps_) return;
+    graph::Step& from = steps_->back();
+    from.triggers.push_back(graph::Step{kind, text, out.state, "", {}, {}});
+    from.state = out.state;
   }
 
   void add_from_step(const ResolvedStage& stage, StageOutcome& out) {
@@ -465,6 +472,7 @@ class StageConverter {
       action.excludes = copy.excludes;
       action.unpack = unpack;
       action.verb = copy.is_add ? "ADD" : "COPY";
+      action.classic = options_.classic;
       return graph::FileAction(std::move(action));
     };
     std::vector<graph::FileAction> actions;
@@ -641,7 +649,7 @@ graph::Definition convert_dockerfile(std::string_view dockerfile_text, const Con
   graph::Definition definition;
   std::vector<graph::Step>* steps = options.classic ? &definition.steps : nullptr;
   if (steps) {
-    for (const Instruction& arg : dockerfile.meta_args) steps->push_back({graph::Step::Kind::global_arg, arg.original, 0, "", {}});
+    for (const Instruction& arg : dockerfile.meta_args) steps->push_back({graph::Step::Kind::global_arg, arg.original, 0, "", {}, {}});
   }
   std::map<size_t, StageOutcome> done;
   for (const ResolvedStage& stage : resolved.stages) {
@@ -649,7 +657,12 @@ graph::Definition convert_dockerfile(std::string_view dockerfile_text, const Con
     StageConverter converter(writer, resolved, done, options, lexer, steps);
     done[stage.index] = converter.convert(stage);
   }
-  const StageOutcome& target = done.at(resolved.stages[resolved.target].index);
+  StageOutcome& target = done.at(resolved.stages[resolved.target].index);
+  for (const auto& [key, value] : options.labels) {
+    if (!steps) break;
+    target.config.labels[key] = value;
+    steps->push_back({graph::Step::Kind::metadata, "LABEL " + key + "=" + value, target.state, "", {}, {}});
+  }
   definition.unused_build_args = resolved.unused_build_args;
   definition.root = target.state;
   definition.config = target.config;

@@ -35,6 +35,7 @@ struct Step {
   OpIndex state = 0;             // the stage's tree after the step
   std::string base_image;        // from an image: its config digest ("" for scratch)
   std::optional<size_t> base_step;  // from an earlier stage: the index of that stage's last step
+  std::vector<Step> triggers;       // from: the base's ONBUILD triggers, run as part of it
 };
 
 struct Definition {

@@ -181,13 +181,25 @@ class Builder::Run {
       case graph::Step::Kind::global_arg:
         return "";
       case graph::Step::Kind::from:
-        if (step.base_step) return ids[*step.base_step];
-        return classic::short_id(step.base_image);
+        return run_classic_from(step, step.base_step ? ids[*step.base_step] : classic::short_id(step.base_image));
       case graph::Step::Kind::op:
       case graph::Step::Kind::metadata:
         break;
     }
-    std::string parent = i > 0 ? ids[i - 1] : "";
+    return run_classic_change(step, i > 0 ? ids[i - 1] : "");
+  }
+
+  // A stage's start: its base's id, after the base's ONBUILD triggers ran as part of it.
+  std::string run_classic_from(const graph::Step& step, std::string id) {
+    if (step.triggers.empty()) return id;
+    progress_.classic_output("# Executing " + std::to_string(step.triggers.size()) + " build trigger" +
+                             (step.triggers.size() > 1 ? "s" : "") + "\n");
+    for (const graph::Step& trigger : step.triggers) id = run_classic_change(trigger, id);
+    return id;
+  }
+
+  // A step that changes the tree or the config, on the image `parent`; returns its id.
+  std::string run_classic_change(const graph::Step& step, const std::string& parent) {
     if (step.kind == graph::Step::Kind::op) return run_classic_op(step, parent);
     NullProgress quiet;
     Solved solved = builder_.scheduler_.solve(definition_.graph, step.state, worker_, quiet, cancel_);

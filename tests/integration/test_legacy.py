@@ -170,6 +170,40 @@ class LegacyTest(unittest.TestCase):
         self.assertEqual(result.stderr.strip().splitlines()[-1],
                          "The command '/bin/sh -c echo before-fail && false' returned a non-zero code: 1")
 
+    def test_onbuild_triggers_run_as_part_of_from(self):
+        parent = self.context("FROM kbuild-busybox\nONBUILD RUN echo trigger-ran > /trigger\n")
+        self.build(parent, "-t", "with-trigger")
+        ctx = self.context("FROM with-trigger\nRUN cat /trigger\n")
+        out = self.build(ctx, "--no-cache").stdout.splitlines()
+        at = out.index("Step 1/2 : FROM with-trigger")
+        self.assertEqual(out[at + 1], "# Executing 1 build trigger")
+        self.assertRegex(out[at + 2], r"^ ---> Running in [0-9a-f]{12}$")
+        self.assertRegex(out[at + 3], r"^Removing intermediate container [0-9a-f]{12}$")
+        self.assertRegex(out[at + 4], ID_LINE)
+        self.assertEqual(out[at + 5], "Step 2/2 : RUN cat /trigger")
+        self.assertIn("trigger-ran", out)
+
+    def test_labels_are_label_steps_at_the_end(self):
+        ctx = self.context("FROM kbuild-busybox\nRUN true\n")
+        out = self.build(ctx, "--label", "zeta=last", "--label", "alpha=first").stdout.splitlines()
+        self.assertIn("Step 3/4 : LABEL alpha=first", out)
+        self.assertIn("Step 4/4 : LABEL zeta=last", out)
+
+    def test_copy_makes_the_classic_builders_checks(self):
+        ctx = self.context("FROM kbuild-busybox\nCOPY a b /dest\n", {"a": "a\n", "b": "b\n"})
+        result = self.build(ctx, check=False)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("When using COPY with more than one source file, the destination must be a directory and end "
+                      "with a /", result.stderr)
+
+    def test_docker_buildkit_must_be_a_boolean(self):
+        ctx = self.context("FROM kbuild-busybox\n")
+        result = self.build(ctx, buildkit="maybe", check=False)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn('DOCKER_BUILDKIT environment variable expects boolean value: strconv.ParseBool: parsing "maybe": '
+                      'invalid syntax', result.stderr)
+        self.assertIn("Step 1/1 : FROM kbuild-busybox", self.build(ctx, buildkit="False").stdout)
+
     def test_refusals(self):
         cases = [
             ("FROM kbuild-busybox\nRUN --mount=type=cache,target=/c true\n", (), "the --mount" + REFER),

@@ -83,6 +83,35 @@ TEST(ClassicBuilder, FromAnEarlierStagePointsAtItsLastStep) {
   EXPECT_EQ(d.steps[2].base_step, std::optional<size_t>(1));
 }
 
+TEST(ClassicBuilder, BaseStageTriggersBelongToTheFromStep) {
+  graph::Definition d = classic("FROM scratch AS base\nONBUILD COPY t /t\nFROM base\nCOPY u /u\n");
+  ASSERT_EQ(d.steps.size(), 4u);  // FROM, ONBUILD, FROM, COPY: the trigger is no step of its own
+  ASSERT_EQ(d.steps[2].triggers.size(), 1u);
+  EXPECT_EQ(d.steps[2].triggers[0].kind, Step::Kind::op);
+  EXPECT_EQ(d.steps[2].state, d.steps[2].triggers[0].state);  // the stage goes on from the trigger's tree
+}
+
+TEST(ClassicBuilder, LabelsBecomeLabelStepsOfTheTargetInNameOrder) {
+  ConvertOptions options;
+  options.classic = true;
+  options.labels = {{"zeta", "1"}, {"alpha", "2"}};
+  graph::Definition d = convert_dockerfile("FROM scratch\nCOPY a /a\n", options);
+  ASSERT_EQ(d.steps.size(), 4u);
+  EXPECT_EQ(d.steps[2].text, "LABEL alpha=2");
+  EXPECT_EQ(d.steps[3].text, "LABEL zeta=1");
+  EXPECT_EQ(d.steps[3].kind, Step::Kind::metadata);
+  EXPECT_EQ(d.config.labels.at("alpha"), "2");
+}
+
+TEST(ClassicBuilder, CopiesAskForTheClassicChecks) {
+  graph::Definition d = classic("FROM scratch\nCOPY a b /dest/\n");
+  const auto& file = std::get<graph::FileOp>(d.graph.op(d.root).body);
+  EXPECT_TRUE(std::get<graph::CopyAction>(file.actions.at(0)).classic);
+  ConvertOptions buildkit;
+  graph::Definition b = convert_dockerfile("FROM scratch\nCOPY a b /dest/\n", buildkit);
+  EXPECT_FALSE(std::get<graph::CopyAction>(std::get<graph::FileOp>(b.graph.op(b.root).body).actions.at(0)).classic);
+}
+
 TEST(ClassicBuilder, ReportsBuildArgsNoArgDeclares) {
   ConvertOptions options;
   options.classic = true;
