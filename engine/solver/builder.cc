@@ -54,7 +54,8 @@ std::shared_ptr<BuildSandbox> make_build_sandbox(std::shared_ptr<const SandboxCo
 
 // A classic build's view of one step's solve: whether the step's own op was a cache hit, and
 // its output as the classic builder prints a container's: " ---> Running in ID" before the
-// first line (or at the end of a step that printed nothing), then the raw text.
+// first line (or at the end of a step that printed nothing), then the raw text. The solver may
+// report from its op threads.
 class ClassicStepProgress : public Progress {
  public:
   // `container`: the id shown for the step's container; empty when it runs in none (COPY).
@@ -64,30 +65,40 @@ class ClassicStepProgress : public Progress {
   void started(const std::string&, const std::string&) override {}
   void completed(const std::string& vertex, const std::string&, bool cached, const std::string&) override {
     if (vertex != vertex_) return;
+    std::lock_guard lock(mutex_);
     cached_ = cached;
     if (!cached) enter();
   }
   void status(const std::string&, const std::string&, int64_t, int64_t, bool) override {}
   void log(const std::string& vertex, int, std::string_view data) override {
     if (vertex != vertex_) return;
+    std::lock_guard lock(mutex_);
     enter();
     out_.classic_output(data);
   }
-  bool cached() const { return cached_; }
+  bool cached() const {
+    std::lock_guard lock(mutex_);
+    return cached_;
+  }
   // Whether " ---> Running in" was printed: the container "ran".
-  bool entered() const { return entered_; }
+  bool entered() const {
+    std::lock_guard lock(mutex_);
+    return entered_;
+  }
+
+ private:
   void enter() {
     if (entered_ || container_.empty()) return;
     entered_ = true;
     out_.classic_output(" ---> Running in " + container_ + "\n");
   }
 
- private:
   Progress& out_;
-  std::string vertex_;
-  std::string container_;
-  bool cached_ = false;
-  bool entered_ = false;
+  const std::string vertex_;
+  const std::string container_;
+  mutable std::mutex mutex_;
+  bool cached_ = false;   // guarded by mutex_
+  bool entered_ = false;  // guarded by mutex_
 };
 
 // The classic builder runs no container for these: it copies into the step's layer.
@@ -118,11 +129,7 @@ class Builder::Run {
       if (context_->dockerfile) dockerfile_ = *context_->dockerfile;
     }
     load_definition();
-    if (!builder_.frontend_) throw Error(ErrorKind::internal, "the builder has no frontend");
-    definition_ = builder_.frontend_(FrontendInput{dockerfile_, request_, [this](const std::string& reference,
-                                                                                const std::string& platform) {
-                                                      return resolve_image(reference, platform);
-                                                    }});
+    convert_definition();
     if (!context_ && reads_context()) prepare_context();
     worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_);
     worker_->set_pending_images(pending_);
@@ -134,6 +141,15 @@ class Builder::Run {
   }
 
  private:
+  // The frontend's graph of the Dockerfile.
+  void convert_definition() {
+    if (!builder_.frontend_) throw Error(ErrorKind::internal, "the builder has no frontend");
+    definition_ = builder_.frontend_(FrontendInput{dockerfile_, request_, [this](const std::string& reference,
+                                                                                const std::string& platform) {
+                                                      return resolve_image(reference, platform);
+                                                    }});
+  }
+
   // --- the classic builder ----------------------------------------------------------------
 
   // As Docker's classic builder goes: the context first (its client sends it before anything),
@@ -143,11 +159,7 @@ class Builder::Run {
     if (context_->dockerfile) dockerfile_ = *context_->dockerfile;
     UniqueFd tree(check(::open(context_->path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", context_->path));
     progress_.classic_output(classic::sending_context(classic::context_tar_size(tree.get())));
-    if (!builder_.frontend_) throw Error(ErrorKind::internal, "the builder has no frontend");
-    definition_ = builder_.frontend_(FrontendInput{dockerfile_, request_, [this](const std::string& reference,
-                                                                                const std::string& platform) {
-                                                      return resolve_image(reference, platform);
-                                                    }});
+    convert_definition();
     worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_);
     worker_->set_pending_images(pending_);
     const std::vector<graph::Step>& steps = definition_.steps;
