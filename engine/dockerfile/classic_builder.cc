@@ -49,4 +49,14 @@ void refuse_buildkit_only(const Instruction& instruction) {
   }
 }
 
+void check_classic_target(const Dockerfile& dockerfile, const std::string& target) {
+  if (target.empty()) return;
+  std::string wanted = target;
+  for (char& c : wanted) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const Stage& stage : dockerfile.stages) {
+    if (stage.name == wanted) return;  // stage names are lower-cased when parsed
+  }
+  refuse("failed to reach build target " + target + " in Dockerfile");
+}
+
 }  // namespace kbuild::dockerfile

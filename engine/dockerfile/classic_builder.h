@@ -17,4 +17,8 @@ std::string requires_buildkit(const std::string& option);
 // COPY/ADD --chmod, --link, --parents, --exclude, heredocs.
 void refuse_buildkit_only(const Instruction& instruction);
 
+// Throws kbuild::Error (user) in the classic builder's words unless a stage is named `target`
+// (case-insensitively; it knows no stage by index).
+void check_classic_target(const Dockerfile& dockerfile, const std::string& target);
+
 }  // namespace kbuild::dockerfile

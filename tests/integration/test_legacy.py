@@ -217,6 +217,8 @@ class LegacyTest(unittest.TestCase):
              None),
             ("FROM kbuild-busybox\nRUN true\n", ("--output", "type=tar,dest=out.tar"), "the --output" + REFER),
             ("FROM kbuild-busybox\nRUN true\n", ("--cache-to", "type=inline"), "the --cache-to" + REFER),
+            ("FROM kbuild-busybox AS a\nRUN true\n", ("--target", "nowhere"),
+             "failed to reach build target nowhere in Dockerfile"),
         ]
         for dockerfile, args, message in cases:
             with self.subTest(dockerfile=dockerfile, args=args):

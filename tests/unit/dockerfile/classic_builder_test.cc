@@ -49,6 +49,16 @@ TEST(ClassicBuilder, AHeredocBodyReadsAsAnUnknownInstruction) {
   EXPECT_EQ(refusal("FROM scratch\nCOPY <<EOF /x\nhi there\nEOF\n"), "dockerfile parse error line 3: unknown instruction: HI");
 }
 
+TEST(ClassicBuilder, ATargetIsAStageNameInAnyCase) {
+  EXPECT_NO_THROW(classic("FROM scratch AS a\nCOPY a /a\nFROM scratch\n", "A"));
+  try {
+    classic("FROM scratch AS a\nCOPY a /a\nFROM scratch\n", "0");  // BuildKit would take the index
+    ADD_FAILURE() << "an index is no target for the classic builder";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "failed to reach build target 0 in Dockerfile");
+  }
+}
+
 TEST(ClassicBuilder, BuildKitConvertsWhatClassicRefuses) {
   ConvertOptions options;
   EXPECT_NO_THROW(convert_dockerfile("FROM scratch\nCOPY --chmod=644 f /f\n", options));
