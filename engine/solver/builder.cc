@@ -157,8 +157,7 @@ class Builder::Run {
   BuildResult run_classic() {
     prepare_context();
     if (context_->dockerfile) dockerfile_ = *context_->dockerfile;
-    UniqueFd tree(check(::open(context_->path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", context_->path));
-    progress_.classic_output(classic::sending_context(classic::context_tar_size(tree.get())));
+    progress_.classic_output(classic::sending_context(classic::context_tar_size(context_manifest(*context_))));
     convert_definition();
     worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_);
     worker_->set_pending_images(pending_);

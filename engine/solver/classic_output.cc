@@ -1,16 +1,8 @@
 #include "engine/solver/classic_output.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cstdio>
-#include <set>
-#include <utility>
 
-#include "common/directory.h"
-#include "common/syscall.h"
-#include "common/unique_fd.h"
 #include "engine/store/digest.h"
 
 namespace kbuild::solver::classic {
@@ -18,22 +10,42 @@ namespace {
 
 constexpr int64_t kBlock = 512;
 
-int64_t tree_size(int dir_fd, const std::string& path, std::set<std::pair<dev_t, ino_t>>& linked) {
-  int64_t total = 0;
-  for (const DirEntry& entry : list_directory(dir_fd, path)) {
-    struct stat st{};
-    check(::fstatat(dir_fd, entry.name.c_str(), &st, AT_SYMLINK_NOFOLLOW), "fstatat", path + "/" + entry.name);
-    total += kBlock;
-    if (S_ISREG(st.st_mode)) {
-      if (st.st_nlink > 1 && !linked.emplace(st.st_dev, st.st_ino).second) continue;  // a hardlink header
-      total += (st.st_size + kBlock - 1) / kBlock * kBlock;
-    } else if (S_ISDIR(st.st_mode)) {
-      UniqueFd sub(check(::openat(dir_fd, entry.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), "openat",
-                         path + "/" + entry.name));
-      total += tree_size(sub.get(), path + "/" + entry.name, linked);
-    }
-  }
-  return total;
+int64_t blocks(int64_t bytes) { return (bytes + kBlock - 1) / kBlock * kBlock; }
+
+bool is_ascii(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+}
+
+// Whether ustar holds `name` without a PAX record, as Go's archive/tar (which docker's client
+// writes with) decides: ASCII, and 100 bytes, or split at its last "/" within the first 156
+// into a prefix of up to 155 and a name of up to 100.
+bool fits_ustar_name(std::string_view name) {
+  if (!is_ascii(name)) return false;
+  if (name.size() <= 100) return true;
+  std::string_view head = name.substr(0, 156);
+  if (name.size() <= 156 && name.ends_with('/')) head.remove_suffix(1);  // a directory's own slash
+  size_t slash = head.rfind('/');
+  return slash != std::string_view::npos && slash > 0 && name.size() - slash - 1 <= 100 && slash + 1 < name.size();
+}
+
+// A PAX record, "<length> key=value\n", whose length counts its own digits.
+int64_t pax_record_size(std::string_view key, std::string_view value) {
+  int64_t rest = static_cast<int64_t>(key.size() + value.size()) + 3;  // " ", "=", "\n"
+  int64_t size = rest + 1;
+  while (static_cast<int64_t>(std::to_string(size).size()) + rest != size) ++size;
+  return size;
+}
+
+int64_t entry_size(const context::Entry& entry) {
+  std::string name = entry.type == context::EntryType::directory ? entry.path + "/" : entry.path;
+  std::string_view link = entry.type == context::EntryType::symlink ? std::string_view(entry.link_target)
+                                                                     : std::string_view(entry.hardlink_to);
+  int64_t pax = 0;
+  if (!fits_ustar_name(name)) pax += pax_record_size("path", name);
+  if (link.size() > 100 || !is_ascii(link)) pax += pax_record_size("linkpath", link);
+  int64_t size = kBlock + (pax ? kBlock + blocks(pax) : 0);
+  if (entry.type == context::EntryType::regular && entry.hardlink_to.empty()) size += blocks(entry.size);
+  return size;
 }
 
 }  // namespace
@@ -58,9 +70,10 @@ std::string sending_context(int64_t bytes) {
   return "Sending build context to Docker daemon " + size + "\r\r\n";
 }
 
-int64_t context_tar_size(int dir_fd) {
-  std::set<std::pair<dev_t, ino_t>> linked;
-  return tree_size(dir_fd, ".", linked) + 2 * kBlock;
+int64_t context_tar_size(const context::Manifest& manifest) {
+  int64_t total = 2 * kBlock;
+  for (const context::Entry& entry : manifest.entries()) total += entry_size(entry);
+  return total;
 }
 
 std::string step_line(size_t number, size_t total, std::string_view text) {

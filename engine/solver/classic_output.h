@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/context/manifest.h"
+
 namespace kbuild::solver::classic {
 
 // Go's units.HumanSizeWithPrecision(bytes, 4): "2.048kB", "25.6kB", "512B".
@@ -15,10 +17,11 @@ std::string human_size(int64_t bytes);
 // "Sending build context to Docker daemon  2.048kB\r\r\n" (the size right-aligned in 8 columns,
 // the line ended as docker's client ends it).
 std::string sending_context(int64_t bytes);
-// The bytes of the tar docker's client would send of the directory at `dir_fd`: a 512-byte
-// header per entry (a hardlink after its first name is a header alone), file data rounded up to
-// 512, and the 1024 bytes that end a tar.
-int64_t context_tar_size(int dir_fd);
+// The bytes of the tar docker's client would send of a context holding `manifest`: a 512-byte
+// header per entry (a hard link after its first name is a header alone), file data rounded up
+// to 512, a PAX header and its records for a name or link target ustar cannot hold, and the
+// 1024 bytes that end a tar.
+int64_t context_tar_size(const context::Manifest& manifest);
 
 std::string step_line(size_t number, size_t total, std::string_view text);
 // "abc123def456" of "sha256:abc123def456...": how Docker shows an id.

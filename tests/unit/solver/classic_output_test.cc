@@ -1,14 +1,7 @@
 #include "engine/solver/classic_output.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <fstream>
-
 #include <gtest/gtest.h>
 
-#include "common/temp_dir.h"
-#include "common/unique_fd.h"
 
 namespace kbuild::solver::classic {
 namespace {
@@ -26,20 +19,49 @@ TEST(ClassicOutput, SendingContextRightAlignsTheSize) {
   EXPECT_EQ(sending_context(2560), "Sending build context to Docker daemon   2.56kB\r\r\n");
 }
 
+context::Entry entry(std::string path, context::EntryType type, int64_t size = 0) {
+  context::Entry e;
+  e.path = std::move(path);
+  e.type = type;
+  e.size = size;
+  return e;
+}
+
 // The sizes docker 20.10's client printed for these trees.
 TEST(ClassicOutput, ContextTarSizeCountsAsDockersClient) {
-  TempDir dir;
-  auto write = [&](const std::string& name, size_t size) { std::ofstream(dir.path() + "/" + name) << std::string(size, 'x'); };
-  write("Dockerfile", 23);
-  UniqueFd fd(::open(dir.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  EXPECT_EQ(context_tar_size(fd.get()), 2048);
-  ASSERT_EQ(::mkdir((dir.path() + "/d").c_str(), 0755), 0);
-  write("d/big", 600);
-  EXPECT_EQ(context_tar_size(fd.get()), 4096);
-  ASSERT_EQ(::symlink("d", (dir.path() + "/l").c_str()), 0);
-  EXPECT_EQ(context_tar_size(fd.get()), 4608);
-  ASSERT_EQ(::link((dir.path() + "/d/big").c_str(), (dir.path() + "/hard").c_str()), 0);
-  EXPECT_EQ(context_tar_size(fd.get()), 5120);  // a second name is a header alone
+  using context::EntryType;
+  std::vector<context::Entry> entries = {entry("Dockerfile", EntryType::regular, 23)};
+  EXPECT_EQ(context_tar_size(context::Manifest(entries)), 2048);
+  entries.push_back(entry("d", EntryType::directory));
+  entries.push_back(entry("d/big", EntryType::regular, 600));
+  EXPECT_EQ(context_tar_size(context::Manifest(entries)), 4096);
+  entries.push_back(entry("l", EntryType::symlink));
+  entries.back().link_target = "d";
+  EXPECT_EQ(context_tar_size(context::Manifest(entries)), 4608);
+  entries.push_back(entry("r", EntryType::regular, 20000));
+  EXPECT_EQ(context_tar_size(context::Manifest(entries)), 25600);
+  entries.push_back(entry(std::string(120, 'n'), EntryType::regular));  // a PAX header and its records
+  EXPECT_EQ(context_tar_size(context::Manifest(entries)), 27136);
+}
+
+TEST(ClassicOutput, AHardLinkIsAHeaderAlone) {
+  context::Entry first = entry("a", context::EntryType::regular, 600);
+  context::Entry second = entry("b", context::EntryType::regular, 600);
+  second.hardlink_to = "a";
+  EXPECT_EQ(context_tar_size(context::Manifest({first, second})), (512 + 1024) + 512 + 1024);
+}
+
+TEST(ClassicOutput, ALongPathSplitsIntoUstarsPrefixWhenItCan) {
+  std::string dir(90, 'd'), name(90, 'n');
+  std::vector<context::Entry> entries = {entry(dir, context::EntryType::directory),
+                                         entry(dir + "/" + name, context::EntryType::regular)};
+  EXPECT_EQ(context_tar_size(context::Manifest(entries)), 1024 + 512 + 512);
+  // A directory's trailing "/" is no place to split.
+  entries = {entry(dir + "/" + name, context::EntryType::directory)};
+  EXPECT_EQ(context_tar_size(context::Manifest(entries)), 1024 + 512);
+  // Not ASCII: a PAX record however short.
+  entries = {entry("caf\xc3\xa9", context::EntryType::regular)};
+  EXPECT_EQ(context_tar_size(context::Manifest(entries)), 1024 + 512 + 512 + 512);
 }
 
 TEST(ClassicOutput, StepLineNumbersTheStep) {
