@@ -10,6 +10,7 @@ features in the classic builder's words, and the images. Run as root:
 The last result line is `legacy: N passed, M failed, K skipped` (scripts/test.sh sums it).
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -145,6 +146,19 @@ class LegacyTest(unittest.TestCase):
         result = self.build(ctx, buildkit=None, daemon=self.classic)
         self.assertIn("Step 2/2 : RUN echo via-config", result.stdout)
         self.assertIn("via-config", result.stdout.splitlines())
+
+    def test_a_reload_switches_the_daemons_builder(self):
+        daemon = test_run.Daemon(os.path.join(self.workdir, "reloaded"))
+        try:
+            daemon.client("load", "-i", os.path.join(self.workdir, "base.tar"))
+            ctx = self.context("FROM kbuild-busybox\nRUN true\n")
+            self.assertNotIn("Step 1/2", self.build(ctx, buildkit=None, daemon=daemon).stdout)
+            with open(daemon.config, "w") as config:
+                json.dump({"features": {"buildkit": False}}, config)
+            daemon.client("reload")
+            self.assertIn("Step 1/2 : FROM kbuild-busybox", self.build(ctx, buildkit=None, daemon=daemon).stdout)
+        finally:
+            daemon.stop()
 
     def test_docker_buildkit_1_forces_buildkit_on_a_classic_daemon(self):
         ctx = self.context("FROM kbuild-busybox\nRUN echo forced\n")
