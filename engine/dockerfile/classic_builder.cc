@@ -28,14 +28,13 @@ std::string requires_buildkit(const std::string& option) {
          "BuildKit enabled";
 }
 
-void refuse_buildkit_only(const Instruction& instruction) {
+void refuse_unknown_syntax(const Instruction& instruction) {
   if (const auto* run = std::get_if<RunInstruction>(&instruction.body)) {
     // Docker 20.10 parses --mount (and refuses it when the step runs); --network and --security
     // are unknown to it.
     for (const std::string& flag : run->flags_used) {
       if (flag != "mount") refuse_unknown_flag(instruction, flag);
     }
-    if (!run->flags_used.empty()) refuse(requires_buildkit(run->flags_used.front()));
     if (!run->command.files.empty()) refuse_heredoc(instruction, run->command.files.front().data);
   } else if (const auto* copy = std::get_if<CopyInstruction>(&instruction.body)) {
     if (copy->link) refuse_unknown_flag(instruction, "link");
@@ -45,6 +44,13 @@ void refuse_buildkit_only(const Instruction& instruction) {
     if (copy->keep_git_dir) refuse_unknown_flag(instruction, "keep-git-dir");
     if (copy->unpack) refuse_unknown_flag(instruction, "unpack");
     if (!copy->inline_sources.empty()) refuse_heredoc(instruction, copy->inline_sources.front().data);
+  }
+}
+
+void refuse_buildkit_only(const Instruction& instruction) {
+  if (const auto* run = std::get_if<RunInstruction>(&instruction.body)) {
+    if (!run->flags_used.empty()) refuse(requires_buildkit(run->flags_used.front()));
+  } else if (const auto* copy = std::get_if<CopyInstruction>(&instruction.body)) {
     if (!copy->chmod.empty()) refuse(requires_buildkit("chmod"));
   }
 }

@@ -13,8 +13,13 @@ namespace kbuild::dockerfile {
 // other BuildKit-only options (--secret, --ssh, --output, ...).
 std::string requires_buildkit(const std::string& option);
 
-// Throws kbuild::Error (user) for an instruction the classic builder cannot run: RUN flags,
-// COPY/ADD --chmod, --link, --parents, --exclude, heredocs.
+// Throws kbuild::Error (user) for what the classic builder's parser does not know, as it says it
+// of any stage of the file: flags it does not define (RUN --network, COPY --link, --parents,
+// --exclude, ...) and heredocs.
+void refuse_unknown_syntax(const Instruction& instruction);
+
+// Throws kbuild::Error (user) for what it parses but cannot run, in a stage it builds: RUN
+// --mount, COPY/ADD --chmod.
 void refuse_buildkit_only(const Instruction& instruction);
 
 // Throws kbuild::Error (user) in the classic builder's words unless a stage is named `target`

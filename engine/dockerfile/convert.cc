@@ -628,7 +628,12 @@ graph::Definition convert_dockerfile(std::string_view dockerfile_text, const Con
   ParsedDockerfile parsed = parse_dockerfile(dockerfile_text);
   choose_frontend(parsed, options.resolve.build_args);
   Dockerfile dockerfile = parse_stages(parsed);
-  if (options.classic) check_classic_target(dockerfile, options.resolve.target);
+  if (options.classic) {
+    for (const Stage& stage : dockerfile.stages) {
+      for (const Instruction& instruction : stage.commands) refuse_unknown_syntax(instruction);
+    }
+    check_classic_target(dockerfile, options.resolve.target);
+  }
   GraphWriter writer(options);
   ResolveOptions resolve = options.resolve;
   resolve.every_stage_to_target = options.classic;

@@ -16,9 +16,9 @@ graph::Definition classic(std::string_view text, std::string target = "") {
   return convert_dockerfile(text, options);
 }
 
-std::string refusal(std::string_view text) {
+std::string refusal(std::string_view text, std::string target = "") {
   try {
-    classic(text);
+    classic(text, std::move(target));
   } catch (const Error& e) {
     return e.what();
   }
@@ -42,6 +42,12 @@ TEST(ClassicBuilder, FlagsItDoesNotKnowAreParseErrors) {
   EXPECT_EQ(refusal("FROM scratch\nCOPY --link f /f\n"), "dockerfile parse error line 2: Unknown flag: link");
   EXPECT_EQ(refusal("FROM scratch\n\nRUN --network=none true\n"), "dockerfile parse error line 3: Unknown flag: network");
   EXPECT_EQ(refusal("FROM scratch\nCOPY --parents f /f\n"), "dockerfile parse error line 2: Unknown flag: parents");
+}
+
+TEST(ClassicBuilder, ItsParserRefusesUnknownSyntaxInStagesItWouldNotBuild) {
+  EXPECT_EQ(refusal("FROM scratch AS t\nFROM scratch\nCOPY --link f /f\n", "t"),
+            "dockerfile parse error line 3: Unknown flag: link");
+  EXPECT_EQ(refusal("FROM scratch AS t\nFROM scratch\nRUN --mount=type=cache,target=/c true\n", "t"), "(built)");
 }
 
 TEST(ClassicBuilder, AHeredocBodyReadsAsAnUnknownInstruction) {
