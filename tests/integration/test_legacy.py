@@ -55,6 +55,7 @@ class LegacyTest(unittest.TestCase):
         cls.classic = test_run.Daemon(os.path.join(cls.workdir, "classic"), config={"features": {"buildkit": False}})
         for daemon in (cls.daemon, cls.classic):
             daemon.client("load", "-i", archive)
+            daemon.mark_idle(BASE)
 
     @classmethod
     def tearDownClass(cls):
@@ -63,6 +64,15 @@ class LegacyTest(unittest.TestCase):
                 daemon.stop()
         unmount_all_under(cls.workdir)
         shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def setUp(self):
+        self.left_before = {daemon: set(daemon.leftovers()) for daemon in (self.daemon, self.classic)}
+
+    def tearDown(self):
+        # After every build, pass or fail, the classic way too: no mount, step process or temp
+        # file is left.
+        for daemon, before in self.left_before.items():
+            self.assertEqual(daemon.wait_clean(before=before), [], "left behind after the test's builds")
 
     def context(self, dockerfile, files=None):
         path = os.path.join(self.workdir, "contexts", self.id().rsplit(".", 1)[-1])
