@@ -655,7 +655,9 @@ graph::Definition convert_dockerfile(std::string_view dockerfile_text, const Con
   graph::Definition definition;
   std::vector<graph::Step>* steps = options.classic ? &definition.steps : nullptr;
   if (steps) {
-    for (const Instruction& arg : dockerfile.meta_args) steps->push_back({graph::Step::Kind::global_arg, arg.original, 0, "", {}, {}});
+    for (const Instruction& arg : dockerfile.meta_args) {
+      steps->push_back({graph::Step::Kind::global_arg, arg.original, 0, "", {}, {}});
+    }
   }
   std::map<size_t, StageOutcome> done;
   for (const ResolvedStage& stage : resolved.stages) {
@@ -664,10 +666,11 @@ graph::Definition convert_dockerfile(std::string_view dockerfile_text, const Con
     done[stage.index] = converter.convert(stage);
   }
   StageOutcome& target = done.at(resolved.stages[resolved.target].index);
-  for (const auto& [key, value] : options.labels) {
-    if (!steps) break;
-    target.config.labels[key] = value;
-    steps->push_back({graph::Step::Kind::metadata, "LABEL " + key + "=" + value, target.state, "", {}, {}});
+  if (steps) {
+    for (const auto& [key, value] : options.labels) {
+      target.config.labels[key] = value;
+      steps->push_back({graph::Step::Kind::metadata, "LABEL " + key + "=" + value, target.state, "", {}, {}});
+    }
   }
   definition.unused_build_args = resolved.unused_build_args;
   definition.root = target.state;

@@ -28,7 +28,7 @@ struct Step {
     global_arg,  // an ARG before the first FROM: nothing to run
     from,        // a stage's start: `state` is its base
     op,          // made `state`, a new op
-    metadata,    // changed the image config only: `state` is the tree before it
+    metadata,    // changed the image config only: `state` is the tree it had
   };
   Kind kind = Kind::metadata;
   std::string text;              // the instruction as written ("RUN echo hi")
