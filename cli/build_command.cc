@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cctype>
 #include <cstdlib>
 #include <fstream>
@@ -23,6 +24,7 @@
 #include "cli/progress/renderer.h"
 #include "cli/progress/summary.h"
 #include "cli/registry_auth.h"
+#include "common/go_text.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 #include "dbus/builder_client.h"
@@ -200,6 +202,19 @@ std::set<std::string> registries_read(const std::string& dockerfile, const Build
   } catch (const Error&) {
   }
   return domains;
+}
+
+// DOCKER_BUILDKIT as docker's client reads it (Go's strconv.ParseBool); unset or empty: the
+// daemon's choice (features.buildkit).
+std::optional<bool> buildkit_from_env() {
+  std::optional<std::string> value = env("DOCKER_BUILDKIT");
+  if (!value || value->empty()) return std::nullopt;
+  static const std::set<std::string> yes = {"1", "t", "T", "TRUE", "true", "True"};
+  static const std::set<std::string> no = {"0", "f", "F", "FALSE", "false", "False"};
+  if (yes.count(*value)) return true;
+  if (no.count(*value)) return false;
+  throw Error(ErrorKind::user, "DOCKER_BUILDKIT environment variable expects boolean value: strconv.ParseBool: parsing " +
+                                   go_quote(*value) + ": invalid syntax");
 }
 
 }  // namespace
@@ -420,7 +435,8 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   if (!flags.memory.empty()) options["memory"] = dbus::Value(static_cast<uint64_t>(parse_memory_bytes(flags.memory)));
   if (!flags.cpus.empty()) options["cpus"] = dbus::Value(flags.cpus);
   if (flags.pids_limit > 0) options["pids-limit"] = dbus::Value(static_cast<uint64_t>(flags.pids_limit));
-  if (auto buildkit = env("DOCKER_BUILDKIT")) options["buildkit"] = dbus::Value(*buildkit != "0" && *buildkit != "false");
+  std::optional<bool> buildkit = buildkit_from_env();
+  if (buildkit) options["buildkit"] = dbus::Value(*buildkit);
   if (flags.pull) options["pull"] = dbus::Value(true);
   bool push = flags.push;
   for (const auto& o : outputs) {
@@ -441,10 +457,22 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   std::unique_ptr<progress::Renderer> renderer =
       progress::make_renderer(display.mode, err, progress::display_options_from_env([](const char* n) { return env(n); }),
                               progress::system_clock(), [] { return progress::terminal_size_of(STDERR_FILENO); });
+  // A classic build (DOCKER_BUILDKIT=0, or the daemon's features.buildkit=false) streams the
+  // classic builder's text: printed as it comes, on stdout as docker's client prints it.
+  std::atomic<bool> classic = buildkit == false;
+  auto print_classic = [&](const progress::SolveStatus& status) {
+    bool diverted = false;
+    for (const progress::VertexLog& log : status.logs) {
+      if (log.vertex != progress::kClassicOutputVertex) continue;
+      classic = diverted = true;
+      if (!flags.quiet) out << log.data << std::flush;
+    }
+    return diverted;
+  };
   std::thread display_thread([&] {
     progress::ProgressReader reader(std::move(progress_read));
     try {
-      progress::run_display(reader, *renderer);
+      progress::run_display(reader, *renderer, std::chrono::milliseconds(150), print_classic);
     } catch (const Error&) {
       // A garbled stream ends the display; the build's own result still decides the exit.
     }
@@ -480,7 +508,11 @@ int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& 
   display_thread.join();
   if (sink && sink->unpacker.joinable()) sink->unpacker.join();
   if (!failure && sink && *sink->unpack_error) failure = **sink->unpack_error;
-  renderer->finish();
+  if (classic && failure) {
+    err << failure->what() << "\n";  // the classic builder's error, as docker prints it
+    return 1;
+  }
+  if (!classic) renderer->finish();
   if (display.print_warnings) err << progress::warnings_summary(renderer->warnings());
   for (const std::string& line : ssh_errors->second) err << "WARNING: ssh agent: " << line << "\n";
 

@@ -132,6 +132,10 @@ struct VertexWarning {
   bool operator==(const VertexWarning&) const = default;
 };
 
+// The vertex whose logs carry the classic builder's text (DOCKER_BUILDKIT=0): a build that
+// sends them has no other events, and the client prints their data as it comes, on stdout.
+inline constexpr std::string_view kClassicOutputVertex = "classic-builder-output";
+
 // One progress event: what changed since the last one.
 struct SolveStatus {
   std::vector<Vertex> vertexes;

@@ -47,9 +47,12 @@ python3 tests/integration/test_cache.py --build-dir "$build_dir" 2>&1 | tee "$su
 python3 tests/integration/test_secrets.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/secrets.log" || status=1
 python3 tests/integration/test_ssh.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/ssh.log" || status=1
 python3 tests/integration/test_reload.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/reload.log" || status=1
+python3 tests/integration/test_legacy.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/legacy.log" || status=1
 python3 tests/integration/differential/test_image_tree.py 2>&1 | tee "$suite_logs/harness.log" || status=1
 python3 tests/integration/differential/run.py --build-dir "$build_dir" --require-kbuild 2>&1 |
   tee "$suite_logs/differential.log" || status=1
+python3 tests/integration/differential/run.py --build-dir "$build_dir" --require-kbuild --legacy 2>&1 |
+  tee "$suite_logs/legacy_differential.log" || status=1
 
 python3 scripts/test_summary.py "$root/$build_dir" "$suite_logs" "$fuzz_status" "$status" || status=1
 exit $status

@@ -171,4 +171,6 @@ void BuildMonitor::Build::warning(const std::string& vertex, const std::string& 
   client_.warning(vertex, text);
 }
 
+void BuildMonitor::Build::classic_output(std::string_view text) { client_.classic_output(text); }
+
 }  // namespace kbuild::service

@@ -59,6 +59,7 @@ class BuildMonitor {
     void status(const std::string& vertex, const std::string& id, int64_t current, int64_t total, bool done) override;
     void log(const std::string& vertex, int stream, std::string_view data) override;
     void warning(const std::string& vertex, const std::string& text) override;
+    void classic_output(std::string_view text) override;
 
    private:
     void finish(BuildSummary summary);

@@ -8,6 +8,7 @@
 #include <stop_token>
 
 #include "common/version.h"
+#include "engine/dockerfile/classic_builder.h"
 #include "engine/dockerfile/convert.h"
 #include "engine/image/blob_io.h"
 #include "engine/image/export_format.h"
@@ -202,6 +203,21 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
   return request;
 }
 
+// The classic builder has none of these: refused before anything runs, in its words.
+void refuse_buildkit_only_options(const solver::BuildRequest& request) {
+  auto refuse = [](const std::string& option) { throw Error(ErrorKind::user, dockerfile::requires_buildkit(option)); };
+  if (!request.secrets.empty()) refuse("secret");
+  if (!request.ssh_agents.empty()) refuse("ssh");
+  if (!request.cache_to.empty()) refuse("cache-to");
+  if (!request.cache_from.empty()) refuse("cache-from");
+  if (!request.no_cache_filter.empty()) refuse("no-cache-filter");
+  if (!request.allow.empty()) refuse("allow");
+  if (request.push) refuse("push");
+  for (const solver::Output& output : request.outputs) {
+    if (output.type != "image") refuse("output");
+  }
+}
+
 // The Dockerfile frontend, with the request's options.
 graph::Definition convert_dockerfile(const solver::FrontendInput& input) {
   dockerfile::ConvertOptions options;
@@ -211,6 +227,8 @@ graph::Definition convert_dockerfile(const solver::FrontendInput& input) {
   options.resolve_image = input.resolve_image;
   options.no_cache = input.request.no_cache;
   options.no_cache_filter = input.request.no_cache_filter;
+  options.classic = input.request.classic;
+  if (options.classic) options.labels = input.request.labels;
   return dockerfile::convert_dockerfile(input.text, options);
 }
 
@@ -234,14 +252,14 @@ BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver:
 dbus::Options BuilderService::build(const dbus::CallContext& call, const dbus::Options& options, UniqueFd context,
                                     UniqueFd progress_fd, UniqueFd output) {
   solver::BuildRequest request = build_request(call, options);
-  if (auto buildkit = option<bool>(options, "buildkit"); buildkit.value_or(config_.current()->buildkit) == false) {
-    throw Error(ErrorKind::user, "the legacy builder (DOCKER_BUILDKIT=0 or features.buildkit=false) is not supported yet");
-  }
+  // DOCKER_BUILDKIT from the caller, else daemon.json's features.buildkit.
+  request.classic = !option<bool>(options, "buildkit").value_or(config_.current()->buildkit);
+  if (request.classic) refuse_buildkit_only_options(request);
   request.context_fd = context.get();
   request.output_fd = output.get();
   solver::CancelToken cancel;
   std::stop_callback on_disconnect(call.stop, [&cancel] { cancel.cancel(); });
-  SolveProgress progress(std::move(progress_fd), cancel.fd());
+  SolveProgress progress(std::move(progress_fd), cancel.fd(), request.classic);
   request.build_name = solver::new_build_name();
   BuildMonitor::Build monitored(monitor_, request, progress);
   solver::BuildResult result;

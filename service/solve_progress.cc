@@ -3,6 +3,7 @@
 namespace kbuild::service {
 
 void SolveProgress::announced(const std::string& vertex, const std::string& name) {
+  if (classic_) return;
   std::lock_guard lock(mutex_);
   if (vertices_.count(vertex)) return;
   progress::Vertex& v = vertices_[vertex];
@@ -14,6 +15,7 @@ void SolveProgress::announced(const std::string& vertex, const std::string& name
 }
 
 void SolveProgress::started(const std::string& vertex, const std::string& name) {
+  if (classic_) return;
   std::lock_guard lock(mutex_);
   progress::Vertex& v = vertices_[vertex];
   v.digest = vertex;
@@ -26,6 +28,7 @@ void SolveProgress::started(const std::string& vertex, const std::string& name) 
 
 void SolveProgress::completed(const std::string& vertex, const std::string& name, bool cached,
                               const std::string& error) {
+  if (classic_) return;
   std::lock_guard lock(mutex_);
   progress::Vertex& v = vertices_[vertex];
   v.digest = vertex;
@@ -42,6 +45,7 @@ void SolveProgress::completed(const std::string& vertex, const std::string& name
 
 void SolveProgress::status(const std::string& vertex, const std::string& id, int64_t current, int64_t total,
                            bool done) {
+  if (classic_) return;
   std::lock_guard lock(mutex_);
   progress::VertexStatus& s = statuses_[{vertex, id}];
   progress::Timestamp now = progress::Timestamp::now();
@@ -58,6 +62,7 @@ void SolveProgress::status(const std::string& vertex, const std::string& id, int
 }
 
 void SolveProgress::log(const std::string& vertex, int stream, std::string_view data) {
+  if (classic_) return;
   std::lock_guard lock(mutex_);
   progress::SolveStatus status;
   status.logs.push_back(progress::VertexLog{vertex, stream, std::string(data), progress::Timestamp::now()});
@@ -65,6 +70,7 @@ void SolveProgress::log(const std::string& vertex, int stream, std::string_view 
 }
 
 void SolveProgress::warning(const std::string& vertex, const std::string& text) {
+  if (classic_) return;
   std::lock_guard lock(mutex_);
   progress::SolveStatus status;
   progress::VertexWarning warning;
@@ -72,6 +78,15 @@ void SolveProgress::warning(const std::string& vertex, const std::string& text) 
   warning.level = 1;
   warning.short_text = text;
   status.warnings.push_back(std::move(warning));
+  writer_.write(status);
+}
+
+void SolveProgress::classic_output(std::string_view text) {
+  if (!classic_ || text.empty()) return;
+  std::lock_guard lock(mutex_);
+  progress::SolveStatus status;
+  status.logs.push_back(progress::VertexLog{std::string(progress::kClassicOutputVertex), 1, std::string(text),
+                                            progress::Timestamp::now()});
   writer_.write(status);
 }
 

@@ -12,7 +12,9 @@ namespace kbuild::service {
 class SolveProgress : public solver::Progress {
  public:
   // `cancel_fd` readable: the client has gone, stop writing (see ProgressWriterOptions).
-  SolveProgress(UniqueFd pipe, int cancel_fd) : writer_(std::move(pipe), progress::ProgressWriterOptions{.cancel_fd = cancel_fd}) {}
+  // `classic`: a classic build's stream, its text only (progress::kClassicOutputVertex).
+  SolveProgress(UniqueFd pipe, int cancel_fd, bool classic = false)
+      : writer_(std::move(pipe), progress::ProgressWriterOptions{.cancel_fd = cancel_fd}), classic_(classic) {}
 
   void announced(const std::string& vertex, const std::string& name) override;
   void started(const std::string& vertex, const std::string& name) override;
@@ -20,10 +22,12 @@ class SolveProgress : public solver::Progress {
   void status(const std::string& vertex, const std::string& id, int64_t current, int64_t total, bool done) override;
   void log(const std::string& vertex, int stream, std::string_view data) override;
   void warning(const std::string& vertex, const std::string& text) override;
+  void classic_output(std::string_view text) override;
 
  private:
   std::mutex mutex_;
   progress::ProgressWriter writer_;
+  const bool classic_;
   std::map<std::string, progress::Vertex> vertices_;
   std::map<std::pair<std::string, std::string>, progress::VertexStatus> statuses_;
 };

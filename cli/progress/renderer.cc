@@ -259,7 +259,8 @@ std::unique_ptr<Renderer> make_renderer(DisplayMode mode, std::ostream& out, con
   return std::make_unique<QuietRenderer>();
 }
 
-void run_display(ProgressReader& reader, Renderer& renderer, std::chrono::milliseconds tick) {
+void run_display(ProgressReader& reader, Renderer& renderer, std::chrono::milliseconds tick,
+                 const std::function<bool(const SolveStatus&)>& divert) {
   using std::chrono::steady_clock;
   auto deadline = steady_clock::now() + tick;
   std::string line;
@@ -273,7 +274,7 @@ void run_display(ProgressReader& reader, Renderer& renderer, std::chrono::millis
         break;
       case ProgressReader::Result::line:
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        renderer.update(parse_solve_status(line));
+        if (SolveStatus status = parse_solve_status(line); !divert || !divert(status)) renderer.update(status);
         break;
     }
     deadline = steady_clock::now() + tick;

@@ -100,8 +100,10 @@ std::unique_ptr<Renderer> make_renderer(DisplayMode mode, std::ostream& out, con
 // Feeds `renderer` from `reader` until the stream ends, calling refresh() after `tick` without
 // an event, as BuildKit's display loop does. Does not call finish(). Throws kbuild::Error on a
 // line that is not a SolveStatus.
+// `divert`, when set, sees each event first and keeps it from the renderer by returning true.
 void run_display(ProgressReader& reader, Renderer& renderer,
-                 std::chrono::milliseconds tick = std::chrono::milliseconds(150));
+                 std::chrono::milliseconds tick = std::chrono::milliseconds(150),
+                 const std::function<bool(const SolveStatus&)>& divert = {});
 
 // golang.org/x/time/rate's limiter with a burst of one: allows an event when `interval` has
 // passed since the last one allowed.

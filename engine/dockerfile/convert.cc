@@ -10,6 +10,7 @@
 #include <map>
 
 #include "common/go_path.h"
+#include "engine/dockerfile/classic_builder.h"
 #include "engine/dockerfile/go_values.h"
 #include "engine/dockerfile/parser.h"
 #include "engine/dockerfile/syntax.h"
@@ -156,6 +157,7 @@ struct StageOutcome {
   OpIndex state = 0;
   ImageConfig config;
   std::vector<std::string> state_env;
+  std::optional<size_t> last_step;  // classic: the index of the stage's last step
 };
 
 // Writes ops into one graph for a whole Dockerfile: sources are shared by every stage.
@@ -192,9 +194,10 @@ class GraphWriter {
 
 class StageConverter {
  public:
+  // `steps`: where a classic build's steps are listed (null otherwise).
   StageConverter(GraphWriter& writer, const ResolvedDockerfile& resolved, const std::map<size_t, StageOutcome>& done,
-                 const ConvertOptions& options, const ShellLexer& lexer)
-      : writer_(writer), resolved_(resolved), done_(done), options_(options), lexer_(lexer) {}
+                 const ConvertOptions& options, const ShellLexer& lexer, std::vector<graph::Step>* steps)
+      : writer_(writer), resolved_(resolved), done_(done), options_(options), lexer_(lexer), steps_(steps) {}
 
   StageOutcome convert(const ResolvedStage& stage) {
     StageOutcome out;
@@ -212,11 +215,20 @@ class StageConverter {
     index_ = 0;
     stage_name_ = stage.display_name;
     start(stage, out);
+    add_from_step(stage, out);
     for (size_t n = 0; n < stage.commands.size(); ++n) {
+      OpIndex before = out.state;
       try {
+        if (steps_) refuse_buildkit_only(stage.commands[n]);
         dispatch(out, stage.commands[n], n < stage.onbuild_count);
       } catch (const Error& e) {
         throw e.at(stage.commands[n].lines);
+      }
+      graph::Step::Kind kind = out.state == before ? graph::Step::Kind::metadata : graph::Step::Kind::op;
+      if (n < stage.onbuild_count) {
+        add_trigger(kind, stage.commands[n].original, out);
+      } else {
+        add_step(kind, stage.commands[n].original, out);
       }
     }
     return out;
@@ -224,6 +236,34 @@ class StageConverter {
 
  private:
   static bool is_scratch(const std::string& image) { return image == "scratch"; }
+
+  void add_step(graph::Step::Kind kind, const std::string& text, StageOutcome& out) {
+    if (!steps_) return;
+    graph::Step step;
+    step.kind = kind;
+    step.text = text;
+    step.state = out.state;
+    steps_->push_back(std::move(step));
+    out.last_step = steps_->size() - 1;
+  }
+
+  // A base's ONBUILD trigger runs as part of FROM: the classic builder numbers no step for it.
+  void add_trigger(graph::Step::Kind kind, const std::string& text, StageOutcome& out) {
+    if (!steps_) return;
+    graph::Step& from = steps_->back();
+    from.triggers.push_back(graph::Step{kind, text, out.state, "", {}, {}});
+    from.state = out.state;
+  }
+
+  void add_from_step(const ResolvedStage& stage, StageOutcome& out) {
+    if (!steps_) return;
+    add_step(graph::Step::Kind::from, stage.original, out);
+    if (stage.base_stage) {
+      steps_->back().base_step = done_stage(*stage.base_stage).last_step;
+    } else if (const auto* source = std::get_if<graph::SourceOp>(&writer_.graph().op(out.state).body)) {
+      steps_->back().base_image = source->pinned;
+    }
+  }
 
   // The stage's base: its tree and the config it starts from.
   void start(const ResolvedStage& stage, StageOutcome& out) {
@@ -432,6 +472,7 @@ class StageConverter {
       action.excludes = copy.excludes;
       action.unpack = unpack;
       action.verb = copy.is_add ? "ADD" : "COPY";
+      action.classic = options_.classic;
       return graph::FileAction(std::move(action));
     };
     std::vector<graph::FileAction> actions;
@@ -570,6 +611,7 @@ class StageConverter {
   const std::map<size_t, StageOutcome>& done_;
   const ConvertOptions& options_;
   const ShellLexer& lexer_;
+  std::vector<graph::Step>* steps_;
   Platform platform_;
   bool ignore_cache_ = false;
   size_t total_ = 0;
@@ -586,8 +628,15 @@ graph::Definition convert_dockerfile(std::string_view dockerfile_text, const Con
   ParsedDockerfile parsed = parse_dockerfile(dockerfile_text);
   choose_frontend(parsed, options.resolve.build_args);
   Dockerfile dockerfile = parse_stages(parsed);
+  if (options.classic) {
+    for (const Stage& stage : dockerfile.stages) {
+      for (const Instruction& instruction : stage.commands) refuse_unknown_syntax(instruction);
+    }
+    check_classic_target(dockerfile, options.resolve.target);
+  }
   GraphWriter writer(options);
   ResolveOptions resolve = options.resolve;
+  resolve.every_stage_to_target = options.classic;
   if (options.resolve_image && !resolve.image_env) {
     resolve.image_env = [&](const std::string& image, const Platform& platform) {
       auto resolved = writer.resolve(check_base_name(image), platform);
@@ -603,14 +652,27 @@ graph::Definition convert_dockerfile(std::string_view dockerfile_text, const Con
   ResolvedDockerfile resolved = resolve_dockerfile(parsed, dockerfile, resolve);
 
   ShellLexer lexer(parsed.escape_token);
+  graph::Definition definition;
+  std::vector<graph::Step>* steps = options.classic ? &definition.steps : nullptr;
+  if (steps) {
+    for (const Instruction& arg : dockerfile.meta_args) {
+      steps->push_back({graph::Step::Kind::global_arg, arg.original, 0, "", {}, {}});
+    }
+  }
   std::map<size_t, StageOutcome> done;
   for (const ResolvedStage& stage : resolved.stages) {
     if (!stage.reachable) continue;
-    StageConverter converter(writer, resolved, done, options, lexer);
+    StageConverter converter(writer, resolved, done, options, lexer, steps);
     done[stage.index] = converter.convert(stage);
   }
-  const StageOutcome& target = done.at(resolved.stages[resolved.target].index);
-  graph::Definition definition;
+  StageOutcome& target = done.at(resolved.stages[resolved.target].index);
+  if (steps) {
+    for (const auto& [key, value] : options.labels) {
+      target.config.labels[key] = value;
+      steps->push_back({graph::Step::Kind::metadata, "LABEL " + key + "=" + value, target.state, "", {}, {}});
+    }
+  }
+  definition.unused_build_args = resolved.unused_build_args;
   definition.root = target.state;
   definition.config = target.config;
   definition.graph = std::move(writer.graph());

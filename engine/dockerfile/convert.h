@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,6 +21,12 @@ struct ConvertOptions {
   graph::ImageResolver resolve_image;  // may be empty: every base is treated as empty
   bool no_cache = false;                      // every step runs again
   std::vector<std::string> no_cache_filter;  // the steps of these stages run again
+  // The classic builder's build: every stage up to the target, BuildKit-only features refused
+  // (classic_builder.h), and the definition's `steps` listed.
+  bool classic = false;
+  // classic: the build's --label values, which the classic builder runs as LABEL steps at the
+  // end of the target stage (in name order).
+  std::map<std::string, std::string> labels;
 };
 
 // Throws kbuild::Error with the Dockerfile line where there is one.

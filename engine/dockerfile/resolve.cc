@@ -150,9 +150,10 @@ void mark_reachable_from(std::vector<ResolvedStage>& stages, size_t index) {
   for (size_t dep : stages[index].dependencies) mark_reachable_from(stages, dep);
 }
 
-void mark_reachable(std::vector<ResolvedStage>& stages, size_t target) {
+void mark_reachable(std::vector<ResolvedStage>& stages, size_t target, bool every_stage_to_target) {
   for (ResolvedStage& stage : stages) stage.reachable = false;
   mark_reachable_from(stages, target);
+  for (size_t i = 0; every_stage_to_target && i < target; ++i) mark_reachable_from(stages, i);
 }
 
 // A base's ONBUILD triggers run first in a stage built FROM it.
@@ -366,7 +367,7 @@ ResolvedDockerfile resolve_dockerfile(const ParsedDockerfile& parsed, const Dock
   if (result.stages.size() == 1) result.stages.front().display_name.clear();
   result.target = resolve_target(result.stages, options.target);
 
-  mark_reachable(result.stages, result.target);
+  mark_reachable(result.stages, result.target, options.every_stage_to_target);
   for (ResolvedStage& stage : result.stages) {
     if (!stage.reachable) continue;
     std::vector<std::string> triggers;
@@ -384,7 +385,7 @@ ResolvedDockerfile resolve_dockerfile(const ParsedDockerfile& parsed, const Dock
     if (!triggers.empty()) insert_onbuild_triggers(stage, triggers, linker);
   }
   check_no_cycles(result.stages);
-  mark_reachable(result.stages, result.target);  // triggers may have added dependencies
+  mark_reachable(result.stages, result.target, options.every_stage_to_target);  // triggers may have added dependencies
 
   StageDispatcher dispatcher(options, lexer, result.global_args, declared);
   for (ResolvedStage& stage : result.stages) {

@@ -24,6 +24,8 @@ inline constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr
 
 struct ResolveOptions {
   std::string target;                             // --target; empty = the last stage
+  // The classic builder's way: every stage up to the target is built, needed or not.
+  bool every_stage_to_target = false;
   std::map<std::string, std::string> build_args;  // --build-arg
   Platform build_platform = Platform::native();
   std::optional<Platform> target_platform;  // --platform; empty = the build platform

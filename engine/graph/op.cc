@@ -92,6 +92,7 @@ json describe_action(const FileAction& action, const InputId& input, bool for_ke
                       {"chmod", a.chmod},        {"parents", a.parents},      {"excludes", a.excludes},
                       {"unpack", a.unpack},      {"verb", a.verb}};
           if (a.names && !for_key) out["names"] = input(*a.names);
+          if (a.classic) out["classic"] = true;
           return out;
         } else if constexpr (std::is_same_v<T, MkdirAction>) {
           return {{"action", "mkdir"}, {"path", a.path}, {"mode", a.mode}, {"chown", a.chown},

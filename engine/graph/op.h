@@ -81,6 +81,9 @@ struct CopyAction {
   // (a copy made on nothing to be merged later). It does not enter the cache key: the
   // result is reused on a changed tree, as the merge it feeds is meant to be.
   std::optional<OpIndex> names;
+  // The classic builder's checks (fileops::CopyRequest::legacy_builder). In the key only when
+  // set, so that BuildKit's copies keep theirs.
+  bool classic = false;
 };
 struct MkdirAction {
   std::string path;  // absolute

@@ -12,6 +12,7 @@
 #include "engine/image/reference.h"
 #include "engine/registry/registry_cache.h"
 #include "engine/registry/transfer.h"
+#include "engine/solver/classic_output.h"
 #include "engine/remotecache/cache_export.h"
 #include "engine/remotecache/layout_channel.h"
 #include "engine/solver/context.h"
@@ -55,6 +56,69 @@ std::string new_build_name() {
   return name;
 }
 
+namespace {
+
+// A classic build's view of one step's solve: whether the step's own op was a cache hit, and
+// its output as the classic builder prints a container's: " ---> Running in ID" before the
+// first line (or at the end of a step that printed nothing), then the raw text. The solver may
+// report from its op threads.
+class ClassicStepProgress : public Progress {
+ public:
+  // `container`: the id shown for the step's container; empty when it runs in none (COPY).
+  ClassicStepProgress(Progress& out, std::string vertex, std::string container)
+      : out_(out), vertex_(std::move(vertex)), container_(std::move(container)) {}
+  // Vertex events go on (a classic client stream ignores them; the daemon's log counts them);
+  // the step's output becomes classic text.
+  void announced(const std::string& vertex, const std::string& name) override { out_.announced(vertex, name); }
+  void started(const std::string& vertex, const std::string& name) override { out_.started(vertex, name); }
+  void completed(const std::string& vertex, const std::string& name, bool cached, const std::string& error) override {
+    out_.completed(vertex, name, cached, error);
+    if (vertex != vertex_) return;
+    std::lock_guard lock(mutex_);
+    cached_ = cached;
+    if (!cached) enter();
+  }
+  void status(const std::string&, const std::string&, int64_t, int64_t, bool) override {}
+  void log(const std::string& vertex, int, std::string_view data) override {
+    if (vertex != vertex_) return;
+    std::lock_guard lock(mutex_);
+    enter();
+    out_.classic_output(data);
+  }
+  bool cached() const {
+    std::lock_guard lock(mutex_);
+    return cached_;
+  }
+  // Whether " ---> Running in" was printed: the container "ran".
+  bool entered() const {
+    std::lock_guard lock(mutex_);
+    return entered_;
+  }
+
+ private:
+  void enter() {
+    if (entered_ || container_.empty()) return;
+    entered_ = true;
+    out_.classic_output(" ---> Running in " + container_ + "\n");
+  }
+
+  Progress& out_;
+  const std::string vertex_;
+  const std::string container_;
+  mutable std::mutex mutex_;
+  bool cached_ = false;   // guarded by mutex_
+  bool entered_ = false;  // guarded by mutex_
+};
+
+// The classic builder runs no container for these: it copies into the step's layer.
+bool copies_files(std::string_view text) {
+  std::string keyword(text.substr(0, text.find_first_of(" \t")));
+  for (char& c : keyword) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return keyword == "COPY" || keyword == "ADD";
+}
+
+}  // namespace
+
 // One build: its definition, its context, its progress.
 class Builder::Run {
  public:
@@ -67,17 +131,14 @@ class Builder::Run {
         dockerfile_(request.dockerfile) {}
 
   BuildResult run() {
+    if (request_.classic) return run_classic();
     // A tar context carries its own Dockerfile: it is read before anything else.
     if (request_.context_is_tar) {
       prepare_context();
       if (context_->dockerfile) dockerfile_ = *context_->dockerfile;
     }
     load_definition();
-    if (!builder_.frontend_) throw Error(ErrorKind::internal, "the builder has no frontend");
-    definition_ = builder_.frontend_(FrontendInput{dockerfile_, request_, [this](const std::string& reference,
-                                                                                const std::string& platform) {
-                                                      return resolve_image(reference, platform);
-                                                    }});
+    convert_definition();
     if (!context_ && reads_context()) prepare_context();
     worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_);
     worker_->set_pending_images(pending_);
@@ -89,6 +150,120 @@ class Builder::Run {
   }
 
  private:
+  // The frontend's graph of the Dockerfile.
+  void convert_definition() {
+    if (!builder_.frontend_) throw Error(ErrorKind::internal, "the builder has no frontend");
+    definition_ = builder_.frontend_(FrontendInput{dockerfile_, request_, [this](const std::string& reference,
+                                                                                const std::string& platform) {
+                                                      return resolve_image(reference, platform);
+                                                    }});
+  }
+
+  // --- the classic builder ----------------------------------------------------------------
+
+  // As Docker's classic builder goes: the context first (its client sends it before anything),
+  // then each step of each stage up to the target, alone and in order.
+  BuildResult run_classic() {
+    prepare_context();
+    if (context_->dockerfile) dockerfile_ = *context_->dockerfile;
+    progress_.classic_output(classic::sending_context(classic::context_tar_size(context_manifest(*context_))));
+    convert_definition();
+    worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_);
+    worker_->set_pending_images(pending_);
+    const std::vector<graph::Step>& steps = definition_.steps;
+    std::vector<std::string> ids(steps.size());
+    for (size_t i = 0; i < steps.size(); ++i) {
+      progress_.classic_output(classic::step_line(i + 1, steps.size(), steps[i].text));
+      ids[i] = run_classic_step(steps, ids, i);
+      if (i + 1 < steps.size() && steps[i].kind != graph::Step::Kind::global_arg) {
+        progress_.classic_output(" ---> " + ids[i] + "\n");
+      }
+    }
+    NullProgress quiet;
+    Solved solved = builder_.scheduler_.solve(definition_.graph, definition_.root, worker_, quiet, cancel_);
+    BuildResult result = export_target(solved);
+    std::string id = classic::short_id(result.config_digest.str());
+    if (!steps.empty() && steps.back().kind != graph::Step::Kind::global_arg) {
+      progress_.classic_output(" ---> " + id + "\n");
+    }
+    progress_.classic_output(classic::unused_build_args(definition_.unused_build_args));
+    progress_.classic_output("Successfully built " + id + "\n");
+    for (const std::string& tag : request_.tags) {
+      progress_.classic_output("Successfully tagged " + image::familiar_reference(tag) + "\n");
+    }
+    return result;
+  }
+
+  // Runs step `i` (the ones before it are done, their ids in `ids`) and returns its id.
+  std::string run_classic_step(const std::vector<graph::Step>& steps, const std::vector<std::string>& ids, size_t i) {
+    const graph::Step& step = steps[i];
+    switch (step.kind) {
+      case graph::Step::Kind::global_arg:
+        return "";
+      case graph::Step::Kind::from:
+        return run_classic_from(step, step.base_step ? ids[*step.base_step] : classic::short_id(step.base_image));
+      case graph::Step::Kind::op:
+      case graph::Step::Kind::metadata:
+        break;
+    }
+    return run_classic_change(step, i > 0 ? ids[i - 1] : "");
+  }
+
+  // A stage's start: its base's id, after the base's ONBUILD triggers ran as part of it.
+  std::string run_classic_from(const graph::Step& step, std::string id) {
+    if (step.triggers.empty()) return id;
+    progress_.classic_output("# Executing " + std::to_string(step.triggers.size()) + " build trigger" +
+                             (step.triggers.size() > 1 ? "s" : "") + "\n");
+    for (const graph::Step& trigger : step.triggers) id = run_classic_change(trigger, id);
+    return id;
+  }
+
+  // A step that changes the tree or the config, on the image `parent`; returns its id.
+  std::string run_classic_change(const graph::Step& step, const std::string& parent) {
+    if (step.kind == graph::Step::Kind::op) return run_classic_op(step, parent);
+    NullProgress quiet;
+    Solved solved = builder_.scheduler_.solve(definition_.graph, step.state, worker_, quiet, cancel_);
+    std::string id = classic::step_id(parent, step.text, solved.key);
+    if (metadata_step_cached(id)) {
+      progress_.classic_output(" ---> Using cache\n");
+      return id;
+    }
+    // The classic builder commits a config change through a container it creates and removes.
+    std::string container = classic::container_id(id);
+    progress_.classic_output(" ---> Running in " + container + "\n");
+    progress_.classic_output("Removing intermediate container " + container + "\n");
+    store_.metadata().put_cache("classic-step:" + id, store::CacheResult{});
+    return id;
+  }
+
+  // A step that makes an op: solved alone, its own op a hit or run now.
+  std::string run_classic_op(const graph::Step& step, const std::string& parent) {
+    const graph::Op& op = definition_.graph.op(step.state);
+    const auto* exec = std::get_if<graph::ExecOp>(&op.body);
+    std::string container = copies_files(step.text) ? "" : classic::container_id(classic::step_id(parent, step.text, op.digest));
+    ClassicStepProgress watch(progress_, op.digest, container);
+    Solved solved;
+    try {
+      solved = builder_.scheduler_.solve(definition_.graph, step.state, worker_, watch, cancel_);
+    } catch (const Error& e) {
+      if (exec) throw Error(e.kind(), classic::run_failure(e.what(), exec->argv));
+      throw;
+    }
+    if (watch.cached()) {
+      progress_.classic_output(" ---> Using cache\n");
+    } else if (watch.entered()) {
+      progress_.classic_output("Removing intermediate container " + container + "\n");
+    }
+    return classic::step_id(parent, step.text, solved.key);
+  }
+
+  // A step that changes only the config is a hit when a build made the same step before
+  // (the same id: parent, instruction, key), unless the build asks for no cache.
+  bool metadata_step_cached(const std::string& id) {
+    if (request_.no_cache) return false;
+    return store_.metadata().get_cache("classic-step:" + id).has_value();
+  }
+
   // "[internal] load build definition from Dockerfile"
   void load_definition() {
     std::string id = vertex_id("dockerfile:" + dockerfile_);

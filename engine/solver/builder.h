@@ -88,6 +88,9 @@ struct BuildRequest {
   std::map<std::string, registry::Credentials> registry_auth;  // by registry domain
   std::set<std::string> allow;     // entitlements the caller asks for: network.host, security.insecure
   sandbox::ResourceLimits limits;  // for the whole build (its RUN steps together)
+  // Docker's classic builder (DOCKER_BUILDKIT=0): every stage up to the target, one step at a
+  // time, told through Progress::classic_output.
+  bool classic = false;
 };
 
 // A random name no live build has: 12 hex digits.

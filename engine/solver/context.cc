@@ -192,6 +192,8 @@ MaterializedContext materialize_context(store::Store& store, ContextCache& cache
   return out;
 }
 
+const context::Manifest& context_manifest(const MaterializedContext& context) { return context.state->manifest; }
+
 std::string context_selection_key(const MaterializedContext& context, const Selection& wanted) {
   context::Selection selection;
   for (const std::string& source : wanted.paths) {

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "engine/context/manifest.h"
 #include "engine/solver/builder.h"
 #include "engine/solver/worker.h"
 #include "engine/store/store.h"
@@ -46,6 +47,9 @@ class ContextCache {
 MaterializedContext materialize_context(store::Store& store, ContextCache& cache, const BuildRequest& request,
                                         const std::string& reader_program, int cancel_fd,
                                         const std::function<void(int64_t bytes, bool done)>& on_transfer);
+
+// What the materialized context holds, entry by entry.
+const context::Manifest& context_manifest(const MaterializedContext& context);
 
 // The part of a cache key that comes from the context: a digest of the files a selection
 // picks (paths, types, modes, link targets and contents; not mtimes, and no owners: a

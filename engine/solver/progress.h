@@ -22,6 +22,9 @@ class Progress {
   virtual void log(const std::string& vertex, int stream, std::string_view data) = 0;
   // Something the user should know that does not fail the build (a cache that cannot be read).
   virtual void warning(const std::string& vertex, const std::string& text) { (void)vertex, (void)text; }
+  // The classic builder's output, as it prints it ("Step 1/3 : FROM alpine\n"): the whole of
+  // what a classic build shows (classic_output.h).
+  virtual void classic_output(std::string_view text) { (void)text; }
 };
 
 // Discards everything (tests, quiet internal work).

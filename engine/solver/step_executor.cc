@@ -122,6 +122,7 @@ void apply(OpContext& context, const graph::CopyAction& copy, int root, bool fre
   request.excludes = copy.excludes;
   request.unpack = copy.unpack;
   request.instruction = copy.verb;
+  request.legacy_builder = copy.classic;
   request.source_owner_is_root = source.local;
   // A local tree is never written again: a fresh layer may share its files. Not when
   // unpacking archives: a hard link in an archive to a file already copied would give the

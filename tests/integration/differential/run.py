@@ -62,6 +62,7 @@ sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
 import image_tree  # noqa: E402
+import legacy  # noqa: E402
 sys.path.insert(0, os.path.dirname(HERE))
 import base_image  # noqa: E402
 from daemons import (BuildFailed, Dockerd, HarnessError, Kbuildd, Workspace,  # noqa: E402
@@ -385,6 +386,9 @@ class Session:
         return report
 
     def _run_case(self, case, report):
+        if self.options.legacy:
+            legacy.run_legacy_case(self, case, report, prepare_context)
+            return
         agent = SshAgent(self.workspace.sub("ssh-agents", case.name)) if case.ssh_agent else None
         try:
             self._build_and_compare(case, report, agent.env() if agent else None)
@@ -453,11 +457,12 @@ class Session:
         return lines
 
 
-def select_cases(names):
-    available = {BASE_CASE: Case(BASE_CASE, BASE_DIR)}
-    for name in sorted(os.listdir(CASES_DIR)):
-        if os.path.isfile(os.path.join(CASES_DIR, name, "Dockerfile")):
-            available[name] = Case(name, os.path.join(CASES_DIR, name))
+def select_cases(names, legacy_cases=False):
+    cases_dir = legacy.LEGACY_CASES_DIR if legacy_cases else CASES_DIR
+    available = {} if legacy_cases else {BASE_CASE: Case(BASE_CASE, BASE_DIR)}
+    for name in sorted(os.listdir(cases_dir)):
+        if os.path.isfile(os.path.join(cases_dir, name, "Dockerfile")):
+            available[name] = Case(name, os.path.join(cases_dir, name))
     tags = [tag for case in available.values() for tag, _ in case.pre]
     duplicates = sorted({tag for tag in tags if tags.count(tag) > 1}
                         | ({BASE_TAG, BUSYBOX_TAG} & set(tags)))
@@ -468,7 +473,7 @@ def select_cases(names):
         return list(available.values())
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise HarnessError(f"no such case: {', '.join(unknown)} (see {CASES_DIR})")
+        raise HarnessError(f"no such case: {', '.join(unknown)} (see {cases_dir})")
     return [available[n] for n in names]
 
 
@@ -495,6 +500,9 @@ def parse_options():
         help="kbuild's build directory (default: build/ or $KBUILD_BUILD_DIR)")
     parser.add_argument("--kbuildd", help="kbuildd binary (default: BUILD_DIR/service/kbuildd)")
     parser.add_argument("--kbuildctl", help="kbuildctl binary (default: BUILD_DIR/cli/kbuildctl)")
+    parser.add_argument("--legacy", action="store_true",
+                        help="the classic builder's cases (legacy_cases/, see legacy.py): "
+                        "DOCKER_BUILDKIT=0 docker build against kbuild with DOCKER_BUILDKIT=0")
     parser.add_argument("--kbuild-is-docker", action="store_true",
                         help="the kbuild binaries are fake_kbuild's (Docker 20.10): clear the "
                         "uname/gname it looks up on the host, as the reference's are")
@@ -519,7 +527,7 @@ def main():
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, options.jobs))
     counts = {"PASS": 0, "FAIL": 0, "ok": 0}
     try:
-        cases = select_cases(options.case)
+        cases = select_cases(options.case, options.legacy)
         session.start()
         if session.skip_reason:
             print(f"kbuild: SKIPPED ({session.skip_reason}); building with BuildKit only")
@@ -553,7 +561,7 @@ def main():
         session.stop()
         pool.shutdown(wait=True)
         workspace.close()
-    summary = f"differential: {counts['PASS']} passed, {counts['FAIL']} failed"
+    summary = f"{'legacy_differential' if options.legacy else 'differential'}: {counts['PASS']} passed, {counts['FAIL']} failed"
     if counts["ok"]:
         summary += f", {counts['ok']} skipped (kbuild: {session.skip_reason})"
     print(f"({time.monotonic() - started:.0f}s)")

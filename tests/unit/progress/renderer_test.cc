@@ -176,6 +176,28 @@ TEST(RunDisplay, FeedsEventsAndRefreshesWhileThePipeIsIdle) {
   EXPECT_GE(renderer.refreshes, 2);
 }
 
+TEST(RunDisplay, DivertedEventsNeverReachTheRenderer) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  ProgressReader reader{UniqueFd(fds[0])};
+  {
+    ProgressWriter writer{UniqueFd(fds[1])};
+    SolveStatus classic;
+    classic.logs.push_back(VertexLog{std::string(kClassicOutputVertex), 1, "Step 1/1 : FROM x\n", {}});
+    writer.write(classic);
+    writer.write(status(R"({"vertexes":[{"digest":"v1","name":"a","started":"@0"}]})"));
+  }
+  RecordingRenderer renderer;
+  std::string text;
+  run_display(reader, renderer, std::chrono::milliseconds(50), [&text](const SolveStatus& s) {
+    if (s.logs.empty() || s.logs[0].vertex != kClassicOutputVertex) return false;
+    text += s.logs[0].data;
+    return true;
+  });
+  EXPECT_EQ(text, "Step 1/1 : FROM x\n");
+  EXPECT_EQ(renderer.updates, 1);
+}
+
 TEST(RunDisplay, ReportsALineThatIsNotAStatus) {
   int fds[2];
   ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
