@@ -111,6 +111,17 @@ class LegacyTest(unittest.TestCase):
         self.assertEqual(lines[-1], "Successfully tagged app:latest")
         self.assertNotIn("#1", result.stdout + result.stderr)
 
+    def test_a_classic_build_is_logged_like_any_other(self):
+        if os.path.exists("/run/systemd/journal/socket"):
+            self.skipTest("a journal runs here: kbuildd logs builds there, not on stderr")
+        ctx = self.context("FROM kbuild-busybox\nRUN echo logged-step\n")
+        built = self.build(ctx, "--no-cache").stdout.splitlines()[-1].split()[-1]
+        log = self.daemon.log_text()
+        summary = re.findall(r"^kbuildd: build ([0-9a-f]{12}) by uid 0: success in \S+, image sha256:([0-9a-f]+)", log, re.M)
+        self.assertIn(built, [image[:12] for _, image in summary], log[-3000:])
+        build_id = next(b for b, image in summary if image.startswith(built))
+        self.assertRegex(log, rf"(?m)^kbuildd: build {build_id} step done in \S+: .*RUN echo logged-step$")
+
     def test_rebuild_uses_cache_for_every_step_with_the_same_ids(self):
         ctx = self.context("FROM kbuild-busybox AS a\nRUN echo one > /one\nFROM kbuild-busybox\nENV B=2\n"
                            "COPY f /f\nRUN cat /f\nLABEL l=v\n", {"f": "content\n"})
