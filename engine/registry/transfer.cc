@@ -100,6 +100,7 @@ ResolvedManifest resolve(store::Store& store, RegistryClient& client, const imag
     if (layer.size < 0) throw Error(ErrorKind::user, "a layer with a negative size");
   }
   // The config first: it is small, and the image is useless without it.
+  store.leases().used_blob(manifest.config.digest);
   if (!store.content().has(manifest.config.digest)) {
     if (manifest.config.size > static_cast<int64_t>(kManifestLimit)) {
       throw Error(ErrorKind::user, "the image config is larger than 4 MiB");
@@ -119,7 +120,7 @@ ResolvedManifest resolve(store::Store& store, RegistryClient& client, const imag
 
 store::ImageRecord pull(store::Store& store, RegistryClient& client, const image::Reference& reference,
                         const PullOptions& options) {
-  store::AddedBlobs added(store.content());
+  store::AddedBlobs added(store);
   ResolvedManifest resolved = resolve(store, client, reference, options, &added);
   const FetchedManifest& fetched = resolved.fetched;
   const image::Manifest& manifest = resolved.manifest;
@@ -131,6 +132,8 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
   std::vector<std::function<void()>> jobs;
   for (size_t i = 0; i < manifest.layers.size(); ++i) {
     const image::Descriptor& layer = manifest.layers[i];
+    // Held before it is looked at, so that a collection running meanwhile leaves it.
+    store.leases().used_blob(layer.digest);
     const bool stored = store.content().has(layer.digest);
     if (stored) {
       if (options.progress) options.progress("pulling " + short_digest(layer.digest), layer.size, layer.size, true);

@@ -81,7 +81,7 @@ std::optional<std::string> materialize_chain(store::Store& store, CacheSource& s
     if ((parent = images.find_chain(diff_ids_of(chain, have)))) break;
   }
   if (have == chain.size()) return parent;
-  store::AddedBlobs fetched(store.content());
+  store::AddedBlobs fetched(store);
   std::vector<std::optional<store::SnapshotStore::Prepared>> slots(chain.size() - have);
   std::vector<std::function<void()>> jobs;
   for (size_t i = have; i < chain.size(); ++i) {
