@@ -3,10 +3,14 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <map>
 #include <set>
 #include <utility>
@@ -50,6 +54,28 @@ bool is_cache_mount_name(const std::string& name) {
   return name[64] == '-' && name.size() > 65 && name.find_first_not_of("0123456789", 65) == std::string::npos;
 }
 
+// The files someone holds a flock on, by (device, inode), from /proc/locks: whether a step
+// holds a cache mount, asked without taking a lock that a private mount's step would see.
+std::set<std::pair<dev_t, ino_t>> flocked_files() {
+  std::set<std::pair<dev_t, ino_t>> files;
+  std::ifstream locks("/proc/locks");
+  std::string line;
+  while (std::getline(locks, line)) {
+    // "1: FLOCK  ADVISORY  WRITE 2355 fd:01:131090 0 EOF"; a waiter's line has "->" after "1:".
+    std::istringstream fields(line);
+    std::string number, type, mode, access, pid, device;
+    fields >> number >> type;
+    if (type == "->") fields >> type;
+    fields >> mode >> access >> pid >> device;
+    unsigned major = 0, minor = 0;
+    unsigned long inode = 0;
+    if (type == "FLOCK" && std::sscanf(device.c_str(), "%x:%x:%lu", &major, &minor, &inode) == 3) {
+      files.emplace(makedev(major, minor), inode);
+    }
+  }
+  return files;
+}
+
 // A cache mount's directory opened, and whether a step holds it (every step that mounts one
 // holds a flock on it, shared or exclusive, while it runs).
 struct CacheMountDir {
@@ -57,9 +83,14 @@ struct CacheMountDir {
   bool in_use = false;
 };
 
-CacheMountDir open_cache_mount(int root_fd, const std::string& name, const std::string& path) {
+UniqueFd open_cache_dir(int root_fd, const std::string& name, const std::string& path) {
+  return UniqueFd(check(::openat(root_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW), "open", path));
+}
+
+// Opened and locked for its removal; in_use when a step holds it.
+CacheMountDir lock_cache_mount(int root_fd, const std::string& name, const std::string& path) {
   CacheMountDir dir;
-  dir.fd = UniqueFd(check(::openat(root_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW), "open", path));
+  dir.fd = open_cache_dir(root_fd, name, path);
   if (::flock(dir.fd.get(), LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK) throw_errno("flock", path);
     dir.in_use = true;
@@ -71,22 +102,23 @@ void add_cache_mounts(store::Store& store, std::vector<UsageRecord>& records) {
   std::string root = cache_root(store);
   if (::access(root.c_str(), F_OK) != 0) return;
   UniqueFd root_fd = store::fs::open_dir(root);
+  const std::set<std::pair<dev_t, ino_t>> locked = flocked_files();
   for (const std::string& name : store::fs::entries(root_fd.get(), root)) {
     if (!is_cache_mount_name(name)) continue;  // "new-*": one being made
     std::string path = root + "/" + name;
     try {
-      CacheMountDir dir = open_cache_mount(root_fd.get(), name, path);
+      UniqueFd dir = open_cache_dir(root_fd.get(), name, path);
       struct stat st {};
-      check(::fstat(dir.fd.get(), &st), "stat", path);
+      check(::fstat(dir.get(), &st), "stat", path);
       UsageRecord record;
       record.kind = UsageRecord::Kind::cache_mount;
       record.id = name;
       record.type = kTypeCacheMount;
       record.mutable_ = true;
-      record.in_use = dir.in_use;
+      record.in_use = locked.contains({st.st_dev, st.st_ino});
       record.created = mtime_of(st);  // steps touch it: its last use, and no older date is kept
       record.last_used = record.created;
-      record.size = store::fs::disk_usage(dir.fd.get(), path);
+      record.size = store::fs::disk_usage(dir.get(), path);
       record.description = "cache mount " + name;
       records.push_back(std::move(record));
     } catch (const Error&) {
@@ -217,7 +249,7 @@ bool remove_record(store::Store& store, const UsageRecord& record) {
       std::string root = cache_root(store);
       UniqueFd root_fd = store::fs::open_dir(root);
       std::string path = root + "/" + record.id;
-      CacheMountDir dir = open_cache_mount(root_fd.get(), record.id, path);
+      CacheMountDir dir = lock_cache_mount(root_fd.get(), record.id, path);
       if (dir.in_use) return false;
       // Held (flock) until it is gone: a step that opened it meanwhile finds it unlinked once
       // it gets the lock, and makes a new one.
