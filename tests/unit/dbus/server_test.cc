@@ -197,6 +197,11 @@ TEST_F(ServerTest, ServesEveryMethodThroughTheClient) {
   Options usage = client.disk_usage();
   EXPECT_EQ(usage.at("images"), Value(std::uint64_t{2}));
   EXPECT_EQ(usage.at("images-size"), Value(std::uint64_t{1234567}));
+  EXPECT_FALSE(usage.contains("records"));
+  usage = client.disk_usage({{"records", true}});
+  EXPECT_EQ(usage.at("records"), Value(std::vector<StringMap>{{{"id", "r1"}}}));
+  EXPECT_EQ(client.prune({{"all", true}}).at("reclaimed"), Value(std::uint64_t{2000}));
+  EXPECT_EQ(client.prune_images({}).at("deleted"), Value(std::vector<std::string>{"deleted: sha256:abc"}));
 
   Pipe saved;
   client.save_images({"a:1", "b:2"}, saved.write.get());
