@@ -467,11 +467,13 @@ TEST_F(ServerTest, IntrospectionEqualsTheXml) {
   BuilderClient client(server.path());
   Members served = interface_members(client.introspect(), kBuilderInterface);
   Members defined = interface_members(read_file(KBUILD_BUILDER1_XML), kBuilderInterface);
-  ASSERT_EQ(defined.size(), 12u);
+  ASSERT_EQ(defined.size(), 14u);
   EXPECT_EQ(defined.at("method Reload"), (std::vector<Arg>{{"result", "a{sv}", "out"}}));
   EXPECT_EQ(defined.at("method PullImage"), (std::vector<Arg>{{"reference", "s", "in"}, {"options", "a{sv}", "in"}, {"lines", "as", "out"}}));
   EXPECT_EQ(defined.at("method Build").size(), 5u);
   EXPECT_EQ(defined.at("method Build")[4], (Arg{"result", "a{sv}", "out"}));
+  EXPECT_EQ(defined.at("method DiskUsage"), (std::vector<Arg>{{"options", "a{sv}", "in"}, {"usage", "a{sv}", "out"}}));
+  EXPECT_EQ(defined.at("method Prune"), (std::vector<Arg>{{"options", "a{sv}", "in"}, {"result", "a{sv}", "out"}}));
   EXPECT_EQ(served, defined);
 }
 
