@@ -38,7 +38,7 @@ Clock::time_point mtime_of(const struct stat& st) {
 
 std::string describe_snapshot(const store::SnapshotRecord& snapshot) {
   std::string layer = snapshot.diff_id ? " " + snapshot.diff_id->str() : "";
-  if (snapshot.kind == "extracted") return "pulled layer" + layer;
+  if (snapshot.kind == "extracted") return "image layer (pulled or loaded)" + layer;
   if (snapshot.kind == "imported") return "layer imported from a cache" + layer;
   if (snapshot.kind == "layer") return "layer of a build step" + layer;
   return snapshot.kind + " snapshot" + layer;
@@ -199,12 +199,27 @@ void mark_images(store::Store& store, std::vector<UsageRecord>& records, const R
     mark(records, index, entry.result.snapshot_id, tagged ? &UsageRecord::shared : &UsageRecord::image);
     mark(records, index, blob_id(config), tagged ? &UsageRecord::shared : &UsageRecord::image);
   }
+  // A blob of a tagged image says which images and what it is to them.
+  auto describe = [&](const store::Digest& blob, const std::string& what, const std::string& image) {
+    if (auto it = index.find(blob_id(blob)); it != index.end()) {
+      std::string& description = records[it->second].description;
+      if (description.starts_with("blob ")) description = what + " of";
+      description += " " + image;
+    }
+  };
   for (const auto& [config, manifest_digest] : manifests) {
+    std::string image_names;
+    for (const std::string& name : names[config]) image_names += (image_names.empty() ? "" : ",") + name;
     mark(records, index, blob_id(config), &UsageRecord::shared);
     mark(records, index, blob_id(manifest_digest), &UsageRecord::shared);
+    describe(config, "config", image_names);
+    describe(manifest_digest, "manifest", image_names);
     try {
       image::Manifest manifest = image::parse_manifest(store.content().read_small(manifest_digest));
-      for (const auto& layer : manifest.layers) mark(records, index, blob_id(layer.digest), &UsageRecord::shared);
+      for (const auto& layer : manifest.layers) {
+        mark(records, index, blob_id(layer.digest), &UsageRecord::shared);
+        describe(layer.digest, "layer blob", image_names);
+      }
     } catch (const Error&) {
       // A manifest that is missing or unreadable lists nothing to keep.
     }
