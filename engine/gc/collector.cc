@@ -244,17 +244,23 @@ void mark_in_use(store::Store& store, std::vector<UsageRecord>& records, const R
   for (const std::string& id : held) mark(records, index, id, &UsageRecord::in_use);
 }
 
-// Removes one record unless something came to need it since it was listed; false then.
+// Removes one record unless something came to need it since it was listed, or a concurrent
+// prune (a GC pass) removed it first; false then.
 bool remove_record(store::Store& store, const UsageRecord& record) {
   store::LeaseTable::Collection collection(store.leases());
   switch (record.kind) {
     case UsageRecord::Kind::snapshot:
-      if (collection.holds_snapshot(record.id) || !store.metadata().children_of(record.id).empty()) return false;
+      if (!store.metadata().get_snapshot(record.id) || collection.holds_snapshot(record.id) ||
+          !store.metadata().children_of(record.id).empty()) {
+        return false;
+      }
       store.snapshots().remove(record.id);
       return true;
     case UsageRecord::Kind::blob: {
       store::Digest digest = store::Digest::parse(record.id);
-      if (collection.holds_blob(digest) || store.metadata().blob_needed(digest)) return false;
+      if (!store.content().has(digest) || collection.holds_blob(digest) || store.metadata().blob_needed(digest)) {
+        return false;
+      }
       // The mapping first: a crash in between leaves an unmapped blob, which the next prune takes.
       store.metadata().remove_layer_blob(digest);
       store.content().remove(digest);

@@ -87,6 +87,7 @@ std::optional<std::string> materialize_chain(store::Store& store, CacheSource& s
   for (size_t i = have; i < chain.size(); ++i) {
     jobs.push_back([&, i] {
       const CacheLayer& layer = chain[i];
+      fetched.use(layer.blob.digest);  // before it is looked for: see AddedBlobs
       if (!store.content().has(layer.blob.digest)) fetch_blob(store, source, layer.blob, options, fetched);
       slots[i - have].emplace(images.extract(layer.blob, layer.diff_id, options.canceled, image::kImportedKind));
       if (!layer.created.empty()) store.snapshots().set_created(*slots[i - have], time_of(layer.created));

@@ -30,10 +30,17 @@ bool LeaseTable::Collection::holds_snapshot(const std::string& id) const {
   return false;
 }
 
-size_t LeaseTable::Collection::blob_holders(const Digest& digest) const {
-  size_t holders = 0;
-  for (const auto& [lease, held] : table_.leases_) holders += held.blobs.contains(digest) ? 1 : 0;
-  return holders;
+bool LeaseTable::Collection::holds_blob(const Digest& digest) const {
+  if (table_.claims_.contains(digest)) return true;
+  for (const auto& [lease, held] : table_.leases_) {
+    if (held.blobs.contains(digest)) return true;
+  }
+  return false;
+}
+
+void LeaseTable::Collection::release_blob_claim(const Digest& digest) {
+  auto it = table_.claims_.find(digest);
+  if (it != table_.claims_.end() && --it->second == 0) table_.claims_.erase(it);
 }
 
 LeaseTable::Lease LeaseTable::acquire(std::string owner) {
@@ -46,6 +53,11 @@ LeaseTable::Lease LeaseTable::acquire(std::string owner) {
 void LeaseTable::made_snapshot(const std::string& id) {
   std::lock_guard lock(mutex_);
   for (auto& [lease, held] : leases_) held.snapshots.insert(id);
+}
+
+void LeaseTable::claim_blob(const Digest& digest) {
+  std::lock_guard lock(mutex_);
+  ++claims_[digest];
 }
 
 void LeaseTable::made_blob(const Digest& digest) {

@@ -53,11 +53,13 @@ class LeaseTable {
    public:
     explicit Collection(LeaseTable& table) : table_(table), lock_(table.mutex_) {}
     bool holds_snapshot(const std::string& id) const;
-    bool holds_blob(const Digest& digest) const { return blob_holders(digest) > 0; }
-    size_t blob_holders(const Digest& digest) const;
+    bool holds_blob(const Digest& digest) const;
+    // Drops one claim on a blob (see claim_blob); whether any remains.
+    void release_blob_claim(const Digest& digest);
+    bool blob_claimed(const Digest& digest) const { return table_.claims_.contains(digest); }
 
    private:
-    const LeaseTable& table_;
+    LeaseTable& table_;
     std::unique_lock<std::mutex> lock_;
   };
 
@@ -74,6 +76,10 @@ class LeaseTable {
   // An operation goes on to read a blob that was stored already (a layer a pull skips): held
   // as a new one is. Check that it is still there afterwards.
   void used_blob(const Digest& digest) { made_blob(digest); }
+  // A pull or import stores or reads the blob and, should it fail, removes what it stored
+  // unless another one claims it too: counted per operation (AddedBlobs), not per lease, since
+  // every lease holds every blob made while it is active.
+  void claim_blob(const Digest& digest);
   // The owners of the active leases, for du's descriptions and tests.
   std::vector<std::string> owners();
 
@@ -89,6 +95,7 @@ class LeaseTable {
   mutable std::mutex mutex_;
   uint64_t next_id_ = 1;
   std::map<uint64_t, Held> leases_;
+  std::map<Digest, size_t> claims_;
 };
 
 }  // namespace kbuild::store

@@ -145,16 +145,28 @@ TEST_F(CollectorTest, AHoldOnWhatAPruneRemovedFails) {
   EXPECT_FALSE(lease.hold_snapshot(snapshot));
 }
 
-TEST_F(CollectorTest, AFailedPullLeavesABlobAnotherPullHoldsOrARecordNames) {
-  store::LeaseTable::Lease first = store_->leases().acquire("pull a");
+TEST_F(CollectorTest, AFailedPullLeavesABlobAnotherPullClaimsOrARecordNames) {
+  // Unrelated operations in flight (a pull stalled on a silent registry) change nothing.
+  store::LeaseTable::Lease stalled = store_->leases().acquire("pull stalled");
+  auto first = std::make_unique<store::AddedBlobs>(*store_);
   store::Digest shared;
   {
-    store::LeaseTable::Lease second = store_->leases().acquire("pull b");
-    store::AddedBlobs added(*store_);
+    store::AddedBlobs second(*store_);
     shared = store_->content().put("a layer both pulls fetch");
-    added.add(shared);
+    second.add(shared);
+    first->add(shared);  // its own download of the same layer committed too
   }  // the second pull failed: the first one still needs the layer
   EXPECT_TRUE(store_->content().has(shared));
+  store::Digest skipped;
+  {
+    store::AddedBlobs storing(*store_);
+    skipped = store_->content().put("a layer the first pull found stored");
+    storing.add(skipped);
+    first->use(skipped);
+  }  // the pull that stored it failed; the first one reads it
+  EXPECT_TRUE(store_->content().has(skipped));
+  first->keep();
+  first.reset();
   store::Digest named;
   {
     store::AddedBlobs added(*store_);
