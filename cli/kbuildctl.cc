@@ -9,6 +9,7 @@
 
 #include "cli/build_command.h"
 #include "cli/debug_dockerfile.h"
+#include "cli/disk_commands.h"
 #include "cli/image_commands.h"
 #include "cli/error_excerpt.h"
 #include "common/error.h"
@@ -110,6 +111,8 @@ int run_kbuildctl(int argc, const char* const* argv, std::istream& in, std::ostr
 
   ImageCommands image_commands;
   add_image_commands(app, image_commands);
+  DiskCommands disk_commands;
+  add_disk_commands(app, disk_commands);
 
   CLI::App* debug = app.add_subcommand("debug", "Inspect what a build would do, without building");
   debug->require_subcommand(1);
@@ -139,6 +142,7 @@ int run_kbuildctl(int argc, const char* const* argv, std::istream& in, std::ostr
   try {
     if (dockerfile->parsed() || plan->parsed()) return run_debug(flags, plan->parsed(), in, out, err);
     if (build->parsed()) return run_build(build_flags, socket, out, err);
+    if (disk_command_parsed(disk_commands)) return run_disk_commands(disk_commands, socket, in, out);
     return run_image_commands(image_commands, socket, out, err);
   } catch (const Error& e) {
     err << "ERROR: " << e.what() << "\n";

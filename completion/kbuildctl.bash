@@ -13,7 +13,7 @@ _kbuildctl()
     local cur prev words cword
     _init_completion || return
 
-    local commands="build images rmi tag save load pull push login logout info debug"
+    local commands="build images rmi tag save load pull push login logout info du prune image debug"
     local command="" i _kbuildctl_host=""
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
@@ -89,6 +89,21 @@ _kbuildctl()
             ;;
         images)
             COMPREPLY=($(compgen -W "-q --quiet -h --help" -- "$cur"))
+            ;;
+        du)
+            [[ $prev == --filter ]] && return
+            COMPREPLY=($(compgen -W "--filter --verbose -h --help" -- "$cur"))
+            ;;
+        prune)
+            [[ $prev == --filter || $prev == --keep-storage ]] && return
+            COMPREPLY=($(compgen -W "-a --all -f --force --filter --keep-storage --verbose -h --help" -- "$cur"))
+            ;;
+        image)
+            if [[ ${words[cword - 1]} == image ]]; then
+                COMPREPLY=($(compgen -W "prune" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -W "-a --all -f --force -h --help" -- "$cur"))
+            fi
             ;;
         rmi | tag | push)
             if [[ $cur == -* ]]; then

@@ -60,8 +60,12 @@ class BuilderApi {
                                               const Options& options) = 0;
   // CheckLogin(s server, a{sv} options) -> a{sv} result
   virtual Options check_login(const CallContext& call, const std::string& server, const Options& options) = 0;
-  // DiskUsage() -> a{sv} usage
-  virtual Options disk_usage(const CallContext& call) = 0;
+  // DiskUsage(a{sv} options) -> a{sv} usage
+  virtual Options disk_usage(const CallContext& call, const Options& options) = 0;
+  // Prune(a{sv} options) -> a{sv} result
+  virtual Options prune(const CallContext& call, const Options& options) = 0;
+  // PruneImages(a{sv} options) -> a{sv} result
+  virtual Options prune_images(const CallContext& call, const Options& options) = 0;
   // Info() -> a{sv} info
   virtual Options info(const CallContext& call) = 0;
   // Reload() -> a{sv} result

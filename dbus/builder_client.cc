@@ -204,8 +204,19 @@ Options BuilderClient::check_login(const std::string& server, const Options& opt
   return call_daemon("CheckLogin", [&] { return to_options(proxy_->CheckLogin(server, arguments)); });
 }
 
-Options BuilderClient::disk_usage() {
-  return call_daemon("DiskUsage", [&] { return to_options(proxy_->DiskUsage()); });
+Options BuilderClient::disk_usage(const Options& options) {
+  VariantMap arguments = to_variants(options);
+  return call_daemon("DiskUsage", [&] { return to_options(proxy_->DiskUsage(arguments)); });
+}
+
+Options BuilderClient::prune(const Options& options) {
+  VariantMap arguments = to_variants(options);
+  return call_daemon("Prune", [&] { return to_options(proxy_->Prune(arguments)); });
+}
+
+Options BuilderClient::prune_images(const Options& options) {
+  VariantMap arguments = to_variants(options);
+  return call_daemon("PruneImages", [&] { return to_options(proxy_->PruneImages(arguments)); });
 }
 
 Options BuilderClient::info() {

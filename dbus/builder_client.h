@@ -31,7 +31,9 @@ class BuilderClient {
   std::vector<std::string> pull_image(const std::string& reference, const Options& options);
   std::vector<std::string> push_image(const std::string& reference, const Options& options);
   Options check_login(const std::string& server, const Options& options);
-  Options disk_usage();
+  Options disk_usage(const Options& options = {});
+  Options prune(const Options& options);
+  Options prune_images(const Options& options);
   Options info();
   Options reload();
 

@@ -343,11 +343,14 @@ int on_check_login(sd_bus_message* call, void* userdata, sd_bus_error* error) no
   });
 }
 
-int on_disk_usage(sd_bus_message* call, void* userdata, sd_bus_error* error) noexcept {
-  return dispatch(call, userdata, error, [](sd_bus_message*, BuilderApi& api) -> Job {
-    return [&api](const CallContext& context) -> ReplyWriter {
-      Options usage = api.disk_usage(context);
-      return [usage = std::move(usage)](sd_bus_message* reply) { append_options(reply, usage); };
+// DiskUsage, Prune and PruneImages: (a{sv} options) -> a{sv} result.
+template <auto Method>
+int on_options_call(sd_bus_message* call, void* userdata, sd_bus_error* error) noexcept {
+  return dispatch(call, userdata, error, [](sd_bus_message* m, BuilderApi& api) -> Job {
+    auto options = std::make_shared<Options>(read_options(m));
+    return [&api, options](const CallContext& context) -> ReplyWriter {
+      Options result = (api.*Method)(context, *options);
+      return [result = std::move(result)](sd_bus_message* reply) { append_options(reply, result); };
     };
   });
 }
@@ -398,8 +401,12 @@ const sd_bus_vtable Connection::kBuilderVtable[] = {
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("CheckLogin", "sa{sv}", SD_BUS_PARAM(server) SD_BUS_PARAM(options), "a{sv}",
                              SD_BUS_PARAM(result), on_check_login, SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_NAMES("DiskUsage", "", , "a{sv}", SD_BUS_PARAM(usage), on_disk_usage,
-                             SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("DiskUsage", "a{sv}", SD_BUS_PARAM(options), "a{sv}", SD_BUS_PARAM(usage),
+                             on_options_call<&BuilderApi::disk_usage>, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("Prune", "a{sv}", SD_BUS_PARAM(options), "a{sv}", SD_BUS_PARAM(result),
+                             on_options_call<&BuilderApi::prune>, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("PruneImages", "a{sv}", SD_BUS_PARAM(options), "a{sv}", SD_BUS_PARAM(result),
+                             on_options_call<&BuilderApi::prune_images>, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Info", "", , "a{sv}", SD_BUS_PARAM(info), on_info, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Reload", "", , "a{sv}", SD_BUS_PARAM(result), on_reload, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,

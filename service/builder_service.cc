@@ -10,6 +10,7 @@
 #include "common/version.h"
 #include "engine/dockerfile/classic_builder.h"
 #include "engine/dockerfile/convert.h"
+#include "engine/gc/collector.h"
 #include "engine/image/blob_io.h"
 #include "engine/image/export_format.h"
 #include "engine/image/layer_blobs.h"
@@ -232,6 +233,27 @@ graph::Definition convert_dockerfile(const solver::FrontendInput& input) {
   return dockerfile::convert_dockerfile(input.text, options);
 }
 
+// A du record as DiskUsage and Prune return it: strings, times in Unix nanoseconds.
+dbus::StringMap record_map(const gc::UsageRecord& record) {
+  auto ns = [](gc::Clock::time_point time) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(time.time_since_epoch()).count());
+  };
+  std::string parents;
+  for (const std::string& parent : record.parents) parents += (parents.empty() ? "" : ",") + parent;
+  dbus::StringMap map{{"id", record.id},
+                      {"parents", parents},
+                      {"created", ns(record.created)},
+                      {"mutable", record.mutable_ ? "true" : "false"},
+                      {"in-use", record.in_use ? "true" : "false"},
+                      {"shared", record.shared ? "true" : "false"},
+                      {"size", std::to_string(record.size)},
+                      {"description", record.description},
+                      {"usage-count", std::to_string(record.usage_count)},
+                      {"type", record.type}};
+  if (record.last_used) map.emplace("last-used", ns(*record.last_used));
+  return map;
+}
+
 }  // namespace
 
 BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox,
@@ -244,7 +266,8 @@ BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver:
       monitor_(make_log_sink(), [this] {
         image::StoreUsage usage = images_.usage();
         return usage.blobs_size + usage.cache_size;
-      }) {
+      }),
+      gc_(store, config_) {
   builder_.set_context_reader(std::move(context_reader));
   builder_.set_frontend(convert_dockerfile);
 }
@@ -261,6 +284,11 @@ dbus::Options BuilderService::build(const dbus::CallContext& call, const dbus::O
   std::stop_callback on_disconnect(call.stop, [&cancel] { cancel.cancel(); });
   SolveProgress progress(std::move(progress_fd), cancel.fd(), request.classic);
   request.build_name = solver::new_build_name();
+  // A GC pass once it has ended, as BuildKit runs one after each build, however it ended.
+  struct CollectAfter {
+    GarbageCollector& gc;
+    ~CollectAfter() { gc.request(); }
+  } collect_after{gc_};
   BuildMonitor::Build monitored(monitor_, request, progress);
   solver::BuildResult result;
   try {
@@ -304,6 +332,7 @@ void BuilderService::tag_image(const dbus::CallContext&, const std::string& sour
 
 void BuilderService::save_images(const dbus::CallContext& call, const std::vector<std::string>& references,
                                  UniqueFd output) {
+  store::LeaseTable::Lease lease = store_.leases().acquire("save");  // layer blobs it makes
   CancelSignal cancel;
   std::stop_callback on_disconnect(call.stop, [&cancel] { cancel.cancel(); });
   image::LazyBlobSource blobs(store_);
@@ -312,6 +341,7 @@ void BuilderService::save_images(const dbus::CallContext& call, const std::vecto
 }
 
 std::vector<std::string> BuilderService::load_images(const dbus::CallContext& call, UniqueFd input) {
+  store::LeaseTable::Lease lease = store_.leases().acquire("load");
   CancelSignal cancel;
   std::stop_callback on_disconnect(call.stop, [&cancel] { cancel.cancel(); });
   return images_.load(input.get(), cancel.fd());
@@ -332,6 +362,7 @@ registry::RegistryClient client_for(const solver::RegistrySettings& settings, re
 std::vector<std::string> BuilderService::pull_image(const dbus::CallContext& call, const std::string& reference,
                                                     const dbus::Options& options) {
   image::Reference ref = image::parse_reference(reference);
+  store::LeaseTable::Lease lease = store_.leases().acquire("pull " + ref.str());
   std::atomic<bool> canceled{false};
   std::stop_callback on_disconnect(call.stop, [&canceled] { canceled = true; });
   std::shared_ptr<const solver::RegistrySettings> settings = builder_.registry();
@@ -356,6 +387,7 @@ std::vector<std::string> BuilderService::pull_image(const dbus::CallContext& cal
 std::vector<std::string> BuilderService::push_image(const dbus::CallContext& call, const std::string& reference,
                                                     const dbus::Options& options) {
   image::Reference ref = image::parse_reference(reference);
+  store::LeaseTable::Lease lease = store_.leases().acquire("push " + ref.str());  // layer blobs it makes
   store::ImageRecord record = images_.resolve(reference);
   std::atomic<bool> canceled{false};
   std::stop_callback on_disconnect(call.stop, [&canceled] { canceled = true; });
@@ -383,13 +415,41 @@ dbus::Options BuilderService::check_login(const dbus::CallContext& call, const s
   return {{"identity-token", dbus::Value(identity_token)}};
 }
 
-dbus::Options BuilderService::disk_usage(const dbus::CallContext&) {
+dbus::Options BuilderService::disk_usage(const dbus::CallContext&, const dbus::Options& options) {
   image::StoreUsage usage = images_.usage();
-  return {{"images", dbus::Value(usage.images)},
-          {"images-size", dbus::Value(usage.images_size)},
-          {"blobs-size", dbus::Value(usage.blobs_size)},
-          {"cache-records", dbus::Value(usage.cache_records)},
-          {"cache-size", dbus::Value(usage.cache_size)}};
+  dbus::Options out{{"images", dbus::Value(usage.images)},
+                    {"images-size", dbus::Value(usage.images_size)},
+                    {"blobs-size", dbus::Value(usage.blobs_size)},
+                    {"cache-records", dbus::Value(usage.cache_records)},
+                    {"cache-size", dbus::Value(usage.cache_size)}};
+  if (!option<bool>(options, "records").value_or(false)) return out;
+  gc::PruneOptions filters;
+  gc::parse_filters(option<std::vector<std::string>>(options, "filters").value_or(std::vector<std::string>{}), filters);
+  std::vector<dbus::StringMap> records;
+  const auto now = gc::Clock::now();
+  for (const gc::UsageRecord& record : gc::collect_usage(store_)) {
+    if (!filters.filter.matches(record)) continue;
+    if (filters.unused_for && now - record.last_activity() < *filters.unused_for) continue;
+    records.push_back(record_map(record));
+  }
+  out.emplace("records", dbus::Value(std::move(records)));
+  return out;
+}
+
+dbus::Options BuilderService::prune(const dbus::CallContext&, const dbus::Options& options) {
+  gc::PruneOptions prune;
+  prune.all = option<bool>(options, "all").value_or(false);
+  prune.keep_storage = option<uint64_t>(options, "keep-storage").value_or(0);
+  gc::parse_filters(option<std::vector<std::string>>(options, "filters").value_or(std::vector<std::string>{}), prune);
+  gc::PruneResult result = gc::prune(store_, prune);
+  std::vector<dbus::StringMap> removed;
+  for (const gc::UsageRecord& record : result.removed) removed.push_back(record_map(record));
+  return {{"records", dbus::Value(std::move(removed))}, {"reclaimed", dbus::Value(result.reclaimed)}};
+}
+
+dbus::Options BuilderService::prune_images(const dbus::CallContext&, const dbus::Options& options) {
+  gc::ImagePruneResult result = gc::prune_images(store_, option<bool>(options, "all").value_or(false));
+  return {{"deleted", dbus::Value(std::move(result.deleted))}, {"reclaimed", dbus::Value(result.reclaimed)}};
 }
 
 dbus::Options BuilderService::info(const dbus::CallContext&) {

@@ -8,6 +8,7 @@
 #include "engine/store/store.h"
 #include "service/build_monitor.h"
 #include "service/daemon_config.h"
+#include "service/garbage_collector.h"
 #include "service/live_config.h"
 
 namespace kbuild::service {
@@ -34,7 +35,9 @@ class BuilderService : public dbus::BuilderApi {
                                       const dbus::Options& options) override;
   dbus::Options check_login(const dbus::CallContext& call, const std::string& server,
                             const dbus::Options& options) override;
-  dbus::Options disk_usage(const dbus::CallContext& call) override;
+  dbus::Options disk_usage(const dbus::CallContext& call, const dbus::Options& options) override;
+  dbus::Options prune(const dbus::CallContext& call, const dbus::Options& options) override;
+  dbus::Options prune_images(const dbus::CallContext& call, const dbus::Options& options) override;
   dbus::Options info(const dbus::CallContext& call) override;
   dbus::Options reload(const dbus::CallContext& call) override;
 
@@ -50,6 +53,7 @@ class BuilderService : public dbus::BuilderApi {
   std::string sandbox_backend_;  // for Info: the cgroup backend's name, or "none"
   LiveConfig config_;
   BuildMonitor monitor_;
+  GarbageCollector gc_;  // after config_, which it reads
 };
 
 }  // namespace kbuild::service

@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "engine/dockerfile/go_values.h"
+#include "engine/gc/prune_policy.h"
 
 namespace kbuild::service {
 namespace {
@@ -176,6 +178,22 @@ class Reader {
   DaemonConfig& config_;
 };
 
+// Sizes as Docker reads them (go-units RAMInBytes: "10GB", "512m"), refused here when invalid,
+// so that a GC pass never meets a setting it cannot apply.
+void check_size(const Reader& reader, const std::string& path, const std::string& value) {
+  if (!value.empty() && !dockerfile::parse_ram_in_bytes(value)) reader.fail(path, "a size such as \"10GB\"");
+}
+
+void check_filters(const Reader& reader, const std::string& path, const std::vector<std::string>& filters) {
+  try {
+    gc::PruneOptions options;
+    gc::parse_filters(filters, options);
+  } catch (const Error& e) {
+    reader.fail(path, std::string("a list of filters such as \"unused-for=2200h\" or \"type=exec.cachemount\" (") +
+                          e.what() + ")");
+  }
+}
+
 void read_gc_policies(Reader& reader, const json& root, DaemonConfig& config) {
   const json* policies = reader.find(root, "", "builder.gc.policy");
   if (!policies) return;
@@ -189,6 +207,9 @@ void read_gc_policies(Reader& reader, const json& root, DaemonConfig& config) {
     reader.read(item, path, "keepDuration", policy.keep_duration);
     reader.read(item, path, "all", policy.all);
     reader.read(item, path, "filter", policy.filters);
+    check_size(reader, path + ".keepStorage", policy.keep_storage);
+    check_filters(reader, path + ".filter", policy.filters);
+    if (!policy.keep_duration.empty()) check_filters(reader, path + ".keepDuration", {"until=" + policy.keep_duration});
     config.gc_policies.push_back(std::move(policy));
   }
 }
@@ -223,6 +244,7 @@ DaemonConfig parse_daemon_config(std::string_view text, std::string_view source)
   reader.read(root, "", "features.buildkit", config.buildkit);
   reader.read(root, "", "builder.gc.enabled", config.gc_enabled);
   reader.read(root, "", "builder.gc.defaultKeepStorage", config.gc_default_keep_storage);
+  check_size(reader, "builder.gc.defaultKeepStorage", config.gc_default_keep_storage);
   read_gc_policies(reader, root, config);
   reader.read(root, "", "builder.entitlements.network-host", config.entitlement_network_host);
   reader.read(root, "", "builder.entitlements.security-insecure", config.entitlement_security_insecure);

@@ -100,6 +100,13 @@ ResolvedManifest resolve(store::Store& store, RegistryClient& client, const imag
     if (layer.size < 0) throw Error(ErrorKind::user, "a layer with a negative size");
   }
   // The config first: it is small, and the image is useless without it.
+  // Claimed before it is looked for, so that neither a prune nor a failing concurrent pull
+  // removes it while this one reads it.
+  if (added) {
+    added->use(manifest.config.digest);
+  } else {
+    store.leases().used_blob(manifest.config.digest);
+  }
   if (!store.content().has(manifest.config.digest)) {
     if (manifest.config.size > static_cast<int64_t>(kManifestLimit)) {
       throw Error(ErrorKind::user, "the image config is larger than 4 MiB");
@@ -119,7 +126,7 @@ ResolvedManifest resolve(store::Store& store, RegistryClient& client, const imag
 
 store::ImageRecord pull(store::Store& store, RegistryClient& client, const image::Reference& reference,
                         const PullOptions& options) {
-  store::AddedBlobs added(store.content());
+  store::AddedBlobs added(store);
   ResolvedManifest resolved = resolve(store, client, reference, options, &added);
   const FetchedManifest& fetched = resolved.fetched;
   const image::Manifest& manifest = resolved.manifest;
@@ -131,6 +138,8 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
   std::vector<std::function<void()>> jobs;
   for (size_t i = 0; i < manifest.layers.size(); ++i) {
     const image::Descriptor& layer = manifest.layers[i];
+    // Claimed before it is looked for, as the config.
+    added.use(layer.digest);
     const bool stored = store.content().has(layer.digest);
     if (stored) {
       if (options.progress) options.progress("pulling " + short_digest(layer.digest), layer.size, layer.size, true);
@@ -143,6 +152,7 @@ store::ImageRecord pull(store::Store& store, RegistryClient& client, const image
     });
   }
   image::run_bounded(jobs, options.max_concurrent_downloads);
+  added.use(fetched.digest);
   if (!store.content().has(fetched.digest)) added.add(fetched.digest);
   store::Digest manifest_digest = store.content().put(fetched.bytes);
   if (!unpacked) {

@@ -81,12 +81,13 @@ std::optional<std::string> materialize_chain(store::Store& store, CacheSource& s
     if ((parent = images.find_chain(diff_ids_of(chain, have)))) break;
   }
   if (have == chain.size()) return parent;
-  store::AddedBlobs fetched(store.content());
+  store::AddedBlobs fetched(store);
   std::vector<std::optional<store::SnapshotStore::Prepared>> slots(chain.size() - have);
   std::vector<std::function<void()>> jobs;
   for (size_t i = have; i < chain.size(); ++i) {
     jobs.push_back([&, i] {
       const CacheLayer& layer = chain[i];
+      fetched.use(layer.blob.digest);  // before it is looked for: see AddedBlobs
       if (!store.content().has(layer.blob.digest)) fetch_blob(store, source, layer.blob, options, fetched);
       slots[i - have].emplace(images.extract(layer.blob, layer.diff_id, options.canceled, image::kImportedKind));
       if (!layer.created.empty()) store.snapshots().set_created(*slots[i - have], time_of(layer.created));

@@ -140,7 +140,7 @@ class Builder::Run {
     load_definition();
     convert_definition();
     if (!context_ && reads_context()) prepare_context();
-    worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_);
+    worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_, lease_);
     worker_->set_pending_images(pending_);
     import_caches();
     Solved solved = builder_.scheduler_.solve(definition_.graph, definition_.root, worker_, progress_, cancel_);
@@ -168,7 +168,7 @@ class Builder::Run {
     if (context_->dockerfile) dockerfile_ = *context_->dockerfile;
     progress_.classic_output(classic::sending_context(classic::context_tar_size(context_manifest(*context_))));
     convert_definition();
-    worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_);
+    worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_, lease_);
     worker_->set_pending_images(pending_);
     const std::vector<graph::Step>& steps = definition_.steps;
     std::vector<std::string> ids(steps.size());
@@ -606,6 +606,9 @@ class Builder::Run {
 
   Builder& builder_;
   store::Store& store_;
+  // First: what the build makes and uses is held from its start (see store/leases.h).
+  std::shared_ptr<store::LeaseTable::Lease> lease_ =
+      std::make_shared<store::LeaseTable::Lease>(store_.leases().acquire("build"));
   const BuildRequest& request_;
   Progress& progress_;
   const CancelToken& cancel_;

@@ -140,16 +140,28 @@ CacheDir open_cache_dir(store::Store& store, const graph::ExecMount& mount) {
     }
     CacheDir cache{UniqueFd(check(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path)),
                    path + "/data"};
-    if (sharing == graph::ExecMount::Sharing::shared) return cache;
-    if (sharing == graph::ExecMount::Sharing::locked) {
-      while (::flock(cache.lock.get(), LOCK_EX) != 0) {
-        if (errno != EINTR) throw_errno("locking cache", id);
-      }
-      return cache;
+    // Every mode holds a lock while the step runs (shared ones a shared lock): a prune takes
+    // the directory only when it gets an exclusive one without waiting.
+    const bool exclusive = sharing != graph::ExecMount::Sharing::shared;
+    const bool wait = sharing != graph::ExecMount::Sharing::private_;
+    int flags = (exclusive ? LOCK_EX : LOCK_SH) | (wait ? 0 : LOCK_NB);
+    int rc;
+    while ((rc = ::flock(cache.lock.get(), flags)) != 0 && errno == EINTR) {
     }
-    // private: the first instance nobody else holds.
-    if (::flock(cache.lock.get(), LOCK_EX | LOCK_NB) == 0) return cache;
-    if (errno != EWOULDBLOCK) throw_errno("locking cache", id);
+    if (rc != 0) {
+      if (errno != EWOULDBLOCK) throw_errno("locking cache", id);
+      continue;  // private: the next instance
+    }
+    // A prune removed it while this step waited for the lock: make it again.
+    struct stat st {};
+    check(::fstat(cache.lock.get(), &st), "stat", path);
+    if (st.st_nlink == 0) {
+      --instance;
+      continue;
+    }
+    // Its time is its last use, which garbage collection orders by.
+    ::futimens(cache.lock.get(), nullptr);
+    return cache;
   }
 }
 

@@ -34,7 +34,10 @@ Ref StoreWorker::source(const graph::SourceOp& op, BaseImage& base) {
     throw Error(ErrorKind::user, "image " + op.name + " changed during the build (it was " + op.pinned + ")");
   }
   auto chain = store_.metadata().get_cache(store::image_chain_key(record->config));
-  if (!chain) throw Error(ErrorKind::internal, "image " + op.name + " has no unpacked layers in the store");
+  // Held from here on; an image pruned meanwhile has no chain left.
+  if (!chain || (!chain->snapshot_id.empty() && !lease_->hold_snapshot(chain->snapshot_id))) {
+    throw Error(ErrorKind::not_found, "image " + op.name + " has no unpacked layers in the store (was it removed?)");
+  }
   base.diff_ids = image::parse_config(store_.content().read_small(record->config)).rootfs.diff_ids;
   base.manifest = record->manifest;
   Ref ref;
@@ -59,6 +62,8 @@ std::optional<Ref> StoreWorker::cached(const std::string& key) {
     if (!chain) continue;
     try {
       Ref ref{remotecache::materialize_chain(store_, imported->source(), *chain, materialize_options_), ""};
+      // A chain extracted before is reused: held like a local hit.
+      if (ref.top && !lease_->hold_snapshot(*ref.top)) continue;
       // Kept as the store's own, as BuildKit keeps what it imported: the next build hits locally.
       remember(key, ref);
       return ref;
@@ -81,8 +86,9 @@ std::optional<Ref> StoreWorker::cached_locally(const std::string& key) {
   std::optional<store::CacheResult> hit = store_.metadata().get_cache(key);
   if (!hit) return std::nullopt;
   if (hit->snapshot_id.empty()) return Ref{};
-  // A record may outlive its snapshot (removed with its image): then the op runs again.
-  if (!store_.metadata().get_snapshot(hit->snapshot_id)) return std::nullopt;
+  // A record may outlive its snapshot (removed by a prune): then the op runs again. Held from
+  // here on, so that no prune removes it while the build uses it.
+  if (!lease_->hold_snapshot(hit->snapshot_id)) return std::nullopt;
   return Ref{hit->snapshot_id, ""};
 }
 
@@ -115,7 +121,12 @@ std::optional<std::string> PendingImages::materialize(const std::string& name, c
 Ref StoreWorker::materialize(const Ref& ref, const CancelToken& cancel, const LogSink& log) {
   if (ref.pending_image.empty()) return ref;
   if (!pending_) throw Error(ErrorKind::internal, "a pending image without a way to pull it");
-  return Ref{pending_->materialize(ref.pending_image, cancel, log), ""};
+  std::optional<std::string> top = pending_->materialize(ref.pending_image, cancel, log);
+  // Pulled by this build (held as made) or by another before: held either way.
+  if (top && !lease_->hold_snapshot(*top)) {
+    throw Error(ErrorKind::not_found, "image " + ref.pending_image + ": its layers were removed while it was pulled");
+  }
+  return Ref{std::move(top), ""};
 }
 
 Ref StoreWorker::execute(const graph::Op& op, const std::map<graph::OpIndex, Ref>& given, const CancelToken& cancel,

@@ -63,8 +63,11 @@ class PendingImages {
 
 class StoreWorker : public Worker {
  public:
-  StoreWorker(store::Store& store, std::optional<MaterializedContext> context, std::shared_ptr<BuildSandbox> sandbox)
-      : store_(store), context_(std::move(context)), sandbox_(std::move(sandbox)) {}
+  // `lease` holds what the build uses (see store/leases.h); the worker keeps it as long as an
+  // op of the build runs.
+  StoreWorker(store::Store& store, std::optional<MaterializedContext> context, std::shared_ptr<BuildSandbox> sandbox,
+              std::shared_ptr<store::LeaseTable::Lease> lease)
+      : store_(store), context_(std::move(context)), sandbox_(std::move(sandbox)), lease_(std::move(lease)) {}
 
   // Caches imported for the build (--cache-from), asked in order after the store's own: a hit
   // there is made local (its layers fetched and extracted) and recorded in the store's cache.
@@ -105,6 +108,7 @@ class StoreWorker : public Worker {
   remotecache::MaterializeOptions materialize_options_;
   std::function<void(const std::string&)> warn_;
   std::shared_ptr<PendingImages> pending_;
+  std::shared_ptr<store::LeaseTable::Lease> lease_;
 };
 
 }  // namespace kbuild::solver

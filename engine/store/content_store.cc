@@ -34,8 +34,8 @@ Error blob_not_found(const Digest& digest) {
 
 }  // namespace
 
-ContentStore::ContentStore(std::string root)
-    : root_(std::move(root)), blobs_path_(root_ + "/blobs/sha256"), temp_path_(root_ + "/blobs/tmp") {
+ContentStore::ContentStore(std::string root, LeaseTable* leases)
+    : root_(std::move(root)), leases_(leases), blobs_path_(root_ + "/blobs/sha256"), temp_path_(root_ + "/blobs/tmp") {
   fs::make_dirs(blobs_path_, 0755);
   fs::make_dirs(temp_path_, 0700);
   blobs_dir_ = fs::open_dir(blobs_path_);
@@ -96,6 +96,7 @@ std::string ContentStore::read_small(const Digest& digest, size_t limit) const {
 
 Digest ContentStore::put(std::string_view bytes) {
   Digest digest = Digest::of(bytes);
+  if (leases_) leases_->made_blob(digest);  // held even when it was there already
   if (has(digest)) return digest;
   Writer out = writer();
   out.write(bytes);
@@ -215,6 +216,7 @@ Digest ContentStore::Writer::commit(std::optional<Digest> expected) {
   if (expected && *expected != digest) {
     throw Error(ErrorKind::internal, "digest mismatch: expected " + expected->str() + ", got " + digest.str());
   }
+  if (store_->leases_) store_->leases_->made_blob(digest);
   if (store_->has(digest)) {
     // Another writer got there first with the same bytes; its rename may not be durable yet.
     fs::sync(store_->blobs_dir_.get(), store_->blobs_path_);

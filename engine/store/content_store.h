@@ -15,6 +15,7 @@
 
 #include "common/unique_fd.h"
 #include "engine/store/digest.h"
+#include "engine/store/leases.h"
 
 namespace kbuild::store {
 
@@ -53,7 +54,8 @@ class ContentStore {
   };
 
   // Opens the store under `root`, creating <root>/blobs/sha256 and <root>/blobs/tmp as needed.
-  explicit ContentStore(std::string root);
+  // Every blob it is about to store is reported to `leases` (when given) before it is visible.
+  explicit ContentStore(std::string root, LeaseTable* leases = nullptr);
   ContentStore(const ContentStore&) = delete;
   ContentStore& operator=(const ContentStore&) = delete;
 
@@ -84,6 +86,7 @@ class ContentStore {
   void forget_temp(const std::string& name);
 
   std::string root_;
+  LeaseTable* leases_;
   std::string blobs_path_;  // <root>/blobs/sha256
   std::string temp_path_;   // <root>/blobs/tmp
   UniqueFd blobs_dir_;

@@ -65,6 +65,11 @@ CREATE TABLE file_hashes (
     R"sql(
 ALTER TABLE snapshots ADD COLUMN unsynced INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // What garbage collection orders by: when a build last used a snapshot, and how often.
+    R"sql(
+ALTER TABLE snapshots ADD COLUMN last_used_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE snapshots ADD COLUMN usage_count INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -415,6 +420,30 @@ std::vector<CacheRecord> MetadataStore::list_cache() {
 
 // ---- snapshots ----
 
+// The columns read_snapshot reads, in its order.
+#define SNAPSHOT_COLUMNS "id, parent, kind, diff_id, size, created_ns, last_used_ns, usage_count"
+
+SnapshotRecord MetadataStore::read_snapshot(Query& q) {
+  SnapshotRecord record{q.text(0), q.optional_text(1), q.text(2), std::nullopt,
+                        static_cast<uint64_t>(q.integer(4)), q.time(5)};
+  if (!q.is_null(3)) record.diff_id = q.digest(3);
+  if (q.integer(6)) record.last_used = q.time(6);
+  record.usage_count = static_cast<uint64_t>(q.integer(7));
+  return record;
+}
+
+bool MetadataStore::mark_snapshot_used(std::string_view id) {
+  Transaction tx(*this);
+  query("UPDATE snapshots SET last_used_ns = ?, usage_count = usage_count + 1 WHERE id = ?",
+        "marking snapshot used", id)
+      .bind(1, to_ns(Clock::now()))
+      .bind(2, id)
+      .run();
+  bool found = sqlite3_changes(db_.get()) > 0;
+  tx.commit();
+  return found;
+}
+
 void MetadataStore::make_durable() {
   std::lock_guard lock(mutex_);
   // A checkpoint fsyncs the WAL before anything else.
@@ -461,14 +490,10 @@ void MetadataStore::add_snapshot(const SnapshotRecord& snapshot) {
 
 std::optional<SnapshotRecord> MetadataStore::get_snapshot(std::string_view id) {
   std::lock_guard lock(mutex_);
-  auto q = query("SELECT id, parent, kind, diff_id, size, created_ns FROM snapshots WHERE id = ?",
-                 "reading snapshot", id);
+  auto q = query("SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE id = ?", "reading snapshot", id);
   q.bind(1, id);
   if (!q.step()) return std::nullopt;
-  SnapshotRecord record{q.text(0), q.optional_text(1), q.text(2), std::nullopt,
-                        static_cast<uint64_t>(q.integer(4)), q.time(5)};
-  if (!q.is_null(3)) record.diff_id = q.digest(3);
-  return record;
+  return read_snapshot(q);
 }
 
 void MetadataStore::remove_snapshot(std::string_view id) {
@@ -493,15 +518,9 @@ std::vector<std::string> MetadataStore::children_of(std::string_view id) {
 
 std::vector<SnapshotRecord> MetadataStore::list_snapshots() {
   std::lock_guard lock(mutex_);
-  auto q = query("SELECT id, parent, kind, diff_id, size, created_ns FROM snapshots ORDER BY id",
-                 "listing snapshots");
+  auto q = query("SELECT " SNAPSHOT_COLUMNS " FROM snapshots ORDER BY id", "listing snapshots");
   std::vector<SnapshotRecord> records;
-  while (q.step()) {
-    SnapshotRecord record{q.text(0), q.optional_text(1), q.text(2), std::nullopt,
-                          static_cast<uint64_t>(q.integer(4)), q.time(5)};
-    if (!q.is_null(3)) record.diff_id = q.digest(3);
-    records.push_back(std::move(record));
-  }
+  while (q.step()) records.push_back(read_snapshot(q));
   return records;
 }
 
@@ -546,6 +565,34 @@ void MetadataStore::remove_layer_blob(const Digest& blob) {
   Transaction tx(*this);
   query("DELETE FROM layer_blobs WHERE blob_digest = ?", "removing layer blob", blob.str()).bind(1, blob).run();
   tx.commit();
+}
+
+bool MetadataStore::blob_referenced(const Digest& blob) {
+  std::lock_guard lock(mutex_);
+  auto q = query(R"sql(SELECT 1 WHERE EXISTS (SELECT 1 FROM layer_blobs WHERE blob_digest = ?1)
+                       OR EXISTS (SELECT 1 FROM images WHERE manifest_digest = ?1 OR config_digest = ?1))sql",
+                 "looking up references to blob", blob.str());
+  q.bind(1, blob);
+  return q.step();
+}
+
+bool MetadataStore::blob_needed(const Digest& blob) {
+  std::lock_guard lock(mutex_);
+  auto q = query(R"sql(SELECT 1 WHERE EXISTS (SELECT 1 FROM layer_blobs JOIN snapshots ON snapshots.diff_id = layer_blobs.diff_id
+                                     WHERE layer_blobs.blob_digest = ?1)
+                       OR EXISTS (SELECT 1 FROM images WHERE manifest_digest = ?1 OR config_digest = ?1))sql",
+                 "looking up what needs blob", blob.str());
+  q.bind(1, blob);
+  return q.step();
+}
+
+std::vector<std::pair<Digest, LayerBlob>> MetadataStore::list_layer_blobs() {
+  std::lock_guard lock(mutex_);
+  auto q = query("SELECT diff_id, blob_digest, media_type FROM layer_blobs ORDER BY diff_id, media_type",
+                 "listing layer blobs");
+  std::vector<std::pair<Digest, LayerBlob>> out;
+  while (q.step()) out.emplace_back(q.digest(0), LayerBlob{q.digest(1), q.text(2)});
+  return out;
 }
 
 // ---- context file hashes ----

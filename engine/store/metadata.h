@@ -58,6 +58,9 @@ struct SnapshotRecord {
   uint64_t size = 0;              // disk usage of its diff/ in bytes
   Clock::time_point created;
   bool unsynced = false;          // committed before a syncfs covered its files (not read back)
+  // Read back only: set by mark_snapshot_used (none until the first use).
+  std::optional<Clock::time_point> last_used{};
+  uint64_t usage_count = 0;
   bool operator==(const SnapshotRecord&) const = default;
 };
 
@@ -143,6 +146,9 @@ class MetadataStore {
   std::vector<std::string> children_of(std::string_view id);  // sorted
   std::vector<SnapshotRecord> list_snapshots();               // sorted by id
   void set_snapshot_diff_id(std::string_view id, const Digest& diff_id);
+  // A build used the snapshot now (garbage collection removes the least recently used first);
+  // false when it is not recorded.
+  bool mark_snapshot_used(std::string_view id);
 
   // Compressed layer blobs by diff_id and media type.
   void put_layer_blob(const Digest& diff_id, const LayerBlob& blob);
@@ -150,6 +156,13 @@ class MetadataStore {
   std::optional<LayerBlob> get_layer_blob(const Digest& diff_id, std::string_view media_type = {});
   // Forgets every mapping to `blob` (when it leaves the content store).
   void remove_layer_blob(const Digest& blob);
+  // Whether a record names the blob: a layer blob mapping or an image name's manifest or config.
+  bool blob_referenced(const Digest& blob);
+  // Whether a recorded snapshot's layer maps to the blob, or an image name's manifest or config
+  // is the blob: what garbage collection must leave.
+  bool blob_needed(const Digest& blob);
+  // Every layer blob mapping: (diff_id, blob), sorted by diff_id.
+  std::vector<std::pair<Digest, LayerBlob>> list_layer_blobs();
 
   // Context-file hashes. Racy-git rule for callers: do not put the hash of a file whose
   // mtime or ctime is not safely in the past (a second or two before it was read), since a
@@ -162,6 +175,7 @@ class MetadataStore {
   class Query;
   struct Statements;
   void exec(const char* sql, std::string_view what);
+  static SnapshotRecord read_snapshot(Query& q);
   Query query(const char* sql, std::string_view what, std::string_view subject = {});
   void migrate();
 

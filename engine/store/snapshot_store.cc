@@ -77,8 +77,8 @@ SnapshotStore::Prepared::~Prepared() {
 
 // ---- SnapshotStore ----
 
-SnapshotStore::SnapshotStore(std::string root, MetadataStore& metadata)
-    : root_(std::move(root)), snapshots_path_(root_ + "/snapshots"), metadata_(metadata) {
+SnapshotStore::SnapshotStore(std::string root, MetadataStore& metadata, LeaseTable* leases)
+    : root_(std::move(root)), snapshots_path_(root_ + "/snapshots"), metadata_(metadata), leases_(leases) {
   fs::make_dirs(snapshots_path_, 0700);
   snapshots_dir_ = fs::open_dir(snapshots_path_);
 }
@@ -109,6 +109,8 @@ SnapshotStore::Prepared SnapshotStore::prepare(std::optional<std::string> parent
     }
     prepared_.insert(id);
   }
+  // Outside mutex_: collections take the lease table's lock first, then this store's.
+  if (leases_) leases_->made_snapshot(id);
   // From here on the Prepared owns the directory and removes it if anything below fails.
   Prepared prepared(this, id, std::move(parent), std::move(kind), temp);
   // The upper dir's attributes become those of the mounted root: a rootfs's "/" is 0755.

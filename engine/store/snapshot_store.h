@@ -14,6 +14,7 @@
 
 #include "common/unique_fd.h"
 #include "engine/store/digest.h"
+#include "engine/store/leases.h"
 #include "engine/store/metadata.h"
 
 namespace kbuild::store {
@@ -55,7 +56,8 @@ class SnapshotStore {
   };
 
   // Opens the snapshots under <root>/snapshots (created as needed); `metadata` outlives it.
-  SnapshotStore(std::string root, MetadataStore& metadata);
+  // Every snapshot prepared is reported to `leases` (when given) before it can be recorded.
+  SnapshotStore(std::string root, MetadataStore& metadata, LeaseTable* leases = nullptr);
   SnapshotStore(const SnapshotStore&) = delete;
   SnapshotStore& operator=(const SnapshotStore&) = delete;
 
@@ -120,6 +122,7 @@ class SnapshotStore {
   std::string snapshots_path_;  // <root>/snapshots
   UniqueFd snapshots_dir_;
   MetadataStore& metadata_;
+  LeaseTable* leases_;
   std::mutex mutex_;
   std::set<std::string> prepared_;  // ids of live Prepared snapshots
   std::vector<std::string> unsynced_;  // deferred commits not covered by a sync() yet

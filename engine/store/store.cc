@@ -60,8 +60,9 @@ std::unique_ptr<Store> Store::open(const std::string& root) {
 
 Store::Store(std::string root, UniqueFd lock) : lock_(std::move(lock)), root_(std::move(root)) {
   metadata_ = std::make_unique<MetadataStore>(root_ + "/metadata.db");
-  content_ = std::make_unique<ContentStore>(root_);
-  snapshots_ = std::make_unique<SnapshotStore>(root_, *metadata_);
+  leases_ = std::make_unique<LeaseTable>(*metadata_);
+  content_ = std::make_unique<ContentStore>(root_, leases_.get());
+  snapshots_ = std::make_unique<SnapshotStore>(root_, *metadata_, leases_.get());
   content_->sweep_temp();
   snapshots_->sweep();
 }

@@ -7,6 +7,7 @@
 
 #include "common/unique_fd.h"
 #include "engine/store/content_store.h"
+#include "engine/store/leases.h"
 #include "engine/store/metadata.h"
 #include "engine/store/snapshot_store.h"
 
@@ -28,6 +29,7 @@ class Store {
   ContentStore& content() { return *content_; }
   MetadataStore& metadata() { return *metadata_; }
   SnapshotStore& snapshots() { return *snapshots_; }
+  LeaseTable& leases() { return *leases_; }
 
  private:
   Store(std::string root, UniqueFd lock);
@@ -36,6 +38,7 @@ class Store {
   UniqueFd lock_;
   std::string root_;
   std::unique_ptr<MetadataStore> metadata_;
+  std::unique_ptr<LeaseTable> leases_;
   std::unique_ptr<ContentStore> content_;
   std::unique_ptr<SnapshotStore> snapshots_;
 };

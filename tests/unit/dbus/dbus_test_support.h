@@ -144,8 +144,18 @@ class FakeBuilder : public BuilderApi {
     return {{"identity-token", std::string("refresh-good.io")}};
   }
 
-  Options disk_usage(const CallContext&) override {
-    return {{"images", std::uint64_t{2}}, {"images-size", std::uint64_t{1234567}}, {"cache-records", std::uint64_t{0}}};
+  Options disk_usage(const CallContext&, const Options& options) override {
+    Options usage{{"images", std::uint64_t{2}}, {"images-size", std::uint64_t{1234567}}, {"cache-records", std::uint64_t{0}}};
+    if (option_or(options, "records", false)) usage.emplace("records", std::vector<StringMap>{{{"id", "r1"}}});
+    return usage;
+  }
+
+  Options prune(const CallContext&, const Options& options) override {
+    return {{"reclaimed", std::uint64_t{option_or(options, "all", false) ? 2000u : 1000u}}};
+  }
+
+  Options prune_images(const CallContext&, const Options&) override {
+    return {{"deleted", std::vector<std::string>{"deleted: sha256:abc"}}, {"reclaimed", std::uint64_t{5}}};
   }
 
   Options info(const CallContext& call) override {

@@ -197,6 +197,11 @@ TEST_F(ServerTest, ServesEveryMethodThroughTheClient) {
   Options usage = client.disk_usage();
   EXPECT_EQ(usage.at("images"), Value(std::uint64_t{2}));
   EXPECT_EQ(usage.at("images-size"), Value(std::uint64_t{1234567}));
+  EXPECT_FALSE(usage.contains("records"));
+  usage = client.disk_usage({{"records", true}});
+  EXPECT_EQ(usage.at("records"), Value(std::vector<StringMap>{{{"id", "r1"}}}));
+  EXPECT_EQ(client.prune({{"all", true}}).at("reclaimed"), Value(std::uint64_t{2000}));
+  EXPECT_EQ(client.prune_images({}).at("deleted"), Value(std::vector<std::string>{"deleted: sha256:abc"}));
 
   Pipe saved;
   client.save_images({"a:1", "b:2"}, saved.write.get());
@@ -462,11 +467,13 @@ TEST_F(ServerTest, IntrospectionEqualsTheXml) {
   BuilderClient client(server.path());
   Members served = interface_members(client.introspect(), kBuilderInterface);
   Members defined = interface_members(read_file(KBUILD_BUILDER1_XML), kBuilderInterface);
-  ASSERT_EQ(defined.size(), 12u);
+  ASSERT_EQ(defined.size(), 14u);
   EXPECT_EQ(defined.at("method Reload"), (std::vector<Arg>{{"result", "a{sv}", "out"}}));
   EXPECT_EQ(defined.at("method PullImage"), (std::vector<Arg>{{"reference", "s", "in"}, {"options", "a{sv}", "in"}, {"lines", "as", "out"}}));
   EXPECT_EQ(defined.at("method Build").size(), 5u);
   EXPECT_EQ(defined.at("method Build")[4], (Arg{"result", "a{sv}", "out"}));
+  EXPECT_EQ(defined.at("method DiskUsage"), (std::vector<Arg>{{"options", "a{sv}", "in"}, {"usage", "a{sv}", "out"}}));
+  EXPECT_EQ(defined.at("method Prune"), (std::vector<Arg>{{"options", "a{sv}", "in"}, {"result", "a{sv}", "out"}}));
   EXPECT_EQ(served, defined);
 }
 

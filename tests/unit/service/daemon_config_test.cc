@@ -74,6 +74,16 @@ TEST(DaemonConfig, AWrongItemInAListIsPointedAt) {
             "/etc/docker/daemon.json:1:63: builder.gc.policy[1].keepStorage must be a string");
 }
 
+TEST(DaemonConfig, GcSettingsThatCannotBeAppliedAreRefusedWhereTheyAre) {
+  EXPECT_EQ(error_of(R"({"builder": {"gc": {"defaultKeepStorage": "huge"}}})"),
+            "/etc/docker/daemon.json:1:43: builder.gc.defaultKeepStorage must be a size such as \"10GB\"");
+  EXPECT_EQ(error_of(R"({"builder": {"gc": {"policy": [{"keepStorage": "10 parsecs"}]}}})"),
+            "/etc/docker/daemon.json:1:48: builder.gc.policy[0].keepStorage must be a size such as \"10GB\"");
+  EXPECT_EQ(error_of(R"({"builder": {"gc": {"policy": [{"filter": ["colour=red"]}]}}})"),
+            "/etc/docker/daemon.json:1:43: builder.gc.policy[0].filter must be a list of filters such as "
+            "\"unused-for=2200h\" or \"type=exec.cachemount\" (invalid filter 'colour=red')");
+}
+
 TEST(DaemonConfig, ARepeatedKeyIsPointedAtWhereItsLastValueIs) {
   EXPECT_EQ(error_of(R"({"dns": [], "dns": 3})"), "/etc/docker/daemon.json:1:20: dns must be a list of strings");
 }

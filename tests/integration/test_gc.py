@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""Disk usage and garbage collection: a real kbuildd on a private socket and store
+(test_registry.Daemon). `kbuildctl du` lists the store's records with types and sizes that add
+up to what is on disk; `prune` and `image prune` free what they say, never what an in-flight
+build holds or a tagged image stands on; daemon.json's builder.gc keeps the store under
+defaultKeepStorage after a series of builds; bad flags and filters get one clear error. Run as
+root:
+
+    python3 tests/integration/test_gc.py [--build-dir build] [-k PATTERN]
+
+The last line is `gc: N passed, M failed, K skipped` (scripts/test.sh sums it).
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import base_image  # noqa: E402
+import test_registry as harness  # noqa: E402  -- Daemon and its helpers
+from mounts import unmount_all_under  # noqa: E402
+from test_registry import run, wait_until, write  # noqa: E402
+
+BASE = base_image.DEFAULT_TAG
+
+
+def human_size(size):
+    """go-units HumanSize, as buildx and docker print sizes."""
+    units = ["B", "kB", "MB", "GB", "TB"]
+    value, unit = float(size), 0
+    while value >= 1000 and unit < len(units) - 1:
+        value /= 1000
+        unit += 1
+    return f"{value:.4g}{units[unit]}"
+
+
+def records(daemon, *filters):
+    """The store's records, from the DiskUsage method itself (exact sizes)."""
+    args = ["DiskUsage", "a{sv}", "2", "records", "b", "true", "filters", "as", str(len(filters)), *filters]
+    result = run(["busctl", f"--address=unix:path={daemon.socket}", "--json=short", "call", "org.kbuild.Builder1",
+                  "/org/kbuild/Builder1", "org.kbuild.Builder1", *args])
+    return json.loads(result.stdout)["data"][0]["records"]["data"]
+
+
+def on_disk(root):
+    """Bytes allocated under the store's snapshot, blob and cache-mount dirs, hard links once
+    (what `du -s --block-size=1` reports: du's records count blocks, as BuildKit's do)."""
+    dirs = [os.path.join(root, d) for d in ("snapshots", "blobs/sha256", "cache") if os.path.isdir(os.path.join(root, d))]
+    out = run(["du", "-s", "--block-size=1", "--total", *dirs]).stdout.splitlines()[-1]
+    return int(out.split()[0])
+
+
+def total(recs, shared=None):
+    return sum(int(r["size"]) for r in recs if shared is None or (r["shared"] == "true") == shared)
+
+
+class GcTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="kbuild-gc-")
+        os.chmod(cls.workdir, 0o755)
+        cls.base_archive = os.path.join(cls.workdir, "base.tar")
+        base_image.write_base_image(cls.base_archive, BASE)
+
+    @classmethod
+    def tearDownClass(cls):
+        unmount_all_under(cls.workdir)
+        shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def path(self, *parts):
+        # Short: a daemon's socket lives here, and a socket's path has 107 bytes at most.
+        return os.path.join(self.workdir, self.id().rsplit(".", 1)[-1].removeprefix("test_")[:24], *parts)
+
+    def daemon(self, config=None):
+        daemon = harness.Daemon(self.path("d"), config)
+        self.addCleanup(daemon.stop)
+        daemon.client("load", "-i", self.base_archive)
+        return daemon
+
+    def context(self, dockerfile, name="ctx", files=None):
+        path = self.path(name)
+        shutil.rmtree(path, ignore_errors=True)
+        write(os.path.join(path, "Dockerfile"), dockerfile)
+        for rel, data in (files or {}).items():
+            write(os.path.join(path, rel), data)
+        return path
+
+    def build(self, daemon, ctx, *args):
+        return daemon.client("build", "--progress", "plain", *args, ctx, timeout=300)
+
+    # -- tests ----------------------------------------------------------------------------------
+
+    def test_du_lists_typed_records_whose_sizes_add_up_to_the_disk(self):
+        d = self.daemon()
+        ctx = self.context(f"FROM {BASE}\nCOPY data /data\n"
+                           "RUN --mount=type=cache,target=/cache dd if=/dev/zero of=/cache/obj bs=1k count=300\n"
+                           "RUN dd if=/dev/zero of=/big bs=1k count=500\n",
+                           files={"data": "x" * 200000})
+        self.build(d, ctx)
+        recs = records(d)
+        types = {r["type"] for r in recs}
+        self.assertEqual(types, {"regular", "exec.cachemount"})
+        mounts = [r for r in recs if r["type"] == "exec.cachemount"]
+        self.assertEqual(len(mounts), 1)
+        self.assertGreaterEqual(int(mounts[0]["size"]), 300 * 1024)
+        self.assertEqual(mounts[0]["mutable"], "true")
+        self.assertTrue(any(int(r["size"]) >= 500 * 1024 for r in recs if r["type"] == "regular"))
+        # The base image is tagged: its layer and blobs are shared.
+        self.assertTrue(any(r["shared"] == "true" for r in recs))
+        # What du counts is what is on disk, but for the store's own directories (a snapshot's
+        # dir, diff/ and work/, the blob and cache roots).
+        counted, disk = total(recs), on_disk(d.root)
+        self.assertLessEqual(counted, disk)
+        self.assertLessEqual(disk - counted, 4 * 4096 * len(recs) + 64 * 1024, (counted, disk))
+        # The table and the totals, in buildx's words.
+        table = d.client("du").stdout
+        lines = table.splitlines()
+        self.assertRegex(lines[0], r"^ID\t+RECLAIMABLE\t+SIZE\t+LAST ACCESSED$")
+        self.assertEqual(len([l for l in lines if l.endswith(" ago") or "\ttrue" in l or "\tfalse" in l]), len(recs))
+        self.assertIn(f"Shared:\t\t{human_size(total(recs, shared=True))}\n", table)
+        self.assertIn(f"Private:\t{human_size(total(recs, shared=False))}\n", table)
+        self.assertIn(f"Reclaimable:\t{human_size(total(recs))}\n", table)
+        self.assertTrue(table.endswith(f"Total:\t\t{human_size(total(recs))}\n"), table[-300:])
+        verbose, summary = d.client("du", "--verbose").stdout.rsplit("\n\n", 1)
+        self.assertTrue(summary.endswith(f"Total:\t\t{human_size(total(recs))}\n"), summary)
+        for key in ("ID:", "Created at:", "Mutable:", "Reclaimable:", "Shared:", "Size:", "Usage count:", "Type:"):
+            self.assertEqual(verbose.count(f"\n{key}") + verbose.startswith(key), len(recs), key)
+        filtered = d.client("du", "--filter", "type=exec.cachemount").stdout.splitlines()
+        self.assertEqual(len(filtered), 2, filtered)  # the header, one row, and no totals
+        self.assertTrue(filtered[1].startswith(mounts[0]["id"] + "*"))
+
+    def test_prune_frees_what_it_says_and_keeps_tagged_images(self):
+        d = self.daemon()
+        ctx = self.context(f"FROM {BASE}\nRUN dd if=/dev/zero of=/big bs=1k count=400\nRUN echo two > /two\n")
+        self.build(d, ctx)
+        before = records(d)
+        # Answered "n": nothing goes.
+        refused = d.client("prune", input="n\n")
+        self.assertEqual(refused.stdout, "WARNING! This will remove all dangling build cache. "
+                                         "Are you sure you want to continue? [y/N] ")
+        self.assertEqual(total(records(d)), total(before))
+        # The build's image has no name: its layers are an image's, left without --all.
+        snapshots = {r["id"] for r in before if not r["id"].startswith("sha256:")}
+        self.assertIn("Total:", d.client("prune", "-f").stdout)
+        self.assertEqual(snapshots - {r["id"] for r in records(d)}, set())
+        before = records(d)
+        out = d.client("prune", "-a", "-f").stdout
+        after = records(d)
+        freed = total(before) - total(after)
+        self.assertGreater(freed, 400 * 1024)
+        self.assertTrue(out.endswith(f"Total:\t{human_size(freed)}\n"), out)
+        self.assertRegex(out.splitlines()[0], r"^ID\t+RECLAIMABLE\t+SIZE\t+LAST ACCESSED$")
+        # Everything left is the tagged base image's, which still builds.
+        self.assertTrue(after and all(r["shared"] == "true" for r in after), after)
+        self.assertEqual(total(after), total([r for r in before if r["shared"] == "true"]))
+        self.build(d, self.context(f"FROM {BASE}\nRUN test -x /bin/sh\n", name="again"))
+
+    def test_a_prune_during_a_build_leaves_it_whole(self):
+        d = self.daemon()
+        ctx = self.context(f"FROM {BASE}\nCOPY data /data\nRUN echo before > /before\n"
+                           "RUN sleep 4 && cat /data /before > /after\nRUN echo last > /last\n",
+                           files={"data": "context data\n"})
+        out_dir = self.path("out")
+        progress_path = self.path("progress.txt")
+        with open(progress_path, "w") as progress:
+            build = subprocess.Popen(d.argv("build", "--progress", "plain", "-o", f"type=local,dest={out_dir}", ctx),
+                                     env=d.env(), stdout=subprocess.DEVNULL, stderr=progress)
+        try:
+            def sleeping():
+                with open(progress_path, errors="replace") as f:
+                    return "RUN sleep 4" in f.read()
+            self.assertTrue(wait_until(sleeping, 120), "the slow step did not start")
+            pruned = d.client("prune", "-a", "-f").stdout
+            self.assertEqual(build.wait(timeout=300), 0, open(progress_path, errors="replace").read()[-3000:])
+        finally:
+            if build.poll() is None:
+                build.kill()
+                build.wait()
+        self.assertIn("Total:", pruned)
+        with open(os.path.join(out_dir, "after")) as f:
+            self.assertEqual(f.read(), "context data\nbefore\n")
+        with open(os.path.join(out_dir, "last")) as f:
+            self.assertEqual(f.read(), "last\n")
+        # What the build made survived the prune: the same build again is all cache hits.
+        again = self.build(d, ctx).stderr
+        for step in ("RUN echo before", "RUN sleep 4", "RUN echo last"):
+            self.assertRegex(again, rf"{step}[^\n]*\n#\d+ CACHED", step)
+
+    def test_image_prune_takes_dangling_images_and_with_all_the_rest(self):
+        d = self.daemon()
+        ctx = self.context(f"FROM {BASE}\nRUN echo one > /v\n")
+        self.build(d, ctx, "-t", "app:latest")
+        first = d.image_id("app:latest")
+        ctx = self.context(f"FROM {BASE}\nRUN echo two > /v\n")
+        self.build(d, ctx, "-t", "app:latest")
+        second = d.image_id("app:latest")
+        self.assertNotEqual(first, second)
+        refused = d.client("image", "prune", input="\n")
+        self.assertEqual(refused.stdout, "WARNING! This will remove all dangling images.\n"
+                                         "Are you sure you want to continue? [y/N] ")
+        out = d.client("image", "prune", "-f").stdout
+        self.assertTrue(out.startswith(f"Deleted Images:\ndeleted: {first}\n\nTotal reclaimed space: "), out)
+        self.assertEqual(d.names(), {"app:latest", f"{BASE}:latest"})
+        self.assertEqual(d.client("image", "prune", "-f").stdout, "Total reclaimed space: 0B\n")
+        out = d.client("image", "prune", "-a", "-f").stdout
+        self.assertIn("untagged: app:latest\n", out)
+        self.assertIn(f"deleted: {second}\n", out)
+        self.assertEqual(d.names(), set())
+
+    def test_gc_policy_keeps_the_store_under_default_keep_storage(self):
+        keep = 3 * 1024 * 1024
+        d = self.daemon({"builder": {"gc": {"enabled": True, "defaultKeepStorage": "3MB"}}})
+        layer = 2 * 1024 * 1024
+        for i in range(4):
+            ctx = self.context(f"FROM {BASE}\nRUN dd if=/dev/urandom of=/big bs=1k count={layer // 1024} "
+                               f"&& echo {i}\n", name=f"ctx{i}")
+            self.build(d, ctx)
+
+        def under_limit():
+            return total(records(d), shared=False) <= keep + layer
+        self.assertTrue(wait_until(under_limit, 60, step=1), records(d))
+        self.assertIn("garbage collection freed", d.log())
+        # The last build is what stays: built again, its step is a cache hit.
+        again = self.build(d, ctx).stderr
+        self.assertRegex(again, r"RUN dd [^\n]*\n#\d+ CACHED")
+
+    def test_bad_flags_and_filters_get_one_clear_error(self):
+        d = self.daemon()
+        cases = [
+            (["prune", "-f", "--filter", "color=red"], "invalid filter 'color=red'"),
+            (["prune", "-f", "--filter", "until=soon"],
+             "\"until\" filter expects a duration (e.g., '24h'): time: invalid duration \"soon\""),
+            (["prune", "-f", "--filter", "until=1h", "--filter", "unused-for=2h"],
+             "conflicting filters \"until\" and \"unused-for\""),
+            (["prune", "-f", "--keep-storage", "lots"],
+             "invalid argument \"lots\" for \"--keep-storage\" flag: invalid size: 'lots'"),
+            (["du", "--filter", "bogus"], "bad format of filter (expected name=value)"),
+        ]
+        for args, message in cases:
+            result = d.client(*args, check=False)
+            self.assertEqual(result.returncode, 1, (args, result.stdout))
+            self.assertEqual(result.stderr, f"ERROR: {message}\n", args)
+        # A daemon.json GC setting it cannot apply is refused when it is read.
+        workdir = self.path("refused")
+        config = os.path.join(workdir, "daemon.json")
+        write(config, '{"builder": {"gc": {"defaultKeepStorage": "huge"}}}')
+        result = run([os.path.join(harness.BUILD_DIR, "service/kbuildd"), "--listen", os.path.join(workdir, "s.sock"),
+                      "--root", os.path.join(workdir, "root"), "--config", config], check=False, timeout=60)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"{config}:1:43: builder.gc.defaultKeepStorage must be a size such as \"10GB\"", result.stderr)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build-dir", default=os.environ.get("KBUILD_BUILD_DIR", "build"))
+    parser.add_argument("-k", dest="pattern")
+    args = parser.parse_args()
+    harness.BUILD_DIR = os.path.abspath(args.build_dir)  # what harness.Daemon runs
+    if os.geteuid() != 0:
+        print("gc tests need root (they run root daemons)", file=sys.stderr)
+        return 2
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt(f"signal {s}")))
+    loader = unittest.TestLoader()
+    if args.pattern:
+        loader.testNamePatterns = [f"*{args.pattern}*"]
+    suite = loader.loadTestsFromTestCase(GcTest)
+    try:
+        result = unittest.TextTestRunner(verbosity=2).run(suite)
+    except KeyboardInterrupt:
+        print("gc: interrupted", file=sys.stderr)
+        GcTest.tearDownClass()
+        return 130
+    failed = len(result.failures) + len(result.errors)
+    print(f"gc: {result.testsRun - failed - len(result.skipped)} passed, {failed} failed, "
+          f"{len(result.skipped)} skipped")
+    return 0 if failed == 0 and result.testsRun > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
