@@ -27,7 +27,13 @@ fi
 # Inside the container (nspawn.sh sets KBUILD_SYSTEM_TEST=1).
 export DEBIAN_FRONTEND=noninteractive
 if dpkg-query -W -f='${Status}' kbuild 2>/dev/null | grep -q '^install'; then
+  # postrm removes /var/lib/kbuild, which nspawn.sh made a tmpfs mount point; a fresh tmpfs
+  # after (the store's overlayfs cannot live on the container's overlayfs /var).
+  systemctl stop kbuild.socket kbuild.service
+  umount /var/lib/kbuild
   apt-get purge -y -qq kbuild >/dev/null
+  mkdir -p /var/lib/kbuild
+  mount -t tmpfs -o mode=0700 tmpfs /var/lib/kbuild
 fi
 # An earlier `meson install` under /usr/local would shadow the package's units.
 rm -f /usr/local/lib/systemd/system/kbuild.service /usr/local/lib/systemd/system/kbuild.socket
