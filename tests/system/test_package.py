@@ -14,8 +14,8 @@ reload kbuild` turning on an entitlement; the legacy builder's output; idle exit
 activation by the next call; `systemctl stop kbuild.service` during a build; `apt-get purge`.
 The last line is `system-package: N passed, M failed`.
 
-check_journal_fields and check_legacy_builder test what the daemon does not do yet (the journal
-fields and the legacy builder are being added): they fail until it does.
+check_journal_fields (the journal fields of the builds) and check_legacy_builder
+(`features.buildkit: false`) are kept apart from the rest: `-k check_` runs them alone.
 """
 import argparse
 import hashlib
