@@ -9,7 +9,7 @@
 #
 #   bash bench/gzip-levels.sh
 #
-# Needs g++, libdeflate-dev, zlib1g-dev and golang-go (scripts/setup-deps.sh installs them all
+# Needs g++, libdeflate-dev, zlib1g-dev and golang-go (scripts/setup-test-deps.sh installs them all
 # but zlib1g-dev, which libarchive-dev brings).
 set -euo pipefail
 export LC_ALL=C

@@ -54,6 +54,11 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# meson compiles through ccache when it is installed. debhelper 13 points HOME into the build
+# tree, where ccache's default cache would go with the tree: it keeps the one of the caller's
+# HOME, so the next package build of mostly the same sources compiles little.
+export CCACHE_DIR=${CCACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ccache}
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/kbuild-package.XXXXXX")
 # KBUILD_PACKAGE_KEEP=1 keeps the build tree for a look after a failure.
 if [[ ${KBUILD_PACKAGE_KEEP:-} == 1 ]]; then

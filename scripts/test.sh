@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh Debian 12 machine: installs what the tests need, builds
-# kbuild, runs every test, fuzzes the Dockerfile frontend for a bounded time, and prints one
-# summary line ("tests: N passed, N failed, N skipped", see scripts/test_summary.py: what crashed,
-# timed out or left no result counts as failed, and a core test skipped as root fails the run).
+# The whole test suite, from a fresh Debian 12 machine: installs what building and the tests need
+# (setup-test-deps.sh, which runs setup-deps.sh), builds kbuild, runs every test, fuzzes the
+# Dockerfile frontend for a bounded time, and prints one summary line ("tests: N passed, N failed,
+# N skipped", see scripts/test_summary.py: what crashed, timed out or left no result counts as
+# failed, and a core test skipped as root fails the run).
 # Exits non-zero on any failure.
 #
 #   KBUILD_BUILD_DIR      build directory (default: build)
@@ -14,7 +15,7 @@ root=$PWD
 build_dir=${KBUILD_BUILD_DIR:-build}
 fuzz_seconds=${KBUILD_FUZZ_SECONDS:-60}
 
-bash scripts/setup-deps.sh
+bash scripts/setup-test-deps.sh
 
 if [[ -f "$build_dir/build.ninja" ]]; then
   meson setup --reconfigure "$build_dir" >/dev/null

@@ -34,4 +34,9 @@ echo "== test_run_systemd.py inside systemd-nspawn"
 if ! (cd "$build" && "$here/nspawn.sh" --bind="$build" -- python3 "$here/test_run_systemd.py" --build-dir "$build"); then
   status=1
 fi
+# The .deb installed, used and purged (builds the package, or takes it from its cache).
+echo "== test_package.py inside systemd-nspawn"
+if ! "$here/package_test.sh"; then
+  status=1
+fi
 exit $status
