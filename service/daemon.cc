@@ -92,6 +92,7 @@ int run_daemon(const DaemonOptions& options) {
   // Without a valid daemon.json there is nothing to run with: start-up refuses.
   DaemonConfig config = load_daemon_config(options.config_path);
   std::unique_ptr<store::Store> store = store::Store::open(options.root);
+  for (const std::string& note : store->recovery_notes()) std::fprintf(stderr, "kbuildd: store: %s\n", note.c_str());
   dbus::Listener listener = open_listener(options);
   bool socket_activated = options.listen.empty();
 

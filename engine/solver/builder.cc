@@ -2,6 +2,9 @@
 
 #include <fcntl.h>
 #include <sys/random.h>
+#include <unistd.h>
+
+#include <utility>
 
 #include "common/syscall.h"
 #include "engine/image/blob_io.h"
@@ -18,6 +21,7 @@
 #include "engine/solver/context.h"
 #include "engine/solver/step_executor.h"
 #include "engine/solver/store_worker.h"
+#include "engine/store/fs.h"
 
 namespace kbuild::solver {
 namespace {
@@ -659,14 +663,34 @@ std::shared_ptr<const RegistrySettings> Builder::registry() const {
   return registry_;
 }
 
+namespace {
+
+// What builds of an earlier run (a crashed daemon's) left in their working dirs: mount points,
+// step scratch and secret dirs under mounts/, half-made cache mounts (cache/new-*, including
+// ones a prune was removing), the hosts file's temp copies, and materialized contexts, which
+// this run does not know. The store's open() has unmounted whatever was mounted below them.
+void sweep_work_dirs(store::Store& store) {
+  remove_tree(store.root() + "/mounts");
+  make_dirs(store.root() + "/mounts");
+  remove_tree(store.root() + "/contexts");
+  for (const auto& [dir, leftover] : {std::pair<const char*, const char*>{"/cache", "new-"}, {"/sandbox", ".tmp"}}) {
+    std::string path = store.root() + dir;
+    if (::access(path.c_str(), F_OK) != 0) continue;
+    UniqueFd fd = store::fs::open_dir(path);
+    for (const std::string& name : store::fs::entries(fd.get(), path)) {
+      if (name.find(leftover) != std::string::npos) remove_tree(path + "/" + name);
+    }
+  }
+}
+
+}  // namespace
+
 Builder::Builder(store::Store& store)
     : store_(store),
       sandbox_(std::make_shared<const SandboxConfig>()),
       registry_(std::make_shared<const RegistrySettings>()),
       contexts_(std::make_unique<ContextCache>()), layer_journals_(std::make_unique<image::LayerJournalCache>()) {
-  make_dirs(store.root() + "/mounts");
-  // Materialized contexts of an earlier run are not known to this one.
-  remove_tree(store.root() + "/contexts");
+  sweep_work_dirs(store);
 }
 
 Builder::~Builder() = default;

@@ -5,11 +5,16 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string_view>
 #include <thread>
 
+#include "common/error.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 
@@ -152,6 +157,61 @@ void Mount::unmount() {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   target_.clear();
+}
+
+namespace {
+
+// mountinfo escapes space, tab, newline and backslash in paths as \ooo.
+std::string unescape_mount_path(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\\' && i + 3 < text.size()) {
+      out.push_back(static_cast<char>(((text[i + 1] - '0') << 6) | ((text[i + 2] - '0') << 3) | (text[i + 3] - '0')));
+      i += 3;
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  return out;
+}
+
+// Mount points strictly below `dir`, longest (deepest) first.
+std::vector<std::string> mount_points_below(const std::string& dir) {
+  std::string prefix = dir.ends_with('/') ? dir : dir + "/";
+  std::vector<std::string> points;
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  if (!mountinfo) throw_errno("open", "/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mountinfo, line)) {
+    // "36 35 98:0 /mnt1 /mnt/parent rw,... - ext3 /dev/root rw": the fifth field is the point.
+    std::istringstream fields(line);
+    std::string id, parent, device, root, point;
+    if (!(fields >> id >> parent >> device >> root >> point)) continue;
+    point = unescape_mount_path(point);
+    if (point.starts_with(prefix)) points.push_back(std::move(point));
+  }
+  std::sort(points.begin(), points.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
+  return points;
+}
+
+}  // namespace
+
+size_t detach_mounts_under(const std::string& dir) {
+  size_t detached = 0;
+  // Mounts stacked on one point come off one per pass.
+  for (int pass = 0; pass < 16; ++pass) {
+    std::vector<std::string> points = mount_points_below(dir);
+    if (points.empty()) return detached;
+    for (const std::string& point : points) {
+      if (::umount2(point.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
+        ++detached;
+      } else if (errno != EINVAL && errno != ENOENT) {
+        // EINVAL, ENOENT: gone with a mount above it already.
+        throw_errno("unmounting what a crash left at", point);
+      }
+    }
+  }
+  throw Error(ErrorKind::internal, "mounts below " + dir + " keep coming back");
 }
 
 void enter_private_mount_namespace() {

@@ -2,6 +2,7 @@
 // mount cannot leak) when the object goes away.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,12 @@ class Mount {
   explicit Mount(std::string target) : target_(std::move(target)) {}
   std::string target_;
 };
+
+// Detaches every mount strictly below `dir` in the calling process's mount namespace, deepest
+// first (`dir` itself stays, as a store root may be a mount of its own): what a crashed daemon
+// left in a namespace this one shares, before anything walks or removes the dirs below.
+// Returns how many it detached.
+size_t detach_mounts_under(const std::string& dir);
 
 // Moves the calling process into a mount namespace of its own whose mounts do not propagate
 // back to the host, so every mount the daemon makes disappears with it. Call before any thread.

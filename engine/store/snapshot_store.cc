@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <unordered_set>
 #include <utility>
 
@@ -241,6 +243,7 @@ void SnapshotStore::sweep() {
   // A crash before sync() may have lost the files of deferred commits: they go, newest
   // first, so that children leave before their parents.
   for (const std::string& id : metadata_.unsynced_snapshots()) remove(id);
+  remove_records_without_files();
   std::lock_guard lock(mutex_);
   std::unordered_set<std::string> recorded;
   for (auto& record : metadata_.list_snapshots()) recorded.insert(std::move(record.id));
@@ -256,6 +259,29 @@ void SnapshotStore::sweep() {
     }
     if (leftover) remove_tree(snapshots_path_ + "/" + name);
   }
+}
+
+void SnapshotStore::remove_records_without_files() {
+  std::map<std::string, std::vector<std::string>> children;
+  std::vector<std::string> doomed;
+  for (const auto& record : metadata_.list_snapshots()) {
+    if (record.parent) children[*record.parent].push_back(record.id);
+    struct stat st {};
+    if (::fstatat(snapshots_dir_.get(), (record.id + "/diff").c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno != ENOENT) throw_errno("stat", diff_path(record.id));
+      doomed.push_back(record.id);
+    }
+  }
+  // Its descendants go too (their lower chain is broken), children before their parents.
+  std::vector<std::string> order;
+  std::set<std::string> seen;
+  std::function<void(const std::string&)> visit = [&](const std::string& id) {
+    if (!seen.insert(id).second) return;
+    for (const std::string& child : children[id]) visit(child);
+    order.push_back(id);
+  };
+  for (const std::string& id : doomed) visit(id);
+  for (const std::string& id : order) remove(id);
 }
 
 bool SnapshotStore::overlay_supported() {

@@ -107,7 +107,8 @@ class SnapshotStore {
   std::string overlay_unsupported_reason();
 
   // Removes leftovers of a crash: tmp-* directories (but not those of live Prepared
-  // snapshots) and snapshot directories that were never recorded.
+  // snapshots), snapshot directories that were never recorded, and records whose directory
+  // is gone (with their descendants, and the cache entries that point at them).
   void sweep();
 
  private:
@@ -117,6 +118,7 @@ class SnapshotStore {
   };
   Probe probe_overlay();
   void forget_prepared(const std::string& id);
+  void remove_records_without_files();
 
   std::string root_;
   std::string snapshots_path_;  // <root>/snapshots

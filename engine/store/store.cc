@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/syscall.h"
 #include "engine/store/fs.h"
+#include "engine/store/mount.h"
 
 namespace kbuild::store {
 namespace {
@@ -59,12 +60,32 @@ std::unique_ptr<Store> Store::open(const std::string& root) {
 }
 
 Store::Store(std::string root, UniqueFd lock) : lock_(std::move(lock)), root_(std::move(root)) {
+  // Before anything below the root is walked or removed: a sweep must not reach through a
+  // leftover mount into what it shows.
+  detach_mounts_under(root_);
   metadata_ = std::make_unique<MetadataStore>(root_ + "/metadata.db");
   leases_ = std::make_unique<LeaseTable>(*metadata_);
   content_ = std::make_unique<ContentStore>(root_, leases_.get());
   snapshots_ = std::make_unique<SnapshotStore>(root_, *metadata_, leases_.get());
   content_->sweep_temp();
   snapshots_->sweep();
+  drop_records_of_missing_blobs();
+}
+
+void Store::drop_records_of_missing_blobs() {
+  // Blobs are stored (and fsynced) before anything names them, and records go before their
+  // blobs; only a power cut that rolls back the last transactions leaves one of these.
+  for (const auto& [diff_id, blob] : metadata_->list_layer_blobs()) {
+    if (!content_->has(blob.blob)) metadata_->remove_layer_blob(blob.blob);
+  }
+  for (const auto& [name, image] : metadata_->list_image_names()) {
+    for (const Digest& blob : {image.manifest, image.config}) {
+      if (content_->has(blob)) continue;
+      metadata_->remove_image_name(name);
+      recovery_notes_.push_back("image " + name + " lost its blob " + blob.str() + "; its name is removed");
+      break;
+    }
+  }
 }
 
 Store::~Store() = default;

@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/unique_fd.h"
 #include "engine/store/content_store.h"
@@ -19,7 +20,9 @@ class Store {
 
   // Creates <root> (0700) if needed, locks <root>/lock (throws "store <root> is in use by
   // another kbuildd (pid N)" if it is held, by this process too), opens the parts and sweeps
-  // what a crash left behind (temp blobs, unfinished or unrecorded snapshots).
+  // what a crash left behind: mounts below the root (in this mount namespace), temp blobs,
+  // unfinished or unrecorded snapshots, and records of what is not there (a snapshot without
+  // its directory, a layer or image whose blob is missing).
   static std::unique_ptr<Store> open(const std::string& root);
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -30,9 +33,14 @@ class Store {
   MetadataStore& metadata() { return *metadata_; }
   SnapshotStore& snapshots() { return *snapshots_; }
   LeaseTable& leases() { return *leases_; }
+  // What the start-up sweep had to drop that someone may miss (an image name whose blobs are
+  // gone), one sentence each, for the daemon's log.
+  const std::vector<std::string>& recovery_notes() const { return recovery_notes_; }
 
  private:
   Store(std::string root, UniqueFd lock);
+  // Layer-blob mappings and image names that name a blob no longer stored.
+  void drop_records_of_missing_blobs();
 
   // Declared first so that it is released last: another daemon may take over only a closed store.
   UniqueFd lock_;
@@ -41,6 +49,7 @@ class Store {
   std::unique_ptr<LeaseTable> leases_;
   std::unique_ptr<ContentStore> content_;
   std::unique_ptr<SnapshotStore> snapshots_;
+  std::vector<std::string> recovery_notes_;
 };
 
 }  // namespace kbuild::store
