@@ -21,6 +21,7 @@ KBUILD_CRASH_SEED fixes the seed, KBUILD_CRASH_ROUNDS the number of kills (20). 
 `crash: N passed, M failed, K skipped` (scripts/test.sh sums it).
 """
 import argparse
+import grp
 import gzip
 import hashlib
 import io
@@ -382,24 +383,45 @@ class CrashTest(unittest.TestCase):
         for i in range(builds):
             ctx = self.path(f"ctx{i}")
             own = f"build {i}\n" * 2000
-            # Every build shares the first step, one in four the second, and each has its own.
+            # Every build shares the first step, one in four the second, and each has its own; the
+            # first stage's layer is no image's, for the GC passes after each build to take.
             write(os.path.join(ctx, "Dockerfile"),
-                  f"FROM {BASE}\nRUN seq 1 200000 > /shared\nRUN seq 1 {i % 4 + 1} > /group\n"
-                  f"COPY own /own\nRUN cat /shared /group /own | sha256sum > /sum\n")
+                  f"FROM {BASE} AS work\nRUN seq 1 {50000 + i} > /scratch\n"
+                  f"FROM {BASE}\nRUN seq 1 200000 > /shared\nRUN seq 1 {i % 4 + 1} > /group\nCOPY own /own\n"
+                  f"COPY --from=work /scratch /scratch\nRUN cat /shared /group /own /scratch | sha256sum > /sum\n")
             write(os.path.join(ctx, "own"), own)
             contexts.append(ctx)
             shared = "".join(f"{n}\n" for n in range(1, 200001))
             group = "".join(f"{n}\n" for n in range(1, i % 4 + 2))
+            scratch = "".join(f"{n}\n" for n in range(1, 50001 + i))
+            digest = hashlib.sha256((shared + group + own + scratch).encode()).hexdigest()
             wants.append({"shared": shared.encode(), "group": group.encode(), "own": own.encode(),
-                          "sum": (hashlib.sha256((shared + group + own).encode()).hexdigest() + "  -\n").encode()})
+                          "scratch": scratch.encode(), "sum": f"{digest}  -\n".encode()})
 
         results = [None] * builds
         done = threading.Event()
+        # kbuildd runs 8 calls of one uid at once: the builds come from two callers of its group
+        # (unnamed uids: the daemon reads a caller's groups from its socket), the prunes from root.
+        group = grp.getgrnam("kbuild").gr_gid
+        callers = [64101, 64102]
+        outs = []
+        for uid in callers:
+            outs.append(self.path(f"out-{uid}"))
+            os.makedirs(outs[-1])
+            os.chown(outs[-1], uid, group)
+
+        def as_caller(uid):
+            def demote():
+                os.setgroups([group])
+                os.setgid(group)
+                os.setuid(uid)
+            return demote
 
         def build(i):
-            out = self.path(f"out{i}.tar")
+            out = os.path.join(outs[i % 2], f"{i}.tar")
             results[i] = run(d.argv("build", "--progress", "plain", "-t", f"concurrent-{i}", "-o",
-                                    f"type=tar,dest={out}", contexts[i]), check=False, env=d.env(), timeout=300)
+                                    f"type=tar,dest={out}", contexts[i]), check=False, env=d.env(), timeout=300,
+                             preexec_fn=as_caller(callers[i % 2]))
 
         threads = [threading.Thread(target=build, args=(i,)) for i in range(builds)]
         for thread in threads:
@@ -421,15 +443,16 @@ class CrashTest(unittest.TestCase):
             self.assertEqual(prune.returncode, 0, prune.stderr)
         for i, result in enumerate(results):
             self.assertEqual(result.returncode, 0, f"build {i}:\n{result.stderr[-3000:]}")
-            tree = tree_of_tar(self.read(self.path(f"out{i}.tar")))
-            with tarfile.open(self.path(f"out{i}.tar")) as tar:
+            out = os.path.join(outs[i % 2], f"{i}.tar")
+            tree = tree_of_tar(self.read(out))
+            with tarfile.open(out) as tar:
                 for name, content in wants[i].items():
                     self.assertEqual(tar.extractfile(name).read(), content, f"build {i}: /{name}")
             # Nothing a tagged image stands on went: its saved layers make the same rootfs.
             archive = self.path(f"image{i}.tar")
             d.client("save", f"concurrent-{i}", "-o", archive)
             self.assertEqual(tree_difference(tree_of_docker_archive(self.read(archive)), tree), "", f"image {i}")
-        self.assertIn("garbage collection freed", d.log())
+        self.assertIn("garbage collection freed", d.log(), d.log()[-3000:])
         self.assertNotIn("error", d.log().lower(), d.log()[-3000:])
         self.assert_du_adds_up(d)
 
