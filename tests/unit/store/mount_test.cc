@@ -154,5 +154,31 @@ TEST_F(MountTest, LegacyOverlayTakesMoreLayersThanTheirPathsWouldFitInAPage) {
   mount.unmount();
 }
 
+// What a crashed daemon leaves: mounts stacked and nested below a dir, one with a space in its
+// name (mountinfo escapes it); the dir itself, a mount too, stays.
+TEST_F(MountTest, DetachMountsUnderTakesEveryMountBelowButNotTheDirItself) {
+  std::string root = dir_.path() + "/root";
+  check(::mkdir(root.c_str(), 0755), "mkdir", root);
+  Mount root_mount = Mount::tmpfs(root, 0, "size=1m");
+  std::string spaced = root + "/a space";
+  check(::mkdir(spaced.c_str(), 0755), "mkdir", spaced);
+  Mount::tmpfs(spaced, 0, "size=1m").release();
+  Mount::tmpfs(spaced, 0, "size=1m").release();  // stacked on the first
+  std::string outer = root + "/outer";
+  std::string nested = outer + "/nested";
+  check(::mkdir(outer.c_str(), 0755), "mkdir", outer);
+  Mount::tmpfs(outer, 0, "size=1m").release();
+  check(::mkdir(nested.c_str(), 0755), "mkdir", nested);
+  Mount::bind(source_, nested, true).release();
+  ASSERT_TRUE(is_mount_point(nested));
+
+  EXPECT_EQ(detach_mounts_under(root), 4u);
+  EXPECT_FALSE(is_mount_point(nested));
+  EXPECT_FALSE(is_mount_point(outer));
+  EXPECT_TRUE(is_mount_point(root));
+  EXPECT_EQ(detach_mounts_under(root), 0u);  // the spaced one is gone too: nothing is left below
+  root_mount.unmount();
+}
+
 }  // namespace
 }  // namespace kbuild::store

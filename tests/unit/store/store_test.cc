@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "common/temp_dir.h"
@@ -134,6 +135,42 @@ TEST_F(StoreTest, OpenAfterACrashSweepsLeftoversAndKeepsCommittedState) {
   EXPECT_EQ(store->content().read_small(committed, 100), "committed blob");
   EXPECT_TRUE(store->metadata().image_by_name("docker.io/library/x:latest"));
   EXPECT_EQ(store->snapshots().lower_chain(snapshot_id).size(), 1u);
+}
+
+// A power cut can roll back the last transactions while files they removed stay removed: at
+// start, no record may point at what is not there.
+TEST_F(StoreTest, OpenDropsRecordsOfWhatIsNoLongerThere) {
+  std::string parent, child, kept;
+  Digest layer_blob, manifest, config;
+  {
+    auto store = Store::open(root_);
+    parent = store->snapshots().commit(store->snapshots().prepare()).id;
+    child = store->snapshots().commit(store->snapshots().prepare(parent)).id;
+    kept = store->snapshots().commit(store->snapshots().prepare()).id;
+    store->metadata().put_cache("on child", CacheResult{child, "{}"});
+    layer_blob = store->content().put("layer");
+    store->metadata().put_layer_blob(Digest::of("diff"), LayerBlob{layer_blob, "application/vnd.oci.image.layer.v1.tar"});
+    manifest = store->content().put("manifest");
+    config = store->content().put("config");
+    store->metadata().set_image_name("docker.io/library/gone:latest", ImageRecord{manifest, config, Clock::now()});
+    store->metadata().set_image_name("docker.io/library/kept:latest", ImageRecord{config, config, Clock::now()});
+    stdfs::remove_all(root_ + "/snapshots/" + parent);
+    stdfs::remove(store->content().path(layer_blob));
+    stdfs::remove(store->content().path(manifest));
+  }
+  auto store = Store::open(root_);
+  // The snapshot, its child (whose chain is broken) and the cache entry on it.
+  EXPECT_FALSE(store->metadata().get_snapshot(parent));
+  EXPECT_FALSE(store->metadata().get_snapshot(child));
+  EXPECT_FALSE(stdfs::exists(root_ + "/snapshots/" + child));
+  EXPECT_FALSE(store->metadata().get_cache("on child"));
+  EXPECT_TRUE(store->metadata().get_snapshot(kept));
+  EXPECT_FALSE(store->metadata().get_layer_blob(Digest::of("diff")));
+  EXPECT_FALSE(store->metadata().image_by_name("docker.io/library/gone:latest"));
+  EXPECT_TRUE(store->metadata().image_by_name("docker.io/library/kept:latest"));
+  EXPECT_EQ(store->recovery_notes(),
+            std::vector<std::string>{"image docker.io/library/gone:latest lost its blob " + manifest.str() +
+                                     "; its name is removed"});
 }
 
 TEST_F(StoreTest, RootMustBeAnAbsolutePath) {
