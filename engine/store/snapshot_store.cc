@@ -240,10 +240,10 @@ std::vector<std::string> SnapshotStore::lower_chain(std::string_view id) {
 }
 
 void SnapshotStore::sweep() {
-  // A crash before sync() may have lost the files of deferred commits: they go, newest
-  // first, so that children leave before their parents.
-  for (const std::string& id : metadata_.unsynced_snapshots()) remove(id);
-  remove_records_without_files();
+  // A crash before sync() may have lost the files of deferred commits: they go. So do records
+  // whose directory is gone (a power cut may roll back a removal's transaction, not its files).
+  remove_with_descendants(metadata_.unsynced_snapshots());
+  remove_with_descendants(records_without_files());
   std::lock_guard lock(mutex_);
   std::unordered_set<std::string> recorded;
   for (auto& record : metadata_.list_snapshots()) recorded.insert(std::move(record.id));
@@ -261,18 +261,25 @@ void SnapshotStore::sweep() {
   }
 }
 
-void SnapshotStore::remove_records_without_files() {
+std::vector<std::string> SnapshotStore::records_without_files() {
+  std::vector<std::string> missing;
+  for (const auto& record : metadata_.list_snapshots()) {
+    struct stat st {};
+    if (::fstatat(snapshots_dir_.get(), (record.id + "/diff").c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) continue;
+    if (errno != ENOENT) throw_errno("stat", diff_path(record.id));
+    missing.push_back(record.id);
+  }
+  return missing;
+}
+
+void SnapshotStore::remove_with_descendants(const std::vector<std::string>& ids) {
+  if (ids.empty()) return;
   std::map<std::string, std::vector<std::string>> children;
-  std::vector<std::string> doomed;
   for (const auto& record : metadata_.list_snapshots()) {
     if (record.parent) children[*record.parent].push_back(record.id);
-    struct stat st {};
-    if (::fstatat(snapshots_dir_.get(), (record.id + "/diff").c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno != ENOENT) throw_errno("stat", diff_path(record.id));
-      doomed.push_back(record.id);
-    }
   }
-  // Its descendants go too (their lower chain is broken), children before their parents.
+  // Children before their parents, whatever their dates say (an imported layer keeps its
+  // exporter's, older than a local parent's); a descendant's lower chain is broken too.
   std::vector<std::string> order;
   std::set<std::string> seen;
   std::function<void(const std::string&)> visit = [&](const std::string& id) {
@@ -280,7 +287,7 @@ void SnapshotStore::remove_records_without_files() {
     for (const std::string& child : children[id]) visit(child);
     order.push_back(id);
   };
-  for (const std::string& id : doomed) visit(id);
+  for (const std::string& id : ids) visit(id);
   for (const std::string& id : order) remove(id);
 }
 

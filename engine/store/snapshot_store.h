@@ -118,7 +118,10 @@ class SnapshotStore {
   };
   Probe probe_overlay();
   void forget_prepared(const std::string& id);
-  void remove_records_without_files();
+  // Recorded snapshots whose diff/ is not there.
+  std::vector<std::string> records_without_files();
+  // Removes `ids` and every snapshot on top of them, children first.
+  void remove_with_descendants(const std::vector<std::string>& ids);
 
   std::string root_;
   std::string snapshots_path_;  // <root>/snapshots

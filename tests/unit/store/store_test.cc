@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -171,6 +172,23 @@ TEST_F(StoreTest, OpenDropsRecordsOfWhatIsNoLongerThere) {
   EXPECT_EQ(store->recovery_notes(),
             std::vector<std::string>{"image docker.io/library/gone:latest lost its blob " + manifest.str() +
                                      "; its name is removed"});
+}
+
+// A layer imported from a cache keeps its exporter's date, older than the local parent it was
+// put on: the start after a crash before sync() still removes the child before its parent.
+TEST_F(StoreTest, OpenAfterACrashRemovesUnsyncedChildrenDatedBeforeTheirParents) {
+  std::string parent, child;
+  {
+    auto store = Store::open(root_);
+    parent = store->snapshots().commit_deferred(store->snapshots().prepare()).id;
+    auto imported = store->snapshots().prepare(parent);
+    store->snapshots().set_created(imported, Clock::now() - std::chrono::hours(24));
+    child = store->snapshots().commit_deferred(std::move(imported)).id;
+  }
+  auto store = Store::open(root_);
+  EXPECT_FALSE(store->metadata().get_snapshot(child));
+  EXPECT_FALSE(store->metadata().get_snapshot(parent));
+  EXPECT_EQ(entries_in(root_ + "/snapshots"), 0u);
 }
 
 TEST_F(StoreTest, RootMustBeAnAbsolutePath) {
