@@ -348,7 +348,7 @@ class CrashTest(unittest.TestCase):
         self.assertNotIn("data/f01", want)
 
         d = self.daemon("d")
-        completed = 0
+        completed = with_leftovers = with_groups = 0
         for i in range(rounds):
             d.client("prune", "-a", "-f")  # the killed build has everything to make again
             delay = rng.uniform(0, duration * 1.1)
@@ -364,6 +364,9 @@ class CrashTest(unittest.TestCase):
                 # Done before the kill: what it exported is the fresh store's rootfs.
                 completed += 1
                 self.assertEqual(tree_difference(tree_of_oci(self.read(oci)), want), "")
+            # What the sweep at the next start has to clear (mounts die with the daemon's namespace).
+            with_leftovers += bool(leftovers(d.root))
+            with_groups += bool(build_groups(d.root))
             d.restart()
             self.assert_clean_start(d, old_groups)
             self.assert_du_adds_up(d)
@@ -372,7 +375,9 @@ class CrashTest(unittest.TestCase):
             self.assertEqual(tree_difference(tree_of_tar(self.read(out)), want), "", f"round {i + 1}")
             os.unlink(out)
             self.assertNotIn("error", d.log().lower(), d.log()[-3000:])
-        print(f"crash: {completed} of {rounds} builds ended before their kill", flush=True)
+        print(f"crash: {completed} of {rounds} builds ended before their kill; {with_leftovers} left files for the "
+              f"sweep, {with_groups} build cgroups", flush=True)
+        self.assertGreater(with_leftovers, 0)
         d.stop()
         self.assertEqual(d.process.returncode, 0, d.log()[-3000:])
 
