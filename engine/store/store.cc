@@ -61,8 +61,10 @@ std::unique_ptr<Store> Store::open(const std::string& root) {
 
 Store::Store(std::string root, UniqueFd lock) : lock_(std::move(lock)), root_(std::move(root)) {
   // Before anything below the root is walked or removed: a sweep must not reach through a
-  // leftover mount into what it shows.
-  detach_mounts_under(root_);
+  // leftover mount into what it shows. Only where the daemon mounts (views and steps' roots in
+  // mounts/, the overlay probe in snapshots/tmp-probe-*): a file system an administrator
+  // mounted at the root or at snapshots/ itself stays.
+  for (const char* dir : {"/mounts", "/snapshots"}) detach_mounts_under(root_ + dir);
   metadata_ = std::make_unique<MetadataStore>(root_ + "/metadata.db");
   leases_ = std::make_unique<LeaseTable>(*metadata_);
   content_ = std::make_unique<ContentStore>(root_, leases_.get());

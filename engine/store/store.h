@@ -20,9 +20,10 @@ class Store {
 
   // Creates <root> (0700) if needed, locks <root>/lock (throws "store <root> is in use by
   // another kbuildd (pid N)" if it is held, by this process too), opens the parts and sweeps
-  // what a crash left behind: mounts below the root (in this mount namespace), temp blobs,
-  // unfinished or unrecorded snapshots, and records of what is not there (a snapshot without
-  // its directory, a layer or image whose blob is missing).
+  // what a crash left behind: mounts below <root>/mounts and <root>/snapshots (in this mount
+  // namespace; the daemon mounts nowhere else in the store), temp blobs, unfinished or
+  // unrecorded snapshots, and records of what is not there (a snapshot without its
+  // directory, a layer or image whose blob is missing).
   static std::unique_ptr<Store> open(const std::string& root);
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;

@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/temp_dir.h"
+#include "engine/store/mount.h"
 
 namespace kbuild::store {
 namespace {
@@ -189,6 +190,40 @@ TEST_F(StoreTest, OpenAfterACrashRemovesUnsyncedChildrenDatedBeforeTheirParents)
   EXPECT_FALSE(store->metadata().get_snapshot(child));
   EXPECT_FALSE(store->metadata().get_snapshot(parent));
   EXPECT_EQ(entries_in(root_ + "/snapshots"), 0u);
+}
+
+bool is_mount_point(const std::string& path) {
+  struct stat here {}, above {};
+  return ::stat(path.c_str(), &here) == 0 && ::stat((path + "/..").c_str(), &above) == 0 &&
+         here.st_dev != above.st_dev;
+}
+
+// Mounts of a crashed daemon (its namespace shared, or inherited) come off before anything is
+// swept through them; a file system mounted at the root itself is the administrator's.
+TEST_F(StoreTest, OpenDetachesLeftoverMountsWhereTheDaemonMountsOnly) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: mounts";
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // In a mount namespace of its own, so nothing leaks into the test's.
+    enter_private_mount_namespace();
+    stdfs::create_directories(root_);
+    Mount::tmpfs(root_, 0, "size=4m").release();
+    std::string step = root_ + "/mounts/step-x";
+    std::string probe = root_ + "/snapshots/tmp-probe-y/merged";
+    stdfs::create_directories(step);
+    stdfs::create_directories(probe);
+    Mount::tmpfs(step, 0, "size=1m").release();
+    Mount::bind(parent_.path(), probe, true).release();
+    std::ofstream(parent_.path() + "/not-the-store") << "x";
+    auto store = Store::open(root_);
+    bool ok = is_mount_point(root_) && !is_mount_point(step) && !stdfs::exists(probe) &&
+              stdfs::exists(parent_.path() + "/not-the-store");
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 TEST_F(StoreTest, RootMustBeAnAbsolutePath) {
