@@ -41,11 +41,6 @@ bool has_env(const std::vector<std::string>& env, std::string_view name) {
   return false;
 }
 
-void write_file(const std::string& path, std::string_view data, mode_t mode) {
-  UniqueFd fd(check(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode), "create", path));
-  write_all(fd.get(), data, path);
-}
-
 // The sandbox's /etc/hosts, written once per store.
 std::string hosts_file(store::Store& store) {
   std::string dir = store.root() + "/sandbox";
@@ -56,7 +51,13 @@ std::string hosts_file(store::Store& store) {
     // Linked into place, never renamed over: a step that already holds the file must not see
     // it unlinked under it by a concurrent first step (a deleted file cannot be mounted).
     std::string temp = path + ".tmp" + std::to_string(::getpid()) + "-" + std::to_string(::gettid());
-    write_file(temp, kHosts, 0644);
+    {
+      // Durable before its name: after a power cut the file is whole or absent, never empty.
+      UniqueFd fd(check(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644), "create",
+                        temp));
+      write_all(fd.get(), kHosts, temp);
+      check(::fsync(fd.get()), "fsync", temp);
+    }
     int linked = ::link(temp.c_str(), path.c_str());
     int link_errno = errno;
     ::unlink(temp.c_str());
