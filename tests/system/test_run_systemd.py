@@ -420,6 +420,25 @@ class SystemRunTest:
         self.assert_no_process("sleep 31", "after kbuildd exited", timeout=5)
         assert status in (0, -signal.SIGTERM), f"kbuildd exited with {status} on SIGTERM:\n{self.daemon.log_tail()}"
 
+    def test_a_killed_daemons_units_are_swept_at_its_next_start(self):
+        build = self.popen(self.context(f"FROM {BASE}\nRUN sleep 32\n"), "--no-cache")
+        slice_unit, _ = self.wait_for_step(build)
+        assert wait_for(lambda: processes_with("sleep 32"), 10), "no `sleep 32` process while the step runs"
+        # kill -9 of the daemon alone. The step may die with it (its helper does), and systemd
+        # then drops the empty scope; the build's slice stays for the next start to stop.
+        self.daemon.process.kill()
+        self.daemon.stop()
+        build.wait(timeout=30)
+        left = kbuild_units()
+        assert slice_unit in left, f"the killed daemon's slice is gone already: {left}"
+        log(f"  left by the killed daemon: {left}")
+        started = time.monotonic()
+        self.daemon.start()
+        self.daemon.client("du")  # answered once the start-up sweep is done
+        self.assert_no_units("after kbuildd started again", timeout=2)
+        self.assert_no_process("sleep 32", "after kbuildd started again", timeout=2)
+        log(f"  swept {time.monotonic() - started:.2f}s after the restart")
+
     def test_builds_and_steps_are_in_the_journal_without_secrets(self):
         secret = "system-secret-" + uuid.uuid4().hex[:12]
         since = journal_cursor()
@@ -612,6 +631,7 @@ class SystemRunTest:
             self.test_oom_kill_is_reported,
             self.test_killed_client_cancels_the_build,
             self.test_daemon_sigterm_stops_the_running_step,
+            self.test_a_killed_daemons_units_are_swept_at_its_next_start,
             self.test_builds_and_steps_are_in_the_journal_without_secrets,
             self.test_a_failed_build_leaves_a_failure_summary,
             self.test_default_capabilities_and_hostname,
