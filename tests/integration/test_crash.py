@@ -5,10 +5,10 @@
 - kill -9 at a random moment (seeded; the seed and every delay are printed): N times, a mixed
   build (COPY of a large context, RUN steps with a cache mount, an OCI export) is started on a
   pruned store and the daemon killed mid-way, with the step processes it left (as systemd kills
-  a unit's cgroup). The daemon started again on the same store starts clean (nothing in its log
-  but its own lines, no mount under the store, no build cgroup of the old daemon, none of the
-  store's temp files), `du` adds up to what is on disk, and the same Dockerfile builds the
-  rootfs a fresh store builds, file by file.
+  a unit's cgroup). The daemon started again on the same store starts clean (no error in its
+  log, no mount under the store, no build cgroup of the old daemon, none of the store's temp
+  files or steps' work dirs), `du` adds up to what is on disk, and the same Dockerfile builds
+  the rootfs a fresh store builds, file by file; a build that ended before its kill exported it.
 - 16 concurrent builds sharing cache, with `prune -f` and a GC pass (builder.gc, a tiny
   defaultKeepStorage) among them: every build succeeds with the right rootfs, and every image
   they tagged is whole afterwards.
