@@ -316,11 +316,11 @@ start_kbuildd() {
     kbuildctl info
 }
 
-# A private dockerd under $dockerd_dir, ready when it answers.
+# A private dockerd under $dockerd_dir (and any further flags), ready when it answers.
 start_dockerd() {
   setsid dockerd --bridge=none --iptables=false --ip6tables=false \
     --data-root "$dockerd_dir/data" --exec-root "$dockerd_dir/exec" \
-    -H "unix://$dockerd_dir/docker.sock" --pidfile "$dockerd_dir/dockerd.pid" \
+    -H "unix://$dockerd_dir/docker.sock" --pidfile "$dockerd_dir/dockerd.pid" "$@" \
     </dev/null >>"$log_dir/dockerd.log" 2>&1 &
   dockerd_pid=$!
   wait_ready "$dockerd_pid" dockerd "$log_dir/dockerd.log" docker version
