@@ -182,11 +182,11 @@ fresh() {
   esac
 }
 
-# What the builder itself says its store holds at the end: kbuild's `kbuildctl du` total, the
-# build cache and images of dockerd's `docker system df`, buildah's image count.
+# What the builder itself says its store holds at the end: kbuild's `kbuildctl du` total and
+# image count, the build cache and images of dockerd's `docker system df`, buildah's image count.
 own_account() {
   case $1 in
-    kbuild) echo "kbuildctl du total $(kbuildctl du | awk '$1 == "Total:" { print $2 }')" ;;
+    kbuild) echo "kbuildctl du total $(kbuildctl du | awk '$1 == "Total:" { print $2 }'); images $(kbuildctl images -q | wc -l)" ;;
     buildkit) docker system df --format '{{.Type}} {{.Size}} ({{.TotalCount}})' |
       awk '/^Images|^Build Cache/' | paste -sd';' | sed 's/;/; /g; s/^/docker system df: /' ;;
     buildah) echo "buildah images: $(buildah_in "$buildah_dir" images -aq | wc -l) (no GC)" ;;
