@@ -59,9 +59,10 @@ bench_init_workdir ksoak
 # The build client runs in the background and the script waits for it (build_in_background):
 # bash runs a trap for Ctrl-C during `wait` at once, whereas while a foreground client runs it
 # waits for it and, when the client handles SIGINT itself and exits normally (docker build does:
-# "context canceled"), does not act on the signal at all, and the loop would go on. A client in
-# the background ignores SIGINT, so on any exit it is stopped here, then lib.sh's cleanup (daemons,
-# mounts, the temp dir) runs, which exits with the status it finds in $?.
+# "context canceled"), does not act on the signal at all, and the loop would go on. bash starts a
+# client in the background with SIGINT ignored (docker's Go runtime takes it back, kbuildctl and
+# buildah may not), so on any exit it is stopped here; then lib.sh's cleanup (daemons, mounts, the
+# temp dir) runs, which exits with the status it finds in $?.
 client_pid=
 on_exit() {
   local status=$? _
