@@ -267,7 +267,7 @@ BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver:
         image::StoreUsage usage = images_.usage();
         return usage.blobs_size + usage.cache_size;
       }),
-      gc_(store, config_) {
+      gc_(store, config_, &builder_.local_sources()) {
   builder_.set_context_reader(std::move(context_reader));
   builder_.set_frontend(convert_dockerfile);
 }
@@ -427,7 +427,7 @@ dbus::Options BuilderService::disk_usage(const dbus::CallContext&, const dbus::O
   gc::parse_filters(option<std::vector<std::string>>(options, "filters").value_or(std::vector<std::string>{}), filters);
   std::vector<dbus::StringMap> records;
   const auto now = gc::Clock::now();
-  for (const gc::UsageRecord& record : gc::collect_usage(store_)) {
+  for (const gc::UsageRecord& record : gc::collect_usage(store_, &builder_.local_sources())) {
     if (!filters.filter.matches(record)) continue;
     if (filters.unused_for && now - record.last_activity() < *filters.unused_for) continue;
     records.push_back(record_map(record));
@@ -441,7 +441,7 @@ dbus::Options BuilderService::prune(const dbus::CallContext&, const dbus::Option
   prune.all = option<bool>(options, "all").value_or(false);
   prune.keep_storage = option<uint64_t>(options, "keep-storage").value_or(0);
   gc::parse_filters(option<std::vector<std::string>>(options, "filters").value_or(std::vector<std::string>{}), prune);
-  gc::PruneResult result = gc::prune(store_, prune);
+  gc::PruneResult result = gc::prune(store_, prune, &builder_.local_sources());
   std::vector<dbus::StringMap> removed;
   for (const gc::UsageRecord& record : result.removed) removed.push_back(record_map(record));
   return {{"records", dbus::Value(std::move(removed))}, {"reclaimed", dbus::Value(result.reclaimed)}};

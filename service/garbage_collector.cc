@@ -58,8 +58,9 @@ uint64_t default_keep_storage(const std::string& root) {
   return static_cast<uint64_t>(st.f_blocks) * st.f_frsize / 10;
 }
 
-GarbageCollector::GarbageCollector(store::Store& store, const LiveConfig& config, std::chrono::seconds interval)
-    : store_(store), config_(config), interval_(interval), default_keep_(default_keep_storage(store.root())),
+GarbageCollector::GarbageCollector(store::Store& store, const LiveConfig& config, store::LocalSources* sources,
+                                   std::chrono::seconds interval)
+    : store_(store), config_(config), sources_(sources), interval_(interval), default_keep_(default_keep_storage(store.root())),
       thread_([this](std::stop_token stop) { loop(stop); }) {}
 
 GarbageCollector::~GarbageCollector() {
@@ -81,7 +82,7 @@ uint64_t GarbageCollector::run_pass() {
   std::lock_guard pass(pass_mutex_);
   uint64_t freed = 0;
   for (const gc::PruneOptions& policy : gc_policies(*config, default_keep_)) {
-    freed += gc::prune(store_, policy).reclaimed;
+    freed += gc::prune(store_, policy, sources_).reclaimed;
   }
   return freed;
 }

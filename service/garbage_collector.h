@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/gc/prune_policy.h"
+#include "engine/store/local_sources.h"
 #include "engine/store/store.h"
 #include "service/daemon_config.h"
 #include "service/live_config.h"
@@ -28,8 +29,9 @@ uint64_t default_keep_storage(const std::string& root);
 
 class GarbageCollector {
  public:
-  // Passes read the configuration in use from `config` when they start.
-  GarbageCollector(store::Store& store, const LiveConfig& config,
+  // Passes read the configuration in use from `config` when they start; they also remove the
+  // context directories `sources` remembers (source.local), when given.
+  GarbageCollector(store::Store& store, const LiveConfig& config, store::LocalSources* sources = nullptr,
                    std::chrono::seconds interval = std::chrono::minutes(5));
   GarbageCollector(const GarbageCollector&) = delete;
   GarbageCollector& operator=(const GarbageCollector&) = delete;
@@ -45,6 +47,7 @@ class GarbageCollector {
 
   store::Store& store_;
   const LiveConfig& config_;
+  store::LocalSources* const sources_;
   const std::chrono::seconds interval_;
   const uint64_t default_keep_;
   std::mutex pass_mutex_;  // one pass at a time

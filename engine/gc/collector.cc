@@ -127,6 +127,28 @@ void add_cache_mounts(store::Store& store, std::vector<UsageRecord>& records) {
   }
 }
 
+// The context directories a build may read again, as BuildKit's records of its local sources.
+void add_local_sources(store::LocalSources& sources, std::vector<UsageRecord>& records) {
+  for (const store::LocalSources::Entry& entry : sources.list()) {
+    UsageRecord record;
+    record.kind = UsageRecord::Kind::local_source;
+    record.id = entry.id;
+    record.type = kTypeLocalSource;
+    record.mutable_ = true;  // as BuildKit's: the next read of the directory updates it
+    record.in_use = entry.in_use;
+    record.created = entry.created;
+    record.last_used = entry.last_used;
+    record.usage_count = entry.usage_count;
+    record.description = "local source for " + entry.name;
+    try {
+      record.size = store::fs::disk_usage(store::fs::open_dir(entry.path).get(), entry.path);
+    } catch (const Error&) {
+      continue;  // removed by a concurrent prune while listed
+    }
+    records.push_back(std::move(record));
+  }
+}
+
 // The snapshots' and blobs' records, with what needs what.
 void add_snapshots_and_blobs(store::Store& store, std::vector<UsageRecord>& records) {
   std::map<store::Digest, std::vector<store::Digest>> blobs_of_layer;
@@ -246,7 +268,9 @@ void mark_in_use(store::Store& store, std::vector<UsageRecord>& records, const R
 
 // Removes one record unless something came to need it since it was listed, or a concurrent
 // prune (a GC pass) removed it first; false then.
-bool remove_record(store::Store& store, const UsageRecord& record) {
+bool remove_record(store::Store& store, store::LocalSources* sources, const UsageRecord& record) {
+  // The cache decides on its own directories under its lock; no lease holds them.
+  if (record.kind == UsageRecord::Kind::local_source) return sources && sources->remove(record.id);
   store::LeaseTable::Collection collection(store.leases());
   switch (record.kind) {
     case UsageRecord::Kind::snapshot:
@@ -279,16 +303,19 @@ bool remove_record(store::Store& store, const UsageRecord& record) {
       remove_tree(gone);
       return true;
     }
+    case UsageRecord::Kind::local_source:
+      break;
   }
   return false;
 }
 
 }  // namespace
 
-std::vector<UsageRecord> collect_usage(store::Store& store) {
+std::vector<UsageRecord> collect_usage(store::Store& store, store::LocalSources* sources) {
   std::vector<UsageRecord> records;
   add_snapshots_and_blobs(store, records);
   add_cache_mounts(store, records);
+  if (sources) add_local_sources(*sources, records);
   std::sort(records.begin(), records.end(), [](const UsageRecord& a, const UsageRecord& b) { return a.id < b.id; });
   RecordIndex index;
   for (size_t i = 0; i < records.size(); ++i) index.emplace(records[i].id, i);
@@ -297,13 +324,13 @@ std::vector<UsageRecord> collect_usage(store::Store& store) {
   return records;
 }
 
-PruneResult prune(store::Store& store, const PruneOptions& options) {
-  std::vector<UsageRecord> records = collect_usage(store);
+PruneResult prune(store::Store& store, const PruneOptions& options, store::LocalSources* sources) {
+  std::vector<UsageRecord> records = collect_usage(store, sources);
   PruneResult result;
   for (size_t i : select_for_prune(records, options, Clock::now())) {
     bool removed = false;
     try {
-      removed = remove_record(store, records[i]);
+      removed = remove_record(store, sources, records[i]);
     } catch (const Error&) {
       // Gone already, or busy: the next prune tries again.
     }
@@ -358,7 +385,7 @@ ImagePruneResult prune_images(store::Store& store, bool all) {
   options.all = true;
   for (size_t i : select_for_prune(records, options, Clock::now())) {
     try {
-      if (remove_record(store, records[i])) result.reclaimed += records[i].size;
+      if (remove_record(store, nullptr, records[i])) result.reclaimed += records[i].size;
     } catch (const Error&) {
       // Left for the next prune.
     }

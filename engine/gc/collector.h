@@ -8,13 +8,15 @@
 
 #include "engine/gc/prune_policy.h"
 #include "engine/gc/usage_record.h"
+#include "engine/store/local_sources.h"
 #include "engine/store/store.h"
 
 namespace kbuild::gc {
 
-// Every snapshot, blob and cache mount of the store, sorted by id: sizes on disk (blocks, hard
-// links once per record), what holds them, which tagged images share them.
-std::vector<UsageRecord> collect_usage(store::Store& store);
+// Every snapshot, blob and cache mount of the store, and the context directories `sources`
+// remembers (when given), sorted by id: sizes on disk (blocks, hard links once per record),
+// what holds them, which tagged images share them.
+std::vector<UsageRecord> collect_usage(store::Store& store, store::LocalSources* sources = nullptr);
 
 struct PruneResult {
   std::vector<UsageRecord> removed;  // in the order removed
@@ -22,8 +24,9 @@ struct PruneResult {
 };
 
 // Removes the records select_for_prune picks. Each removal is decided again under the lease
-// table's lock: a record an operation came to hold meanwhile stays.
-PruneResult prune(store::Store& store, const PruneOptions& options);
+// table's lock (a context directory's under the cache's): a record an operation came to hold
+// meanwhile stays.
+PruneResult prune(store::Store& store, const PruneOptions& options, store::LocalSources* sources = nullptr);
 
 struct ImagePruneResult {
   std::vector<std::string> deleted;  // Docker's lines: "untagged: alpine:latest", "deleted: sha256:..."

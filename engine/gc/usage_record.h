@@ -1,5 +1,6 @@
 // One record of the store as `du` lists it and prune removes it, as BuildKit's UsageInfo: a
-// snapshot, a blob of the content store, or a cache mount's directory.
+// snapshot, a blob of the content store, a cache mount's directory, or a remembered context
+// directory (store::LocalSources).
 #pragma once
 
 #include <chrono>
@@ -15,11 +16,12 @@ using Clock = std::chrono::system_clock;
 // BuildKit's record types (client.UsageRecordType) that this store has.
 inline constexpr const char* kTypeRegular = "regular";
 inline constexpr const char* kTypeCacheMount = "exec.cachemount";
+inline constexpr const char* kTypeLocalSource = "source.local";
 
 struct UsageRecord {
-  enum class Kind { snapshot, blob, cache_mount };
+  enum class Kind { snapshot, blob, cache_mount, local_source };
   Kind kind = Kind::snapshot;
-  // A snapshot's id, a blob's digest ("sha256:..."), a cache mount's directory name.
+  // A snapshot's id, a blob's digest ("sha256:..."), a cache mount's or context's directory name.
   std::string id;
   std::vector<std::string> parents;  // a snapshot's parent: what du shows as Parent
   // Records that must stay as long as this one does: a snapshot's parent and its layer's blobs.

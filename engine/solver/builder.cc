@@ -695,6 +695,8 @@ Builder::Builder(store::Store& store)
 
 Builder::~Builder() = default;
 
+store::LocalSources& Builder::local_sources() { return *contexts_; }
+
 BuildResult Builder::build(const BuildRequest& request, Progress& progress, const CancelToken& cancel) {
   Run run(*this, request, progress, cancel);
   return run.run();

@@ -27,6 +27,7 @@
 #include "engine/solver/progress.h"
 #include "engine/solver/run_step.h"
 #include "engine/solver/scheduler.h"
+#include "engine/store/local_sources.h"
 #include "engine/store/store.h"
 
 namespace kbuild::image {
@@ -140,6 +141,8 @@ class Builder {
   Builder& operator=(const Builder&) = delete;
 
   BuildResult build(const BuildRequest& request, Progress& progress, const CancelToken& cancel);
+  // The context directories it remembers across builds, for du and GC.
+  store::LocalSources& local_sources();
 
  private:
   class Run;

@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <thread>
 
 #include "common/go_path.h"
@@ -51,12 +53,19 @@ std::string join_lines(const std::vector<std::string>& lines) {
 
 // A materialized context: unchanged while any build holds it (the next read of the same
 // directory updates it in place only once the cache alone holds it, and never rewrites a file
-// a layer may share), removed (off the build's path) when the builds and the cache let go of it.
+// a layer may share), removed (off the build's path) when the builds and the cache let go of it,
+// or by GC once the cache alone holds it.
 struct MaterializedContext::State {
   std::string path;
   context::Manifest manifest;
+  // du's record of it, guarded by the ContextCache's lock.
+  std::chrono::system_clock::time_point created = std::chrono::system_clock::now();
+  std::chrono::system_clock::time_point last_used = created;
+  uint64_t usage_count = 0;
+
   explicit State(const std::string& parent) : path(TempDir(parent, "context-").release()) {}
   ~State() {
+    if (path.empty()) return;  // removed already
     std::thread([path = path] {
       try {
         remove_tree(path);
@@ -65,9 +74,19 @@ struct MaterializedContext::State {
       }
     }).detach();
   }
+  // Removes the tree now (GC: its caller then reports it gone); only its last holder may.
+  void remove_tree_now() {
+    remove_tree(path);
+    path.clear();
+  }
+  std::string id() const { return path.substr(path.rfind('/') + 1); }
   State(const State&) = delete;
   State& operator=(const State&) = delete;
 };
+
+std::shared_ptr<MaterializedContext::State> new_context_tree(const std::string& parent) {
+  return std::make_shared<MaterializedContext::State>(parent);
+}
 
 ContextCache::Previous ContextCache::take(const std::string& key) {
   std::lock_guard lock(mutex_);
@@ -84,14 +103,42 @@ ContextCache::Previous ContextCache::take(const std::string& key) {
 
 void ContextCache::remember(const std::string& key, std::shared_ptr<MaterializedContext::State> state) {
   std::lock_guard lock(mutex_);
+  state->last_used = std::chrono::system_clock::now();
+  ++state->usage_count;
   latest_[key] = std::move(state);
+}
+
+std::vector<store::LocalSources::Entry> ContextCache::list() {
+  std::lock_guard lock(mutex_);
+  std::vector<Entry> out;
+  for (const auto& [key, state] : latest_) {
+    // BuildKit's local source for the Dockerfile frontend's main context is named "context".
+    out.push_back(Entry{state->id(), state->path, "context", state->created, state->last_used, state->usage_count,
+                        state.use_count() > 1});
+  }
+  return out;
+}
+
+bool ContextCache::remove(const std::string& id) {
+  std::shared_ptr<MaterializedContext::State> gone;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = std::find_if(latest_.begin(), latest_.end(), [&](const auto& entry) { return entry.second->id() == id; });
+    // A build that holds it keeps it; one that takes it after this finds nothing and reads the
+    // whole context into a new tree.
+    if (it == latest_.end() || it->second.use_count() != 1) return false;
+    gone = std::move(it->second);
+    latest_.erase(it);
+  }
+  gone->remove_tree_now();
+  return true;
 }
 
 namespace {
 
 std::shared_ptr<MaterializedContext::State> new_state(store::Store& store) {
   make_dirs(store.root() + "/contexts");
-  return std::make_shared<MaterializedContext::State>(store.root() + "/contexts");
+  return new_context_tree(store.root() + "/contexts");
 }
 
 UniqueFd open_tree(const std::string& path) {

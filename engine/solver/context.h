@@ -9,10 +9,12 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "engine/context/manifest.h"
 #include "engine/solver/builder.h"
 #include "engine/solver/worker.h"
+#include "engine/store/local_sources.h"
 #include "engine/store/store.h"
 
 namespace kbuild::solver {
@@ -26,20 +28,30 @@ struct MaterializedContext {
 
 // The last materialization of each client directory (by caller and directory identity). The
 // next read of the same directory writes only what changed into it when no build holds it any
-// more, and otherwise hard-links unchanged files from it into a tree of its own.
-class ContextCache {
+// more, and otherwise hard-links unchanged files from it into a tree of its own. GC lists them
+// (source.local) and removes those no build holds: take and remove decide under one lock, so a
+// build either holds a tree before its removal is decided (and it stays) or finds none and
+// reads the whole context again.
+class ContextCache : public store::LocalSources {
  public:
   struct Previous {
     std::shared_ptr<MaterializedContext::State> state;  // null: none
     bool exclusive = false;  // taken out of the cache and held by no build: may be changed
   };
   Previous take(const std::string& key);
+  // `state` is what a build read the directory `key` into (and uses): one use more.
   void remember(const std::string& key, std::shared_ptr<MaterializedContext::State> state);
+
+  std::vector<Entry> list() override;
+  bool remove(const std::string& id) override;
 
  private:
   std::mutex mutex_;
   std::map<std::string, std::shared_ptr<MaterializedContext::State>> latest_;
 };
+
+// A new empty tree for a materialization, under `parent` (<store root>/contexts).
+std::shared_ptr<MaterializedContext::State> new_context_tree(const std::string& parent);
 
 // Reads the context the request carries. `on_transfer` reports bytes moved so far; `cancel_fd`
 // (readable: stop with kbuild::Error canceled) ends every wait on the client and the reader.

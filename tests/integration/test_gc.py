@@ -49,9 +49,10 @@ def records(daemon, *filters):
 
 
 def on_disk(root):
-    """Bytes allocated under the store's snapshot, blob and cache-mount dirs, hard links once
-    (what `du -s --block-size=1` reports: du's records count blocks, as BuildKit's do)."""
-    dirs = [os.path.join(root, d) for d in ("snapshots", "blobs/sha256", "cache") if os.path.isdir(os.path.join(root, d))]
+    """Bytes allocated under the store's snapshot, blob, cache-mount and context dirs, hard links
+    once (what `du -s --block-size=1` reports: du's records count blocks, as BuildKit's do)."""
+    dirs = [os.path.join(root, d) for d in ("snapshots", "blobs/sha256", "cache", "contexts")
+            if os.path.isdir(os.path.join(root, d))]
     out = run(["du", "-s", "--block-size=1", "--total", *dirs]).stdout.splitlines()[-1]
     return int(out.split()[0])
 
@@ -107,7 +108,7 @@ class GcTest(unittest.TestCase):
         self.build(d, ctx)
         recs = records(d)
         types = {r["type"] for r in recs}
-        self.assertEqual(types, {"regular", "exec.cachemount"})
+        self.assertEqual(types, {"regular", "exec.cachemount", "source.local"})
         mounts = [r for r in recs if r["type"] == "exec.cachemount"]
         self.assertEqual(len(mounts), 1)
         self.assertGreaterEqual(int(mounts[0]["size"]), 300 * 1024)
@@ -115,8 +116,13 @@ class GcTest(unittest.TestCase):
         self.assertTrue(any(int(r["size"]) >= 500 * 1024 for r in recs if r["type"] == "regular"))
         # The base image is tagged: its layer and blobs are shared.
         self.assertTrue(any(r["shared"] == "true" for r in recs))
+        # The context directory the next build reads again, as BuildKit's local source.
+        sources = [r for r in recs if r["type"] == "source.local"]
+        self.assertEqual(len(sources), 1)
+        self.assertGreaterEqual(int(sources[0]["size"]), 200000)
+        self.assertEqual(sources[0]["description"], "local source for context")
         # What du counts is what is on disk, but for the store's own directories (a snapshot's
-        # dir, diff/ and work/, the blob and cache roots).
+        # dir, diff/ and work/, the blob, cache and context roots).
         counted, disk = total(recs), on_disk(d.root)
         self.assertLessEqual(counted, disk)
         self.assertLessEqual(disk - counted, 4 * 4096 * len(recs) + 64 * 1024, (counted, disk))
@@ -148,7 +154,7 @@ class GcTest(unittest.TestCase):
                                          "Are you sure you want to continue? [y/N] ")
         self.assertEqual(total(records(d)), total(before))
         # The build's image has no name: its layers are an image's, left without --all.
-        snapshots = {r["id"] for r in before if not r["id"].startswith("sha256:")}
+        snapshots = {r["id"] for r in before if r["type"] == "regular" and not r["id"].startswith("sha256:")}
         self.assertIn("Total:", d.client("prune", "-f").stdout)
         self.assertEqual(snapshots - {r["id"] for r in records(d)}, set())
         before = records(d)
@@ -193,6 +199,83 @@ class GcTest(unittest.TestCase):
         again = self.build(d, ctx).stderr
         for step in ("RUN echo before", "RUN sleep 4", "RUN echo last"):
             self.assertRegex(again, rf"{step}[^\n]*\n#\d+ CACHED", step)
+
+    def test_prune_removes_remembered_contexts_and_the_next_build_reads_them_again(self):
+        d = self.daemon()
+        dockerfile = f"FROM {BASE}\nCOPY . /ctx\n"
+        one = self.context(dockerfile, name="one", files={"a": "one a\n", "big": "x" * 300000})
+        two = self.context(dockerfile, name="two", files={"b": "two b\n"})
+        self.build(d, one)
+        self.build(d, two)
+        recs = records(d)
+        sources = [r for r in recs if r["type"] == "source.local"]
+        self.assertEqual(len(sources), 2, sources)
+        for r in sources:
+            self.assertEqual(r["description"], "local source for context")
+            self.assertEqual((r["in-use"], r["mutable"], r["shared"], r["usage-count"]), ("false", "true", "false", "1"))
+            self.assertIn("last-used", r)
+        self.assertGreaterEqual(max(int(r["size"]) for r in sources), 300000)
+        contexts = os.path.join(d.root, "contexts")
+        self.assertEqual(sorted(os.listdir(contexts)), sorted(r["id"] for r in sources))
+        # du still adds up with the contexts on disk counted.
+        counted, disk = total(recs), on_disk(d.root)
+        self.assertLessEqual(counted, disk)
+        self.assertLessEqual(disk - counted, 4 * 4096 * len(recs) + 64 * 1024, (counted, disk))
+        listed = d.client("du", "--filter", "type=source.local").stdout.splitlines()
+        self.assertEqual(len(listed), 3, listed)
+        # The same directory built again reuses its record.
+        self.build(d, two)
+        again = [r for r in records(d, "type==source.local")]
+        self.assertEqual(sorted(r["usage-count"] for r in again), ["1", "2"])
+        before = records(d)
+        out = d.client("prune", "-f", "--filter", "type=source.local").stdout
+        after = records(d)
+        self.assertEqual([r for r in after if r["type"] == "source.local"], [])
+        self.assertEqual({r["id"] for r in after}, {r["id"] for r in before if r["type"] != "source.local"})
+        freed = total(before) - total(after)
+        self.assertGreaterEqual(freed, 300000)
+        self.assertTrue(out.endswith(f"Total:\t{human_size(freed)}\n"), out)
+        self.assertEqual(os.listdir(contexts), [])
+        # The next build of the same directory reads it whole again, changes and all.
+        write(os.path.join(one, "a"), "one a changed\n")
+        out_dir = self.path("out")
+        self.build(d, one, "-o", f"type=local,dest={out_dir}")
+        with open(os.path.join(out_dir, "ctx", "a")) as f:
+            self.assertEqual(f.read(), "one a changed\n")
+        with open(os.path.join(out_dir, "ctx", "big")) as f:
+            self.assertEqual(f.read(), "x" * 300000)
+        self.assertEqual(len(records(d, "type==source.local")), 1)
+
+    def test_a_prune_while_a_build_reads_a_large_context_leaves_it_whole(self):
+        d = self.daemon()
+        files = {f"f{i:03}": os.urandom(256 * 1024).hex() for i in range(160)}  # 80 MiB
+        ctx = self.context(f"FROM {BASE}\nCOPY . /ctx\n", files=files)
+        self.build(d, ctx)  # remembered: the next build updates it in place
+        for i in range(0, 160, 2):
+            files[f"f{i:03}"] = os.urandom(256 * 1024).hex()
+            write(os.path.join(ctx, f"f{i:03}"), files[f"f{i:03}"])
+        out_dir = self.path("out")
+        build = subprocess.Popen(d.argv("build", "--progress", "plain", "-o", f"type=local,dest={out_dir}", ctx),
+                                 env=d.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        prunes = 0
+        try:
+            while build.poll() is None:
+                d.client("prune", "-f", "--filter", "type=source.local")
+                prunes += 1
+            stderr = build.communicate(timeout=300)[1]
+        finally:
+            if build.poll() is None:
+                build.kill()
+                build.wait()
+        self.assertEqual(build.returncode, 0, stderr[-3000:])
+        self.assertGreater(prunes, 0)
+        for name, data in files.items():
+            with open(os.path.join(out_dir, "ctx", name)) as f:
+                self.assertEqual(f.read(), data, name)
+        # Held no more, its context goes with the next prune.
+        d.client("prune", "-f", "--filter", "type=source.local")
+        self.assertEqual(records(d, "type==source.local"), [])
+        self.assertEqual(os.listdir(os.path.join(d.root, "contexts")), [])
 
     def test_image_prune_takes_dangling_images_and_with_all_the_rest(self):
         d = self.daemon()

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 
 #include "common/temp_dir.h"
@@ -221,6 +222,69 @@ TEST_F(CollectorTest, ImagePruneKeepsLayersTheBuildCacheUses) {
   make_image("", top, "built");
   prune_images(*store_, false);
   EXPECT_TRUE(has_snapshot(top));
+}
+
+// Context directories as the solver's ContextCache keeps them: in memory, one held by a build.
+class FakeLocalSources : public store::LocalSources {
+ public:
+  explicit FakeLocalSources(const std::string& root) : root_(root + "/contexts") {}
+  void add(const std::string& id, size_t bytes, bool in_use) {
+    store::fs::make_dirs(root_ + "/" + id);
+    std::ofstream(root_ + "/" + id + "/file") << std::string(bytes, 'c');
+    auto now = std::chrono::system_clock::now();
+    entries_.push_back(Entry{id, root_ + "/" + id, "context", now - std::chrono::hours(1), now, 3, in_use});
+  }
+  std::vector<Entry> list() override { return entries_; }
+  bool remove(const std::string& id) override {
+    auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.id == id; });
+    if (it == entries_.end() || it->in_use) return false;
+    remove_tree(it->path);
+    entries_.erase(it);
+    return true;
+  }
+
+ private:
+  std::string root_;
+  std::vector<Entry> entries_;
+};
+
+TEST_F(CollectorTest, DuListsRememberedContextsAsLocalSources) {
+  FakeLocalSources sources(store_->root());
+  sources.add("context-idle", 30000, false);
+  sources.add("context-held", 10000, true);
+  EXPECT_TRUE(collect_usage(*store_).empty());  // without the cache, none
+  std::vector<UsageRecord> records = collect_usage(*store_, &sources);
+  ASSERT_EQ(records.size(), 2u);
+  const UsageRecord* idle = find(records, "context-idle");
+  ASSERT_TRUE(idle);
+  EXPECT_EQ(idle->type, kTypeLocalSource);
+  EXPECT_EQ(idle->description, "local source for context");
+  EXPECT_GE(idle->size, 30000u);
+  EXPECT_LT(idle->size, 30000u + 3 * 4096);
+  EXPECT_EQ(idle->usage_count, 3u);
+  EXPECT_TRUE(idle->mutable_);
+  EXPECT_FALSE(idle->in_use);
+  EXPECT_TRUE(find(records, "context-held")->in_use);
+}
+
+TEST_F(CollectorTest, PruneRemovesLocalSourcesNoBuildHolds) {
+  FakeLocalSources sources(store_->root());
+  sources.add("context-idle", 30000, false);
+  sources.add("context-held", 10000, true);
+  std::string snapshot = make_snapshot(4000, std::nullopt, "step-1");
+  PruneOptions options;
+  parse_filters({"type=source.local"}, options);
+  PruneResult result = prune(*store_, options, &sources);
+  ASSERT_EQ(result.removed.size(), 1u);
+  EXPECT_EQ(result.removed[0].id, "context-idle");
+  EXPECT_GE(result.reclaimed, 30000u);
+  EXPECT_EQ(::access((store_->root() + "/contexts/context-idle").c_str(), F_OK), -1);
+  EXPECT_EQ(::access((store_->root() + "/contexts/context-held").c_str(), F_OK), 0);
+  EXPECT_TRUE(has_snapshot(snapshot));  // not of the type asked for
+  // An image prune leaves them: they are no image's.
+  sources.add("context-next", 1000, false);
+  prune_images(*store_, true);
+  EXPECT_EQ(sources.list().size(), 2u);
 }
 
 }  // namespace
