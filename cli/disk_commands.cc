@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 
 #include "common/error.h"
+#include "common/go_units.h"
 #include "dbus/builder_client.h"
 #include "engine/dockerfile/go_values.h"
 
@@ -133,18 +134,7 @@ int run_image_prune(dbus::BuilderClient& client, const DiskCommands& c, std::ist
 
 }  // namespace
 
-std::string human_size(uint64_t bytes) {
-  static const char* const units[] = {"B", "kB", "MB", "GB", "TB", "PB", "EB"};
-  double size = static_cast<double>(bytes);
-  size_t unit = 0;
-  while (size >= 1000 && unit + 1 < std::size(units)) {
-    size /= 1000;
-    ++unit;
-  }
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%.4g%s", size, units[unit]);
-  return buffer;
-}
+std::string human_size(uint64_t bytes) { return go_human_size(static_cast<double>(bytes)); }
 
 std::string human_duration(std::chrono::nanoseconds duration) {
   using namespace std::chrono;

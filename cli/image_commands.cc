@@ -14,6 +14,7 @@
 
 #include "cli/registry_auth.h"
 #include "common/error.h"
+#include "common/go_units.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 #include "dbus/builder_client.h"
@@ -29,19 +30,6 @@ T value_or(const dbus::Options& options, const std::string& key, T fallback) {
   if (it == options.end()) return fallback;
   const T* value = it->second.get_if<T>();
   return value ? *value : fallback;
-}
-
-std::string human_size(uint64_t bytes) {
-  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
-  double size = static_cast<double>(bytes);
-  int unit = 0;
-  while (size >= 1000 && unit < 4) {
-    size /= 1000;
-    ++unit;
-  }
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%.3g%s", size, units[unit]);
-  return buffer;
 }
 
 int list_images(dbus::BuilderClient& client, bool quiet, std::ostream& out) {
@@ -62,7 +50,7 @@ int list_images(dbus::BuilderClient& client, bool quiet, std::ostream& out) {
       std::string familiar = image::familiar_reference(name);
       size_t colon = familiar.rfind(':');
       out << std::left << std::setw(40) << familiar.substr(0, colon) << std::setw(12) << familiar.substr(colon + 1)
-          << std::setw(16) << short_id << std::setw(20) << when << human_size(value_or<uint64_t>(image, "size", 0))
+          << std::setw(16) << short_id << std::setw(20) << when << go_human_size(static_cast<double>(value_or<uint64_t>(image, "size", 0)), 3)
           << "\n";
     }
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "common/go_units.h"
 #include "engine/store/digest.h"
 
 namespace kbuild::solver::classic {
@@ -50,18 +51,7 @@ int64_t entry_size(const context::Entry& entry) {
 
 }  // namespace
 
-std::string human_size(int64_t bytes) {
-  static const char* const units[] = {"B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"};
-  double size = static_cast<double>(bytes);
-  size_t unit = 0;
-  while (size >= 1000 && unit + 1 < std::size(units)) {
-    size /= 1000;
-    ++unit;
-  }
-  char text[64];
-  std::snprintf(text, sizeof text, "%.4g%s", size, units[unit]);
-  return text;
-}
+std::string human_size(int64_t bytes) { return go_human_size(static_cast<double>(bytes)); }
 
 std::string sending_context(int64_t bytes) {
   std::string size = human_size(bytes);
