@@ -3,7 +3,12 @@
 /etc, written as a docker-archive (what `docker save` writes) that both `docker load -i` and
 `kbuildctl load -i` take. No registry, no network.
 
-    python3 tests/integration/base_image.py OUT.tar [--tag NAME] [--busybox PATH]
+    python3 tests/integration/base_image.py OUT.tar [--tag NAME] [--busybox PATH] [--arch ARCH]
+
+--arch arm64 (any Debian architecture that is also an OCI one) makes the same image for that
+architecture from Debian's busybox-static of that architecture, downloaded once with apt
+(`dpkg --add-architecture`, `apt-get download`) and cached under FOREIGN_CACHE. Nothing of it
+runs on the host: the applet list is the host busybox's, from the same Debian release.
 
 or, from Python, `base_image.write_base_image(out, tag)`.
 
@@ -27,6 +32,8 @@ import tarfile
 
 DEFAULT_TAG = "kbuild-busybox"
 BUSYBOX = "/bin/busybox"
+FOREIGN_CACHE = "/var/cache/kbuild-tests/busybox-static"
+NATIVE_ARCH = "amd64"
 # 2020-01-01T00:00:00Z: before any build, so a builder's build-time stamps are told apart.
 MTIME = 1577836800
 CREATED = "2020-01-01T00:00:00Z"
@@ -58,6 +65,35 @@ def ensure_busybox(path=BUSYBOX):
     return path
 
 
+def foreign_busybox(arch):
+    """Debian's static busybox for `arch` (a dpkg architecture: arm64, armhf, ...), fetched
+    once into FOREIGN_CACHE/ARCH/busybox."""
+    path = os.path.join(FOREIGN_CACHE, arch, "busybox")
+    if os.access(path, os.R_OK):
+        return path
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise RuntimeError(f"{path} is missing (run as root with apt-get to fetch busybox-static:{arch})")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    known = subprocess.run(["dpkg", "--print-foreign-architectures"], check=True, capture_output=True,
+                           text=True).stdout.split()
+    if arch not in known:
+        subprocess.run(["dpkg", "--add-architecture", arch], check=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
+    work = os.path.join(FOREIGN_CACHE, arch + ".tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    # apt's sandbox user cannot write to root's directories; download as root, on purpose.
+    subprocess.run(["apt-get", "download", "-qq", "-o", "APT::Sandbox::User=root", f"busybox-static:{arch}"],
+                   check=True, cwd=work, env=env, stdout=subprocess.DEVNULL)
+    debs = [n for n in os.listdir(work) if n.endswith(".deb")]
+    subprocess.run(["dpkg-deb", "-x", os.path.join(work, debs[0]), os.path.join(work, "root")], check=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    shutil.copy2(os.path.join(work, "root/bin/busybox"), path + ".tmp")
+    os.replace(path + ".tmp", path)
+    shutil.rmtree(work)
+    return path
+
+
 def applets(busybox):
     """Paths (relative, e.g. "usr/bin/env") of busybox's applets, without busybox itself."""
     listed = subprocess.run([busybox, "--list-full"], check=True, capture_output=True,
@@ -73,8 +109,9 @@ def _info(name, kind, mode, uid=0, gid=0, size=0, target=""):
     return info
 
 
-def layer_tar(busybox):
-    """The rootfs as an uncompressed tar (bytes)."""
+def layer_tar(busybox, applet_source=None):
+    """The rootfs as an uncompressed tar (bytes); the applet list is `applet_source`'s (a
+    busybox this host runs), `busybox`'s by default."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         entries = []  # (name, TarInfo, data)
@@ -88,7 +125,7 @@ def layer_tar(busybox):
         for name, text in (("etc/passwd", PASSWD), ("etc/group", GROUP)):
             data = text.encode()
             entries.append((name, _info(name, tarfile.REGTYPE, 0o644, size=len(data)), data))
-        for name in applets(busybox):
+        for name in applets(applet_source or busybox):
             parent = os.path.dirname(name)
             if parent and parent not in dirs:
                 raise RuntimeError(f"busybox applet {name} is in an unexpected directory")
@@ -101,9 +138,9 @@ def layer_tar(busybox):
     return out.getvalue()
 
 
-def image_config(diff_id):
+def image_config(diff_id, arch=NATIVE_ARCH):
     return {
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "created": CREATED,
         "config": {"Env": ["PATH=" + PATH], "Cmd": ["sh"]},
@@ -118,11 +155,14 @@ def _add(tar, name, data):
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_base_image(out, tag=DEFAULT_TAG, busybox=BUSYBOX):
+def write_base_image(out, tag=DEFAULT_TAG, busybox=BUSYBOX, arch=NATIVE_ARCH):
     """Writes the docker-archive to `out`; returns the image ID ("sha256:...")."""
-    layer = layer_tar(ensure_busybox(busybox))
+    if arch == NATIVE_ARCH:
+        layer = layer_tar(ensure_busybox(busybox))
+    else:
+        layer = layer_tar(foreign_busybox(arch), applet_source=ensure_busybox())
     layer_digest = hashlib.sha256(layer).hexdigest()
-    config = json.dumps(image_config("sha256:" + layer_digest), sort_keys=True,
+    config = json.dumps(image_config("sha256:" + layer_digest, arch), sort_keys=True,
                         separators=(",", ":")).encode()
     config_digest = hashlib.sha256(config).hexdigest()
     repo_tag = tag if ":" in tag.rsplit("/", 1)[-1] else tag + ":latest"
@@ -147,8 +187,11 @@ def main():
     parser.add_argument("out", help="the archive to write")
     parser.add_argument("--tag", default=DEFAULT_TAG, help=f"image name (default: {DEFAULT_TAG})")
     parser.add_argument("--busybox", default=BUSYBOX, help=f"static busybox (default: {BUSYBOX})")
+    parser.add_argument("--arch", default=NATIVE_ARCH,
+                        help=f"the image's architecture; another than {NATIVE_ARCH} uses Debian's "
+                        "busybox-static of it (default: %(default)s)")
     args = parser.parse_args()
-    print(write_base_image(args.out, args.tag, args.busybox))
+    print(write_base_image(args.out, args.tag, args.busybox, args.arch))
     return 0
 
 
