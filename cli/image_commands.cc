@@ -32,7 +32,7 @@ T value_or(const dbus::Options& options, const std::string& key, T fallback) {
   return value ? *value : fallback;
 }
 
-int list_images(dbus::BuilderClient& client, bool quiet, std::ostream& out) {
+int list_images(dbus::BuilderClient& client, bool quiet, bool tree, std::ostream& out) {
   std::vector<dbus::Options> images = client.list_images();
   if (!quiet) out << std::left << std::setw(40) << "REPOSITORY" << std::setw(12) << "TAG" << std::setw(16) << "IMAGE ID"
                   << std::setw(20) << "CREATED" << "SIZE\n";
@@ -52,6 +52,11 @@ int list_images(dbus::BuilderClient& client, bool quiet, std::ostream& out) {
       out << std::left << std::setw(40) << familiar.substr(0, colon) << std::setw(12) << familiar.substr(colon + 1)
           << std::setw(16) << short_id << std::setw(20) << when << go_human_size(static_cast<double>(value_or<uint64_t>(image, "size", 0)), 3)
           << "\n";
+      if (!tree) continue;
+      std::vector<std::string> platforms = value_or<std::vector<std::string>>(image, "platforms", {});
+      for (size_t i = 0; i < platforms.size(); ++i) {
+        out << (i + 1 < platforms.size() ? "├─ " : "└─ ") << platforms[i] << "\n";
+      }
     }
   }
   return 0;
@@ -169,6 +174,7 @@ std::string socket_path_from_host(const std::string& host) {
 void add_image_commands(CLI::App& app, ImageCommands& c) {
   c.images = app.add_subcommand("images", "List images");
   c.images->add_flag("-q,--quiet", c.quiet, "Only show image IDs");
+  c.images->add_flag("--tree", c.tree, "List the platforms of multi-platform images under them");
   c.rmi = app.add_subcommand("rmi", "Remove one or more images");
   c.rmi->add_option("IMAGE", c.references)->required();
   c.rmi->add_flag("-f,--force", c.force, "Force removal of the image");
@@ -200,7 +206,7 @@ void add_image_commands(CLI::App& app, ImageCommands& c) {
 
 int run_image_commands(const ImageCommands& c, const std::string& socket, std::ostream& out, std::ostream& err) {
   dbus::BuilderClient client(socket);
-  if (c.images->parsed()) return list_images(client, c.quiet, out);
+  if (c.images->parsed()) return list_images(client, c.quiet, c.tree, out);
   if (c.rmi->parsed()) {
     int status = 0;
     for (const auto& reference : c.references) {

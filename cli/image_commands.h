@@ -30,6 +30,7 @@ struct ImageCommands {
   std::vector<std::string> references;
   bool force = false;
   bool quiet = false;
+  bool tree = false;  // images --tree: each platform of an index under it
   std::string file;  // save -o / load -i
 };
 

@@ -51,6 +51,7 @@ python3 tests/integration/test_ssh.py --build-dir "$build_dir" 2>&1 | tee "$suit
 python3 tests/integration/test_reload.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/reload.log" || status=1
 python3 tests/integration/test_legacy.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/legacy.log" || status=1
 python3 tests/integration/test_gc.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/gc.log" || status=1
+python3 tests/integration/test_platforms.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/platforms.log" || status=1
 python3 tests/integration/test_crash.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/crash.log" || status=1
 python3 tests/integration/differential/test_image_tree.py 2>&1 | tee "$suite_logs/harness.log" || status=1
 python3 tests/integration/differential/run.py --build-dir "$build_dir" --require-kbuild 2>&1 |

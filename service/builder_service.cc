@@ -155,7 +155,9 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
   request.registry_auth = registry_auth(options);
   request.no_cache = option<bool>(options, "no-cache").value_or(false);
   request.no_cache_filter = option<std::vector<std::string>>(options, "no-cache-filter").value_or(std::vector<std::string>{});
-  request.platform = option<std::string>(options, "platform").value_or("");
+  for (const auto& platform : dockerfile::parse_platform_list(option<std::string>(options, "platform").value_or(""))) {
+    request.platforms.push_back(platform.format());
+  }
   for (const auto& entry : option<std::vector<dbus::StringMap>>(options, "outputs").value_or(std::vector<dbus::StringMap>{})) {
     solver::Output output;
     auto type = entry.find("type");
@@ -224,7 +226,8 @@ graph::Definition convert_dockerfile(const solver::FrontendInput& input) {
   dockerfile::ConvertOptions options;
   options.resolve.target = input.request.target;
   options.resolve.build_args = input.request.build_args;
-  if (!input.request.platform.empty()) options.resolve.target_platform = dockerfile::Platform::parse(input.request.platform);
+  if (!input.platform.empty()) options.resolve.target_platform = dockerfile::Platform::parse(input.platform);
+  options.multi_platform = input.multi_platform;
   options.resolve_image = input.resolve_image;
   options.no_cache = input.request.no_cache;
   options.no_cache_filter = input.request.no_cache_filter;
@@ -310,13 +313,15 @@ dbus::Options BuilderService::build(const dbus::CallContext& call, const dbus::O
 std::vector<dbus::Options> BuilderService::list_images(const dbus::CallContext&) {
   std::vector<dbus::Options> out;
   for (const image::ImageSummary& summary : images_.list()) {
-    out.push_back({{"id", dbus::Value(summary.config.str())},
+    dbus::Options image{{"id", dbus::Value(summary.config.str())},
                    {"digest", dbus::Value(summary.manifest.str())},
                    {"created", dbus::Value(static_cast<int64_t>(std::chrono::duration_cast<std::chrono::seconds>(
                                                                      summary.created.time_since_epoch())
                                                                      .count()))},
                    {"names", dbus::Value(summary.names)},
-                   {"size", dbus::Value(summary.size)}});
+                   {"size", dbus::Value(summary.size)}};
+    if (!summary.platforms.empty()) image.emplace("platforms", dbus::Value(summary.platforms));
+    out.push_back(std::move(image));
   }
   return out;
 }

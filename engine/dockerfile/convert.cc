@@ -305,6 +305,7 @@ class StageConverter {
   std::string prefix(const std::string& text, bool onbuild) {
     if (total_ == 0) return text;
     std::string out = "[";
+    if (options_.multi_platform) out += platform_.format() + " ";
     if (!stage_name_.empty()) out += stage_name_ + " ";
     ++index_;
     int width = static_cast<int>(1 + std::log10(static_cast<double>(total_)));

@@ -24,6 +24,9 @@ struct ConvertOptions {
   // The classic builder's build: every stage up to the target, BuildKit-only features refused
   // (classic_builder.h), and the definition's `steps` listed.
   bool classic = false;
+  // One graph of a build for several platforms: step names start with their stage's platform
+  // ("[linux/arm64 build 2/3] RUN make"), as BuildKit's do.
+  bool multi_platform = false;
   // classic: the build's --label values, which the classic builder runs as LABEL steps at the
   // end of the target stage (in name order).
   std::map<std::string, std::string> labels;

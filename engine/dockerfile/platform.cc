@@ -1,5 +1,6 @@
 #include "engine/dockerfile/platform.h"
 
+#include <algorithm>
 #include <cctype>
 #include <vector>
 
@@ -117,6 +118,27 @@ Platform Platform::parse(std::string_view spec) {
   if (!known_os(p.os)) throw invalid("unknown operating system or architecture");
   if (!normalize_arch(p.architecture, p.variant)) throw invalid("unknown operating system or architecture");
   return p;
+}
+
+std::vector<Platform> parse_platform_list(std::string_view specs) {
+  std::vector<Platform> out;
+  size_t start = 0;
+  while (start <= specs.size() && !specs.empty()) {
+    size_t comma = specs.find(',', start);
+    std::string_view one = specs.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+    while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
+    Platform platform;
+    try {
+      platform = Platform::parse(one);
+    } catch (const Error& e) {
+      throw e.with_context("failed to parse platform " + std::string(one));
+    }
+    if (std::find(out.begin(), out.end(), platform) == out.end()) out.push_back(std::move(platform));
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return out;
 }
 
 std::string Platform::format() const {

@@ -4,6 +4,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace kbuild::dockerfile {
 
@@ -20,5 +21,10 @@ struct Platform {
   std::string format() const;
   bool operator==(const Platform&) const = default;
 };
+
+// A --platform value: platforms separated by commas ("linux/amd64,linux/arm64"), each parsed
+// and normalized, repeats dropped (first kept), in the order given; empty text: none. Throws
+// kbuild::Error (user) naming the one that does not parse.
+std::vector<Platform> parse_platform_list(std::string_view specs);
 
 }  // namespace kbuild::dockerfile

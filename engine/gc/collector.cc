@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "common/syscall.h"
 #include "common/temp_dir.h"
+#include "engine/image/image_platform.h"
 #include "engine/image/oci.h"
 #include "engine/image/reference.h"
 #include "engine/store/fs.h"
@@ -206,8 +207,21 @@ void mark_images(store::Store& store, std::vector<UsageRecord>& records, const R
   std::map<store::Digest, std::vector<std::string>> names;
   std::map<store::Digest, store::Digest> manifests;  // config -> manifest
   for (const auto& [name, image] : store.metadata().list_image_names()) {
-    names[image.config].push_back(image::familiar_reference(name));
-    manifests[image.config] = image.manifest;
+    std::vector<image::PlatformImage> images;
+    try {
+      if (image::is_index(store, image)) {
+        // The index itself is a blob of the name; its images are tagged through it.
+        mark(records, index, blob_id(image.manifest), &UsageRecord::shared);
+        images = image::platform_images(store, image);
+      }
+    } catch (const Error&) {
+      // An index that is missing or unreadable lists nothing to keep.
+    }
+    if (images.empty()) images.push_back(image::PlatformImage{image, ""});
+    for (const image::PlatformImage& one : images) {
+      names[one.image.config].push_back(image::familiar_reference(name));
+      manifests[one.image.config] = one.image.manifest;
+    }
   }
   for (const store::CacheRecord& entry : store.metadata().list_cache()) {
     if (!entry.key.starts_with(kImageChainPrefix) || entry.result.snapshot_id.empty()) continue;

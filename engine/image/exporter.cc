@@ -93,13 +93,32 @@ class ArchiveExporter : public Exporter {
   ArchiveExporter(store::Store& store, ArchiveFormat format, ExportFormat blobs, std::optional<std::string> name)
       : store_(store), format_(format), blobs_(blobs), name_(std::move(name)) {}
 
-  void write(const StoredImage& image, const BuiltImage&, ByteSink& out) override {
-    ArchiveImage archived{export_manifest(store_, image.manifest, blobs_), image.names};
-    if (name_) archived.names.push_back(*name_);
+ private:
+  void write_target(Descriptor target, std::vector<std::string> names, ByteSink& out) {
+    if (name_) names.push_back(*name_);
     ArchiveWriteOptions options;
     options.format = format_;
     LazyBlobSource blobs(store_);
-    write_image_archive({archived}, blobs, out, options);
+    write_image_archive({ArchiveImage{std::move(target), std::move(names)}}, blobs, out, options);
+  }
+
+ public:
+  void write(const StoredImage& image, const BuiltImage&, ByteSink& out) override {
+    write_target(export_manifest(store_, image.manifest, blobs_), image.names, out);
+  }
+
+  // The index again over each image in the output's format.
+  void write_platforms(const StoredIndex& stored, const std::vector<PlatformExport>& images, ByteSink& out) override {
+    if (format_ == ArchiveFormat::docker) {
+      throw Error(ErrorKind::user, "docker exporter does not currently support exporting manifest lists");
+    }
+    Index index = stored.index;
+    for (size_t i = 0; i < images.size(); ++i) {
+      Descriptor exported = export_manifest(store_, images[i].stored.manifest, blobs_);
+      exported.platform = index.manifests[i].platform;
+      index.manifests[i] = std::move(exported);
+    }
+    write_target(put_document(store_, media_type::oci_index, serialize_index(index)), stored.names, out);
   }
 
  private:
@@ -115,20 +134,45 @@ class RootfsExporter : public Exporter {
   explicit RootfsExporter(store::Store& store) : store_(store) {}
 
   void write(const StoredImage&, const BuiltImage& built, ByteSink& out) override {
-    store::fs::make_dirs(store_.root() + "/mounts", 0700);
-    TempDir view(store_.root() + "/mounts", "view-");
-    std::vector<std::string> lowers;
-    if (built.top) lowers = store_.snapshots().lower_chain(*built.top);
-    std::optional<store::Mount> mount;
-    if (!lowers.empty()) mount = store::Mount::overlay(lowers, "", "", view.path());
-    UniqueFd dir(check(::open(view.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", view.path()));
-    LayerOptions options;
-    options.compression = Compression::none;
-    options.source_date_epoch = built.source_date_epoch;
-    write_layer(dir.get(), out, options);
+    TempDir view(views(), "view-");
+    std::optional<store::Mount> mount = mount_rootfs(built, view.path());
+    write_tree(view.path(), built.source_date_epoch, out);
+  }
+
+  // Each platform's rootfs mounted under its directory of one view, written as one tar.
+  void write_platforms(const StoredIndex&, const std::vector<PlatformExport>& images, ByteSink& out) override {
+    TempDir view(views(), "view-");
+    std::vector<store::Mount> mounts;
+    for (const PlatformExport& image : images) {
+      std::string dir = view.path() + "/" + platform_directory(image.platform);
+      store::fs::make_dirs(dir, 0755);
+      if (auto mount = mount_rootfs(image.built, dir)) mounts.push_back(std::move(*mount));
+    }
+    write_tree(view.path(), images.front().built.source_date_epoch, out);
   }
 
  private:
+  std::string views() {
+    store::fs::make_dirs(store_.root() + "/mounts", 0700);
+    return store_.root() + "/mounts";
+  }
+
+  // The rootfs's layers merged by a read-only overlay at `target`; nothing for an empty one.
+  std::optional<store::Mount> mount_rootfs(const BuiltImage& built, const std::string& target) {
+    std::vector<std::string> lowers;
+    if (built.top) lowers = store_.snapshots().lower_chain(*built.top);
+    if (lowers.empty()) return std::nullopt;
+    return store::Mount::overlay(lowers, "", "", target);
+  }
+
+  static void write_tree(const std::string& path, std::optional<int64_t> source_date_epoch, ByteSink& out) {
+    UniqueFd dir(check(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), "open", path));
+    LayerOptions options;
+    options.compression = Compression::none;
+    options.source_date_epoch = source_date_epoch;
+    write_layer(dir.get(), out, options);
+  }
+
   store::Store& store_;
 };
 
@@ -158,6 +202,35 @@ StoredImage store_image(store::Store& store, const BuiltImage& built, const std:
     image.names.push_back(std::move(name));
   }
   return image;
+}
+
+StoredIndex store_index(store::Store& store, const std::vector<PlatformExport>& images,
+                        const std::vector<std::string>& tags, const ExportStatus& status) {
+  StoredIndex out;
+  out.index.media_type = media_type::oci_index;
+  for (const PlatformExport& image : images) {
+    Descriptor entry = image.stored.descriptor;
+    const graph::ImageConfig& config = image.built.config;
+    entry.platform = Platform{config.architecture, config.os, "", {}, config.variant};
+    out.index.manifests.push_back(std::move(entry));
+  }
+  out.descriptor = put_document(store, media_type::oci_index, serialize_index(out.index));
+  status("exporting manifest list " + out.descriptor.digest.str(), true);
+  // The image id of an index is its own digest, as in Docker's containerd image store.
+  store::ImageRecord record{out.descriptor.digest, out.descriptor.digest, std::chrono::system_clock::now()};
+  for (const std::string& tag : tags) {
+    std::string name = normalize_reference(tag);
+    store.metadata().set_image_name(name, record);
+    status("naming to " + name, true);
+    out.names.push_back(std::move(name));
+  }
+  return out;
+}
+
+std::string platform_directory(const std::string& platform) {
+  std::string out = platform;
+  std::replace(out.begin(), out.end(), '/', '_');
+  return out;
 }
 
 bool is_store_output(std::string_view type) { return type == "image" || type == "moby"; }

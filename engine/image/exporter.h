@@ -46,6 +46,20 @@ struct StoredImage {
   const store::Digest& id() const { return manifest.config.digest; }
 };
 
+// One platform's image of a build for several platforms.
+struct PlatformExport {
+  BuiltImage built;
+  StoredImage stored;
+  std::string platform;  // normalized: "linux/arm64", "linux/arm/v7"
+};
+
+// The index over them, as store_index left it in the content store.
+struct StoredIndex {
+  Descriptor descriptor;  // of the index
+  Index index;
+  std::vector<std::string> names;  // normalized, one per tag
+};
+
 // A status line of the export ("exporting layers"), closed by `done`.
 using ExportStatus = std::function<void(const std::string& text, bool done)>;
 
@@ -57,6 +71,16 @@ using ExportStatus = std::function<void(const std::string& text, bool done)>;
 StoredImage store_image(store::Store& store, const BuiltImage& built, const std::vector<std::string>& tags,
                         LayerJournalCache* journals, const ExportStatus& status);
 
+// An OCI index over images store_image stored (one per platform, in order), written to the
+// content store and named with each tag: what `kbuildctl images` lists, and FROM picks its
+// platform's image from. Reports "exporting manifest list sha256:..." and "naming to NAME".
+StoredIndex store_index(store::Store& store, const std::vector<PlatformExport>& images,
+                        const std::vector<std::string>& tags, const ExportStatus& status);
+
+// The directory a platform's files go under in a local or tar output of several platforms,
+// as BuildKit names it: "linux_arm64", "linux_arm_v7".
+std::string platform_directory(const std::string& platform);
+
 // Whether store_image is the exporter of an output type (image, moby).
 bool is_store_output(std::string_view type);
 
@@ -66,6 +90,9 @@ class Exporter {
   virtual ~Exporter() = default;
   // Writes the output of a build whose image is stored as `image` to `out`.
   virtual void write(const StoredImage& image, const BuiltImage& built, ByteSink& out) = 0;
+  // The same for a build of several platforms: "oci" writes the index, "tar" and "local" one
+  // directory per platform (platform_directory).
+  virtual void write_platforms(const StoredIndex& index, const std::vector<PlatformExport>& images, ByteSink& out) = 0;
 };
 
 // "oci", "docker": an image archive with its layers in the format the attributes ask for

@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/syscall.h"
 #include "engine/image/image_archive.h"
+#include "engine/image/image_platform.h"
 #include "engine/image/layer_extract.h"
 #include "engine/image/parallel.h"
 #include "engine/image/oci.h"
@@ -57,8 +58,15 @@ std::vector<ImageSummary> ImageStore::list() {
   }
   std::vector<ImageSummary> out;
   for (auto& [config, summary] : by_config) {
-    Manifest manifest = parse_manifest(store_.content().read_small(summary.manifest));
-    for (const auto& layer : manifest.layers) summary.size += static_cast<uint64_t>(layer.size);
+    store::ImageRecord record{summary.manifest, summary.config, summary.created};
+    const bool index = is_index(store_, record);
+    std::set<store::Digest> layers;
+    for (const PlatformImage& image : platform_images(store_, record)) {
+      if (index) summary.platforms.push_back(image.platform);
+      for (const auto& layer : parse_manifest(store_.content().read_small(image.image.manifest)).layers) {
+        if (layers.insert(layer.digest).second) summary.size += static_cast<uint64_t>(layer.size);
+      }
+    }
     out.push_back(std::move(summary));
   }
   return out;

@@ -34,7 +34,8 @@ struct ImageSummary {
   store::Digest manifest;
   std::chrono::system_clock::time_point created;
   std::vector<std::string> names;  // normalised
-  uint64_t size = 0;               // of its layer blobs
+  uint64_t size = 0;               // of its layer blobs (each once, for an index)
+  std::vector<std::string> platforms;  // an index's, in its order; empty for one image
 };
 
 struct StoreUsage {

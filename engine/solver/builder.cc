@@ -9,6 +9,7 @@
 #include "common/syscall.h"
 #include "engine/image/blob_io.h"
 #include "engine/image/exporter.h"
+#include "engine/image/image_platform.h"
 #include "engine/image/layer_blobs.h"
 #include "engine/image/oci.h"
 #include "engine/image/plan_config.h"
@@ -142,10 +143,10 @@ class Builder::Run {
       if (context_->dockerfile) dockerfile_ = *context_->dockerfile;
     }
     load_definition();
-    convert_definition();
-    if (!context_ && reads_context()) prepare_context();
-    worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_, lease_);
-    worker_->set_pending_images(pending_);
+    if (request_.platforms.size() > 1) return run_platforms();
+    definition_ = convert_definition(request_.platforms.empty() ? "" : request_.platforms.front(), false);
+    if (!context_ && reads_context(definition_)) prepare_context();
+    make_worker();
     import_caches();
     Solved solved = builder_.scheduler_.solve(definition_.graph, definition_.root, worker_, progress_, cancel_);
     BuildResult result = export_target(solved);
@@ -154,13 +155,105 @@ class Builder::Run {
   }
 
  private:
-  // The frontend's graph of the Dockerfile.
-  void convert_definition() {
+  // The frontend's graph of the Dockerfile for one target platform ("" for the daemon's own).
+  graph::Definition convert_definition(const std::string& platform, bool multi_platform) {
     if (!builder_.frontend_) throw Error(ErrorKind::internal, "the builder has no frontend");
-    definition_ = builder_.frontend_(FrontendInput{dockerfile_, request_, [this](const std::string& reference,
-                                                                                const std::string& platform) {
-                                                      return resolve_image(reference, platform);
-                                                    }});
+    auto resolve = [this](const std::string& reference, const std::string& image_platform) {
+      return resolve_image(reference, image_platform);
+    };
+    return builder_.frontend_(FrontendInput{dockerfile_, request_, resolve, platform, multi_platform});
+  }
+
+  void make_worker() {
+    worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_, lease_);
+    worker_->set_pending_images(pending_);
+    std::lock_guard lock(resolved_mutex_);
+    worker_->set_resolved_images(resolved_images_);
+  }
+
+  // --- several platforms ------------------------------------------------------------------
+
+  // One graph per platform, solved side by side (ops they share, such as a stage FROM
+  // --platform=$BUILDPLATFORM, run once: the scheduler shares identical work), then one image
+  // per platform under an index.
+  BuildResult run_platforms() {
+    refuse_for_platforms();
+    std::vector<graph::Definition> definitions;
+    for (const std::string& platform : request_.platforms) definitions.push_back(convert_definition(platform, true));
+    bool reads = std::ranges::any_of(definitions, [this](const graph::Definition& d) { return reads_context(d); });
+    if (!context_ && reads) prepare_context();
+    make_worker();
+    std::vector<Solved> solved(definitions.size());
+    std::vector<std::exception_ptr> failures(definitions.size());
+    {
+      std::vector<std::jthread> solvers;
+      for (size_t i = 0; i < definitions.size(); ++i) {
+        solvers.emplace_back([&, i] {
+          try {
+            solved[i] = builder_.scheduler_.solve(definitions[i].graph, definitions[i].root, worker_, progress_, cancel_);
+          } catch (...) {
+            failures[i] = std::current_exception();
+          }
+        });
+      }
+    }
+    for (const std::exception_ptr& failure : failures) {
+      if (failure) std::rethrow_exception(failure);
+    }
+    std::string id = vertex_id("export-platforms:" + solved.front().key);
+    progress_.started(id, "exporting to image");
+    try {
+      BuildResult out = write_index(definitions, solved, id);
+      progress_.completed(id, "", false, "");
+      return out;
+    } catch (const Error& e) {
+      progress_.completed(id, "", false, e.what());
+      throw;
+    }
+  }
+
+  // What a build for several platforms cannot do yet, refused before any step runs.
+  void refuse_for_platforms() const {
+    if (!request_.cache_to.empty()) {
+      throw Error(ErrorKind::user, "--cache-to is not supported with several platforms yet: build each platform on its own");
+    }
+    for (const Output& output : request_.outputs) {
+      if (output.type == "docker") {
+        throw Error(ErrorKind::user, "docker exporter does not currently support exporting manifest lists");
+      }
+    }
+  }
+
+  // Each platform's image stored, the index over them named with the tags, and the outputs.
+  BuildResult write_index(const std::vector<graph::Definition>& definitions, const std::vector<Solved>& solved,
+                          const std::string& vertex) {
+    std::vector<image::PlatformExport> images;
+    for (size_t i = 0; i < solved.size(); ++i) {
+      Ref result = worker_->materialize(solved[i].result, cancel_, [&](int, std::string_view text) {
+        progress_.status(vertex, std::string(text.substr(0, text.find('\n'))), 0, 0, true);
+      });
+      image::BuiltImage built{result.top, solved[i].base.diff_ids, solved[i].base.manifest, definitions[i].config,
+                              request_.source_date_epoch, {}, ""};
+      for (const auto& [key, value] : request_.labels) built.config.labels[key] = value;
+      image::StoredImage stored = image::store_image(store_, built, {}, builder_.layer_journals_.get(),
+                                                     [&](const std::string& text, bool done) {
+        progress_.status(vertex, text, 0, 0, done);
+      });
+      images.push_back(image::PlatformExport{std::move(built), std::move(stored), request_.platforms[i]});
+    }
+    image::StoredIndex index = image::store_index(store_, images, image_names(), [&](const std::string& text, bool done) {
+      progress_.status(vertex, text, 0, 0, done);
+    });
+    if (wants_push()) {
+      throw Error(ErrorKind::user, "pushing an image for several platforms is not supported yet: push each platform's build");
+    }
+    for (const Output& output : request_.outputs) {
+      if (image::is_store_output(output.type) || output.type == "registry") continue;
+      if (request_.output_fd < 0) throw Error(ErrorKind::user, "output type " + output.type + " needs a destination");
+      image::FdSink sink(request_.output_fd, "output", cancel_.fd());
+      image::make_exporter(store_, output.type, output.attributes)->write_platforms(index, images, sink);
+    }
+    return BuildResult{index.descriptor.digest, index.descriptor.digest, index.names, index.descriptor.size};
   }
 
   // --- the classic builder ----------------------------------------------------------------
@@ -171,9 +264,11 @@ class Builder::Run {
     prepare_context();
     if (context_->dockerfile) dockerfile_ = *context_->dockerfile;
     progress_.classic_output(classic::sending_context(classic::context_tar_size(context_manifest(*context_))));
-    convert_definition();
-    worker_ = std::make_shared<StoreWorker>(store_, context_, sandbox_, lease_);
-    worker_->set_pending_images(pending_);
+    if (request_.platforms.size() > 1) {
+      throw Error(ErrorKind::user, "multi-platform builds need BuildKit: the legacy builder builds one platform");
+    }
+    definition_ = convert_definition(request_.platforms.empty() ? "" : request_.platforms.front(), false);
+    make_worker();
     const std::vector<graph::Step>& steps = definition_.steps;
     std::vector<std::string> ids(steps.size());
     for (size_t i = 0; i < steps.size(); ++i) {
@@ -287,17 +382,11 @@ class Builder::Run {
   // (PendingImages): a build whose steps all hit downloads no base.
   std::optional<graph::ResolvedImage> resolve_image(const std::string& reference, const std::string& platform) {
     std::string name = image::normalize_reference(reference);
-    std::string id = vertex_id("metadata:" + name);
+    std::string id = vertex_id("metadata:" + name + ":" + platform);
     progress_.started(id, "[internal] load metadata for " + name);
     store::Digest config;
     try {
-      std::optional<store::ImageRecord> record;
-      if (!request_.pull) record = store_.metadata().image_by_name(name);
-      if (record && store_.metadata().get_cache(store::image_chain_key(record->config))) {
-        config = record->config;
-      } else {
-        config = resolve_remote(name, platform);
-      }
+      config = resolve_config(name, platform);
     } catch (const Error& e) {
       progress_.completed(id, "", false, e.what());
       throw;
@@ -305,6 +394,33 @@ class Builder::Run {
     progress_.completed(id, "", false, "");
     return graph::ResolvedImage{image::to_plan_config(image::parse_config(store_.content().read_small(config))),
                                 config.str()};
+  }
+
+  // The config of the image `name` for `platform`: the store's when it holds that platform's
+  // image unpacked, else its registry's. A stored image of another platform is never used: an
+  // image's config must say what its binaries are. When the registry cannot give the platform
+  // either, the error names both.
+  store::Digest resolve_config(const std::string& name, const std::string& platform) {
+    std::optional<store::ImageRecord> record;
+    if (!request_.pull) record = store_.metadata().image_by_name(name);
+    std::vector<std::string> found;
+    std::optional<store::ImageRecord> local;
+    if (record) local = image::image_for_platform(store_, *record, platform, &found);
+    if (local && store_.metadata().get_cache(store::image_chain_key(local->config))) {
+      std::lock_guard lock(resolved_mutex_);
+      resolved_images_[local->config.str()] = local->manifest.str();
+      return local->config;
+    }
+    try {
+      return resolve_remote(name, platform);
+    } catch (const Error& e) {
+      if (found.empty() || e.kind() == ErrorKind::canceled) throw;
+      std::string have;
+      for (const std::string& p : found) have += (have.empty() ? "" : ", ") + p;
+      throw Error(ErrorKind::user, "image " + image::familiar_reference(name) + " in the store is for " + have +
+                                       ", not for " + platform + " as the build asks (and its registry has none: " +
+                                       e.what() + ")");
+    }
   }
 
   store::Digest resolve_remote(const std::string& name, const std::string& platform) {
@@ -504,9 +620,9 @@ class Builder::Run {
     return registry::RegistryClient(transport, registry_->hosts, credential_lookup());
   }
 
-  bool reads_context() const {
-    for (graph::OpIndex i : definition_.graph.closure(definition_.root)) {
-      const auto* source = std::get_if<graph::SourceOp>(&definition_.graph.op(i).body);
+  static bool reads_context(const graph::Definition& definition) {
+    for (graph::OpIndex i : definition.graph.closure(definition.root)) {
+      const auto* source = std::get_if<graph::SourceOp>(&definition.graph.op(i).body);
       if (source && source->kind == graph::SourceOp::Kind::local) return true;
     }
     return false;
@@ -549,21 +665,8 @@ class Builder::Run {
                             request_.source_date_epoch, {}, ""};
     add_inline_cache(solved, built);
     for (const auto& [key, value] : request_.labels) built.config.labels[key] = value;
-    // -t names, and an image or registry output's name= (comma-separated), as buildx takes them.
-    std::vector<std::string> names = request_.tags;
-    for (const Output& output : request_.outputs) {
-      auto name = output.attributes.find("name");
-      if ((output.type != "image" && output.type != "registry") || name == output.attributes.end()) continue;
-      for (size_t start = 0; start <= name->second.size();) {
-        size_t comma = name->second.find(',', start);
-        std::string one = name->second.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-        if (!one.empty()) names.push_back(one);
-        if (comma == std::string::npos) break;
-        start = comma + 1;
-      }
-    }
     image::StoredImage stored =
-        image::store_image(store_, built, names, builder_.layer_journals_.get(),
+        image::store_image(store_, built, image_names(), builder_.layer_journals_.get(),
                            [&](const std::string& text, bool done) { progress_.status(vertex, text, 0, 0, done); });
     std::optional<store::Digest> pushed = push(stored, vertex);
     for (const Output& output : request_.outputs) {
@@ -577,14 +680,37 @@ class Builder::Run {
     return BuildResult{stored.id(), stored.descriptor.digest, stored.names, stored.descriptor.size};
   }
 
+  // -t names, and an image or registry output's name= (comma-separated), as buildx takes them.
+  std::vector<std::string> image_names() const {
+    std::vector<std::string> names = request_.tags;
+    for (const Output& output : request_.outputs) {
+      auto name = output.attributes.find("name");
+      if ((output.type != "image" && output.type != "registry") || name == output.attributes.end()) continue;
+      for (size_t start = 0; start <= name->second.size();) {
+        size_t comma = name->second.find(',', start);
+        std::string one = name->second.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (!one.empty()) names.push_back(one);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    }
+    return names;
+  }
+
+  bool wants_push() const {
+    if (request_.push) return true;
+    return std::ranges::any_of(request_.outputs, [](const Output& output) {
+      auto attribute = output.attributes.find("push");
+      return output.type == "registry" || (attribute != output.attributes.end() && attribute->second == "true");
+    });
+  }
+
   // --push, type=registry, or type=image,push=true: every name goes to its registry.
   // Returns the digest of the manifest pushed (its layers gzip), when something was pushed.
   std::optional<store::Digest> push(const image::StoredImage& stored, const std::string& vertex) {
-    bool wanted = request_.push;
+    bool wanted = wants_push();
     registry::PushOptions options;
     for (const Output& output : request_.outputs) {
-      auto attribute = output.attributes.find("push");
-      if (output.type == "registry" || (attribute != output.attributes.end() && attribute->second == "true")) wanted = true;
       if (output.type == "registry" || output.type == "image") {
         options.format = image::parse_export_format(output.attributes, image::default_oci_media_types(output.type));
       }
@@ -625,6 +751,10 @@ class Builder::Run {
   std::shared_ptr<StoreWorker> worker_;
   // Shared: an op that pulls one may outlive the build (see Scheduler).
   std::shared_ptr<PendingImages> pending_ = std::make_shared<PendingImages>(pending_puller());
+  // Base images found in the store, manifest by config (see StoreWorker::set_resolved_images);
+  // resolved from the platforms' conversions, which may run side by side.
+  std::mutex resolved_mutex_;
+  std::map<std::string, std::string> resolved_images_;
   std::vector<std::shared_ptr<const remotecache::ImportedCache>> exported_from_;  // kept while exports read them
   std::mutex cache_registry_mutex_;
   std::unique_ptr<registry::HttpTransport> cache_transport_;

@@ -73,7 +73,9 @@ struct BuildRequest {
   std::vector<std::string> tags;
   bool no_cache = false;
   std::vector<std::string> no_cache_filter;
-  std::string platform;
+  // Target platforms, normalized ("linux/arm64"); none: the daemon's own. Several make an
+  // image index of one image per platform.
+  std::vector<std::string> platforms;
   std::vector<Output> outputs;
   int output_fd = -1;  // borrowed: where a stream output goes
   std::optional<int64_t> source_date_epoch;
@@ -110,6 +112,8 @@ struct FrontendInput {
   std::string_view text;
   const BuildRequest& request;
   graph::ImageResolver resolve_image;
+  std::string platform;         // the target platform of this graph; empty: the daemon's own
+  bool multi_platform = false;  // one of several: step names say their platform
 };
 using Frontend = std::function<graph::Definition(const FrontendInput& input)>;
 

@@ -15,15 +15,20 @@ Ref StoreWorker::source(const graph::SourceOp& op, BaseImage& base) {
     case graph::SourceOp::Kind::image:
       break;
   }
-  auto record = store_.metadata().image_by_name(op.name);
+  std::optional<store::ImageRecord> record;
+  if (auto it = resolved_images_.find(op.pinned); !op.pinned.empty() && it != resolved_images_.end()) {
+    record = store::ImageRecord{store::Digest::parse(it->second), store::Digest::parse(op.pinned), {}};
+  } else {
+    record = store_.metadata().image_by_name(op.name);
+  }
   bool unpacked = record && (op.pinned.empty() || record->config.str() == op.pinned) &&
                   store_.metadata().get_cache(store::image_chain_key(record->config));
   if (!unpacked && pending_) {
-    if (auto pending = pending_->find(op.name); pending && (op.pinned.empty() || pending->first == op.pinned)) {
+    if (auto pending = pending_->find(op.name, op.platform); pending && (op.pinned.empty() || pending->first == op.pinned)) {
       store::Digest config = store::Digest::parse(pending->first);
       base.diff_ids = image::parse_config(store_.content().read_small(config)).rootfs.diff_ids;
       base.manifest = store::Digest::parse(pending->second);
-      return Ref{std::nullopt, "", op.name};
+      return Ref{std::nullopt, "", PendingImages::key(op.name, op.platform)};
     }
   }
   if (!record) {
@@ -96,15 +101,16 @@ void StoreWorker::remember(const std::string& key, const Ref& result) {
   store_.metadata().put_cache(key, store::CacheResult{result.top.value_or(""), ""});
 }
 
-std::optional<std::string> PendingImages::materialize(const std::string& name, const CancelToken& cancel,
+std::optional<std::string> PendingImages::materialize(const std::string& key, const CancelToken& cancel,
                                                      const LogSink& log) {
   std::shared_ptr<std::once_flag> once;
-  std::string platform, config;
+  std::string name, platform, config;
   {
     std::lock_guard lock(mutex_);
-    auto it = images_.find(name);
-    if (it == images_.end()) throw Error(ErrorKind::internal, "image " + name + " was not resolved by this build");
+    auto it = images_.find(key);
+    if (it == images_.end()) throw Error(ErrorKind::internal, "image " + key + " was not resolved by this build");
     once = it->second.pulled;
+    name = it->second.name;
     platform = it->second.platform;
     config = it->second.config;
   }
@@ -112,10 +118,10 @@ std::optional<std::string> PendingImages::materialize(const std::string& name, c
   std::call_once(*once, [&] {
     std::optional<std::string> top = pull_(name, platform, config, cancel, log);
     std::lock_guard lock(mutex_);
-    images_[name].top = std::move(top);
+    images_[key].top = std::move(top);
   });
   std::lock_guard lock(mutex_);
-  return images_[name].top;
+  return images_[key].top;
 }
 
 Ref StoreWorker::materialize(const Ref& ref, const CancelToken& cancel, const LogSink& log) {

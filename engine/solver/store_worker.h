@@ -33,26 +33,32 @@ class PendingImages {
                                                         const LogSink& log)>;
   explicit PendingImages(Pull pull) : pull_(std::move(pull)) {}
 
+  // The key of the image `name` resolved for `platform`: what Ref::pending_image holds.
+  static std::string key(const std::string& name, const std::string& platform) {
+    return platform.empty() ? name : name + " (" + platform + ")";
+  }
   void add(const std::string& name, const std::string& platform, const std::string& config,
            const std::string& manifest) {
     std::lock_guard lock(mutex_);
-    Image& image = images_[name];
+    Image& image = images_[key(name, platform)];
+    image.name = name;
     image.platform = platform;
     image.config = config;
     image.manifest = manifest;
   }
-  // The config and manifest digests of a pending image, if `name` is one.
-  std::optional<std::pair<std::string, std::string>> find(const std::string& name) const {
+  // The config and manifest digests of a pending image, if `name` is one for `platform`.
+  std::optional<std::pair<std::string, std::string>> find(const std::string& name, const std::string& platform) const {
     std::lock_guard lock(mutex_);
-    auto it = images_.find(name);
+    auto it = images_.find(key(name, platform));
     if (it == images_.end()) return std::nullopt;
     return std::pair{it->second.config, it->second.manifest};
   }
-  std::optional<std::string> materialize(const std::string& name, const CancelToken& cancel, const LogSink& log);
+  // Pulls the image of `key` (see key()) once; its chain's top.
+  std::optional<std::string> materialize(const std::string& key, const CancelToken& cancel, const LogSink& log);
 
  private:
   struct Image {
-    std::string platform, config, manifest;
+    std::string name, platform, config, manifest;
     std::shared_ptr<std::once_flag> pulled = std::make_shared<std::once_flag>();
     std::optional<std::string> top;
   };
@@ -72,6 +78,13 @@ class StoreWorker : public Worker {
   // Caches imported for the build (--cache-from), asked in order after the store's own: a hit
   // there is made local (its layers fetched and extracted) and recorded in the store's cache.
   // A hit that cannot be made local is a miss, reported through `warn`.
+  // The manifests of the base images the build found in the store, by config digest: an image
+  // op pinned to a config reads that image, whatever its name holds now (another platform's
+  // image, or an index).
+  void set_resolved_images(std::map<std::string, std::string> manifests_by_config) {
+    resolved_images_ = std::move(manifests_by_config);
+  }
+
   void import_caches(std::vector<std::shared_ptr<const remotecache::ImportedCache>> imports,
                      remotecache::MaterializeOptions options, std::function<void(const std::string&)> warn) {
     imports_ = std::move(imports);
@@ -109,6 +122,7 @@ class StoreWorker : public Worker {
   std::function<void(const std::string&)> warn_;
   std::shared_ptr<PendingImages> pending_;
   std::shared_ptr<store::LeaseTable::Lease> lease_;
+  std::map<std::string, std::string> resolved_images_;  // config -> manifest
 };
 
 }  // namespace kbuild::solver

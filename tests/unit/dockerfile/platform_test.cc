@@ -26,6 +26,27 @@ TEST(Platform, RejectsUnknownOrMalformedSpecs) {
   EXPECT_THROW(Platform::parse("linux/*"), Error);
 }
 
+TEST(PlatformList, SplitsOnCommasNormalizesAndDropsRepeats) {
+  std::vector<std::string> formatted;
+  for (const Platform& p : parse_platform_list("linux/amd64, linux/arm64,aarch64,linux/arm/v7,armhf")) {
+    formatted.push_back(p.format());
+  }
+  EXPECT_EQ(formatted, (std::vector<std::string>{"linux/amd64", "linux/arm64", "linux/arm/v7"}));
+  EXPECT_TRUE(parse_platform_list("").empty());
+}
+
+TEST(PlatformList, NamesTheOneThatDoesNotParse) {
+  for (const char* specs : {"linux/amd64,linux/nope", "linux/amd64,", ",linux/amd64", "linux/amd64,,linux/arm64"}) {
+    try {
+      parse_platform_list(specs);
+      ADD_FAILURE() << specs << " parsed";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::user) << specs;
+      EXPECT_NE(std::string(e.what()).find("failed to parse platform"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(Platform, NativeIsALinuxPlatform) { EXPECT_EQ(Platform::native().os, "linux"); }
 
 }  // namespace
