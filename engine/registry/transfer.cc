@@ -227,9 +227,11 @@ void push_new_layer(store::Store& store, RegistryClient& client, const image::Re
   if (options.progress) options.progress(id, layer.blob->size, layer.blob->size, true);
 }
 
-store::Digest push(store::Store& store, RegistryClient& client, const store::ImageRecord& stored,
-                   const image::Reference& target, const PushOptions& options) {
-  image::Manifest ours = image::parse_manifest(store.content().read_small(stored.manifest));
+// Sends the image's blobs the registry lacks; returns its manifest in the push's format,
+// stored beside it.
+image::Descriptor upload(store::Store& store, RegistryClient& client, const store::Digest& manifest_digest,
+                         const image::Reference& target, const PushOptions& options) {
+  image::Manifest ours = image::parse_manifest(store.content().read_small(manifest_digest));
   image::ExportPlan plan = image::plan_export(store, ours, options.format);
   std::vector<std::function<void()>> uploads;
   for (image::ExportLayer& layer : plan.layers) {
@@ -243,10 +245,34 @@ store::Digest push(store::Store& store, RegistryClient& client, const store::Ima
   }
   uploads.push_back([&] { push_stored_blob(store, client, target, ours.config, options); });
   image::run_bounded(uploads, options.max_concurrent_uploads);
-  image::Descriptor pushed = image::store_export_manifest(store, plan);
-  std::string manifest_bytes = store.content().read_small(pushed.digest);
-  client.put_manifest(target, target.digest.empty() ? target.tag : target.digest, pushed.media_type, manifest_bytes);
-  return pushed.digest;
+  return image::store_export_manifest(store, plan);
+}
+
+store::Digest push(store::Store& store, RegistryClient& client, const store::ImageRecord& stored,
+                   const image::Reference& target, const PushOptions& options) {
+  std::string document = store.content().read_small(stored.manifest);
+  std::string type = image::document_media_type(document);
+  std::string reference = target.digest.empty() ? target.tag : target.digest;
+  if (type != image::media_type::oci_index && type != image::media_type::docker_manifest_list) {
+    image::Descriptor pushed = upload(store, client, stored.manifest, target, options);
+    client.put_manifest(target, reference, pushed.media_type, store.content().read_small(pushed.digest));
+    return pushed.digest;
+  }
+  // An index: each image by its digest, then the index (a Docker manifest list unless the
+  // format is OCI's) under the tag.
+  image::Index index = image::parse_index(document);
+  index.media_type = options.format.oci_media_types ? image::media_type::oci_index
+                                                    : image::media_type::docker_manifest_list;
+  for (image::Descriptor& entry : index.manifests) {
+    image::Descriptor pushed = upload(store, client, entry.digest, target, options);
+    client.put_manifest(target, pushed.digest.str(), pushed.media_type, store.content().read_small(pushed.digest));
+    pushed.platform = entry.platform;
+    entry = std::move(pushed);
+  }
+  std::string bytes = image::serialize_index(index);
+  store::Digest digest = store.content().put(bytes);
+  client.put_manifest(target, reference, index.media_type, bytes);
+  return digest;
 }
 
 }  // namespace

@@ -52,7 +52,8 @@ struct PushOptions {
 
 // Sends a stored image's blobs the registry lacks, then its manifest under `target`'s tag. Our
 // layers go in `format` (compressed once, then remembered; the first time, compressed as they
-// are uploaded). Returns the pushed manifest's digest.
+// are uploaded). An index's images go by digest, then the index (a Docker manifest list unless
+// the format has OCI media types) under the tag. Returns the pushed manifest's or index's digest.
 store::Digest push_image(store::Store& store, RegistryClient& client, const store::ImageRecord& image,
                          const image::Reference& target, const PushOptions& options);
 

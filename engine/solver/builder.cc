@@ -244,14 +244,16 @@ class Builder::Run {
     image::StoredIndex index = image::store_index(store_, images, image_names(), [&](const std::string& text, bool done) {
       progress_.status(vertex, text, 0, 0, done);
     });
-    if (wants_push()) {
-      throw Error(ErrorKind::user, "pushing an image for several platforms is not supported yet: push each platform's build");
-    }
+    store::ImageRecord record{index.descriptor.digest, index.descriptor.digest, std::chrono::system_clock::now()};
+    std::optional<store::Digest> pushed = push(record, index.names, vertex);
     for (const Output& output : request_.outputs) {
       if (image::is_store_output(output.type) || output.type == "registry") continue;
       if (request_.output_fd < 0) throw Error(ErrorKind::user, "output type " + output.type + " needs a destination");
       image::FdSink sink(request_.output_fd, "output", cancel_.fd());
       image::make_exporter(store_, output.type, output.attributes)->write_platforms(index, images, sink);
+    }
+    if (pushed) {
+      return BuildResult{index.descriptor.digest, *pushed, index.names, static_cast<int64_t>(store_.content().size(*pushed))};
     }
     return BuildResult{index.descriptor.digest, index.descriptor.digest, index.names, index.descriptor.size};
   }
@@ -668,7 +670,8 @@ class Builder::Run {
     image::StoredImage stored =
         image::store_image(store_, built, image_names(), builder_.layer_journals_.get(),
                            [&](const std::string& text, bool done) { progress_.status(vertex, text, 0, 0, done); });
-    std::optional<store::Digest> pushed = push(stored, vertex);
+    std::optional<store::Digest> pushed =
+        push(store::ImageRecord{stored.descriptor.digest, stored.id(), std::chrono::system_clock::now()}, stored.names, vertex);
     for (const Output& output : request_.outputs) {
       if (image::is_store_output(output.type) || output.type == "registry") continue;
       if (request_.output_fd < 0) throw Error(ErrorKind::user, "output type " + output.type + " needs a destination");
@@ -707,7 +710,8 @@ class Builder::Run {
 
   // --push, type=registry, or type=image,push=true: every name goes to its registry.
   // Returns the digest of the manifest pushed (its layers gzip), when something was pushed.
-  std::optional<store::Digest> push(const image::StoredImage& stored, const std::string& vertex) {
+  std::optional<store::Digest> push(const store::ImageRecord& record, const std::vector<std::string>& names,
+                                    const std::string& vertex) {
     bool wanted = wants_push();
     registry::PushOptions options;
     for (const Output& output : request_.outputs) {
@@ -716,16 +720,15 @@ class Builder::Run {
       }
     }
     if (!wanted) return std::nullopt;
-    if (stored.names.empty()) throw Error(ErrorKind::user, "push needs a name: give the image one with -t or name=");
+    if (names.empty()) throw Error(ErrorKind::user, "push needs a name: give the image one with -t or name=");
     auto transport = registry::make_curl_transport([this] { return cancel_.canceled(); }, registry_->proxies);
     registry::RegistryClient client = registry_client(*transport);
-    store::ImageRecord record{stored.descriptor.digest, stored.id(), std::chrono::system_clock::now()};
     options.max_concurrent_uploads = registry_->max_concurrent_uploads;
     options.progress = [&](const std::string& id, int64_t current, int64_t total, bool done) {
       progress_.status(vertex, id, current, total, done);
     };
     std::optional<store::Digest> pushed;
-    for (const std::string& name : stored.names) {
+    for (const std::string& name : names) {
       progress_.status(vertex, "pushing layers", 0, 0, false);
       pushed = registry::push_image(store_, client, record, image::parse_reference(name), options);
       progress_.status(vertex, "pushing layers", 0, 0, true);

@@ -289,6 +289,35 @@ class PlatformsTest(unittest.TestCase):
         daemon.client("prune", "-a", "-f")
         self.build(daemon, ctx, "--platform", "linux/arm64", "-o", f"type=local,dest={self.path('again')}")
 
+    @needs_arm64
+    def test_a_push_sends_one_index_that_builds_pull_their_platform_from(self):
+        registry = harness.DistributionRegistry(self.workdir, "push")
+        self.addCleanup(registry.stop)
+        daemon = self.daemon()
+        name = f"{registry.host}/multi:1"
+        self.build(daemon, self.context(TWO_PLATFORM_DOCKERFILE, {"hello": "hi\n"}),
+                   "--platform", "linux/amd64,linux/arm64", "-t", name, "--push")
+        raw = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{name}"],
+                                        check=True, capture_output=True, text=True).stdout)
+        self.assertEqual(raw["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json")
+        self.assertEqual([m["platform"]["architecture"] for m in raw["manifests"]], ["amd64", "arm64"])
+        for entry in raw["manifests"]:
+            self.assertEqual(entry["mediaType"], "application/vnd.docker.distribution.manifest.v2+json")
+        # skopeo reads the whole index back, every blob checked.
+        subprocess.run(["skopeo", "copy", "--all", "-q", "--src-tls-verify=false", f"docker://{name}",
+                        f"oci:{self.path('copy')}:x"], check=True)
+        # Another store pulls each platform's image from the index.
+        other = harness.Daemon(self.path("d2"))
+        self.addCleanup(other.stop)
+        ctx = self.context(f"FROM {name}\nRUN uname -m > /now\n")
+        for platform, arch in (("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")):
+            out = self.path("out-" + platform.replace("/", "_"))
+            other.client("build", "--progress", "plain", "--platform", platform, "-o", f"type=local,dest={out}", ctx,
+                         timeout=600)
+            for file in ("arch", "now"):
+                with open(os.path.join(out, file)) as f:
+                    self.assertEqual(f.read().strip(), arch, (platform, file))
+
     def test_outputs_a_build_of_several_platforms_cannot_write_are_refused_first(self):
         daemon = self.daemon()
         ctx = self.context("FROM kbuild-busybox\nRUN echo never > /ran\n")
