@@ -40,7 +40,8 @@ std::vector<PlatformImage> platform_images(store::Store& store, const store::Ima
   }
   std::vector<PlatformImage> out;
   for (const Descriptor& entry : parse_index(document).manifests) {
-    if (!entry.platform || !store.content().has(entry.digest)) continue;
+    // Attestations ("unknown/unknown") are not images of a platform.
+    if (!entry.platform || entry.platform->os == "unknown" || !store.content().has(entry.digest)) continue;
     Manifest manifest = parse_manifest(store.content().read_small(entry.digest));
     if (!store.content().has(manifest.config.digest)) continue;
     out.push_back(PlatformImage{store::ImageRecord{entry.digest, manifest.config.digest, record.created},

@@ -266,24 +266,48 @@ void ImageStore::remember_chain(const std::vector<store::Digest>& diff_ids, cons
   store_.metadata().put_cache(chain_key(diff_ids), store::CacheResult{top, ""});
 }
 
+namespace {
+
+// The images of a loaded index that the archive holds, each for a platform (attestations,
+// "unknown/unknown", are not images).
+std::vector<Descriptor> platform_manifests(store::Store& store, const Index& index) {
+  std::vector<Descriptor> out;
+  for (const Descriptor& entry : index.manifests) {
+    if (!entry.platform || entry.platform->os == "unknown" || !is_manifest_type(entry.media_type)) continue;
+    if (store.content().has(entry.digest)) out.push_back(entry);
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<std::string> ImageStore::load(int fd, int cancel_fd) {
   StoreBlobs blobs(store_.content());
   ImportResult imported = read_image_archive(fd, blobs, cancel_fd);
+  auto canceled = [cancel_fd] {
+    struct pollfd p = {cancel_fd, POLLIN, 0};
+    return cancel_fd >= 0 && ::poll(&p, 1, 0) > 0;
+  };
   std::vector<std::string> loaded;
   for (const auto& image : imported.images) {
-    store::Digest manifest_digest = image.target.digest;
+    store::ImageRecord record{image.target.digest, {}, std::chrono::system_clock::now()};
+    std::vector<Descriptor> platforms;
     if (is_index_type(image.target.media_type)) {
-      Index index = parse_index(store_.content().read_small(manifest_digest));
-      if (index.manifests.empty()) throw Error(ErrorKind::user, "image index " + manifest_digest.str() + " is empty");
-      manifest_digest = index.manifests.front().digest;
+      Index index = parse_index(store_.content().read_small(image.target.digest));
+      if (index.manifests.empty()) throw Error(ErrorKind::user, "image index " + image.target.digest.str() + " is empty");
+      platforms = platform_manifests(store_, index);
+      // An index of images for platforms stays one (a multi-platform image); one without
+      // platforms gives its first image.
+      if (platforms.empty()) record.manifest = index.manifests.front().digest;
     }
-    unpack(manifest_digest, [cancel_fd] {
-      struct pollfd p = {cancel_fd, POLLIN, 0};
-      return cancel_fd >= 0 && ::poll(&p, 1, 0) > 0;
-    });
-    Manifest manifest = parse_manifest(store_.content().read_small(manifest_digest));
-    store::ImageRecord record{manifest_digest, manifest.config.digest, std::chrono::system_clock::now()};
-    if (image.names.empty()) loaded.push_back("Loaded image ID: " + manifest.config.digest.str());
+    if (platforms.empty()) {
+      unpack(record.manifest, canceled);
+      record.config = parse_manifest(store_.content().read_small(record.manifest)).config.digest;
+    } else {
+      for (const Descriptor& platform : platforms) unpack(platform.digest, canceled);
+      record.config = record.manifest;  // an index's id is its own digest
+    }
+    if (image.names.empty()) loaded.push_back("Loaded image ID: " + record.config.str());
     for (const std::string& name : image.names) {
       std::string normalized = normalize_reference(name);
       store_.metadata().set_image_name(normalized, record);

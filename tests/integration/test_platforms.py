@@ -290,6 +290,25 @@ class PlatformsTest(unittest.TestCase):
         self.build(daemon, ctx, "--platform", "linux/arm64", "-o", f"type=local,dest={self.path('again')}")
 
     @needs_arm64
+    def test_an_oci_archive_of_two_platforms_loads_back_as_one_image_of_both(self):
+        daemon = self.daemon()
+        archive = self.path("o.tar")
+        self.build(daemon, self.context(TWO_PLATFORM_DOCKERFILE, {"hello": "hi\n"}),
+                   "--platform", "linux/amd64,linux/arm64", "-o", f"type=oci,dest={archive},name=loaded:2")
+        other = harness.Daemon(self.path("d2"))
+        self.addCleanup(other.stop)
+        self.assertIn("Loaded image: loaded:2", other.client("load", "-i", archive).stdout)
+        self.assertRegex(other.client("images", "--tree").stdout, r"loaded\s+2\s.*\n├─ linux/amd64\n└─ linux/arm64\n")
+        ctx = self.context("FROM loaded:2\nRUN uname -m > /now\n")
+        for platform, arch in (("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")):
+            out = self.path("out-" + platform.replace("/", "_"))
+            other.client("build", "--progress", "plain", "--platform", platform, "-o", f"type=local,dest={out}", ctx,
+                         timeout=600)
+            for file in ("arch", "now"):
+                with open(os.path.join(out, file)) as f:
+                    self.assertEqual(f.read().strip(), arch, (platform, file))
+
+    @needs_arm64
     def test_a_push_sends_one_index_that_builds_pull_their_platform_from(self):
         registry = harness.DistributionRegistry(self.workdir, "push")
         self.addCleanup(registry.stop)
