@@ -63,6 +63,39 @@ std::string new_build_name() {
 
 namespace {
 
+// The progress of graphs solved side by side (one per platform): a vertex they share (the
+// same op, run once) is told once, started by the first to reach it and completed by the
+// first to finish with it.
+class SharedSolveProgress : public Progress {
+ public:
+  explicit SharedSolveProgress(Progress& out) : out_(out) {}
+
+  void announced(const std::string& vertex, const std::string& name) override {
+    std::lock_guard lock(mutex_);
+    if (announced_.insert(vertex).second) out_.announced(vertex, name);
+  }
+  void started(const std::string& vertex, const std::string& name) override {
+    std::lock_guard lock(mutex_);
+    if (started_.insert(vertex).second) out_.started(vertex, name);
+  }
+  void completed(const std::string& vertex, const std::string& name, bool cached, const std::string& error) override {
+    std::lock_guard lock(mutex_);
+    started_.insert(vertex);
+    if (completed_.insert(vertex).second) out_.completed(vertex, name, cached, error);
+  }
+  void status(const std::string& vertex, const std::string& id, int64_t current, int64_t total, bool done) override {
+    out_.status(vertex, id, current, total, done);
+  }
+  void log(const std::string& vertex, int stream, std::string_view data) override { out_.log(vertex, stream, data); }
+  void warning(const std::string& vertex, const std::string& text) override { out_.warning(vertex, text); }
+
+ private:
+  Progress& out_;
+  std::mutex mutex_;
+  std::set<std::string> announced_, started_, completed_;
+};
+
+
 // A classic build's view of one step's solve: whether the step's own op was a cache hit, and
 // its output as the classic builder prints a container's: " ---> Running in ID" before the
 // first line (or at the end of a step that printed nothing), then the raw text. The solver may
@@ -150,7 +183,7 @@ class Builder::Run {
     import_caches();
     Solved solved = builder_.scheduler_.solve(definition_.graph, definition_.root, worker_, progress_, cancel_);
     BuildResult result = export_target(solved);
-    export_caches(solved);
+    export_caches({&definition_}, {solved});
     return result;
   }
 
@@ -183,14 +216,16 @@ class Builder::Run {
     bool reads = std::ranges::any_of(definitions, [this](const graph::Definition& d) { return reads_context(d); });
     if (!context_ && reads) prepare_context();
     make_worker();
+    import_caches();
     std::vector<Solved> solved(definitions.size());
     std::vector<std::exception_ptr> failures(definitions.size());
+    SharedSolveProgress shared(progress_);
     {
       std::vector<std::jthread> solvers;
       for (size_t i = 0; i < definitions.size(); ++i) {
         solvers.emplace_back([&, i] {
           try {
-            solved[i] = builder_.scheduler_.solve(definitions[i].graph, definitions[i].root, worker_, progress_, cancel_);
+            solved[i] = builder_.scheduler_.solve(definitions[i].graph, definitions[i].root, worker_, shared, cancel_);
           } catch (...) {
             failures[i] = std::current_exception();
           }
@@ -202,21 +237,22 @@ class Builder::Run {
     }
     std::string id = vertex_id("export-platforms:" + solved.front().key);
     progress_.started(id, "exporting to image");
+    BuildResult out;
     try {
-      BuildResult out = write_index(definitions, solved, id);
+      out = write_index(definitions, solved, id);
       progress_.completed(id, "", false, "");
-      return out;
     } catch (const Error& e) {
       progress_.completed(id, "", false, e.what());
       throw;
     }
+    std::vector<const graph::Definition*> graphs;
+    for (const graph::Definition& definition : definitions) graphs.push_back(&definition);
+    export_caches(graphs, solved);
+    return out;
   }
 
-  // What a build for several platforms cannot do yet, refused before any step runs.
+  // What a build for several platforms cannot do, refused before any step runs.
   void refuse_for_platforms() const {
-    if (!request_.cache_to.empty()) {
-      throw Error(ErrorKind::user, "--cache-to is not supported with several platforms yet: build each platform on its own");
-    }
     for (const Output& output : request_.outputs) {
       if (output.type == "docker") {
         throw Error(ErrorKind::user, "docker exporter does not currently support exporting manifest lists");
@@ -234,6 +270,7 @@ class Builder::Run {
       });
       image::BuiltImage built{result.top, solved[i].base.diff_ids, solved[i].base.manifest, definitions[i].config,
                               request_.source_date_epoch, {}, ""};
+      add_inline_cache(definitions[i], solved[i], built);
       for (const auto& [key, value] : request_.labels) built.config.labels[key] = value;
       image::StoredImage stored = image::store_image(store_, built, {}, builder_.layer_journals_.get(),
                                                      [&](const std::string& text, bool done) {
@@ -535,13 +572,14 @@ class Builder::Run {
 
   // mode=min: the final result and the steps under it, down to its base (the layers of the
   // final image); mode=max: every step of every stage the target needs.
-  std::vector<remotecache::ExportRecord> cache_records(const Solved& solved, remotecache::CacheFormat::Mode mode) {
-    const graph::Graph& graph = definition_.graph;
+  std::vector<remotecache::ExportRecord> cache_records(const graph::Definition& definition, const Solved& solved,
+                                                       remotecache::CacheFormat::Mode mode) {
+    const graph::Graph& graph = definition.graph;
     std::vector<graph::OpIndex> ops;
     if (mode == remotecache::CacheFormat::Mode::max) {
-      ops = graph.closure(definition_.root);
+      ops = graph.closure(definition.root);
     } else {
-      for (std::optional<graph::OpIndex> i = definition_.root; i; i = bottom_input(graph.op(*i))) ops.push_back(*i);
+      for (std::optional<graph::OpIndex> i = definition.root; i; i = bottom_input(graph.op(*i))) ops.push_back(*i);
     }
     std::vector<remotecache::ExportRecord> records;
     for (graph::OpIndex i : ops) {
@@ -560,7 +598,21 @@ class Builder::Run {
   }
 
   // --cache-to registry and local, after the image: a cache never changes what was built.
-  void export_caches(const Solved& solved) {
+  // Each platform's records, a key the platforms share once.
+  std::vector<remotecache::ExportRecord> cache_records(const std::vector<const graph::Definition*>& definitions,
+                                                       const std::vector<Solved>& solved,
+                                                       remotecache::CacheFormat::Mode mode) {
+    std::vector<remotecache::ExportRecord> records;
+    std::set<std::string> keys;
+    for (size_t i = 0; i < solved.size(); ++i) {
+      for (remotecache::ExportRecord& record : cache_records(*definitions[i], solved[i], mode)) {
+        if (keys.insert(record.key).second) records.push_back(std::move(record));
+      }
+    }
+    return records;
+  }
+
+  void export_caches(const std::vector<const graph::Definition*>& definitions, const std::vector<Solved>& solved) {
     for (const CacheEntry& entry : request_.cache_to) {
       if (entry.type == "inline") continue;  // in the image's config (write_image)
       std::string id = vertex_id("cache-export:" + entry.type + ":" + attribute(entry, "ref"));
@@ -571,7 +623,7 @@ class Builder::Run {
         std::shared_ptr<remotecache::CacheSource> source = cache_source(entry);
         auto* target = dynamic_cast<remotecache::CacheTarget*>(source.get());
         if (!target) throw Error(ErrorKind::internal, "cache type " + entry.type + " cannot be exported to");
-        remotecache::export_cache(store_, cache_records(solved, format.mode), format, kCacheKeyScheme, *target,
+        remotecache::export_cache(store_, cache_records(definitions, solved, format.mode), format, kCacheKeyScheme, *target,
                                   [&](const std::string& text, bool done) { progress_.status(id, text, 0, 0, done); });
         progress_.completed(id, "", false, "");
       } catch (const Error& e) {
@@ -593,7 +645,7 @@ class Builder::Run {
 
   // --cache-to type=inline: the final image's own steps (mode=min), each by the index of its
   // result's top layer in the image.
-  void add_inline_cache(const Solved& solved, image::BuiltImage& built) {
+  void add_inline_cache(const graph::Definition& definition, const Solved& solved, image::BuiltImage& built) {
     bool wanted = std::ranges::any_of(request_.cache_to, [](const CacheEntry& e) { return e.type == "inline"; });
     if (!wanted) return;
     std::map<std::string, int> layer_of_snapshot;
@@ -601,7 +653,7 @@ class Builder::Run {
     for (const store::SnapshotRecord& snapshot : store_.snapshots().records_bottom_up(built.top)) {
       layer_of_snapshot[snapshot.id] = index++;
     }
-    for (const remotecache::ExportRecord& record : cache_records(solved, remotecache::CacheFormat::Mode::min)) {
+    for (const remotecache::ExportRecord& record : cache_records(definition, solved, remotecache::CacheFormat::Mode::min)) {
       if (!record.top) {
         built.inline_cache.emplace_back(record.key, -1);
       } else if (auto it = layer_of_snapshot.find(*record.top); it != layer_of_snapshot.end()) {
@@ -665,7 +717,7 @@ class Builder::Run {
     });
     image::BuiltImage built{result.top, solved.base.diff_ids, solved.base.manifest, definition_.config,
                             request_.source_date_epoch, {}, ""};
-    add_inline_cache(solved, built);
+    add_inline_cache(definition_, solved, built);
     for (const auto& [key, value] : request_.labels) built.config.labels[key] = value;
     image::StoredImage stored =
         image::store_image(store_, built, image_names(), builder_.layer_journals_.get(),

@@ -337,6 +337,28 @@ class PlatformsTest(unittest.TestCase):
                 with open(os.path.join(out, file)) as f:
                     self.assertEqual(f.read().strip(), arch, (platform, file))
 
+    @needs_arm64
+    def test_a_cache_exported_by_a_build_of_two_platforms_serves_both(self):
+        daemon = self.daemon()
+        ctx = self.context(TWO_PLATFORM_DOCKERFILE, {"hello": "hi\n"})
+        cache = self.path("cache")
+        self.build(daemon, ctx, "--platform", "linux/amd64,linux/arm64", "--cache-to", f"type=local,dest={cache},mode=max")
+        other = harness.Daemon(self.path("d2"))
+        self.addCleanup(other.stop)
+        other.client("load", "-i", self.amd64_archive)
+        other.client("load", "-i", self.arm64_archive)
+        other.client("tag", AMD64, AMD64 + "-amd64")
+        out = self.path("out")
+        result = other.client("build", "--progress", "plain", "--platform", "linux/amd64,linux/arm64",
+                              "--cache-from", f"type=local,src={cache}", "-o", f"type=local,dest={out}", ctx,
+                              timeout=600)
+        for platform in ("linux/amd64", "linux/arm64"):
+            step = re.search(rf"#(\d+) \[{platform} stage-1 4/4\] RUN uname", result.stderr)
+            self.assertIsNotNone(step, result.stderr)
+            self.assertIn(f"#{step.group(1)} CACHED", result.stderr)
+        with open(os.path.join(out, "linux_arm64", "arch")) as f:
+            self.assertEqual(f.read().strip(), "aarch64")
+
     def test_outputs_a_build_of_several_platforms_cannot_write_are_refused_first(self):
         daemon = self.daemon()
         ctx = self.context("FROM kbuild-busybox\nRUN echo never > /ran\n")
