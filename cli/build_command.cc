@@ -193,11 +193,17 @@ std::set<std::string> registries_read(const std::string& dockerfile, const Build
     dockerfile::ConvertOptions options;
     options.resolve.target = flags.target;
     options.resolve.build_args = parse_build_args(flags.build_args, [](const std::string& n) { return env(n.c_str()); });
-    if (!flags.platform.empty()) options.resolve.target_platform = dockerfile::Platform::parse(flags.platform);
-    graph::Definition definition = dockerfile::convert_dockerfile(dockerfile, options);
-    for (const graph::Op& op : definition.graph.ops()) {
-      const auto* source = std::get_if<graph::SourceOp>(&op.body);
-      if (source && source->kind == graph::SourceOp::Kind::image) domains.insert(image::parse_reference(source->name).domain);
+    std::vector<std::optional<dockerfile::Platform>> platforms;
+    for (auto& platform : dockerfile::parse_platform_list(flags.platform)) platforms.emplace_back(std::move(platform));
+    if (platforms.empty()) platforms.emplace_back(std::nullopt);
+    // Each platform's graph: a base image may differ by platform (FROM img-$TARGETARCH).
+    for (const auto& platform : platforms) {
+      options.resolve.target_platform = platform;
+      graph::Definition definition = dockerfile::convert_dockerfile(dockerfile, options);
+      for (const graph::Op& op : definition.graph.ops()) {
+        const auto* source = std::get_if<graph::SourceOp>(&op.body);
+        if (source && source->kind == graph::SourceOp::Kind::image) domains.insert(image::parse_reference(source->name).domain);
+      }
     }
   } catch (const Error&) {
   }
