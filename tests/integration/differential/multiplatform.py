@@ -276,6 +276,8 @@ class PlatformRun:
             self.report.add(f"{platform}: BuildKit's docker-archive is inconsistent", image.problems)
             check_platform_files(self.report, f"{platform}: BuildKit's own result (the reference)",
                                  platform, image.config, local, self.case.expect.get(platform))
+            if self.session.options.dump:
+                self.report.notes += self.session.describe(self.case, f"{platform} image", image)
         if self.session.kbuild is None:
             return
         try:

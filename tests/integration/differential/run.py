@@ -39,6 +39,9 @@ same tree, and that docker loads kbuild's archive. With --self-check it also che
 export must equal its flattened archive. Until kbuild's binaries offer the interface used here
 (see daemons.kbuild_unavailable), only the BuildKit side runs and kbuild is reported skipped.
 
+The multi-platform cases in platform_cases/ (built with --platform A,B, the foreign platform
+under qemu, bases from a loopback registry) are run and compared by multiplatform.py.
+
 fake_kbuild/ holds stand-ins that make "kbuild" a second dockerd: with them every case must
 pass, which shows the comparison reports no difference between two BuildKit builds.
 """
