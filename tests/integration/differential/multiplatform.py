@@ -49,7 +49,6 @@ from daemons import BuildFailed, HarnessError
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLATFORM_CASES_DIR = os.path.join(HERE, "platform_cases")
 CASE_FILES = ("platforms", "expect.json")
-NATIVE = "linux/amd64"  # the harness's base images, and so its host
 BASE_ARCHES = ("amd64", "arm64")  # the platforms of the registry's busybox index
 # ELF e_machine of each architecture's binaries (elf.h: EM_X86_64, EM_AARCH64).
 E_MACHINE = {"amd64": 0x3E, "arm64": 0xB7}
@@ -120,10 +119,10 @@ def load_cases(read_args):
 
 
 def emulation_missing():
-    """Why foreign platforms cannot run here (a sentence), or None. Both builders run a foreign
-    binary inside a container, where qemu's path does not exist: the kernel must have opened
-    the interpreter when it was registered (binfmt_misc flag F, as Debian's qemu-user-static
-    registers it)."""
+    """Why the multi-platform cases cannot run here (a sentence), or None. Both builders run
+    a foreign binary inside a container, where qemu's path does not exist: the kernel must have
+    opened the interpreter when it was registered (binfmt_misc flag F, as Debian's
+    qemu-user-static registers it). The registry needs docker-registry and skopeo."""
     for arch, entry in BINFMT_ENTRY.items():
         path = os.path.join(BINFMT_DIR, entry)
         try:
