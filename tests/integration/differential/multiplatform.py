@@ -17,9 +17,9 @@ platform with "/" replaced by "_" (linux_arm64, linux_arm_v7; exporter/local/exp
 output directory itself for one platform; each directory's tree is compared with BuildKit's
 image of that platform, flattened. `-o type=oci` must be what BuildKit's OCI exporter writes:
 index.json naming one image index (one manifest for a single platform), which lists one
-manifest per platform in the order asked, each with its `platform`; each image is compared with
-BuildKit's image of that platform as run.py compares images (config, history, layers, flattened
-tree). In every rootfs, /bin/busybox must be an ELF binary of the platform's machine, and each
+manifest per platform in the order asked, each with its `platform`, and skopeo must read it;
+each image is compared with BuildKit's image of that platform as run.py compares images (config,
+history, layers, flattened tree). In every rootfs, /bin/busybox must be an ELF binary of the platform's machine, and each
 side's config must name the platform.
 
 FROM images come from a registry, as they must for Docker 20.10 (its image store holds one
@@ -346,6 +346,7 @@ class PlatformRun:
             return
         self.report.add("kbuild's OCI archive is inconsistent", layout.problems)
         self.report.add("kbuild's OCI index", self.index_problems(layout))
+        self.report.add("skopeo's reading of kbuild's OCI archive", self.skopeo_problems(layout, path))
         images = {}
         for oci_image in layout.images:
             if image_tree.is_attestation(oci_image):
@@ -363,6 +364,20 @@ class PlatformRun:
             check_platform_files(self.report, label, platform, oci_image.image.config, None, None,
                                  oci_head=head or b"")
             self.compare_image(self.report, label, image, oci_image.image)
+
+    def skopeo_problems(self, layout, path):
+        """What another reader makes of the archive: `skopeo inspect --raw` must read the
+        document index.json names (as `docker load` must read a docker-archive)."""
+        result = subprocess.run(["skopeo", "inspect", "--raw", f"oci-archive:{path}"],
+                                env=self.session.platform_base.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, timeout=60)
+        if result.returncode != 0:
+            return result.stdout.decode(errors="replace").splitlines()[-5:]
+        named = (layout.nested[0] if layout.nested
+                 else layout.images[0].manifest if layout.images else None)
+        if json.loads(result.stdout) != named:
+            return ["skopeo inspect --raw gives another document than the one index.json names"]
+        return []
 
     def index_problems(self, layout):
         """How the layout differs from what BuildKit's OCI exporter writes for this case."""
