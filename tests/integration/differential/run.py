@@ -370,7 +370,9 @@ class Session:
                 daemon.stop()
 
     def build_base(self, cases):
-        """kbuild-diff-base, built by dockerd and loaded into kbuild from docker's archive."""
+        """kbuild-diff-base, built by dockerd and loaded into kbuild from docker's archive;
+        kbuild-diff-busybox loaded into both; for multi-platform `cases`, the registry holding
+        their busybox index (unless emulation is missing: then they are skipped)."""
         context = prepare_context(BASE_DIR, os.path.join(self.workspace.sub("base"), "context"))
         archive = os.path.join(self.workspace.sub("base"), "base.tar")
         try:
