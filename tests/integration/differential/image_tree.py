@@ -12,9 +12,11 @@ import gzip
 import hashlib
 import json
 import lzma
+import os
 import posixpath
 import pwd
 import re
+import stat
 import tarfile
 
 WHITEOUT_PREFIX = ".wh."
@@ -198,25 +200,68 @@ class Image:
     diff_ids: list = dataclasses.field(default_factory=list)  # each layer's, as computed
 
 
+def _archive_members(archive, path):
+    """A function opening a member of `archive` by name, following the links OCI-layout
+    archives use for duplicate blobs."""
+    members = {normalize_path(m.name): m for m in archive.getmembers()}
+
+    def open_member(name):
+        member = members.get(normalize_path(name))
+        if member is None:
+            raise ArchiveError(f"{path}: no {name} in the archive")
+        while member.islnk() or member.issym():
+            target = member.linkname
+            if member.issym():
+                target = posixpath.join(posixpath.dirname(member.name), target)
+            member = members.get(normalize_path(target))
+            if member is None:
+                raise ArchiveError(f"{path}: {name} links to {target}, not in the archive")
+        return archive.extractfile(member)
+    return open_member
+
+
+def _read_image(config, layers, open_layer, problems):
+    """The Image of `config` whose layer blobs are `layers` (names `open_layer` opens, bottom
+    first); adds to `problems` what does not match within it."""
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    if len(diff_ids) != len(layers):
+        problems.append(f"config lists {len(diff_ids)} diff_ids but the manifest "
+                        f"{len(layers)} layers")
+    tree, read_layers, computed = {}, [], []
+    for index, layer in enumerate(layers):
+        digest = hashlib.sha256()
+        stream, compression = _uncompressed(open_layer(layer))
+        if stream is None:
+            problems.append(f"layer {index} ({layer}) is {compression}-compressed, which "
+                            "the harness cannot read")
+            read_layers.append(Layer(tree={}, links=[]))
+            computed.append("")
+            continue
+        data = _HashingReader(stream, digest)
+        with tarfile.open(fileobj=data, mode="r|") as tar:
+            read_layers.append(apply_layer(tree, tar))
+        data.drain()
+        # The diff_id is the digest of the uncompressed tar, whatever the blob's compression.
+        computed.append("sha256:" + digest.hexdigest())
+        if index < len(diff_ids) and diff_ids[index] != computed[-1]:
+            problems.append(f"layer {index} ({layer}, {compression or 'uncompressed'}) "
+                            f"has uncompressed digest {computed[-1]} but config "
+                            f"rootfs.diff_ids says {diff_ids[index]}")
+    history = config.get("history") or []
+    with_layers = [h for h in history if not h.get("empty_layer")]
+    if history and len(with_layers) != len(layers):
+        problems.append(f"config history has {len(with_layers)} entries with a layer but the "
+                        f"image {len(layers)} layers")
+    return Image(config=config, layer_count=len(layers), tree=tree, problems=problems,
+                 layers=read_layers, diff_ids=computed)
+
+
 def read_docker_archive(path):
     """Reads a `docker save`-style archive (manifest.json, config JSON, layer tars) with one image.
     Layer paths come from manifest.json, so both the classic <id>/layer.tar layout and the OCI
     blobs/sha256/<digest> layout of newer docker versions are read."""
-    problems = []
     with tarfile.open(path, "r:*") as archive:
-        members = {normalize_path(m.name): m for m in archive.getmembers()}
-
-        def open_member(name):
-            member = members.get(normalize_path(name))
-            if member is None:
-                raise ArchiveError(f"{path}: manifest.json names {name}, not in the archive")
-            while member.islnk() or member.issym():  # OCI-layout archives link duplicate blobs
-                target = member.linkname
-                if member.issym():
-                    target = posixpath.join(posixpath.dirname(member.name), target)
-                member = members[normalize_path(target)]
-            return archive.extractfile(member)
-
+        open_member = _archive_members(archive, path)
         try:
             manifest = json.load(open_member("manifest.json"))
         except (KeyError, ValueError) as error:
@@ -224,38 +269,151 @@ def read_docker_archive(path):
         if len(manifest) != 1:
             raise ArchiveError(f"{path}: manifest.json lists {len(manifest)} images, expected 1")
         config = json.load(open_member(manifest[0]["Config"]))
-        layers = manifest[0].get("Layers") or []
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-        if len(diff_ids) != len(layers):
-            problems.append(f"config lists {len(diff_ids)} diff_ids but manifest.json "
-                            f"{len(layers)} layers")
-        tree, read_layers, computed = {}, [], []
-        for index, layer in enumerate(layers):
-            digest = hashlib.sha256()
-            stream, compression = _uncompressed(open_member(layer))
+        return _read_image(config, manifest[0].get("Layers") or [], open_member, [])
+
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+# BuildKit's attestation manifests (provenance, SBOM) sit in an index beside the images they
+# describe, marked by this annotation; they are no platform's image.
+ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
+
+
+@dataclasses.dataclass
+class OciImage:
+    """One image of an OCI layout: its descriptor in its index (with "platform"), its
+    manifest and the Image read from its blobs."""
+    descriptor: dict
+    manifest: dict
+    image: Image
+
+
+@dataclasses.dataclass
+class OciLayout:
+    """An OCI image layout archive (`--output type=oci`) read back: the archive's index.json,
+    the indexes under it (root first), its images in index order, and what does not match."""
+    index: dict
+    nested: list
+    images: list
+    problems: list
+
+
+def read_oci_archive(path):
+    """Reads an OCI layout archive: index.json, every index and image manifest it reaches (an
+    image index, as BuildKit writes for several platforms, or one manifest), each blob checked
+    against its digest and size."""
+    with tarfile.open(path, "r:*") as archive:
+        open_member = _archive_members(archive, path)
+        problems, nested, images = [], [], []
+
+        def read_blob(descriptor):
+            stream = open_member(_blob_name(path, descriptor))
+            digest, size = hashlib.sha256(), 0
+            parts = []
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+                parts.append(chunk)
+            if "sha256:" + digest.hexdigest() != descriptor["digest"]:
+                problems.append(f"blob {descriptor['digest']} has digest sha256:{digest.hexdigest()}")
+            if size != descriptor.get("size"):
+                problems.append(f"blob {descriptor['digest']} has {size} bytes, its descriptor "
+                                f"says {descriptor.get('size')}")
+            return b"".join(parts)
+
+        def walk(descriptors, depth):
+            if depth > 4:
+                raise ArchiveError(f"{path}: indexes nested deeper than 4")
+            for descriptor in descriptors:
+                kind = descriptor.get("mediaType")
+                if kind in (OCI_INDEX, DOCKER_LIST):
+                    index = json.loads(read_blob(descriptor))
+                    nested.append(index)
+                    walk(index.get("manifests") or [], depth + 1)
+                elif kind in (OCI_MANIFEST, DOCKER_MANIFEST):
+                    manifest = json.loads(read_blob(descriptor))
+                    config = json.loads(read_blob(manifest["config"]))
+                    layers = manifest.get("layers") or []
+                    for layer in layers:
+                        read_blob(layer)  # digest and size of the blob as stored
+                    image = _read_image(config, [_blob_name(path, layer) for layer in layers],
+                                        open_member, problems)
+                    images.append(OciImage(descriptor, manifest, image))
+                else:
+                    problems.append(f"descriptor {descriptor.get('digest')} of media type {kind!r}")
+
+        try:
+            top = json.load(open_member("index.json"))
+        except ValueError as error:
+            raise ArchiveError(f"{path}: unreadable index.json: {error}") from error
+        walk(top.get("manifests") or [], 0)
+    return OciLayout(index=top, nested=nested, images=images, problems=problems)
+
+
+def _blob_name(path, descriptor):
+    algorithm, _, encoded = str(descriptor.get("digest", "")).partition(":")
+    if algorithm != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", encoded):
+        raise ArchiveError(f"{path}: descriptor with digest {descriptor.get('digest')!r}")
+    return f"blobs/sha256/{encoded}"
+
+
+def read_oci_file_head(path, oci_image, file_path, size):
+    """The first `size` bytes of the regular file `file_path` in an image of the OCI archive
+    `path` (as read_oci_archive found it), from the topmost layer that writes it; None when
+    the image's rootfs has no such file."""
+    entry = oci_image.image.tree.get(file_path)
+    if entry is None or entry.kind != "file":
+        return None
+    with tarfile.open(path, "r:*") as archive:
+        open_member = _archive_members(archive, path)
+        for layer in reversed(oci_image.manifest.get("layers") or []):
+            stream, _ = _uncompressed(open_member(_blob_name(path, layer)))
             if stream is None:
-                problems.append(f"layer {index} ({layer}) is {compression}-compressed, which "
-                                "the harness cannot read")
-                read_layers.append(Layer(tree={}, links=[]))
-                computed.append("")
                 continue
-            data = _HashingReader(stream, digest)
-            with tarfile.open(fileobj=data, mode="r|") as tar:
-                read_layers.append(apply_layer(tree, tar))
-            data.drain()
-            # The diff_id is the digest of the uncompressed tar, whatever the blob's compression.
-            computed.append("sha256:" + digest.hexdigest())
-            if index < len(diff_ids) and diff_ids[index] != computed[-1]:
-                problems.append(f"layer {index} ({layer}, {compression or 'uncompressed'}) "
-                                f"has uncompressed digest {computed[-1]} but config "
-                                f"rootfs.diff_ids says {diff_ids[index]}")
-        history = config.get("history") or []
-        with_layers = [h for h in history if not h.get("empty_layer")]
-        if history and len(with_layers) != len(layers):
-            problems.append(f"config history has {len(with_layers)} entries with a layer but the "
-                            f"image {len(layers)} layers")
-    return Image(config=config, layer_count=len(layers), tree=tree, problems=problems,
-                 layers=read_layers, diff_ids=computed)
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    if normalize_path(member.name) == file_path and member.isfile():
+                        return tar.extractfile(member).read(size)
+    return None
+
+
+def is_attestation(oci_image):
+    return ATTESTATION_ANNOTATION in (oci_image.descriptor.get("annotations") or {})
+
+
+def read_directory(root):
+    """path -> Entry for a directory tree as a `--output type=local` export writes it (read as
+    root: owners are the image's); hardlinks are files like any other."""
+    tree = {}
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            full = os.path.join(directory, name)
+            st = os.lstat(full)
+            kind = ("dir" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode)
+                    else "symlink" if stat.S_ISLNK(st.st_mode) else "char" if stat.S_ISCHR(st.st_mode)
+                    else "block" if stat.S_ISBLK(st.st_mode) else "fifo" if stat.S_ISFIFO(st.st_mode)
+                    else None)
+            if kind is None:
+                raise ArchiveError(f"{full}: unsupported file type {stat.S_IFMT(st.st_mode):o}")
+            digest = ""
+            if kind == "file":
+                hashed = hashlib.sha256()
+                with open(full, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        hashed.update(chunk)
+                digest = hashed.hexdigest()
+            xattrs = tuple(sorted((key, os.getxattr(full, key, follow_symlinks=False).decode(
+                errors="surrogateescape")) for key in os.listxattr(full, follow_symlinks=False)))
+            tree[normalize_path(os.path.relpath(full, root))] = Entry(
+                kind=kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+                size=st.st_size if kind == "file" else 0, digest=digest,
+                target=os.readlink(full) if kind == "symlink" else "",
+                device=((os.major(st.st_rdev), os.minor(st.st_rdev))
+                        if kind in ("char", "block") else ()),
+                mtime=st.st_mtime, xattrs=xattrs)
+    return tree
 
 
 def _uncompressed(stream):

@@ -39,6 +39,9 @@ same tree, and that docker loads kbuild's archive. With --self-check it also che
 export must equal its flattened archive. Until kbuild's binaries offer the interface used here
 (see daemons.kbuild_unavailable), only the BuildKit side runs and kbuild is reported skipped.
 
+The multi-platform cases in platform_cases/ (built with --platform A,B, the foreign platform
+under qemu, bases from a loopback registry) are run and compared by multiplatform.py.
+
 fake_kbuild/ holds stand-ins that make "kbuild" a second dockerd: with them every case must
 pass, which shows the comparison reports no difference between two BuildKit builds.
 """
@@ -67,6 +70,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import base_image  # noqa: E402
 from daemons import (BuildFailed, Dockerd, HarnessError, Kbuildd, Workspace,  # noqa: E402
                      kbuild_unavailable)
+import multiplatform  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 CASES_DIR = os.path.join(HERE, "cases")
@@ -82,7 +86,7 @@ MAX_DIFF_LINES = 40
 
 
 # Files of a case that are not part of its context.
-CASE_FILES = ("args", "args.kbuild", "created_by.json", "ssh-agent")
+CASE_FILES = ("args", "args.kbuild", "created_by.json", "ssh-agent") + multiplatform.CASE_FILES
 # A case's Dockerfile for BuildKit alone, for features Docker 20.10's frontend lacks.
 BUILDKIT_DOCKERFILE = "Dockerfile.buildkit"
 
@@ -265,6 +269,7 @@ class Report:
     def __init__(self):
         self.problems = []
         self.notes = []
+        self.skipped = None  # why the case could not run here (a missing precondition)
 
     def add(self, title, lines):
         if not lines:
@@ -299,17 +304,7 @@ def compare_images(report, label, bk, kb_archive, kb_rootfs, mtimes, created_by=
         report.add(f"{label}: kbuild's docker-archive", [str(error)])
         return
     report.add(f"{label}: kbuild's docker-archive is inconsistent", kb.problems)
-    if bk.layer_count != kb.layer_count:
-        report.add(f"{label}: layers", [f"buildkit has {bk.layer_count}, kbuild {kb.layer_count}"])
-    report.add(f"{label}: image config",
-               image_tree.diff_configs(bk.config, kb.config, "buildkit", "kbuild"))
-    report.add(f"{label}: config history (created_by, empty_layer, comment)",
-               image_tree.diff_history(expected_history(bk.config, created_by) if created_by
-                                       else bk.config, kb.config, "buildkit", "kbuild"))
-    report.add(f"{label}: layer contents (per layer, as written)",
-               image_tree.diff_layers(bk, kb, "buildkit", "kbuild", mtimes, kbuild_host_names))
-    tree_diff = image_tree.diff_trees(bk.tree, kb.tree, "buildkit", "kbuild", mtimes)
-    report.add(f"{label}: filesystem (docker-archive, flattened)", tree_diff)
+    tree_diff = compare_image(report, label, bk, kb, mtimes, created_by, kbuild_host_names)
     try:
         kb_root = image_tree.read_rootfs_tar(kb_rootfs)
     except (image_tree.ArchiveError, tarfile.TarError, OSError, EOFError) as error:
@@ -323,6 +318,24 @@ def compare_images(report, label, bk, kb_archive, kb_rootfs, mtimes, created_by=
     report.add(f"{label}: filesystem (kbuild's rootfs tar export)", root_diff)
 
 
+def compare_image(report, label, bk, kb, mtimes, created_by=None, kbuild_host_names=False):
+    """Adds to `report` every difference between two images read (BuildKit's `bk`, kbuild's
+    `kb`): layer count, config, history, each layer, the flattened tree. Returns the tree's
+    differences."""
+    if bk.layer_count != kb.layer_count:
+        report.add(f"{label}: layers", [f"buildkit has {bk.layer_count}, kbuild {kb.layer_count}"])
+    report.add(f"{label}: image config",
+               image_tree.diff_configs(bk.config, kb.config, "buildkit", "kbuild"))
+    report.add(f"{label}: config history (created_by, empty_layer, comment)",
+               image_tree.diff_history(expected_history(bk.config, created_by) if created_by
+                                       else bk.config, kb.config, "buildkit", "kbuild"))
+    report.add(f"{label}: layer contents (per layer, as written)",
+               image_tree.diff_layers(bk, kb, "buildkit", "kbuild", mtimes, kbuild_host_names))
+    tree_diff = image_tree.diff_trees(bk.tree, kb.tree, "buildkit", "kbuild", mtimes)
+    report.add(f"{label}: filesystem (flattened layers)", tree_diff)
+    return tree_diff
+
+
 class Session:
     def __init__(self, options, workspace):
         self.options, self.workspace = options, workspace
@@ -333,6 +346,8 @@ class Session:
         self.kbuildd = None
         self.kbuild = None
         self.skip_reason = None
+        self.platform_base = None  # the registry of the multi-platform cases' busybox index
+        self.platform_skip = None  # why the multi-platform cases cannot run here
 
     def start(self):
         self.dockerd.start()
@@ -350,12 +365,14 @@ class Session:
             self.kbuild = KbuildBuilder(self.kbuildd)
 
     def stop(self):
-        for daemon in (self.kbuildd, self.dockerd):
+        for daemon in (self.kbuildd, self.dockerd, self.platform_base):
             if daemon is not None:
                 daemon.stop()
 
-    def build_base(self):
-        """kbuild-diff-base, built by dockerd and loaded into kbuild from docker's archive."""
+    def build_base(self, cases):
+        """kbuild-diff-base, built by dockerd and loaded into kbuild from docker's archive;
+        kbuild-diff-busybox loaded into both; for multi-platform `cases`, the registry holding
+        their busybox index (unless emulation is missing: then they are skipped)."""
         context = prepare_context(BASE_DIR, os.path.join(self.workspace.sub("base"), "context"))
         archive = os.path.join(self.workspace.sub("base"), "base.tar")
         try:
@@ -374,6 +391,11 @@ class Session:
         except (RuntimeError, OSError, subprocess.CalledProcessError, BuildFailed,
                 subprocess.TimeoutExpired) as error:
             raise HarnessError(f"making {BUSYBOX_TAG} for the RUN cases: {error}") from error
+        if any(isinstance(case, multiplatform.PlatformCase) for case in cases):
+            self.platform_skip = multiplatform.emulation_missing()
+            if self.platform_skip is None:
+                self.platform_base = multiplatform.BusyboxRegistry(self.workspace)
+                self.platform_base.start(base_image)
 
     def run_case(self, case):
         """Builds one case with each builder and compares; returns its Report."""
@@ -388,6 +410,13 @@ class Session:
     def _run_case(self, case, report):
         if self.options.legacy:
             legacy.run_legacy_case(self, case, report, prepare_context)
+            return
+        if isinstance(case, multiplatform.PlatformCase):
+            if self.platform_skip:
+                report.skipped = self.platform_skip
+                return
+            multiplatform.run_case(self, case, report, prepare_context, dockerfile_flags,
+                                   self.compare_platform_image)
             return
         agent = SshAgent(self.workspace.sub("ssh-agents", case.name)) if case.ssh_agent else None
         try:
@@ -447,6 +476,10 @@ class Session:
                 report.add("docker load of kbuild's archive",
                            loaded.stdout.decode(errors="replace").splitlines())
 
+    def compare_platform_image(self, report, label, bk, kb):
+        compare_image(report, label, bk, kb, self.mtimes,
+                      kbuild_host_names=self.options.kbuild_is_docker)
+
     def describe(self, case, label, image):
         lines = [f"--- {case.name} {label} (buildkit): {image.layer_count} layers"]
         lines += [f"    {name} = {value}" for name, value in image_tree.config_values(image.config)
@@ -463,6 +496,12 @@ def select_cases(names, legacy_cases=False):
     for name in sorted(os.listdir(cases_dir)):
         if os.path.isfile(os.path.join(cases_dir, name, "Dockerfile")):
             available[name] = Case(name, os.path.join(cases_dir, name))
+    if not legacy_cases:
+        platform_cases = multiplatform.load_cases(read_args)
+        clashes = sorted(set(platform_cases) & set(available))
+        if clashes:
+            raise HarnessError(f"case names in both cases/ and platform_cases/: {', '.join(clashes)}")
+        available.update(platform_cases)
     tags = [tag for case in available.values() for tag, _ in case.pre]
     duplicates = sorted({tag for tag in tags if tags.count(tag) > 1}
                         | ({BASE_TAG, BUSYBOX_TAG} & set(tags)))
@@ -525,7 +564,7 @@ def main():
     workspace = Workspace(options.keep)
     session = Session(options, workspace)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, options.jobs))
-    counts = {"PASS": 0, "FAIL": 0, "ok": 0}
+    counts = {"PASS": 0, "FAIL": 0, "ok": 0, "SKIP": 0}
     try:
         cases = select_cases(options.case, options.legacy)
         session.start()
@@ -533,15 +572,17 @@ def main():
             print(f"kbuild: SKIPPED ({session.skip_reason}); building with BuildKit only")
             if options.require_kbuild:
                 return 2
-        session.build_base()
+        session.build_base(cases)
 
         def timed(case):
             return time.monotonic(), session.run_case(case), time.monotonic()
 
         for case, (begun, report, ended) in zip(cases, pool.map(timed, cases)):
-            outcome = ("FAIL" if report.problems else "PASS" if session.kbuild else "ok")
+            outcome = ("FAIL" if report.problems else "SKIP" if report.skipped
+                       else "PASS" if session.kbuild else "ok")
             counts[outcome] += 1
-            note = "BuildKit only, " if outcome == "ok" else ""
+            note = ("BuildKit only, " if outcome == "ok"
+                    else f"{report.skipped}, " if outcome == "SKIP" else "")
             print(f"{outcome:4} {case.name} ({note}{ended - begun:.1f}s)")
             for line in report.notes + report.problems:
                 print("    " + line)
@@ -562,8 +603,10 @@ def main():
         pool.shutdown(wait=True)
         workspace.close()
     summary = f"{'legacy_differential' if options.legacy else 'differential'}: {counts['PASS']} passed, {counts['FAIL']} failed"
-    if counts["ok"]:
-        summary += f", {counts['ok']} skipped (kbuild: {session.skip_reason})"
+    if counts["ok"] or counts["SKIP"]:
+        reasons = ([f"kbuild: {session.skip_reason}"] if counts["ok"] else []) + \
+                  ([f"multi-platform: {session.platform_skip}"] if counts["SKIP"] else [])
+        summary += f", {counts['ok'] + counts['SKIP']} skipped ({'; '.join(reasons)})"
     print(f"({time.monotonic() - started:.0f}s)")
     print(summary)
     return 1 if counts["FAIL"] else 0

@@ -22,6 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
 import image_tree  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # for daemons' mounts
+import multiplatform  # noqa: E402
 
 OLD = 1500000000  # an mtime from a context
 FLOOR = 1700000000  # "the harness started here": later mtimes are build-time stamps
@@ -73,6 +75,50 @@ def docker_archive(path, layers, diff_ids=None, config=None, compress=False):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+
+
+def oci_archive(path, images, attestation=False):
+    """An OCI layout archive of `images`, (platform, layers, config) each, gzip layers: several
+    listed by an image index named in index.json (as BuildKit writes them), one by itself.
+    Returns the blobs by digest, to spoil one."""
+    blobs = {}
+
+    def blob(data, media_type, **extra):
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        blobs[digest] = data
+        return dict(mediaType=media_type, digest=digest, size=len(data), **extra)
+
+    manifests = []
+    for platform, layers, config in images:
+        config = dict(config, rootfs={"type": "layers", "diff_ids": [
+            "sha256:" + hashlib.sha256(data).hexdigest() for data in layers]})
+        manifest = {"schemaVersion": 2, "mediaType": image_tree.OCI_MANIFEST,
+                    "config": blob(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
+                    "layers": [blob(gzip.compress(data, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip")
+                               for data in layers]}
+        manifests.append(blob(json.dumps(manifest).encode(), image_tree.OCI_MANIFEST, platform=platform))
+    if attestation:
+        manifest = {"schemaVersion": 2, "mediaType": image_tree.OCI_MANIFEST,
+                    "config": blob(b"{}", "application/vnd.oci.image.config.v1+json"), "layers": []}
+        manifests.append(blob(json.dumps(manifest).encode(), image_tree.OCI_MANIFEST,
+                              platform={"architecture": "unknown", "os": "unknown"},
+                              annotations={image_tree.ATTESTATION_ANNOTATION: "attestation-manifest"}))
+    top = manifests[0] if len(manifests) == 1 else blob(json.dumps(
+        {"schemaVersion": 2, "mediaType": image_tree.OCI_INDEX, "manifests": manifests}).encode(),
+        image_tree.OCI_INDEX)
+
+    def write(spoil=None):
+        files = {"index.json": json.dumps({"schemaVersion": 2, "manifests": [top]}).encode(),
+                 "oci-layout": b'{"imageLayoutVersion":"1.0.0"}'}
+        for digest, data in blobs.items():
+            files["blobs/sha256/" + digest[len("sha256:"):]] = spoil(digest, data) if spoil else data
+        with tarfile.open(path, "w") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    write()
+    return write
 
 
 class Flattening(unittest.TestCase):
@@ -146,6 +192,101 @@ class DockerArchive(unittest.TestCase):
             docker_archive(path, [])
             image = image_tree.read_docker_archive(path)
         self.assertEqual((image.layer_count, image.tree, image.problems), (0, {}, []))
+
+
+AMD64 = {"architecture": "amd64", "os": "linux"}
+ARM64 = {"architecture": "arm64", "os": "linux"}
+
+
+class OciArchive(unittest.TestCase):
+    def test_reads_each_platform_of_an_index_in_order(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "image.oci.tar")
+            oci_archive(path, [
+                (AMD64, [layer(("bin/busybox", "file", {"content": b"\x7fELF amd64"}))], AMD64),
+                (ARM64, [layer(("bin/busybox", "file", {"content": b"\x7fELF old"})),
+                         layer(("bin/busybox", "file", {"content": b"\x7fELF arm64"}))], ARM64)])
+            layout = image_tree.read_oci_archive(path)
+            self.assertEqual(layout.problems, [])
+            self.assertEqual([d["mediaType"] for d in layout.index["manifests"]], [image_tree.OCI_INDEX])
+            self.assertEqual(len(layout.nested), 1)
+            self.assertEqual([i.descriptor["platform"] for i in layout.images], [AMD64, ARM64])
+            self.assertEqual([i.image.config["architecture"] for i in layout.images], ["amd64", "arm64"])
+            self.assertEqual(layout.images[1].image.layer_count, 2)
+            # the file as the topmost layer writes it
+            self.assertEqual(image_tree.read_oci_file_head(path, layout.images[1], "/bin/busybox", 9),
+                             b"\x7fELF arm6")
+            self.assertIsNone(image_tree.read_oci_file_head(path, layout.images[1], "/bin/sh", 9))
+
+    def test_one_platform_is_a_manifest_named_in_index_json(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "image.oci.tar")
+            oci_archive(path, [(ARM64, [layer(("f", "file", {}))], ARM64)])
+            layout = image_tree.read_oci_archive(path)
+        self.assertEqual([d["mediaType"] for d in layout.index["manifests"]], [image_tree.OCI_MANIFEST])
+        self.assertEqual((layout.nested, len(layout.images), layout.problems), ([], 1, []))
+
+    def test_reports_a_blob_that_is_not_its_digest(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "image.oci.tar")
+            write = oci_archive(path, [(AMD64, [layer(("f", "file", {"content": b"a"}))], AMD64)])
+            spoiled = []
+
+            def spoil(digest, data):
+                if data.startswith(b"\x1f\x8b") and not spoiled:  # the layer
+                    spoiled.append(digest)
+                    return gzip.compress(layer(("f", "file", {"content": b"b"})), mtime=0)
+                return data
+            write(spoil)
+            problems = image_tree.read_oci_archive(path).problems
+        self.assertTrue(any(spoiled[0] in p and "has digest" in p for p in problems), problems)
+        self.assertTrue(any("rootfs.diff_ids" in p for p in problems), problems)
+
+    def test_attestation_manifests_are_told_apart(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "image.oci.tar")
+            oci_archive(path, [(AMD64, [layer(("f", "file", {}))], AMD64)], attestation=True)
+            layout = image_tree.read_oci_archive(path)
+        self.assertEqual([image_tree.is_attestation(i) for i in layout.images], [False, True])
+
+
+class Directory(unittest.TestCase):
+    def test_reads_what_a_local_export_wrote(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            os.makedirs(os.path.join(tmp, "d", "e"))
+            with open(os.path.join(tmp, "d", "f"), "wb") as f:
+                f.write(b"content")
+            os.chmod(os.path.join(tmp, "d", "f"), 0o4750)
+            os.link(os.path.join(tmp, "d", "f"), os.path.join(tmp, "g"))
+            os.symlink("d/f", os.path.join(tmp, "s"))
+            os.utime(os.path.join(tmp, "d", "e"), (OLD, OLD))
+            tree = image_tree.read_directory(tmp)
+        self.assertEqual(sorted(tree), ["/d", "/d/e", "/d/f", "/g", "/s"])
+        f = tree["/d/f"]
+        self.assertEqual((f.kind, f.mode, f.size, f.digest),
+                         ("file", 0o4750, 7, hashlib.sha256(b"content").hexdigest()))
+        self.assertEqual(tree["/g"], f)  # a hardlink is a file equal to its target
+        self.assertEqual((tree["/s"].kind, tree["/s"].target), ("symlink", "d/f"))
+        self.assertEqual((tree["/d/e"].kind, tree["/d/e"].mtime), ("dir", OLD))
+
+
+class Platforms(unittest.TestCase):
+    def test_local_export_directory_names_are_buildkits(self):
+        self.assertEqual(multiplatform.Platform("linux/arm64").dirname, "linux_arm64")
+        self.assertEqual(multiplatform.Platform("linux/arm/v7").dirname, "linux_arm_v7")
+
+    def test_a_config_names_a_platform_with_its_variant(self):
+        arm = multiplatform.Platform("linux/arm64")
+        self.assertTrue(arm.matches(ARM64))
+        self.assertFalse(arm.matches(AMD64))
+        self.assertFalse(arm.matches(dict(ARM64, variant="v8")))
+        self.assertTrue(multiplatform.Platform("linux/arm64/v8").matches(dict(ARM64, variant="v8")))
+
+    def test_elf_machine(self):
+        header = b"\x7fELF\x02\x01\x01" + bytes(11)
+        self.assertEqual(multiplatform.elf_machine(header + b"\xb7\x00"), 0xB7)
+        self.assertEqual(multiplatform.elf_machine(header + b"\x3e\x00"), 0x3E)
+        self.assertIsNone(multiplatform.elf_machine(b"#!/bin/sh\n" + bytes(20)))
 
 
 class Comparison(unittest.TestCase):
