@@ -87,7 +87,12 @@ OutputSink open_output(const OutputFlag& output) {
   if (output.type == "local") {
     if (dest == output.attributes.end()) throw Error(ErrorKind::user, "dest is required for local output");
     std::string dir = dest->second;
-    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("mkdir", dir);
+    // With its parents, as buildx makes it (MkdirAll).
+    for (size_t slash = dir.find('/', 1); ; slash = dir.find('/', slash + 1)) {
+      std::string part = dir.substr(0, slash);
+      if (!part.empty() && ::mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("mkdir", part);
+      if (slash == std::string::npos) break;
+    }
     int fds[2];
     check(::pipe2(fds, O_CLOEXEC), "pipe2");
     UniqueFd read_end(fds[0]);

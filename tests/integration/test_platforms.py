@@ -260,7 +260,7 @@ class PlatformsTest(unittest.TestCase):
     def test_local_output_gets_one_directory_per_platform(self):
         daemon = self.daemon()
         ctx = self.context(TWO_PLATFORM_DOCKERFILE, {"hello": "hi\n"})
-        out = self.path("out")
+        out = self.path("out", "made", "with-parents")  # made as buildx makes it, parents too
         self.build(daemon, ctx, "--platform", "linux/arm64,linux/amd64", "-o", f"type=local,dest={out}")
         self.assertEqual(sorted(os.listdir(out)), ["linux_amd64", "linux_arm64"])
         for arch, machine in MACHINE_OF.items():
