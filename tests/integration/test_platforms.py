@@ -185,6 +185,11 @@ class PlatformsTest(unittest.TestCase):
         self.assertNotIn("mislabel", self.image_names(daemon))
         self.assertFalse(os.path.exists(out) and os.path.getsize(out) > 0, "an archive was written")
         self.assertEqual(self.store_temp_entries(daemon), [])
+        # The legacy builder too, for a FROM --platform of its own.
+        legacy = harness.run(daemon.argv("build", self.context("FROM --platform=linux/arm64 kbuild-busybox\nRUN true\n")),
+                             check=False, env=dict(daemon.env(), DOCKER_BUILDKIT="0"))
+        self.assertNotEqual(legacy.returncode, 0)
+        self.assertIn("is for linux/amd64, not for linux/arm64", legacy.stdout + legacy.stderr)
         # The same for an arm64 base asked for as amd64 (the default platform here).
         result = self.build(daemon, self.context("FROM kbuild-busybox-arm64\n"), check=False)
         self.assertNotEqual(result.returncode, 0)
