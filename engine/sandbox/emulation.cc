@@ -255,12 +255,9 @@ std::vector<std::string> native_platforms() {
   return out;
 }
 
-std::string mount_binfmt_misc(const std::string& dir) {
-  if (::access((dir + "/register").c_str(), F_OK) == 0) return {};
-  if (::mount("binfmt_misc", dir.c_str(), "binfmt_misc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
-    return "mounting binfmt_misc at " + dir + ": " + std::strerror(errno);
-  }
-  return {};
+void mount_binfmt_misc(const std::string& dir) {
+  if (::access((dir + "/register").c_str(), F_OK) == 0) return;
+  ::mount("binfmt_misc", dir.c_str(), "binfmt_misc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
 }
 
 std::string binfmt_registration(const std::string& platform, const std::string& interpreter) {

@@ -38,9 +38,9 @@ std::string elf_platform(std::string_view header);
 // a tiny program for it runs, tried in an empty root as BuildKit's archutil does.
 std::vector<std::string> native_platforms();
 
-// Mounts binfmt_misc at `dir` when it is not there (in the caller's mount namespace: kbuildd's
-// own). Returns what went wrong, "" when it is mounted.
-std::string mount_binfmt_misc(const std::string& dir);
+// Mounts binfmt_misc at `dir` when it is not there, in the caller's mount namespace (kbuildd's
+// own). Best effort: where it cannot, Emulation says binfmt_misc is not mounted.
+void mount_binfmt_misc(const std::string& dir);
 
 // How one platform runs here.
 struct PlatformSupport {

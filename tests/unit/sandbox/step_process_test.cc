@@ -250,6 +250,36 @@ TEST_F(StepProcessTest, MissingCommandIsReportedLikeRunc) {
   EXPECT_EQ(r.outcome.exit.error, "exec: \"nosuch\": executable file not found in $PATH");
 }
 
+// A program of a machine no kernel and no handler runs: execve says ENOEXEC.
+std::string unknown_machine_program() {
+  std::string header = std::string("\x7f" "ELF\x02\x01\x01", 7) + std::string(9, '\0') + std::string("\x02\x00\x34\x12", 4);
+  return header + std::string(44, '\0');
+}
+
+TEST_F(StepProcessTest, AProgramOfAnotherFormatIsReportedWithItsHeader) {
+  write_file(base_ + "/bin/foreign", unknown_machine_program());
+  ASSERT_EQ(::chmod((base_ + "/bin/foreign").c_str(), 0755), 0);
+  Result r = run(launch({"foreign", "arg"}));
+  EXPECT_EQ(r.outcome.exit.error, "exec foreign: exec format error");
+  EXPECT_EQ(r.outcome.exit.exec_header, unknown_machine_program());
+}
+
+TEST_F(StepProcessTest, AScriptForAProgramOfAnotherFormatIsReportedWithTheInterpretersHeader) {
+  write_file(base_ + "/bin/foreign", unknown_machine_program());
+  write_file(base_ + "/bin/script", "#!/bin/foreign -x\necho hi\n");
+  ASSERT_EQ(::chmod((base_ + "/bin/foreign").c_str(), 0755), 0);
+  ASSERT_EQ(::chmod((base_ + "/bin/script").c_str(), 0755), 0);
+  Result r = run(launch({"/bin/script"}));
+  EXPECT_EQ(r.outcome.exit.error, "exec /bin/script: exec format error");
+  EXPECT_EQ(r.outcome.exit.exec_header, unknown_machine_program());
+}
+
+TEST_F(StepProcessTest, OtherExecErrorsReadAsGoWordsThemAndCarryNoHeader) {
+  Result r = run(launch({"/etc/passwd"}));
+  EXPECT_EQ(r.outcome.exit.error, "exec /etc/passwd: permission denied");
+  EXPECT_EQ(r.outcome.exit.exec_header, "");
+}
+
 TEST_F(StepProcessTest, SucceededStepsAreReapedInTheBackground) {
   StepReaper reaper;
   StepLaunch l = launch({"/bin/sh", "-c", "echo ok"});
