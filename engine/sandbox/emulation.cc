@@ -360,14 +360,6 @@ std::vector<PlatformSupport> Emulation::support(bool install_allowed) const {
   return out;
 }
 
-std::vector<std::string> Emulation::platforms() const {
-  std::vector<std::string> out;
-  for (const PlatformSupport& s : support(false)) {
-    if (s.runnable()) out.push_back(s.platform);
-  }
-  return out;
-}
-
 std::vector<std::string> Emulation::install() const {
   std::string problem;
   const std::vector<BinfmtHandler> handlers = read_handlers(problem);

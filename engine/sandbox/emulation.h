@@ -74,8 +74,6 @@ class Emulation {
   // Every platform kbuild knows, in BuildKit's order (the native ones first). `install_allowed`
   // (features.binfmt-install) only changes what details advise.
   std::vector<PlatformSupport> support(bool install_allowed) const;
-  // The platforms steps can run now ("linux/amd64", "linux/386", "linux/arm64", ...).
-  std::vector<std::string> platforms() const;
   // Registers, with the F flag, the qemu-user-static interpreter of each platform that has one
   // installed and no handler at all (an existing one, even disabled, is the administrator's and
   // stays as it is). Returns one line per platform registered or failed.
