@@ -22,7 +22,7 @@ struct GcPolicy {
 struct DaemonConfig {
   bool buildkit = true;  // features.buildkit; false selects the legacy builder's behaviour
   // features.binfmt-install: kbuildd registers the qemu-user-static it finds with binfmt_misc
-  // (F flag) for platforms nothing handles yet, at start and on reload. dockerd reads
+  // (F flag) for platforms steps cannot run yet, at start and on reload. dockerd reads
   // `features` as a free map of booleans, so the key is harmless to it.
   bool binfmt_install = false;
   bool gc_enabled = true;

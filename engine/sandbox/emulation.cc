@@ -156,6 +156,12 @@ const BinfmtHandler* best_handler(const Architecture& arch, const std::vector<Bi
   return best;
 }
 
+bool has_disabled_handler(const Architecture& arch, const std::vector<BinfmtHandler>& handlers) {
+  return std::any_of(handlers.begin(), handlers.end(), [&](const BinfmtHandler& h) {
+    return !h.enabled && (h.matches(elf_header(arch, 2)) || h.matches(elf_header(arch, 3)));
+  });
+}
+
 std::string emulator_path(const EmulationPaths& paths, const Architecture& arch) {
   return paths.emulators + "/qemu-" + arch.qemu + "-static";
 }
@@ -323,6 +329,11 @@ PlatformSupport Emulation::support_of(const std::string& platform, const std::ve
   } else if (best && best->enabled) {
     out.detail = "the binfmt_misc handler " + best->name + " has no F (fix-binary) flag, so its interpreter " +
                  best->interpreter + " would have to be inside the build's root: register it with the F flag";
+    if (installed) {
+      out.detail += install_allowed ? "; kbuildd registers " + emulator + " so when it starts or reloads"
+                                    : ", or let kbuildd register " + emulator +
+                                          " so with \"features\": {\"binfmt-install\": true} in daemon.json";
+    }
   } else if (best) {
     out.detail = "the binfmt_misc handler " + best->name + " is disabled: enable it with echo 1 > " +
                  paths_.binfmt_misc + "/" + best->name;
@@ -368,8 +379,9 @@ std::vector<std::string> Emulation::install() const {
   for (const Architecture& arch : kArchitectures) {
     const std::string platform = std::string_view(arch.platform) == "linux/arm" ? kArmVariants[0] : arch.platform;
     const std::string emulator = emulator_path(paths_, arch);
-    // Only where nothing handles the platform yet and its emulator is there.
-    if (std::find(native_.begin(), native_.end(), platform) != native_.end() || best_handler(arch, handlers) ||
+    // Only where steps cannot run the platform yet, no handler of it was disabled on purpose,
+    // and its emulator is there. Ours, registered last, goes before a handler without F.
+    if (support_of(platform, handlers, problem, true).runnable() || has_disabled_handler(arch, handlers) ||
         ::access(emulator.c_str(), X_OK) != 0) {
       continue;
     }

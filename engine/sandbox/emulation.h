@@ -74,9 +74,10 @@ class Emulation {
   // Every platform kbuild knows, in BuildKit's order (the native ones first). `install_allowed`
   // (features.binfmt-install) only changes what details advise.
   std::vector<PlatformSupport> support(bool install_allowed) const;
-  // Registers, with the F flag, the qemu-user-static interpreter of each platform that has one
-  // installed and no handler at all (an existing one, even disabled, is the administrator's and
-  // stays as it is). Returns one line per platform registered or failed.
+  // Registers, with the F flag, the qemu-user-static interpreter of each platform steps cannot
+  // run yet that has one installed, unless a handler of it is disabled (the administrator's
+  // choice). Handlers there stay as they are: one without F is passed over, as the kernel tries
+  // the newest handler first. Returns one line per platform registered or failed.
   std::vector<std::string> install() const;
   // For a program execve refused (ENOEXEC) whose header is `header`: "(this host cannot run
   // linux/arm64 programs: ...)", or "" when its platform is one this host runs or none known.

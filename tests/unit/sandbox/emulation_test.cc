@@ -257,6 +257,27 @@ TEST_F(FakeHost, InstallRegistersOnlyWhatNothingHandles) {
   EXPECT_EQ(read("binfmt_misc/qemu-s390x"), disabled);
 }
 
+TEST_F(FakeHost, InstallAddsAFixBinaryHandlerBesideOneWithout) {
+  install_emulator("aarch64");
+  std::string text = kAarch64Handler;
+  text.replace(text.find("flags: PF"), 9, "flags: P");
+  write("binfmt_misc/qemu-aarch64", text);
+  EXPECT_NE(support("linux/arm64").detail.find(", or let kbuildd register " + paths_.emulators +
+                                               "/qemu-aarch64-static so with \"features\""),
+            std::string::npos)
+      << support("linux/arm64").detail;
+  ASSERT_EQ(host().install().size(), 1u);
+  EXPECT_EQ(read("binfmt_misc/register"), binfmt_registration("linux/arm64", paths_.emulators + "/qemu-aarch64-static"));
+  EXPECT_EQ(read("binfmt_misc/qemu-aarch64"), text);
+  // Once the kernel has it, nothing more is registered.
+  write("binfmt_misc/kbuild-qemu-aarch64", "enabled\ninterpreter " + paths_.emulators +
+                                              "/qemu-aarch64-static\nflags: F\noffset 0\n"
+                                              "magic 7f454c460201010000000000000000000200b700\n"
+                                              "mask ffffffffffffff00fffffffffffffffffeffffff\n");
+  EXPECT_EQ(support("linux/arm64").state, PlatformSupport::State::emulated);
+  EXPECT_TRUE(host().install().empty());
+}
+
 TEST_F(FakeHost, InstallDoesNothingWhenBinfmtMiscIsDisabled) {
   install_emulator("aarch64");
   write("binfmt_misc/status", "disabled\n");
