@@ -79,8 +79,9 @@ class Emulation {
   // choice). Handlers there stay as they are: one without F is passed over, as the kernel tries
   // the newest handler first. Returns one line per platform registered or failed.
   std::vector<std::string> install() const;
-  // For a program execve refused (ENOEXEC) whose header is `header`: "(this host cannot run
-  // linux/arm64 programs: ...)", or "" when its platform is one this host runs or none known.
+  // For a program execve refused (ENOEXEC, or ENOENT for a missing interpreter) whose header is
+  // `header`: "(this host cannot run linux/arm64 programs: ...)", or "" when its platform is
+  // one this host runs or none known.
   std::string exec_format_hint(std::string_view header, bool install_allowed) const;
 
  private:

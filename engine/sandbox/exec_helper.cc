@@ -174,11 +174,14 @@ std::string errno_text(int error) {
 }
 
 // What the step's process writes to its error pipe when execve fails: the message, and for a
-// program of a format the kernel does not run (ENOEXEC), a NUL and its header, which the
-// daemon turns into a hint about emulation.
+// program of a format the kernel does not run (ENOEXEC) or whose interpreter is missing
+// (ENOENT for a file that is there: a dynamic loader, or a binfmt_misc handler's emulator
+// looked up in the step's root), a NUL and its header, which the daemon turns into a hint
+// about emulation.
 void report_exec_failure(int error_fd, const std::string& file, const std::string& path, int error) {
   std::string report_text = "exec " + file + ": " + errno_text(error);
-  if (error == ENOEXEC) report_text += '\0' + program_header(path);
+  std::string header = error == ENOEXEC || error == ENOENT ? program_header(path) : std::string();
+  if (!header.empty()) report_text += '\0' + header;
   report(error_fd, report_text);
 }
 

@@ -3,9 +3,10 @@
 with a real kbuildd on a private socket and store (test_registry.Daemon): an arm64 step runs the
 arm64 busybox under qemu, with the seccomp profile and capabilities of a native step;
 `kbuildctl info` lists the platforms the host's handlers make runnable; a program the host
-cannot run fails with `exec format error` and a hint; kbuildd registers qemu-user-static itself
-when daemon.json's features.binfmt-install allows it, and never touches a registration that is
-there. Run as root:
+cannot run (its handler disabled, removed, or without the F flag) fails with `exec format error`
+or `no such file or directory` and a hint; kbuildd registers qemu-user-static itself when
+daemon.json's features.binfmt-install allows it, and never touches a registration that is there.
+Run as root:
 
     python3 tests/integration/test_emulation.py [--build-dir build] [-k PATTERN]
 
@@ -242,6 +243,29 @@ class EmulationTest(unittest.TestCase):
         # Enabled again, the same build runs.
         poke("qemu-s390x", "1")
         _, out = self.build(d, S390X, "linux/s390x", "uname -m > /arch")
+        self.assertEqual(read(os.path.join(out, "arch")), "s390x\n")
+
+    def test_a_handler_without_the_f_flag_serves_no_step_and_kbuildd_registers_one_beside_it(self):
+        saved = self.keep_handler("qemu-s390x")
+        SAVED["kbuild-qemu-s390x"] = None
+        self.addCleanup(put_back, "kbuild-qemu-s390x", None)
+        poke("qemu-s390x", "-1")
+        poke("register", registration("qemu-s390x", saved).rsplit(":", 1)[0] + ":P")  # the same, without F
+        d = self.daemon()
+        # The kernel looks its interpreter up in the step's root, where there is none.
+        result, _ = self.build(d, S390X, "linux/s390x", "uname -m", check=False)
+        why = (f"the binfmt_misc handler qemu-s390x has no F (fix-binary) flag, so its interpreter "
+               f"{handler_fields(saved)['interpreter']} would have to be inside the build's root: register it "
+               "with the F flag, or let kbuildd register /usr/bin/qemu-s390x-static so with \"features\": "
+               "{\"binfmt-install\": true} in daemon.json")
+        self.assertIn(f"exec /bin/sh: no such file or directory (this host cannot run linux/s390x programs: {why})\n",
+                      result.stderr)
+        self.assertIn(f"platform linux/s390x: not usable: {why}\n", self.info(d))
+        d.stop()
+        allowed = self.daemon({"features": {"binfmt-install": True}}, name="allowed")
+        self.assertEqual(handler_fields(handler("kbuild-qemu-s390x") or "disabled")["flags"], "F", allowed.log())
+        self.assertEqual(handler_fields(handler("qemu-s390x"))["flags"], "P")  # left as it was
+        _, out = self.build(allowed, S390X, "linux/s390x", "uname -m > /arch", name="again")
         self.assertEqual(read(os.path.join(out, "arch")), "s390x\n")
 
     def test_kbuildd_registers_qemu_where_nothing_handles_a_platform_when_allowed(self):
