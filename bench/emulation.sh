@@ -60,6 +60,7 @@ ctx=$work/context
 mkdir -p "$ctx"
 for arch in amd64 arm64; do
   printf '%s\n' "FROM kbuild-busybox-$arch" "RUN true" >"$ctx/Dockerfile.start-$arch"
+  # shellcheck disable=SC2016  # $i is the step's shell's
   printf '%s\n' "FROM kbuild-busybox-$arch" \
     'RUN i=0; while [ $i -lt 100000 ]; do i=$((i + 1)); done; head -c 33554432 /dev/zero | sha256sum > /sum' \
     >"$ctx/Dockerfile.work-$arch"
