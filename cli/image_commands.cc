@@ -138,8 +138,8 @@ void print_scalars(const dbus::Options& values, std::ostream& out) {
   }
 }
 
-// What the service is, daemon.json's settings with where each came from, then what its store
-// holds.
+// What the service is, the platforms it can build, daemon.json's settings with where each
+// came from, then what its store holds.
 int show_info(dbus::BuilderClient& client, std::ostream& out) {
   dbus::Options info = client.info();
   const auto settings = dbus::option_or(info, "config", dbus::StringMap{});
@@ -150,6 +150,16 @@ int show_info(dbus::BuilderClient& client, std::ostream& out) {
     info["config-file"] = dbus::Value(dbus::option_or(info, "config-file", std::string()) + " (missing: defaults)");
   }
   print_scalars(info, out);
+  if (info.count("platforms")) {
+    std::string platforms;
+    for (const std::string& p : dbus::option_or(info, "platforms", std::vector<std::string>{})) {
+      platforms += (platforms.empty() ? "" : ", ") + p;
+    }
+    out << "platforms: " << platforms << "\n";
+  }
+  for (const auto& [platform, why] : dbus::option_or(info, "platforms-unusable", dbus::StringMap{})) {
+    out << "platform " << platform << ": not usable: " << why << "\n";
+  }
   for (const auto& [key, value] : settings) {
     auto source = sources.find(key);
     out << key << ": " << value;

@@ -18,6 +18,9 @@ test_packages=(
   docker-registry apache2-utils openssl
   # the ssh tests clone a git repository over ssh from an sshd of their own
   openssh-server
+  # the emulation tests and bench run arm64 and s390x steps under qemu-user-static, which
+  # binfmt-support registers with binfmt_misc (with the F flag that steps need)
+  qemu-user-static binfmt-support
 )
 bash setup-deps.sh "${test_packages[@]}"
 

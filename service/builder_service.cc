@@ -257,6 +257,19 @@ dbus::StringMap record_map(const gc::UsageRecord& record) {
   return map;
 }
 
+// Info's platforms (those steps can run now) and platforms-unusable (those a handler or an
+// emulator is there for, but that steps cannot run, with why).
+void add_platforms(const sandbox::Emulation& emulation, bool install_allowed, dbus::Options& info) {
+  std::vector<std::string> platforms;
+  dbus::StringMap unusable;
+  for (const sandbox::PlatformSupport& s : emulation.support(install_allowed)) {
+    if (s.runnable()) platforms.push_back(s.platform);
+    if (s.state == sandbox::PlatformSupport::State::unusable) unusable.emplace(s.platform, s.detail);
+  }
+  info.emplace("platforms", dbus::Value(std::move(platforms)));
+  info.emplace("platforms-unusable", dbus::Value(std::move(unusable)));
+}
+
 }  // namespace
 
 BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver::SandboxConfig sandbox,
@@ -265,6 +278,7 @@ BuilderService::BuilderService(store::Store& store, DaemonConfig config, solver:
       images_(store),
       builder_(store),
       sandbox_backend_(sandbox.cgroups ? std::string(sandbox.cgroups->name()) : "none"),
+      emulation_(sandbox.emulation),
       config_(builder_, std::move(sandbox), std::move(certs_dir), std::move(config)),
       monitor_(make_log_sink(), [this] {
         image::StoreUsage usage = images_.usage();
@@ -464,15 +478,17 @@ dbus::Options BuilderService::info(const dbus::CallContext&) {
     sources.emplace(key, config_source(*config, key));
     settings.emplace(key, std::move(value));
   }
-  return {{"version", dbus::Value(std::string(kVersion))},
-          {"root", dbus::Value(store_.root())},
-          {"snapshotter", dbus::Value(std::string(store_.snapshots().overlay_supported() ? "overlayfs" : "none"))},
-          {"sandbox-backend", dbus::Value(sandbox_backend_)},
-          {"buildkit", dbus::Value(config->buildkit)},
-          {"config-file", dbus::Value(config->path)},
-          {"config-file-found", dbus::Value(config->file_found)},
-          {"config", dbus::Value(std::move(settings))},
-          {"config-sources", dbus::Value(std::move(sources))}};
+  dbus::Options info{{"version", dbus::Value(std::string(kVersion))},
+                     {"root", dbus::Value(store_.root())},
+                     {"snapshotter", dbus::Value(std::string(store_.snapshots().overlay_supported() ? "overlayfs" : "none"))},
+                     {"sandbox-backend", dbus::Value(sandbox_backend_)},
+                     {"buildkit", dbus::Value(config->buildkit)},
+                     {"config-file", dbus::Value(config->path)},
+                     {"config-file-found", dbus::Value(config->file_found)},
+                     {"config", dbus::Value(std::move(settings))},
+                     {"config-sources", dbus::Value(std::move(sources))}};
+  if (emulation_) add_platforms(*emulation_, config->binfmt_install, info);
+  return info;
 }
 
 dbus::Options BuilderService::reload(const dbus::CallContext&) {

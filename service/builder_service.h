@@ -51,6 +51,7 @@ class BuilderService : public dbus::BuilderApi {
   image::ImageStore images_;
   solver::Builder builder_;
   std::string sandbox_backend_;  // for Info: the cgroup backend's name, or "none"
+  const sandbox::Emulation* emulation_;  // for Info's platforms; null: none listed
   LiveConfig config_;
   BuildMonitor monitor_;
   GarbageCollector gc_;  // after config_, which it reads

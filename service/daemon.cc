@@ -10,6 +10,7 @@
 #include "dbus/listener.h"
 #include "dbus/server.h"
 #include "engine/sandbox/cgroup.h"
+#include "engine/sandbox/emulation.h"
 #include "engine/store/digest.h"
 #include "engine/store/mount.h"
 #include "engine/store/store.h"
@@ -119,6 +120,12 @@ int run_daemon(const DaemonOptions& options) {
   sandbox_config.step_limits = {options.step_memory, options.step_cpus, options.step_pids};
   sandbox_config.network.pasta = options.pasta;
   sandbox_config.network.slirp4netns = options.slirp4netns;
+  // binfmt_misc, where the system has not mounted it, in kbuildd's own mount namespace: its
+  // handlers are the kernel's, wherever it is mounted. A failure shows in Info's platforms.
+  const sandbox::EmulationPaths emulation_paths;
+  sandbox::mount_binfmt_misc(emulation_paths.binfmt_misc);
+  sandbox::Emulation emulation(sandbox::native_platforms(), emulation_paths);
+  sandbox_config.emulation = &emulation;
   BuilderService service(*store, config, std::move(sandbox_config), context_reader_program(options),
                          options.certs_dir);
   dbus::ServerOptions server_options;

@@ -242,6 +242,7 @@ DaemonConfig parse_daemon_config(std::string_view text, std::string_view source)
   Reader reader(text, source, config);
   if (!root.is_object()) reader.fail("", "an object");
   reader.read(root, "", "features.buildkit", config.buildkit);
+  reader.read(root, "", "features.binfmt-install", config.binfmt_install);
   reader.read(root, "", "builder.gc.enabled", config.gc_enabled);
   reader.read(root, "", "builder.gc.defaultKeepStorage", config.gc_default_keep_storage);
   check_size(reader, "builder.gc.defaultKeepStorage", config.gc_default_keep_storage);
@@ -283,6 +284,7 @@ std::map<std::string, std::string> describe_config(const DaemonConfig& c) {
   for (const GcPolicy& policy : c.gc_policies) policies.push_back(policy_json(policy));
   std::map<std::string, json> values = {
       {"features.buildkit", c.buildkit},
+      {"features.binfmt-install", c.binfmt_install},
       {"builder.entitlements.network-host", c.entitlement_network_host},
       {"builder.entitlements.security-insecure", c.entitlement_security_insecure},
       {"builder.gc.enabled", c.gc_enabled},

@@ -21,6 +21,10 @@ struct GcPolicy {
 
 struct DaemonConfig {
   bool buildkit = true;  // features.buildkit; false selects the legacy builder's behaviour
+  // features.binfmt-install: kbuildd registers the qemu-user-static it finds with binfmt_misc
+  // (F flag) for platforms steps cannot run yet, at start and on reload. dockerd reads
+  // `features` as a free map of booleans, so the key is harmless to it.
+  bool binfmt_install = false;
   bool gc_enabled = true;
   std::string gc_default_keep_storage;  // builder.gc.defaultKeepStorage
   std::vector<GcPolicy> gc_policies;

@@ -62,6 +62,7 @@ std::vector<std::string> LiveConfig::apply(DaemonConfig config) {
   sandbox.allow_insecure = config.entitlement_security_insecure;
   sandbox.allow_network_host = config.entitlement_network_host;
   sandbox.network.dns = network::DnsSettings{config.dns, config.dns_search, config.dns_opts};
+  sandbox.binfmt_install = config.binfmt_install;
   solver::RegistrySettings registry = registry_settings(config, certs_dir_);
   auto next = std::make_shared<const DaemonConfig>(std::move(config));
   std::shared_ptr<const DaemonConfig> before = current();
@@ -69,6 +70,9 @@ std::vector<std::string> LiveConfig::apply(DaemonConfig config) {
   {
     std::lock_guard lock(current_mutex_);
     current_ = next;
+  }
+  if (next->binfmt_install && base_.emulation) {
+    for (const std::string& line : base_.emulation->install()) std::fprintf(stderr, "kbuildd: %s\n", line.c_str());
   }
   return before ? changed_settings(*before, *next) : std::vector<std::string>{};
 }

@@ -145,6 +145,46 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
   return {};
 }
 
+// The first bytes of the program at `path`, or of its interpreter when it is a "#!" script:
+// what tells which platform a program execve refused is for. Empty when unreadable.
+std::string program_header(const std::string& path, bool follow_script = true) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  char buf[128];
+  if (!fd) return {};
+  ssize_t n;
+  do {
+    n = ::read(fd.get(), buf, sizeof buf);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return {};
+  std::string_view header(buf, static_cast<size_t>(n));
+  if (follow_script && header.starts_with("#!")) {
+    size_t start = header.find_first_not_of(" \t", 2);
+    if (start == std::string_view::npos) return {};
+    size_t end = header.find_first_of(" \t\n", start);
+    return program_header(std::string(header.substr(start, end == std::string_view::npos ? end : end - start)), false);
+  }
+  return std::string(header.substr(0, 64));
+}
+
+// errno's text as Go (and so runc and BuildKit) words it: "exec format error".
+std::string errno_text(int error) {
+  std::string text = std::strerror(error);
+  if (!text.empty() && text[0] >= 'A' && text[0] <= 'Z') text[0] = static_cast<char>(text[0] - 'A' + 'a');
+  return text;
+}
+
+// What the step's process writes to its error pipe when execve fails: the message, and for a
+// program of a format the kernel does not run (ENOEXEC) or whose interpreter is missing
+// (ENOENT for a file that is there: a dynamic loader, or a binfmt_misc handler's emulator
+// looked up in the step's root), a NUL and its header, which the daemon turns into a hint
+// about emulation.
+void report_exec_failure(int error_fd, const std::string& file, const std::string& path, int error) {
+  std::string report_text = "exec " + file + ": " + errno_text(error);
+  std::string header = error == ENOEXEC || error == ENOENT ? program_header(path) : std::string();
+  if (!header.empty()) report_text += '\0' + header;
+  report(error_fd, report_text);
+}
+
 // execvp's search, but with the step's PATH rather than the helper's.
 [[noreturn]] void exec_command(const RunSpec& spec, int error_fd) {
   std::vector<char*> argv, envp;
@@ -154,6 +194,7 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
   envp.push_back(nullptr);
   const std::string& file = spec.argv.front();
   int error = ENOENT;
+  std::string failed = file;  // the path whose execve gave `error`
   if (file.find('/') != std::string::npos) {
     ::execve(file.c_str(), argv.data(), envp.data());
     error = errno;
@@ -171,6 +212,7 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
       ::execve(candidate.c_str(), argv.data(), envp.data());
       if (errno != ENOENT && errno != ENOTDIR) {
         error = errno;
+        failed = candidate;
         found_any = true;
       }
     }
@@ -179,7 +221,7 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
       ::_exit(127);
     }
   }
-  report(error_fd, "exec " + file + ": " + std::strerror(error));
+  report_exec_failure(error_fd, file, failed, error);
   ::_exit(127);
 }
 
@@ -251,7 +293,9 @@ StepExit run(const RunSpec& spec) {
   }
   StepExit exit;
   if (!error.empty()) {
-    exit.error = error;
+    const size_t nul = error.find('\0');
+    exit.error = error.substr(0, nul);
+    if (nul != std::string::npos) exit.exec_header = error.substr(nul + 1);
   } else if (WIFEXITED(status)) {
     exit.exit_code = WEXITSTATUS(status);
   } else if (WIFSIGNALED(status)) {

@@ -107,14 +107,41 @@ RunSpec parse_spec(std::string_view text) {
   }
 }
 
+namespace {
+
+// Bytes as JSON carries them: JSON strings hold UTF-8 text only.
+std::string hex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+std::string unhex(std::string_view text) {
+  auto nibble = [](char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    throw Error(ErrorKind::internal, "reading the step's result from kbuild-exec: bad hex in exec_header");
+  };
+  std::string out;
+  for (size_t i = 0; i + 1 < text.size(); i += 2) out += static_cast<char>(nibble(text[i]) * 16 + nibble(text[i + 1]));
+  return out;
+}
+
+}  // namespace
+
 std::string serialize_exit(const StepExit& exit) {
-  return json{{"exit_code", exit.exit_code}, {"signal", exit.signal}, {"error", exit.error}}.dump();
+  return json{{"exit_code", exit.exit_code}, {"signal", exit.signal}, {"error", exit.error}, {"exec_header", hex(exit.exec_header)}}
+      .dump();
 }
 
 StepExit parse_exit(std::string_view text) {
   try {
     json in = json::parse(text);
-    return StepExit{in.at("exit_code").get<int>(), in.at("signal").get<int>(), in.at("error").get<std::string>()};
+    return StepExit{in.at("exit_code").get<int>(), in.at("signal").get<int>(), in.at("error").get<std::string>(),
+                    unhex(in.value("exec_header", std::string()))};
   } catch (const json::exception& e) {
     throw Error(ErrorKind::internal, std::string("reading the step's result from kbuild-exec: ") + e.what());
   }

@@ -70,6 +70,10 @@ struct StepExit {
   int exit_code = -1;   // when it exited
   int signal = 0;       // when a signal ended it
   std::string error;    // when the helper could not start it (the process never ran)
+  // When execve refused the program as of an unknown format (ENOEXEC), or found no interpreter
+  // for it (ENOENT for a file that is there): the first bytes of it (of its interpreter for a
+  // "#!" script); "" when unreadable.
+  std::string exec_header;
 };
 
 std::string serialize_exit(const StepExit& exit);

@@ -345,10 +345,18 @@ std::optional<uint64_t> smallest(std::optional<uint64_t> a, std::optional<uint64
   return a ? a : b;
 }
 
+// The reason a step's process never started, with a hint when the program is for a platform
+// this host cannot run.
+std::string start_failure(const sandbox::StepExit& exit, const SandboxConfig& config) {
+  if (exit.exec_header.empty() || !config.emulation) return exit.error;
+  std::string hint = config.emulation->exec_format_hint(exit.exec_header, config.binfmt_install);
+  return hint.empty() ? exit.error : exit.error + " " + hint;
+}
+
 [[noreturn]] void throw_step_failure(const sandbox::StepOutcome& outcome, const std::vector<std::string>& argv,
-                                     const sandbox::ResourceLimits& limits) {
+                                     const sandbox::ResourceLimits& limits, const SandboxConfig& config) {
   std::string process = "process \"" + join_args(argv) + "\" did not complete successfully: ";
-  if (!outcome.exit.error.empty()) throw Error(ErrorKind::user, process + outcome.exit.error);
+  if (!outcome.exit.error.empty()) throw Error(ErrorKind::user, process + start_failure(outcome.exit, config));
   int code = outcome.exit.signal ? 128 + outcome.exit.signal : outcome.exit.exit_code;
   std::string message = process + "exit code: " + std::to_string(code);
   if (outcome.usage.oom_killed) {
@@ -545,7 +553,7 @@ Ref execute_exec_op(OpContext& context, const graph::ExecOp& exec) {
     sandbox::ResourceLimits effective = launch.limits;
     effective.memory_bytes = smallest(effective.memory_bytes, build.build_limits().memory_bytes);
     effective.pids = smallest(effective.pids, build.build_limits().pids);
-    throw_step_failure(outcome, exec.argv, effective);
+    throw_step_failure(outcome, exec.argv, effective, build.config());
   }
   remove_mount_stubs(prepared.diff_path(), lowers, spec.mounts);
   return Ref{store.snapshots().commit_deferred(std::move(prepared)).id, ""};

@@ -15,6 +15,7 @@
 #include "engine/graph/op.h"
 #include "engine/network/build_network.h"
 #include "engine/sandbox/cgroup.h"
+#include "engine/sandbox/emulation.h"
 #include "engine/sandbox/step_process.h"
 #include "engine/solver/worker.h"
 
@@ -32,6 +33,9 @@ struct SandboxConfig {
   bool allow_insecure = false;               // the security.insecure entitlement
   bool allow_network_host = true;            // the network.host entitlement
   network::NetworkConfig network;            // RUN --network=default's user-mode stacks
+  // What the host runs under emulation, for the hint of a program it cannot run; null: none.
+  const sandbox::Emulation* emulation = nullptr;
+  bool binfmt_install = false;               // features.binfmt-install, which the hint mentions
 };
 
 // The per-build side of RUN: the build's cgroup and network (each made at its first RUN that

@@ -250,6 +250,65 @@ TEST_F(StepProcessTest, MissingCommandIsReportedLikeRunc) {
   EXPECT_EQ(r.outcome.exit.error, "exec: \"nosuch\": executable file not found in $PATH");
 }
 
+// A program of a machine no kernel and no handler runs: execve says ENOEXEC.
+std::string unknown_machine_program() {
+  std::string header = std::string("\x7f" "ELF\x02\x01\x01", 7) + std::string(9, '\0') + std::string("\x02\x00\x34\x12", 4);
+  return header + std::string(44, '\0');
+}
+
+TEST_F(StepProcessTest, AProgramOfAnotherFormatIsReportedWithItsHeader) {
+  write_file(base_ + "/bin/foreign", unknown_machine_program());
+  ASSERT_EQ(::chmod((base_ + "/bin/foreign").c_str(), 0755), 0);
+  Result r = run(launch({"foreign", "arg"}));
+  EXPECT_EQ(r.outcome.exit.error, "exec foreign: exec format error");
+  EXPECT_EQ(r.outcome.exit.exec_header, unknown_machine_program());
+}
+
+TEST_F(StepProcessTest, AScriptForAProgramOfAnotherFormatIsReportedWithTheInterpretersHeader) {
+  write_file(base_ + "/bin/foreign", unknown_machine_program());
+  write_file(base_ + "/bin/script", "#!/bin/foreign -x\necho hi\n");
+  ASSERT_EQ(::chmod((base_ + "/bin/foreign").c_str(), 0755), 0);
+  ASSERT_EQ(::chmod((base_ + "/bin/script").c_str(), 0755), 0);
+  Result r = run(launch({"/bin/script"}));
+  EXPECT_EQ(r.outcome.exit.error, "exec /bin/script: exec format error");
+  EXPECT_EQ(r.outcome.exit.exec_header, unknown_machine_program());
+}
+
+// An x86-64 program whose dynamic loader (PT_INTERP) is `loader`.
+std::string program_with_loader(const std::string& loader) {
+  std::string out;
+  auto put = [&](uint64_t value, int bytes) {
+    for (int i = 0; i < bytes; ++i) out += static_cast<char>((value >> (8 * i)) & 0xff);
+  };
+  const uint64_t headers = 64 + 2 * 56, size = headers + loader.size() + 1;
+  out += std::string("\x7f" "ELF\x02\x01\x01", 7) + std::string(9, '\0');
+  put(2, 2), put(62, 2), put(1, 4), put(0x400000 + headers, 8), put(64, 8), put(0, 8), put(0, 4);
+  put(64, 2), put(56, 2), put(2, 2), put(0, 2), put(0, 2), put(0, 2);
+  put(3, 4), put(4, 4), put(headers, 8), put(0x400000 + headers, 8), put(0x400000 + headers, 8);  // PT_INTERP
+  put(loader.size() + 1, 8), put(loader.size() + 1, 8), put(1, 8);
+  put(1, 4), put(5, 4), put(0, 8), put(0x400000, 8), put(0x400000, 8), put(size, 8), put(size, 8), put(0x1000, 8);
+  return out + loader + '\0';
+}
+
+TEST_F(StepProcessTest, AProgramWhoseInterpreterIsMissingIsReportedWithItsHeader) {
+  const std::string program = program_with_loader("/lib/nosuch-ld.so");
+  write_file(base_ + "/bin/dynamic", program);
+  ASSERT_EQ(::chmod((base_ + "/bin/dynamic").c_str(), 0755), 0);
+  Result r = run(launch({"/bin/dynamic"}));
+  EXPECT_EQ(r.outcome.exit.error, "exec /bin/dynamic: no such file or directory");
+  EXPECT_EQ(r.outcome.exit.exec_header, program.substr(0, 64));
+  // A program that is not there has no header to show.
+  r = run(launch({"/bin/missing"}));
+  EXPECT_EQ(r.outcome.exit.error, "exec /bin/missing: no such file or directory");
+  EXPECT_EQ(r.outcome.exit.exec_header, "");
+}
+
+TEST_F(StepProcessTest, OtherExecErrorsReadAsGoWordsThemAndCarryNoHeader) {
+  Result r = run(launch({"/etc/passwd"}));
+  EXPECT_EQ(r.outcome.exit.error, "exec /etc/passwd: permission denied");
+  EXPECT_EQ(r.outcome.exit.exec_header, "");
+}
+
 TEST_F(StepProcessTest, SucceededStepsAreReapedInTheBackground) {
   StepReaper reaper;
   StepLaunch l = launch({"/bin/sh", "-c", "echo ok"});

@@ -107,16 +107,26 @@ TEST(DaemonConfig, RemembersWhichSettingsTheFileGave) {
   EXPECT_TRUE(c.file_found);
 }
 
+TEST(DaemonConfig, BinfmtInstallIsAFeatureOffByDefault) {
+  EXPECT_FALSE(parse_daemon_config("{}", "daemon.json").binfmt_install);
+  DaemonConfig c = parse_daemon_config(R"({"features": {"binfmt-install": true, "buildkit": true}})", "daemon.json");
+  EXPECT_TRUE(c.binfmt_install);
+  EXPECT_EQ(config_source(c, "features.binfmt-install"), "daemon.json");
+  EXPECT_EQ(describe_config(c).at("features.binfmt-install"), "true");
+  EXPECT_THROW(parse_daemon_config(R"({"features": {"binfmt-install": "yes"}})", "daemon.json"), Error);
+}
+
 TEST(DaemonConfig, DescribesEverySettingAsJson) {
   DaemonConfig c = parse_daemon_config(R"({"registry-mirrors": ["https://m"],
       "builder": {"gc": {"policy": [{"keepStorage": "10GB", "all": true}]}}})", "daemon.json");
   std::map<std::string, std::string> shown = describe_config(c);
   EXPECT_EQ(shown.at("registry-mirrors"), R"(["https://m"])");
   EXPECT_EQ(shown.at("features.buildkit"), "true");
+  EXPECT_EQ(shown.at("features.binfmt-install"), "false");
   EXPECT_EQ(shown.at("max-concurrent-uploads"), "5");
   EXPECT_EQ(shown.at("proxies.http-proxy"), R"("")");
   EXPECT_EQ(shown.at("builder.gc.policy"), R"([{"all":true,"keepStorage":"10GB"}])");
-  EXPECT_EQ(shown.size(), 17u);
+  EXPECT_EQ(shown.size(), 18u);
 }
 
 TEST(DaemonConfig, ChangedSettingsListsOnlyWhatDiffers) {
