@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "common/error.h"
+#include "common/go_text.h"
 
 // The grammar and the order of the checks are distribution/reference's (normalize.go,
 // reference.go, regexp.go) and go-digest's, so that the same text gets the same error as from
@@ -325,6 +326,29 @@ void check_build_tag(std::string_view text) {
   } catch (const Error& e) {
     throw e.with_context("invalid tag \"" + std::string(text) + "\"");
   }
+}
+
+void check_tag_names(std::string_view source, std::string_view target) {
+  auto wrap = [](std::string_view name, auto check) {
+    try {
+      check(name);
+    } catch (const Error& e) {
+      throw e.with_context("error parsing reference: " + go_quote(name) + " is not a valid repository/tag");
+    }
+  };
+  wrap(source, check_image_reference);
+  wrap(target, parse_reference);
+  if (!parse_reference(target).digest.empty()) refuse("refusing to create a tag with a digest reference");
+}
+
+std::vector<std::string> split_image_names(std::string_view list) {
+  std::vector<std::string> names;
+  for (size_t start = 0; start <= list.size();) {
+    size_t comma = std::min(list.find(',', start), list.size());
+    if (comma > start) names.emplace_back(list.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return names;
 }
 
 }  // namespace kbuild::image

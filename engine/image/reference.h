@@ -6,6 +6,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace kbuild::image {
 
@@ -42,5 +43,13 @@ void check_image_reference(std::string_view text);
 // buildx checks -t, then to parse_reference, as the image exporter does. Throws
 // `invalid tag "TEXT": ...` in their words.
 void check_build_tag(std::string_view text);
+
+// docker tag's two names, in the words of docker's client: the source may be an image ID, the
+// target must be a name without a digest.
+void check_tag_names(std::string_view source, std::string_view target);
+
+// An image or registry output's name= as BuildKit's exporters take it: comma-separated names,
+// empty ones skipped.
+std::vector<std::string> split_image_names(std::string_view list);
 
 }  // namespace kbuild::image
