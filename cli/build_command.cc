@@ -299,17 +299,13 @@ CacheFlag parse_cache_flag(const std::string& value) {
   return cache;
 }
 
-std::vector<std::string> output_image_names(const OutputFlag& output) {
-  auto name = output.attributes.find("name");
-  if (name == output.attributes.end()) return {};
-  if (output.type != "image" && output.type != "registry") return {name->second};
-  return image::split_image_names(name->second);
-}
-
 void check_image_names(const BuildFlags& flags) {
   for (const std::string& tag : flags.tags) image::check_build_tag(tag);
   for (const std::string& value : flags.outputs) {
-    for (const std::string& name : output_image_names(parse_output_flag(value))) image::check_build_tag(name);
+    OutputFlag output = parse_output_flag(value);
+    auto name = output.attributes.find("name");
+    if (name == output.attributes.end()) continue;
+    for (const std::string& one : image::output_image_names(output.type, name->second)) image::check_build_tag(one);
   }
   for (const auto& [key, values] : {std::pair{"cache-from", &flags.cache_from}, std::pair{"cache-to", &flags.cache_to}}) {
     for (const std::string& value : *values) {

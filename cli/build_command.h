@@ -54,10 +54,6 @@ struct CacheFlag {
 };
 CacheFlag parse_cache_flag(const std::string& value);
 
-// The image names an output gives: an image or registry output's name= is a comma-separated
-// list (as the daemon stores it), an oci or docker archive's is one name.
-std::vector<std::string> output_image_names(const OutputFlag& output);
-
 // Every image name the flags carry (-t, an output's name=, a registry cache's ref), held to
 // Docker's grammar in buildx's words. Throws kbuild::Error.
 void check_image_names(const BuildFlags& flags);

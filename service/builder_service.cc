@@ -125,18 +125,6 @@ std::vector<solver::CacheEntry> cache_entries(const dbus::Options& options, cons
   return entries;
 }
 
-// An output's name=, checked as -t is before anything runs: a list for an image or registry
-// output, one name for an archive's.
-void check_output_names(const solver::Output& output) {
-  auto name = output.attributes.find("name");
-  if (name == output.attributes.end()) return;
-  if (output.type == "image" || output.type == "registry") {
-    for (const std::string& one : image::split_image_names(name->second)) image::check_build_tag(one);
-  } else if (output.type == "oci" || output.type == "docker") {
-    image::check_build_tag(name->second);
-  }
-}
-
 solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Options& options) {
   solver::BuildRequest request;
   if (auto bytes = option<dbus::Bytes>(options, "dockerfile")) request.dockerfile.assign(bytes->begin(), bytes->end());
@@ -174,7 +162,9 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
       // Before anything runs: a format BuildKit would refuse ("compression=lz4").
       image::parse_export_format(output.attributes, image::default_oci_media_types(output.type));
     }
-    check_output_names(output);
+    if (auto name = output.attributes.find("name"); name != output.attributes.end()) {
+      for (const std::string& one : image::output_image_names(output.type, name->second)) image::check_build_tag(one);
+    }
     request.outputs.push_back(std::move(output));
   }
   request.secrets = build_secrets(options);

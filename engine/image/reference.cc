@@ -341,11 +341,13 @@ void check_tag_names(std::string_view source, std::string_view target) {
   if (!parse_reference(target).digest.empty()) refuse("refusing to create a tag with a digest reference");
 }
 
-std::vector<std::string> split_image_names(std::string_view list) {
+std::vector<std::string> output_image_names(std::string_view output_type, std::string_view name) {
+  if (output_type == "oci" || output_type == "docker") return {std::string(name)};
+  if (output_type != "image" && output_type != "registry") return {};
   std::vector<std::string> names;
-  for (size_t start = 0; start <= list.size();) {
-    size_t comma = std::min(list.find(',', start), list.size());
-    if (comma > start) names.emplace_back(list.substr(start, comma - start));
+  for (size_t start = 0; start <= name.size();) {
+    size_t comma = std::min(name.find(',', start), name.size());
+    if (comma > start) names.emplace_back(name.substr(start, comma - start));
     start = comma + 1;
   }
   return names;

@@ -48,8 +48,9 @@ void check_build_tag(std::string_view text);
 // target must be a name without a digest.
 void check_tag_names(std::string_view source, std::string_view target);
 
-// An image or registry output's name= as BuildKit's exporters take it: comma-separated names,
-// empty ones skipped.
-std::vector<std::string> split_image_names(std::string_view list);
+// The image names an output's name= gives: for an image or registry output, a comma-separated
+// list (empty entries skipped, as the image is stored); for an oci or docker archive, one name;
+// none for other outputs.
+std::vector<std::string> output_image_names(std::string_view output_type, std::string_view name);
 
 }  // namespace kbuild::image

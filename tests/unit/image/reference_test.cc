@@ -158,5 +158,12 @@ TEST(Reference, BuildTagsAreRefusedInBuildxWords) {
   EXPECT_EQ(error(long_name), "invalid tag \"" + long_name + "\": repository name must not be more than 255 characters");
 }
 
+TEST(Reference, OutputNamesAreAListForImagesAndOneNameForArchives) {
+  EXPECT_EQ(output_image_names("image", "a,,b:1,"), (std::vector<std::string>{"a", "b:1"}));
+  EXPECT_EQ(output_image_names("registry", ""), std::vector<std::string>{});
+  EXPECT_EQ(output_image_names("oci", "a,b"), std::vector<std::string>{"a,b"});
+  EXPECT_EQ(output_image_names("local", "a"), std::vector<std::string>{});
+}
+
 }  // namespace
 }  // namespace kbuild::image
