@@ -213,10 +213,20 @@ bool changes_when_lowered(std::string_view s) {
   return false;
 }
 
-std::string ascii_lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+// strings.ToLower(s) as far as the grammar can tell: it matches ASCII only, and the only
+// letters outside ASCII that lower to ASCII are the Kelvin sign (k) and the dotted capital I (i).
+std::string lower_for_grammar(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s.substr(i, 3) == "\xe2\x84\xaa") {  // U+212A
+      out += 'k';
+      i += 2;
+    } else if (s.substr(i, 2) == "\xc4\xb0") {  // U+0130
+      out += 'i';
+      i += 1;
+    } else {
+      out += s[i] >= 'A' && s[i] <= 'Z' ? static_cast<char>(s[i] - 'A' + 'a') : s[i];
+    }
   }
   return out;
 }
@@ -226,7 +236,7 @@ Match parse(std::string_view s) {
   std::optional<Match> m = match_reference(s);
   if (!m) {
     if (s.empty()) refuse("repository name must have at least one component");
-    if (match_reference(ascii_lower(s))) refuse("repository name must be lowercase");
+    if (match_reference(lower_for_grammar(s))) refuse("repository name must be lowercase");
     refuse("invalid reference format");
   }
   if (m->path.size() > kMaxPathLength) refuse("repository name must not be more than 255 characters");

@@ -88,6 +88,7 @@ TEST(Reference, RefusesWhatDockerRefusesInItsWords) {
       {"\xff", format + ": repository name (library/\xff) must be lowercase"},          // not UTF-8
       {"\xc3\xa9", format},                                                           // é
       {"A_B/foo", "repository name must be lowercase"},
+      {"alpine:\xe2\x84\xaa", "repository name must be lowercase"},  // a Kelvin sign lowers to "k"
       {"a/", format},
       {"/a", format},
       {"a//b", format},
