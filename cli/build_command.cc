@@ -310,7 +310,31 @@ CacheFlag parse_cache_flag(const std::string& value) {
   return cache;
 }
 
+void check_image_names(const BuildFlags& flags) {
+  for (const std::string& tag : flags.tags) image::check_build_tag(tag);
+  for (const std::string& value : flags.outputs) {
+    OutputFlag output = parse_output_flag(value);
+    auto name = output.attributes.find("name");
+    if (name == output.attributes.end()) continue;
+    for (const std::string& one : image::output_image_names(output.type, name->second)) image::check_build_tag(one);
+  }
+  for (const auto& [key, values] : {std::pair{"cache-from", &flags.cache_from}, std::pair{"cache-to", &flags.cache_to}}) {
+    for (const std::string& value : *values) {
+      CacheFlag cache = parse_cache_flag(value);
+      auto ref = cache.attributes.find("ref");
+      if (cache.type != "registry" || ref == cache.attributes.end()) continue;
+      try {
+        image::parse_reference(ref->second);
+      } catch (const Error& e) {
+        throw e.with_context(std::string(key) + ": invalid ref \"" + ref->second + "\"");
+      }
+    }
+  }
+}
+
 int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& out, std::ostream& err) {
+  // Image names first: a bad one stops the build before any file is opened or the daemon asked.
+  check_image_names(flags);
   // Secrets are opened first: a bad one stops the build before anything is sent.
   std::vector<SecretFlag> secret_flags;
   for (const std::string& value : flags.secrets) secret_flags.push_back(parse_secret_flag(value));

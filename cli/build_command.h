@@ -54,6 +54,10 @@ struct CacheFlag {
 };
 CacheFlag parse_cache_flag(const std::string& value);
 
+// Every image name the flags carry (-t, an output's name=, a registry cache's ref), held to
+// Docker's grammar in buildx's words. Throws kbuild::Error.
+void check_image_names(const BuildFlags& flags);
+
 // Runs a build against the daemon at `socket`; returns the exit code.
 int run_build(const BuildFlags& flags, const std::string& socket, std::ostream& out, std::ostream& err);
 

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <iterator>
 #include <iomanip>
+#include <optional>
 #include <ostream>
 
 #include <CLI/CLI.hpp>
@@ -172,6 +173,43 @@ int show_info(dbus::BuilderClient& client, std::ostream& out) {
   return 0;
 }
 
+// docker rmi: each name in turn; one the daemon could never take is refused here, in the words
+// docker prints for it, and the others are still removed.
+int remove_images(const ImageCommands& c, const std::string& socket, std::ostream& out, std::ostream& err) {
+  std::optional<dbus::BuilderClient> client;
+  int status = 0;
+  for (const auto& reference : c.references) {
+    try {
+      image::check_image_reference(reference);
+    } catch (const Error& e) {
+      err << "Error response from daemon: " << e.what() << "\n";
+      status = 1;
+      continue;
+    }
+    if (!client) client.emplace(socket);
+    try {
+      for (const auto& line : client->remove_image(reference, c.force)) out << line << "\n";
+    } catch (const Error& e) {
+      err << "Error response from daemon: " << e.what() << "\n";
+      status = 1;
+    }
+  }
+  return status;
+}
+
+// The names tag, save, pull and push take, held to Docker's grammar before the daemon is
+// asked (or a file opened), each refused in the words docker's client prints.
+void check_image_names(const ImageCommands& c) {
+  if (c.tag->parsed()) image::check_tag_names(c.references[0], c.references[1]);
+  if (c.save->parsed()) {
+    for (const auto& reference : c.references) image::check_image_reference(reference);
+  }
+  if (c.pull->parsed() || c.push->parsed()) {
+    image::Reference ref = image::parse_reference(c.references.at(0));
+    if (c.push->parsed() && !ref.digest.empty()) throw Error(ErrorKind::user, "cannot push a digest reference");
+  }
+}
+
 }  // namespace
 
 std::string socket_path_from_host(const std::string& host) {
@@ -215,20 +253,10 @@ void add_image_commands(CLI::App& app, ImageCommands& c) {
 }
 
 int run_image_commands(const ImageCommands& c, const std::string& socket, std::ostream& out, std::ostream& err) {
+  if (c.rmi->parsed()) return remove_images(c, socket, out, err);
+  check_image_names(c);
   dbus::BuilderClient client(socket);
   if (c.images->parsed()) return list_images(client, c.quiet, c.tree, out);
-  if (c.rmi->parsed()) {
-    int status = 0;
-    for (const auto& reference : c.references) {
-      try {
-        for (const auto& line : client.remove_image(reference, c.force)) out << line << "\n";
-      } catch (const Error& e) {
-        err << "Error response from daemon: " << e.what() << "\n";
-        status = 1;
-      }
-    }
-    return status;
-  }
   if (c.tag->parsed()) {
     client.tag_image(c.references[0], c.references[1]);
     return 0;

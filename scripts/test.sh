@@ -37,9 +37,9 @@ fi
 
 # The daemon end to end, pulling and pushing against local registries, exporting and importing
 # build caches between two daemons, build secrets, SSH agent forwarding (with an sshd of its own),
-# daemon.json reloads, disk usage and garbage collection, foreign platforms under qemu-user-static
-# (binfmt_misc), kill -9 and concurrent builds with a prune among them, and against BuildKit
-# itself (Debian's dockerd).
+# daemon.json reloads, disk usage and garbage collection, image names refused before any work,
+# other and several platforms (foreign ones under qemu-user-static through binfmt_misc), kill -9
+# and concurrent builds with a prune among them, and against BuildKit itself (Debian's dockerd).
 # All need root.
 suite_logs=$(mktemp -d)
 trap 'rm -rf "$suite_logs"' EXIT
@@ -52,6 +52,7 @@ python3 tests/integration/test_ssh.py --build-dir "$build_dir" 2>&1 | tee "$suit
 python3 tests/integration/test_reload.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/reload.log" || status=1
 python3 tests/integration/test_legacy.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/legacy.log" || status=1
 python3 tests/integration/test_gc.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/gc.log" || status=1
+python3 tests/integration/test_references.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/references.log" || status=1
 python3 tests/integration/test_platforms.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/platforms.log" || status=1
 python3 tests/integration/test_emulation.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/emulation.log" || status=1
 python3 tests/integration/test_crash.py --build-dir "$build_dir" 2>&1 | tee "$suite_logs/crash.log" || status=1

@@ -143,13 +143,7 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
   request.build_args = option<dbus::StringMap>(options, "build-args").value_or(dbus::StringMap{});
   request.labels = option<dbus::StringMap>(options, "labels").value_or(dbus::StringMap{});
   request.tags = option<std::vector<std::string>>(options, "tags").value_or(std::vector<std::string>{});
-  for (const std::string& tag : request.tags) {
-    try {
-      image::parse_reference(tag);
-    } catch (const Error& e) {
-      throw e.with_context("invalid tag \"" + tag + "\"");  // buildx's words, before anything runs
-    }
-  }
+  for (const std::string& tag : request.tags) image::check_build_tag(tag);  // buildx's words, before anything runs
   request.pull = option<bool>(options, "pull").value_or(false);
   request.push = option<bool>(options, "push").value_or(false);
   request.registry_auth = registry_auth(options);
@@ -169,6 +163,9 @@ solver::BuildRequest build_request(const dbus::CallContext& call, const dbus::Op
     if (output.type != "tar" && output.type != "local") {
       // Before anything runs: a format BuildKit would refuse ("compression=lz4").
       image::parse_export_format(output.attributes, image::default_oci_media_types(output.type));
+    }
+    if (auto name = output.attributes.find("name"); name != output.attributes.end()) {
+      for (const std::string& one : image::output_image_names(output.type, name->second)) image::check_build_tag(one);
     }
     request.outputs.push_back(std::move(output));
   }
@@ -342,15 +339,18 @@ std::vector<dbus::Options> BuilderService::list_images(const dbus::CallContext&)
 
 std::vector<std::string> BuilderService::remove_image(const dbus::CallContext&, const std::string& reference,
                                                       bool force) {
+  image::check_image_reference(reference);
   return images_.remove(reference, force);
 }
 
 void BuilderService::tag_image(const dbus::CallContext&, const std::string& source, const std::string& target) {
+  image::check_tag_names(source, target);
   images_.tag(source, target);
 }
 
 void BuilderService::save_images(const dbus::CallContext& call, const std::vector<std::string>& references,
                                  UniqueFd output) {
+  for (const std::string& reference : references) image::check_image_reference(reference);
   store::LeaseTable::Lease lease = store_.leases().acquire("save");  // layer blobs it makes
   CancelSignal cancel;
   std::stop_callback on_disconnect(call.stop, [&cancel] { cancel.cancel(); });
@@ -406,6 +406,7 @@ std::vector<std::string> BuilderService::pull_image(const dbus::CallContext& cal
 std::vector<std::string> BuilderService::push_image(const dbus::CallContext& call, const std::string& reference,
                                                     const dbus::Options& options) {
   image::Reference ref = image::parse_reference(reference);
+  if (!ref.digest.empty()) throw Error(ErrorKind::user, "cannot push a digest reference");  // docker's client
   store::LeaseTable::Lease lease = store_.leases().acquire("push " + ref.str());  // layer blobs it makes
   store::ImageRecord record = images_.resolve(reference);
   std::atomic<bool> canceled{false};

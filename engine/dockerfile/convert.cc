@@ -116,14 +116,38 @@ std::string format_duration_go(int64_t ns) {
   return (negative ? "-" : "") + out;
 }
 
-// A FROM's image name, refused in BuildKit's words unless it is a valid reference.
-const std::string& check_base_name(const std::string& image) {
+// An image a stage is made from or reads (FROM, COPY --from, RUN --mount from=), refused in
+// BuildKit's words unless it is a valid reference; `where` is the instruction's lines, when
+// BuildKit knows them.
+const std::string& check_base_name(const std::string& image, std::optional<SourceRange> where = std::nullopt) {
   try {
     image::parse_reference(image);
   } catch (const Error& e) {
-    throw e.with_context("failed to parse stage name \"" + image + "\"");
+    Error refused = e.with_context("failed to parse stage name \"" + image + "\"");
+    throw where ? refused.at(*where) : refused;
   }
   return image;
+}
+
+// Every image every stage names, reachable or not, checked as BuildKit checks them before it
+// resolves any: a FROM at its line, a COPY --from at the COPY's, a RUN mount's from= without a
+// line (BuildKit gives its stage none).
+void check_image_names(const ResolvedDockerfile& resolved) {
+  for (const ResolvedStage& stage : resolved.stages) {
+    if (!stage.base_stage && stage.base_name != "scratch") check_base_name(stage.base_name, stage.lines);
+    for (const std::string& image : stage.image_sources) {
+      if (image == "scratch") continue;
+      std::optional<SourceRange> where;
+      for (const Instruction& instruction : stage.commands) {
+        auto* copy = std::get_if<CopyInstruction>(&instruction.body);
+        if (copy && copy->from == image) {
+          where = instruction.lines;
+          break;
+        }
+      }
+      check_base_name(image, where);
+    }
+  }
 }
 
 // A RUN mount's target: absolute, or relative to the working directory.
@@ -278,11 +302,7 @@ class StageConverter {
       out.config.working_dir = "/";  // BuildKit's empty image config
     } else {
       graph::OpMetadata metadata;
-      try {
-        metadata.name = prefix("FROM " + image::normalize_reference(stage.base_name), false);
-      } catch (const Error& e) {
-        throw e.with_context("failed to parse stage name \"" + stage.base_name + "\"").at(stage.lines);
-      }
+      metadata.name = prefix("FROM " + image::normalize_reference(stage.base_name), false);  // checked already
       metadata.lines = stage.lines;
       if (auto resolved = writer_.resolve(stage.base_name, stage.platform)) out.config = resolved->config;
       out.config.onbuild.clear();  // the image's triggers ran first in this stage; they do not carry on
@@ -651,6 +671,7 @@ graph::Definition convert_dockerfile(std::string_view dockerfile_text, const Con
     };
   }
   ResolvedDockerfile resolved = resolve_dockerfile(parsed, dockerfile, resolve);
+  check_image_names(resolved);
 
   ShellLexer lexer(parsed.escape_token);
   graph::Definition definition;

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+
 namespace kbuild::dockerfile {
 namespace {
 
@@ -222,6 +224,41 @@ TEST(Convert, RefusalsCarryTheirLine) {
     EXPECT_EQ(e.where()->start_line, 2);
   }
   EXPECT_THROW(convert("FROM scratch\nRUN --mount=type=cache,from=x,target=/c true\n"), Error);
+}
+
+// FROM, COPY --from and RUN --mount from= name images by the same grammar, refused in
+// BuildKit's words at conversion, in every stage (reachable or not), where BuildKit has a line.
+TEST(Convert, InvalidImageNamesAreRefusedAsBuildKitRefusesThem) {
+  struct Case {
+    const char* dockerfile;
+    const char* message;
+    std::optional<int> line;
+  };
+  const Case cases[] = {
+      {"FROM Alpine\n",
+       "failed to parse stage name \"Alpine\": invalid reference format: repository name (library/Alpine) must be lowercase", 1},
+      {"FROM scratch\nCOPY --from=bad!/x /a /a\n",
+       "failed to parse stage name \"bad!/x\": invalid reference format", 2},
+      {"FROM scratch\nCOPY --from=me/App /a /a\n",
+       "failed to parse stage name \"me/App\": invalid reference format: repository name (me/App) must be lowercase", 2},
+      {"FROM scratch\nRUN --mount=from=a//b,target=/m true\n", "failed to parse stage name \"a//b\": invalid reference format",
+       std::nullopt},
+      {"FROM a:b:c AS unused\nFROM scratch\n", "failed to parse stage name \"a:b:c\": invalid reference format", 1},
+      {"FROM scratch AS unused\nCOPY --from=x@sha256:abc / /\nFROM scratch\n",
+       "failed to parse stage name \"x@sha256:abc\": invalid reference format", 2},
+  };
+  for (const Case& c : cases) {
+    try {
+      convert(c.dockerfile);
+      ADD_FAILURE() << c.dockerfile;
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), c.message) << c.dockerfile;
+      EXPECT_EQ(e.where() ? std::optional<int>(e.where()->start_line) : std::nullopt, c.line) << c.dockerfile;
+    }
+  }
+  // A name that only reads as an image when no stage has it; an upper-case first component is a registry.
+  EXPECT_NO_THROW(convert("FROM scratch AS Build\nFROM scratch\nCOPY --from=build / /\n"));
+  EXPECT_NO_THROW(convert("FROM scratch\nCOPY --from=UPPER/x:1 /a /a\n"));
 }
 
 TEST(Convert, EmptyDockerfileIsRefused) { EXPECT_THROW(convert(""), Error); }
