@@ -740,14 +740,9 @@ class Builder::Run {
     std::vector<std::string> names = request_.tags;
     for (const Output& output : request_.outputs) {
       auto name = output.attributes.find("name");
+      // An archive's name= names the image in the archive only.
       if ((output.type != "image" && output.type != "registry") || name == output.attributes.end()) continue;
-      for (size_t start = 0; start <= name->second.size();) {
-        size_t comma = name->second.find(',', start);
-        std::string one = name->second.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-        if (!one.empty()) names.push_back(one);
-        if (comma == std::string::npos) break;
-        start = comma + 1;
-      }
+      for (std::string& one : image::output_image_names(output.type, name->second)) names.push_back(std::move(one));
     }
     return names;
   }
