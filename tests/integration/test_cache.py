@@ -13,7 +13,6 @@ in one temp dir, removed at the end. Run as root:
 
 The last line is `cache: N passed, M failed, K skipped` (scripts/test.sh sums it).
 """
-import argparse
 import base64
 import gzip
 import io
@@ -34,6 +33,7 @@ import uuid
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
 import base_image  # noqa: E402
 import test_registry as harness  # noqa: E402  -- Daemon, DistributionRegistry and their helpers
 from mounts import mount_points_under, unmount_all_under  # noqa: E402
@@ -864,32 +864,7 @@ class CacheTest(unittest.TestCase):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build-dir", default=os.environ.get("KBUILD_BUILD_DIR", "build"))
-    parser.add_argument("-k", dest="pattern")
-    args = parser.parse_args()
-    harness.BUILD_DIR = os.path.abspath(args.build_dir)  # what harness.Daemon runs
-    if os.geteuid() != 0:
-        print("cache tests need root (they run root daemons)", file=sys.stderr)
-        return 2
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt(f"signal {s}")))
-
-    loader = unittest.TestLoader()
-    if args.pattern:
-        loader.testNamePatterns = [f"*{args.pattern}*"]
-    suite = loader.loadTestsFromTestCase(CacheTest)
-    try:
-        result = unittest.TextTestRunner(verbosity=2).run(suite)
-    except KeyboardInterrupt:
-        print("cache: interrupted", file=sys.stderr)
-        if getattr(CacheTest, "workdir", None) and os.path.exists(CacheTest.workdir):
-            CacheTest.tearDownClass()  # daemons and the registry stopped, the temp dir removed
-        return 130
-    failed = len(result.failures) + len(result.errors)
-    print(f"cache: {result.testsRun - failed - len(result.skipped)} passed, {failed} failed, "
-          f"{len(result.skipped)} skipped")
-    return 0 if failed == 0 and result.testsRun > 0 else 1
+    return suite.main("cache", CacheTest, needs_root="they run root daemons", harness=harness)
 
 
 if __name__ == "__main__":

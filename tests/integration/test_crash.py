@@ -20,7 +20,6 @@ Run as root:
 KBUILD_CRASH_SEED fixes the seed, KBUILD_CRASH_ROUNDS the number of kills (20). The last line is
 `crash: N passed, M failed, K skipped` (scripts/test.sh sums it).
 """
-import argparse
 import grp
 import gzip
 import hashlib
@@ -40,6 +39,7 @@ import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
 import base_image  # noqa: E402
 import test_gc  # noqa: E402  -- records() and on_disk(): du against the disk
 import test_registry as harness  # noqa: E402  -- Daemon and its helpers
@@ -463,30 +463,7 @@ class CrashTest(unittest.TestCase):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build-dir", default=os.environ.get("KBUILD_BUILD_DIR", "build"))
-    parser.add_argument("-k", dest="pattern")
-    args = parser.parse_args()
-    harness.BUILD_DIR = os.path.abspath(args.build_dir)  # what harness.Daemon runs
-    if os.geteuid() != 0:
-        print("crash tests need root (they run root daemons)", file=sys.stderr)
-        return 2
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt(f"signal {s}")))
-    loader = unittest.TestLoader()
-    if args.pattern:
-        loader.testNamePatterns = [f"*{args.pattern}*"]
-    suite = loader.loadTestsFromTestCase(CrashTest)
-    try:
-        result = unittest.TextTestRunner(verbosity=2).run(suite)
-    except KeyboardInterrupt:
-        print("crash: interrupted", file=sys.stderr)
-        CrashTest.tearDownClass()
-        return 130
-    failed = len(result.failures) + len(result.errors)
-    print(f"crash: {result.testsRun - failed - len(result.skipped)} passed, {failed} failed, "
-          f"{len(result.skipped)} skipped")
-    return 0 if failed == 0 and result.testsRun > 0 else 1
+    return suite.main("crash", CrashTest, needs_root="they run root daemons", harness=harness)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,9 @@ The last line is `emulation: N passed, M failed, K skipped` (scripts/test.sh sum
 binfmt_misc is the kernel's, not the test's: the tests that disable or remove a handler do it
 to qemu-s390x, which no other suite uses, and put it back as it was in a `finally`.
 """
-import argparse
 import json
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -28,6 +26,7 @@ import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
 import base_image  # noqa: E402
 import test_registry as harness  # noqa: E402  -- Daemon and its helpers
 from mounts import unmount_all_under  # noqa: E402
@@ -304,33 +303,15 @@ class EmulationTest(unittest.TestCase):
         self.assertEqual(read(os.path.join(out, "arch")), "s390x\n")
 
 
+def interrupted():
+    for name, saved in list(SAVED.items()):
+        put_back(name, saved)
+    EmulationTest.tearDownClass()
+
+
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build-dir", default=os.environ.get("KBUILD_BUILD_DIR", "build"))
-    parser.add_argument("-k", dest="pattern")
-    args = parser.parse_args()
-    harness.BUILD_DIR = os.path.abspath(args.build_dir)  # what harness.Daemon runs
-    if os.geteuid() != 0:
-        print("emulation tests need root (they run root daemons and change binfmt_misc)", file=sys.stderr)
-        return 2
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt(f"signal {s}")))
-    loader = unittest.TestLoader()
-    if args.pattern:
-        loader.testNamePatterns = [f"*{args.pattern}*"]
-    suite = loader.loadTestsFromTestCase(EmulationTest)
-    try:
-        result = unittest.TextTestRunner(verbosity=2).run(suite)
-    except KeyboardInterrupt:
-        print("emulation: interrupted", file=sys.stderr)
-        for name, saved in list(SAVED.items()):
-            put_back(name, saved)
-        EmulationTest.tearDownClass()
-        return 130
-    failed = len(result.failures) + len(result.errors)
-    print(f"emulation: {result.testsRun - failed - len(result.skipped)} passed, {failed} failed, "
-          f"{len(result.skipped)} skipped")
-    return 0 if failed == 0 and result.testsRun > 0 else 1
+    return suite.main("emulation", EmulationTest, needs_root="they run root daemons and change binfmt_misc",
+                      harness=harness, on_interrupt=interrupted)
 
 
 if __name__ == "__main__":

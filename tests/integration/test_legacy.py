@@ -9,18 +9,17 @@ features in the classic builder's words, and the images. Run as root:
 
 The last result line is `legacy: N passed, M failed, K skipped` (scripts/test.sh sums it).
 """
-import argparse
 import json
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
 import base_image  # noqa: E402
 import test_run  # noqa: E402
 from mounts import unmount_all_under  # noqa: E402
@@ -266,31 +265,7 @@ class LegacyTest(unittest.TestCase):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build-dir", default=os.environ.get("KBUILD_BUILD_DIR", "build"))
-    parser.add_argument("-k", dest="pattern")
-    args = parser.parse_args()
-    test_run.BUILD_DIR = os.path.abspath(args.build_dir)
-    if os.geteuid() != 0:
-        print("legacy tests need root (they run a root daemon)", file=sys.stderr)
-        return 2
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt(f"signal {s}")))
-    loader = unittest.TestLoader()
-    if args.pattern:
-        loader.testNamePatterns = [f"*{args.pattern}*"]
-    suite = loader.loadTestsFromTestCase(LegacyTest)
-    try:
-        result = unittest.TextTestRunner(verbosity=2).run(suite)
-    except KeyboardInterrupt:
-        print("legacy: interrupted", file=sys.stderr)
-        if getattr(LegacyTest, "workdir", None) and os.path.exists(LegacyTest.workdir):
-            LegacyTest.tearDownClass()
-        return 130
-    failed = len(result.failures) + len(result.errors)
-    print(f"legacy: {result.testsRun - failed - len(result.skipped)} passed, {failed} failed, "
-          f"{len(result.skipped)} skipped")
-    return 0 if failed == 0 and result.testsRun > 0 else 1
+    return suite.main("legacy", LegacyTest, needs_root="they run a root daemon", harness=test_run)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,12 @@ The tests that run arm64 programs skip, saying so, where the host has no binfmt_
 for aarch64 (scripts/setup-test-deps.sh installs qemu-user-static). The last line is
 `platforms: N passed, M failed, K skipped` (scripts/test.sh sums it).
 """
-import argparse
 import gzip
 import io
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -29,6 +27,7 @@ import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
 import base_image  # noqa: E402
 import test_registry as harness  # noqa: E402  -- Daemon and its helpers
 from mounts import unmount_all_under  # noqa: E402
@@ -376,30 +375,7 @@ class PlatformsTest(unittest.TestCase):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build-dir", default=os.environ.get("KBUILD_BUILD_DIR", "build"))
-    parser.add_argument("-k", dest="pattern")
-    args = parser.parse_args()
-    harness.BUILD_DIR = os.path.abspath(args.build_dir)  # what harness.Daemon runs
-    if os.geteuid() != 0:
-        print("platform tests need root (they run root daemons)", file=sys.stderr)
-        return 2
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt(f"signal {s}")))
-    loader = unittest.TestLoader()
-    if args.pattern:
-        loader.testNamePatterns = [f"*{args.pattern}*"]
-    suite = loader.loadTestsFromTestCase(PlatformsTest)
-    try:
-        result = unittest.TextTestRunner(verbosity=2).run(suite)
-    except KeyboardInterrupt:
-        print("platforms: interrupted", file=sys.stderr)
-        PlatformsTest.tearDownClass()
-        return 130
-    failed = len(result.failures) + len(result.errors)
-    print(f"platforms: {result.testsRun - failed - len(result.skipped)} passed, {failed} failed, "
-          f"{len(result.skipped)} skipped")
-    return 0 if failed == 0 and result.testsRun > 0 else 1
+    return suite.main("platforms", PlatformsTest, needs_root="they run root daemons", harness=harness)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,10 @@ current Docker) is shown, stored and found the same way by every command. Run as
 
 The last line is `references: N passed, M failed, K skipped` (scripts/test.sh sums it).
 """
-import argparse
 import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -27,6 +25,7 @@ import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
 import test_registry as harness  # noqa: E402  -- Daemon and its helpers
 from mounts import unmount_all_under  # noqa: E402
 from test_registry import run, write  # noqa: E402
@@ -305,29 +304,7 @@ class ReferencesTest(unittest.TestCase):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build-dir", default=os.environ.get("KBUILD_BUILD_DIR", "build"))
-    parser.add_argument("-k", dest="pattern")
-    args = parser.parse_args()
-    harness.BUILD_DIR = os.path.abspath(args.build_dir)  # what harness.Daemon runs
-    if os.geteuid() != 0:
-        print("reference tests need root (they run a root daemon)", file=sys.stderr)
-        return 2
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt(f"signal {s}")))
-    loader = unittest.TestLoader()
-    if args.pattern:
-        loader.testNamePatterns = [f"*{args.pattern}*"]
-    suite = loader.loadTestsFromTestCase(ReferencesTest)
-    try:
-        result = unittest.TextTestRunner(verbosity=2).run(suite)
-    except KeyboardInterrupt:
-        print("references: interrupted", file=sys.stderr)
-        return 130
-    failed = len(result.failures) + len(result.errors)
-    print(f"references: {result.testsRun - failed - len(result.skipped)} passed, {failed} failed, "
-          f"{len(result.skipped)} skipped")
-    return 0 if failed == 0 and result.testsRun > 0 else 1
+    return suite.main("references", ReferencesTest, needs_root="they run a root daemon", harness=harness)
 
 
 if __name__ == "__main__":

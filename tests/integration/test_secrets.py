@@ -16,7 +16,6 @@ as root:
 
 The last line is `secrets: N passed, M failed, K skipped` (scripts/test.sh sums it).
 """
-import argparse
 import base64
 import fcntl
 import gzip
@@ -40,6 +39,7 @@ import zlib
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
 import base_image  # noqa: E402
 import test_registry as harness  # noqa: E402  -- Daemon, DistributionRegistry and their helpers
 from mounts import mount_points_under, unmount_all_under  # noqa: E402
@@ -697,31 +697,7 @@ RUN --mount=type=secret,id=f echo {marker} > /marker
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build-dir", default=os.environ.get("KBUILD_BUILD_DIR", "build"))
-    parser.add_argument("-k", dest="pattern")
-    args = parser.parse_args()
-    harness.BUILD_DIR = os.path.abspath(args.build_dir)  # what harness.Daemon runs
-    if os.geteuid() != 0:
-        print("secrets tests need root (they run root daemons)", file=sys.stderr)
-        return 2
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt(f"signal {s}")))
-    loader = unittest.TestLoader()
-    if args.pattern:
-        loader.testNamePatterns = [f"*{args.pattern}*"]
-    suite = loader.loadTestsFromTestCase(SecretsTest)
-    try:
-        result = unittest.TextTestRunner(verbosity=2).run(suite)
-    except KeyboardInterrupt:
-        print("secrets: interrupted", file=sys.stderr)
-        if getattr(SecretsTest, "workdir", None) and os.path.exists(SecretsTest.workdir):
-            SecretsTest.tearDownClass()
-        return 130
-    failed = len(result.failures) + len(result.errors)
-    print(f"secrets: {result.testsRun - failed - len(result.skipped)} passed, {failed} failed, "
-          f"{len(result.skipped)} skipped")
-    return 0 if failed == 0 and result.testsRun > 0 else 1
+    return suite.main("secrets", SecretsTest, needs_root="they run root daemons", harness=harness)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ one temp dir, removed at the end, and nothing the test started is left running. 
 
 The last line is `ssh: N passed, M failed, K skipped` (scripts/test.sh sums it).
 """
-import argparse
 import os
 import shutil
 import signal
@@ -35,6 +34,7 @@ import uuid
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
 import base_image  # noqa: E402
 import test_registry as harness  # noqa: E402  -- Daemon and its helpers
 from daemon_process import terminate  # noqa: E402
@@ -672,31 +672,7 @@ RUN --network=host sh -c 'git clone -q {url} /out/without > /out/without.log 2>&
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build-dir", default=os.environ.get("KBUILD_BUILD_DIR", "build"))
-    parser.add_argument("-k", dest="pattern")
-    args = parser.parse_args()
-    harness.BUILD_DIR = os.path.abspath(args.build_dir)  # what harness.Daemon runs
-    if os.geteuid() != 0:
-        print("ssh tests need root (they run root daemons and an sshd)", file=sys.stderr)
-        return 2
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt(f"signal {s}")))
-    loader = unittest.TestLoader()
-    if args.pattern:
-        loader.testNamePatterns = [f"*{args.pattern}*"]
-    suite = loader.loadTestsFromTestCase(SshTest)
-    try:
-        result = unittest.TextTestRunner(verbosity=2).run(suite)
-    except KeyboardInterrupt:
-        print("ssh: interrupted", file=sys.stderr)
-        if getattr(SshTest, "workdir", None) and os.path.exists(SshTest.workdir):
-            SshTest.tearDownClass()
-        return 130
-    failed = len(result.failures) + len(result.errors)
-    print(f"ssh: {result.testsRun - failed - len(result.skipped)} passed, {failed} failed, "
-          f"{len(result.skipped)} skipped")
-    return 0 if failed == 0 and result.testsRun > 0 else 1
+    return suite.main("ssh", SshTest, needs_root="they run root daemons and an sshd", harness=harness)
 
 
 if __name__ == "__main__":
