@@ -1,6 +1,7 @@
 #include "engine/solver/builder.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -62,6 +63,32 @@ std::string new_build_name() {
 }
 
 namespace {
+
+// A token for work of the build that one failure stops early: canceled when the build is, and
+// when cancel() is called on it.
+class ChildCancel {
+ public:
+  explicit ChildCancel(const CancelToken& parent)
+      : relay_([this, &parent] {
+          struct pollfd fds[2] = {{parent.fd(), POLLIN, 0}, {done_.fd(), POLLIN, 0}};
+          while (::poll(fds, 2, -1) < 0 && errno == EINTR) {
+          }
+          if (fds[0].revents) token_.cancel();
+        }) {}
+  ~ChildCancel() {
+    done_.cancel();
+    relay_.join();
+  }
+  ChildCancel(const ChildCancel&) = delete;
+  ChildCancel& operator=(const ChildCancel&) = delete;
+
+  CancelToken& token() { return token_; }
+
+ private:
+  CancelToken token_;
+  CancelSignal done_;
+  std::thread relay_;  // last: it reads the members above
+};
 
 // The progress of graphs solved side by side (one per platform): a vertex they share (the
 // same op, run once) is told once, started by the first to reach it and completed by the
@@ -221,20 +248,22 @@ class Builder::Run {
     std::vector<std::exception_ptr> failures(definitions.size());
     SharedSolveProgress shared(progress_);
     {
+      // The first platform to fail stops the others, as a failing step stops its own graph.
+      ChildCancel platforms(cancel_);
       std::vector<std::jthread> solvers;
       for (size_t i = 0; i < definitions.size(); ++i) {
         solvers.emplace_back([&, i] {
           try {
-            solved[i] = builder_.scheduler_.solve(definitions[i].graph, definitions[i].root, worker_, shared, cancel_);
+            solved[i] = builder_.scheduler_.solve(definitions[i].graph, definitions[i].root, worker_, shared,
+                                                  platforms.token());
           } catch (...) {
             failures[i] = std::current_exception();
+            platforms.token().cancel();
           }
         });
       }
     }
-    for (const std::exception_ptr& failure : failures) {
-      if (failure) std::rethrow_exception(failure);
-    }
+    rethrow_first_failure(failures);
     std::string id = vertex_id("export-platforms:" + solved.front().key);
     progress_.started(id, "exporting to image");
     BuildResult out;
@@ -249,6 +278,22 @@ class Builder::Run {
     for (const graph::Definition& definition : definitions) graphs.push_back(&definition);
     export_caches(graphs, solved);
     return out;
+  }
+
+  // The error that stopped the platforms: one that is not the cancel it caused in the others,
+  // unless the build itself was canceled.
+  void rethrow_first_failure(const std::vector<std::exception_ptr>& failures) const {
+    std::exception_ptr first;
+    for (const std::exception_ptr& failure : failures) {
+      if (!failure) continue;
+      if (!first) first = failure;
+      try {
+        std::rethrow_exception(failure);
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::canceled || cancel_.canceled()) throw;
+      }
+    }
+    if (first) std::rethrow_exception(first);
   }
 
   // What a build for several platforms cannot do, refused before any step runs.

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -31,7 +32,7 @@ import suite  # noqa: E402
 import base_image  # noqa: E402
 import test_registry as harness  # noqa: E402  -- Daemon and its helpers
 from mounts import unmount_all_under  # noqa: E402
-from test_registry import write  # noqa: E402
+from test_registry import wait_until, write  # noqa: E402
 
 AMD64 = "kbuild-busybox"
 ARM64 = "kbuild-busybox-arm64"
@@ -362,6 +363,21 @@ class PlatformsTest(unittest.TestCase):
             self.assertIn(f"#{step.group(1)} CACHED", result.stderr)
         with open(os.path.join(out, "linux_arm64", "arch")) as f:
             self.assertEqual(f.read().strip(), "aarch64")
+
+    @needs_arm64
+    def test_a_failing_platform_stops_the_others_and_its_error_is_the_one_told(self):
+        daemon = self.daemon()
+        ctx = self.context("ARG TARGETARCH\nFROM kbuild-busybox-$TARGETARCH\n"
+                           "RUN if [ \"$(uname -m)\" = aarch64 ]; then echo arm64-breaks; exit 3; fi; sleep 127.25\n")
+        started = time.monotonic()
+        result = self.build(daemon, ctx, "--platform", "linux/amd64,linux/arm64", "-t", "never", check=False)
+        self.assertLess(time.monotonic() - started, 90, "the amd64 step was not stopped")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("did not complete successfully: exit code: 3", result.stderr)
+        self.assertNotIn("never", self.image_names(daemon))
+        # Nothing of the stopped step is left running (its teardown may end just after the reply).
+        gone = lambda: subprocess.run(["pgrep", "-f", "sleep 127.25"], capture_output=True).stdout == b""  # noqa: E731
+        self.assertTrue(wait_until(gone, 15), "the stopped amd64 step is still running")
 
     def test_outputs_a_build_of_several_platforms_cannot_write_are_refused_first(self):
         daemon = self.daemon()
