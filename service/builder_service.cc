@@ -392,10 +392,11 @@ std::vector<std::string> BuilderService::pull_image(const dbus::CallContext& cal
   pull.canceled = [&canceled] { return canceled.load(); };
   std::optional<store::ImageRecord> before = store_.metadata().image_by_name(ref.str());
   store::ImageRecord record;
-  record = registry::pull_image(store_, client, ref, pull);
+  store::Digest named;
+  record = registry::pull_image(store_, client, ref, pull, &named);
   std::vector<std::string> lines;
   lines.push_back((ref.tag.empty() ? ref.digest : ref.tag) + ": Pulling from " + ref.path);
-  lines.push_back("Digest: " + record.manifest.str());
+  lines.push_back("Digest: " + named.str());
   bool same = before && before->manifest == record.manifest;
   lines.push_back(std::string("Status: ") + (same ? "Image is up to date for " : "Downloaded newer image for ") +
                   ref.familiar());

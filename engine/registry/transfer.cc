@@ -84,6 +84,7 @@ ResolvedManifest resolve(store::Store& store, RegistryClient& client, const imag
                          const PullOptions& options, store::AddedBlobs* added) {
   std::string wanted = reference.digest.empty() ? reference.tag : reference.digest;
   FetchedManifest fetched = client.manifest(reference, wanted);
+  const store::Digest named = fetched.digest;
   if (fetched.media_type == image::media_type::oci_index || fetched.media_type == image::media_type::docker_manifest_list) {
     image::Index index = image::parse_index(fetched.bytes);
     image::Descriptor chosen = pick_platform(index, options);
@@ -121,13 +122,14 @@ ResolvedManifest resolve(store::Store& store, RegistryClient& client, const imag
     throw Error(ErrorKind::user, "the image config lists " + std::to_string(config.rootfs.diff_ids.size()) +
                                      " layers, the manifest " + std::to_string(manifest.layers.size()));
   }
-  return ResolvedManifest{std::move(fetched), std::move(manifest)};
+  return ResolvedManifest{std::move(fetched), std::move(manifest), named};
 }
 
 store::ImageRecord pull(store::Store& store, RegistryClient& client, const image::Reference& reference,
-                        const PullOptions& options) {
+                        const PullOptions& options, store::Digest* named) {
   store::AddedBlobs added(store);
   ResolvedManifest resolved = resolve(store, client, reference, options, &added);
+  if (named) *named = resolved.named;
   const FetchedManifest& fetched = resolved.fetched;
   const image::Manifest& manifest = resolved.manifest;
   image::ImageConfig config = image::parse_config(store.content().read_small(manifest.config.digest));
@@ -316,9 +318,9 @@ ResolvedManifest resolve_manifest(store::Store& store, RegistryClient& client, c
 }
 
 store::ImageRecord pull_image(store::Store& store, RegistryClient& client, const image::Reference& reference,
-                              const PullOptions& options) {
+                              const PullOptions& options, store::Digest* named) {
   try {
-    return pull(store, client, reference, options);
+    return pull(store, client, reference, options, named);
   } catch (const Error& e) {
     throw e.with_context("pulling " + reference.str());
   }

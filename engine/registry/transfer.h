@@ -33,6 +33,7 @@ PullOptions pull_options_for(const std::string& platform);
 struct ResolvedManifest {
   FetchedManifest fetched;
   image::Manifest manifest;
+  store::Digest named;  // what the reference names: the index's digest when it is one
 };
 ResolvedManifest resolve_manifest(store::Store& store, RegistryClient& client, const image::Reference& reference,
                                   const PullOptions& options);
@@ -40,9 +41,10 @@ ResolvedManifest resolve_manifest(store::Store& store, RegistryClient& client, c
 // Fetches the manifest (the platform's, from an index), config and missing layer blobs, each
 // verified by digest and size while it streams into the content store, then unpacks the
 // layers into snapshots and names the image `reference`. A blob the store has is not fetched
-// again. Returns the record stored under the name.
+// again. Returns the record stored under the name; `named`, when given, gets the digest the
+// reference names (an index's, as `docker pull` prints it).
 store::ImageRecord pull_image(store::Store& store, RegistryClient& client, const image::Reference& reference,
-                              const PullOptions& options);
+                              const PullOptions& options, store::Digest* named = nullptr);
 
 struct PushOptions {
   int max_concurrent_uploads = 5;

@@ -14,6 +14,7 @@ for aarch64 (scripts/setup-test-deps.sh installs qemu-user-static). The last lin
 `platforms: N passed, M failed, K skipped` (scripts/test.sh sums it).
 """
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -321,8 +322,9 @@ class PlatformsTest(unittest.TestCase):
         name = f"{registry.host}/multi:1"
         self.build(daemon, self.context(TWO_PLATFORM_DOCKERFILE, {"hello": "hi\n"}),
                    "--platform", "linux/amd64,linux/arm64", "-t", name, "--push")
-        raw = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{name}"],
-                                        check=True, capture_output=True, text=True).stdout)
+        raw_bytes = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{name}"],
+                                   check=True, capture_output=True).stdout
+        raw = json.loads(raw_bytes)
         self.assertEqual(raw["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json")
         self.assertEqual([m["platform"]["architecture"] for m in raw["manifests"]], ["amd64", "arm64"])
         for entry in raw["manifests"]:
@@ -330,9 +332,11 @@ class PlatformsTest(unittest.TestCase):
         # skopeo reads the whole index back, every blob checked.
         subprocess.run(["skopeo", "copy", "--all", "-q", "--src-tls-verify=false", f"docker://{name}",
                         f"oci:{self.path('copy')}:x"], check=True)
-        # Another store pulls each platform's image from the index.
+        # Another store pulls each platform's image from the index; the pull names the index.
         other = harness.Daemon(self.path("d2"))
         self.addCleanup(other.stop)
+        pulled = other.client("pull", "--platform", "linux/arm64", name).stdout
+        self.assertIn(f"Digest: sha256:{hashlib.sha256(raw_bytes).hexdigest()}\n", pulled)
         ctx = self.context(f"FROM {name}\nRUN uname -m > /now\n")
         for platform, arch in (("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")):
             out = self.path("out-" + platform.replace("/", "_"))
