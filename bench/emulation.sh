@@ -34,18 +34,7 @@ repo=$PWD
 # shellcheck source=bench/lib.sh
 source "$repo/bench/lib.sh"
 bench_prepare emulation.sh service/kbuildd service/kbuild-context-reader cli/kbuildctl engine/kbuild-exec
-if [[ -n ${KBUILD_BASELINE_BUILD_DIR:-} ]]; then
-  echo "emulation.sh: KBUILD_BASELINE_BUILD_DIR is not supported here" >&2
-  exit 1
-fi
-if [[ ! -x /bin/busybox ]]; then
-  echo "installing busybox-static"
-  apt_install busybox-static
-fi
-if ! grep -qs '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
-  echo "installing qemu-user-static and binfmt-support (arm64 programs need an emulator)"
-  apt_install qemu-user-static binfmt-support
-fi
+bench_need_arm64 emulation.sh
 
 bench_init_workdir kemu
 

@@ -374,3 +374,23 @@ registry_ready() {
   tail -n 25 "$registry_log" >&2
   exit 1
 }
+
+# --- other platforms ----------------------------------------------------------------------------
+
+# For the benchmarks that build for linux/arm64 (emulation.sh, platforms.sh): no earlier kbuild
+# to compare with, the host busybox for the amd64 base, and qemu-user-static registered with the
+# F flag for the arm64 one, installed when missing. $1 names the script in the refusal.
+bench_need_arm64() {
+  if [[ -n ${KBUILD_BASELINE_BUILD_DIR:-} ]]; then
+    echo "$1: KBUILD_BASELINE_BUILD_DIR is not supported here" >&2
+    exit 1
+  fi
+  if [[ ! -x /bin/busybox ]]; then
+    echo "installing busybox-static"
+    apt_install busybox-static
+  fi
+  if ! grep -qs '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
+    echo "installing qemu-user-static and binfmt-support (arm64 programs need an emulator)"
+    apt_install qemu-user-static binfmt-support
+  fi
+}

@@ -163,6 +163,17 @@ class PlatformsTest(unittest.TestCase):
     def image_names(self, daemon):
         return daemon.client("images").stdout
 
+    def assert_each_platform_builds_from(self, daemon, image):
+        """Builds FROM `image` for arm64 and amd64 take that platform's image (its /arch, made
+        when it was built) and run their step on it."""
+        ctx = self.context(f"FROM {image}\nRUN uname -m > /now\n")
+        for platform, arch in (("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")):
+            out = self.path("out-" + platform.replace("/", "_"))
+            self.build(daemon, ctx, "--platform", platform, "-o", f"type=local,dest={out}")
+            for file in ("arch", "now"):
+                with open(os.path.join(out, file)) as f:
+                    self.assertEqual(f.read().strip(), arch, (platform, file))
+
     def store_temp_entries(self, daemon):
         """Temp files and view dirs a build may leave in the store."""
         found = []
@@ -305,14 +316,7 @@ class PlatformsTest(unittest.TestCase):
         self.addCleanup(other.stop)
         self.assertIn("Loaded image: loaded:2", other.client("load", "-i", archive).stdout)
         self.assertRegex(other.client("images", "--tree").stdout, r"loaded\s+2\s.*\n├─ linux/amd64\n└─ linux/arm64\n")
-        ctx = self.context("FROM loaded:2\nRUN uname -m > /now\n")
-        for platform, arch in (("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")):
-            out = self.path("out-" + platform.replace("/", "_"))
-            other.client("build", "--progress", "plain", "--platform", platform, "-o", f"type=local,dest={out}", ctx,
-                         timeout=600)
-            for file in ("arch", "now"):
-                with open(os.path.join(out, file)) as f:
-                    self.assertEqual(f.read().strip(), arch, (platform, file))
+        self.assert_each_platform_builds_from(other, "loaded:2")
 
     @needs_arm64
     def test_a_push_sends_one_index_that_builds_pull_their_platform_from(self):
@@ -337,14 +341,7 @@ class PlatformsTest(unittest.TestCase):
         self.addCleanup(other.stop)
         pulled = other.client("pull", "--platform", "linux/arm64", name).stdout
         self.assertIn(f"Digest: sha256:{hashlib.sha256(raw_bytes).hexdigest()}\n", pulled)
-        ctx = self.context(f"FROM {name}\nRUN uname -m > /now\n")
-        for platform, arch in (("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")):
-            out = self.path("out-" + platform.replace("/", "_"))
-            other.client("build", "--progress", "plain", "--platform", platform, "-o", f"type=local,dest={out}", ctx,
-                         timeout=600)
-            for file in ("arch", "now"):
-                with open(os.path.join(out, file)) as f:
-                    self.assertEqual(f.read().strip(), arch, (platform, file))
+        self.assert_each_platform_builds_from(other, name)
 
     @needs_arm64
     def test_a_cache_exported_by_a_build_of_two_platforms_serves_both(self):
