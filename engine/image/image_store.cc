@@ -284,6 +284,16 @@ std::vector<Descriptor> platform_manifests(store::Store& store, const Index& ind
 std::vector<std::string> ImageStore::load(int fd, int cancel_fd) {
   StoreBlobs blobs(store_.content());
   ImportResult imported = read_image_archive(fd, blobs, cancel_fd);
+  // Every name checked before any layer is unpacked or any name set: a bad one loads nothing.
+  for (const auto& image : imported.images) {
+    for (const std::string& name : image.names) {
+      try {
+        normalize_reference(name);
+      } catch (const Error& e) {
+        throw e.with_context("the archive names an image \"" + name + "\"");
+      }
+    }
+  }
   auto canceled = [cancel_fd] {
     struct pollfd p = {cancel_fd, POLLIN, 0};
     return cancel_fd >= 0 && ::poll(&p, 1, 0) > 0;

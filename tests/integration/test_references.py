@@ -14,6 +14,7 @@ current Docker) is shown, stored and found the same way by every command. Run as
 The last line is `references: N passed, M failed, K skipped` (scripts/test.sh sums it).
 """
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import suite  # noqa: E402
+import base_image  # noqa: E402
 import test_registry as harness  # noqa: E402  -- Daemon and its helpers
 from mounts import unmount_all_under  # noqa: E402
 from test_registry import run, write  # noqa: E402
@@ -235,6 +237,42 @@ class ReferencesTest(unittest.TestCase):
         self.assertEqual(result.stderr, "Error response from daemon: " + LOWER.format("library/Bad") + "\n")
         self.assertEqual(result.stdout, "Untagged: it-gone:latest\n")
         self.assertNotIn("it-gone:latest", self.daemon.names())
+
+    def test_load_of_an_archive_with_a_bad_name_names_and_unpacks_nothing(self):
+        # An OCI archive names its images in index.json's annotations: a docker-archive's
+        # RepoTags are checked as they are read, these only when the images are stored.
+        archive = os.path.join(self.workdir, "good-name.tar")
+        base_image.write_base_image(os.path.join(self.workdir, "base.tar"), "it-base")
+        self.daemon.client("load", "-i", os.path.join(self.workdir, "base.tar"))
+        ctx = os.path.join(self.workdir, "load-ctx")
+        write(os.path.join(ctx, "Dockerfile"), "FROM it-base\nRUN echo layer-of-its-own > /own\n")
+        self.daemon.client("build", "--progress", "plain", "-o", f"type=oci,dest={archive},name=it-good", ctx,
+                           timeout=300)
+        self.daemon.client("rmi", "it-base")
+        with tarfile.open(archive) as tar:
+            members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()]
+        bad = os.path.join(self.workdir, "bad-name.tar")
+        with tarfile.open(bad, "w") as tar:
+            for member, data in members:
+                if member.name == "index.json":
+                    index = json.loads(data)
+                    index["manifests"].append(dict(index["manifests"][0]))
+                    index["manifests"][1]["annotations"] = {"io.containerd.image.name": "Bad Name:1"}
+                    data = json.dumps(index).encode()
+                    member.size = len(data)
+                tar.addfile(member, io.BytesIO(data) if data is not None else None)
+        other = harness.Daemon(os.path.join(self.workdir, "load-d"))
+        try:
+            result = other.client("load", "-i", bad, check=False)
+            self.assertEqual(result.returncode, 1)
+            self.assertIn('the archive names an image "Bad Name:1": ' + LOWER.format("library/Bad Name"),
+                          result.stderr)
+            self.assertEqual(other.names(), set())
+            self.assertEqual(os.listdir(os.path.join(other.root, "snapshots")), [])
+            # The archive without the bad name loads.
+            self.assertIn("Loaded image: it-good", other.client("load", "-i", archive).stdout)
+        finally:
+            other.stop()
 
     def test_save_refuses_before_it_writes_anything(self):
         for text, normalized in NAMES_ONLY:
