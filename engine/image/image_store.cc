@@ -17,28 +17,43 @@
 #include "engine/image/parallel.h"
 #include "engine/image/oci.h"
 #include "engine/image/reference.h"
+#include "engine/store/added_blobs.h"
 
 namespace kbuild::image {
 namespace {
 
+// One blob of an archive into the content store; a blob the store did not have is the
+// load's, removed again if the load fails (`added`).
 class StoreBlobWriter : public BlobWriter {
  public:
-  explicit StoreBlobWriter(store::ContentStore::Writer writer) : writer_(std::move(writer)) {}
+  StoreBlobWriter(store::ContentStore& content, store::AddedBlobs& added) : added_(added), writer_(content.writer()) {}
   void write(const void* data, size_t size) override { writer_.write(data, size); }
-  store::Digest commit(std::optional<store::Digest> expected) override { return writer_.commit(expected); }
+  store::Digest commit(std::optional<store::Digest> expected) override {
+    // The load's lease holds the blob from here (ContentStore: made_blob), so a prune cannot
+    // take one the store had between this commit and the claim.
+    store::Digest digest = writer_.commit(expected);
+    if (writer_.found_stored()) {
+      added_.use(digest);
+    } else {
+      added_.add(digest);
+    }
+    return digest;
+  }
 
  private:
+  store::AddedBlobs& added_;
   store::ContentStore::Writer writer_;
 };
 
 // Blobs an archive brings, written straight into the content store.
 class StoreBlobs : public BlobSink {
  public:
-  explicit StoreBlobs(store::ContentStore& content) : content_(content) {}
-  std::unique_ptr<BlobWriter> writer() override { return std::make_unique<StoreBlobWriter>(content_.writer()); }
+  StoreBlobs(store::ContentStore& content, store::AddedBlobs& added) : content_(content), added_(added) {}
+  std::unique_ptr<BlobWriter> writer() override { return std::make_unique<StoreBlobWriter>(content_, added_); }
 
  private:
   store::ContentStore& content_;
+  store::AddedBlobs& added_;
 };
 
 bool is_hex(std::string_view s) {
@@ -282,7 +297,9 @@ std::vector<Descriptor> platform_manifests(store::Store& store, const Index& ind
 }  // namespace
 
 std::vector<std::string> ImageStore::load(int fd, int cancel_fd) {
-  StoreBlobs blobs(store_.content());
+  // A load that fails leaves none of the blobs it brought.
+  store::AddedBlobs added(store_);
+  StoreBlobs blobs(store_.content(), added);
   ImportResult imported = read_image_archive(fd, blobs, cancel_fd);
   // Every name checked before any layer is unpacked or any name set: a bad one loads nothing.
   for (const auto& image : imported.images) {
@@ -298,9 +315,11 @@ std::vector<std::string> ImageStore::load(int fd, int cancel_fd) {
     struct pollfd p = {cancel_fd, POLLIN, 0};
     return cancel_fd >= 0 && ::poll(&p, 1, 0) > 0;
   };
-  std::vector<std::string> loaded;
+  // Every image unpacked before any is named: a failure names nothing, and no name is left on
+  // a manifest or config the failure removes.
+  std::vector<store::ImageRecord> records;
   for (const auto& image : imported.images) {
-    store::ImageRecord record{image.target.digest, {}, std::chrono::system_clock::now()};
+    store::ImageRecord& record = records.emplace_back(image.target.digest, store::Digest{}, std::chrono::system_clock::now());
     std::vector<Descriptor> platforms;
     if (is_index_type(image.target.media_type)) {
       Index index = parse_index(store_.content().read_small(image.target.digest));
@@ -317,13 +336,18 @@ std::vector<std::string> ImageStore::load(int fd, int cancel_fd) {
       for (const Descriptor& platform : platforms) unpack(platform.digest, canceled);
       record.config = record.manifest;  // an index's id is its own digest
     }
-    if (image.names.empty()) loaded.push_back("Loaded image ID: " + record.config.str());
-    for (const std::string& name : image.names) {
+  }
+  std::vector<std::string> loaded;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const std::vector<std::string>& names = imported.images[i].names;
+    if (names.empty()) loaded.push_back("Loaded image ID: " + records[i].config.str());
+    for (const std::string& name : names) {
       std::string normalized = normalize_reference(name);
-      store_.metadata().set_image_name(normalized, record);
+      store_.metadata().set_image_name(normalized, records[i]);
       loaded.push_back("Loaded image: " + familiar_reference(normalized));
     }
   }
+  added.keep();
   return loaded;
 }
 

@@ -163,7 +163,8 @@ ContentStore::Writer::Writer(Writer&& other) noexcept
       temp_name_(std::move(other.temp_name_)),
       hasher_(std::move(other.hasher_)),
       buffer_(std::move(other.buffer_)),
-      size_(other.size_) {}
+      size_(other.size_),
+      found_stored_(other.found_stored_) {}
 
 ContentStore::Writer& ContentStore::Writer::operator=(Writer&& other) noexcept {
   if (this != &other) {
@@ -174,6 +175,7 @@ ContentStore::Writer& ContentStore::Writer::operator=(Writer&& other) noexcept {
     hasher_ = std::move(other.hasher_);
     buffer_ = std::move(other.buffer_);
     size_ = other.size_;
+    found_stored_ = other.found_stored_;
   }
   return *this;
 }
@@ -220,6 +222,7 @@ Digest ContentStore::Writer::commit(std::optional<Digest> expected) {
   if (store_->has(digest)) {
     // Another writer got there first with the same bytes; its rename may not be durable yet.
     fs::sync(store_->blobs_dir_.get(), store_->blobs_path_);
+    found_stored_ = true;
     return digest;
   }
   fs::sync(fd_.get(), temp);

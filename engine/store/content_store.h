@@ -38,6 +38,8 @@ class ContentStore {
     // digest discards the data and throws "digest mismatch: expected X, got Y". The writer
     // cannot be used afterwards, whether commit succeeded or threw.
     Digest commit(std::optional<Digest> expected = {});
+    // After commit: whether the store had the blob already (this writer's bytes were dropped).
+    bool found_stored() const { return found_stored_; }
 
    private:
     friend class ContentStore;
@@ -51,6 +53,7 @@ class ContentStore {
     Sha256 hasher_;
     std::vector<char> buffer_;
     uint64_t size_ = 0;
+    bool found_stored_ = false;
   };
 
   // Opens the store under `root`, creating <root>/blobs/sha256 and <root>/blobs/tmp as needed.

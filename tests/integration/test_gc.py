@@ -10,11 +10,14 @@ root:
 
 The last line is `gc: N passed, M failed, K skipped` (scripts/test.sh sums it).
 """
+import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import unittest
 
@@ -313,6 +316,45 @@ class GcTest(unittest.TestCase):
         # The last build is what stays: built again, its step is a cache hit.
         again = self.build(d, ctx).stderr
         self.assertRegex(again, r"RUN dd [^\n]*\n#\d+ CACHED")
+
+    def test_a_load_that_fails_leaves_none_of_its_blobs_and_names_nothing(self):
+        daemon = self.daemon()
+        blobs_dir = os.path.join(daemon.root, "blobs", "sha256")
+        # A good image, then one whose config promises another layer than the one it carries:
+        # the second fails as its layer is checked, after the archive's blobs are all stored.
+        good = self.path("good.tar")
+        base_image.write_base_image(good, "gc-good")
+        with tarfile.open(good) as tar:
+            members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()]
+        manifest = json.loads(next(data for m, data in members if m.name == "manifest.json"))
+        config_name = manifest[0]["Config"]
+        config = json.loads(next(data for m, data in members if m.name == config_name))
+        config["rootfs"]["diff_ids"] = ["sha256:" + "0" * 64]
+        lying = json.dumps(config).encode()
+        lying_name = hashlib.sha256(lying).hexdigest() + ".json"
+        manifest.append({"Config": lying_name, "RepoTags": ["gc-lying:1"], "Layers": manifest[0]["Layers"]})
+        bad = self.path("bad.tar")
+        with tarfile.open(bad, "w") as tar:
+            for member, data in members:
+                if member.name == "manifest.json":
+                    data = json.dumps(manifest).encode()
+                    member.size = len(data)
+                tar.addfile(member, io.BytesIO(data) if data is not None else None)
+            info = tarfile.TarInfo(lying_name)
+            info.size = len(lying)
+            tar.addfile(info, io.BytesIO(lying))
+        before = sorted(os.listdir(blobs_dir))
+        names = daemon.names()
+        result = daemon.client("load", "-i", bad, check=False)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("sha256:" + "0" * 64, result.stderr)
+        self.assertEqual(daemon.names(), names, "a name was set by a load that failed")
+        self.assertEqual(sorted(os.listdir(blobs_dir)), before, "the failed load left blobs")
+        # The good image alone loads (the same bytes as the base the store holds: no new blob),
+        # and what the store had is still there for it.
+        self.assertIn("Loaded image: gc-good:latest", daemon.client("load", "-i", good).stdout)
+        self.assertEqual(sorted(os.listdir(blobs_dir)), before)
+        self.build(daemon, self.context("FROM gc-good\nRUN true\n"))
 
     def test_bad_flags_and_filters_get_one_clear_error(self):
         d = self.daemon()
