@@ -77,6 +77,18 @@ TEST_F(ContentStoreTest, PutOfAStoredBlobIsANoOp) {
   EXPECT_EQ(store_.list(), std::vector<Digest>{first});
 }
 
+TEST_F(ContentStoreTest, AWriterTellsWhetherTheStoreHadItsBlobAlready) {
+  ContentStore::Writer first = store_.writer();
+  first.write("bytes");
+  first.commit();
+  EXPECT_FALSE(first.found_stored());
+  ContentStore::Writer second = store_.writer();
+  second.write("bytes");
+  EXPECT_EQ(second.commit(), Digest::of("bytes"));
+  EXPECT_TRUE(second.found_stored());
+  EXPECT_EQ(entries_in(temp_dir()), 0u);
+}
+
 TEST_F(ContentStoreTest, MissingBlobIsNotFound) {
   Digest digest = Digest::of("absent");
   EXPECT_FALSE(store_.has(digest));
