@@ -209,7 +209,7 @@ void mark_images(store::Store& store, std::vector<UsageRecord>& records, const R
   for (const auto& [name, image] : store.metadata().list_image_names()) {
     std::vector<image::PlatformImage> images;
     try {
-      if (image::is_index(store, image)) {
+      if (image::is_index(image)) {
         // The index itself is a blob of the name; its images are tagged through it.
         mark(records, index, blob_id(image.manifest), &UsageRecord::shared);
         images = image::platform_images(store, image);

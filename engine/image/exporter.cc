@@ -109,9 +109,6 @@ class ArchiveExporter : public Exporter {
 
   // The index again over each image in the output's format.
   void write_platforms(const StoredIndex& stored, const std::vector<PlatformExport>& images, ByteSink& out) override {
-    if (format_ == ArchiveFormat::docker) {
-      throw Error(ErrorKind::user, "docker exporter does not currently support exporting manifest lists");
-    }
     Index index = stored.index;
     for (size_t i = 0; i < images.size(); ++i) {
       Descriptor exported = export_manifest(store_, images[i].stored.manifest, blobs_);

@@ -90,8 +90,10 @@ class Exporter {
   virtual ~Exporter() = default;
   // Writes the output of a build whose image is stored as `image` to `out`.
   virtual void write(const StoredImage& image, const BuiltImage& built, ByteSink& out) = 0;
-  // The same for a build of several platforms: "oci" writes the index, "tar" and "local" one
-  // directory per platform (platform_directory).
+  // The same for a build of several platforms: "oci" and "docker" write the index ("docker"'s
+  // manifest.json names the first platform's image, as `save` writes it), "tar" and "local"
+  // one directory per platform (platform_directory). The builder refuses "docker" for several
+  // platforms before anything runs, as BuildKit's docker exporter does.
   virtual void write_platforms(const StoredIndex& index, const std::vector<PlatformExport>& images, ByteSink& out) = 0;
 };
 

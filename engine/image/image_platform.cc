@@ -26,20 +26,15 @@ std::string descriptor_platform(const Platform& platform) {
   return normalized(platform.os, platform.architecture, platform.variant);
 }
 
-bool is_index(store::Store& store, const store::ImageRecord& record) {
-  std::string type = document_media_type(store.content().read_small(record.manifest));
-  return type == media_type::oci_index || type == media_type::docker_manifest_list;
-}
+bool is_index(const store::ImageRecord& record) { return record.manifest == record.config; }
 
 std::vector<PlatformImage> platform_images(store::Store& store, const store::ImageRecord& record) {
-  std::string document = store.content().read_small(record.manifest);
-  std::string type = document_media_type(document);
-  if (type != media_type::oci_index && type != media_type::docker_manifest_list) {
+  if (!is_index(record)) {
     ImageConfig config = parse_config(store.content().read_small(record.config));
     return {PlatformImage{record, config_platform(config)}};
   }
   std::vector<PlatformImage> out;
-  for (const Descriptor& entry : parse_index(document).manifests) {
+  for (const Descriptor& entry : parse_index(store.content().read_small(record.manifest)).manifests) {
     // Attestations ("unknown/unknown") are not images of a platform.
     if (!entry.platform || entry.platform->os == "unknown" || !store.content().has(entry.digest)) continue;
     Manifest manifest = parse_manifest(store.content().read_small(entry.digest));

@@ -17,8 +17,9 @@ std::string config_platform(const ImageConfig& config);
 // The same for an index entry's platform.
 std::string descriptor_platform(const Platform& platform);
 
-// Whether a stored image is an index (its record's manifest digest names an index).
-bool is_index(store::Store& store, const store::ImageRecord& record);
+// Whether a stored image is an index: the store records an index with its own digest as the
+// image id (store_index, load), which no image's config digest can equal.
+bool is_index(const store::ImageRecord& record);
 
 struct PlatformImage {
   store::ImageRecord image;  // a manifest and its config

@@ -74,7 +74,7 @@ std::vector<ImageSummary> ImageStore::list() {
   std::vector<ImageSummary> out;
   for (auto& [config, summary] : by_config) {
     store::ImageRecord record{summary.manifest, summary.config, summary.created};
-    const bool index = is_index(store_, record);
+    const bool index = is_index(record);
     std::set<store::Digest> layers;
     for (const PlatformImage& image : platform_images(store_, record)) {
       if (index) summary.platforms.push_back(image.platform);

@@ -5,6 +5,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <span>
 #include <utility>
 
 #include "common/syscall.h"
@@ -210,7 +211,7 @@ class Builder::Run {
     import_caches();
     Solved solved = builder_.scheduler_.solve(definition_.graph, definition_.root, worker_, progress_, cancel_);
     BuildResult result = export_target(solved);
-    export_caches({&definition_}, {solved});
+    export_caches({&definition_}, std::span<const Solved>(&solved, 1));
     return result;
   }
 
@@ -645,7 +646,7 @@ class Builder::Run {
   // --cache-to registry and local, after the image: a cache never changes what was built.
   // Each platform's records, a key the platforms share once.
   std::vector<remotecache::ExportRecord> cache_records(const std::vector<const graph::Definition*>& definitions,
-                                                       const std::vector<Solved>& solved,
+                                                       std::span<const Solved> solved,
                                                        remotecache::CacheFormat::Mode mode) {
     std::vector<remotecache::ExportRecord> records;
     std::set<std::string> keys;
@@ -657,7 +658,7 @@ class Builder::Run {
     return records;
   }
 
-  void export_caches(const std::vector<const graph::Definition*>& definitions, const std::vector<Solved>& solved) {
+  void export_caches(const std::vector<const graph::Definition*>& definitions, std::span<const Solved> solved) {
     for (const CacheEntry& entry : request_.cache_to) {
       if (entry.type == "inline") continue;  // in the image's config (write_image)
       std::string id = vertex_id("cache-export:" + entry.type + ":" + attribute(entry, "ref"));

@@ -45,7 +45,7 @@ class ImagePlatformTest : public ::testing::Test {
 
 TEST_F(ImagePlatformTest, AnImageServesOnlyThePlatformItsConfigSays) {
   store::ImageRecord amd64 = image("amd64");
-  EXPECT_FALSE(is_index(*store_, amd64));
+  EXPECT_FALSE(is_index(amd64));
   EXPECT_EQ(image_for_platform(*store_, amd64, "linux/amd64"), amd64);
   std::vector<std::string> found;
   EXPECT_EQ(image_for_platform(*store_, amd64, "linux/arm64", &found), std::nullopt);
@@ -64,7 +64,7 @@ TEST_F(ImagePlatformTest, ArchitecturesAndVariantsAreComparedNormalized) {
 TEST_F(ImagePlatformTest, AnIndexServesEachPlatformItHoldsWithItsOwnImage) {
   store::ImageRecord amd64 = image("amd64"), arm64 = image("arm64");
   store::ImageRecord both = index({entry(amd64, "amd64"), entry(arm64, "arm64")});
-  EXPECT_TRUE(is_index(*store_, both));
+  EXPECT_TRUE(is_index(both));
   EXPECT_EQ(image_for_platform(*store_, both, "linux/amd64")->config, amd64.config);
   EXPECT_EQ(image_for_platform(*store_, both, "linux/arm64")->config, arm64.config);
   std::vector<std::string> found;
