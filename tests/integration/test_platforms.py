@@ -287,6 +287,18 @@ class PlatformsTest(unittest.TestCase):
                 self.assertEqual(f.read(), "hi\n")
         self.assertEqual(self.store_temp_entries(daemon), [])
 
+    def test_a_platforms_directory_stays_inside_dest_whatever_its_variant(self):
+        # containerd's grammar lets a variant be "..": the directory is one name, never a way out.
+        daemon = self.daemon()
+        ctx = self.context("FROM scratch\nCOPY hello /hello\n", {"hello": "hi\n"})
+        out = self.path("out", "dest")
+        self.build(daemon, ctx, "--platform", "linux/amd64/..,linux/amd64/.", "-o", f"type=local,dest={out}")
+        self.assertEqual(sorted(os.listdir(out)), ["linux_amd64_.", "linux_amd64_.."])
+        self.assertEqual(sorted(os.listdir(self.path("out"))), ["dest"])
+        for variant in (".", ".."):
+            with open(os.path.join(out, "linux_amd64_" + variant, "hello")) as f:
+                self.assertEqual(f.read(), "hi\n")
+
     @needs_arm64
     def test_later_builds_take_their_platforms_image_from_a_stored_index(self):
         daemon = self.daemon()
